@@ -1,0 +1,37 @@
+# xenblk — see README.md. `make check` is the test command CI runs.
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: run check deps vet test interop fuzz bench build xenlab
+
+build:
+	$(GO) build -o bin/xenblk ./cmd/xenblk
+
+# The main job: a simulated Xen host, our backend, our frontend, an NBD export.
+run:
+	$(GO) run ./cmd/xenblk sim
+
+deps:
+	./scripts/install-deps.sh
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags cinterop ./internal/cinterop/...
+
+# Every package under the race detector; the cgo interop tests against
+# Xen's C headers (never skipped: deps installs libxen-dev and gcc-multilib).
+test:
+	$(GO) test -race -timeout 20m ./...
+
+interop:
+	$(GO) test -race -tags cinterop -count=1 ./internal/cinterop/...
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+check: deps vet test interop
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+bench:
+	./scripts/install-deps.sh
+	$(GO) test -run '^$$' -bench . -benchmem ./...
