@@ -1,0 +1,177 @@
+package xenbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/xenblk/xenblk/xen"
+)
+
+// Driver carries out a machine's actions for one device. Runner calls it
+// from a single goroutine, never concurrently.
+type Driver interface {
+	// Publish writes this end's static nodes (ActPublish).
+	Publish() error
+	// Connect sets up the data path (ActConnect); its error is fed back as
+	// EvConnectDone.
+	Connect() error
+	// Attach and Refresh are the frontend's ActAttach and ActRefresh. A
+	// backend driver returns nil.
+	Attach() error
+	Refresh() error
+	// Disconnect tears the data path down (ActDisconnect).
+	Disconnect()
+	// Remove forgets the device (ActRemove), after which Run returns.
+	Remove()
+}
+
+// Runner is the thin loop around a Machine: it watches the other end's
+// state node (and, for a backend, its own `online` node), feeds the
+// machine, and carries out its actions through the store and the Driver.
+type Runner struct {
+	Store   xen.Store
+	Self    string // this end's directory, e.g. /local/domain/0/backend/vbd/1/51712
+	Peer    string // the other end's directory
+	Machine *Machine
+	Driver  Driver
+	// Lost, if not nil, signals that the transport saw the other end
+	// vanish (its event channel closed); each receive feeds EvPeerLost.
+	Lost <-chan struct{}
+	// Grace bounds how long Run keeps the handshake going after ctx is
+	// cancelled, waiting for the other end to close. Zero means 5s.
+	Grace time.Duration
+	Log   *slog.Logger
+}
+
+// Run drives the device until the machine removes it, or until ctx is
+// cancelled and the grace period for a clean close has passed.
+func (r *Runner) Run(ctx context.Context) error {
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("dev", r.Self)
+	peerWatch, err := r.Store.Watch(r.Peer+"/state", "peer")
+	if err != nil {
+		return fmt.Errorf("xenbus: watch %s/state: %w", r.Peer, err)
+	}
+	defer peerWatch.Close()
+	var online <-chan xen.WatchEvent
+	if r.Machine.backend {
+		w, err := r.Store.Watch(r.Self+"/online", "online")
+		if err != nil {
+			return fmt.Errorf("xenbus: watch %s/online: %w", r.Self, err)
+		}
+		defer w.Close()
+		online = w.Events()
+	}
+
+	if err := r.feed(Event{Kind: EvStart}, log); err != nil {
+		return err
+	}
+	grace := r.Grace
+	if grace == 0 {
+		grace = 5 * time.Second
+	}
+	done := ctx.Done()
+	var deadline <-chan time.Time
+	for !r.Machine.Removed() {
+		var ev Event
+		select {
+		case we, ok := <-peerWatch.Events():
+			if !ok {
+				return errors.New("xenbus: store connection closed")
+			}
+			ev = Event{Kind: EvPeerState, State: r.readState(r.Peer)}
+			_ = we
+		case _, ok := <-online:
+			if !ok {
+				return errors.New("xenbus: store connection closed")
+			}
+			v, err := r.Store.Read(r.Self + "/online")
+			if err == nil && strings.TrimSpace(v) != "0" {
+				continue
+			}
+			if err != nil && !errors.Is(err, xen.ErrNotFound) {
+				continue
+			}
+			ev = Event{Kind: EvOffline}
+		case <-r.Lost:
+			ev = Event{Kind: EvPeerLost}
+		case <-done:
+			done = nil
+			deadline = time.After(grace)
+			ev = Event{Kind: EvOffline}
+		case <-deadline:
+			log.Warn("other end did not close in time; removing anyway", "grace", grace)
+			r.Driver.Disconnect()
+			r.writeState(Closed, log)
+			r.Driver.Remove()
+			return ctx.Err()
+		}
+		if err := r.feed(ev, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// feed steps the machine and carries out its actions; a Connect result is
+// fed straight back in.
+func (r *Runner) feed(ev Event, log *slog.Logger) error {
+	queue := []Event{ev}
+	for len(queue) > 0 {
+		ev, queue = queue[0], queue[1:]
+		for _, a := range r.Machine.Step(ev) {
+			log.Debug("xenbus action", "action", a.String(), "peer", r.Machine.Peer())
+			switch a.Kind {
+			case ActPublish:
+				if err := r.Driver.Publish(); err != nil {
+					return fmt.Errorf("xenbus: publish %s: %w", r.Self, err)
+				}
+			case ActConnect:
+				err := r.Driver.Connect()
+				if err != nil {
+					log.Error("connect failed", "err", err)
+					_ = r.Store.Write(r.Self+"/error", err.Error())
+				}
+				queue = append(queue, Event{Kind: EvConnectDone, Err: err})
+			case ActAttach:
+				if err := r.Driver.Attach(); err != nil {
+					log.Error("attach failed", "err", err)
+					_ = r.Store.Write(r.Self+"/error", err.Error())
+					queue = append(queue, Event{Kind: EvOffline})
+				}
+			case ActRefresh:
+				if err := r.Driver.Refresh(); err != nil {
+					log.Warn("refresh failed", "err", err)
+				}
+			case ActDisconnect:
+				r.Driver.Disconnect()
+			case ActSetState:
+				r.writeState(a.State, log)
+			case ActRemove:
+				r.Driver.Remove()
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Runner) readState(dir string) State {
+	v, err := r.Store.Read(dir + "/state")
+	if err != nil {
+		return Unknown
+	}
+	return ParseState(strings.TrimSpace(v))
+}
+
+func (r *Runner) writeState(s State, log *slog.Logger) {
+	if err := r.Store.Write(r.Self+"/state", s.Value()); err != nil {
+		log.Warn("cannot write state", "state", s, "err", err)
+	}
+}
