@@ -15,6 +15,7 @@ package diskspec
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -310,11 +311,7 @@ func sortedKeys(m map[string]string) []string {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	sort.Strings(keys)
 	return keys
 }
 

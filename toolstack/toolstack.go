@@ -1,0 +1,260 @@
+// Package toolstack creates and removes virtual block devices in xenstore
+// the way libxl does: the backend's directory under the backend domain,
+// the frontend's under the guest, each owned by its domain and readable by
+// the other, and the removal handshake (online=0, Closing, wait for Closed,
+// then remove both). It knows paths and permissions, not blkif.
+package toolstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// DefaultBackendType is the backend type directory xenblk serves: one that
+// no kernel driver claims (Linux's blkback owns "vbd", QEMU "qdisk").
+// Linux's blkfront does not care what the backend's path is called.
+const DefaultBackendType = "xenblk"
+
+// VBD names one virtual block device.
+type VBD struct {
+	BackendDom  xen.DomID
+	FrontendDom xen.DomID
+	DevID       uint32 // the virtual-device number (diskspec.VirtualDevice)
+	BackendType string // "" means DefaultBackendType
+	Spec        diskspec.Spec
+}
+
+func (v VBD) backendType() string {
+	if v.BackendType == "" {
+		return DefaultBackendType
+	}
+	return v.BackendType
+}
+
+// BackendPath is /local/domain/<backend>/backend/<type>/<frontend>/<devid>.
+func (v VBD) BackendPath() string {
+	return fmt.Sprintf("/local/domain/%d/backend/%s/%d/%d", v.BackendDom, v.backendType(), v.FrontendDom, v.DevID)
+}
+
+// FrontendPath is /local/domain/<frontend>/device/vbd/<devid>.
+func (v VBD) FrontendPath() string {
+	return fmt.Sprintf("/local/domain/%d/device/vbd/%d", v.FrontendDom, v.DevID)
+}
+
+// NewVBD builds the VBD for a disk spec attached to a guest.
+func NewVBD(backend, frontend xen.DomID, spec diskspec.Spec) (VBD, error) {
+	id, err := diskspec.VirtualDevice(spec.Vdev)
+	if err != nil {
+		return VBD{}, err
+	}
+	return VBD{BackendDom: backend, FrontendDom: frontend, DevID: id, Spec: spec}, nil
+}
+
+// Create writes both directories in one transaction, as libxl's
+// device_disk_add does. It fails if the device already exists.
+func Create(store xen.Store, v VBD) error {
+	be, fe := v.BackendPath(), v.FrontendPath()
+	mode := "w"
+	if v.Spec.ReadOnly {
+		mode = "r"
+	}
+	devType := "disk"
+	removable := "0"
+	if v.Spec.CDROM {
+		devType, removable = "cdrom", "1"
+	}
+	typ := v.Spec.BackendType
+	if typ == "" {
+		typ = "file"
+		if strings.HasPrefix(v.Spec.Target, "/dev/") {
+			typ = "phy"
+		}
+	}
+	backend := [][2]string{
+		{"frontend", fe},
+		{"frontend-id", strconv.Itoa(int(v.FrontendDom))},
+		{"online", "1"},
+		{"removable", removable},
+		{"bootable", "1"},
+		{"dev", v.Spec.Vdev},
+		{"type", typ},
+		{"mode", mode},
+		{"device-type", devType},
+		{"params", v.Spec.Target},
+		{"format", string(v.Spec.Format)},
+		{"spec", v.Spec.String()},
+	}
+	if v.Spec.Discard != nil {
+		backend = append(backend, [2]string{"discard-enable", boolValue(*v.Spec.Discard)})
+	}
+	for _, k := range sortedKeys(v.Spec.Extra) {
+		backend = append(backend, [2]string{k, v.Spec.Extra[k]})
+	}
+	backend = append(backend, [2]string{"state", "1"})
+	frontend := [][2]string{
+		{"backend", be},
+		{"backend-id", strconv.Itoa(int(v.BackendDom))},
+		{"virtual-device", strconv.Itoa(int(v.DevID))},
+		{"device-type", devType},
+		{"state", "1"},
+	}
+	// Each side owns its directory; the other side may read it.
+	bePerms := []xen.Perm{{Dom: v.BackendDom}, {Dom: v.FrontendDom, Read: true}}
+	fePerms := []xen.Perm{{Dom: v.FrontendDom}, {Dom: v.BackendDom, Read: true}}
+	return store.Transaction(func(tx xen.Tx) error {
+		if _, err := tx.Read(be + "/state"); err == nil {
+			return fmt.Errorf("toolstack: %s already exists; detach it first", be)
+		}
+		if _, err := tx.Read(fe + "/state"); err == nil {
+			return fmt.Errorf("toolstack: guest %d already has a vbd %d (%s); pick another vdev", v.FrontendDom, v.DevID, fe)
+		}
+		if err := writeDir(tx, be, backend, bePerms); err != nil {
+			return err
+		}
+		return writeDir(tx, fe, frontend, fePerms)
+	})
+}
+
+func writeDir(tx xen.Tx, dir string, nodes [][2]string, perms []xen.Perm) error {
+	if err := tx.Mkdir(dir); err != nil {
+		return err
+	}
+	if err := tx.SetPerms(dir, perms); err != nil {
+		return err
+	}
+	for _, kv := range nodes {
+		p := dir + "/" + kv[0]
+		if err := tx.Write(p, kv[1]); err != nil {
+			return err
+		}
+		if err := tx.SetPerms(p, perms); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Remove detaches a device as `xl block-detach` does: online=0 and
+// Closing on the backend, then wait (up to ctx) for the backend to reach
+// Closed or disappear, then remove both directories. With force, it
+// removes them even if the backend never answers.
+func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
+	be, fe := v.BackendPath(), v.FrontendPath()
+	if _, err := store.Read(be + "/state"); err != nil {
+		if errors.Is(err, xen.ErrNotFound) {
+			_ = store.Remove(fe)
+			return fmt.Errorf("toolstack: no device %s: %w", be, err)
+		}
+		return err
+	}
+	if err := store.Transaction(func(tx xen.Tx) error {
+		if err := tx.Write(be+"/online", "0"); err != nil {
+			return err
+		}
+		return tx.Write(be+"/state", "5")
+	}); err != nil {
+		return err
+	}
+	waitErr := waitState(ctx, store, be, "6")
+	if waitErr != nil && !force {
+		return fmt.Errorf("toolstack: backend %s did not close: %w (use --force to remove anyway)", be, waitErr)
+	}
+	_ = store.Remove(fe)
+	_ = store.Remove(be)
+	return nil
+}
+
+// waitState waits until dir/state holds want or dir is gone.
+func waitState(ctx context.Context, store xen.Store, dir, want string) error {
+	w, err := store.Watch(dir+"/state", "toolstack-wait")
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for {
+		v, err := store.Read(dir + "/state")
+		if errors.Is(err, xen.ErrNotFound) || err == nil && strings.TrimSpace(v) == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-w.Events():
+			if !ok {
+				return errors.New("store connection closed")
+			}
+		case <-time.After(time.Second):
+			// Re-read anyway: watches coalesce and state may be rewritten
+			// by a restarting peer.
+		}
+	}
+}
+
+// List returns the devices under a backend domain's backend type
+// directory, sorted by frontend domain and device id.
+func List(store xen.Store, backendDom xen.DomID, backendType string) ([]VBD, error) {
+	if backendType == "" {
+		backendType = DefaultBackendType
+	}
+	root := fmt.Sprintf("/local/domain/%d/backend/%s", backendDom, backendType)
+	doms, err := store.Directory(root)
+	if errors.Is(err, xen.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []VBD
+	for _, d := range doms {
+		fd, err := strconv.ParseUint(d, 10, 16)
+		if err != nil {
+			continue
+		}
+		devs, err := store.Directory(root + "/" + d)
+		if err != nil {
+			continue
+		}
+		for _, dev := range devs {
+			id, err := strconv.ParseUint(dev, 10, 32)
+			if err != nil {
+				continue
+			}
+			v := VBD{BackendDom: backendDom, FrontendDom: xen.DomID(fd), DevID: uint32(id), BackendType: backendType}
+			if s, err := store.Read(v.BackendPath() + "/spec"); err == nil {
+				v.Spec, _ = diskspec.Parse(s)
+			}
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].FrontendDom != out[j].FrontendDom {
+			return out[i].FrontendDom < out[j].FrontendDom
+		}
+		return out[i].DevID < out[j].DevID
+	})
+	return out, nil
+}
+
+func boolValue(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
