@@ -1,0 +1,193 @@
+package ring
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+const testSlot = 112 // blkif's slot on x86_64
+
+func newPair(t testing.TB, pages int) (*Front, *Back, []byte) {
+	mem := make([]byte, 4096*pages)
+	f, err := InitFront(mem, testSlot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := AttachBack(mem, testSlot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, b, mem
+}
+
+func TestSlotCountMatchesRingH(t *testing.T) {
+	// __RING_SIZE for blkif: 32 slots of 112 bytes in one page, 16 of 108
+	// would fit 37 but rounds down to 32 as well.
+	for _, c := range []struct {
+		bytes, slot int
+		want        uint32
+	}{
+		{4096, 112, 32}, {4096, 108, 32}, {8192, 112, 64}, {4096 << 4, 112, 512},
+		{4096, 4096, 0}, {64, 8, 0}, {4096, 64, 32}, {4096, 63, 64},
+	} {
+		if got := SlotCount(c.bytes, c.slot); got != c.want {
+			t.Errorf("SlotCount(%d, %d) = %d, want %d", c.bytes, c.slot, got, c.want)
+		}
+	}
+}
+
+func TestInitFrontSetsEventIndexes(t *testing.T) {
+	_, _, mem := newPair(t, 1)
+	if binary.LittleEndian.Uint32(mem[offReqEvent:]) != 1 || binary.LittleEndian.Uint32(mem[offRspEvent:]) != 1 {
+		t.Fatal("req_event and rsp_event must start at 1")
+	}
+}
+
+func TestNotifyHoldOff(t *testing.T) {
+	f, b, _ := newPair(t, 1)
+	f.Produce(1)
+	if !f.Push() { // req_event = 1: the first request notifies
+		t.Fatal("first push must notify")
+	}
+	f.Produce(1)
+	if f.Push() { // back has not asked again
+		t.Fatal("second push notified though req_event was not advanced")
+	}
+	n, _ := b.Unconsumed()
+	b.Consume(n)
+	if more, _ := b.FinalCheck(); more {
+		t.Fatal("nothing more expected")
+	}
+	f.Produce(3)
+	if !f.Push() {
+		t.Fatal("push after FinalCheck must notify")
+	}
+}
+
+func TestWrapAtIndex2Pow32(t *testing.T) {
+	mem := make([]byte, 4096)
+	start := uint32(0xFFFFFFF0)
+	binary.LittleEndian.PutUint32(mem[offReqProd:], start)
+	binary.LittleEndian.PutUint32(mem[offRspProd:], start)
+	binary.LittleEndian.PutUint32(mem[offReqEvent:], start+1)
+	binary.LittleEndian.PutUint32(mem[offRspEvent:], start+1)
+	f, err := AttachFront(mem, testSlot, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := AttachBack(mem, testSlot)
+	for i := 0; i < 100; i++ {
+		slot := f.NextRequest()
+		binary.LittleEndian.PutUint32(slot, uint32(i))
+		f.Produce(1)
+		f.Push()
+		n, err := b.Unconsumed()
+		if err != nil || n != 1 {
+			t.Fatalf("step %d: unconsumed %d %v", i, n, err)
+		}
+		if got := binary.LittleEndian.Uint32(b.Request(0)); got != uint32(i) {
+			t.Fatalf("step %d: read %d", i, got)
+		}
+		b.Consume(1)
+		binary.LittleEndian.PutUint32(b.NextResponse(), uint32(i)+1000)
+		b.Produce(1)
+		b.Push()
+		if f.Unconsumed() != 1 || binary.LittleEndian.Uint32(f.Response()) != uint32(i)+1000 {
+			t.Fatalf("step %d: response lost", i)
+		}
+		f.Consume(1)
+	}
+	if f.ReqProdPvt() != start+100 {
+		t.Fatal("index did not wrap through 2^32")
+	}
+}
+
+func TestProdOverflowDetected(t *testing.T) {
+	_, b, mem := newPair(t, 1)
+	binary.LittleEndian.PutUint32(mem[offReqProd:], 33) // 32 slots
+	if _, err := b.Unconsumed(); err == nil {
+		t.Fatal("req_prod 33 ahead of a 32-slot ring must be an error")
+	}
+	binary.LittleEndian.PutUint32(mem[offReqProd:], 32)
+	if n, err := b.Unconsumed(); err != nil || n != 32 {
+		t.Fatalf("a full ring is legal: %d %v", n, err)
+	}
+	binary.LittleEndian.PutUint32(mem[offReqProd:], 0xFFFFFFFF) // behind us
+	if _, err := b.Unconsumed(); err == nil {
+		t.Fatal("req_prod behind rsp_prod must be an error")
+	}
+}
+
+func TestFreeRequestsAccounting(t *testing.T) {
+	f, b, _ := newPair(t, 1)
+	if f.Free() != 32 {
+		t.Fatal(f.Free())
+	}
+	f.Produce(32)
+	if !f.Full() || f.NextRequest() != nil {
+		t.Fatal("ring should be full")
+	}
+	f.Push()
+	n, _ := b.Unconsumed()
+	b.Consume(n)
+	b.Produce(5)
+	b.Push()
+	f.Consume(f.Unconsumed())
+	if f.Free() != 5 {
+		t.Fatalf("free %d, want 5", f.Free())
+	}
+}
+
+func TestHostileResponseProducerClamped(t *testing.T) {
+	f, _, mem := newPair(t, 1)
+	f.Produce(2)
+	f.Push()
+	binary.LittleEndian.PutUint32(mem[offRspProd:], 1000)
+	if f.Unconsumed() != 2 || !f.Overrun() {
+		t.Fatalf("unconsumed %d overrun %v", f.Unconsumed(), f.Overrun())
+	}
+}
+
+func TestMisalignedMemoryRejected(t *testing.T) {
+	mem := make([]byte, 4097)
+	if _, err := InitFront(mem[1:], testSlot); err == nil {
+		t.Fatal("misaligned memory accepted")
+	}
+}
+
+func TestHotPathAllocatesNothing(t *testing.T) {
+	f, b, _ := newPair(t, 1)
+	allocs := testing.AllocsPerRun(1000, func() {
+		f.NextRequest()[0] = 1
+		f.Produce(1)
+		f.Push()
+		n, _ := b.Unconsumed()
+		_ = b.Request(0)
+		b.Consume(n)
+		b.NextResponse()[0] = 2
+		b.Produce(1)
+		b.Push()
+		f.Consume(f.Unconsumed())
+		f.FinalCheck()
+		b.FinalCheck()
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per round trip", allocs)
+	}
+}
+
+func BenchmarkPushPop(b *testing.B) {
+	f, bk, _ := newPair(b, 1)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		f.NextRequest()[0] = 1
+		f.Produce(1)
+		f.Push()
+		n, _ := bk.Unconsumed()
+		bk.Consume(n)
+		bk.NextResponse()[0] = 2
+		bk.Produce(1)
+		bk.Push()
+		f.Consume(f.Unconsumed())
+	}
+}
