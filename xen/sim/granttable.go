@@ -1,0 +1,169 @@
+package sim
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/xenblk/xenblk/xen"
+)
+
+// Grant-table entry flags (xen/grant_table.h, grant_entry_v1.flags).
+const (
+	gtfPermitAccess = 1 << 0
+	gtfReadonly     = 1 << 2
+	gtfReading      = 1 << 3
+	gtfWriting      = 1 << 4
+)
+
+// entrySize is sizeof(grant_entry_v1): flags u16 @0, domid u16 @2, frame u32 @4.
+const entrySize = 8
+
+// grantTableEntries is the size of each domain's grant table: 32 pages of
+// v1 entries, Xen's default for a guest (gnttab_max_frames = 32).
+const grantTableEntries = 32 * xen.PageSize / entrySize
+
+// grantTable is one domain's table, in shared memory, with Xen's flag
+// protocol: the granter writes frame and domid, then flags last; a mapper
+// validates and sets GTF_reading/GTF_writing with compare-and-swap on the
+// word holding flags and domid; the granter ends access with a
+// compare-and-swap that fails while either is set. The bytes are the
+// contract; the Go state beside them (pins, free list) is bookkeeping.
+type grantTable struct {
+	mem []byte // grantTableEntries * entrySize bytes, shared
+
+	mu   sync.Mutex
+	free []xen.GrantRef // refs not in use by the granter
+	// pins counts live mappings per ref (Xen's maptrack): the in-use
+	// flags stay set until the last one goes.
+	pins map[xen.GrantRef]*pin
+}
+
+type pin struct{ readers, writers int }
+
+func newGrantTable(mem []byte) *grantTable {
+	t := &grantTable{mem: mem, pins: map[xen.GrantRef]*pin{}}
+	// Refs 0..7 are reserved in Linux (GNTTAB_NR_RESERVED_ENTRIES); keep
+	// them unused so a zero ref from a sloppy peer never maps anything.
+	for r := grantTableEntries - 1; r >= 8; r-- {
+		t.free = append(t.free, xen.GrantRef(r))
+	}
+	return t
+}
+
+// grant fills free entries for frames, granting them to remote.
+func (t *grantTable) grant(remote xen.DomID, frames []uint32, readOnly bool, refs []xen.GrantRef) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.free) < len(frames) {
+		return fmt.Errorf("sim: grant table full (%d entries)", grantTableEntries)
+	}
+	flags := uint32(gtfPermitAccess)
+	if readOnly {
+		flags |= gtfReadonly
+	}
+	for i, f := range frames {
+		r := t.free[len(t.free)-1]
+		t.free = t.free[:len(t.free)-1]
+		off := int(r) * entrySize
+		store32(t.mem, off+4, f)
+		// flags and domid in one store, flags being the publishing half.
+		store32(t.mem, off, uint32(remote)<<16|flags)
+		refs[i] = r
+	}
+	return nil
+}
+
+// endAccess invalidates every ref, or none: it fails with ErrGrantInUse if
+// any is mapped.
+func (t *grantTable) endAccess(refs []xen.GrantRef) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// Mappers take t.mu too, so no mapping can start between the check
+	// and the clear; the compare-and-swap guards the shared word itself.
+	for _, r := range refs {
+		if load32(t.mem, int(r)*entrySize)&(gtfReading|gtfWriting) != 0 {
+			return fmt.Errorf("%w: ref %d", xen.ErrGrantInUse, r)
+		}
+	}
+	for _, r := range refs {
+		off := int(r) * entrySize
+		for {
+			w := load32(t.mem, off)
+			if cas32(t.mem, off, w, w&^0xFFFF) {
+				break
+			}
+		}
+	}
+	for _, r := range refs {
+		t.free = append(t.free, r)
+	}
+	return nil
+}
+
+// acquire validates ref for mapper and marks it in use; it returns the frame.
+func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (uint32, error) {
+	if ref < 8 || int(ref) >= grantTableEntries {
+		return 0, fmt.Errorf("%w: ref %d out of range", xen.ErrBadGrant, ref)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	off := int(ref) * entrySize
+	for {
+		w := load32(t.mem, off)
+		flags, dom := w&0xFFFF, xen.DomID(w>>16)
+		if flags&3 != gtfPermitAccess || dom != mapper {
+			return 0, fmt.Errorf("%w: ref %d not granted to domain %d", xen.ErrBadGrant, ref, mapper)
+		}
+		if write && flags&gtfReadonly != 0 {
+			return 0, fmt.Errorf("%w: ref %d is read-only", xen.ErrBadGrant, ref)
+		}
+		nw := w | gtfReading
+		if write {
+			nw |= gtfWriting
+		}
+		if cas32(t.mem, off, w, nw) {
+			break
+		}
+	}
+	p := t.pins[ref]
+	if p == nil {
+		p = &pin{}
+		t.pins[ref] = p
+	}
+	p.readers++
+	if write {
+		p.writers++
+	}
+	return load32(t.mem, off+4), nil
+}
+
+// release undoes one acquire.
+func (t *grantTable) release(ref xen.GrantRef, write bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pins[ref]
+	if p == nil {
+		return
+	}
+	p.readers--
+	if write {
+		p.writers--
+	}
+	off := int(ref) * entrySize
+	for {
+		w := load32(t.mem, off)
+		nw := w
+		if p.writers == 0 {
+			nw &^= gtfWriting
+		}
+		if p.readers == 0 {
+			nw &^= gtfReading
+		}
+		if cas32(t.mem, off, w, nw) {
+			break
+		}
+	}
+	if p.readers == 0 {
+		delete(t.pins, ref)
+	}
+}

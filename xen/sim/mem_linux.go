@@ -1,0 +1,105 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xenblk/xenblk/xen"
+)
+
+// memory is one domain's simulated RAM: a memfd that grows as pages are
+// handed out. Pages are identified by frame number (offset / PageSize),
+// which is what grant entries carry. Any process holding the memfd can map
+// any frame; the grant table is what says whether it may.
+type memory struct {
+	file *os.File
+
+	mu     sync.Mutex
+	frames uint32   // frames allocated so far (the file's size in pages)
+	free   []uint32 // released frames, reused first
+}
+
+func newMemory(name string) (*memory, error) {
+	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("sim: memfd_create: %w", err)
+	}
+	return &memory{file: os.NewFile(uintptr(fd), "memfd:"+name)}, nil
+}
+
+// alloc returns n frames, contiguous when they come from the file's end.
+func (m *memory) alloc(n int) ([]uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]uint32, 0, n)
+	// Contiguous fresh frames keep Grant's run contiguous in the file, so
+	// one mmap maps it; reuse freed frames only for single pages.
+	if n == 1 && len(m.free) > 0 {
+		out = append(out, m.free[len(m.free)-1])
+		m.free = m.free[:len(m.free)-1]
+		return out, nil
+	}
+	if err := m.file.Truncate(int64(m.frames+uint32(n)) * xen.PageSize); err != nil {
+		return nil, fmt.Errorf("sim: grow domain memory: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		out = append(out, m.frames+uint32(i))
+	}
+	m.frames += uint32(n)
+	return out, nil
+}
+
+// release zeroes frames (so the next owner sees no stale data) and frees them.
+func (m *memory) release(frames []uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range frames {
+		// Punching a hole frees the page and makes it read back as zeros.
+		_ = unix.Fallocate(int(m.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
+		m.free = append(m.free, f)
+	}
+}
+
+// mapFrames maps frames of fd into one contiguous range of our address
+// space: reserve the range, then map each frame over it with MAP_FIXED.
+func mapFrames(fd int, frames []uint32, write bool) ([]byte, error) {
+	n := len(frames) * xen.PageSize
+	reserve, err := unix.Mmap(-1, 0, n, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("sim: reserve %d bytes: %w", n, err)
+	}
+	prot := unix.PROT_READ
+	if write {
+		prot |= unix.PROT_WRITE
+	}
+	base := uintptr(unsafe.Pointer(&reserve[0]))
+	for i, f := range frames {
+		addr := base + uintptr(i*xen.PageSize)
+		_, _, e := unix.Syscall6(unix.SYS_MMAP, addr, xen.PageSize, uintptr(prot),
+			unix.MAP_SHARED|unix.MAP_FIXED, uintptr(fd), uintptr(f)*xen.PageSize)
+		if e != 0 {
+			_ = unix.Munmap(reserve)
+			return nil, fmt.Errorf("sim: map frame %d: %w", f, e)
+		}
+	}
+	return reserve, nil
+}
+
+func unmapFrames(b []byte) error { return unix.Munmap(b) }
+
+// The grant table's words are shared with other processes: atomic access.
+
+func word(mem []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&mem[off])) }
+
+func load32(mem []byte, off int) uint32 { return atomic.LoadUint32(word(mem, off)) }
+
+func store32(mem []byte, off int, v uint32) { atomic.StoreUint32(word(mem, off), v) }
+
+func cas32(mem []byte, off int, old, nw uint32) bool {
+	return atomic.CompareAndSwapUint32(word(mem, off), old, nw)
+}
