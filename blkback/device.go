@@ -1,0 +1,437 @@
+// Package blkback is xenblk's blkif backend: it serves a storage.Device to
+// a Xen frontend over the block protocol. A Device is one vbd: a xenbus
+// Driver (publish features, connect rings, disconnect) plus one goroutine
+// per negotiated queue that consumes requests and answers them. The rules
+// of the field hold throughout: every request is copied out of the ring
+// once and validated on the copy; a bad request gets an error response and
+// a log line; a ring-level violation disconnects this device only.
+package blkback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
+)
+
+// Config is what a backend offers. Zero values take the defaults below.
+type Config struct {
+	Domain xen.Domain // the backend's own domain
+	// MaxQueues advertised in multi-queue-max-queues (default 4).
+	MaxQueues int
+	// MaxRingPageOrder advertised in max-ring-page-order (default 4).
+	MaxRingPageOrder int
+	// MaxIndirectSegments advertised (default 4096; negative disables).
+	MaxIndirectSegments int
+	// PersistentGrants per queue (default 1056, Linux's figure; negative
+	// disables feature-persistent).
+	PersistentGrants int
+	// Poll is the adaptive busy-poll window before sleeping (default 0).
+	Poll time.Duration
+	Log  *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxQueues == 0 {
+		c.MaxQueues = 4
+	}
+	if c.MaxRingPageOrder == 0 {
+		c.MaxRingPageOrder = blkif.MaxRingPageOrder
+	}
+	if c.MaxIndirectSegments == 0 {
+		c.MaxIndirectSegments = maxIndirectSegments
+	}
+	if c.MaxIndirectSegments > maxIndirectSegments {
+		c.MaxIndirectSegments = maxIndirectSegments
+	}
+	if c.PersistentGrants == 0 {
+		c.PersistentGrants = 1056
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// Device is one vbd served by this backend.
+type Device struct {
+	cfg      Config
+	dir      string // our backend directory
+	frontDir string
+	frontDom xen.DomID
+	store    storage.Device
+	readOnly bool
+	cdrom    bool
+	log      *slog.Logger
+	lost     chan struct{}
+	removed  chan struct{}
+	onRemove func()
+
+	mu     sync.Mutex
+	queues []*queue
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// NewDevice prepares a vbd whose backend directory is dir. The storage is
+// owned by the Device from now on and closed when it is removed.
+func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
+	cfg.defaults()
+	st := cfg.Domain.Store()
+	frontDir, err := st.Read(dir + "/frontend")
+	if err != nil {
+		return nil, fmt.Errorf("blkback: %s has no frontend node: %w", dir, err)
+	}
+	fid, err := st.Read(dir + "/frontend-id")
+	if err != nil {
+		return nil, fmt.Errorf("blkback: %s has no frontend-id: %w", dir, err)
+	}
+	fd, err := strconv.ParseUint(strings.TrimSpace(fid), 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("blkback: %s/frontend-id %q: %w", dir, fid, err)
+	}
+	d := &Device{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
+		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), removed: make(chan struct{})}
+	if mode, err := st.Read(dir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
+		d.readOnly = true
+	}
+	if dt, err := st.Read(dir + "/device-type"); err == nil && dt == "cdrom" {
+		d.cdrom, d.readOnly = true, true
+	}
+	if dev.Info().ReadOnly {
+		d.readOnly = true
+	}
+	return d, nil
+}
+
+// Run performs the handshake and serves the device until it is removed or
+// ctx is cancelled.
+func (d *Device) Run(ctx context.Context) error {
+	defer close(d.removed)
+	r := &xenbus.Runner{
+		Store:   d.cfg.Domain.Store(),
+		Self:    d.dir,
+		Peer:    d.frontDir,
+		Machine: xenbus.NewBackend(),
+		Driver:  d,
+		Lost:    d.lost,
+		Log:     d.log,
+	}
+	return r.Run(ctx)
+}
+
+// Done is closed when Run has returned.
+func (d *Device) Done() <-chan struct{} { return d.removed }
+
+func (d *Device) info() uint32 {
+	var info uint32
+	if d.readOnly {
+		info |= blkif.VdiskReadOnly
+	}
+	if d.cdrom {
+		info |= blkif.VdiskCDROM | blkif.VdiskRemovable
+	}
+	return info
+}
+
+// Publish writes the features and the disk's geometry (xenbus Driver).
+func (d *Device) Publish() error {
+	in := d.store.Info()
+	lbs := in.LogicalBlockSize
+	if lbs == 0 {
+		lbs = 512
+	}
+	pbs := in.PhysicalBlockSize
+	if pbs < lbs {
+		pbs = lbs
+	}
+	kv := [][2]string{
+		{blkif.KeyFeatureFlushCache, "1"},
+		{blkif.KeyFeatureBarrier, "1"},
+		{blkif.KeyMaxQueues, strconv.Itoa(d.cfg.MaxQueues)},
+		{blkif.KeyMaxRingPageOrder, strconv.Itoa(d.cfg.MaxRingPageOrder)},
+		{blkif.KeySectors, strconv.FormatInt(in.Size>>sectorShift, 10)},
+		{blkif.KeyInfo, strconv.Itoa(int(d.info()))},
+		{blkif.KeySectorSize, strconv.Itoa(int(lbs))},
+		{blkif.KeyPhysicalSectorSize, strconv.Itoa(int(pbs))},
+	}
+	if d.cfg.MaxIndirectSegments > 0 {
+		kv = append(kv, [2]string{blkif.KeyMaxIndirectSegs, strconv.Itoa(d.cfg.MaxIndirectSegments)})
+	}
+	if d.cfg.PersistentGrants > 0 {
+		kv = append(kv, [2]string{blkif.KeyFeaturePersistent, "1"})
+	}
+	discard := in.CanDiscard && !d.readOnly
+	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
+		discard = false
+	}
+	if discard {
+		gran := in.DiscardGranularity
+		if gran == 0 {
+			gran = lbs
+		}
+		kv = append(kv,
+			[2]string{blkif.KeyFeatureDiscard, "1"},
+			[2]string{blkif.KeyDiscardGranularity, strconv.Itoa(int(gran))},
+			[2]string{blkif.KeyDiscardAlignment, strconv.Itoa(int(in.DiscardAlignment))},
+			[2]string{blkif.KeyDiscardSecure, boolKey(in.CanSecureDiscard)},
+		)
+	} else {
+		kv = append(kv, [2]string{blkif.KeyFeatureDiscard, "0"})
+	}
+	return d.cfg.Domain.Store().Transaction(func(tx xen.Tx) error {
+		for _, e := range kv {
+			if err := tx.Write(d.dir+"/"+e[0], e[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func boolKey(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// limits snapshots what this connection may do.
+func (d *Device) limits() *limits {
+	in := d.store.Info()
+	lbs := in.LogicalBlockSize
+	if lbs == 0 {
+		lbs = 512
+	}
+	l := &limits{
+		logicalBlock:  lbs,
+		readOnly:      d.readOnly,
+		barrier:       true,
+		flush:         true,
+		discard:       in.CanDiscard && !d.readOnly,
+		secureDiscard: in.CanSecureDiscard,
+	}
+	l.sectors.Store(uint64(in.Size) >> sectorShift)
+	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
+		l.discard = false
+	}
+	if d.cfg.MaxIndirectSegments > 0 {
+		l.indirectSegments = d.cfg.MaxIndirectSegments
+	}
+	return l
+}
+
+// Connect reads the frontend's ring details, maps every ring, binds every
+// event channel and starts the queues (xenbus Driver).
+func (d *Device) Connect() error {
+	st := d.cfg.Domain.Store()
+	readInt := func(path string, def int) (int, error) {
+		v, err := st.Read(path)
+		if errors.Is(err, xen.ErrNotFound) {
+			return def, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q is not a number", path, v)
+		}
+		return n, nil
+	}
+	proto, err := st.Read(d.frontDir + "/" + blkif.KeyProtocol)
+	if err != nil && !errors.Is(err, xen.ErrNotFound) {
+		return err
+	}
+	abi, err := blkif.ParseProtocol(strings.TrimSpace(proto))
+	if err != nil {
+		return err
+	}
+	nq, err := readInt(d.frontDir+"/"+blkif.KeyNumQueues, 1)
+	if err != nil {
+		return err
+	}
+	if nq < 1 || nq > d.cfg.MaxQueues {
+		return fmt.Errorf("frontend asks for %d queues; this backend offers 1 to %d", nq, d.cfg.MaxQueues)
+	}
+	persistent := false
+	if d.cfg.PersistentGrants > 0 {
+		p, err := readInt(d.frontDir+"/"+blkif.KeyFeaturePersistent, 0)
+		if err != nil {
+			return err
+		}
+		persistent = p == 1
+	}
+	lim := d.limits()
+	var queues []*queue
+	cleanup := func() {
+		for _, q := range queues {
+			q.close()
+		}
+	}
+	for i := 0; i < nq; i++ {
+		dir := d.frontDir
+		if nq > 1 {
+			dir = fmt.Sprintf("%s/queue-%d", d.frontDir, i)
+		}
+		q, err := d.connectQueue(i, dir, abi, lim, persistent, readInt)
+		if err != nil {
+			cleanup()
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		queues = append(queues, q)
+	}
+	d.mu.Lock()
+	d.queues = queues
+	d.stop = make(chan struct{})
+	stop := d.stop
+	for _, q := range queues {
+		d.wg.Add(1)
+		go func(q *queue) {
+			defer d.wg.Done()
+			if err := q.run(stop); err != nil {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if errors.Is(err, errFatal) {
+					d.log.Error("disconnecting device", "queue", q.index, "err", err)
+					_ = st.Write(d.dir+"/error", err.Error())
+				} else {
+					d.log.Info("frontend went away", "queue", q.index, "err", err)
+				}
+				select {
+				case d.lost <- struct{}{}:
+				default:
+				}
+			}
+		}(q)
+	}
+	d.mu.Unlock()
+	d.log.Info("connected", "queues", nq, "abi", abi, "persistent", persistent, "indirect", lim.indirectSegments, "sectors", lim.sectors.Load())
+	return nil
+}
+
+func (d *Device) connectQueue(i int, dir string, abi blkif.ABI, lim *limits, persistent bool, readInt func(string, int) (int, error)) (*queue, error) {
+	order, err := readInt(d.frontDir+"/"+blkif.KeyRingPageOrder, 0)
+	if err != nil {
+		return nil, err
+	}
+	if order < 0 || order > d.cfg.MaxRingPageOrder {
+		return nil, fmt.Errorf("ring-page-order %d beyond max-ring-page-order %d", order, d.cfg.MaxRingPageOrder)
+	}
+	refs := make([]xen.GrantRef, 1<<order)
+	for k := range refs {
+		key := blkif.KeyRingRef
+		if order > 0 {
+			key = fmt.Sprintf("%s%d", blkif.KeyRingRef, k)
+		}
+		v, err := readInt(dir+"/"+key, -1)
+		if err != nil {
+			return nil, err
+		}
+		if v < 0 {
+			return nil, fmt.Errorf("%s/%s missing", dir, key)
+		}
+		refs[k] = xen.GrantRef(v)
+	}
+	port, err := readInt(dir+"/"+blkif.KeyEventChannel, -1)
+	if err != nil {
+		return nil, err
+	}
+	if port < 0 {
+		return nil, fmt.Errorf("%s/%s missing", dir, blkif.KeyEventChannel)
+	}
+	m, err := d.cfg.Domain.Mapper().Map(d.frontDom, refs, false)
+	if err != nil {
+		return nil, fmt.Errorf("map ring: %w", err)
+	}
+	r, err := ring.AttachBack(m.Bytes(), abi.SlotSize())
+	if err != nil {
+		_ = m.Unmap()
+		return nil, err
+	}
+	ch, err := d.cfg.Domain.Events().BindInterdomain(d.frontDom, xen.Port(port))
+	if err != nil {
+		_ = m.Unmap()
+		return nil, fmt.Errorf("bind event channel %d: %w", port, err)
+	}
+	q := &queue{index: i, dev: d, front: d.frontDom, abi: abi, ringMap: m, ring: r, ch: ch, lim: lim,
+		store: d.store, log: d.log.With("queue", i), poll: d.cfg.Poll}
+	if persistent {
+		q.persistent = newPersistentGrants(d.cfg.PersistentGrants)
+	}
+	return q, nil
+}
+
+func (q *queue) close() {
+	_ = q.ch.Close()
+	if q.persistent != nil {
+		q.persistent.clear()
+	}
+	_ = q.ringMap.Unmap()
+}
+
+// Attach and Refresh are frontend actions (xenbus Driver).
+func (d *Device) Attach() error  { return nil }
+func (d *Device) Refresh() error { return nil }
+
+// Disconnect stops the queues and unmaps everything (xenbus Driver).
+func (d *Device) Disconnect() {
+	d.mu.Lock()
+	queues, stop := d.queues, d.stop
+	d.queues, d.stop = nil, nil
+	d.mu.Unlock()
+	if stop == nil {
+		return
+	}
+	close(stop)
+	for _, q := range queues {
+		_ = q.ch.Close() // wakes a queue asleep in Wait
+	}
+	d.wg.Wait()
+	for _, q := range queues {
+		q.close()
+	}
+	d.log.Info("disconnected")
+}
+
+// Remove forgets the device and closes its storage (xenbus Driver).
+func (d *Device) Remove() {
+	_ = d.store.Close()
+	if d.onRemove != nil {
+		d.onRemove()
+	}
+	d.log.Info("removed")
+}
+
+// Resize tells the frontend about a new size (online resize): it rewrites
+// `sectors` and then the Connected state, which blkfront answers by
+// re-reading the size.
+func (d *Device) Resize() error {
+	st := d.cfg.Domain.Store()
+	sectors := strconv.FormatInt(d.store.Info().Size>>sectorShift, 10)
+	d.mu.Lock()
+	for _, q := range d.queues {
+		q.lim.sectors.Store(uint64(d.store.Info().Size) >> sectorShift)
+	}
+	d.mu.Unlock()
+	if err := st.Write(d.dir+"/"+blkif.KeySectors, sectors); err != nil {
+		return err
+	}
+	state, err := st.Read(d.dir + "/state")
+	if err != nil {
+		return err
+	}
+	return st.Write(d.dir+"/state", state)
+}

@@ -1,0 +1,364 @@
+package blkback
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// queue serves one ring: one goroutine consumes requests, carries each out
+// against the storage, and answers it, batching responses so that one
+// notification covers all the responses of a pass (RING_PUSH_RESPONSES_
+// AND_CHECK_NOTIFY, then RING_FINAL_CHECK_FOR_REQUESTS before sleeping).
+// Everything a request needs is preallocated here, so the steady state
+// allocates nothing.
+type queue struct {
+	index   int
+	dev     *Device
+	front   xen.DomID
+	abi     blkif.ABI
+	ringMap xen.Mapping
+	ring    *ring.Back
+	ch      xen.Channel
+	lim     *limits
+	store   storage.Device
+	log     *slog.Logger
+
+	persistent *persistentGrants // nil unless feature-persistent was negotiated
+
+	req  blkif.Request
+	plan plan
+	// indirect: the segments of an indirect request, copied out of the
+	// indirect pages once.
+	indirect [maxIndirectSegments]blkif.Segment
+	refs     [maxIndirectSegments]xen.GrantRef
+	pages    [maxIndirectSegments][]byte // per segment: its mapped page
+	maps     [maxIndirectSegments]xen.Mapping
+	nmaps    int
+	ipages   [blkif.MaxIndirectPagesPerRequest][]byte
+
+	// poll: how long to spin on the ring after it goes quiet before
+	// sleeping on the event channel (0: sleep at once).
+	poll time.Duration
+}
+
+// errFatal marks a ring-level protocol violation: the device is
+// disconnected (only this one).
+var errFatal = errors.New("fatal ring error")
+
+// run serves the ring until the channel closes or stop is closed.
+func (q *queue) run(stop <-chan struct{}) error {
+	for {
+		if err := q.drain(); err != nil {
+			return err
+		}
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		if q.poll > 0 && q.spin() {
+			continue
+		}
+		if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// spin busy-polls the ring for up to q.poll; reports whether work arrived.
+func (q *queue) spin() bool {
+	deadline := time.Now().Add(q.poll)
+	for time.Now().Before(deadline) {
+		if n, _ := q.ring.Unconsumed(); n > 0 {
+			return true
+		}
+		if q.ch.Pending() {
+			return true
+		}
+	}
+	return false
+}
+
+// drain answers every request available, until the final check finds none.
+func (q *queue) drain() error {
+	for {
+		n, err := q.ring.Unconsumed()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errFatal, err)
+		}
+		for ; n > 0; n-- {
+			// Copy the request out of the slot once; from here on only
+			// the copy is looked at (XSA-155).
+			q.abi.DecodeRequest(q.ring.Request(0), &q.req)
+			q.ring.Consume(1)
+			status := q.handle()
+			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
+			q.ring.Produce(1)
+		}
+		if q.ring.Push() {
+			if err := q.ch.Notify(); err != nil {
+				return err
+			}
+		}
+		more, err := q.ring.FinalCheck()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errFatal, err)
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// handle carries out q.req and returns its status.
+func (q *queue) handle() int16 {
+	r := &q.req
+	p := &q.plan
+	p.reset(r.ID, r.Operation)
+	var err error
+	switch r.Operation {
+	case blkif.OpRead, blkif.OpWrite:
+		p.kind = opRead
+		if r.Operation == blkif.OpWrite {
+			p.kind = opWrite
+		}
+		err = q.planDirect(r)
+	case blkif.OpWriteBarrier:
+		if !q.lim.barrier {
+			return blkif.RspEOPNOTSUPP
+		}
+		p.kind = opBarrier
+		err = q.planDirect(r)
+	case blkif.OpFlushDiskcache:
+		if !q.lim.flush {
+			return blkif.RspEOPNOTSUPP
+		}
+		p.kind = opFlush
+		if r.NrSegments > 0 {
+			err = q.planDirect(r)
+		}
+	case blkif.OpDiscard:
+		if !q.lim.discard {
+			return blkif.RspEOPNOTSUPP
+		}
+		p.kind = opDiscard
+		err = q.planDiscard(r)
+	case blkif.OpIndirect:
+		if q.lim.indirectSegments == 0 {
+			return blkif.RspEOPNOTSUPP
+		}
+		err = q.planIndirect(r)
+	default:
+		q.log.Warn("unknown operation", "op", r.Operation, "id", r.ID)
+		return blkif.RspError
+	}
+	if err != nil {
+		q.log.Warn("bad request", "op", r.Operation, "id", r.ID, "err", err)
+		return blkif.RspError
+	}
+	if p.kind == opWrite || p.kind == opBarrier || (p.kind == opFlush && p.nsegs > 0) || p.kind == opDiscard {
+		if q.lim.readOnly {
+			q.log.Warn("write to read-only disk", "id", r.ID)
+			return blkif.RspError
+		}
+	}
+	if err := q.execute(); err != nil {
+		q.log.Warn("request failed", "op", r.Operation, "id", r.ID, "err", err)
+		if errors.Is(err, storage.ErrNotSupported) {
+			return blkif.RspEOPNOTSUPP
+		}
+		return blkif.RspError
+	}
+	return blkif.RspOkay
+}
+
+func (q *queue) planDirect(r *blkif.Request) error {
+	n := int(r.NrSegments)
+	if n == 0 {
+		return errNoSegments
+	}
+	if n > blkif.MaxSegmentsPerRequest {
+		return fmt.Errorf("%w: %d", errTooManySegs, n)
+	}
+	for i := 0; i < n; i++ {
+		s := r.Seg[i]
+		if err := q.plan.addSegment(s.Gref, s.FirstSect, s.LastSect); err != nil {
+			return err
+		}
+	}
+	return q.plan.checkRange(r.Sector, q.lim)
+}
+
+func (q *queue) planDiscard(r *blkif.Request) error {
+	size := q.lim.sectors.Load()
+	if r.NrSectors > size || r.Sector > size-r.NrSectors {
+		return fmt.Errorf("%w: discard %d+%d", errBadRange, r.Sector, r.NrSectors)
+	}
+	q.plan.offset = int64(r.Sector) << sectorShift
+	q.plan.length = int64(r.NrSectors) << sectorShift
+	q.plan.secure = r.Flag&blkif.DiscardSecure != 0 && q.lim.secureDiscard
+	return nil
+}
+
+// planIndirect maps the indirect pages read-only, copies the segments out
+// once, and unmaps them before anything else happens.
+func (q *queue) planIndirect(r *blkif.Request) error {
+	switch r.IndirectOp {
+	case blkif.OpRead:
+		q.plan.kind = opRead
+	case blkif.OpWrite:
+		q.plan.kind = opWrite
+	default:
+		return fmt.Errorf("indirect operation %d is not read or write", r.IndirectOp)
+	}
+	n := int(r.NrSegments)
+	if n == 0 || n > q.lim.indirectSegments {
+		return fmt.Errorf("%w: %d indirect segments (limit %d)", errTooManySegs, n, q.lim.indirectSegments)
+	}
+	npages := blkif.IndirectPages(n)
+	var refs [blkif.MaxIndirectPagesPerRequest]xen.GrantRef
+	for i := 0; i < npages; i++ {
+		refs[i] = xen.GrantRef(r.IndirectGrefs[i])
+	}
+	m, err := q.dev.cfg.Domain.Mapper().Map(q.front, refs[:npages], true)
+	if err != nil {
+		return fmt.Errorf("map indirect pages: %w", err)
+	}
+	mem := m.Bytes()
+	for i := 0; i < npages; i++ {
+		q.ipages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
+	}
+	blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+	_ = m.Unmap()
+	for i := 0; i < n; i++ {
+		s := q.indirect[i]
+		if err := q.plan.addSegment(s.Gref, s.FirstSect, s.LastSect); err != nil {
+			return err
+		}
+	}
+	return q.plan.checkRange(r.Sector, q.lim)
+}
+
+// mapSegments makes q.pages[i] the page of segment i, from the persistent
+// set or from one mapping of all the request's grants.
+func (q *queue) mapSegments() error {
+	p := &q.plan
+	q.nmaps = 0
+	write := p.needsWritableGrants()
+	if q.persistent != nil {
+		for i := 0; i < p.nsegs; i++ {
+			ref := p.segs[i].ref
+			if page, ok := q.persistent.get(ref); ok {
+				q.pages[i] = page
+				continue
+			}
+			// Persistent grants are mapped writable (the frontend grants
+			// them so); a read-only one is used once, read-only.
+			m, err := q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{ref}, false)
+			if err != nil {
+				if write {
+					return err
+				}
+				if m, err = q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{ref}, true); err != nil {
+					return err
+				}
+				q.maps[q.nmaps] = m
+				q.nmaps++
+				q.pages[i] = m.Bytes()
+				continue
+			}
+			q.persistent.put(ref, m, q.inRequest)
+			q.pages[i] = m.Bytes()
+		}
+		return nil
+	}
+	for i := 0; i < p.nsegs; i++ {
+		q.refs[i] = p.segs[i].ref
+	}
+	m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.refs[:p.nsegs], !write)
+	if err != nil {
+		return err
+	}
+	q.maps[0] = m
+	q.nmaps = 1
+	mem := m.Bytes()
+	for i := 0; i < p.nsegs; i++ {
+		q.pages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
+	}
+	return nil
+}
+
+// inRequest reports whether ref is a segment of the current request (so
+// the persistent set must not evict it mid-request).
+func (q *queue) inRequest(ref xen.GrantRef) bool {
+	for i := 0; i < q.plan.nsegs; i++ {
+		if q.plan.segs[i].ref == ref {
+			return true
+		}
+	}
+	return false
+}
+
+func (q *queue) unmapSegments() {
+	for i := 0; i < q.nmaps; i++ {
+		_ = q.maps[i].Unmap()
+		q.maps[i] = nil
+	}
+	q.nmaps = 0
+	for i := 0; i < q.plan.nsegs; i++ {
+		q.pages[i] = nil
+	}
+}
+
+// execute performs the checked plan.
+func (q *queue) execute() error {
+	p := &q.plan
+	st := q.store
+	switch p.kind {
+	case opDiscard:
+		return st.Discard(p.offset, p.length, p.secure)
+	case opFlush:
+		if err := st.Flush(); err != nil {
+			return err
+		}
+		if p.nsegs == 0 {
+			return nil
+		}
+	case opBarrier:
+		// This queue completes requests in order, so everything before
+		// the barrier is done; flush it, then write, then flush again.
+		if err := st.Flush(); err != nil {
+			return err
+		}
+	}
+	if err := q.mapSegments(); err != nil {
+		return fmt.Errorf("map segments: %w", err)
+	}
+	defer q.unmapSegments()
+	off := p.offset
+	for i := 0; i < p.nsegs; i++ {
+		s := p.segs[i]
+		buf := q.pages[i][s.start:s.end]
+		var err error
+		if p.kind == opRead {
+			_, err = st.ReadAt(buf, off)
+		} else {
+			_, err = st.WriteAt(buf, off)
+		}
+		if err != nil {
+			return err
+		}
+		off += int64(len(buf))
+	}
+	if p.kind == opBarrier || p.kind == opFlush {
+		return st.Flush()
+	}
+	return nil
+}

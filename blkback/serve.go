@@ -1,0 +1,152 @@
+package blkback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// Opener opens the storage for a vbd, given its backend directory (where
+// params, mode, type and the spec are). It is how a Server learns what to
+// serve; the command layer supplies it.
+type Opener func(store xen.Store, dir string) (storage.Device, error)
+
+// Server is the backend daemon: it watches its domain's backend type
+// directory and serves every vbd that appears there, many at once, each
+// in its own goroutine, each failing alone.
+type Server struct {
+	Config      Config
+	BackendType string // directory under /local/domain/<self>/backend
+	Open        Opener
+
+	mu      sync.Mutex
+	devices map[string]*Device
+}
+
+// Serve runs until ctx is cancelled; then it closes every device cleanly.
+func (s *Server) Serve(ctx context.Context) error {
+	s.Config.defaults()
+	st := s.Config.Domain.Store()
+	root := fmt.Sprintf("/local/domain/%d/backend/%s", s.Config.Domain.ID(), s.BackendType)
+	w, err := st.Watch(root, "blkback")
+	if err != nil {
+		return fmt.Errorf("blkback: watch %s: %w", root, err)
+	}
+	defer w.Close()
+	s.mu.Lock()
+	s.devices = map[string]*Device{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events():
+			if !ok {
+				return errors.New("blkback: store connection closed")
+			}
+		}
+		for _, dir := range s.scan(st, root) {
+			s.mu.Lock()
+			_, running := s.devices[dir]
+			s.mu.Unlock()
+			if running {
+				continue
+			}
+			// Only once the toolstack has written the whole directory
+			// (state is written last).
+			if _, err := st.Read(dir + "/state"); err != nil {
+				continue
+			}
+			if v, err := st.Read(dir + "/online"); err != nil || v != "1" {
+				continue
+			}
+			dev, err := s.Open(st, dir)
+			if err != nil {
+				s.Config.Log.Error("cannot open the disk; the device stays unconnected", "vbd", dir, "err", err)
+				_ = st.Write(dir+"/error", err.Error())
+				s.mu.Lock()
+				s.devices[dir] = nil // do not retry in a loop
+				s.mu.Unlock()
+				continue
+			}
+			d, err := NewDevice(s.Config, dir, dev)
+			if err != nil {
+				_ = dev.Close()
+				s.Config.Log.Error("bad vbd", "vbd", dir, "err", err)
+				continue
+			}
+			s.mu.Lock()
+			s.devices[dir] = d
+			s.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					s.Config.Log.Error("device stopped", "vbd", dir, "err", err)
+				}
+				s.mu.Lock()
+				delete(s.devices, dir)
+				s.mu.Unlock()
+			}()
+		}
+		// Forget failed entries whose directory is gone.
+		s.mu.Lock()
+		for dir, d := range s.devices {
+			if d == nil {
+				if _, err := st.Read(dir + "/state"); errors.Is(err, xen.ErrNotFound) {
+					delete(s.devices, dir)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Devices returns the backend directories being served.
+func (s *Server) Devices() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for dir, d := range s.devices {
+		if d != nil {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+// Device returns the running device for a backend directory.
+func (s *Server) Device(dir string) *Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.devices[dir]
+}
+
+// scan lists root/<frontend-domid>/<devid> directories.
+func (s *Server) scan(st xen.Store, root string) []string {
+	doms, err := st.Directory(root)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, dom := range doms {
+		devs, err := st.Directory(root + "/" + dom)
+		if err != nil {
+			continue
+		}
+		for _, dev := range devs {
+			if strings.ContainsAny(dev, "/") {
+				continue
+			}
+			out = append(out, root+"/"+dom+"/"+dev)
+		}
+	}
+	return out
+}
