@@ -135,7 +135,10 @@ func (q *queue) handle() int16 {
 			return blkif.RspEOPNOTSUPP
 		}
 		p.kind = opBarrier
-		err = q.planDirect(r)
+		// An empty barrier is a pure ordering point: a flush.
+		if r.NrSegments > 0 {
+			err = q.planDirect(r)
+		}
 	case blkif.OpFlushDiskcache:
 		if !q.lim.flush {
 			return blkif.RspEOPNOTSUPP
@@ -336,6 +339,9 @@ func (q *queue) execute() error {
 		// the barrier is done; flush it, then write, then flush again.
 		if err := st.Flush(); err != nil {
 			return err
+		}
+		if p.nsegs == 0 {
+			return nil
 		}
 	}
 	if err := q.mapSegments(); err != nil {

@@ -1,0 +1,172 @@
+package blkfront
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// ReadAt reads len(p) bytes at off. Both must be multiples of the disk's
+// logical sector size; Device() offers unaligned access on top.
+func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return d.transfer(ctx, blkif.OpRead, p, off)
+}
+
+// WriteAt writes len(p) bytes at off; alignment as for ReadAt. A write
+// that returns nil is on the backend's storage, durable after Flush.
+func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if d.Info().ReadOnly {
+		return 0, fmt.Errorf("blkfront: write to a read-only disk")
+	}
+	return d.transfer(ctx, blkif.OpWrite, p, off)
+}
+
+// Flush makes every completed write durable: FLUSH_DISKCACHE, or an empty
+// WRITE_BARRIER on a backend that only offers barriers, or nothing on a
+// backend with neither (it has no volatile cache to flush).
+func (d *Disk) Flush(ctx context.Context) error {
+	in := d.Info()
+	switch {
+	case in.Flush:
+		return d.control(ctx, blkif.Request{Operation: blkif.OpFlushDiskcache})
+	case in.Barrier:
+		return d.control(ctx, blkif.Request{Operation: blkif.OpWriteBarrier})
+	}
+	return nil
+}
+
+// Discard tells the backend that [off, off+n) is unused.
+func (d *Disk) Discard(ctx context.Context, off, n int64, secure bool) error {
+	in := d.Info()
+	if !in.Discard {
+		return ErrNotSupported
+	}
+	if secure && !in.DiscardSecure {
+		return fmt.Errorf("%w: secure discard", ErrNotSupported)
+	}
+	if err := d.checkRange(off, n); err != nil {
+		return err
+	}
+	r := blkif.Request{Operation: blkif.OpDiscard, Sector: uint64(off) / blkif.SectorSize, NrSectors: uint64(n) / blkif.SectorSize}
+	if secure {
+		r.Flag = blkif.DiscardSecure
+	}
+	return d.control(ctx, r)
+}
+
+func (d *Disk) checkRange(off, n int64) error {
+	in := d.Info()
+	ss := int64(in.SectorSize)
+	if off < 0 || n < 0 || off%ss != 0 || n%ss != 0 {
+		return fmt.Errorf("blkfront: range %d+%d not aligned to the %d-byte sector", off, n, ss)
+	}
+	if off > in.Size() || n > in.Size()-off {
+		return fmt.Errorf("blkfront: range %d+%d beyond the disk's %d bytes", off, n, in.Size())
+	}
+	return nil
+}
+
+func (d *Disk) pick() *queue {
+	i := d.next.Add(1)
+	return d.queues[int(i)%len(d.queues)]
+}
+
+// control issues a request without data.
+func (d *Disk) control(ctx context.Context, r blkif.Request) error {
+	q := d.pick()
+	id, err := q.acquire(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer q.releaseSlot(id)
+	s := &q.slots[id]
+	r.ID = uint64(id)
+	s.req = r
+	return d.wait(q, id)
+}
+
+// wait submits slot id and waits for its response.
+func (d *Disk) wait(q *queue, id int) error {
+	q.submit(id)
+	s := &q.slots[id]
+	select {
+	case <-s.done:
+	case <-d.runDone:
+		return ErrClosed
+	}
+	switch s.status {
+	case blkif.RspOkay:
+		return nil
+	case blkif.RspEOPNOTSUPP:
+		return ErrNotSupported
+	default:
+		return fmt.Errorf("%w (status %d, operation %d)", ErrIO, s.status, s.req.Operation)
+	}
+}
+
+func (d *Disk) transfer(ctx context.Context, op uint8, p []byte, off int64) (int, error) {
+	if err := d.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	max := d.segsPerReq * xen.PageSize
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, max)
+		if err := d.request(ctx, op, p[done:done+n], off+int64(done)); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// request moves one chunk (at most segsPerReq pages) through the pool.
+func (d *Disk) request(ctx context.Context, op uint8, p []byte, off int64) error {
+	q := d.pick()
+	npages := (len(p) + xen.PageSize - 1) / xen.PageSize
+	id, err := q.acquire(ctx, npages)
+	if err != nil {
+		return err
+	}
+	defer q.releaseSlot(id)
+	s := &q.slots[id]
+	r := &s.req
+	*r = blkif.Request{ID: uint64(id), Sector: uint64(off) / blkif.SectorSize}
+	seg := func(i int) blkif.Segment {
+		n := min(len(p)-i*xen.PageSize, xen.PageSize)
+		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[i]]), FirstSect: 0, LastSect: uint8((n - 1) / blkif.SectorSize)}
+	}
+	if op == blkif.OpWrite {
+		for i := 0; i < npages; i++ {
+			copy(q.page(s.pages[i]), p[i*xen.PageSize:])
+		}
+	}
+	if npages <= blkif.MaxSegmentsPerRequest {
+		r.Operation = op
+		r.NrSegments = uint16(npages)
+		for i := 0; i < npages; i++ {
+			r.Seg[i] = seg(i)
+		}
+	} else {
+		r.Operation = blkif.OpIndirect
+		r.IndirectOp = op
+		r.NrSegments = uint16(npages)
+		for k := 0; k < blkif.IndirectPages(npages); k++ {
+			r.IndirectGrefs[k] = uint32(s.ipages.Refs[k])
+		}
+		for i := 0; i < npages; i++ {
+			blkif.EncodeIndirectSegment(s.iviews, i, seg(i))
+		}
+	}
+	if err := d.wait(q, id); err != nil {
+		return err
+	}
+	if op == blkif.OpRead {
+		for i := 0; i < npages; i++ {
+			copy(p[i*xen.PageSize:], q.page(s.pages[i]))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package blkfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// slot is one request in flight: its id is its index in queue.slots.
+// Everything it needs is allocated once, when the queue is built, and
+// survives reconnects so that what was in flight can be re-issued.
+type slot struct {
+	req    blkif.Request
+	pages  []int        // pool page indexes holding the data, in order
+	ipages *xen.Granted // indirect pages (granted read-only), nil if none offered
+	iviews [][]byte     // ipages.Mem split into pages
+	busy   bool
+	issued bool // pushed on the current ring; false after a disconnect
+	status int16
+	done   chan struct{} // buffered(1): the response arrived
+}
+
+// queue is one ring of a disk, with its pool of persistently granted data
+// pages. Callers fill a slot and push it under mu; one goroutine per
+// connection collects responses and wakes the callers.
+type queue struct {
+	disk  *Disk
+	index int
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	ringMem  *xen.Granted
+	front    *ring.Front
+	ch       xen.Channel
+	abi      blkif.ABI
+	slots    []slot
+	free     []int // free slot ids
+	pool     *xen.Granted
+	freePage []int
+	// connected: the ring is live; requests wait while it is not.
+	connected bool
+	stop      chan struct{}
+	reaped    chan struct{}
+}
+
+func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
+	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
+	q.cond = sync.NewCond(&q.mu)
+	pool, err := d.dom.Granter().Grant(d.backDom, poolPages, false)
+	if err != nil {
+		return nil, fmt.Errorf("grant data pool: %w", err)
+	}
+	q.pool = pool
+	for i := poolPages - 1; i >= 0; i-- {
+		q.freePage = append(q.freePage, i)
+	}
+	for i := nslots - 1; i >= 0; i-- {
+		s := &q.slots[i]
+		s.done = make(chan struct{}, 1)
+		if indirectPages > 0 {
+			g, err := d.dom.Granter().Grant(d.backDom, indirectPages, true)
+			if err != nil {
+				q.release()
+				return nil, fmt.Errorf("grant indirect pages: %w", err)
+			}
+			s.ipages = g
+			for k := 0; k < indirectPages; k++ {
+				s.iviews = append(s.iviews, g.Mem[k*xen.PageSize:(k+1)*xen.PageSize])
+			}
+		}
+		q.free = append(q.free, i)
+	}
+	return q, nil
+}
+
+// release revokes everything the queue granted (on final close).
+func (q *queue) release() {
+	gr := q.disk.dom.Granter()
+	for i := range q.slots {
+		if g := q.slots[i].ipages; g != nil {
+			_ = gr.Revoke(g)
+		}
+	}
+	if q.pool != nil {
+		_ = gr.Revoke(q.pool)
+	}
+}
+
+// connect grants a fresh ring and event channel and returns what to
+// publish. In-flight slots stay busy and are re-issued by start.
+func (q *queue) connect(order int, abi blkif.ABI) (refs []xen.GrantRef, port xen.Port, err error) {
+	d := q.disk
+	rm, err := d.dom.Granter().Grant(d.backDom, 1<<order, false)
+	if err != nil {
+		return nil, 0, fmt.Errorf("grant ring: %w", err)
+	}
+	f, err := ring.InitFront(rm.Mem, abi.SlotSize())
+	if err != nil {
+		_ = d.dom.Granter().Revoke(rm)
+		return nil, 0, err
+	}
+	if int(f.Size()) < len(q.slots) {
+		_ = d.dom.Granter().Revoke(rm)
+		return nil, 0, fmt.Errorf("ring of %d slots is smaller than the queue's %d", f.Size(), len(q.slots))
+	}
+	ch, err := d.dom.Events().AllocUnbound(d.backDom)
+	if err != nil {
+		_ = d.dom.Granter().Revoke(rm)
+		return nil, 0, err
+	}
+	q.mu.Lock()
+	q.ringMem, q.front, q.ch, q.abi = rm, f, ch, abi
+	q.mu.Unlock()
+	return rm.Refs, ch.Port(), nil
+}
+
+// start begins collecting responses and re-issues whatever was in flight
+// when the previous connection went away.
+func (q *queue) start() {
+	q.mu.Lock()
+	q.connected = true
+	q.stop = make(chan struct{})
+	q.reaped = make(chan struct{})
+	for id := range q.slots {
+		s := &q.slots[id]
+		if s.busy && !s.issued {
+			q.push(id)
+		}
+	}
+	q.flushPush()
+	q.cond.Broadcast()
+	stop, reaped, ch := q.stop, q.reaped, q.ch
+	q.mu.Unlock()
+	go q.reap(stop, reaped, ch)
+}
+
+// disconnect stops the reaper and drops the ring. Busy slots stay busy,
+// marked not issued.
+func (q *queue) disconnect() {
+	q.mu.Lock()
+	stop, reaped, ch, rm := q.stop, q.reaped, q.ch, q.ringMem
+	q.connected = false
+	q.stop, q.ch, q.ringMem, q.front = nil, nil, nil, nil
+	for id := range q.slots {
+		q.slots[id].issued = false
+	}
+	q.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
+	if ch != nil {
+		_ = ch.Close()
+	}
+	if reaped != nil {
+		<-reaped
+	}
+	if rm != nil {
+		// The backend may still map the ring for a moment; retry briefly,
+		// then leave it (it is one page) rather than block forever.
+		for i := 0; i < 50; i++ {
+			if err := q.disk.dom.Granter().Revoke(rm); err == nil || !errors.Is(err, xen.ErrGrantInUse) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// reap collects responses until stopped. A closed channel means the
+// backend went away: the disk's runner is told, and reconnects.
+func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
+	defer close(reaped)
+	var rsp blkif.Response
+	for {
+		q.mu.Lock()
+		if q.front == nil {
+			q.mu.Unlock()
+			return
+		}
+		for {
+			for n := q.front.Unconsumed(); n > 0; n-- {
+				q.abi.DecodeResponse(q.front.Response(), &rsp)
+				q.front.Consume(1)
+				q.complete(&rsp)
+			}
+			if !q.front.FinalCheck() {
+				break
+			}
+		}
+		q.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
+			select {
+			case <-stop:
+			default:
+				q.disk.peerLost()
+			}
+			return
+		}
+	}
+}
+
+// complete records a response; called with mu held. A response whose id
+// is not in flight is ignored (a hostile or confused backend).
+func (q *queue) complete(rsp *blkif.Response) {
+	if rsp.ID >= uint64(len(q.slots)) {
+		q.disk.log.Warn("response with unknown id", "id", rsp.ID)
+		return
+	}
+	s := &q.slots[rsp.ID]
+	if !s.busy || !s.issued {
+		q.disk.log.Warn("response for a request not in flight", "id", rsp.ID)
+		return
+	}
+	s.issued = false
+	s.status = rsp.Status
+	s.done <- struct{}{}
+}
+
+// acquire takes a free slot and npages pool pages, waiting while none are
+// free or the queue is disconnected.
+func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.connected || len(q.free) == 0 || len(q.freePage) < npages || q.front.Free() < 1 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if q.disk.isClosed() {
+			return 0, ErrClosed
+		}
+		q.cond.Wait()
+	}
+	id := q.free[len(q.free)-1]
+	q.free = q.free[:len(q.free)-1]
+	s := &q.slots[id]
+	s.busy = true
+	s.pages = s.pages[:0]
+	for i := 0; i < npages; i++ {
+		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
+		q.freePage = q.freePage[:len(q.freePage)-1]
+	}
+	return id, nil
+}
+
+// releaseSlot returns a slot and its pages.
+func (q *queue) releaseSlot(id int) {
+	q.mu.Lock()
+	s := &q.slots[id]
+	q.freePage = append(q.freePage, s.pages...)
+	s.pages = s.pages[:0]
+	s.busy = false
+	q.free = append(q.free, id)
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// page returns pool page i.
+func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xen.PageSize] }
+
+// submit pushes slot id's request (already filled) and notifies.
+func (q *queue) submit(id int) {
+	q.mu.Lock()
+	if q.connected {
+		q.push(id)
+		q.flushPush()
+	}
+	q.mu.Unlock()
+}
+
+// push writes the request into the ring; mu held, ring not full (one
+// ring slot per queue slot, and the ring has at least as many).
+func (q *queue) push(id int) {
+	s := &q.slots[id]
+	q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
+	q.front.Produce(1)
+	s.issued = true
+}
+
+func (q *queue) flushPush() {
+	if q.front.Push() {
+		_ = q.ch.Notify()
+	}
+}

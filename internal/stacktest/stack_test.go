@@ -1,0 +1,198 @@
+package stacktest
+
+import (
+	"bytes"
+	"context"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
+)
+
+// memDisk is a minimal in-memory storage.Device for these tests.
+type memDisk struct {
+	mu     sync.Mutex
+	b      []byte
+	closed bool
+}
+
+func (m *memDisk) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := storage.CheckRange(off, int64(len(p)), int64(len(m.b))); err != nil {
+		return 0, err
+	}
+	return copy(p, m.b[off:]), nil
+}
+func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := storage.CheckRange(off, int64(len(p)), int64(len(m.b))); err != nil {
+		return 0, err
+	}
+	return copy(m.b[off:], p), nil
+}
+func (m *memDisk) Info() storage.Info {
+	return storage.Info{Size: int64(len(m.b)), LogicalBlockSize: 512, PhysicalBlockSize: 4096, CanFlush: true, CanDiscard: true, DiscardZeroes: true}
+}
+func (m *memDisk) Flush() error { return nil }
+func (m *memDisk) Discard(off, n int64, secure bool) error {
+	return m.WriteZeroes(off, n)
+}
+func (m *memDisk) WriteZeroes(off, n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := storage.CheckRange(off, n, int64(len(m.b))); err != nil {
+		return err
+	}
+	clear(m.b[off : off+n])
+	return nil
+}
+func (m *memDisk) Close() error { m.closed = true; return nil }
+
+type stack struct {
+	host  *sim.Host
+	guest *sim.Domain
+	disk  *memDisk
+	front *blkfront.Disk
+	vbd   toolstack.VBD
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
+	t.Helper()
+	h, err := sim.NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := h.NewDomain("guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := &memDisk{b: make([]byte, size)}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: toolstack.DefaultBackendType,
+		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := toolstack.Create(h.Store(), vbd); err != nil {
+		t.Fatal(err)
+	}
+	fcfg.Domain, fcfg.Dir = g, vbd.FrontendPath()
+	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ocancel()
+	front, err := blkfront.Open(octx, fcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done}
+	t.Cleanup(func() {
+		front.Close()
+		cancel()
+		<-done
+	})
+	return s
+}
+
+func TestReadWriteEverySize(t *testing.T) {
+	for _, cfg := range []blkfront.Config{{}, {MaxIndirectSegments: -1}, {Queues: 1, RingPageOrder: 0}} {
+		s := newStack(t, 8<<20, cfg)
+		in := s.front.Info()
+		if in.Size() != 8<<20 {
+			t.Fatalf("size %d", in.Size())
+		}
+		rng := rand.New(rand.NewSource(1))
+		ctx := context.Background()
+		for _, n := range []int{512, 4096, 4608, 11 * 4096, 12 * 4096, 1 << 20, 3<<20 + 512} {
+			off := int64(rng.Intn((8<<20-n)/512)) * 512
+			data := make([]byte, n)
+			rng.Read(data)
+			if _, err := s.front.WriteAt(ctx, data, off); err != nil {
+				t.Fatalf("cfg %+v: write %d at %d: %v", cfg, n, off, err)
+			}
+			if !bytes.Equal(s.disk.b[off:off+int64(n)], data) {
+				t.Fatalf("write %d at %d did not reach the disk", n, off)
+			}
+			got := make([]byte, n)
+			if _, err := s.front.ReadAt(ctx, got, off); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("read back %d at %d differs", n, off)
+			}
+		}
+		if err := s.front.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.front.Discard(ctx, 0, 1<<20, false); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(s.disk.b[:1<<20], make([]byte, 1<<20)) {
+			t.Fatal("discard did not zero")
+		}
+		if _, err := s.front.ReadAt(ctx, make([]byte, 512), 8<<20); err == nil {
+			t.Fatal("read past the end succeeded")
+		}
+	}
+}
+
+func TestManyGoroutines(t *testing.T) {
+	s := newStack(t, 16<<20, blkfront.Config{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(g)))
+			base := int64(g) << 20
+			for i := 0; i < 50; i++ {
+				n := (rng.Intn(64) + 1) * 512
+				off := base + int64(rng.Intn((1<<20-n)/512))*512
+				data := make([]byte, n)
+				rng.Read(data)
+				if _, err := s.front.WriteAt(context.Background(), data, off); err != nil {
+					errs <- err
+					return
+				}
+				got := make([]byte, n)
+				if _, err := s.front.ReadAt(context.Background(), got, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, data) {
+					errs <- errMismatch
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+type mismatch struct{}
+
+func (mismatch) Error() string { return "data mismatch" }
+
+var errMismatch = mismatch{}
