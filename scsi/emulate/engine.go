@@ -1,0 +1,334 @@
+// Package emulate executes SCSI commands (SPC-4, SBC-3) against a
+// storage.Device: the SCSI personality of every xenblk backend that is not a
+// whole SCSI disk (files, partitions, slices, NBD, memory).
+//
+// Invariants:
+//   - Execute never panics and never touches the device outside
+//     [0, Info().Size): every LBA range of every CDB is checked against the
+//     capacity read for that command.
+//   - Execute never reads or writes past len(Command.Data); data-in is only
+//     written when the direction is DirFromDevice, data-out only read when
+//     it is DirToDevice.
+//   - READ and WRITE in steady state allocate nothing: sense goes into the
+//     caller's Result, data straight between the device and Command.Data.
+//   - COMPARE AND WRITE is atomic against every other write through this
+//     Engine (writes share a read lock, COMPARE AND WRITE takes it alone).
+package emulate
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/storage"
+)
+
+// Config is an Engine's identity and policy. The zero value works.
+type Config struct {
+	// Identity names the device stably across restarts (e.g. the image
+	// path or "vm-uuid/xvda"); the unit serial number and the NAA
+	// designator are derived from it, and Windows clustering needs both to
+	// stay the same.
+	Identity string
+	Product  string // INQUIRY product identification, at most 16 bytes
+	Revision string // INQUIRY product revision level, at most 4 bytes
+	// Policy allows commands; nil means scsi.EmulatedPolicy().
+	Policy *scsi.Policy
+	// Reservations handles PERSISTENT RESERVE IN/OUT and RESERVE/RELEASE;
+	// nil makes them unsupported opcodes.
+	Reservations scsi.Reservations
+	// MaxTransferBlocks bounds one READ/WRITE (B0 page); 0 means 8 MiB worth.
+	MaxTransferBlocks uint32
+	Log               *slog.Logger
+}
+
+// Vendor is the INQUIRY vendor identification.
+const Vendor = "XENBLK"
+
+// xenOUI is XenSource's IEEE company ID, the registered part of our NAA 6
+// designators.
+const xenOUI = 0x00163e
+
+// Limits reported in the block limits VPD page.
+const (
+	maxCompareAndWriteBlocks = 1
+	maxUnmapDescriptors      = 256
+	maxUnmapBlocks           = 1 << 22
+	maxWriteSameBlocks       = 1 << 22
+)
+
+// Engine executes SCSI commands against one device. Safe for concurrent use.
+type Engine struct {
+	dev    storage.Device
+	policy *scsi.Policy
+	res    scsi.Reservations
+	log    *slog.Logger
+
+	product, revision string
+	serial            string   // ASCII, from Identity
+	naa               [16]byte // NAA 6 designator, from Identity
+	maxXfer           uint32   // blocks
+
+	// writes holds every write shared and COMPARE AND WRITE exclusive.
+	writes sync.RWMutex
+
+	dsense atomic.Bool // control mode page D_SENSE: descriptor sense
+	wcd    atomic.Bool // caching mode page WCE cleared: write through
+
+	mu   sync.Mutex
+	seen map[scsi.Nexus]bool // nexuses that received POWER ON RESET
+}
+
+// New returns an engine for dev.
+func New(dev storage.Device, cfg Config) *Engine {
+	e := &Engine{
+		dev:      dev,
+		policy:   cfg.Policy,
+		res:      cfg.Reservations,
+		log:      cfg.Log,
+		product:  cfg.Product,
+		revision: cfg.Revision,
+		maxXfer:  cfg.MaxTransferBlocks,
+		seen:     make(map[scsi.Nexus]bool),
+	}
+	if e.policy == nil {
+		e.policy = scsi.EmulatedPolicy()
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.product == "" {
+		e.product = "VIRTUAL DISK"
+	}
+	if e.revision == "" {
+		e.revision = "0001"
+	}
+	sum := sha256.Sum256([]byte("xenblk-scsi-identity\x00" + cfg.Identity))
+	e.serial = hex.EncodeToString(sum[:10])
+	// NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI, then 100
+	// bits of vendor-specific identifier taken from the hash.
+	oui := uint32(xenOUI)
+	e.naa[0] = 0x60 | byte(oui>>20)&0x0f
+	e.naa[1] = byte(oui >> 12)
+	e.naa[2] = byte(oui >> 4)
+	e.naa[3] = byte(oui<<4) | sum[10]&0x0f
+	copy(e.naa[4:], sum[11:23])
+	if e.maxXfer == 0 {
+		e.maxXfer = 8 << 20 / 512
+	}
+	return e
+}
+
+// Serial is the unit serial number (VPD page 0x80).
+func (e *Engine) Serial() string { return e.serial }
+
+// NAA is the NAA 6 designator (VPD page 0x83).
+func (e *Engine) NAA() [16]byte { return e.naa }
+
+// geometry is the device's shape for one command.
+type geometry struct {
+	info   storage.Info
+	bs     int64 // logical block size
+	blocks uint64
+}
+
+func (e *Engine) geometry() geometry {
+	info := e.dev.Info()
+	bs := int64(info.LogicalBlockSize)
+	if bs != 512 && bs != 4096 {
+		bs = 512
+	}
+	var blocks uint64
+	if info.Size > 0 {
+		blocks = uint64(info.Size / bs)
+	}
+	return geometry{info: info, bs: bs, blocks: blocks}
+}
+
+// inRange reports whether [lba, lba+n) lies within the device.
+func (g *geometry) inRange(lba, n uint64) bool {
+	return lba <= g.blocks && n <= g.blocks-lba
+}
+
+// Execute runs cmd for nexus n and fills res. See the package invariants.
+func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
+	res.Reset(len(cmd.Data))
+	cdb := cmd.CDB
+	if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
+		e.fail(res, scsi.InvalidOpcode)
+		return
+	}
+	op := cdb[0]
+	switch e.policy.Allows(cdb) {
+	case scsi.DeniedOpcode:
+		e.log.Warn("scsi: command denied by policy", "dom", n.Dom, "device", n.Device, "op", scsi.OpName(op))
+		e.fail(res, scsi.InvalidOpcode)
+		return
+	case scsi.DeniedServiceAct:
+		e.log.Warn("scsi: service action denied by policy", "dom", n.Dom, "device", n.Device, "op", scsi.OpName(op), "sa", scsi.ServiceAction(cdb))
+		e.failField(res, scsi.InvalidFieldInCDB, 1, 4)
+		return
+	}
+	if want := scsi.CDBLen(op); want == 0 || len(cdb) < want {
+		// Nothing we implement is variable-length or vendor-specific.
+		e.fail(res, scsi.InvalidOpcode)
+		return
+	}
+	if op != scsi.OpInquiry && op != scsi.OpReportLuns && op != scsi.OpRequestSense {
+		if c, ok := e.unitAttention(n); ok {
+			e.fail(res, c)
+			return
+		}
+	}
+	if e.res != nil && e.res.Conflict(n, cdb) {
+		res.SetStatus(scsi.StatusReservationConflict)
+		return
+	}
+	e.dispatch(n, cmd, res)
+}
+
+// unitAttention pops the unit attention pending for n: POWER ON RESET at
+// the nexus's first command, then whatever the reservation engine queued.
+func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
+	e.mu.Lock()
+	first := !e.seen[n]
+	if first {
+		e.seen[n] = true
+	}
+	e.mu.Unlock()
+	if first {
+		return scsi.PowerOnReset, true
+	}
+	if e.res != nil {
+		return e.res.UnitAttention(n)
+	}
+	return scsi.Code{}, false
+}
+
+func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
+	cdb := cmd.CDB
+	switch cdb[0] {
+	case scsi.OpTestUnitReady, scsi.OpStartStopUnit:
+		// Always ready; there is no medium to spin or eject.
+	case scsi.OpRequestSense:
+		e.requestSense(n, cmd, res)
+	case scsi.OpInquiry:
+		e.inquiry(cmd, res)
+	case scsi.OpReportLuns:
+		e.reportLUNs(cmd, res)
+	case scsi.OpReadCapacity10:
+		e.readCapacity10(cmd, res)
+	case scsi.OpServiceActionIn16:
+		switch scsi.ServiceAction(cdb) {
+		case scsi.SAReadCapacity16:
+			e.readCapacity16(cmd, res)
+		case scsi.SAGetLBAStatus:
+			e.getLBAStatus(cmd, res)
+		default:
+			e.failField(res, scsi.InvalidFieldInCDB, 1, 4)
+		}
+	case scsi.OpMaintenanceIn:
+		if scsi.ServiceAction(cdb) != scsi.SAReportSupportedOpcodes {
+			e.failField(res, scsi.InvalidFieldInCDB, 1, 4)
+			return
+		}
+		e.reportSupportedOpcodes(cmd, res)
+	case scsi.OpModeSense6, scsi.OpModeSense10:
+		e.modeSense(cmd, res)
+	case scsi.OpModeSelect6, scsi.OpModeSelect10:
+		e.modeSelect(cmd, res)
+	case scsi.OpRead6, scsi.OpRead10, scsi.OpRead12, scsi.OpRead16:
+		e.read(cmd, res)
+	case scsi.OpWrite6, scsi.OpWrite10, scsi.OpWrite12, scsi.OpWrite16:
+		e.write(cmd, res)
+	case scsi.OpVerify10, scsi.OpVerify12, scsi.OpVerify16:
+		e.verify(cmd, res)
+	case scsi.OpSynchronizeCache10, scsi.OpSynchronizeCache16:
+		e.synchronizeCache(cmd, res)
+	case scsi.OpWriteSame10, scsi.OpWriteSame16:
+		e.writeSame(cmd, res)
+	case scsi.OpUnmap:
+		if !e.dev.Info().CanDiscard {
+			e.fail(res, scsi.InvalidOpcode)
+			return
+		}
+		e.unmap(cmd, res)
+	case scsi.OpCompareAndWrite:
+		e.compareAndWrite(cmd, res)
+	case scsi.OpPersistentReserveIn, scsi.OpPersistentReserveOut,
+		scsi.OpReserve6, scsi.OpRelease6, scsi.OpReserve10, scsi.OpRelease10:
+		if e.res == nil {
+			e.fail(res, scsi.InvalidOpcode)
+			return
+		}
+		e.res.Execute(n, cmd, res, e.dsense.Load())
+		// The reservation engine is another component: keep our
+		// residual promise whatever it reports.
+		if res.Resid < 0 || res.Resid > len(cmd.Data) {
+			res.Resid = len(cmd.Data)
+		}
+		if res.SenseLen < 0 || res.SenseLen > scsi.MaxSense {
+			res.SenseLen = 0
+		}
+	default:
+		e.fail(res, scsi.InvalidOpcode)
+	}
+}
+
+// fail reports c in the current sense format.
+func (e *Engine) fail(res *scsi.Result, c scsi.Code) {
+	res.SetCheck(scsi.Sense{Code: c}, e.dsense.Load())
+}
+
+// failField reports c with a field pointer to CDB byte b (bit < 0: no bit).
+func (e *Engine) failField(res *scsi.Result, c scsi.Code, b int, bit int) {
+	fp := scsi.FieldPointer{Valid: true, InCDB: c == scsi.InvalidFieldInCDB, Byte: uint16(b)}
+	if bit >= 0 {
+		fp.BitValid, fp.Bit = true, uint8(bit)
+	}
+	res.SetCheck(scsi.Sense{Code: c, Field: fp}, e.dsense.Load())
+}
+
+// failInfo reports c with INFORMATION set to info.
+func (e *Engine) failInfo(res *scsi.Result, c scsi.Code, info uint64) {
+	res.SetCheck(scsi.Sense{Code: c, InfoValid: true, Info: info}, e.dsense.Load())
+}
+
+// dataIn returns the part of the data buffer that data-in may fill, limited
+// by the CDB's allocation length.
+func dataIn(cmd *scsi.Command, alloc int) []byte {
+	if cmd.Dir != scsi.DirFromDevice {
+		return nil
+	}
+	if alloc < len(cmd.Data) {
+		return cmd.Data[:alloc]
+	}
+	return cmd.Data
+}
+
+// reply copies prepared parameter data into the data-in buffer, truncated
+// to the allocation length (SPC-4 4.2.5.6), and sets the residual.
+func reply(cmd *scsi.Command, res *scsi.Result, alloc int, data []byte) {
+	n := copy(dataIn(cmd, alloc), data)
+	res.Resid = len(cmd.Data) - n
+}
+
+// dataOut returns the parameter list of length plen, or ok=false when the
+// buffer does not hold it.
+func dataOut(cmd *scsi.Command, plen int) ([]byte, bool) {
+	if plen == 0 {
+		return nil, true
+	}
+	if cmd.Dir != scsi.DirToDevice || len(cmd.Data) < plen {
+		return nil, false
+	}
+	return cmd.Data[:plen], true
+}
+
+func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
+func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
+func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

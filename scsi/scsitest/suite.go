@@ -1,0 +1,225 @@
+package scsitest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/storage"
+)
+
+// Target is anything that executes SCSI commands: the emulation engine,
+// the pass-through, or a frontend's view of a backend.
+type Target interface {
+	Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result)
+}
+
+// NewTarget builds the target under test over dev. The target must allow
+// every command of scsi.EmulatedPolicy and must not emulate reservations.
+type NewTarget func(t *testing.T, dev storage.Device) Target
+
+// Config is one device shape the suite runs against.
+type Config struct {
+	Name       string
+	BlockSize  uint32
+	Blocks     int64
+	ReadOnly   bool
+	SliceStart int64 // in blocks; > 0 runs through a Window of a larger device
+}
+
+// Configs are the shapes Run covers: 512 and 4096-byte blocks, read-only,
+// and a slice of a larger device.
+var Configs = []Config{
+	{Name: "512", BlockSize: 512, Blocks: 2048},
+	{Name: "4096", BlockSize: 4096, Blocks: 256},
+	{Name: "512-readonly", BlockSize: 512, Blocks: 2048, ReadOnly: true},
+	{Name: "4096-readonly", BlockSize: 4096, Blocks: 256, ReadOnly: true},
+	{Name: "512-slice", BlockSize: 512, Blocks: 1024, SliceStart: 100},
+	{Name: "4096-slice", BlockSize: 4096, Blocks: 128, SliceStart: 7},
+}
+
+// H is one case's harness: a fresh device and target.
+type H struct {
+	T      *testing.T
+	Cfg    Config
+	Target Target
+	Mem    *Memory // the whole backing memory (larger than the device for slices)
+	Dev    storage.Device
+	Nexus  scsi.Nexus
+	BS     int
+}
+
+// Exec runs one command and returns its result.
+func (h *H) Exec(cdb []byte, dir scsi.Direction, data []byte) *scsi.Result {
+	res := new(scsi.Result)
+	h.Target.Execute(h.Nexus, &scsi.Command{CDB: cdb, Dir: dir, Data: data}, res)
+	if res.SenseLen < 0 || res.SenseLen > scsi.MaxSense || res.Resid < 0 || res.Resid > len(data) {
+		h.T.Fatalf("%s: malformed result: sense len %d, resid %d of %d", scsi.OpName(cdb[0]), res.SenseLen, res.Resid, len(data))
+	}
+	return res
+}
+
+// In runs a data-in command with a buffer of n bytes.
+func (h *H) In(cdb []byte, n int) (*scsi.Result, []byte) {
+	buf := make([]byte, n)
+	return h.Exec(cdb, scsi.DirFromDevice, buf), buf
+}
+
+// Out runs a data-out command.
+func (h *H) Out(cdb []byte, data []byte) *scsi.Result {
+	return h.Exec(cdb, scsi.DirToDevice, data)
+}
+
+// Good fails the case unless res is GOOD.
+func (h *H) Good(res *scsi.Result) {
+	h.T.Helper()
+	if res.Status != scsi.StatusGood {
+		s, _, _ := scsi.ParseSense(res.SenseBytes())
+		h.T.Fatalf("status %s, sense %x/%02x/%02x, want GOOD", scsi.StatusName(res.Status), s.Key, s.ASC, s.ASCQ)
+	}
+}
+
+// Check fails the case unless res is CHECK CONDITION with code c, and
+// returns the decoded sense.
+func (h *H) Check(res *scsi.Result, c scsi.Code) scsi.Sense {
+	h.T.Helper()
+	if res.Status != scsi.StatusCheckCondition {
+		h.T.Fatalf("status %s, want CHECK CONDITION %x/%02x/%02x", scsi.StatusName(res.Status), c.Key, c.ASC, c.ASCQ)
+	}
+	s, _, ok := scsi.ParseSense(res.SenseBytes())
+	if !ok {
+		h.T.Fatalf("unparseable sense % x", res.SenseBytes())
+	}
+	if s.Code != c {
+		h.T.Fatalf("sense %x/%02x/%02x, want %x/%02x/%02x", s.Key, s.ASC, s.ASCQ, c.Key, c.ASC, c.ASCQ)
+	}
+	return s
+}
+
+// Case is one conformance behaviour. Writes marks cases that need a
+// writable device; ReadOnly marks cases only meaningful on a read-only one.
+type Case struct {
+	Name     string
+	Writes   bool
+	ReadOnly bool
+	Run      func(h *H)
+}
+
+// Run runs every case against every config.
+func Run(t *testing.T, newTarget NewTarget) {
+	for _, cfg := range Configs {
+		t.Run(cfg.Name, func(t *testing.T) {
+			for _, c := range Cases {
+				if (c.Writes && cfg.ReadOnly) || (c.ReadOnly && !cfg.ReadOnly) {
+					continue // not applicable to this shape, by construction
+				}
+				t.Run(c.Name, func(t *testing.T) { runCase(t, cfg, c, newTarget) })
+			}
+		})
+	}
+}
+
+func runCase(t *testing.T, cfg Config, c Case, newTarget NewTarget) {
+	size := cfg.Blocks * int64(cfg.BlockSize)
+	total := size + 2*cfg.SliceStart*int64(cfg.BlockSize)
+	mem := NewMemory(storage.Info{
+		Size: total, LogicalBlockSize: cfg.BlockSize, PhysicalBlockSize: 4096,
+		ReadOnly: cfg.ReadOnly, RotationRate: 1, CanFlush: true, CanDiscard: true,
+		DiscardZeroes: true, DiscardGranularity: 4096,
+	})
+	// Recognisable content outside the slice: it must never change.
+	for i := range mem.buf {
+		mem.buf[i] = 0xa5
+	}
+	inner := mem.buf[cfg.SliceStart*int64(cfg.BlockSize):][:size]
+	for i := range inner {
+		inner[i] = byte(i * 7 / int(cfg.BlockSize))
+	}
+	var dev storage.Device = mem
+	if cfg.SliceStart > 0 {
+		dev = &Window{Device: mem, Base: cfg.SliceStart * int64(cfg.BlockSize), Size: size}
+	}
+	guard := &Guard{Device: dev}
+	h := &H{T: t, Cfg: cfg, Mem: mem, Dev: guard, Nexus: scsi.Nexus{Dom: 1, Device: "xvda"}, BS: int(cfg.BlockSize)}
+	h.Target = newTarget(t, guard)
+	// Consume the power-on unit attention so cases start clean.
+	h.Exec([]byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}, scsi.DirNone, nil)
+	before := append([]byte(nil), mem.buf...)
+	c.Run(h)
+	if v := guard.Violations(); len(v) > 0 {
+		t.Errorf("accesses outside the device: %v", v)
+	}
+	start := cfg.SliceStart * int64(cfg.BlockSize)
+	if !bytes.Equal(before[:start], mem.buf[:start]) || !bytes.Equal(before[start+size:], mem.buf[start+size:]) {
+		t.Errorf("bytes outside the slice changed")
+	}
+}
+
+// CDB builders.
+
+func Read10(lba uint32, n uint16) []byte  { return rw10(scsi.OpRead10, lba, n) }
+func Write10(lba uint32, n uint16) []byte { return rw10(scsi.OpWrite10, lba, n) }
+
+func rw10(op byte, lba uint32, n uint16) []byte {
+	c := make([]byte, 10)
+	c[0] = op
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint16(c[7:], n)
+	return c
+}
+
+func Read16(lba uint64, n uint32) []byte  { return rw16(scsi.OpRead16, lba, n) }
+func Write16(lba uint64, n uint32) []byte { return rw16(scsi.OpWrite16, lba, n) }
+
+func rw16(op byte, lba uint64, n uint32) []byte {
+	c := make([]byte, 16)
+	c[0] = op
+	binary.BigEndian.PutUint64(c[2:], lba)
+	binary.BigEndian.PutUint32(c[10:], n)
+	return c
+}
+
+func rw12(op byte, lba, n uint32) []byte {
+	c := make([]byte, 12)
+	c[0] = op
+	binary.BigEndian.PutUint32(c[2:], lba)
+	binary.BigEndian.PutUint32(c[6:], n)
+	return c
+}
+
+func rw6(op byte, lba uint32, n byte) []byte {
+	return []byte{op, byte(lba>>16) & 0x1f, byte(lba >> 8), byte(lba), n, 0}
+}
+
+// Inquiry builds an INQUIRY CDB.
+func Inquiry(evpd bool, page byte, alloc uint16) []byte {
+	c := []byte{scsi.OpInquiry, 0, page, byte(alloc >> 8), byte(alloc), 0}
+	if evpd {
+		c[1] = 1
+	}
+	return c
+}
+
+func readCapacity16(alloc uint32) []byte {
+	c := make([]byte, 16)
+	c[0], c[1] = scsi.OpServiceActionIn16, scsi.SAReadCapacity16
+	binary.BigEndian.PutUint32(c[10:], alloc)
+	return c
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i*31)
+	}
+	return b
+}
+
+func (h *H) blocks() uint64 { return uint64(h.Cfg.Blocks) }
+
+// content returns the device's current bytes [off, off+n) as the guest sees them.
+func (h *H) content(off, n int) []byte {
+	base := int(h.Cfg.SliceStart) * h.BS
+	return h.Mem.buf[base+off : base+off+n]
+}
