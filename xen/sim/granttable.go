@@ -74,30 +74,55 @@ func (t *grantTable) grant(remote xen.DomID, frames []uint32, readOnly bool, ref
 }
 
 // endAccess invalidates every ref, or none: it fails with ErrGrantInUse if
-// any is mapped.
+// any is mapped. Each ref ends with a compare-and-swap that only succeeds
+// while no GTF_reading/GTF_writing is set, so a mapper in another process
+// either sees the entry before (and pins it, making us fail) or after
+// (and gets ErrBadGrant); on failure the refs already ended are restored.
 func (t *grantTable) endAccess(refs []xen.GrantRef) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// Mappers take t.mu too, so no mapping can start between the check
-	// and the clear; the compare-and-swap guards the shared word itself.
-	for _, r := range refs {
-		if load32(t.mem, int(r)*entrySize)&(gtfReading|gtfWriting) != 0 {
-			return fmt.Errorf("%w: ref %d", xen.ErrGrantInUse, r)
-		}
-	}
+	saved := make([]uint32, 0, len(refs))
 	for _, r := range refs {
 		off := int(r) * entrySize
 		for {
 			w := load32(t.mem, off)
+			if w&(gtfReading|gtfWriting) != 0 {
+				for i, w := range saved {
+					store32(t.mem, int(refs[i])*entrySize, w)
+				}
+				return fmt.Errorf("%w: ref %d", xen.ErrGrantInUse, r)
+			}
+			if cas32(t.mem, off, w, w&^0xFFFF) {
+				saved = append(saved, w)
+				break
+			}
+		}
+	}
+	t.free = append(t.free, refs...)
+	return nil
+}
+
+// sweep ends every entry nobody maps, leaving mapped ones to a later
+// sweep; it reports whether any entry is still granted. The host sweeps a
+// dead domain's table until it is empty: its grants are revoked once
+// unmapped, as on Xen.
+func (t *grantTable) sweep() (left bool) {
+	for off := 8 * entrySize; off < len(t.mem); off += entrySize {
+		for {
+			w := load32(t.mem, off)
+			if w&gtfPermitAccess == 0 {
+				break
+			}
+			if w&(gtfReading|gtfWriting) != 0 {
+				left = true
+				break
+			}
 			if cas32(t.mem, off, w, w&^0xFFFF) {
 				break
 			}
 		}
 	}
-	for _, r := range refs {
-		t.free = append(t.free, r)
-	}
-	return nil
+	return left
 }
 
 // acquire validates ref for mapper and marks it in use; it returns the frame.

@@ -5,29 +5,41 @@
 // cannot tell it from real Xen: a domain maps only what was granted to it,
 // read-only grants map read-only, end-access fails while mapped, a dead
 // domain's channels close and its xenstore area goes.
+//
+// Domains live in the host's process (NewHost, NewDomain) or in other
+// processes (Serve on the host side, Connect on the domain's side); the
+// memory, grant tables and doorbells are the same shared objects either
+// way, so the semantics are the same.
 package sim
 
 import (
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/xenblk/xenblk/xen"
 )
 
-// Host is one simulated machine. All its domains live in this process;
-// memory is nevertheless memfd-backed and mapped with mmap, exactly as a
-// cross-process mapper would map it.
+// Host is one simulated machine.
 type Host struct {
 	mu      sync.Mutex
 	next    xen.DomID
 	domains map[xen.DomID]*Domain
 	events  *eventSpace
 	store   *tree
+	// remoteDom0 is set while a process is attached as dom0: dom0's
+	// frame allocator and grant refs then belong to that process.
+	remoteDom0 bool
 }
 
 // NewHost starts a host with dom0 present.
 func NewHost() (*Host, error) {
-	h := &Host{next: 1, domains: map[xen.DomID]*Domain{}, events: newEventSpace(), store: newTree()}
+	ev, err := newEventSpace()
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{next: 1, domains: map[xen.DomID]*Domain{}, events: ev, store: newTree()}
 	if _, err := h.newDomain(0, "Domain-0"); err != nil {
 		return nil, err
 	}
@@ -56,22 +68,18 @@ func (h *Host) newDomain(id xen.DomID, name string) (*Domain, error) {
 	if err != nil {
 		return nil, err
 	}
-	gtMem, err := newMemory(fmt.Sprintf("dom%d-grant-table", id))
+	gtFile, err := newMemfd(fmt.Sprintf("dom%d-grant-table", id), grantTableEntries*entrySize)
 	if err != nil {
 		return nil, err
 	}
-	frames, err := gtMem.alloc(grantTableEntries * entrySize / xen.PageSize)
+	gt, err := mapTable(gtFile)
 	if err != nil {
 		return nil, err
 	}
-	gt, err := mapFrames(int(gtMem.file.Fd()), frames, true)
-	if err != nil {
-		return nil, err
-	}
-	d := &Domain{host: h, id: id, name: name, mem: mem, gtMem: gtMem, grants: newGrantTable(gt)}
+	d := &Domain{host: h, id: id, name: name, mem: mem, gtFile: gtFile, grants: newGrantTable(gt)}
 	d.store = h.store.connect(id)
-	d.mapper = &mapper{d: d}
-	d.granter = &granter{d: d}
+	d.granter = &granter{mem: mem, grants: d.grants}
+	d.mapper = &mapper{self: id, foreign: h.foreign}
 	d.evs = &events{d: d}
 	h.mu.Lock()
 	h.domains[id] = d
@@ -117,34 +125,59 @@ func (h *Host) Domain(id xen.DomID) (*Domain, bool) {
 	return d, ok
 }
 
+// foreign gives a mapper the memory and grant table of a live domain.
+func (h *Host) foreign(id xen.DomID) (*foreign, error) {
+	d, ok := h.Domain(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, id)
+	}
+	return &foreign{mem: d.mem.file, fd: d.mem.fd, grants: d.grants}, nil
+}
+
 // Destroy releases a domain as Xen does when it dies: its event channels
 // close (peers' Waits report ErrClosed), its store connection and watches
 // go, /local/domain/N is removed, @releaseDomain fires. Pages others still
-// map stay valid until unmapped.
+// map stay valid until unmapped; its grants are revoked as they are.
+// Destroying dom0 only closes its channels and watches.
 func (h *Host) Destroy(id xen.DomID) {
 	h.mu.Lock()
 	d := h.domains[id]
-	delete(h.domains, id)
+	if id != 0 {
+		delete(h.domains, id)
+	}
 	h.mu.Unlock()
 	if d == nil {
 		return
 	}
-	h.events.closeDomain(id)
+	for _, p := range h.events.portsOf(id) {
+		h.events.closeEnd(id, p)
+	}
 	_ = d.store.Close()
+	if id == 0 {
+		return
+	}
 	_ = h.store.connect(0).Remove(fmt.Sprintf("/local/domain/%d", id))
 	h.store.fireSpecial("@releaseDomain")
+	if d.grants.sweep() {
+		go func() {
+			for d.grants.sweep() {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
 }
 
 // Store returns a privileged store connection (for the toolstack).
 func (h *Host) Store() xen.Store { return h.store.connect(0) }
 
-// Domain is one simulated domain; it implements xen.Domain.
+// Domain is one simulated domain as the host holds it; for a domain living
+// in the host's process it implements xen.Domain.
 type Domain struct {
 	host   *Host
 	id     xen.DomID
 	name   string
 	mem    *memory
-	gtMem  *memory
+	gtFile *os.File
 	grants *grantTable
 
 	store   *storeConn
@@ -160,147 +193,26 @@ func (d *Domain) Events() xen.Events   { return d.evs }
 func (d *Domain) Store() xen.Store     { return d.store }
 func (d *Domain) Close() error         { d.host.Destroy(d.id); return nil }
 
-// granter implements xen.Granter for a domain.
-type granter struct{ d *Domain }
-
-type grantHandle struct{ frames []uint32 }
-
-func (g *granter) Grant(remote xen.DomID, count int, readOnly bool) (*xen.Granted, error) {
-	if count <= 0 {
-		return nil, fmt.Errorf("sim: grant of %d pages", count)
-	}
-	frames, err := g.d.mem.alloc(count)
-	if err != nil {
-		return nil, err
-	}
-	mem, err := mapFrames(int(g.d.mem.file.Fd()), frames, true)
-	if err != nil {
-		g.d.mem.release(frames)
-		return nil, err
-	}
-	refs := make([]xen.GrantRef, count)
-	if err := g.d.grants.grant(remote, frames, readOnly, refs); err != nil {
-		_ = unmapFrames(mem)
-		g.d.mem.release(frames)
-		return nil, err
-	}
-	return &xen.Granted{Remote: remote, ReadOnly: readOnly, Refs: refs, Mem: mem, Handle: &grantHandle{frames: frames}}, nil
-}
-
-func (g *granter) Revoke(gr *xen.Granted) error {
-	h, ok := gr.Handle.(*grantHandle)
-	if !ok || h == nil {
-		return fmt.Errorf("sim: Revoke of a grant this domain did not make")
-	}
-	if err := g.d.grants.endAccess(gr.Refs); err != nil {
-		return err
-	}
-	_ = unmapFrames(gr.Mem)
-	g.d.mem.release(h.frames)
-	gr.Handle, gr.Mem = nil, nil
-	return nil
-}
-
-// mapper implements xen.Mapper for a domain.
-type mapper struct{ d *Domain }
-
-type mapping struct {
-	mem     []byte
-	granter *Domain
-	refs    []xen.GrantRef
-	write   bool
-	once    sync.Once
-}
-
-func (m *mapping) Bytes() []byte { return m.mem }
-
-func (m *mapping) Unmap() error {
-	var err error
-	m.once.Do(func() {
-		err = unmapFrames(m.mem)
-		for _, r := range m.refs {
-			m.granter.grants.release(r, m.write)
-		}
-		m.mem = nil
-	})
-	return err
-}
-
-func (mp *mapper) granterOf(dom xen.DomID) (*Domain, error) {
-	g, ok := mp.d.host.Domain(dom)
-	if !ok {
-		return nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, dom)
-	}
-	return g, nil
-}
-
-func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Mapping, error) {
-	if len(refs) == 0 {
-		return nil, fmt.Errorf("sim: map of no refs")
-	}
-	g, err := mp.granterOf(dom)
-	if err != nil {
-		return nil, err
-	}
-	write := !readOnly
-	frames := make([]uint32, len(refs))
-	for i, r := range refs {
-		f, err := g.grants.acquire(mp.d.id, r, write)
-		if err != nil {
-			for _, done := range refs[:i] {
-				g.grants.release(done, write)
-			}
-			return nil, err
-		}
-		frames[i] = f
-	}
-	mem, err := mapFrames(int(g.mem.file.Fd()), frames, write)
-	if err != nil {
-		for _, r := range refs {
-			g.grants.release(r, write)
-		}
-		return nil, err
-	}
-	return &mapping{mem: mem, granter: g, refs: append([]xen.GrantRef(nil), refs...), write: write}, nil
-}
-
-func (mp *mapper) Copy(segs []xen.GrantCopySegment) error {
-	var firstErr error
-	for i := range segs {
-		s := &segs[i]
-		s.Err = mp.copyOne(s)
-		if s.Err != nil && firstErr == nil {
-			firstErr = s.Err
-		}
-	}
-	return firstErr
-}
-
-func (mp *mapper) copyOne(s *xen.GrantCopySegment) error {
-	if int(s.Offset)+len(s.Local) > xen.PageSize {
-		return fmt.Errorf("%w: copy of %d bytes at %d crosses the page", xen.ErrBadGrant, len(s.Local), s.Offset)
-	}
-	m, err := mp.Map(s.Dom, []xen.GrantRef{s.Ref}, !s.ToForeign)
-	if err != nil {
-		return err
-	}
-	defer m.Unmap()
-	page := m.Bytes()[s.Offset : int(s.Offset)+len(s.Local)]
-	if s.ToForeign {
-		copy(page, s.Local)
-	} else {
-		copy(s.Local, page)
-	}
-	return nil
-}
-
-// events implements xen.Events for a domain.
+// events implements xen.Events for a domain in the host's process.
 type events struct{ d *Domain }
 
+func (e *events) channel(in endInfo) *channel {
+	s, dom := e.d.host.events, e.d.id
+	return newChannel(in, s.status, func() { s.unbind(dom, in.port) })
+}
+
 func (e *events) AllocUnbound(remote xen.DomID) (xen.Channel, error) {
-	return e.d.host.events.allocUnbound(e.d.id, remote)
+	in, err := e.d.host.events.allocUnbound(e.d.id, remote)
+	if err != nil {
+		return nil, err
+	}
+	return e.channel(in), nil
 }
 
 func (e *events) BindInterdomain(remote xen.DomID, remotePort xen.Port) (xen.Channel, error) {
-	return e.d.host.events.bindInterdomain(e.d.id, remote, remotePort)
+	in, err := e.d.host.events.bindInterdomain(e.d.id, remote, remotePort)
+	if err != nil {
+		return nil, err
+	}
+	return e.channel(in), nil
 }

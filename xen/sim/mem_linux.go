@@ -18,6 +18,7 @@ import (
 // any frame; the grant table is what says whether it may.
 type memory struct {
 	file *os.File
+	fd   int
 
 	mu     sync.Mutex
 	frames uint32   // frames allocated so far (the file's size in pages)
@@ -25,11 +26,46 @@ type memory struct {
 }
 
 func newMemory(name string) (*memory, error) {
-	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("sim: memfd_create: %w", err)
 	}
-	return &memory{file: os.NewFile(uintptr(fd), "memfd:"+name)}, nil
+	// Memory only grows: a domain shrinking its memfd under a mapper would
+	// turn the mapper's next access into SIGBUS.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sim: seal domain memory: %w", err)
+	}
+	return &memory{file: os.NewFile(uintptr(fd), "memfd:"+name), fd: fd}, nil
+}
+
+// memoryOf wraps a memfd received from the host; it may already hold pages.
+func memoryOf(f *os.File, fd int) (*memory, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return &memory{file: f, fd: fd, frames: uint32(st.Size() / xen.PageSize)}, nil
+}
+
+// mapTable maps a grant-table memfd read-write.
+func mapTable(f *os.File) ([]byte, error) {
+	var mem []byte
+	var merr error
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	err = rc.Control(func(fd uintptr) {
+		mem, merr = unix.Mmap(int(fd), 0, grantTableEntries*entrySize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	})
+	if err == nil {
+		err = merr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sim: map grant table: %w", err)
+	}
+	return mem, nil
 }
 
 // alloc returns n frames, contiguous when they come from the file's end.
@@ -60,7 +96,7 @@ func (m *memory) release(frames []uint32) {
 	defer m.mu.Unlock()
 	for _, f := range frames {
 		// Punching a hole frees the page and makes it read back as zeros.
-		_ = unix.Fallocate(int(m.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
+		_ = unix.Fallocate(m.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
 		m.free = append(m.free, f)
 	}
 }
@@ -68,6 +104,17 @@ func (m *memory) release(frames []uint32) {
 // mapFrames maps frames of fd into one contiguous range of our address
 // space: reserve the range, then map each frame over it with MAP_FIXED.
 func mapFrames(fd int, frames []uint32, write bool) ([]byte, error) {
+	// A frame past the end of the file would map, then SIGBUS on access:
+	// refuse it (the file never shrinks, see newMemory).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("sim: stat domain memory: %w", err)
+	}
+	for _, f := range frames {
+		if int64(f) >= st.Size/xen.PageSize {
+			return nil, fmt.Errorf("%w: frame %d is outside the domain's memory", xen.ErrBadGrant, f)
+		}
+	}
 	n := len(frames) * xen.PageSize
 	reserve, err := unix.Mmap(-1, 0, n, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
@@ -102,4 +149,18 @@ func store32(mem []byte, off int, v uint32) { atomic.StoreUint32(word(mem, off),
 
 func cas32(mem []byte, off int, old, nw uint32) bool {
 	return atomic.CompareAndSwapUint32(word(mem, off), old, nw)
+}
+
+// newMemfd makes a memfd of size bytes.
+func newMemfd(name string, size int64) (*os.File, error) {
+	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("sim: memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sim: size memfd: %w", err)
+	}
+	return f, nil
 }

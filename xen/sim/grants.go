@@ -1,0 +1,153 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/xenblk/xenblk/xen"
+)
+
+// granter implements xen.Granter over a domain's memory and grant table.
+// Only one process grants for a domain: it owns the frame allocator and
+// the table's free refs.
+type granter struct {
+	mem    *memory
+	grants *grantTable
+}
+
+type grantHandle struct{ frames []uint32 }
+
+func (g *granter) Grant(remote xen.DomID, count int, readOnly bool) (*xen.Granted, error) {
+	if count <= 0 || count > grantTableEntries {
+		return nil, fmt.Errorf("sim: grant of %d pages", count)
+	}
+	frames, err := g.mem.alloc(count)
+	if err != nil {
+		return nil, err
+	}
+	mem, err := mapFrames(g.mem.fd, frames, true)
+	if err != nil {
+		g.mem.release(frames)
+		return nil, err
+	}
+	refs := make([]xen.GrantRef, count)
+	if err := g.grants.grant(remote, frames, readOnly, refs); err != nil {
+		_ = unmapFrames(mem)
+		g.mem.release(frames)
+		return nil, err
+	}
+	return &xen.Granted{Remote: remote, ReadOnly: readOnly, Refs: refs, Mem: mem, Handle: &grantHandle{frames: frames}}, nil
+}
+
+func (g *granter) Revoke(gr *xen.Granted) error {
+	h, ok := gr.Handle.(*grantHandle)
+	if !ok || h == nil {
+		return fmt.Errorf("sim: Revoke of a grant this domain did not make")
+	}
+	if err := g.grants.endAccess(gr.Refs); err != nil {
+		return err
+	}
+	_ = unmapFrames(gr.Mem)
+	g.mem.release(h.frames)
+	gr.Handle, gr.Mem = nil, nil
+	return nil
+}
+
+// foreign is what a mapper needs of a granting domain: the memfd its
+// frames live in and a view of its grant table.
+type foreign struct {
+	mem    *os.File
+	fd     int
+	grants *grantTable
+}
+
+// mapper implements xen.Mapper for domain self.
+type mapper struct {
+	self    xen.DomID
+	foreign func(xen.DomID) (*foreign, error)
+}
+
+type mapping struct {
+	mem    []byte
+	grants *grantTable
+	refs   []xen.GrantRef
+	write  bool
+	once   sync.Once
+}
+
+func (m *mapping) Bytes() []byte { return m.mem }
+
+func (m *mapping) Unmap() error {
+	var err error
+	m.once.Do(func() {
+		err = unmapFrames(m.mem)
+		for _, r := range m.refs {
+			m.grants.release(r, m.write)
+		}
+		m.mem = nil
+	})
+	return err
+}
+
+func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Mapping, error) {
+	if len(refs) == 0 || len(refs) > grantTableEntries {
+		return nil, fmt.Errorf("%w: map of %d refs", xen.ErrBadGrant, len(refs))
+	}
+	g, err := mp.foreign(dom)
+	if err != nil {
+		return nil, err
+	}
+	write := !readOnly
+	frames := make([]uint32, len(refs))
+	for i, r := range refs {
+		f, err := g.grants.acquire(mp.self, r, write)
+		if err != nil {
+			for _, done := range refs[:i] {
+				g.grants.release(done, write)
+			}
+			return nil, err
+		}
+		frames[i] = f
+	}
+	mem, err := mapFrames(g.fd, frames, write)
+	if err != nil {
+		for _, r := range refs {
+			g.grants.release(r, write)
+		}
+		return nil, err
+	}
+	return &mapping{mem: mem, grants: g.grants, refs: append([]xen.GrantRef(nil), refs...), write: write}, nil
+}
+
+func (mp *mapper) Copy(segs []xen.GrantCopySegment) error {
+	var firstErr error
+	for i := range segs {
+		s := &segs[i]
+		s.Err = mp.copyOne(s)
+		if s.Err != nil && firstErr == nil {
+			firstErr = s.Err
+		}
+	}
+	return firstErr
+}
+
+// copyOne goes through the same validation and pinning as Map, so a copy
+// can never touch a page the mapper could not map.
+func (mp *mapper) copyOne(s *xen.GrantCopySegment) error {
+	if int(s.Offset)+len(s.Local) > xen.PageSize {
+		return fmt.Errorf("%w: copy of %d bytes at %d crosses the page", xen.ErrBadGrant, len(s.Local), s.Offset)
+	}
+	m, err := mp.Map(s.Dom, []xen.GrantRef{s.Ref}, !s.ToForeign)
+	if err != nil {
+		return err
+	}
+	defer m.Unmap()
+	page := m.Bytes()[s.Offset : int(s.Offset)+len(s.Local)]
+	if s.ToForeign {
+		copy(page, s.Local)
+	} else {
+		copy(s.Local, page)
+	}
+	return nil
+}
