@@ -82,8 +82,8 @@ type channel struct {
 	port   xen.Port
 	local  *doorbell // ours
 	peer   *doorbell // the other end's
-	status *uint32  // closed bits, shared
-	side   uint32   // our closed bit: 1 or 2
+	status *uint32   // closed bits, shared
+	side   uint32    // our closed bit: 1 or 2
 	masked atomic.Bool
 	// closed is our own close, checked before touching the descriptors or
 	// the status slot, which the host may recycle once both ends are gone.
