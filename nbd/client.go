@@ -1,0 +1,538 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+
+	"github.com/xenblk/xenblk/storage"
+)
+
+// Error is an errno a server returned for one request.
+type Error struct {
+	Op    string
+	Errno uint32
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("nbd: %s: %v", e.Op, syscall.Errno(e.Errno))
+}
+
+// Is lets errors.Is match the storage errors and the syscall errno.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case storage.ErrReadOnly:
+		return e.Errno == EPERM
+	case storage.ErrNotSupported:
+		return e.Errno == ENOTSUP
+	}
+	errno, ok := target.(syscall.Errno)
+	return ok && uint32(errno) == e.Errno
+}
+
+// ErrClosed is returned after Close or once the connection has failed
+// (wrapped with the cause).
+var ErrClosed = errors.New("nbd: connection closed")
+
+const clientSlots = 64 // requests in flight per client
+
+// call is one in-flight request, a slot in Client.calls.
+type call struct {
+	busy bool
+	gen  uint32
+	cmd  uint16
+	buf  []byte // READ destination
+	err  error
+	done chan struct{}
+}
+
+// Client is a pipelined NBD client; its methods are safe for concurrent use
+// and up to 64 requests are in flight at once.
+type Client struct {
+	conn      net.Conn
+	size      int64
+	flags     uint16
+	minBlock  uint32
+	prefBlock uint32
+	maxBlock  uint32
+
+	free chan int // indices of idle slots
+
+	mu    sync.Mutex // guards calls and err
+	calls [clientSlots]call
+	err   error
+	dead  chan struct{} // closed when the connection fails or is closed
+
+	wmu sync.Mutex
+	bw  *bufio.Writer
+}
+
+// Dial connects to target (see ParseTarget) and opens export; an empty
+// export uses the name in the URI.
+func Dial(target, export string) (*Client, error) {
+	t, err := ParseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	if export == "" {
+		export = t.Export
+	}
+	c, err := net.Dial(t.Network, t.Address)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := NewClient(c, export)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// NewClient runs the handshake on c (OPT_GO, falling back to
+// OPT_EXPORT_NAME) and starts the reply reader. The client owns c.
+func NewClient(c net.Conn, export string) (*Client, error) {
+	if len(export) > maxNameLength {
+		return nil, errors.New("nbd: export name too long")
+	}
+	cl := &Client{
+		conn: c, free: make(chan int, clientSlots), dead: make(chan struct{}),
+		bw: bufio.NewWriterSize(c, 64<<10), minBlock: 1, prefBlock: 4096, maxBlock: MaxPayload,
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	if err := cl.handshake(br, export); err != nil {
+		return nil, err
+	}
+	for i := range cl.calls {
+		cl.calls[i].done = make(chan struct{}, 1)
+		cl.free <- i
+	}
+	go cl.readLoop(br)
+	return cl, nil
+}
+
+var errOldstyle = errors.New("nbd: server speaks oldstyle negotiation, which is not supported")
+
+func (cl *Client) handshake(br *bufio.Reader, export string) error {
+	var hello [18]byte
+	if _, err := io.ReadFull(br, hello[:]); err != nil {
+		return err
+	}
+	if binary.BigEndian.Uint64(hello[0:]) != magicNBD {
+		return errBadMagic
+	}
+	switch binary.BigEndian.Uint64(hello[8:]) {
+	case magicOpt:
+	case magicOldstyle:
+		return errOldstyle
+	default:
+		return errBadMagic
+	}
+	sflags := binary.BigEndian.Uint16(hello[16:])
+	if sflags&flagFixedNewstyle == 0 {
+		return errors.New("nbd: server does not speak fixed newstyle")
+	}
+	cflags := uint32(flagFixedNewstyle)
+	if sflags&flagNoZeroes != 0 {
+		cflags |= flagNoZeroes
+	}
+	data := binary.BigEndian.AppendUint32(nil, uint32(len(export)))
+	data = append(data, export...)
+	data = binary.BigEndian.AppendUint16(data, 1)
+	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
+	var cf [4]byte
+	binary.BigEndian.PutUint32(cf[:], cflags)
+	cl.bw.Write(cf[:])
+	cl.writeOption(optGo, data)
+	if err := cl.bw.Flush(); err != nil {
+		return err
+	}
+	haveExport := false
+	for {
+		typ, payload, err := readOptReply(br, optGo)
+		if err != nil {
+			return err
+		}
+		switch {
+		case typ == repAck:
+			if !haveExport {
+				return errors.New("nbd: server acknowledged OPT_GO without NBD_INFO_EXPORT")
+			}
+			return nil
+		case typ == repInfo:
+			if err := cl.applyInfo(payload, &haveExport); err != nil {
+				return err
+			}
+		case typ == repErrUnsup:
+			return cl.exportName(br, export, cflags&flagNoZeroes != 0)
+		case typ&repErrBit != 0:
+			return fmt.Errorf("nbd: server refused export %q: %s (%#x) %s", export, repErrName(typ), typ, payload)
+		default:
+			return fmt.Errorf("nbd: unexpected option reply %#x", typ)
+		}
+	}
+}
+
+func repErrName(typ uint32) string {
+	switch typ {
+	case repErrUnknown:
+		return "unknown export"
+	case repErrPolicy:
+		return "policy"
+	case repErrInvalid:
+		return "invalid"
+	}
+	return "error"
+}
+
+// applyInfo takes one NBD_REP_INFO payload.
+func (cl *Client) applyInfo(p []byte, haveExport *bool) error {
+	if len(p) < 2 {
+		return errBadOption
+	}
+	switch binary.BigEndian.Uint16(p) {
+	case infoExport:
+		if len(p) != 12 {
+			return errBadOption
+		}
+		size := binary.BigEndian.Uint64(p[2:])
+		if size > 1<<62 {
+			return fmt.Errorf("nbd: export size %d is implausible", size)
+		}
+		cl.size, cl.flags = int64(size), binary.BigEndian.Uint16(p[10:])
+		*haveExport = true
+	case infoBlockSize:
+		if len(p) != 14 {
+			return errBadOption
+		}
+		mn, pref, mx := binary.BigEndian.Uint32(p[2:]), binary.BigEndian.Uint32(p[6:]), binary.BigEndian.Uint32(p[10:])
+		if mn == 0 || pref < mn || mx < pref {
+			return fmt.Errorf("nbd: bad block sizes %d/%d/%d", mn, pref, mx)
+		}
+		cl.minBlock, cl.prefBlock, cl.maxBlock = mn, pref, min(mx, MaxPayload)
+	}
+	return nil
+}
+
+func (cl *Client) exportName(br *bufio.Reader, export string, noZeroes bool) error {
+	cl.writeOption(optExportName, []byte(export))
+	if err := cl.bw.Flush(); err != nil {
+		return err
+	}
+	var r [10 + exportNameZeroBytes]byte
+	n := len(r)
+	if noZeroes {
+		n = 10
+	}
+	if _, err := io.ReadFull(br, r[:n]); err != nil {
+		return fmt.Errorf("nbd: export %q refused: %w", export, err)
+	}
+	size := binary.BigEndian.Uint64(r[0:])
+	if size > 1<<62 {
+		return fmt.Errorf("nbd: export size %d is implausible", size)
+	}
+	cl.size, cl.flags = int64(size), binary.BigEndian.Uint16(r[8:])
+	return nil
+}
+
+func (cl *Client) writeOption(opt uint32, data []byte) {
+	var h [16]byte
+	binary.BigEndian.PutUint64(h[0:], magicOpt)
+	binary.BigEndian.PutUint32(h[8:], opt)
+	binary.BigEndian.PutUint32(h[12:], uint32(len(data)))
+	cl.bw.Write(h[:])
+	cl.bw.Write(data)
+}
+
+// readOptReply reads one option reply for opt, refusing oversized payloads.
+func readOptReply(r io.Reader, opt uint32) (typ uint32, payload []byte, err error) {
+	var h [20]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	typ, n, err := decodeOptReplyHeader(&h, opt)
+	if err != nil {
+		return 0, nil, err
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(r, payload)
+	return typ, payload, err
+}
+
+// decodeOptReplyHeader checks an option reply header's magic, option and length.
+func decodeOptReplyHeader(h *[20]byte, opt uint32) (typ, length uint32, err error) {
+	if binary.BigEndian.Uint64(h[0:]) != magicOptReply {
+		return 0, 0, errBadMagic
+	}
+	if got := binary.BigEndian.Uint32(h[8:]); got != opt {
+		return 0, 0, fmt.Errorf("nbd: reply for option %d while waiting for %d", got, opt)
+	}
+	length = binary.BigEndian.Uint32(h[16:])
+	if length > maxOptionLength {
+		return 0, 0, fmt.Errorf("nbd: option reply of %d bytes", length)
+	}
+	return binary.BigEndian.Uint32(h[12:]), length, nil
+}
+
+// Size is the export's size in bytes.
+func (cl *Client) Size() int64 { return cl.size }
+
+// Flags are the export's transmission flags (Flag*).
+func (cl *Client) Flags() uint16 { return cl.flags }
+
+// BlockSizes are the server's minimum, preferred and maximum block sizes.
+func (cl *Client) BlockSizes() (minimum, preferred, maximum uint32) {
+	return cl.minBlock, cl.prefBlock, cl.maxBlock
+}
+
+// readLoop matches replies to calls by handle until the connection fails.
+func (cl *Client) readLoop(br *bufio.Reader) {
+	var h [replySize]byte
+	var err error
+	for {
+		if _, err = io.ReadFull(br, h[:]); err != nil {
+			break
+		}
+		var errno uint32
+		var handle uint64
+		if errno, handle, err = decodeReply(&h); err != nil {
+			break
+		}
+		slot, gen := int(handle&0xffffffff), uint32(handle>>32)
+		cl.mu.Lock()
+		if slot >= clientSlots || !cl.calls[slot].busy || cl.calls[slot].gen != gen {
+			cl.mu.Unlock()
+			err = fmt.Errorf("nbd: reply for unknown handle %#x", handle)
+			break
+		}
+		c := &cl.calls[slot]
+		c.busy = false
+		cmd, buf := c.cmd, c.buf
+		cl.mu.Unlock()
+		var cerr error
+		if errno != 0 {
+			cerr = &Error{Op: cmdName(cmd), Errno: errno}
+		} else if cmd == cmdRead {
+			if _, err = io.ReadFull(br, buf); err != nil {
+				break
+			}
+		}
+		cl.mu.Lock()
+		c.err = cerr
+		cl.mu.Unlock()
+		c.done <- struct{}{}
+	}
+	cl.fail(err)
+}
+
+func (cl *Client) fail(err error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.err == nil {
+		cl.err = fmt.Errorf("%w: %v", ErrClosed, err)
+		close(cl.dead)
+		cl.conn.Close()
+	}
+}
+
+func cmdName(cmd uint16) string {
+	switch cmd {
+	case cmdRead:
+		return "read"
+	case cmdWrite:
+		return "write"
+	case cmdFlush:
+		return "flush"
+	case cmdTrim:
+		return "trim"
+	case cmdWriteZeroes:
+		return "write zeroes"
+	}
+	return "command"
+}
+
+// do sends one request and waits for its reply. For READ, buf receives the
+// data; for WRITE, buf is the payload.
+func (cl *Client) do(cmd, flags uint16, off uint64, length uint32, buf []byte) error {
+	var slot int
+	select {
+	case slot = <-cl.free:
+	case <-cl.dead:
+		return cl.deadErr()
+	}
+	cl.mu.Lock()
+	c := &cl.calls[slot]
+	c.busy, c.cmd, c.err = true, cmd, nil
+	c.gen++
+	c.buf = nil
+	if cmd == cmdRead {
+		c.buf = buf
+	}
+	handle := uint64(c.gen)<<32 | uint64(slot)
+	cl.mu.Unlock()
+
+	var h [requestSize]byte
+	encodeRequest(&h, request{flags: flags, cmd: cmd, handle: handle, offset: off, length: length})
+	cl.wmu.Lock()
+	cl.bw.Write(h[:])
+	if cmd == cmdWrite {
+		cl.bw.Write(buf)
+	}
+	err := cl.bw.Flush()
+	cl.wmu.Unlock()
+	if err != nil {
+		cl.fail(err)
+		return cl.deadErr()
+	}
+	select {
+	case <-c.done:
+	case <-cl.dead:
+		// The slot may still be referenced by a late reply; never reuse it.
+		return cl.deadErr()
+	}
+	cl.mu.Lock()
+	err = c.err
+	c.buf = nil
+	cl.mu.Unlock()
+	cl.free <- slot
+	return err
+}
+
+func (cl *Client) deadErr() error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.err
+}
+
+func (cl *Client) checkRange(off, n int64) error {
+	if err := storage.CheckRange(off, n, cl.size); err != nil {
+		return fmt.Errorf("nbd: [%d, +%d) on a %d-byte export: %w", off, n, cl.size, err)
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off, split into requests of at most the
+// server's maximum block size.
+func (cl *Client) ReadAt(p []byte, off int64) (int, error) {
+	if err := cl.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		k := min(len(p)-done, int(cl.maxBlock))
+		if err := cl.do(cmdRead, 0, uint64(off)+uint64(done), uint32(k), p[done:done+k]); err != nil {
+			return done, err
+		}
+		done += k
+	}
+	return done, nil
+}
+
+// WriteAt writes p at off.
+func (cl *Client) WriteAt(p []byte, off int64) (int, error) {
+	return cl.write(p, off, 0)
+}
+
+// WriteAtFUA writes p at off and makes it durable before returning.
+func (cl *Client) WriteAtFUA(p []byte, off int64) (int, error) {
+	return cl.write(p, off, cmdFlagFUA)
+}
+
+func (cl *Client) write(p []byte, off int64, flags uint16) (int, error) {
+	if err := cl.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if cl.flags&FlagReadOnly != 0 {
+		return 0, &Error{Op: "write", Errno: EPERM}
+	}
+	done := 0
+	for done < len(p) {
+		k := min(len(p)-done, int(cl.maxBlock))
+		if err := cl.do(cmdWrite, flags, uint64(off)+uint64(done), uint32(k), p[done:done+k]); err != nil {
+			return done, err
+		}
+		done += k
+	}
+	return done, nil
+}
+
+// Flush asks the server to make every completed write durable.
+func (cl *Client) Flush() error {
+	if cl.flags&FlagSendFlush == 0 {
+		return nil // no volatile cache to flush
+	}
+	return cl.do(cmdFlush, 0, 0, 0, nil)
+}
+
+// maxRangeChunk bounds TRIM and WRITE_ZEROES requests (32-bit lengths),
+// keeping them aligned to any block size up to 1 MiB.
+const maxRangeChunk = 1<<32 - 1<<20
+
+// Trim tells the server [off, off+n) is unused.
+func (cl *Client) Trim(off, n int64) error {
+	if cl.flags&FlagSendTrim == 0 {
+		return &Error{Op: "trim", Errno: ENOTSUP}
+	}
+	return cl.rangeCmd(cmdTrim, 0, off, n)
+}
+
+// WriteZeroes makes [off, off+n) read as zeros; with noHole the server must
+// allocate the range rather than punch a hole.
+func (cl *Client) WriteZeroes(off, n int64, noHole bool) error {
+	if cl.flags&FlagSendWriteZeroes == 0 {
+		return cl.zeroByWriting(off, n)
+	}
+	var flags uint16
+	if noHole {
+		flags = cmdFlagNoHole
+	}
+	return cl.rangeCmd(cmdWriteZeroes, flags, off, n)
+}
+
+func (cl *Client) zeroByWriting(off, n int64) error {
+	if err := cl.checkRange(off, n); err != nil {
+		return err
+	}
+	for n > 0 {
+		k := min(n, int64(len(zeroes)), int64(cl.maxBlock))
+		if _, err := cl.WriteAt(zeroes[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+func (cl *Client) rangeCmd(cmd, flags uint16, off, n int64) error {
+	if err := cl.checkRange(off, n); err != nil {
+		return err
+	}
+	if cl.flags&FlagReadOnly != 0 {
+		return &Error{Op: cmdName(cmd), Errno: EPERM}
+	}
+	for n > 0 {
+		k := min(n, maxRangeChunk)
+		if err := cl.do(cmd, flags, uint64(off), uint32(k), nil); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// Close sends NBD_CMD_DISC and closes the connection. In-flight calls fail.
+func (cl *Client) Close() error {
+	var h [requestSize]byte
+	encodeRequest(&h, request{cmd: cmdDisc})
+	cl.wmu.Lock()
+	cl.bw.Write(h[:])
+	cl.bw.Flush()
+	cl.wmu.Unlock()
+	cl.fail(errors.New("closed by the client"))
+	return nil
+}

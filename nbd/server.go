@@ -1,0 +1,519 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/xenblk/xenblk/storage"
+)
+
+// Export is one named device a Server offers.
+type Export struct {
+	Name        string
+	Description string
+	Device      storage.Device
+	// ReadOnly exports a writable device read-only.
+	ReadOnly bool
+}
+
+// Server serves exports over NBD's fixed newstyle handshake.
+type Server struct {
+	// Exports are looked up by name; the empty name selects the first
+	// export unless one is named "".
+	Exports []Export
+	// Workers bounds the requests served concurrently per connection
+	// (default 16). The reader stops reading when all are busy.
+	Workers int
+	// HandshakeTimeout bounds the option haggling phase (default 30s).
+	HandshakeTimeout time.Duration
+	// Logf, when set, receives one line per failed connection.
+	Logf func(format string, args ...any)
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	done  bool
+}
+
+// Serve serves exports on l until l fails or is closed.
+func Serve(l net.Listener, exports ...Export) error {
+	s := &Server{Exports: exports}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l and serves each on its own goroutine. It
+// returns when Accept fails (net.ErrClosed after l.Close or s.Close).
+func (s *Server) Serve(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		if !s.track(c, true) {
+			c.Close()
+			return net.ErrClosed
+		}
+		go func() {
+			defer s.track(c, false)
+			if err := s.ServeConn(c); err != nil && s.Logf != nil {
+				s.Logf("nbd: %v: %v", c.RemoteAddr(), err)
+			}
+		}()
+	}
+}
+
+func (s *Server) track(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	if add {
+		if s.done {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+// Close disconnects every connection Serve accepted. Close the listener too.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	for c := range s.conns {
+		c.Close()
+	}
+	return nil
+}
+
+func (s *Server) lookup(name string) (Export, bool) {
+	for _, e := range s.Exports {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	if name == "" && len(s.Exports) > 0 {
+		return s.Exports[0], true
+	}
+	return Export{}, false
+}
+
+// transmissionFlags derives the flags advertised for e from its device.
+func transmissionFlags(e Export) uint16 {
+	info := e.Device.Info()
+	f := uint16(FlagHasFlags | FlagSendWriteZeroes | FlagCanMultiConn)
+	if e.ReadOnly || info.ReadOnly {
+		f |= FlagReadOnly
+	}
+	if info.CanFlush {
+		f |= FlagSendFlush | FlagSendFUA
+	}
+	if info.CanDiscard {
+		f |= FlagSendTrim
+	}
+	if info.RotationRate > 1 {
+		f |= FlagRotational
+	}
+	return f
+}
+
+var errAbort = errors.New("nbd: client aborted")
+
+// ServeConn runs the handshake and then the transmission phase on c, and
+// closes c. A nil error means the client disconnected cleanly.
+func (s *Server) ServeConn(c net.Conn) error {
+	defer c.Close()
+	timeout := s.HandshakeTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	c.SetDeadline(time.Now().Add(timeout))
+	br := bufio.NewReaderSize(c, 64<<10)
+	bw := bufio.NewWriterSize(c, 64<<10)
+	exp, err := s.handshake(br, bw)
+	if err == errAbort {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	return s.transmit(br, bw, exp)
+}
+
+func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (Export, error) {
+	var hello [18]byte
+	binary.BigEndian.PutUint64(hello[0:], magicNBD)
+	binary.BigEndian.PutUint64(hello[8:], magicOpt)
+	binary.BigEndian.PutUint16(hello[16:], flagFixedNewstyle|flagNoZeroes)
+	bw.Write(hello[:])
+	if err := bw.Flush(); err != nil {
+		return Export{}, err
+	}
+	var cf [4]byte
+	if _, err := io.ReadFull(br, cf[:]); err != nil {
+		return Export{}, err
+	}
+	clientFlags := binary.BigEndian.Uint32(cf[:])
+	if clientFlags&flagFixedNewstyle == 0 {
+		return Export{}, errors.New("nbd: client does not speak fixed newstyle")
+	}
+	if clientFlags&^uint32(flagFixedNewstyle|flagNoZeroes) != 0 {
+		return Export{}, fmt.Errorf("nbd: unknown client flags %#x", clientFlags)
+	}
+	noZeroes := clientFlags&flagNoZeroes != 0
+	var hdr [16]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return Export{}, err
+		}
+		if binary.BigEndian.Uint64(hdr[0:]) != magicOpt {
+			return Export{}, errors.New("nbd: bad option magic")
+		}
+		opt := binary.BigEndian.Uint32(hdr[8:])
+		length := binary.BigEndian.Uint32(hdr[12:])
+		if length > maxOptionLength {
+			if opt == optExportName {
+				return Export{}, errors.New("nbd: export name too long")
+			}
+			if _, err := io.CopyN(io.Discard, br, int64(length)); err != nil {
+				return Export{}, err
+			}
+			if err := optReply(bw, opt, repErrTooBig, nil); err != nil {
+				return Export{}, err
+			}
+			continue
+		}
+		data := make([]byte, length)
+		if _, err := io.ReadFull(br, data); err != nil {
+			return Export{}, err
+		}
+		switch opt {
+		case optExportName:
+			e, ok := s.lookup(string(data))
+			if !ok {
+				return Export{}, fmt.Errorf("nbd: unknown export %q", data)
+			}
+			var r [10 + exportNameZeroBytes]byte
+			binary.BigEndian.PutUint64(r[0:], uint64(e.Device.Info().Size))
+			binary.BigEndian.PutUint16(r[8:], transmissionFlags(e))
+			n := len(r)
+			if noZeroes {
+				n = 10
+			}
+			bw.Write(r[:n])
+			return e, bw.Flush()
+		case optAbort:
+			optReply(bw, opt, repAck, nil)
+			return Export{}, errAbort
+		case optList:
+			if length != 0 {
+				if err := optReply(bw, opt, repErrInvalid, nil); err != nil {
+					return Export{}, err
+				}
+				continue
+			}
+			for _, e := range s.Exports {
+				d := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
+				d = append(d, e.Name...)
+				if err := optReply(bw, opt, repServer, d); err != nil {
+					return Export{}, err
+				}
+			}
+			if err := optReply(bw, opt, repAck, nil); err != nil {
+				return Export{}, err
+			}
+		case optInfo, optGo:
+			e, ok, err := s.info(bw, opt, data)
+			if err != nil {
+				return Export{}, err
+			}
+			if ok && opt == optGo {
+				return e, nil
+			}
+		default: // STARTTLS, STRUCTURED_REPLY and anything newer
+			if err := optReply(bw, opt, repErrUnsup, nil); err != nil {
+				return Export{}, err
+			}
+		}
+	}
+}
+
+// info answers OPT_INFO or OPT_GO; ok reports that the export exists and the
+// final ACK was sent.
+func (s *Server) info(bw *bufio.Writer, opt uint32, data []byte) (Export, bool, error) {
+	req, err := decodeInfoRequest(data)
+	if err != nil {
+		return Export{}, false, optReply(bw, opt, repErrInvalid, nil)
+	}
+	e, ok := s.lookup(req.name)
+	if !ok {
+		return Export{}, false, optReply(bw, opt, repErrUnknown, nil)
+	}
+	info := e.Device.Info()
+	var d [18]byte
+	binary.BigEndian.PutUint16(d[0:], infoExport)
+	binary.BigEndian.PutUint64(d[2:], uint64(info.Size))
+	binary.BigEndian.PutUint16(d[10:], transmissionFlags(e))
+	if err := optReply(bw, opt, repInfo, d[:12]); err != nil {
+		return Export{}, false, err
+	}
+	// Block sizes are always sent: devices accept any alignment, so the
+	// minimum is 1; the preferred size avoids read-modify-write below.
+	pref := info.PhysicalBlockSize
+	if pref < 512 || pref > MaxPayload {
+		pref = 4096
+	}
+	binary.BigEndian.PutUint16(d[0:], infoBlockSize)
+	binary.BigEndian.PutUint32(d[2:], 1)
+	binary.BigEndian.PutUint32(d[6:], pref)
+	binary.BigEndian.PutUint32(d[10:], MaxPayload)
+	if err := optReply(bw, opt, repInfo, d[:14]); err != nil {
+		return Export{}, false, err
+	}
+	for _, t := range req.infos {
+		var text string
+		switch t {
+		case infoName:
+			text = e.Name
+		case infoDescription:
+			text = e.Description
+		default:
+			continue
+		}
+		p := binary.BigEndian.AppendUint16(nil, t)
+		if err := optReply(bw, opt, repInfo, append(p, text...)); err != nil {
+			return Export{}, false, err
+		}
+	}
+	return e, true, optReply(bw, opt, repAck, nil)
+}
+
+func optReply(bw *bufio.Writer, opt, typ uint32, data []byte) error {
+	var h [20]byte
+	binary.BigEndian.PutUint64(h[0:], magicOptReply)
+	binary.BigEndian.PutUint32(h[8:], opt)
+	binary.BigEndian.PutUint32(h[12:], typ)
+	binary.BigEndian.PutUint32(h[16:], uint32(len(data)))
+	bw.Write(h[:])
+	bw.Write(data)
+	return bw.Flush()
+}
+
+// job is one request handed from the connection's reader to a worker.
+type job struct {
+	req request
+	buf *[]byte // pooled payload buffer for READ and WRITE
+}
+
+// conn is the transmission phase of one connection.
+type conn struct {
+	exp      Export
+	readOnly bool
+	wmu      sync.Mutex // serialises replies
+	bw       *bufio.Writer
+	werr     error // first reply write failure, under wmu
+}
+
+func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export) error {
+	workers := s.Workers
+	if workers <= 0 {
+		workers = 16
+	}
+	cn := &conn{exp: exp, bw: bw, readOnly: transmissionFlags(exp)&FlagReadOnly != 0}
+	jobs := make(chan job, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				cn.serve(j)
+			}
+		}()
+	}
+	err := cn.readLoop(br, jobs)
+	close(jobs)
+	wg.Wait()
+	return err
+}
+
+// readLoop decodes requests until DISC or a protocol error. Payload lengths
+// are checked before anything is allocated.
+func (cn *conn) readLoop(br *bufio.Reader, jobs chan<- job) error {
+	var hb [requestSize]byte
+	for {
+		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		req, err := decodeRequest(&hb)
+		if err != nil {
+			return err
+		}
+		switch req.cmd {
+		case cmdDisc:
+			return nil
+		case cmdWrite:
+			if req.length > MaxPayload {
+				// The payload cannot be skipped safely; drop the client.
+				return fmt.Errorf("nbd: write of %d bytes exceeds %d", req.length, MaxPayload)
+			}
+			buf := getBuf(int(req.length))
+			if _, err := io.ReadFull(br, *buf); err != nil {
+				putBuf(buf)
+				return err
+			}
+			jobs <- job{req: req, buf: buf}
+		case cmdRead:
+			if req.length > MaxPayload {
+				cn.reply(req.handle, EOVERFLOW, nil)
+				continue
+			}
+			jobs <- job{req: req, buf: getBuf(int(req.length))}
+		default:
+			jobs <- job{req: req}
+		}
+	}
+}
+
+func (cn *conn) reply(handle uint64, errno uint32, data []byte) {
+	var h [replySize]byte
+	encodeReply(&h, errno, handle)
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return
+	}
+	cn.bw.Write(h[:])
+	if errno == 0 {
+		cn.bw.Write(data)
+	}
+	cn.werr = cn.bw.Flush()
+}
+
+// zeroes is written for WRITE_ZEROES with NO_HOLE; never modified.
+var zeroes = make([]byte, 1<<20)
+
+func (cn *conn) serve(j job) {
+	r := j.req
+	dev := cn.exp.Device
+	size := dev.Info().Size
+	var errno uint32
+	var data []byte
+	if r.offset > uint64(size) || uint64(r.length) > uint64(size)-r.offset {
+		errno = EINVAL
+	} else {
+		off, n := int64(r.offset), int64(r.length)
+		var err error
+		switch r.cmd {
+		case cmdRead:
+			data = *j.buf
+			_, err = dev.ReadAt(data, off)
+		case cmdWrite, cmdTrim, cmdWriteZeroes:
+			if cn.readOnly {
+				errno = EPERM
+				break
+			}
+			switch r.cmd {
+			case cmdWrite:
+				_, err = dev.WriteAt(*j.buf, off)
+			case cmdTrim:
+				err = dev.Discard(off, n, false)
+			case cmdWriteZeroes:
+				if r.flags&cmdFlagNoHole != 0 {
+					err = writeZeroesNoHole(dev, off, n)
+				} else {
+					err = dev.WriteZeroes(off, n)
+				}
+			}
+			if err == nil && r.flags&cmdFlagFUA != 0 {
+				err = dev.Flush()
+			}
+		case cmdFlush:
+			err = dev.Flush()
+		default:
+			errno = EINVAL
+		}
+		if err != nil {
+			errno = errnoFor(err)
+		}
+	}
+	cn.reply(r.handle, errno, data)
+	if j.buf != nil {
+		putBuf(j.buf)
+	}
+}
+
+func writeZeroesNoHole(dev storage.Device, off, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeroes)))
+		if _, err := dev.WriteAt(zeroes[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// errnoFor maps a device error to the protocol's errno.
+func errnoFor(err error) uint32 {
+	switch {
+	case errors.Is(err, storage.ErrOutOfRange):
+		return EINVAL
+	case errors.Is(err, storage.ErrReadOnly), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.EPERM):
+		return EPERM
+	case errors.Is(err, storage.ErrNotSupported), errors.Is(err, syscall.EOPNOTSUPP):
+		return ENOTSUP
+	case errors.Is(err, syscall.ENOSPC):
+		return ENOSPC
+	case errors.Is(err, syscall.EINVAL):
+		return EINVAL
+	case errors.Is(err, syscall.ENOMEM):
+		return ENOMEM
+	}
+	return EIO
+}
+
+// Payload buffers come from power-of-two size classes so a steady stream of
+// requests reuses them instead of allocating.
+const minBufShift = 12
+
+const maxBufShift = 25 // 1<<maxBufShift == MaxPayload
+
+var bufPools [maxBufShift - minBufShift + 1]sync.Pool
+
+func bufClass(n int) int {
+	if n <= 1<<minBufShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - minBufShift
+}
+
+func getBuf(n int) *[]byte {
+	c := bufClass(n)
+	if p, ok := bufPools[c].Get().(*[]byte); ok {
+		*p = (*p)[:n]
+		return p
+	}
+	b := make([]byte, n, 1<<(c+minBufShift))
+	return &b
+}
+
+func putBuf(p *[]byte) {
+	bufPools[bufClass(cap(*p))].Put(p)
+}
