@@ -215,9 +215,9 @@ func TestServerRefusesOutOfRangeAndBadCommands(t *testing.T) {
 // A device error maps to the protocol's errno and back.
 func TestErrnoMapping(t *testing.T) {
 	cases := map[error]uint32{
-		storage.ErrOutOfRange:   EINVAL,
-		storage.ErrReadOnly:     EPERM,
-		storage.ErrNotSupported: ENOTSUP,
+		storage.ErrOutOfRange:      EINVAL,
+		storage.ErrReadOnly:        EPERM,
+		storage.ErrNotSupported:    ENOTSUP,
 		errors.New("disk on fire"): EIO,
 	}
 	for err, want := range cases {
