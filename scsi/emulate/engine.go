@@ -79,8 +79,7 @@ type Engine struct {
 	dsense atomic.Bool // control mode page D_SENSE: descriptor sense
 	wcd    atomic.Bool // caching mode page WCE cleared: write through
 
-	mu   sync.Mutex
-	seen map[scsi.Nexus]bool // nexuses that received POWER ON RESET
+	powerOn scsi.PowerOn
 }
 
 // New returns an engine for dev.
@@ -93,7 +92,6 @@ func New(dev storage.Device, cfg Config) *Engine {
 		product:  cfg.Product,
 		revision: cfg.Revision,
 		maxXfer:  cfg.MaxTransferBlocks,
-		seen:     make(map[scsi.Nexus]bool),
 	}
 	if e.policy == nil {
 		e.policy = scsi.EmulatedPolicy()
@@ -178,7 +176,7 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 		e.fail(res, scsi.InvalidOpcode)
 		return
 	}
-	if op != scsi.OpInquiry && op != scsi.OpReportLuns && op != scsi.OpRequestSense {
+	if !scsi.UnitAttentionExempt(op) {
 		if c, ok := e.unitAttention(n); ok {
 			e.fail(res, c)
 			return
@@ -191,22 +189,9 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 	e.dispatch(n, cmd, res)
 }
 
-// unitAttention pops the unit attention pending for n: POWER ON RESET at
-// the nexus's first command, then whatever the reservation engine queued.
+// unitAttention pops the unit attention pending for n.
 func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
-	e.mu.Lock()
-	first := !e.seen[n]
-	if first {
-		e.seen[n] = true
-	}
-	e.mu.Unlock()
-	if first {
-		return scsi.PowerOnReset, true
-	}
-	if e.res != nil {
-		return e.res.UnitAttention(n)
-	}
-	return scsi.Code{}, false
+	return scsi.PendingAttention(&e.powerOn, e.res, n)
 }
 
 func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
