@@ -1,19 +1,163 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
 )
 
-// simCmd is the main job. Until the drivers land it reports what is built.
+var simFlags struct {
+	disk     string
+	size     string
+	nbd      string
+	vdev     string
+	readOnly bool
+	queues   int
+	verbose  bool
+}
+
 var simCmd = &cobra.Command{
 	Use:   "sim",
 	Short: "Run a simulated Xen host with our backend serving a disk to our frontend, exported over NBD",
-	RunE: func(cmd *cobra.Command, args []string) error {
-		fmt.Fprintln(cmd.OutOrStdout(), "xenblk sim: the simulated host and drivers are not built yet; see `issues`.")
-		return nil
-	},
+	Long: `sim runs the whole stack on one machine: a simulated Xen host, our blkif
+backend in dom0 serving a disk image, a guest domain whose blkif frontend
+attaches to it, and an NBD export of the guest's disk on 127.0.0.1.
+
+The image is created sparse if it does not exist. Stop with Ctrl-C: the
+frontend flushes and closes, the backend closes, the vbd is removed.`,
+	Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
+  xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
+  nbdinfo nbd://127.0.0.1:10809               # from another terminal`,
+	Args: cobra.NoArgs,
+	RunE: runSim,
 }
 
-func init() { rootCmd.AddCommand(simCmd) }
+func init() {
+	f := simCmd.Flags()
+	f.StringVar(&simFlags.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
+	f.StringVar(&simFlags.size, "size", "1G", "size of the image when it is created (K, M, G, T suffixes)")
+	f.StringVar(&simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
+	f.StringVar(&simFlags.vdev, "vdev", "xvda", "virtual device name the guest sees")
+	f.BoolVar(&simFlags.readOnly, "read-only", false, "attach the disk read-only")
+	f.IntVar(&simFlags.queues, "queues", 2, "frontend queues (the backend offers up to 4)")
+	f.BoolVar(&simFlags.verbose, "verbose", false, "log every handshake step")
+	rootCmd.AddCommand(simCmd)
+}
+
+func runSim(cmd *cobra.Command, _ []string) error {
+	size, err := parseSize(simFlags.size)
+	if err != nil {
+		return usagef("--size: %v", err)
+	}
+	level := slog.LevelWarn
+	if simFlags.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	path, err := filepath.Abs(simFlags.disk)
+	if err != nil {
+		return err
+	}
+	disk, created, err := openImage(path, size, simFlags.readOnly)
+	if err != nil {
+		return err
+	}
+	host, err := sim.NewHost()
+	if err != nil {
+		disk.Close()
+		return fmt.Errorf("start the simulated host: %w", err)
+	}
+	guest, err := host.NewDomain("guest")
+	if err != nil {
+		disk.Close()
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	backendCtx, stopBackend := context.WithCancel(context.Background())
+	defer stopBackend()
+	srv := &blkback.Server{
+		Config:      blkback.Config{Domain: host.Dom0(), Log: log},
+		BackendType: toolstack.DefaultBackendType,
+		Open:        func(xen.Store, string) (storage.Device, error) { return disk, nil },
+	}
+	backendDone := make(chan error, 1)
+	go func() { backendDone <- srv.Serve(backendCtx) }()
+
+	access := "rw"
+	if simFlags.readOnly {
+		access = "ro"
+	}
+	spec, err := diskspec.Parse(fmt.Sprintf("format=raw, vdev=%s, access=%s, target=%s", simFlags.vdev, access, path))
+	if err != nil {
+		return usagef("%v", err)
+	}
+	vbd, err := toolstack.NewVBD(0, guest.ID(), spec)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := toolstack.Create(host.Store(), vbd); err != nil {
+		return err
+	}
+	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	front, err := blkfront.Open(octx, blkfront.Config{Domain: guest, Dir: vbd.FrontendPath(), Queues: simFlags.queues, Log: log})
+	ocancel()
+	if err != nil {
+		return err
+	}
+
+	l, err := net.Listen("tcp", simFlags.nbd)
+	if err != nil {
+		front.Close()
+		return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
+	}
+	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: simFlags.vdev, Description: "xenblk guest disk " + simFlags.vdev, Device: front.Device()}}}
+	go exportServer.Serve(l)
+
+	in := front.Info()
+	out := cmd.OutOrStdout()
+	verb := "serving"
+	if created {
+		verb = "created and serving"
+	}
+	fmt.Fprintf(out, "xenblk sim: simulated Xen host running\n")
+	fmt.Fprintf(out, "  dom0     blkback %s %s (%d bytes) at %s\n", verb, path, in.Size(), vbd.BackendPath())
+	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v\n",
+		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard)
+	url := nbd.ListenerURL(l, simFlags.vdev)
+	fmt.Fprintf(out, "  NBD      %s\n\n", url)
+	fmt.Fprintf(out, "Try:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
+
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nxenblk sim: shutting down")
+	exportServer.Close()
+	l.Close()
+	ferr := front.Flush(context.Background())
+	cerr := front.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	rerr := toolstack.Remove(rctx, host.Store(), vbd, true)
+	rcancel()
+	stopBackend()
+	<-backendDone
+	return errors.Join(ferr, cerr, rerr)
+}
