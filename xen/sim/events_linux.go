@@ -92,7 +92,7 @@ type channel struct {
 	// end is gone; called once.
 	unbind func()
 	once   sync.Once
-	mu     sync.Mutex // serialises Wait
+	mu     sync.Mutex // serialises Wait; Close takes it before closing descriptors
 	rbuf   [8]byte
 }
 
@@ -188,6 +188,10 @@ func (c *channel) Close() error {
 		signal(c.peer)
 		signal(c.local)
 		c.closed.Store(true)
+		// A Wait in progress has been woken; let it leave before the
+		// descriptors it polls can be closed and reused.
+		c.mu.Lock()
+		c.mu.Unlock()
 		if c.unbind != nil {
 			c.unbind()
 		}

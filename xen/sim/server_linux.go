@@ -1,0 +1,142 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/xenblk/xenblk/xen"
+)
+
+// Listen opens the host's socket at path (a stale socket file is replaced).
+func Listen(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+}
+
+// Serve accepts domain processes on l until l is closed.
+func (h *Host) Serve(l *net.UnixListener) error {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go h.ServeConn(c)
+	}
+}
+
+// hostConn is the host's side of one domain process.
+type hostConn struct {
+	h     *Host
+	c     *net.UnixConn
+	dom   xen.DomID
+	hello bool
+	ports map[xen.Port]bool // ports this process holds
+}
+
+// ServeConn serves one domain process until its connection closes, then
+// releases what it held: its ports, and the whole domain if it is a guest.
+func (h *Host) ServeConn(c *net.UnixConn) {
+	hc := &hostConn{h: h, c: c, ports: map[xen.Port]bool{}}
+	defer hc.release()
+	for {
+		var req request
+		fds, err := recv(c, &req)
+		for _, fd := range fds {
+			closeFD(fd) // a domain has nothing to hand the host
+		}
+		if err != nil {
+			return
+		}
+		rep, out, err := hc.handle(req)
+		if err != nil {
+			rep = errorReply(err)
+		}
+		if err := send(c, rep, out...); err != nil {
+			return
+		}
+		if !hc.hello {
+			return // the first request must be a successful hello
+		}
+	}
+}
+
+func (hc *hostConn) handle(req request) (reply, []int, error) {
+	h := hc.h
+	if !hc.hello {
+		if req.Op != opHello {
+			return reply{}, nil, errors.New("first request must be hello")
+		}
+		var d *Domain
+		if req.Dom0 {
+			h.mu.Lock()
+			busy := h.remoteDom0
+			h.remoteDom0 = true
+			h.mu.Unlock()
+			if busy {
+				return reply{}, nil, errors.New("a dom0 process is already attached")
+			}
+			d = h.Dom0()
+		} else {
+			var err error
+			if d, err = h.NewDomain(req.Name); err != nil {
+				return reply{}, nil, err
+			}
+		}
+		hc.dom, hc.hello = d.id, true
+		return reply{Dom: d.id}, []int{d.mem.fd, int(d.gtFile.Fd()), int(h.events.file.Fd())}, nil
+	}
+	switch req.Op {
+	case opDomain:
+		d, ok := h.Domain(req.Dom)
+		if !ok {
+			return reply{}, nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, req.Dom)
+		}
+		return reply{Dom: d.id}, []int{d.mem.fd, int(d.gtFile.Fd())}, nil
+	case opAlloc, opBind:
+		var in endInfo
+		var err error
+		if req.Op == opAlloc {
+			in, err = h.events.allocUnbound(hc.dom, req.Dom)
+		} else {
+			in, err = h.events.bindInterdomain(hc.dom, req.Dom, req.Port)
+		}
+		if err != nil {
+			return reply{}, nil, err
+		}
+		hc.ports[in.port] = true
+		return reply{Port: in.port, Slot: in.slot, Side: in.side}, []int{in.local.fd, in.peer.fd}, nil
+	case opClose:
+		if hc.ports[req.Port] {
+			delete(hc.ports, req.Port)
+			h.events.closeEnd(hc.dom, req.Port)
+		}
+		return reply{}, nil, nil
+	}
+	return reply{}, nil, fmt.Errorf("unknown request %q", req.Op)
+}
+
+func (hc *hostConn) release() {
+	_ = hc.c.Close()
+	if !hc.hello {
+		return
+	}
+	for p := range hc.ports {
+		hc.h.events.closeEnd(hc.dom, p)
+	}
+	if hc.dom != 0 {
+		hc.h.Destroy(hc.dom)
+		return
+	}
+	hc.h.mu.Lock()
+	hc.h.remoteDom0 = false
+	hc.h.mu.Unlock()
+}
+
+func closeFD(fd int) { _ = os.NewFile(uintptr(fd), "").Close() }
