@@ -73,6 +73,7 @@ type Device struct {
 	cdrom    bool
 	log      *slog.Logger
 	lost     chan struct{}
+	abandon  chan struct{}
 	removed  chan struct{}
 	onRemove func()
 
@@ -100,7 +101,7 @@ func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
 		return nil, fmt.Errorf("blkback: %s/frontend-id %q: %w", dir, fid, err)
 	}
 	d := &Device{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
-		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), removed: make(chan struct{})}
+		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
 	if mode, err := st.Read(dir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
 	}
@@ -124,9 +125,20 @@ func (d *Device) Run(ctx context.Context) error {
 		Machine: xenbus.NewBackend(),
 		Driver:  d,
 		Lost:    d.lost,
+		Abandon: d.abandon,
 		Log:     d.log,
 	}
 	return r.Run(ctx)
+}
+
+// Crash stops serving as a killed process would: the queues stop, the
+// event channels close and the rings are unmapped, but nothing is written
+// to the store. A new backend started on the same directory re-attaches to
+// the frontend's rings and answers what was left unanswered.
+func (d *Device) Crash() {
+	close(d.abandon)
+	<-d.removed
+	d.Disconnect()
 }
 
 // Done is closed when Run has returned.

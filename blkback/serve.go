@@ -26,6 +26,13 @@ type Server struct {
 
 	mu      sync.Mutex
 	devices map[string]*Device
+	crashed chan struct{}
+	once    sync.Once
+}
+
+func (s *Server) crashChan() chan struct{} {
+	s.once.Do(func() { s.crashed = make(chan struct{}) })
+	return s.crashed
 }
 
 // Serve runs until ctx is cancelled; then it closes every device cleanly.
@@ -43,9 +50,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	crashed := s.crashChan()
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-crashed:
 			return nil
 		case _, ok := <-w.Events():
 			if !ok {
@@ -106,6 +116,23 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// Crash stops every device as a killed backend process would (see
+// Device.Crash), and Serve returns.
+func (s *Server) Crash() {
+	close(s.crashChan())
+	s.mu.Lock()
+	var devs []*Device
+	for _, d := range s.devices {
+		if d != nil {
+			devs = append(devs, d)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range devs {
+		d.Crash()
 	}
 }
 

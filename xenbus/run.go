@@ -41,6 +41,10 @@ type Runner struct {
 	// Lost, if not nil, signals that the transport saw the other end
 	// vanish (its event channel closed); each receive feeds EvPeerLost.
 	Lost <-chan struct{}
+	// Abandon, if not nil, makes Run return at once when closed, writing
+	// nothing and calling nothing: what a crash looks like to the other
+	// end (used to test restarts).
+	Abandon <-chan struct{}
 	// Grace bounds how long Run keeps the handshake going after ctx is
 	// cancelled, waiting for the other end to close. Zero means 5s.
 	Grace time.Duration
@@ -102,6 +106,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			ev = Event{Kind: EvOffline}
 		case <-r.Lost:
 			ev = Event{Kind: EvPeerLost}
+		case <-r.Abandon:
+			return nil
 		case <-done:
 			done = nil
 			deadline = time.After(grace)

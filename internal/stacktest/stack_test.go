@@ -75,6 +75,8 @@ type stack struct {
 	vbd   toolstack.VBD
 	stop  context.CancelFunc
 	done  chan struct{}
+	// crash kills the backend as a dead process would.
+	crash func()
 }
 
 func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
@@ -111,7 +113,7 @@ func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done}
+	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: srv.Crash}
 	t.Cleanup(func() {
 		front.Close()
 		cancel()
