@@ -267,3 +267,41 @@ func BenchmarkRead10_4KiB(b *testing.B) {
 		b.Fatal(scsi.StatusName(res.Status))
 	}
 }
+
+func TestModeSelectAndResizeRaiseUnitAttentionsForOthers(t *testing.T) {
+	dev := memDev(512, 64)
+	e := emulate.New(dev, emulate.Config{Log: quiet()})
+	a, b := scsi.Nexus{Dom: 1, Device: "xvda"}, scsi.Nexus{Dom: 2, Device: "xvda"}
+	tur := []byte{0, 0, 0, 0, 0, 0}
+	for _, n := range []scsi.Nexus{a, b} {
+		if c := senseOf(t, exec(e, n, tur, scsi.DirNone, nil)); c != scsi.PowerOnReset {
+			t.Fatalf("first command: %v", c)
+		}
+	}
+	// a turns the write cache off.
+	page := []byte{0, 0, 0, 0, 0x08, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	if r := exec(e, a, []byte{scsi.OpModeSelect6, 0x10, 0, 0, byte(len(page)), 0}, scsi.DirToDevice, page); !r.Good() {
+		t.Fatalf("MODE SELECT WCE=0: %v", senseOf(t, r))
+	}
+	if r := exec(e, a, tur, scsi.DirNone, nil); !r.Good() {
+		t.Fatalf("the nexus that changed the page got %v", senseOf(t, r))
+	}
+	if c := senseOf(t, exec(e, b, tur, scsi.DirNone, nil)); c != scsi.ModeParametersChanged {
+		t.Fatalf("other nexus: %v, want MODE PARAMETERS CHANGED", c)
+	}
+	// Write-through now: every write flushes.
+	before := dev.Flushes.Load()
+	exec(e, a, scsitest.Write10(0, 1), scsi.DirToDevice, make([]byte, 512))
+	if dev.Flushes.Load() == before {
+		t.Fatalf("WCE=0 write did not flush")
+	}
+	dev.Resize(128 * 512)
+	for _, n := range []scsi.Nexus{a, b} {
+		if c := senseOf(t, exec(e, n, tur, scsi.DirNone, nil)); c != scsi.CapacityDataChanged {
+			t.Fatalf("after resize: %v, want CAPACITY DATA HAS CHANGED", c)
+		}
+		if r := exec(e, n, scsitest.Read10(127, 1), scsi.DirFromDevice, make([]byte, 512)); !r.Good() {
+			t.Fatalf("read of a grown block: %v", senseOf(t, r))
+		}
+	}
+}

@@ -79,7 +79,12 @@ type Engine struct {
 	dsense atomic.Bool // control mode page D_SENSE: descriptor sense
 	wcd    atomic.Bool // caching mode page WCE cleared: write through
 
-	powerOn scsi.PowerOn
+	// modeGen counts MODE SELECTs that changed a page; each nexus is told
+	// (MODE PARAMETERS CHANGED) once per change made by another nexus.
+	modeGen atomic.Uint64
+
+	mu      sync.Mutex
+	nexuses map[scsi.Nexus]*nexusState
 }
 
 // New returns an engine for dev.
@@ -92,6 +97,7 @@ func New(dev storage.Device, cfg Config) *Engine {
 		product:  cfg.Product,
 		revision: cfg.Revision,
 		maxXfer:  cfg.MaxTransferBlocks,
+		nexuses:  make(map[scsi.Nexus]*nexusState),
 	}
 	if e.policy == nil {
 		e.policy = scsi.EmulatedPolicy()
@@ -189,9 +195,51 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 	e.dispatch(n, cmd, res)
 }
 
-// unitAttention pops the unit attention pending for n.
+// nexusState is what one nexus has been told.
+type nexusState struct {
+	modeGen uint64 // mode page generation last reported
+	size    int64  // capacity last reported
+}
+
+// unitAttention pops the unit attention pending for n, in order: POWER ON
+// RESET at the nexus's first command, CAPACITY DATA HAS CHANGED after a
+// resize, MODE PARAMETERS CHANGED after another nexus's MODE SELECT, then
+// whatever the reservation engine queued.
 func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
-	return scsi.PendingAttention(&e.powerOn, e.res, n)
+	size := e.dev.Info().Size
+	gen := e.modeGen.Load()
+	e.mu.Lock()
+	st := e.nexuses[n]
+	switch {
+	case st == nil:
+		e.nexuses[n] = &nexusState{modeGen: gen, size: size}
+		e.mu.Unlock()
+		return scsi.PowerOnReset, true
+	case st.size != size:
+		st.size = size
+		e.mu.Unlock()
+		return scsi.CapacityDataChanged, true
+	case st.modeGen != gen:
+		st.modeGen = gen
+		e.mu.Unlock()
+		return scsi.ModeParametersChanged, true
+	}
+	e.mu.Unlock()
+	if e.res != nil {
+		return e.res.UnitAttention(n)
+	}
+	return scsi.Code{}, false
+}
+
+// modeChanged records a mode page change made by n: every other nexus gets
+// MODE PARAMETERS CHANGED.
+func (e *Engine) modeChanged(n scsi.Nexus) {
+	gen := e.modeGen.Add(1)
+	e.mu.Lock()
+	if st := e.nexuses[n]; st != nil {
+		st.modeGen = gen
+	}
+	e.mu.Unlock()
 }
 
 func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
@@ -225,7 +273,7 @@ func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 	case scsi.OpModeSense6, scsi.OpModeSense10:
 		e.modeSense(cmd, res)
 	case scsi.OpModeSelect6, scsi.OpModeSelect10:
-		e.modeSelect(cmd, res)
+		e.modeSelect(n, cmd, res)
 	case scsi.OpRead6, scsi.OpRead10, scsi.OpRead12, scsi.OpRead16:
 		e.read(cmd, res)
 	case scsi.OpWrite6, scsi.OpWrite10, scsi.OpWrite12, scsi.OpWrite16:

@@ -139,7 +139,7 @@ func (e *Engine) modeSense(cmd *scsi.Command, res *scsi.Result) {
 	reply(cmd, res, alloc, buf[:n])
 }
 
-func (e *Engine) modeSelect(cmd *scsi.Command, res *scsi.Result) {
+func (e *Engine) modeSelect(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 	cdb := cmd.CDB
 	ten := cdb[0] == scsi.OpModeSelect10
 	if cdb[1]&0x10 == 0 { // PF: we only speak the SPC page format
@@ -235,6 +235,9 @@ func (e *Engine) modeSelect(cmd *scsi.Command, res *scsi.Result) {
 		}
 		off += l
 	}
-	e.wcd.Store(!wce)
-	e.dsense.Store(dsense)
+	wceChanged := e.wcd.Swap(!wce) != !wce
+	dsenseChanged := e.dsense.Swap(dsense) != dsense
+	if wceChanged || dsenseChanged {
+		e.modeChanged(n)
+	}
 }

@@ -30,18 +30,33 @@ func NewMemory(info storage.Info) *Memory {
 	return &Memory{buf: make([]byte, info.Size), info: info}
 }
 
-func (m *Memory) Info() storage.Info { return m.info }
+func (m *Memory) Info() storage.Info {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.info
+}
+
+// Resize grows or shrinks the device, as an online resize does.
+func (m *Memory) Resize(size int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if size > int64(len(m.buf)) {
+		m.buf = append(m.buf, make([]byte, size-int64(len(m.buf)))...)
+	}
+	m.buf = m.buf[:size]
+	m.info.Size = size
+}
 
 // Bytes is the device's content (for assertions; not synchronised).
 func (m *Memory) Bytes() []byte { return m.buf }
 
 func (m *Memory) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if err := storage.CheckRange(off, int64(len(p)), m.info.Size); err != nil {
 		return 0, err
 	}
-	m.mu.RLock()
 	copy(p, m.buf[off:])
-	m.mu.RUnlock()
 	return len(p), nil
 }
 
@@ -49,12 +64,12 @@ func (m *Memory) WriteAt(p []byte, off int64) (int, error) {
 	if m.info.ReadOnly {
 		return 0, storage.ErrReadOnly
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := storage.CheckRange(off, int64(len(p)), m.info.Size); err != nil {
 		return 0, err
 	}
-	m.mu.Lock()
 	copy(m.buf[off:], p)
-	m.mu.Unlock()
 	m.WriteOps.Add(1)
 	return len(p), nil
 }
@@ -71,14 +86,14 @@ func (m *Memory) Discard(off, n int64, secure bool) error {
 	if m.info.ReadOnly {
 		return storage.ErrReadOnly
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := storage.CheckRange(off, n, m.info.Size); err != nil {
 		return err
 	}
 	m.Discards.Add(1)
 	if m.info.DiscardZeroes {
-		m.mu.Lock()
 		clear(m.buf[off : off+n])
-		m.mu.Unlock()
 	}
 	return nil
 }
@@ -87,13 +102,13 @@ func (m *Memory) WriteZeroes(off, n int64) error {
 	if m.info.ReadOnly {
 		return storage.ErrReadOnly
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := storage.CheckRange(off, n, m.info.Size); err != nil {
 		return err
 	}
 	m.Zeroings.Add(1)
-	m.mu.Lock()
 	clear(m.buf[off : off+n])
-	m.mu.Unlock()
 	return nil
 }
 
