@@ -90,3 +90,33 @@ func TestBackendCrashAndRestart(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Online resize: the backend's storage grows, the backend rewrites
+// `sectors` and its state, the frontend sees the new size and can use it.
+func TestOnlineResize(t *testing.T) {
+	s := newStack(t, 4<<20, blkfront.Config{})
+	s.disk.mu.Lock()
+	s.disk.b = append(s.disk.b, make([]byte, 4<<20)...)
+	s.disk.mu.Unlock()
+	dev := s.server.Device(s.vbd.BackendPath())
+	if dev == nil {
+		t.Fatal("backend device not found")
+	}
+	if err := dev.Resize(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.front.Size() != 8<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("frontend still sees %d bytes", s.front.Size())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	data := bytes.Repeat([]byte{0x5a}, 4096)
+	if _, err := s.front.WriteAt(context.Background(), data, 8<<20-4096); err != nil {
+		t.Fatalf("write into the new space: %v", err)
+	}
+	if !bytes.Equal(s.disk.bytes(8<<20-4096, 4096), data) {
+		t.Fatal("write into the new space did not land")
+	}
+}

@@ -41,6 +41,8 @@ func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.b[off:], p), nil
 }
 func (m *memDisk) Info() storage.Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return storage.Info{Size: int64(len(m.b)), LogicalBlockSize: 512, PhysicalBlockSize: 4096, CanFlush: true, CanDiscard: true, DiscardZeroes: true}
 }
 func (m *memDisk) Flush() error { return nil }
@@ -76,7 +78,8 @@ type stack struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	// crash kills the backend as a dead process would.
-	crash func()
+	crash  func()
+	server *blkback.Server
 }
 
 func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
@@ -113,7 +116,7 @@ func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: srv.Crash}
+	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: srv.Crash, server: srv}
 	t.Cleanup(func() {
 		front.Close()
 		cancel()
