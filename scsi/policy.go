@@ -138,11 +138,11 @@ func (p *Policy) String() string {
 	for op := 0; op < 256; op++ {
 		switch p.op[op] {
 		case ruleAllow:
-			fmt.Fprintf(&b, ",+%#02x", op)
+			fmt.Fprintf(&b, ",+0x%02x", op)
 		case rulePerAction:
 			for a := uint16(0); a < 32; a++ {
 				if p.sa[saKey(byte(op), a)] {
-					fmt.Fprintf(&b, ",+%#02x/%#02x", op, a)
+					fmt.Fprintf(&b, ",+0x%02x/0x%02x", op, a)
 				}
 			}
 		}
