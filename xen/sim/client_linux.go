@@ -65,12 +65,12 @@ func Connect(path string, role Role) (xen.Domain, error) {
 		c.Close()
 		return nil, err
 	}
-	mem, err := memoryOf(memFile, fds[0])
+	mem, err := memoryOf(memFile)
 	if err != nil {
 		unix.Close(fds[1])
 		return fail(err)
 	}
-	self, err := newForeign(memFile, fds[0], fds[1])
+	self, err := newForeign(memFile, fds[1])
 	if err != nil {
 		return fail(err)
 	}
@@ -115,15 +115,15 @@ func closeFDs(fds []int) {
 	}
 }
 
-// newForeign maps a grant table; it owns gtFD, and mem (memFD) on success.
-func newForeign(mem *os.File, memFD, gtFD int) (*foreign, error) {
+// newForeign maps a grant table; it owns gtFD, and mem on success.
+func newForeign(mem *os.File, gtFD int) (*foreign, error) {
 	gtFile := os.NewFile(uintptr(gtFD), "memfd:grant-table")
 	defer gtFile.Close() // the mapping outlives the descriptor
 	gt, err := mapTable(gtFile)
 	if err != nil {
 		return nil, err
 	}
-	return &foreign{mem: mem, fd: memFD, grants: newGrantTable(gt)}, nil
+	return &foreign{mem: mem, grants: newGrantTable(gt)}, nil
 }
 
 // foreign returns a granting domain's memory and table, asking the host
@@ -141,7 +141,7 @@ func (d *remoteDomain) foreign(dom xen.DomID) (*foreign, error) {
 		return nil, err
 	}
 	memFile := os.NewFile(uintptr(fds[0]), "memfd:foreign")
-	f, err = newForeign(memFile, fds[0], fds[1])
+	f, err = newForeign(memFile, fds[1])
 	if err != nil {
 		memFile.Close()
 		return nil, err

@@ -26,7 +26,7 @@ func (g *granter) Grant(remote xen.DomID, count int, readOnly bool) (*xen.Grante
 	if err != nil {
 		return nil, err
 	}
-	mem, err := mapFrames(g.mem.fd, frames, true)
+	mem, err := mapFrames(g.mem.file, frames, true)
 	if err != nil {
 		g.mem.release(frames)
 		return nil, err
@@ -58,7 +58,6 @@ func (g *granter) Revoke(gr *xen.Granted) error {
 // frames live in and a view of its grant table.
 type foreign struct {
 	mem    *os.File
-	fd     int
 	grants *grantTable
 }
 
@@ -110,7 +109,7 @@ func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Ma
 		}
 		frames[i] = f
 	}
-	mem, err := mapFrames(g.fd, frames, write)
+	mem, err := mapFrames(g.mem, frames, write)
 	if err != nil {
 		for _, r := range refs {
 			g.grants.release(r, write)

@@ -131,7 +131,7 @@ func (h *Host) foreign(id xen.DomID) (*foreign, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, id)
 	}
-	return &foreign{mem: d.mem.file, fd: d.mem.fd, grants: d.grants}, nil
+	return &foreign{mem: d.mem.file, grants: d.grants}, nil
 }
 
 // Destroy releases a domain as Xen does when it dies: its event channels
@@ -158,6 +158,10 @@ func (h *Host) Destroy(id xen.DomID) {
 	}
 	_ = h.store.connect(0).Remove(fmt.Sprintf("/local/domain/%d", id))
 	h.store.fireSpecial("@releaseDomain")
+	// Mappings made already survive the descriptors; new ones fail. The
+	// table stays mapped here: late unmaps still clear their flags in it.
+	_ = d.mem.file.Close()
+	_ = d.gtFile.Close()
 	if d.grants.sweep() {
 		go func() {
 			for d.grants.sweep() {

@@ -18,7 +18,6 @@ import (
 // any frame; the grant table is what says whether it may.
 type memory struct {
 	file *os.File
-	fd   int
 
 	mu     sync.Mutex
 	frames uint32   // frames allocated so far (the file's size in pages)
@@ -36,16 +35,16 @@ func newMemory(name string) (*memory, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sim: seal domain memory: %w", err)
 	}
-	return &memory{file: os.NewFile(uintptr(fd), "memfd:"+name), fd: fd}, nil
+	return &memory{file: os.NewFile(uintptr(fd), "memfd:"+name)}, nil
 }
 
 // memoryOf wraps a memfd received from the host; it may already hold pages.
-func memoryOf(f *os.File, fd int) (*memory, error) {
+func memoryOf(f *os.File) (*memory, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	return &memory{file: f, fd: fd, frames: uint32(st.Size() / xen.PageSize)}, nil
+	return &memory{file: f, frames: uint32(st.Size() / xen.PageSize)}, nil
 }
 
 // mapTable maps a grant-table memfd read-write.
@@ -96,14 +95,57 @@ func (m *memory) release(frames []uint32) {
 	defer m.mu.Unlock()
 	for _, f := range frames {
 		// Punching a hole frees the page and makes it read back as zeros.
-		_ = unix.Fallocate(m.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
+		_ = withFDs([]*os.File{m.file}, func(fds []int) error {
+			return unix.Fallocate(fds[0], unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
+		})
 		m.free = append(m.free, f)
 	}
 }
 
-// mapFrames maps frames of fd into one contiguous range of our address
-// space: reserve the range, then map each frame over it with MAP_FIXED.
-func mapFrames(fd int, frames []uint32, write bool) ([]byte, error) {
+// mapFrames maps frames of f into one contiguous range of our address
+// space. It works on the descriptor under f's lock, so a concurrent Close
+// (a domain being destroyed) makes it fail rather than map a reused
+// descriptor.
+func mapFrames(f *os.File, frames []uint32, write bool) ([]byte, error) {
+	var mem []byte
+	var merr error
+	err := withFDs([]*os.File{f}, func(fds []int) error {
+		mem, merr = mapFrameRun(fds[0], frames, write)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: domain memory is gone: %v", xen.ErrBadGrant, err)
+	}
+	return mem, merr
+}
+
+// withFDs runs fn with the raw descriptors of files, each held open
+// (against concurrent Close) for fn's duration.
+func withFDs(files []*os.File, fn func(fds []int) error) error {
+	fds := make([]int, 0, len(files))
+	var step func(i int) error
+	step = func(i int) error {
+		if i == len(files) {
+			return fn(fds)
+		}
+		rc, err := files[i].SyscallConn()
+		if err != nil {
+			return err
+		}
+		var ferr error
+		if err := rc.Control(func(fd uintptr) {
+			fds = append(fds, int(fd))
+			ferr = step(i + 1)
+		}); err != nil {
+			return err
+		}
+		return ferr
+	}
+	return step(0)
+}
+
+// mapFrameRun reserves a range, then maps each frame over it with MAP_FIXED.
+func mapFrameRun(fd int, frames []uint32, write bool) ([]byte, error) {
 	// A frame past the end of the file would map, then SIGBUS on access:
 	// refuse it (the file never shrinks, see newMemory).
 	var st unix.Stat_t

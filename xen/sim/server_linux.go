@@ -58,7 +58,9 @@ func (h *Host) ServeConn(c *net.UnixConn) {
 		if err != nil {
 			rep = errorReply(err)
 		}
-		if err := send(c, rep, out...); err != nil {
+		// The descriptors are sent under their files' locks, so a domain
+		// destroyed meanwhile cannot make us send a reused descriptor.
+		if err := withFDs(out, func(fds []int) error { return send(c, rep, fds...) }); err != nil {
 			return
 		}
 		if !hc.hello {
@@ -67,7 +69,7 @@ func (h *Host) ServeConn(c *net.UnixConn) {
 	}
 }
 
-func (hc *hostConn) handle(req request) (reply, []int, error) {
+func (hc *hostConn) handle(req request) (reply, []*os.File, error) {
 	h := hc.h
 	if !hc.hello {
 		if req.Op != opHello {
@@ -90,7 +92,7 @@ func (hc *hostConn) handle(req request) (reply, []int, error) {
 			}
 		}
 		hc.dom, hc.hello = d.id, true
-		return reply{Dom: d.id}, []int{d.mem.fd, int(d.gtFile.Fd()), int(h.events.file.Fd())}, nil
+		return reply{Dom: d.id}, []*os.File{d.mem.file, d.gtFile, h.events.file}, nil
 	}
 	switch req.Op {
 	case opDomain:
@@ -98,7 +100,7 @@ func (hc *hostConn) handle(req request) (reply, []int, error) {
 		if !ok {
 			return reply{}, nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, req.Dom)
 		}
-		return reply{Dom: d.id}, []int{d.mem.fd, int(d.gtFile.Fd())}, nil
+		return reply{Dom: d.id}, []*os.File{d.mem.file, d.gtFile}, nil
 	case opAlloc, opBind:
 		var in endInfo
 		var err error
@@ -111,7 +113,7 @@ func (hc *hostConn) handle(req request) (reply, []int, error) {
 			return reply{}, nil, err
 		}
 		hc.ports[in.port] = true
-		return reply{Port: in.port, Slot: in.slot, Side: in.side}, []int{in.local.fd, in.peer.fd}, nil
+		return reply{Port: in.port, Slot: in.slot, Side: in.side}, []*os.File{in.local.f, in.peer.f}, nil
 	case opClose:
 		if hc.ports[req.Port] {
 			delete(hc.ports, req.Port)
