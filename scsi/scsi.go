@@ -44,9 +44,12 @@ const MaxCDB = 32
 // MaxSense is the longest sense data a Result carries (SPC's limit).
 const MaxSense = 252
 
-// Command is one SCSI command as the backend received it. Data is the
-// whole data buffer (len = the transport's data_len): engines read data-out
-// from it or write data-in into it, never past its end.
+// Command is one SCSI command as the backend received it. CDB must be the
+// backend's private copy (engines read it more than once). Data is the
+// whole data buffer (len = the transport's data_len), possibly memory the
+// guest can still write: engines read data-out from it or write data-in
+// into it, never past its end, and copy any parameter list they validate
+// before using it.
 type Command struct {
 	CDB  []byte
 	Dir  Direction

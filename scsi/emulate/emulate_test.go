@@ -305,3 +305,45 @@ func TestModeSelectAndResizeRaiseUnitAttentionsForOthers(t *testing.T) {
 		}
 	}
 }
+
+// rewritingDevice lets a test act as a guest that rewrites its buffer while
+// the engine is working on it.
+type rewritingDevice struct {
+	*scsitest.Memory
+	onDiscard func()
+}
+
+func (d *rewritingDevice) Discard(off, n int64, secure bool) error {
+	if f := d.onDiscard; f != nil {
+		d.onDiscard = nil
+		f()
+	}
+	return d.Memory.Discard(off, n, secure)
+}
+
+func TestUnmapParameterListIsFetchedOnce(t *testing.T) {
+	mem := scsitest.NewMemory(storage.Info{Size: 64 * 512, LogicalBlockSize: 512, PhysicalBlockSize: 512, CanDiscard: true, DiscardZeroes: true})
+	dev := &rewritingDevice{Memory: mem}
+	guard := &scsitest.Guard{Device: dev}
+	e := emulate.New(guard, emulate.Config{Log: quiet()})
+	n := scsi.Nexus{Dom: 1}
+	exec(e, n, []byte{0, 0, 0, 0, 0, 0}, scsi.DirNone, nil)
+	param := make([]byte, 8+32)
+	binary.BigEndian.PutUint16(param[0:], 6+32)
+	binary.BigEndian.PutUint16(param[2:], 32)
+	binary.BigEndian.PutUint32(param[16:], 1)  // LBA 0, 1 block
+	binary.BigEndian.PutUint64(param[24:], 10) // LBA 10
+	binary.BigEndian.PutUint32(param[32:], 1)  // 1 block
+	dev.onDiscard = func() {                   // after validation, point the second descriptor far away
+		binary.BigEndian.PutUint64(param[24:], 1<<40)
+	}
+	if r := exec(e, n, []byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, byte(len(param)), 0}, scsi.DirToDevice, param); !r.Good() {
+		t.Fatalf("UNMAP: %v", senseOf(t, r))
+	}
+	if v := guard.Violations(); len(v) > 0 {
+		t.Fatalf("the rewritten descriptor reached the device: %v", v)
+	}
+	if mem.Discards.Load() != 2 {
+		t.Fatalf("%d discards, want 2", mem.Discards.Load())
+	}
+}

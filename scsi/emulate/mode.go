@@ -150,18 +150,26 @@ func (e *Engine) modeSelect(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 		e.failField(res, scsi.InvalidFieldInCDB, 1, 0)
 		return
 	}
-	plen, hdr := int(cdb[4]), 4
+	plen, hdr, lenByte := int(cdb[4]), 4, 4
 	if ten {
-		plen, hdr = int(be16(cdb[7:9])), 8
+		plen, hdr, lenByte = int(be16(cdb[7:9])), 8, 7
 	}
 	if plen == 0 {
 		return
 	}
-	p, ok := dataOut(cmd, plen)
+	guest, ok := dataOut(cmd, plen)
 	if !ok || plen < hdr {
 		e.fail(res, scsi.ParamListLengthError)
 		return
 	}
+	// Copy the guest's list once and parse only the copy. Our pages and
+	// descriptors fit in far less; a longer list cannot be valid.
+	var private [512]byte
+	if plen > len(private) {
+		e.failField(res, scsi.InvalidFieldInCDB, lenByte, -1)
+		return
+	}
+	p := private[:copy(private[:], guest)]
 	res.Resid = len(cmd.Data) - plen
 	bdl := int(p[3])
 	long := false

@@ -171,7 +171,7 @@ func (e *Engine) synchronizeCache(cmd *scsi.Command, res *scsi.Result) {
 }
 
 // chunk bounds the scratch buffers of VERIFY and WRITE SAME.
-const chunk = 1 << 20
+const chunk = 256 << 10
 
 func (e *Engine) verify(cmd *scsi.Command, res *scsi.Result) {
 	cdb := cmd.CDB
@@ -378,7 +378,7 @@ func (e *Engine) unmap(cmd *scsi.Command, res *scsi.Result) {
 		e.fail(res, scsi.ParamListLengthError)
 		return
 	}
-	p, ok := dataOut(cmd, plen)
+	guest, ok := dataOut(cmd, plen)
 	if !ok {
 		e.fail(res, scsi.ParamListLengthError)
 		return
@@ -389,8 +389,12 @@ func (e *Engine) unmap(cmd *scsi.Command, res *scsi.Result) {
 		e.fail(res, scsi.WriteProtected)
 		return
 	}
+	// The list is in guest-writable memory: copy it once, then validate
+	// and use only the copy. Past maxUnmapDescriptors it is refused anyway.
+	var private [8 + 16*(maxUnmapDescriptors+1)]byte
+	p := private[:copy(private[:], guest)]
 	dataLen, descLen := int(be16(p[0:2])), int(be16(p[2:4]))
-	if dataLen+2 > plen || descLen+8 > plen || descLen%16 != 0 {
+	if dataLen+2 > plen || descLen+8 > plen || descLen%16 != 0 || descLen+8 > len(p) {
 		e.failField(res, scsi.InvalidFieldInParamList, 2, -1)
 		return
 	}

@@ -183,11 +183,11 @@ func (p *Passthrough) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result)
 	switch p.policy.Allows(cdb) {
 	case scsi.DeniedOpcode:
 		p.log.Warn("scsi: pass-through command denied by policy", "dom", n.Dom, "device", n.Device, "op", scsi.OpName(op))
-		res.SetCheck(scsi.Sense{Code: scsi.InvalidOpcode}, false)
+		res.SetCheck(scsi.Sense{Code: scsi.InvalidOpcode}, p.descriptorSense())
 		return
 	case scsi.DeniedServiceAct:
 		p.log.Warn("scsi: pass-through service action denied by policy", "dom", n.Dom, "device", n.Device, "op", scsi.OpName(op), "sa", scsi.ServiceAction(cdb))
-		res.SetCheck(scsi.Sense{Code: scsi.InvalidFieldInCDB, Field: scsi.FieldPointer{Valid: true, InCDB: true, Byte: 1}}, false)
+		res.SetCheck(scsi.Sense{Code: scsi.InvalidFieldInCDB, Field: scsi.FieldPointer{Valid: true, InCDB: true, Byte: 1}}, p.descriptorSense())
 		return
 	}
 	if want := scsi.CDBLen(op); want == 0 || len(cdb) < want {
