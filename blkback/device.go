@@ -19,6 +19,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenbus"
@@ -38,6 +39,8 @@ type Config struct {
 	PersistentGrants int
 	// Poll is the adaptive busy-poll window before sleeping (default 0).
 	Poll time.Duration
+	// SCSI, when set, offers the SCSI extension (feature-extra-request).
+	SCSI SCSIProvider
 	Log  *slog.Logger
 }
 
@@ -76,6 +79,7 @@ type Device struct {
 	abandon  chan struct{}
 	removed  chan struct{}
 	onRemove func()
+	scsi     SCSIExecutor
 
 	mu     sync.Mutex
 	queues []*queue
@@ -110,6 +114,13 @@ func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
 	}
 	if dev.Info().ReadOnly {
 		d.readOnly = true
+	}
+	if cfg.SCSI != nil {
+		x, err := cfg.SCSI(dir, dev)
+		if err != nil {
+			return nil, fmt.Errorf("blkback: SCSI engine for %s: %w", dir, err)
+		}
+		d.scsi = x
 	}
 	return d, nil
 }
@@ -181,6 +192,9 @@ func (d *Device) Publish() error {
 	}
 	if d.cfg.PersistentGrants > 0 {
 		kv = append(kv, [2]string{blkif.KeyFeaturePersistent, "1"})
+	}
+	if d.scsi != nil {
+		kv = append(kv, [2]string{blkif.KeyFeatureExtraRequest, strconv.Itoa(blkif.ExtraRequestVersion)})
 	}
 	discard := in.CanDiscard && !d.readOnly
 	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
@@ -283,6 +297,19 @@ func (d *Device) Connect() error {
 		}
 		persistent = p == 1
 	}
+	var extras SCSIExecutor
+	if d.scsi != nil {
+		v, err := readInt(d.frontDir+"/"+blkif.KeyFeatureExtraRequest, 0)
+		if err != nil {
+			return err
+		}
+		if v < 0 || v > blkif.ExtraRequestVersion {
+			return fmt.Errorf("frontend asks for extra-request version %d; this backend speaks %d", v, blkif.ExtraRequestVersion)
+		}
+		if v >= 1 {
+			extras = d.scsi
+		}
+	}
 	lim := d.limits()
 	var queues []*queue
 	cleanup := func() {
@@ -300,6 +327,8 @@ func (d *Device) Connect() error {
 			cleanup()
 			return fmt.Errorf("queue %d: %w", i, err)
 		}
+		q.scsi = extras
+		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
 		queues = append(queues, q)
 	}
 	d.mu.Lock()
@@ -330,7 +359,7 @@ func (d *Device) Connect() error {
 		}(q)
 	}
 	d.mu.Unlock()
-	d.log.Info("connected", "queues", nq, "abi", abi, "persistent", persistent, "indirect", lim.indirectSegments, "sectors", lim.sectors.Load())
+	d.log.Info("connected", "queues", nq, "abi", abi, "persistent", persistent, "indirect", lim.indirectSegments, "sectors", lim.sectors.Load(), "scsi", extras != nil)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -42,6 +43,15 @@ type queue struct {
 	maps     [maxIndirectSegments]xen.Mapping
 	nmaps    int
 	ipages   [blkif.MaxIndirectPagesPerRequest][]byte
+
+	// scsi executes the extension's commands; nil unless negotiated.
+	scsi     SCSIExecutor
+	nexus    scsi.Nexus
+	extra    blkif.ExtraRequest
+	extraRsp blkif.ExtraResponse
+	scsiRes  scsi.Result
+	scsiBuf  []byte // data buffer, allocated at the first SCSI command
+	cdb      [blkif.MaxCDBLength]byte
 
 	// poll: how long to spin on the ring after it goes quiet before
 	// sleeping on the event channel (0: sleep at once).
@@ -93,14 +103,40 @@ func (q *queue) drain() error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", errFatal, err)
 		}
+		waitPair := false
 		for ; n > 0; n-- {
 			// Copy the request out of the slot once; from here on only
 			// the copy is looked at (XSA-155).
 			q.abi.DecodeRequest(q.ring.Request(0), &q.req)
+			if q.req.Operation&blkif.OpExtraFlag != 0 && q.scsi != nil {
+				if n < 2 {
+					// The frontend must publish both slots at once; until
+					// the extra slot is visible, leave the pair alone.
+					waitPair = true
+					break
+				}
+				q.abi.DecodeExtraRequest(q.ring.Request(1), &q.extra)
+				q.ring.Consume(2)
+				n--
+				status := q.handleSCSI()
+				q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
+				q.ring.Produce(1)
+				q.abi.EncodeExtraResponse(q.ring.NextResponse(), &q.extraRsp)
+				q.ring.Produce(1)
+				continue
+			}
 			q.ring.Consume(1)
 			status := q.handle()
 			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
 			q.ring.Produce(1)
+		}
+		if waitPair {
+			if q.ring.Push() {
+				if err := q.ch.Notify(); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		if q.ring.Push() {
 			if err := q.ch.Notify(); err != nil {
@@ -183,6 +219,14 @@ func (q *queue) handle() int16 {
 }
 
 func (q *queue) planDirect(r *blkif.Request) error {
+	if err := q.collectDirect(r); err != nil {
+		return err
+	}
+	return q.plan.checkRange(r.Sector, q.lim)
+}
+
+// collectDirect checks and records a direct request's segments.
+func (q *queue) collectDirect(r *blkif.Request) error {
 	n := int(r.NrSegments)
 	if n == 0 {
 		return errNoSegments
@@ -196,7 +240,7 @@ func (q *queue) planDirect(r *blkif.Request) error {
 			return err
 		}
 	}
-	return q.plan.checkRange(r.Sector, q.lim)
+	return nil
 }
 
 func (q *queue) planDiscard(r *blkif.Request) error {
@@ -213,6 +257,13 @@ func (q *queue) planDiscard(r *blkif.Request) error {
 // planIndirect maps the indirect pages read-only, copies the segments out
 // once, and unmaps them before anything else happens.
 func (q *queue) planIndirect(r *blkif.Request) error {
+	if err := q.collectIndirect(r); err != nil {
+		return err
+	}
+	return q.plan.checkRange(r.Sector, q.lim)
+}
+
+func (q *queue) collectIndirect(r *blkif.Request) error {
 	switch r.IndirectOp {
 	case blkif.OpRead:
 		q.plan.kind = opRead
@@ -246,7 +297,7 @@ func (q *queue) planIndirect(r *blkif.Request) error {
 			return err
 		}
 	}
-	return q.plan.checkRange(r.Sector, q.lim)
+	return nil
 }
 
 // mapSegments makes q.pages[i] the page of segment i, from the persistent
