@@ -68,8 +68,9 @@ type Client struct {
 	err   error
 	dead  chan struct{} // closed when the connection fails or is closed
 
-	wmu sync.Mutex
+	wmu sync.Mutex // guards bw and hdr
 	bw  *bufio.Writer
+	hdr [requestSize]byte // lives here so that encoding does not allocate
 }
 
 // Dial connects to target (see ParseTarget) and opens export; an empty
@@ -376,10 +377,9 @@ func (cl *Client) do(cmd, flags uint16, off uint64, length uint32, buf []byte) e
 	handle := uint64(c.gen)<<32 | uint64(slot)
 	cl.mu.Unlock()
 
-	var h [requestSize]byte
-	encodeRequest(&h, request{flags: flags, cmd: cmd, handle: handle, offset: off, length: length})
 	cl.wmu.Lock()
-	cl.bw.Write(h[:])
+	encodeRequest(&cl.hdr, request{flags: flags, cmd: cmd, handle: handle, offset: off, length: length})
+	cl.bw.Write(cl.hdr[:])
 	if cmd == cmdWrite {
 		cl.bw.Write(buf)
 	}
@@ -527,10 +527,9 @@ func (cl *Client) rangeCmd(cmd, flags uint16, off, n int64) error {
 
 // Close sends NBD_CMD_DISC and closes the connection. In-flight calls fail.
 func (cl *Client) Close() error {
-	var h [requestSize]byte
-	encodeRequest(&h, request{cmd: cmdDisc})
 	cl.wmu.Lock()
-	cl.bw.Write(h[:])
+	encodeRequest(&cl.hdr, request{cmd: cmdDisc})
+	cl.bw.Write(cl.hdr[:])
 	cl.bw.Flush()
 	cl.wmu.Unlock()
 	cl.fail(errors.New("closed by the client"))

@@ -321,8 +321,9 @@ type job struct {
 type conn struct {
 	exp      Export
 	readOnly bool
-	wmu      sync.Mutex // serialises replies
+	wmu      sync.Mutex // serialises replies; guards bw, hdr and werr
 	bw       *bufio.Writer
+	hdr      [replySize]byte
 	werr     error // first reply write failure, under wmu
 }
 
@@ -391,14 +392,13 @@ func (cn *conn) readLoop(br *bufio.Reader, jobs chan<- job) error {
 }
 
 func (cn *conn) reply(handle uint64, errno uint32, data []byte) {
-	var h [replySize]byte
-	encodeReply(&h, errno, handle)
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
 	if cn.werr != nil {
 		return
 	}
-	cn.bw.Write(h[:])
+	encodeReply(&cn.hdr, errno, handle)
+	cn.bw.Write(cn.hdr[:])
 	if errno == 0 {
 		cn.bw.Write(data)
 	}
@@ -490,12 +490,21 @@ func errnoFor(err error) uint32 {
 }
 
 // Payload buffers come from power-of-two size classes so a steady stream of
-// requests reuses them instead of allocating.
-const minBufShift = 12
+// requests reuses them instead of allocating. Each class is a bounded free
+// list (a buffered channel, unlike sync.Pool never emptied behind our back),
+// holding at most about 64 MiB.
+const (
+	minBufShift   = 12
+	maxBufShift   = 25 // 1<<maxBufShift == MaxPayload
+	poolClassSize = 64 << 20
+)
 
-const maxBufShift = 25 // 1<<maxBufShift == MaxPayload
-
-var bufPools [maxBufShift - minBufShift + 1]sync.Pool
+var bufPools = func() (p [maxBufShift - minBufShift + 1]chan *[]byte) {
+	for c := range p {
+		p[c] = make(chan *[]byte, min(64, max(2, poolClassSize>>(c+minBufShift))))
+	}
+	return p
+}()
 
 func bufClass(n int) int {
 	if n <= 1<<minBufShift {
@@ -506,14 +515,19 @@ func bufClass(n int) int {
 
 func getBuf(n int) *[]byte {
 	c := bufClass(n)
-	if p, ok := bufPools[c].Get().(*[]byte); ok {
+	select {
+	case p := <-bufPools[c]:
 		*p = (*p)[:n]
 		return p
+	default:
 	}
 	b := make([]byte, n, 1<<(c+minBufShift))
 	return &b
 }
 
 func putBuf(p *[]byte) {
-	bufPools[bufClass(cap(*p))].Put(p)
+	select {
+	case bufPools[bufClass(cap(*p))] <- p:
+	default: // the class is full; let the GC have it
+	}
 }
