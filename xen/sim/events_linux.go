@@ -94,6 +94,9 @@ type channel struct {
 	once   sync.Once
 	mu     sync.Mutex // serialises Wait; Close takes it before closing descriptors
 	rbuf   [8]byte
+	pbuf   [8]byte // Pending's: one poller per channel, like Wait
+	// deadline says a read deadline is set on local (under mu).
+	deadline bool
 }
 
 func (c *channel) Port() xen.Port { return c.port }
@@ -135,8 +138,10 @@ func (c *channel) Wait(timeout time.Duration) (bool, error) {
 	defer c.mu.Unlock()
 	if timeout > 0 {
 		_ = c.local.f.SetReadDeadline(time.Now().Add(timeout))
-	} else {
+		c.deadline = true
+	} else if c.deadline {
 		_ = c.local.f.SetReadDeadline(time.Time{})
+		c.deadline = false
 	}
 	for {
 		if err := c.closedErr(); err != nil {
@@ -166,8 +171,7 @@ func (c *channel) Pending() bool {
 	if c.closed.Load() {
 		return false
 	}
-	var buf [8]byte
-	_, err := unix.Read(c.local.fd, buf[:])
+	_, err := unix.Read(c.local.fd, c.pbuf[:])
 	return err == nil && !c.masked.Load()
 }
 
