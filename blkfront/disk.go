@@ -45,7 +45,9 @@ type Config struct {
 	RingPageOrder int
 	// MaxIndirectSegments caps indirect requests (default 256; -1 disables).
 	MaxIndirectSegments int
-	Log                 *slog.Logger
+	// NoSCSI declines the SCSI extension even if the backend offers it.
+	NoSCSI bool
+	Log    *slog.Logger
 }
 
 // Info is what the backend told us about the disk.
@@ -66,6 +68,8 @@ type Info struct {
 	IndirectSegments   int
 	Queues             int
 	RingPageOrder      int
+	// ExtraRequest: the SCSI extension is negotiated (ExecSCSI works).
+	ExtraRequest bool
 }
 
 // Size is the disk size in bytes.
@@ -192,7 +196,8 @@ func (d *Disk) readBackend() (*Info, error) {
 	var err error
 	vals := map[string]*int64{}
 	for _, k := range []string{blkif.KeyFeatureFlushCache, blkif.KeyFeatureBarrier, blkif.KeyFeatureDiscard, blkif.KeyDiscardSecure,
-		blkif.KeyFeaturePersistent, blkif.KeyMaxIndirectSegs, blkif.KeyMaxQueues, blkif.KeyMaxRingPageOrder, blkif.KeyDiscardGranularity, blkif.KeyDiscardAlignment} {
+		blkif.KeyFeaturePersistent, blkif.KeyMaxIndirectSegs, blkif.KeyMaxQueues, blkif.KeyMaxRingPageOrder, blkif.KeyDiscardGranularity, blkif.KeyDiscardAlignment,
+		blkif.KeyFeatureExtraRequest} {
 		v := new(int64)
 		def := int64(0)
 		if k == blkif.KeyMaxQueues {
@@ -213,6 +218,7 @@ func (d *Disk) readBackend() (*Info, error) {
 	in.IndirectSegments = int(*vals[blkif.KeyMaxIndirectSegs])
 	in.Queues = int(*vals[blkif.KeyMaxQueues])
 	in.RingPageOrder = int(*vals[blkif.KeyMaxRingPageOrder])
+	in.ExtraRequest = *vals[blkif.KeyFeatureExtraRequest] >= blkif.ExtraRequestVersion
 	return in, nil
 }
 
@@ -248,6 +254,7 @@ func (d *Disk) Connect() error {
 		segs = indirect
 	}
 	in.Queues, in.RingPageOrder, in.IndirectSegments = nq, order, indirect
+	in.ExtraRequest = in.ExtraRequest && !d.cfg.NoSCSI
 	abi := blkif.Native
 
 	if d.queues == nil {
@@ -296,6 +303,11 @@ func (d *Disk) Connect() error {
 		}
 		if err := w(blkif.KeyFeaturePersistent, "1"); err != nil {
 			return err
+		}
+		if in.ExtraRequest {
+			if err := w(blkif.KeyFeatureExtraRequest, strconv.Itoa(blkif.ExtraRequestVersion)); err != nil {
+				return err
+			}
 		}
 		if order > 0 {
 			if err := w(blkif.KeyRingPageOrder, strconv.Itoa(order)); err != nil {

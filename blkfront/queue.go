@@ -22,8 +22,15 @@ type slot struct {
 	iviews [][]byte     // ipages.Mem split into pages
 	busy   bool
 	issued bool // pushed on the current ring; false after a disconnect
-	status int16
-	done   chan struct{} // buffered(1): the response arrived
+	// scsi: the request is flagged and followed by extra (in the ring slot
+	// after it; the queue slot partner is held so ring slots never
+	// outnumber queue slots).
+	scsi     bool
+	partner  int
+	extra    blkif.ExtraRequest
+	extraRsp blkif.ExtraResponse
+	status   int16
+	done     chan struct{} // buffered(1): the response arrived
 }
 
 // queue is one ring of a disk, with its pool of persistently granted data
@@ -184,12 +191,26 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 			return
 		}
 		for {
+			stalled := false
 			for n := q.front.Unconsumed(); n > 0; n-- {
 				q.abi.DecodeResponse(q.front.Response(), &rsp)
+				if s := q.pairOf(&rsp); s != nil {
+					if n < 2 {
+						// The extra response must be published with it;
+						// a backend that did not is waited for, not spun on.
+						stalled = true
+						break
+					}
+					q.abi.DecodeExtraResponse(q.front.ResponseAt(1), &s.extraRsp)
+					q.front.Consume(2)
+					n--
+					q.complete(&rsp)
+					continue
+				}
 				q.front.Consume(1)
 				q.complete(&rsp)
 			}
-			if !q.front.FinalCheck() {
+			if stalled || !q.front.FinalCheck() {
 				break
 			}
 		}
@@ -227,6 +248,46 @@ func (q *queue) complete(rsp *blkif.Response) {
 	s.done <- struct{}{}
 }
 
+// pairOf returns the slot of a response that carries an extra response
+// after it, or nil.
+func (q *queue) pairOf(rsp *blkif.Response) *slot {
+	if rsp.ID >= uint64(len(q.slots)) {
+		return nil
+	}
+	s := &q.slots[rsp.ID]
+	if s.busy && s.issued && s.scsi {
+		return s
+	}
+	return nil
+}
+
+// acquirePair takes two slots (the second only reserves a ring slot for
+// the extra request) and npages pool pages.
+func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.connected || len(q.free) < 2 || len(q.freePage) < npages {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if q.disk.isClosed() {
+			return 0, ErrClosed
+		}
+		q.cond.Wait()
+	}
+	id, partner := q.free[len(q.free)-1], q.free[len(q.free)-2]
+	q.free = q.free[:len(q.free)-2]
+	s := &q.slots[id]
+	s.busy, s.scsi, s.partner = true, true, partner
+	q.slots[partner].busy = true
+	s.pages = s.pages[:0]
+	for i := 0; i < npages; i++ {
+		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
+		q.freePage = q.freePage[:len(q.freePage)-1]
+	}
+	return id, nil
+}
+
 // acquire takes a free slot and npages pool pages, waiting while none are
 // free or the queue is disconnected.
 func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
@@ -261,6 +322,11 @@ func (q *queue) releaseSlot(id int) {
 	s.pages = s.pages[:0]
 	s.busy = false
 	q.free = append(q.free, id)
+	if s.scsi {
+		q.slots[s.partner].busy = false
+		q.free = append(q.free, s.partner)
+		s.scsi = false
+	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
 }
@@ -283,7 +349,13 @@ func (q *queue) submit(id int) {
 func (q *queue) push(id int) {
 	s := &q.slots[id]
 	q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
-	q.front.Produce(1)
+	if s.scsi {
+		// Both slots go out in the same push (docs/PROTOCOL.md).
+		q.abi.EncodeExtraRequest(q.front.RequestAt(1), &s.extra)
+		q.front.Produce(2)
+	} else {
+		q.front.Produce(1)
+	}
 	s.issued = true
 }
 

@@ -114,7 +114,8 @@ func (a ABI) DecodeRequest(slot []byte, r *Request) {
 	l := a.Layout()
 	_ = slot[l.SlotSize-1]
 	*r = Request{Operation: slot[0]}
-	switch r.Operation {
+	// The extension's flag does not change the layout of what it flags.
+	switch r.Operation &^ OpExtraFlag {
 	case OpDiscard:
 		r.Flag = slot[1]
 		r.Handle = le.Uint16(slot[2:])
@@ -147,7 +148,7 @@ func (a ABI) EncodeRequest(slot []byte, r *Request) {
 	slot = slot[:l.SlotSize]
 	clear(slot)
 	slot[0] = r.Operation
-	switch r.Operation {
+	switch r.Operation &^ OpExtraFlag {
 	case OpDiscard:
 		slot[1] = r.Flag
 		le.PutUint16(slot[2:], r.Handle)

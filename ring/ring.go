@@ -185,6 +185,9 @@ func (f *Front) Overrun() bool {
 // the slot is reused for a request after that.
 func (f *Front) Response() []byte { return f.slot(f.rspCons) }
 
+// ResponseAt returns the slot k places after rsp_cons (k = 0 is Response).
+func (f *Front) ResponseAt(k uint32) []byte { return f.slot(f.rspCons + k) }
+
 // Consume counts n responses consumed.
 func (f *Front) Consume(n uint32) { f.rspCons += n }
 

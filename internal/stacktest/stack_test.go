@@ -84,6 +84,11 @@ type stack struct {
 
 func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
 	t.Helper()
+	return newStackWith(t, size, fcfg, blkback.Config{})
+}
+
+func newStackWith(t *testing.T, size int, fcfg blkfront.Config, bcfg blkback.Config) *stack {
+	t.Helper()
 	h, err := sim.NewHost()
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +99,8 @@ func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
 	}
 	disk := &memDisk{b: make([]byte, size)}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: toolstack.DefaultBackendType,
+	bcfg.Domain = h.Dom0()
+	srv := &blkback.Server{Config: bcfg, BackendType: toolstack.DefaultBackendType,
 		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()

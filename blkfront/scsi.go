@@ -1,0 +1,101 @@
+package blkfront
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// SCSIResult is the outcome of a command sent through the extension.
+type SCSIResult struct {
+	Status byte   // SCSI status (scsi.StatusGood, StatusCheckCondition, ...)
+	Sense  []byte // sense data, if any
+	Resid  int    // bytes of buf not transferred
+}
+
+// ExecSCSI sends one SCSI command through the blkif extension
+// (docs/PROTOCOL.md): cdb in a granted command page, buf as the data
+// (read into for scsi.DirFromDevice, sent for scsi.DirToDevice; any
+// length up to 4 MiB, not only multiples of 512). It fails with
+// ErrNotSupported when the backend does not offer the extension.
+func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (SCSIResult, error) {
+	if !d.Info().ExtraRequest {
+		return SCSIResult{}, fmt.Errorf("%w: the backend does not offer %s", ErrNotSupported, blkif.KeyFeatureExtraRequest)
+	}
+	if len(cdb) < 6 || len(cdb) > blkif.MaxCDBLength {
+		return SCSIResult{}, fmt.Errorf("blkfront: CDB of %d bytes (want 6..%d)", len(cdb), blkif.MaxCDBLength)
+	}
+	if dir == scsi.DirNone {
+		buf = nil
+	}
+	dataPages := (len(buf) + xen.PageSize - 1) / xen.PageSize
+	if dataPages > d.segsPerReq {
+		return SCSIResult{}, fmt.Errorf("blkfront: %d bytes of SCSI data exceed one request's %d", len(buf), d.segsPerReq*xen.PageSize)
+	}
+	q := d.pick()
+	id, err := q.acquirePair(ctx, 1+dataPages)
+	if err != nil {
+		return SCSIResult{}, err
+	}
+	defer q.releaseSlot(id)
+	s := &q.slots[id]
+	cmdPage := q.page(s.pages[0])
+	clear(cmdPage)
+	copy(cmdPage, cdb)
+	base := uint8(blkif.OpRead)
+	if dir == scsi.DirToDevice {
+		base = blkif.OpWrite
+		for i := 0; i < dataPages; i++ {
+			copy(q.page(s.pages[1+i]), buf[i*xen.PageSize:])
+		}
+	}
+	r := &s.req
+	*r = blkif.Request{ID: uint64(id)}
+	seg := func(i int) blkif.Segment {
+		n := min(len(buf)-i*xen.PageSize, xen.PageSize)
+		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[1+i]]), LastSect: uint8((n - 1) / blkif.SectorSize)}
+	}
+	if dataPages <= blkif.MaxSegmentsPerRequest {
+		r.Operation = base | blkif.OpExtraFlag
+		r.NrSegments = uint16(dataPages)
+		for i := 0; i < dataPages; i++ {
+			r.Seg[i] = seg(i)
+		}
+	} else {
+		r.Operation = blkif.OpIndirect | blkif.OpExtraFlag
+		r.IndirectOp = base
+		r.NrSegments = uint16(dataPages)
+		for k := 0; k < blkif.IndirectPages(dataPages); k++ {
+			r.IndirectGrefs[k] = uint32(s.ipages.Refs[k])
+		}
+		for i := 0; i < dataPages; i++ {
+			blkif.EncodeIndirectSegment(s.iviews, i, seg(i))
+		}
+	}
+	s.extra = blkif.ExtraRequest{Type: blkif.ExtraTypeSCSI, CmdLen: uint8(len(cdb)), ID: uint64(id),
+		CmdGref: uint32(q.pool.Refs[s.pages[0]]), DataLen: uint32(len(buf))}
+	if err := d.wait(q, id); err != nil {
+		return SCSIResult{}, err
+	}
+	x := s.extraRsp
+	if x.Status != blkif.RspOkay {
+		return SCSIResult{}, fmt.Errorf("%w: extra response status %d", ErrIO, x.Status)
+	}
+	res := SCSIResult{Status: x.SCSIStatus, Resid: int(x.ResidLen)}
+	if res.Resid > len(buf) {
+		res.Resid = len(buf)
+	}
+	if n := int(x.SenseLen); n > 0 {
+		n = min(n, blkif.MaxSenseLength)
+		res.Sense = append([]byte(nil), cmdPage[blkif.SenseOffset:blkif.SenseOffset+n]...)
+	}
+	if dir == scsi.DirFromDevice {
+		for i := 0; i < dataPages; i++ {
+			copy(buf[i*xen.PageSize:], q.page(s.pages[1+i]))
+		}
+	}
+	return res, nil
+}
