@@ -18,6 +18,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -97,7 +98,12 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	backendCtx, stopBackend := context.WithCancel(context.Background())
 	defer stopBackend()
 	srv := &blkback.Server{
-		Config:      blkback.Config{Domain: host.Dom0(), Log: log},
+		Config: blkback.Config{Domain: host.Dom0(), Log: log,
+			// The SCSI extension, emulated over the image (an image is
+			// never a whole SCSI disk, so never passed through).
+			SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
+				return emulate.New(dev, emulate.Config{Identity: path, Log: log}), nil
+			}},
 		BackendType: toolstack.DefaultBackendType,
 		Open:        func(xen.Store, string) (storage.Device, error) { return disk, nil },
 	}
@@ -142,8 +148,8 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	}
 	fmt.Fprintf(out, "xenblk sim: simulated Xen host running\n")
 	fmt.Fprintf(out, "  dom0     blkback %s %s (%d bytes) at %s\n", verb, path, in.Size(), vbd.BackendPath())
-	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v\n",
-		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard)
+	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v, scsi %v\n",
+		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
 	url := nbd.ListenerURL(l, simFlags.vdev)
 	fmt.Fprintf(out, "  NBD      %s\n\n", url)
 	fmt.Fprintf(out, "Try:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
