@@ -40,6 +40,7 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	done  bool
+	wg    sync.WaitGroup // connection goroutines
 }
 
 // Serve serves exports on l until l fails or is closed.
@@ -61,6 +62,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return net.ErrClosed
 		}
 		go func() {
+			defer s.wg.Done()
 			defer s.track(c, false)
 			if err := s.ServeConn(c); err != nil && s.Logf != nil {
 				s.Logf("nbd: %v: %v", c.RemoteAddr(), err)
@@ -80,20 +82,23 @@ func (s *Server) track(c net.Conn, add bool) bool {
 			return false
 		}
 		s.conns[c] = struct{}{}
+		s.wg.Add(1)
 	} else {
 		delete(s.conns, c)
 	}
 	return true
 }
 
-// Close disconnects every connection Serve accepted. Close the listener too.
+// Close disconnects every connection Serve accepted and waits for their
+// goroutines (in-flight device calls finish first). Close the listener too.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.done = true
 	for c := range s.conns {
 		c.Close()
 	}
+	s.mu.Unlock()
+	s.wg.Wait()
 	return nil
 }
 
