@@ -196,6 +196,7 @@ func (d *Device) Publish() error {
 	if d.scsi != nil {
 		kv = append(kv, [2]string{blkif.KeyFeatureExtraRequest, strconv.Itoa(blkif.ExtraRequestVersion)})
 	}
+	kv = append(kv, d.characteristics(in)...)
 	discard := in.CanDiscard && !d.readOnly
 	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
 		discard = false

@@ -3,7 +3,9 @@ package stacktest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"errors"
 	"testing"
 
@@ -105,5 +107,31 @@ func TestFrontendDeclinesSCSI(t *testing.T) {
 	}
 	if v, _ := s.guest.Store().Read(s.vbd.FrontendPath() + "/feature-extra-request"); v != "" {
 		t.Fatalf("frontend wrote feature-extra-request=%q", v)
+	}
+}
+
+// The reviewer's alternative: characteristics in xenstore, including
+// XenServer's sm-data INQUIRY nodes that Windows PV drivers read.
+func TestCharacteristicsInXenstore(t *testing.T) {
+	s := newStackWith(t, 1<<20, blkfront.Config{}, blkback.Config{SCSI: emulated})
+	st := s.guest.Store()
+	be := s.vbd.BackendPath()
+	v, err := st.Read(be + "/sm-data/scsi/0x12/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inq, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(inq) < 36 || !bytes.HasPrefix(inq[8:], []byte("XENBLK")) {
+		t.Fatalf("sm-data INQUIRY %q: % x %v", v, inq, err)
+	}
+	for _, page := range []string{"0x80", "0x83"} {
+		v, err := st.Read(be + "/sm-data/scsi/0x12/" + page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := base64.StdEncoding.DecodeString(v)
+		if len(b) < 4 || fmt.Sprintf("0x%02x", b[1]) != page {
+			t.Fatalf("sm-data page %s: % x", page, b)
+		}
 	}
 }
