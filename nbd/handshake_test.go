@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -234,4 +235,63 @@ func BenchmarkRead4KUnix(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// A server without OPT_GO gets OPT_EXPORT_NAME instead.
+func TestClientFallsBackToExportName(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- func() error {
+			b := binary.BigEndian.AppendUint64(nil, magicNBD)
+			b = binary.BigEndian.AppendUint64(b, magicOpt)
+			b = binary.BigEndian.AppendUint16(b, flagFixedNewstyle) // no NO_ZEROES
+			if _, err := server.Write(b); err != nil {
+				return err
+			}
+			br := bufio.NewReader(server)
+			io.ReadFull(br, make([]byte, 4))
+			for _, wantOpt := range []uint32{optGo, optExportName} {
+				var h [16]byte
+				if _, err := io.ReadFull(br, h[:]); err != nil {
+					return err
+				}
+				opt := binary.BigEndian.Uint32(h[8:])
+				data := make([]byte, binary.BigEndian.Uint32(h[12:]))
+				io.ReadFull(br, data)
+				if opt != wantOpt {
+					return fmt.Errorf("option %d, want %d", opt, wantOpt)
+				}
+				if opt == optGo {
+					r := binary.BigEndian.AppendUint64(nil, magicOptReply)
+					r = binary.BigEndian.AppendUint32(r, optGo)
+					r = binary.BigEndian.AppendUint32(r, repErrUnsup)
+					r = binary.BigEndian.AppendUint32(r, 0)
+					server.Write(r)
+					continue
+				}
+				if string(data) != "legacy" {
+					return fmt.Errorf("export name %q", data)
+				}
+				r := binary.BigEndian.AppendUint64(nil, 1<<20)
+				r = binary.BigEndian.AppendUint16(r, FlagHasFlags|FlagReadOnly)
+				_, err := server.Write(append(r, make([]byte, exportNameZeroBytes)...))
+				return err
+			}
+			return nil
+		}()
+	}()
+	cl, err := NewClient(client, "legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if cl.Size() != 1<<20 || cl.Flags() != FlagHasFlags|FlagReadOnly {
+		t.Fatalf("size %d flags %#x", cl.Size(), cl.Flags())
+	}
+	go io.Copy(io.Discard, server)
+	cl.Close()
 }
