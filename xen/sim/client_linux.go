@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -25,6 +26,13 @@ func AsDom0() Role { return Role{dom0: true} }
 // NewGuest asks the host for a fresh guest domain called name; it lives
 // as long as the connection.
 func NewGuest(name string) Role { return Role{name: name} }
+
+// StoreClient makes a xen.Store of a xenstore wire-protocol connection;
+// the host gives every domain process one, served as that domain. Set it
+// to the xenstore package's client constructor (it cannot be imported
+// here without a cycle of ownership); while it is nil, a remote domain's
+// Store fails every call with an error saying so.
+var StoreClient func(conn io.ReadWriteCloser) (xen.Store, error)
 
 // remoteDomain is a domain living in this process, served by a host in
 // another one. It implements xen.Domain.
@@ -51,12 +59,27 @@ func Connect(path string, role Role) (xen.Domain, error) {
 		return nil, fmt.Errorf("sim: connect to host: %w", err)
 	}
 	d := &remoteDomain{c: c, foreigns: map[xen.DomID]*foreign{}, chans: map[*channel]bool{}}
-	rep, fds, err := d.call(request{Op: opHello, Dom0: role.dom0, Name: role.name}, 3)
+	rep, fds, err := d.call(request{Op: opHello, Dom0: role.dom0, Name: role.name}, 4)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	d.id = rep.Dom
+	storeFile := os.NewFile(uintptr(fds[3]), "xenstore")
+	d.store = unattachedStore{}
+	if StoreClient != nil {
+		conn, err := net.FileConn(storeFile)
+		if err == nil {
+			d.store, err = StoreClient(conn)
+		}
+		if err != nil {
+			storeFile.Close()
+			closeFDs(fds[:3])
+			c.Close()
+			return nil, fmt.Errorf("sim: attach to xenstore: %w", err)
+		}
+	}
+	storeFile.Close() // FileConn made its own descriptor
 	memFile := os.NewFile(uintptr(fds[0]), "memfd:domain")
 	statusFile := os.NewFile(uintptr(fds[2]), "memfd:event-status")
 	defer statusFile.Close() // the mapping outlives the descriptor
@@ -81,7 +104,6 @@ func Connect(path string, role Role) (xen.Domain, error) {
 	d.foreigns[d.id] = self
 	d.granter = &granter{mem: mem, grants: self.grants}
 	d.mapper = &mapper{self: d.id, foreign: d.foreign}
-	d.store = unattachedStore{}
 	return d, nil
 }
 
@@ -217,11 +239,11 @@ func (d *remoteDomain) Close() error {
 	return d.c.Close()
 }
 
-// unattachedStore stands in until the host serves xenstore to remote
-// domains; every call fails loudly.
+// unattachedStore stands in while StoreClient is unset; every call fails
+// loudly.
 type unattachedStore struct{}
 
-var errNoStore = errors.New("sim: this host does not serve xenstore to remote domains yet")
+var errNoStore = errors.New("sim: no xenstore client: set sim.StoreClient")
 
 func (unattachedStore) Read(string) (string, error)             { return "", errNoStore }
 func (unattachedStore) Write(string, string) error              { return errNoStore }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -38,6 +40,9 @@ type hostConn struct {
 	dom   xen.DomID
 	hello bool
 	ports map[xen.Port]bool // ports this process holds
+	// handOver holds descriptors made for the process alone: closed
+	// once the reply carrying them is sent.
+	handOver []*os.File
 }
 
 // ServeConn serves one domain process until its connection closes, then
@@ -60,7 +65,12 @@ func (h *Host) ServeConn(c *net.UnixConn) {
 		}
 		// The descriptors are sent under their files' locks, so a domain
 		// destroyed meanwhile cannot make us send a reused descriptor.
-		if err := withFDs(out, func(fds []int) error { return send(c, rep, fds...) }); err != nil {
+		err = withFDs(out, func(fds []int) error { return send(c, rep, fds...) })
+		for _, f := range hc.handOver {
+			f.Close()
+		}
+		hc.handOver = nil
+		if err != nil {
 			return
 		}
 		if !hc.hello {
@@ -91,8 +101,16 @@ func (hc *hostConn) handle(req request) (reply, []*os.File, error) {
 				return reply{}, nil, err
 			}
 		}
+		store, err := h.storeSocket(d.id)
+		if err != nil {
+			if d.id != 0 {
+				h.Destroy(d.id)
+			}
+			return reply{}, nil, err
+		}
+		hc.handOver = append(hc.handOver, store)
 		hc.dom, hc.hello = d.id, true
-		return reply{Dom: d.id}, []*os.File{d.mem.file, d.gtFile, h.events.file}, nil
+		return reply{Dom: d.id}, []*os.File{d.mem.file, d.gtFile, h.events.file, store}, nil
 	}
 	switch req.Op {
 	case opDomain:
@@ -122,6 +140,24 @@ func (hc *hostConn) handle(req request) (reply, []*os.File, error) {
 		return reply{}, nil, nil
 	}
 	return reply{}, nil, fmt.Errorf("unknown request %q", req.Op)
+}
+
+// storeSocket returns one end of a socket pair whose other end is served
+// as dom's xenstore connection (xenstore wire protocol).
+func (h *Host) storeSocket(dom xen.DomID) (*os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sim: store socket: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "xenstore")
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, err
+	}
+	go h.serveXenstoreConn(c, dom)
+	return os.NewFile(uintptr(fds[1]), "xenstore"), nil
 }
 
 func (hc *hostConn) release() {

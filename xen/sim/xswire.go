@@ -17,8 +17,9 @@ import (
 // A minimal server of Xen's xenstore wire protocol (xen/io/xs_wire.h) over
 // the host's tree, so that Xen's C tools (xenstore-ls, xenstore-read,
 // xenstore-write, xenstore-rm, xenstore-watch) can look at a simulated
-// host through XENSTORED_PATH. Connections are privileged (dom0), as on
-// xenstored's unix socket. Transactions are refused with ENOSYS: the C
+// host through XENSTORED_PATH. Connections on that socket are privileged
+// (dom0), as on xenstored's; a domain process gets its own connection, as
+// that domain, with its hello. Transactions are refused with ENOSYS: the C
 // tools above do not need them, and the full server (package
 // xenstore/xenstored) replaces this one when it lands.
 
@@ -87,7 +88,7 @@ func (h *Host) ServeXenstore(l net.Listener) error {
 			}
 			return err
 		}
-		go h.serveXenstoreConn(c)
+		go h.serveXenstoreConn(c, 0)
 	}
 }
 
@@ -98,8 +99,10 @@ type xsConn struct {
 	watches map[[2]string]xen.Watch
 }
 
-func (h *Host) serveXenstoreConn(rw io.ReadWriteCloser) {
-	c := &xsConn{rw: rw, store: h.store.connect(0), watches: map[[2]string]xen.Watch{}}
+// serveXenstoreConn serves one connection as domain dom, with that
+// domain's permissions and relative paths.
+func (h *Host) serveXenstoreConn(rw io.ReadWriteCloser, dom xen.DomID) {
+	c := &xsConn{rw: rw, store: h.store.connect(dom), watches: map[[2]string]xen.Watch{}}
 	defer func() {
 		_ = rw.Close()
 		_ = c.store.Close()

@@ -67,7 +67,7 @@ func TestXenstoreWireErrorsAndWatches(t *testing.T) {
 	}
 	a, b := net.Pipe()
 	defer a.Close()
-	go h.serveXenstoreConn(b)
+	go h.serveXenstoreConn(b, 0)
 	a.SetDeadline(time.Now().Add(5 * time.Second))
 	roundTrip := func(typ uint32, payload string) (uint32, string) {
 		t.Helper()
@@ -136,7 +136,7 @@ func FuzzXenstoreWire(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
 		done := make(chan struct{})
-		go func() { h.serveXenstoreConn(b); close(done) }()
+		go func() { h.serveXenstoreConn(b, 0); close(done) }()
 		go io.Copy(io.Discard, a)
 		a.Write(in)
 		a.Close()
