@@ -194,7 +194,8 @@ func (d *Device) Publish() error {
 		kv = append(kv, [2]string{blkif.KeyFeaturePersistent, "1"})
 	}
 	if d.scsi != nil {
-		kv = append(kv, [2]string{blkif.KeyFeatureExtraRequest, strconv.Itoa(blkif.ExtraRequestVersion)})
+		kv = append(kv, [2]string{blkif.KeyFeatureExtraRequest, strconv.Itoa(blkif.ExtraRequestVersion)},
+			[2]string{blkif.KeyFeatureReservations, "1"})
 	}
 	kv = append(kv, d.characteristics(in)...)
 	discard := in.CanDiscard && !d.readOnly
@@ -311,6 +312,9 @@ func (d *Device) Connect() error {
 			extras = d.scsi
 		}
 	}
+	// The reservation operation needs no frontend opt-in (like flush): a
+	// frontend that saw the feature may send it.
+	prExec := d.scsi
 	lim := d.limits()
 	var queues []*queue
 	cleanup := func() {
@@ -329,6 +333,7 @@ func (d *Device) Connect() error {
 			return fmt.Errorf("queue %d: %w", i, err)
 		}
 		q.scsi = extras
+		q.pr = prExec
 		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
 		queues = append(queues, q)
 	}

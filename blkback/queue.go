@@ -52,6 +52,8 @@ type queue struct {
 	scsiRes  scsi.Result
 	scsiBuf  []byte // data buffer, allocated at the first SCSI command
 	cdb      [blkif.MaxCDBLength]byte
+	prReq    blkif.PRRequest
+	pr       SCSIExecutor // serves OpReservation; nil when not offered
 
 	// poll: how long to spin on the ring after it goes quiet before
 	// sleeping on the event channel (0: sleep at once).
@@ -122,6 +124,14 @@ func (q *queue) drain() error {
 				q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
 				q.ring.Produce(1)
 				q.abi.EncodeExtraResponse(q.ring.NextResponse(), &q.extraRsp)
+				q.ring.Produce(1)
+				continue
+			}
+			if q.req.Operation == blkif.OpReservation && q.pr != nil {
+				q.abi.DecodePRRequest(q.ring.Request(0), &q.prReq)
+				q.ring.Consume(1)
+				status := q.handlePR()
+				q.abi.EncodeResponse(q.ring.NextResponse(), q.prReq.ID, q.req.Operation, status)
 				q.ring.Produce(1)
 				continue
 			}

@@ -76,3 +76,42 @@ func FuzzDecodeExtraRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestPRRequestLayout(t *testing.T) {
+	r := PRRequest{Action: PRPreemptAbort, Type: PRTypeWriteExclusiveRegOnly, Flags: PRFlagAPTPL, ID: 77, Key: 0x1111, SAKey: 0x2222, Gref: 99}
+	for abi, idOff := range map[ABI]int{X86_64: 8, ARM: 8, X86_32: 4} {
+		slot := fill(abi.SlotSize())
+		abi.EncodePRRequest(slot, &r)
+		if slot[0] != OpReservation || le.Uint64(slot[idOff:]) != 77 || le.Uint64(slot[idOff+8:]) != 0x1111 ||
+			le.Uint64(slot[idOff+16:]) != 0x2222 || le.Uint32(slot[idOff+24:]) != 99 {
+			t.Errorf("%v: % x", abi, slot[:40])
+		}
+		if !bytes.Equal(slot[idOff+28:], make([]byte, abi.SlotSize()-idOff-28)) {
+			t.Errorf("%v: tail not zeroed", abi)
+		}
+		var got PRRequest
+		abi.DecodePRRequest(slot, &got)
+		if got != r {
+			t.Errorf("%v: %+v", abi, got)
+		}
+	}
+}
+
+func FuzzDecodePRRequest(f *testing.F) {
+	f.Add(make([]byte, 112), uint8(0))
+	f.Fuzz(func(t *testing.T, b []byte, which uint8) {
+		abi := ABI(which % 3)
+		if len(b) < abi.SlotSize() {
+			return
+		}
+		var r PRRequest
+		abi.DecodePRRequest(b, &r)
+		slot := make([]byte, abi.SlotSize())
+		abi.EncodePRRequest(slot, &r)
+		var again PRRequest
+		abi.DecodePRRequest(slot, &again)
+		if again != r {
+			t.Fatal("unstable")
+		}
+	})
+}
