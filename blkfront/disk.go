@@ -70,6 +70,8 @@ type Info struct {
 	RingPageOrder      int
 	// ExtraRequest: the SCSI extension is negotiated (ExecSCSI works).
 	ExtraRequest bool
+	// Reservations: the backend serves blkif.OpReservation (PR* methods).
+	Reservations bool
 }
 
 // Size is the disk size in bytes.
@@ -197,7 +199,7 @@ func (d *Disk) readBackend() (*Info, error) {
 	vals := map[string]*int64{}
 	for _, k := range []string{blkif.KeyFeatureFlushCache, blkif.KeyFeatureBarrier, blkif.KeyFeatureDiscard, blkif.KeyDiscardSecure,
 		blkif.KeyFeaturePersistent, blkif.KeyMaxIndirectSegs, blkif.KeyMaxQueues, blkif.KeyMaxRingPageOrder, blkif.KeyDiscardGranularity, blkif.KeyDiscardAlignment,
-		blkif.KeyFeatureExtraRequest} {
+		blkif.KeyFeatureExtraRequest, blkif.KeyFeatureReservations} {
 		v := new(int64)
 		def := int64(0)
 		if k == blkif.KeyMaxQueues {
@@ -219,6 +221,7 @@ func (d *Disk) readBackend() (*Info, error) {
 	in.Queues = int(*vals[blkif.KeyMaxQueues])
 	in.RingPageOrder = int(*vals[blkif.KeyMaxRingPageOrder])
 	in.ExtraRequest = *vals[blkif.KeyFeatureExtraRequest] >= blkif.ExtraRequestVersion
+	in.Reservations = *vals[blkif.KeyFeatureReservations] == 1
 	return in, nil
 }
 

@@ -29,8 +29,11 @@ type slot struct {
 	partner  int
 	extra    blkif.ExtraRequest
 	extraRsp blkif.ExtraResponse
-	status   int16
-	done     chan struct{} // buffered(1): the response arrived
+	// isPR: the slot holds a reservation request (prReq), not req.
+	isPR   bool
+	prReq  blkif.PRRequest
+	status int16
+	done   chan struct{} // buffered(1): the response arrived
 }
 
 // queue is one ring of a disk, with its pool of persistently granted data
@@ -321,6 +324,7 @@ func (q *queue) releaseSlot(id int) {
 	q.freePage = append(q.freePage, s.pages...)
 	s.pages = s.pages[:0]
 	s.busy = false
+	s.isPR = false
 	q.free = append(q.free, id)
 	if s.scsi {
 		q.slots[s.partner].busy = false
@@ -348,6 +352,12 @@ func (q *queue) submit(id int) {
 // ring slot per queue slot, and the ring has at least as many).
 func (q *queue) push(id int) {
 	s := &q.slots[id]
+	if s.isPR {
+		q.abi.EncodePRRequest(q.front.NextRequest(), &s.prReq)
+		q.front.Produce(1)
+		s.issued = true
+		return
+	}
 	q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
 	if s.scsi {
 		// Both slots go out in the same push (docs/PROTOCOL.md).
