@@ -170,6 +170,29 @@ func TestHostileFrontend(t *testing.T) {
 			t.Errorf("%s: answered OKAY", c.name)
 		}
 	}
+	// A flagged pair sent to a backend that does not offer the extension:
+	// two slots, two error responses, and the ring stays in step.
+	pair := blkif.Request{ID: 555, Operation: blkif.OpRead | blkif.OpExtraFlag}
+	blkif.X86_64.EncodeRequest(raw.front.NextRequest(), &pair)
+	blkif.X86_64.EncodeExtraRequest(raw.front.RequestAt(1), &blkif.ExtraRequest{Type: blkif.ExtraTypeSCSI, CmdLen: 6, ID: 555})
+	raw.front.Produce(2)
+	raw.front.Push()
+	raw.ch.Notify()
+	deadline := time.Now().Add(5 * time.Second)
+	for raw.front.Unconsumed() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d responses to a flagged pair, want 2", raw.front.Unconsumed())
+		}
+		raw.ch.Wait(50 * time.Millisecond)
+	}
+	for i := 0; i < 2; i++ {
+		var rsp blkif.Response
+		blkif.X86_64.DecodeResponse(raw.front.Response(), &rsp)
+		raw.front.Consume(1)
+		if rsp.Status != blkif.RspError {
+			t.Errorf("slot %d of an unnegotiated pair: status %d", i, rsp.Status)
+		}
+	}
 	// A revoked grant: granted, used, revoked, used again.
 	g1, _ := bad.Granter().Grant(0, 1, false)
 	r1 := blkif.Request{ID: 1, Operation: blkif.OpRead, NrSegments: 1, Seg: one(uint32(g1.Refs[0]), 0, 7)}
