@@ -1,0 +1,439 @@
+// Package pr is SPC-4 persistent reservations as a pure state machine:
+// (State, nexus, command) -> (State, response), no I/O, no clock. Unit
+// wraps it with a Store (versioned compare-and-swap) so the state survives
+// restarts when APTPL asks, and can later be shared between hosts without
+// touching the engine. The I_T nexus is (frontend domain, device): two
+// guests given the same disk see each other's registrations.
+package pr
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/xenblk/xenblk/scsi"
+)
+
+// Reservation types (SPC-4 table 212).
+const (
+	TypeWriteExclusive         = 1
+	TypeExclusiveAccess        = 3
+	TypeWriteExclusiveRegOnly  = 5
+	TypeExclusiveAccessRegOnly = 6
+	TypeWriteExclusiveAllRegs  = 7
+	TypeExclusiveAccessAllRegs = 8
+)
+
+// PR OUT service actions.
+const (
+	saRegister            = 0
+	saReserve             = 1
+	saRelease             = 2
+	saClear               = 3
+	saPreempt             = 4
+	saPreemptAndAbort     = 5
+	saRegisterIgnore      = 6
+	saRegisterAndMove     = 7
+	saReplaceLostReserved = 8
+)
+
+// PR IN service actions.
+const (
+	saReadKeys           = 0
+	saReadReservation    = 1
+	saReportCapabilities = 2
+	saReadFullStatus     = 3
+)
+
+// Registration is one I_T nexus's key.
+type Registration struct {
+	Nexus scsi.Nexus
+	Key   uint64
+}
+
+// State is everything a logical unit remembers about reservations. It is
+// a value: the engine works on a copy and the caller keeps or drops it.
+type State struct {
+	Generation    uint32
+	Registrations []Registration
+	// Reserved: a persistent reservation exists, of Type, held by Holder
+	// (for the all-registrants types every registrant holds it).
+	Reserved bool
+	Type     uint8
+	Holder   scsi.Nexus
+	APTPL    bool
+	// Legacy is the SPC-2 RESERVE(6/10) holder, if any.
+	Legacy *scsi.Nexus `json:",omitempty"`
+	// Attentions are pending unit attentions per nexus, oldest first.
+	Attentions map[string][]scsi.Code `json:",omitempty"`
+}
+
+func nexusKey(n scsi.Nexus) string { return fmt.Sprintf("%d/%s", n.Dom, n.Device) }
+
+// Clone returns a deep copy.
+func (s *State) Clone() State {
+	c := *s
+	c.Registrations = slices.Clone(s.Registrations)
+	if s.Legacy != nil {
+		l := *s.Legacy
+		c.Legacy = &l
+	}
+	if s.Attentions != nil {
+		c.Attentions = make(map[string][]scsi.Code, len(s.Attentions))
+		for k, v := range s.Attentions {
+			c.Attentions[k] = slices.Clone(v)
+		}
+	}
+	return c
+}
+
+func (s *State) find(n scsi.Nexus) int {
+	for i, r := range s.Registrations {
+		if r.Nexus == n {
+			return i
+		}
+	}
+	return -1
+}
+
+func allRegistrants(t uint8) bool {
+	return t == TypeWriteExclusiveAllRegs || t == TypeExclusiveAccessAllRegs
+}
+
+func registrantsOnly(t uint8) bool {
+	return t == TypeWriteExclusiveRegOnly || t == TypeExclusiveAccessRegOnly
+}
+
+func validType(t uint8) bool {
+	switch t {
+	case TypeWriteExclusive, TypeExclusiveAccess, TypeWriteExclusiveRegOnly,
+		TypeExclusiveAccessRegOnly, TypeWriteExclusiveAllRegs, TypeExclusiveAccessAllRegs:
+		return true
+	}
+	return false
+}
+
+// isHolder: n holds the persistent reservation.
+func (s *State) isHolder(n scsi.Nexus) bool {
+	if !s.Reserved {
+		return false
+	}
+	if allRegistrants(s.Type) {
+		return s.find(n) >= 0
+	}
+	return s.Holder == n
+}
+
+func (s *State) attention(n scsi.Nexus, c scsi.Code) {
+	if s.Attentions == nil {
+		s.Attentions = map[string][]scsi.Code{}
+	}
+	k := nexusKey(n)
+	if q := s.Attentions[k]; len(q) < 8 {
+		s.Attentions[k] = append(q, c)
+	}
+}
+
+// takeAttention pops n's oldest unit attention.
+func (s *State) takeAttention(n scsi.Nexus) (scsi.Code, bool) {
+	k := nexusKey(n)
+	q := s.Attentions[k]
+	if len(q) == 0 {
+		return scsi.Code{}, false
+	}
+	c := q[0]
+	if len(q) == 1 {
+		delete(s.Attentions, k)
+	} else {
+		s.Attentions[k] = q[1:]
+	}
+	return c, true
+}
+
+// removeRegistration drops registration i; a non-all-registrants
+// reservation held through it goes too (SPC-4 5.9.11), and for the
+// all-registrants types the reservation goes with the last registrant.
+func (s *State) removeRegistration(i int) {
+	n := s.Registrations[i].Nexus
+	s.Registrations = slices.Delete(s.Registrations, i, i+1)
+	if !s.Reserved {
+		return
+	}
+	if allRegistrants(s.Type) {
+		if len(s.Registrations) == 0 {
+			s.Reserved = false
+		}
+		return
+	}
+	if s.Holder == n {
+		s.Reserved = false
+		if registrantsOnly(s.Type) {
+			for _, r := range s.Registrations {
+				s.attention(r.Nexus, scsi.ReservationsReleased)
+			}
+		}
+	}
+}
+
+// Outcome is a command's result as the engine decides it.
+type Outcome struct {
+	Status byte
+	Sense  scsi.Code // when Status is CHECK CONDITION
+	Data   []byte    // PR IN parameter data (before allocation-length truncation)
+}
+
+var (
+	good     = Outcome{Status: scsi.StatusGood}
+	conflict = Outcome{Status: scsi.StatusReservationConflict}
+)
+
+func check(c scsi.Code) Outcome { return Outcome{Status: scsi.StatusCheckCondition, Sense: c} }
+
+// Out applies a PERSISTENT RESERVE OUT. cdb is the 10-byte CDB, param
+// the parameter list (its length already checked against the CDB).
+func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
+	sa := cdb[1] & 0x1f
+	scope, typ := cdb[2]>>4, cdb[2]&0x0f
+	plen := binary.BigEndian.Uint32(cdb[5:9])
+	if sa == saRegisterAndMove || sa == saReplaceLostReserved {
+		// REGISTER AND MOVE needs a second target port, which a vbd
+		// does not have; REPORT CAPABILITIES says so (TMV is for types).
+		return check(scsi.InvalidFieldInCDB)
+	}
+	if sa > saRegisterIgnore {
+		return check(scsi.InvalidFieldInCDB)
+	}
+	if plen != 24 || len(param) < 24 {
+		return check(scsi.ParamListLengthError)
+	}
+	key := binary.BigEndian.Uint64(param[0:])
+	saKey := binary.BigEndian.Uint64(param[8:])
+	flags := param[20]
+	specIPT, allTgPt, aptpl := flags&0x08 != 0, flags&0x04 != 0, flags&0x01 != 0
+	if specIPT || allTgPt {
+		// One target port per device; no initiator ports to specify.
+		return check(scsi.InvalidFieldInParamList)
+	}
+	if s.Legacy != nil && *s.Legacy != n {
+		return conflict
+	}
+	i := s.find(n)
+	switch sa {
+	case saRegister, saRegisterIgnore:
+		if sa == saRegister {
+			if i < 0 && key != 0 {
+				return conflict
+			}
+			if i >= 0 && s.Registrations[i].Key != key {
+				return conflict
+			}
+		}
+		switch {
+		case saKey == 0 && i >= 0:
+			s.removeRegistration(i)
+		case saKey == 0:
+			// Unregistered nexus registering key 0: nothing to do.
+		case i >= 0:
+			s.Registrations[i].Key = saKey
+		default:
+			s.Registrations = append(s.Registrations, Registration{Nexus: n, Key: saKey})
+		}
+		s.APTPL = aptpl
+		s.Generation++
+		return good
+	}
+	// Every other action needs a registered nexus with the right key.
+	if i < 0 || s.Registrations[i].Key != key {
+		return conflict
+	}
+	switch sa {
+	case saReserve:
+		if scope != 0 || !validType(typ) {
+			return check(scsi.InvalidFieldInCDB)
+		}
+		if !s.Reserved {
+			s.Reserved, s.Type, s.Holder = true, typ, n
+			return good
+		}
+		if s.isHolder(n) && s.Type == typ {
+			return good
+		}
+		return conflict
+	case saRelease:
+		if !s.Reserved || !s.isHolder(n) {
+			return good
+		}
+		if scope != 0 || s.Type != typ {
+			return check(scsi.InvalidReleaseOfReservation)
+		}
+		s.Reserved = false
+		if registrantsOnly(s.Type) || allRegistrants(s.Type) {
+			for _, r := range s.Registrations {
+				if r.Nexus != n {
+					s.attention(r.Nexus, scsi.ReservationsReleased)
+				}
+			}
+		}
+		return good
+	case saClear:
+		for _, r := range s.Registrations {
+			if r.Nexus != n {
+				s.attention(r.Nexus, scsi.ReservationsPreempted)
+			}
+		}
+		s.Registrations, s.Reserved = nil, false
+		s.Generation++
+		return good
+	case saPreempt, saPreemptAndAbort:
+		if !validType(typ) && s.Reserved {
+			return check(scsi.InvalidFieldInCDB)
+		}
+		return s.preempt(n, saKey, typ)
+	}
+	return check(scsi.InvalidFieldInCDB)
+}
+
+// preempt implements SPC-4 5.9.11.4.
+func (s *State) preempt(n scsi.Nexus, saKey uint64, typ uint8) Outcome {
+	removeKey := func() bool {
+		removed := false
+		for j := len(s.Registrations) - 1; j >= 0; j-- {
+			r := s.Registrations[j]
+			if r.Key == saKey && r.Nexus != n {
+				s.Registrations = slices.Delete(s.Registrations, j, j+1)
+				s.attention(r.Nexus, scsi.RegistrationsPreempted)
+				removed = true
+			}
+		}
+		return removed
+	}
+	switch {
+	case !s.Reserved:
+		if saKey == 0 {
+			return check(scsi.InvalidFieldInParamList)
+		}
+		if !removeKey() {
+			return conflict
+		}
+	case allRegistrants(s.Type):
+		if saKey == 0 {
+			for _, r := range s.Registrations {
+				if r.Nexus != n {
+					s.attention(r.Nexus, scsi.RegistrationsPreempted)
+				}
+			}
+			s.Registrations = slices.DeleteFunc(s.Registrations, func(r Registration) bool { return r.Nexus != n })
+			s.Type, s.Holder = typ, n
+		} else if !removeKey() {
+			return conflict
+		}
+	default:
+		holderKey := uint64(0)
+		if h := s.find(s.Holder); h >= 0 {
+			holderKey = s.Registrations[h].Key
+		}
+		switch {
+		case saKey == holderKey:
+			removeKey()
+			s.Type, s.Holder = typ, n
+		case saKey == 0:
+			return check(scsi.InvalidFieldInParamList)
+		default:
+			if !removeKey() {
+				return conflict
+			}
+		}
+	}
+	s.Generation++
+	return good
+}
+
+// In answers a PERSISTENT RESERVE IN with its full parameter data.
+func (s *State) In(n scsi.Nexus, cdb []byte) Outcome {
+	switch cdb[1] & 0x1f {
+	case saReadKeys:
+		d := make([]byte, 8, 8+8*len(s.Registrations))
+		binary.BigEndian.PutUint32(d[0:], s.Generation)
+		binary.BigEndian.PutUint32(d[4:], uint32(8*len(s.Registrations)))
+		for _, r := range s.Registrations {
+			d = binary.BigEndian.AppendUint64(d, r.Key)
+		}
+		return Outcome{Status: scsi.StatusGood, Data: d}
+	case saReadReservation:
+		d := make([]byte, 8, 24)
+		binary.BigEndian.PutUint32(d[0:], s.Generation)
+		if s.Reserved {
+			binary.BigEndian.PutUint32(d[4:], 16)
+			desc := make([]byte, 16)
+			if !allRegistrants(s.Type) {
+				if h := s.find(s.Holder); h >= 0 {
+					binary.BigEndian.PutUint64(desc, s.Registrations[h].Key)
+				}
+			}
+			desc[13] = s.Type
+			d = append(d, desc...)
+		}
+		return Outcome{Status: scsi.StatusGood, Data: d}
+	case saReportCapabilities:
+		d := make([]byte, 8)
+		binary.BigEndian.PutUint16(d[0:], 8)
+		d[2] = 1<<4 | 1 // CRH: RESERVE/RELEASE handled as SPC-3; PTPL_C
+		d[3] = 1 << 7   // TMV: the type mask is valid
+		if s.APTPL {
+			d[3] |= 1 // PTPL_A
+		}
+		d[4] = 1<<7 | 1<<6 | 1<<5 | 1<<3 | 1<<1 // WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX
+		d[5] = 1                                // EX_AC_AR
+		return Outcome{Status: scsi.StatusGood, Data: d}
+	case saReadFullStatus:
+		d := make([]byte, 8)
+		binary.BigEndian.PutUint32(d[0:], s.Generation)
+		for _, r := range s.Registrations {
+			tid := TransportID(r.Nexus)
+			desc := make([]byte, 24, 24+len(tid))
+			binary.BigEndian.PutUint64(desc, r.Key)
+			if s.isHolder(r.Nexus) {
+				desc[12] = 1 // R_HOLDER
+				desc[13] = s.Type
+			}
+			binary.BigEndian.PutUint32(desc[20:], uint32(len(tid)))
+			d = append(d, append(desc, tid...)...)
+		}
+		binary.BigEndian.PutUint32(d[4:], uint32(len(d)-8))
+		return Outcome{Status: scsi.StatusGood, Data: d}
+	}
+	return check(scsi.InvalidFieldInCDB)
+}
+
+// TransportID names a nexus in READ FULL STATUS: an iSCSI-format
+// TransportID (protocol 5, format 0) whose name is xen:dom<N>:<device>,
+// NUL-terminated and padded to a multiple of 4.
+func TransportID(n scsi.Nexus) []byte {
+	name := fmt.Sprintf("xen:dom%d:%s", n.Dom, n.Device)
+	l := (len(name) + 1 + 3) &^ 3
+	t := make([]byte, 4+l)
+	t[0] = 0x05
+	binary.BigEndian.PutUint16(t[2:], uint16(l))
+	copy(t[4:], name)
+	return t
+}
+
+// Legacy applies RESERVE(6/10) and RELEASE(6/10) (SPC-2). With persistent
+// reservations in use they conflict, as SPC-3 allows and Windows expects.
+func (s *State) Legacy6or10(n scsi.Nexus, reserve bool) Outcome {
+	if len(s.Registrations) > 0 || s.Reserved {
+		return conflict
+	}
+	if reserve {
+		if s.Legacy != nil && *s.Legacy != n {
+			return conflict
+		}
+		l := n
+		s.Legacy = &l
+		return good
+	}
+	if s.Legacy != nil && *s.Legacy == n {
+		s.Legacy = nil
+	}
+	return good
+}
