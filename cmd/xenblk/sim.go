@@ -18,7 +18,6 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/nbd"
-	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -101,9 +100,8 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		Config: blkback.Config{Domain: host.Dom0(), Log: log,
 			// The SCSI extension, emulated over the image (an image is
 			// never a whole SCSI disk, so never passed through).
-			SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
-				return emulate.New(dev, emulate.Config{Identity: path, Log: log}), nil
-			}},
+			// Persistent reservations are kept next to the image.
+			SCSI: reservationEngines(host.Store(), path+".pr", log)},
 		BackendType: toolstack.DefaultBackendType,
 		Open:        func(xen.Store, string) (storage.Device, error) { return disk, nil },
 	}

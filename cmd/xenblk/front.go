@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
+)
+
+var frontFlags struct {
+	host    string
+	name    string
+	vdev    string
+	nbd     string
+	wait    time.Duration
+	verbose bool
+}
+
+var frontCmd = &cobra.Command{
+	Use:   "front",
+	Short: "Be a guest: attach a vbd with our blkif frontend and export it over NBD",
+	Long: `front attaches to a simulated Xen host as a new guest domain, waits for a
+vbd to be attached to it (xenblk attach --domain N), connects our blkif
+frontend to whatever backend serves it, and exports the disk over NBD.
+It prints the guest's domain id first, so a script can attach to it.`,
+	Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810`,
+	Args:    cobra.NoArgs,
+	RunE:    runFront,
+}
+
+func init() {
+	f := frontCmd.Flags()
+	f.StringVar(&frontFlags.host, "host", "", "simulated host socket (xenblk host --socket)")
+	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
+	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
+	f.StringVar(&frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
+	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
+	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
+	rootCmd.AddCommand(frontCmd)
+}
+
+func runFront(cmd *cobra.Command, _ []string) error {
+	if frontFlags.host == "" {
+		return usagef("--host is required (the socket of `xenblk host`)")
+	}
+	devid, err := diskspec.VirtualDevice(frontFlags.vdev)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	dom, err := sim.Connect(frontFlags.host, sim.NewGuest(frontFlags.name))
+	if err != nil {
+		return err
+	}
+	defer dom.Close()
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "domain %d\n", dom.ID())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
+	if err := waitForNode(ctx, dom.Store(), dir+"/backend", frontFlags.wait); err != nil {
+		return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
+			frontFlags.vdev, dom.ID(), err, dom.ID(), frontFlags.vdev)
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Log: newLogger(frontFlags.verbose)})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer disk.Close()
+	l, err := net.Listen("tcp", frontFlags.nbd)
+	if err != nil {
+		return fmt.Errorf("NBD export on %s: %w", frontFlags.nbd, err)
+	}
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: frontFlags.vdev, Device: disk.Device()}}}
+	go srv.Serve(l)
+	defer srv.Close()
+	in := disk.Info()
+	fmt.Fprintf(out, "connected %s: %d bytes, %d queue(s), indirect %d, persistent %v, scsi %v\nNBD %s\n",
+		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, frontFlags.vdev))
+	<-ctx.Done()
+	return disk.Flush(context.Background())
+}
+
+// waitForNode waits until path exists.
+func waitForNode(ctx context.Context, st xen.Store, path string, timeout time.Duration) error {
+	w, err := st.Watch(path, "wait")
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	deadline := time.After(timeout)
+	for {
+		if _, err := st.Read(path); err == nil {
+			return nil
+		}
+		select {
+		case <-w.Events():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("timed out after %v", timeout)
+		}
+	}
+}
