@@ -63,8 +63,16 @@ func (q *queue) handlePR() int16 {
 		}
 		data = param[:]
 	}
-	q.scsiRes.Reset(len(data))
-	q.pr.Execute(q.nexus, &scsi.Command{CDB: cdb[:], Dir: dir, Data: data}, &q.scsiRes)
+	// The operation has no way to carry a unit attention: pending ones
+	// (POWER ON RESET, RESERVATIONS PREEMPTED, ...) are consumed, and the
+	// command runs once they are gone, as an initiator would retry.
+	for tries := 0; ; tries++ {
+		q.scsiRes.Reset(len(data))
+		q.pr.Execute(q.nexus, &scsi.Command{CDB: cdb[:], Dir: dir, Data: data}, &q.scsiRes)
+		if tries >= 16 || !isUnitAttention(&q.scsiRes) {
+			break
+		}
+	}
 	switch q.scsiRes.Status {
 	case scsi.StatusGood:
 	case scsi.StatusReservationConflict:
@@ -83,4 +91,12 @@ func (q *queue) handlePR() int16 {
 		_ = m.Unmap()
 	}
 	return blkif.RspOkay
+}
+
+func isUnitAttention(r *scsi.Result) bool {
+	if r.Status != scsi.StatusCheckCondition {
+		return false
+	}
+	s, _, ok := scsi.ParseSense(r.SenseBytes())
+	return ok && s.Key == scsi.KeyUnitAttention
 }

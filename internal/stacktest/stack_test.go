@@ -58,7 +58,12 @@ func (m *memDisk) WriteZeroes(off, n int64) error {
 	clear(m.b[off : off+n])
 	return nil
 }
-func (m *memDisk) Close() error { m.closed = true; return nil }
+func (m *memDisk) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
 
 // bytes copies a range of the disk under its lock. The backend's writes
 // reach the test through rings in mmap'd memory, which the race detector
