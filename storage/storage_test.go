@@ -1,0 +1,92 @@
+package storage_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
+)
+
+func TestMemory(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, size int64) storage.Device { return storage.NewMemory(size) })
+}
+
+func TestMemoryIsSparse(t *testing.T) {
+	m := storage.NewMemory(1 << 40)
+	m.WriteAt([]byte{1}, 1<<39)
+	if m.Allocated() > 1<<20 {
+		t.Fatalf("a 1 TiB memory disk with one byte written holds %d bytes", m.Allocated())
+	}
+	m.Discard(1<<39-(1<<20), 2<<20, false)
+	if m.Allocated() != 0 {
+		t.Fatalf("discard did not free: %d", m.Allocated())
+	}
+}
+
+func openFile(direct bool) storagetest.Open {
+	return func(t *testing.T, size int64) storage.Device {
+		f, err := storage.OpenFile(filepath.Join(t.TempDir(), "disk.img"), storage.FileOptions{Create: size, Direct: direct})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+}
+
+func TestFileBuffered(t *testing.T) { storagetest.Run(t, openFile(false)) }
+
+func TestFileDirect(t *testing.T) {
+	// O_DIRECT needs a filesystem that supports it (not tmpfs); the test
+	// directory is on the project's disk.
+	storagetest.Run(t, openFile(true))
+}
+
+func TestSlice(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, size int64) storage.Device {
+		s, err := storage.NewSlice(storage.NewMemory(size+3<<20), 1<<20, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestSliceNeverTouchesOutside(t *testing.T) {
+	m := storage.NewMemory(3 << 20)
+	s, _ := storage.NewSlice(m, 1<<20, 1<<20)
+	if _, err := s.WriteAt(make([]byte, 2), 1<<20-1); err == nil {
+		t.Fatal("write across the slice's end succeeded")
+	}
+	b := make([]byte, 1)
+	m.ReadAt(b, 2<<20)
+	if b[0] != 0 {
+		t.Fatal("the byte after the slice changed")
+	}
+	if _, err := storage.NewSlice(m, 2<<20, 2<<20); err == nil {
+		t.Fatal("a slice beyond its device was accepted")
+	}
+}
+
+func TestZeroByteImageIsAClearError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "empty.img")
+	os.WriteFile(p, nil, 0o644)
+	_, err := storage.OpenFile(p, storage.FileOptions{})
+	if err == nil || !contains(err.Error(), "0 bytes") {
+		t.Fatalf("opening a 0-byte image: %v", err)
+	}
+}
+
+func TestRotationRateOfTheTestDisk(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x")
+	os.WriteFile(p, []byte{1}, 0o644)
+	r := storage.RotationRateForPath(p)
+	if r != 0 && r != 1 {
+		t.Fatalf("rotation rate %d: want 0 (rotational/unknown) or 1 (non-rotational)", r)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
