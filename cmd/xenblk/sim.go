@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -33,6 +34,13 @@ var simFlags struct {
 	queues   int
 	verbose  bool
 }
+
+// simExtra starts something more on the guest's disk once it is connected
+// (another export, a control socket); it prints what it offers to out and
+// returns how to stop it. Files that add one register it in their init.
+type simExtra func(ctx context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stop func(), err error)
+
+var simExtras []simExtra
 
 var simCmd = &cobra.Command{
 	Use:   "sim",
@@ -151,6 +159,16 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	url := nbd.ListenerURL(l, simFlags.vdev)
 	fmt.Fprintf(out, "  NBD      %s\n\n", url)
 	fmt.Fprintf(out, "Try:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
+
+	// Further exports (FUSE, the control socket) plug in through simExtras.
+	for _, extra := range simExtras {
+		stop, err := extra(ctx, front, simFlags.vdev, out)
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: %v\n", err)
+			continue
+		}
+		defer stop()
+	}
 
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nxenblk sim: shutting down")
