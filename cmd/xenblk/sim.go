@@ -160,17 +160,22 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	fmt.Fprintf(out, "  NBD      %s\n\n", url)
 	fmt.Fprintf(out, "Try:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
 
-	// Further exports (FUSE, the control socket) plug in through simExtras.
+	// Further exports (FUSE, the control socket) plug in through simExtras;
+	// they stop before the disk closes.
+	var stops []func()
 	for _, extra := range simExtras {
 		stop, err := extra(ctx, front, simFlags.vdev, out)
 		if err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: %v\n", err)
 			continue
 		}
-		defer stop()
+		stops = append(stops, stop)
 	}
 
 	<-ctx.Done()
+	for _, stop := range stops {
+		stop()
+	}
 	fmt.Fprintln(out, "\nxenblk sim: shutting down")
 	exportServer.Close()
 	l.Close()
