@@ -1,0 +1,105 @@
+package toolstack
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
+)
+
+func TestCreateWritesWhatLibxlWrites(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	other, _ := h.NewDomain("other")
+	spec, _ := diskspec.Parse("/img/disk.raw,raw,xvdb,ro,rotation-rate=1")
+	v, err := NewVBD(0, g.ID(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(h.Store(), v); err != nil {
+		t.Fatal(err)
+	}
+	st := g.Store() // the guest reads both sides
+	for path, want := range map[string]string{
+		v.BackendPath() + "/frontend":        v.FrontendPath(),
+		v.BackendPath() + "/frontend-id":     "1",
+		v.BackendPath() + "/mode":            "r",
+		v.BackendPath() + "/params":          "/img/disk.raw",
+		v.BackendPath() + "/state":           "1",
+		v.BackendPath() + "/online":          "1",
+		v.BackendPath() + "/rotation-rate":   "1",
+		v.FrontendPath() + "/backend":        v.BackendPath(),
+		v.FrontendPath() + "/backend-id":     "0",
+		v.FrontendPath() + "/virtual-device": "51728",
+		v.FrontendPath() + "/state":          "1",
+	} {
+		if got, err := st.Read(path); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", path, got, err, want)
+		}
+	}
+	if v.BackendPath() != "/local/domain/0/backend/xenblk/1/51728" {
+		t.Errorf("backend path %s", v.BackendPath())
+	}
+	// Another guest can see neither side.
+	if _, err := other.Store().Read(v.FrontendPath() + "/backend"); !errors.Is(err, xen.ErrPermission) {
+		t.Errorf("another guest read the frontend dir: %v", err)
+	}
+	if _, err := other.Store().Read(v.BackendPath() + "/params"); !errors.Is(err, xen.ErrPermission) {
+		t.Errorf("another guest read the backend dir: %v", err)
+	}
+	if err := Create(h.Store(), v); err == nil {
+		t.Error("creating the same vbd twice succeeded")
+	}
+	list, err := List(h.Store(), 0, "")
+	if err != nil || len(list) != 1 || list[0].DevID != 51728 || list[0].Spec.Target != "/img/disk.raw" {
+		t.Fatalf("List: %+v %v", list, err)
+	}
+}
+
+func TestRemoveWaitsForTheBackend(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	spec, _ := diskspec.Parse("vdev=xvda, target=/x")
+	v, _ := NewVBD(0, g.ID(), spec)
+	Create(h.Store(), v)
+	// A backend that closes when asked.
+	go func() {
+		st := h.Store()
+		for i := 0; i < 500; i++ {
+			if s, _ := st.Read(v.BackendPath() + "/state"); s == "5" {
+				st.Write(v.BackendPath()+"/state", "6")
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := Remove(ctx, h.Store(), v, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{v.BackendPath(), v.FrontendPath()} {
+		if _, err := h.Store().Read(p + "/state"); !errors.Is(err, xen.ErrNotFound) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+	// A backend that never answers: refused without --force, done with it.
+	Create(h.Store(), v)
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	if err := Remove(short, h.Store(), v, false); err == nil {
+		t.Fatal("removal without an answering backend succeeded without force")
+	}
+	short2, cancel3 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel3()
+	if err := Remove(short2, h.Store(), v, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Store().Read(v.BackendPath() + "/state"); !errors.Is(err, xen.ErrNotFound) {
+		t.Error("forced removal left the backend dir")
+	}
+}
