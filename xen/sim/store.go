@@ -1,12 +1,14 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenstore/wire"
 )
 
 // tree is the embedded host's xenstore: Xen's node tree with its
@@ -110,10 +112,23 @@ func write(root *node, dom xen.DomID, p, v string, mkdirOnly bool) error {
 	if len(parts) == 0 {
 		return fmt.Errorf("%w: write / (EACCES)", xen.ErrPermission)
 	}
+	if dom != 0 && len(v) > quotaNodeSize {
+		return &wire.Err{Name: wire.ENOSPC, Op: fmt.Sprintf("write %s: %d bytes exceed the node size quota of %d", p, len(v), quotaNodeSize)}
+	}
+	owned := -1 // counted on the first creation only
 	n := root
 	for i, part := range parts {
 		c := n.children[part]
 		if c == nil {
+			if dom != 0 {
+				if owned < 0 {
+					owned = countOwned(root, dom)
+				}
+				if owned >= quotaNodes {
+					return &wire.Err{Name: wire.ENOSPC, Op: fmt.Sprintf("create %s: domain %d owns %d nodes, its quota", p, dom, owned)}
+				}
+				owned++
+			}
 			if !access(n, dom, true) {
 				return fmt.Errorf("%w: create %s (EACCES)", xen.ErrPermission, "/"+strings.Join(parts[:i+1], "/"))
 			}
@@ -131,6 +146,27 @@ func write(root *node, dom xen.DomID, p, v string, mkdirOnly bool) error {
 		n.value = v
 	}
 	return nil
+}
+
+// Per-domain quotas, as xenstored's defaults; dom0 is exempt. A hostile
+// guest cannot grow the host's store beyond them (XSA-349).
+const (
+	quotaNodes        = 1000 // nodes a domain may own
+	quotaNodeSize     = 2048 // bytes of one node's value
+	quotaWatches      = 128  // watches per connection
+	quotaTransactions = 10   // open transactions per connection
+)
+
+// countOwned counts the nodes whose owner is dom.
+func countOwned(n *node, dom xen.DomID) int {
+	c := 0
+	if len(n.perms) > 0 && n.perms[0].Dom == dom {
+		c = 1
+	}
+	for _, k := range n.children {
+		c += countOwned(k, dom)
+	}
+	return c
 }
 
 func remove(root *node, dom xen.DomID, p string) error {
@@ -340,11 +376,15 @@ func (c *storeConn) GetPerms(p string) ([]xen.Perm, error) {
 	p = c.abs(p)
 	c.t.mu.Lock()
 	defer c.t.mu.Unlock()
-	n := lookup(c.t.root, p)
+	return getPerms(c.t.root, c.dom, p)
+}
+
+func getPerms(root *node, dom xen.DomID, p string) ([]xen.Perm, error) {
+	n := lookup(root, p)
 	if n == nil {
 		return nil, fmt.Errorf("%w: %s (ENOENT)", xen.ErrNotFound, p)
 	}
-	if !access(n, c.dom, false) {
+	if !access(n, dom, false) {
 		return nil, fmt.Errorf("%w: %s (EACCES)", xen.ErrPermission, p)
 	}
 	return append([]xen.Perm(nil), n.perms...), nil
@@ -397,30 +437,47 @@ type firedPath struct {
 
 func (c *storeConn) Transaction(fn func(xen.Tx) error) error {
 	for attempt := 0; ; attempt++ {
-		c.t.mu.Lock()
-		tx := &storeTx{c: c, root: c.t.root.clone(), gen: c.t.gen}
-		c.t.mu.Unlock()
+		tx := c.begin()
 		if err := fn(tx); err != nil {
 			return err // aborted: the snapshot is dropped, no trace
 		}
-		c.t.mu.Lock()
-		if c.t.gen != tx.gen {
-			c.t.mu.Unlock()
-			if attempt < 100 {
-				continue // EAGAIN: run it again on fresh state
-			}
-			return fmt.Errorf("%w: gave up after %d attempts", xen.ErrAgain, attempt+1)
+		err := tx.commit()
+		if errors.Is(err, xen.ErrAgain) && attempt < 100 {
+			continue // run it again on fresh state
 		}
-		c.t.root = tx.root
-		if len(tx.fired) > 0 {
-			c.t.gen++
-		}
-		for _, f := range tx.fired {
-			c.t.fire(f.path, f.removed)
-		}
-		c.t.mu.Unlock()
+		return err
+	}
+}
+
+// begin starts a transaction on a private snapshot of the tree.
+func (c *storeConn) begin() *storeTx {
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
+	return &storeTx{c: c, root: c.t.root.clone(), gen: c.t.gen}
+}
+
+// commit installs the transaction's snapshot and fires its watches, or
+// fails with ErrAgain (leaving no trace) if the store changed since begin.
+func (tx *storeTx) commit() error {
+	t := tx.c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen != tx.gen {
+		return fmt.Errorf("%w: the store changed during the transaction (EAGAIN)", xen.ErrAgain)
+	}
+	if len(tx.fired) == 0 {
 		return nil
 	}
+	t.root = tx.root
+	t.gen++
+	for _, f := range tx.fired {
+		t.fire(f.path, f.removed)
+	}
+	return nil
+}
+
+func (tx *storeTx) GetPerms(p string) ([]xen.Perm, error) {
+	return getPerms(tx.root, tx.c.dom, tx.c.abs(p))
 }
 
 func (tx *storeTx) Read(p string) (string, error) { return read(tx.root, tx.c.dom, tx.c.abs(p)) }

@@ -1,85 +1,40 @@
 package sim
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenstore/wire"
 )
 
-// A minimal server of Xen's xenstore wire protocol (xen/io/xs_wire.h) over
-// the host's tree, so that Xen's C tools (xenstore-ls, xenstore-read,
-// xenstore-write, xenstore-rm, xenstore-watch) can look at a simulated
-// host through XENSTORED_PATH. Connections on that socket are privileged
-// (dom0), as on xenstored's; a domain process gets its own connection, as
-// that domain, with its hello. Transactions are refused with ENOSYS: the C
-// tools above do not need them, and the full server (package
-// xenstore/xenstored) replaces this one when it lands.
+// A server of Xen's xenstore wire protocol (xen/io/xs_wire.h) over the
+// host's tree, for Xen's C tools (through XENSTORED_PATH) and for domain
+// processes (package xenstore's client).
+//
+// Invariants:
+//   - a connection is served as one domain, with that domain's
+//     permissions, relative paths and quotas; dom0 is exempt from quotas;
+//   - requests on a connection are answered one at a time, in order, so a
+//     connection never has more than one request outstanding on the host
+//     and a flood of requests costs the host nothing but that connection's
+//     socket buffer (the outstanding-request quota is 1, by construction);
+//   - a bad header (payload above XENSTORE_PAYLOAD_MAX) or a short read
+//     hangs up that connection only; a malformed request gets EINVAL;
+//   - watch events reach the socket through each watch's own queue, so a
+//     client that never reads cannot stall the tree or other connections.
 
-// Message types used here (enum xsd_sockmsg_type).
-const (
-	xsDirectory     = 1
-	xsRead          = 2
-	xsGetPerms      = 3
-	xsWatch         = 4
-	xsUnwatch       = 5
-	xsGetDomainPath = 10
-	xsWrite         = 11
-	xsMkdir         = 12
-	xsRm            = 13
-	xsSetPerms      = 14
-	xsWatchEvent    = 15
-	xsError         = 16
-)
+// ServeXenstore serves the wire protocol on l as dom0 (xenstored's
+// privileged socket) until l closes.
+func (h *Host) ServeXenstore(l net.Listener) error { return h.ServeXenstoreAs(l, 0) }
 
-// xsHeaderSize is sizeof(struct xsd_sockmsg); xsPayloadMax is
-// XENSTORE_PAYLOAD_MAX.
-const (
-	xsHeaderSize = 16
-	xsPayloadMax = 4096
-)
-
-type xsHeader struct {
-	typ, reqID, txID, length uint32
-}
-
-// parseXSHeader decodes a header; a payload longer than the protocol
-// allows is an error (the connection is then dropped).
-func parseXSHeader(b []byte) (xsHeader, error) {
-	if len(b) < xsHeaderSize {
-		return xsHeader{}, errors.New("xenstore: short header")
-	}
-	h := xsHeader{
-		typ:    binary.LittleEndian.Uint32(b[0:]),
-		reqID:  binary.LittleEndian.Uint32(b[4:]),
-		txID:   binary.LittleEndian.Uint32(b[8:]),
-		length: binary.LittleEndian.Uint32(b[12:]),
-	}
-	if h.length > xsPayloadMax {
-		return xsHeader{}, fmt.Errorf("xenstore: payload of %d bytes", h.length)
-	}
-	return h, nil
-}
-
-// splitArgs splits a payload into its nul-terminated strings; the last
-// one may lack its terminator (a WRITE's value).
-func splitArgs(p []byte) []string {
-	if len(p) == 0 {
-		return nil
-	}
-	p = bytes.TrimSuffix(p, []byte{0})
-	return strings.Split(string(p), "\x00")
-}
-
-// ServeXenstore serves the xenstore wire protocol on l until it closes.
-func (h *Host) ServeXenstore(l net.Listener) error {
+// ServeXenstoreAs serves every connection accepted on l as domain dom,
+// as if it came through that guest's ring: for tests and tools that
+// exercise a guest's view of the store.
+func (h *Host) ServeXenstoreAs(l net.Listener, dom xen.DomID) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -88,52 +43,63 @@ func (h *Host) ServeXenstore(l net.Listener) error {
 			}
 			return err
 		}
-		go h.serveXenstoreConn(c, 0)
+		go h.serveXenstoreConn(c, dom)
 	}
 }
 
-type xsConn struct {
-	rw      io.ReadWriteCloser
-	store   *storeConn
-	wmu     sync.Mutex
-	watches map[[2]string]xen.Watch
+// xsOps is what both a connection and one of its transactions can do.
+type xsOps interface {
+	xen.Tx
+	GetPerms(path string) ([]xen.Perm, error)
 }
 
-// serveXenstoreConn serves one connection as domain dom, with that
-// domain's permissions and relative paths.
+type xsConn struct {
+	h     *Host
+	dom   xen.DomID
+	rw    io.ReadWriteCloser
+	store *storeConn
+	wmu   sync.Mutex // one whole message at a time on the socket
+
+	watches map[[2]string]xen.Watch
+	txs     map[uint32]*storeTx
+	nextTx  uint32
+	// afterReply, if set by a handler, runs once its reply is sent.
+	afterReply func()
+}
+
+// serveXenstoreConn serves one connection as domain dom.
 func (h *Host) serveXenstoreConn(rw io.ReadWriteCloser, dom xen.DomID) {
-	c := &xsConn{rw: rw, store: h.store.connect(dom), watches: map[[2]string]xen.Watch{}}
+	c := &xsConn{h: h, dom: dom, rw: rw, store: h.store.connect(dom), watches: map[[2]string]xen.Watch{}, txs: map[uint32]*storeTx{}}
 	defer func() {
 		_ = rw.Close()
-		_ = c.store.Close()
+		_ = c.store.Close() // drops the watches; open transactions die with c
 	}()
-	var hdr [xsHeaderSize]byte
-	payload := make([]byte, xsPayloadMax)
+	var hdr [wire.HeaderSize]byte
+	payload := make([]byte, wire.PayloadMax)
 	for {
 		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
 			return
 		}
-		m, err := parseXSHeader(hdr[:])
+		m, err := wire.ParseHeader(hdr[:])
 		if err != nil {
 			return
 		}
-		if _, err := io.ReadFull(rw, payload[:m.length]); err != nil {
+		if _, err := io.ReadFull(rw, payload[:m.Len]); err != nil {
 			return
 		}
-		typ, out := c.handle(m, payload[:m.length])
-		if err := c.send(typ, m.reqID, m.txID, out); err != nil {
+		typ, out := c.handle(m, payload[:m.Len])
+		if err := c.send(wire.Header{Type: typ, ReqID: m.ReqID, TxID: m.TxID}, out); err != nil {
 			return
+		}
+		if f := c.afterReply; f != nil {
+			c.afterReply = nil
+			f()
 		}
 	}
 }
 
-func (c *xsConn) send(typ, reqID, txID uint32, payload []byte) error {
-	buf := make([]byte, xsHeaderSize+len(payload))
-	binary.LittleEndian.PutUint32(buf[0:], typ)
-	binary.LittleEndian.PutUint32(buf[4:], reqID)
-	binary.LittleEndian.PutUint32(buf[8:], txID)
-	binary.LittleEndian.PutUint32(buf[12:], uint32(len(payload)))
-	copy(buf[xsHeaderSize:], payload)
+func (c *xsConn) send(h wire.Header, payload []byte) error {
+	buf := wire.AppendMessage(make([]byte, 0, wire.HeaderSize+len(payload)), h, payload)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_, err := c.rw.Write(buf)
@@ -142,177 +108,275 @@ func (c *xsConn) send(typ, reqID, txID uint32, payload []byte) error {
 
 var xsOK = []byte("OK\x00")
 
-func xsErr(name string) (uint32, []byte) { return xsError, []byte(name + "\x00") }
+func xsErr(name string) (wire.Type, []byte) { return wire.Error, []byte(name + "\x00") }
 
-func xsErrOf(err error) (uint32, []byte) {
-	switch {
-	case errors.Is(err, xen.ErrNotFound):
-		return xsErr("ENOENT")
-	case errors.Is(err, xen.ErrPermission):
-		return xsErr("EACCES")
-	}
-	return xsErr("EINVAL")
-}
+func xsErrOf(err error) (wire.Type, []byte) { return xsErr(wire.Name(err)) }
 
-func (c *xsConn) handle(m xsHeader, payload []byte) (uint32, []byte) {
-	if m.txID != 0 {
-		return xsErr("ENOSYS")
+func (c *xsConn) handle(m wire.Header, payload []byte) (wire.Type, []byte) {
+	args := wire.SplitStrings(payload)
+	var ops xsOps = c.store
+	if m.TxID != 0 {
+		tx := c.txs[m.TxID]
+		if tx == nil {
+			return xsErr(wire.ENOENT)
+		}
+		ops = tx
 	}
-	args := splitArgs(payload)
-	need := func(n int) bool { return len(args) >= n }
-	s := c.store
-	switch m.typ {
-	case xsDirectory:
-		if !need(1) {
+	switch m.Type {
+	case wire.Read:
+		if len(args) != 1 {
 			break
 		}
-		kids, err := s.Directory(args[0])
+		v, err := ops.Read(args[0])
 		if err != nil {
 			return xsErrOf(err)
 		}
-		var b []byte
-		for _, k := range kids {
-			b = append(append(b, k...), 0)
-		}
-		return m.typ, b
-	case xsRead:
-		if !need(1) {
+		return m.Type, []byte(v)
+	case wire.Write:
+		i := indexNul(payload)
+		if i < 0 {
 			break
 		}
-		v, err := s.Read(args[0])
+		if err := ops.Write(string(payload[:i]), string(payload[i+1:])); err != nil {
+			return xsErrOf(err)
+		}
+		return m.Type, xsOK
+	case wire.Mkdir, wire.Rm:
+		if len(args) != 1 {
+			break
+		}
+		op := ops.Mkdir
+		if m.Type == wire.Rm {
+			op = ops.Remove
+		}
+		if err := op(args[0]); err != nil {
+			return xsErrOf(err)
+		}
+		return m.Type, xsOK
+	case wire.Directory:
+		if len(args) != 1 {
+			break
+		}
+		kids, err := ops.Directory(args[0])
 		if err != nil {
 			return xsErrOf(err)
 		}
-		return m.typ, []byte(v)
-	case xsGetPerms:
-		if !need(1) {
+		b := wire.Strings(kids...)
+		if len(b) > wire.PayloadMax {
+			return xsErr(wire.E2BIG) // the client asks again with DIRECTORY_PART
+		}
+		return m.Type, b
+	case wire.DirectoryPart:
+		return c.directoryPart(ops, m, args)
+	case wire.GetPerms:
+		if len(args) != 1 {
 			break
 		}
-		perms, err := s.GetPerms(args[0])
+		perms, err := ops.GetPerms(args[0])
 		if err != nil {
 			return xsErrOf(err)
 		}
 		var b []byte
 		for _, p := range perms {
-			b = append(append(b, permString(p)...), 0)
+			b = append(append(b, wire.PermString(p)...), 0)
 		}
-		return m.typ, b
-	case xsWrite:
-		i := bytes.IndexByte(payload, 0)
-		if i < 0 {
-			break
-		}
-		if err := s.Write(string(payload[:i]), string(payload[i+1:])); err != nil {
-			return xsErrOf(err)
-		}
-		return m.typ, xsOK
-	case xsMkdir, xsRm:
-		if !need(1) {
-			break
-		}
-		op := s.Mkdir
-		if m.typ == xsRm {
-			op = s.Remove
-		}
-		if err := op(args[0]); err != nil {
-			return xsErrOf(err)
-		}
-		return m.typ, xsOK
-	case xsSetPerms:
-		if !need(2) {
+		return m.Type, b
+	case wire.SetPerms:
+		if len(args) < 2 {
 			break
 		}
 		var perms []xen.Perm
 		for _, a := range args[1:] {
-			p, ok := parsePerm(a)
+			p, ok := wire.ParsePerm(a)
 			if !ok {
-				return xsErr("EINVAL")
+				return xsErr(wire.EINVAL)
 			}
 			perms = append(perms, p)
 		}
-		if err := s.SetPerms(args[0], perms); err != nil {
+		if err := ops.SetPerms(args[0], perms); err != nil {
 			return xsErrOf(err)
 		}
-		return m.typ, xsOK
-	case xsGetDomainPath:
-		if !need(1) {
+		return m.Type, xsOK
+	case wire.TransactionStart:
+		if m.TxID != 0 {
+			return xsErr(wire.EBUSY) // no nesting
+		}
+		if c.dom != 0 && len(c.txs) >= quotaTransactions {
+			return xsErr(wire.ENOSPC)
+		}
+		c.nextTx++
+		for c.nextTx == 0 || c.txs[c.nextTx] != nil {
+			c.nextTx++
+		}
+		c.txs[c.nextTx] = c.store.begin()
+		return m.Type, wire.Strings(strconv.FormatUint(uint64(c.nextTx), 10))
+	case wire.TransactionEnd:
+		if m.TxID == 0 || len(args) != 1 || (args[0] != "T" && args[0] != "F") {
 			break
 		}
-		id, err := strconv.ParseUint(args[0], 10, 16)
-		if err != nil {
-			break
+		tx := c.txs[m.TxID]
+		delete(c.txs, m.TxID)
+		if args[0] == "F" {
+			return m.Type, xsOK
 		}
-		p, _ := s.DomainPath(xen.DomID(id))
-		return m.typ, append([]byte(p), 0)
-	case xsWatch:
-		if !need(2) {
-			break
-		}
-		key := [2]string{args[0], args[1]}
-		if _, dup := c.watches[key]; dup {
-			return xsErr("EEXIST")
-		}
-		w, err := s.Watch(args[0], args[1])
-		if err != nil {
+		if err := tx.commit(); err != nil {
 			return xsErrOf(err)
 		}
-		c.watches[key] = w
-		go func() {
-			for ev := range w.Events() {
-				_ = c.send(xsWatchEvent, 0, 0, []byte(ev.Path+"\x00"+ev.Token+"\x00"))
-			}
-		}()
-		return m.typ, xsOK
-	case xsUnwatch:
-		if !need(2) {
+		return m.Type, xsOK
+	case wire.Watch:
+		return c.watch(m, args)
+	case wire.Unwatch:
+		if len(args) != 2 {
 			break
 		}
 		key := [2]string{args[0], args[1]}
 		w := c.watches[key]
 		if w == nil {
-			return xsErr("ENOENT")
+			return xsErr(wire.ENOENT)
 		}
 		delete(c.watches, key)
 		_ = w.Close()
-		return m.typ, xsOK
+		return m.Type, xsOK
+	case wire.ResetWatches:
+		for k, w := range c.watches {
+			delete(c.watches, k)
+			_ = w.Close()
+		}
+		return m.Type, xsOK
+	case wire.GetDomainPath:
+		id, ok := domArg(args)
+		if !ok {
+			break
+		}
+		p, _ := c.store.DomainPath(id)
+		return m.Type, wire.Strings(p)
+	case wire.IsDomainIntroduced:
+		id, ok := domArg(args)
+		if !ok {
+			break
+		}
+		if c.dom != 0 {
+			return xsErr(wire.EACCES)
+		}
+		_, known := c.h.Domain(id)
+		if id == 0 || known {
+			return m.Type, wire.Strings("T")
+		}
+		return m.Type, wire.Strings("F")
+	case wire.Introduce, wire.Release:
+		// The host introduces and releases its domains itself; a
+		// toolstack's explicit call is accepted from dom0 for a domain the
+		// host knows, and fires the special watch as xenstored does.
+		if c.dom != 0 {
+			return xsErr(wire.EACCES)
+		}
+		id, ok := domArg(args)
+		if !ok || (m.Type == wire.Introduce && len(args) != 3) {
+			break
+		}
+		if _, known := c.h.Domain(id); !known && id != 0 {
+			return xsErr(wire.ENOENT)
+		}
+		if m.Type == wire.Introduce {
+			c.h.store.fireSpecial("@introduceDomain")
+		} else {
+			c.h.store.fireSpecial("@releaseDomain")
+		}
+		return m.Type, xsOK
 	default:
-		return xsErr("ENOSYS")
+		return xsErr(wire.ENOSYS)
 	}
-	return xsErr("EINVAL")
+	return xsErr(wire.EINVAL)
 }
 
-func permString(p xen.Perm) string {
-	c := "n"
-	switch {
-	case p.Read && p.Write:
-		c = "b"
-	case p.Read:
-		c = "r"
-	case p.Write:
-		c = "w"
+func domArg(args []string) (xen.DomID, bool) {
+	if len(args) < 1 {
+		return 0, false
 	}
-	return c + strconv.Itoa(int(p.Dom))
+	id, err := strconv.ParseUint(args[0], 10, 16)
+	return xen.DomID(id), err == nil
 }
 
-func parsePerm(s string) (xen.Perm, bool) {
-	if len(s) < 2 {
-		return xen.Perm{}, false
+func indexNul(b []byte) int {
+	for i, x := range b {
+		if x == 0 {
+			return i
+		}
 	}
-	id, err := strconv.ParseUint(s[1:], 10, 16)
+	return -1
+}
+
+// directoryPart answers DIRECTORY_PART: "generation\0" then the names
+// that fit, each nul-terminated, starting at byte offset off of the whole
+// listing; a final empty name ("\0") marks the end. The generation is the
+// store's, so a client restarts if anything changed between parts.
+func (c *xsConn) directoryPart(ops xsOps, m wire.Header, args []string) (wire.Type, []byte) {
+	if len(args) != 2 {
+		return xsErr(wire.EINVAL)
+	}
+	off, err := strconv.Atoi(args[1])
+	if err != nil || off < 0 {
+		return xsErr(wire.EINVAL)
+	}
+	c.h.store.mu.Lock()
+	gen := c.h.store.gen
+	c.h.store.mu.Unlock()
+	kids, err := ops.Directory(args[0])
 	if err != nil {
-		return xen.Perm{}, false
+		return xsErrOf(err)
 	}
-	p := xen.Perm{Dom: xen.DomID(id)}
-	switch s[0] {
-	case 'n':
-	case 'r':
-		p.Read = true
-	case 'w':
-		p.Write = true
-	case 'b':
-		p.Read, p.Write = true, true
-	default:
-		return xen.Perm{}, false
+	if tx, ok := ops.(*storeTx); ok {
+		gen = tx.gen
 	}
-	return p, true
+	out := wire.Strings(strconv.FormatUint(gen, 10))
+	pos := 0
+	for _, k := range kids {
+		if pos >= off {
+			if len(out)+len(k)+1+1 > wire.PayloadMax {
+				return m.Type, out // more to come
+			}
+			out = append(append(out, k...), 0)
+		} else if pos+len(k)+1 > off {
+			return xsErr(wire.EINVAL) // not at a name boundary
+		}
+		pos += len(k) + 1
+	}
+	if off > pos {
+		return xsErr(wire.EINVAL)
+	}
+	return m.Type, append(out, 0)
+}
+
+func (c *xsConn) watch(m wire.Header, args []string) (wire.Type, []byte) {
+	if len(args) != 2 {
+		return xsErr(wire.EINVAL)
+	}
+	key := [2]string{args[0], args[1]}
+	if _, dup := c.watches[key]; dup {
+		return xsErr(wire.EEXIST)
+	}
+	if c.dom != 0 && len(c.watches) >= quotaWatches {
+		return xsErr(wire.E2BIG)
+	}
+	if p := c.store.abs(args[0]); p[0] != '@' {
+		if err := validPath(p); err != nil {
+			return xsErrOf(err)
+		}
+	}
+	w, err := c.store.Watch(args[0], args[1])
+	if err != nil {
+		return xsErrOf(err)
+	}
+	c.watches[key] = w
+	// The registration event must follow the reply on the socket.
+	c.afterReply = func() {
+		go func() {
+			for ev := range w.Events() {
+				if c.send(wire.Header{Type: wire.WatchEvent}, wire.Strings(ev.Path, ev.Token)) != nil {
+					_ = w.Close()
+				}
+			}
+		}()
+	}
+	return m.Type, xsOK
 }

@@ -4,60 +4,67 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenstore/wire"
+)
+
+// Shorthands shared with the other wire tests of this package.
+const (
+	xsHeaderSize = wire.HeaderSize
+	xsRead       = uint32(wire.Read)
+	xsError      = uint32(wire.Error)
 )
 
 func xsMessage(typ uint32, payload string) []byte {
-	b := make([]byte, xsHeaderSize+len(payload))
-	binary.LittleEndian.PutUint32(b[0:], typ)
-	binary.LittleEndian.PutUint32(b[4:], 7)
-	binary.LittleEndian.PutUint32(b[12:], uint32(len(payload)))
-	copy(b[xsHeaderSize:], payload)
-	return b
+	return xsTxMessage(typ, 0, payload)
 }
 
-// TestXenstoreLsSeesTheHost runs Xen's own xenstore-ls against the host's
-// xenstored socket, as `xenblk host` exposes it.
-func TestXenstoreLsSeesTheHost(t *testing.T) {
-	tool, err := exec.LookPath("xenstore-ls")
+func xsTxMessage(typ, tx uint32, payload string) []byte {
+	return wire.AppendMessage(nil, wire.Header{Type: wire.Type(typ), ReqID: 7, TxID: tx}, []byte(payload))
+}
+
+// rawConn is a test's end of a wire connection to the host.
+type rawConn struct {
+	t *testing.T
+	c net.Conn
+}
+
+func dialRaw(t *testing.T, h *Host, dom uint16) *rawConn {
+	a, b := net.Pipe()
+	go h.serveXenstoreConn(b, xenDom(dom))
+	a.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { a.Close() })
+	return &rawConn{t, a}
+}
+
+func (r *rawConn) next() (wire.Header, string) {
+	r.t.Helper()
+	var hdr [wire.HeaderSize]byte
+	if _, err := io.ReadFull(r.c, hdr[:]); err != nil {
+		r.t.Fatal(err)
+	}
+	m, err := wire.ParseHeader(hdr[:])
 	if err != nil {
-		t.Skip("SKIPPED LOUDLY: xenstore-ls is not installed (package xenstore-utils, listed in scripts/deps.txt)")
+		r.t.Fatal(err)
 	}
-	h, err := NewHost()
-	if err != nil {
-		t.Fatal(err)
+	p := make([]byte, m.Len)
+	if _, err := io.ReadFull(r.c, p); err != nil {
+		r.t.Fatal(err)
 	}
-	if _, err := h.NewDomain("guest-one"); err != nil {
-		t.Fatal(err)
+	return m, string(p)
+}
+
+func (r *rawConn) ask(typ wire.Type, tx uint32, payload string) (wire.Type, string) {
+	r.t.Helper()
+	if _, err := r.c.Write(xsTxMessage(uint32(typ), tx, payload)); err != nil {
+		r.t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "xenstored.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go h.ServeXenstore(l)
-	cmd := exec.Command(tool, "-p", "/local/domain")
-	cmd.Env = append(os.Environ(), "XENSTORED_PATH="+path)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("xenstore-ls: %v\n%s", err, out)
-	}
-	for _, want := range []string{`0 = ""`, `name = "Domain-0"`, `1 = ""`, `name = "guest-one"`, `(n1)`} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("xenstore-ls output lacks %q:\n%s", want, out)
-		}
-	}
-	w := exec.Command("xenstore-write", "/tool/wrote", "yes")
-	w.Env = cmd.Env
-	if out, err := w.CombinedOutput(); err != nil {
-		t.Logf("xenstore-write (uses a transaction, refused here): %v %s", err, out)
-	}
+	m, p := r.next()
+	return m.Type, p
 }
 
 func TestXenstoreWireErrorsAndWatches(t *testing.T) {
@@ -65,70 +72,138 @@ func TestXenstoreWireErrorsAndWatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := net.Pipe()
-	defer a.Close()
-	go h.serveXenstoreConn(b, 0)
-	a.SetDeadline(time.Now().Add(5 * time.Second))
-	roundTrip := func(typ uint32, payload string) (uint32, string) {
-		t.Helper()
-		if _, err := a.Write(xsMessage(typ, payload)); err != nil {
-			t.Fatal(err)
-		}
-		var hdr [xsHeaderSize]byte
-		if _, err := io.ReadFull(a, hdr[:]); err != nil {
-			t.Fatal(err)
-		}
-		m, err := parseXSHeader(hdr[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := make([]byte, m.length)
-		io.ReadFull(a, p)
-		return m.typ, string(p)
+	a := dialRaw(t, h, 0)
+	if typ, p := a.ask(wire.Read, 0, "/nope\x00"); typ != wire.Error || p != "ENOENT\x00" {
+		t.Fatalf("read of a missing node: %v %q", typ, p)
 	}
-	if typ, p := roundTrip(xsRead, "/nope\x00"); typ != xsError || p != "ENOENT\x00" {
-		t.Fatalf("read of a missing node: %d %q", typ, p)
+	if typ, p := a.ask(wire.Write, 0, "/a/b\x00hello"); typ != wire.Write || p != "OK\x00" {
+		t.Fatalf("write: %v %q", typ, p)
 	}
-	if typ, p := roundTrip(xsWrite, "/a/b\x00hello"); typ != xsWrite || p != "OK\x00" {
-		t.Fatalf("write: %d %q", typ, p)
+	if typ, p := a.ask(wire.Read, 0, "/a/b\x00"); typ != wire.Read || p != "hello" {
+		t.Fatalf("read: %v %q", typ, p)
 	}
-	if typ, p := roundTrip(xsRead, "/a/b\x00"); typ != xsRead || p != "hello" {
-		t.Fatalf("read: %d %q", typ, p)
+	if typ, p := a.ask(wire.Watch, 0, "/a\x00tok\x00"); typ != wire.Watch || p != "OK\x00" {
+		t.Fatalf("watch: %v %q", typ, p)
 	}
-	if typ, p := roundTrip(xsWatch, "/a\x00tok\x00"); typ != xsWatch || p != "OK\x00" {
-		t.Fatalf("watch: %d %q", typ, p)
+	// The registration event follows the reply.
+	if m, p := a.next(); m.Type != wire.WatchEvent || p != "/a\x00tok\x00" {
+		t.Fatalf("watch event: %v %q", m.Type, p)
 	}
-	// The registration event arrives on its own.
-	var hdr [xsHeaderSize]byte
-	io.ReadFull(a, hdr[:])
-	m, _ := parseXSHeader(hdr[:])
-	p := make([]byte, m.length)
-	io.ReadFull(a, p)
-	if m.typ != xsWatchEvent || string(p) != "/a\x00tok\x00" {
-		t.Fatalf("watch event: %d %q", m.typ, p)
+	if typ, p := a.ask(wire.Watch, 0, "/a\x00tok\x00"); typ != wire.Error || p != "EEXIST\x00" {
+		t.Fatalf("duplicate watch: %v %q", typ, p)
 	}
-	if typ, p := roundTrip(6, ""); typ != xsError || p != "ENOSYS\x00" {
-		t.Fatalf("transaction start: %d %q", typ, p)
+	if typ, p := a.ask(wire.Type(99), 0, ""); typ != wire.Error || p != "ENOSYS\x00" {
+		t.Fatalf("unknown type: %v %q", typ, p)
 	}
-	if _, err := parseXSHeader(xsMessage(xsRead, "")[:8]); err == nil {
-		t.Fatal("short header accepted")
+	if typ, p := a.ask(wire.Read, 0, "/a\x00/b\x00"); typ != wire.Error || p != "EINVAL\x00" {
+		t.Fatalf("two paths to read: %v %q", typ, p)
 	}
-	big := xsMessage(xsRead, "")
-	binary.LittleEndian.PutUint32(big[12:], xsPayloadMax+1)
-	if _, err := parseXSHeader(big); err == nil {
-		t.Fatal("oversized payload accepted")
+	if typ, p := a.ask(wire.Read, 42, "/a/b\x00"); typ != wire.Error || p != "ENOENT\x00" {
+		t.Fatalf("read in an unknown transaction: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.GetDomainPath, 0, "3\x00"); typ != wire.GetDomainPath || p != "/local/domain/3\x00" {
+		t.Fatalf("domain path: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.IsDomainIntroduced, 0, "0\x00"); typ != wire.IsDomainIntroduced || p != "T\x00" {
+		t.Fatalf("dom0 introduced: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.IsDomainIntroduced, 0, "77\x00"); typ != wire.IsDomainIntroduced || p != "F\x00" {
+		t.Fatalf("unknown domain introduced: %v %q", typ, p)
 	}
 }
 
-// FuzzXenstoreWire feeds arbitrary bytes to a connection: the server must
-// answer or hang up, never panic.
+func TestXenstoreWireTransactions(t *testing.T) {
+	h, err := NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := dialRaw(t, h, 0)
+	typ, id := a.ask(wire.TransactionStart, 0, "\x00")
+	if typ != wire.TransactionStart || id == "" {
+		t.Fatalf("start: %v %q", typ, id)
+	}
+	tx := uint32(mustAtoi(t, strings.TrimSuffix(id, "\x00")))
+	if typ, p := a.ask(wire.Write, tx, "/t/x\x001"); typ != wire.Write || p != "OK\x00" {
+		t.Fatalf("write in tx: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Read, 0, "/t/x\x00"); typ != wire.Error || p != "ENOENT\x00" {
+		t.Fatalf("uncommitted write visible outside: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Write, 0, "/other\x00z"); typ != wire.Write {
+		t.Fatalf("conflicting write: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.TransactionEnd, tx, "T\x00"); typ != wire.Error || p != "EAGAIN\x00" {
+		t.Fatalf("conflicting commit: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Read, 0, "/t/x\x00"); typ != wire.Error || p != "ENOENT\x00" {
+		t.Fatalf("conflicting transaction left a trace: %v %q", typ, p)
+	}
+	_, id = a.ask(wire.TransactionStart, 0, "\x00")
+	tx = uint32(mustAtoi(t, strings.TrimSuffix(id, "\x00")))
+	a.ask(wire.Write, tx, "/t/x\x002")
+	if typ, p := a.ask(wire.TransactionEnd, tx, "T\x00"); typ != wire.TransactionEnd || p != "OK\x00" {
+		t.Fatalf("commit: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Read, 0, "/t/x\x00"); p != "2" {
+		t.Fatalf("committed value: %v %q", typ, p)
+	}
+	g := dialRaw(t, h, 5)
+	for i := 0; i < quotaTransactions; i++ {
+		if typ, p := g.ask(wire.TransactionStart, 0, "\x00"); typ != wire.TransactionStart {
+			t.Fatalf("guest transaction %d: %v %q", i, typ, p)
+		}
+	}
+	if typ, p := g.ask(wire.TransactionStart, 0, "\x00"); typ != wire.Error || p != "ENOSPC\x00" {
+		t.Fatalf("transaction over quota: %v %q", typ, p)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			t.Fatalf("not a number: %q", s)
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// TestXenstoreWireHostileHeaderDropsOnlyThatConnection: a payload length
+// above XENSTORE_PAYLOAD_MAX hangs up that connection; others carry on.
+func TestXenstoreWireHostileHeaderDropsOnlyThatConnection(t *testing.T) {
+	h, err := NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := dialRaw(t, h, 3)
+	good := dialRaw(t, h, 0)
+	big := xsMessage(xsRead, "")
+	binary.LittleEndian.PutUint32(big[12:], wire.PayloadMax+1)
+	if _, err := bad.c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := bad.c.Read(b[:]); err == nil {
+		t.Fatal("the connection that sent an oversized payload is still open")
+	}
+	if typ, p := good.ask(wire.Write, 0, "/still\x00here"); typ != wire.Write {
+		t.Fatalf("another connection after the hostile one: %v %q", typ, p)
+	}
+}
+
+// FuzzXenstoreWire feeds arbitrary bytes to a guest's connection: the
+// server must answer or hang up, never panic.
 func FuzzXenstoreWire(f *testing.F) {
-	f.Add(xsMessage(xsRead, "/local\x00"))
-	f.Add(xsMessage(xsWrite, "/x\x00v"))
-	f.Add(xsMessage(xsSetPerms, "/x\x00b0\x00r7\x00"))
-	f.Add(xsMessage(xsWatch, "/x\x00t\x00"))
-	f.Add(xsMessage(xsGetDomainPath, "3\x00"))
-	f.Add(append(xsMessage(xsDirectory, "/\x00"), xsMessage(xsUnwatch, "/x\x00t\x00")...))
+	f.Add(xsMessage(uint32(wire.Read), "/local\x00"))
+	f.Add(xsMessage(uint32(wire.Write), "/x\x00v"))
+	f.Add(xsMessage(uint32(wire.SetPerms), "/x\x00b0\x00r7\x00"))
+	f.Add(xsMessage(uint32(wire.Watch), "/x\x00t\x00"))
+	f.Add(xsMessage(uint32(wire.GetDomainPath), "3\x00"))
+	f.Add(xsMessage(uint32(wire.DirectoryPart), "/\x000\x00"))
+	f.Add(append(xsMessage(uint32(wire.TransactionStart), "\x00"), xsTxMessage(uint32(wire.TransactionEnd), 1, "T\x00")...))
+	f.Add(append(xsMessage(uint32(wire.Directory), "/\x00"), xsMessage(uint32(wire.Unwatch), "/x\x00t\x00")...))
 	h, err := NewHost()
 	if err != nil {
 		f.Fatal(err)
@@ -136,10 +211,12 @@ func FuzzXenstoreWire(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
 		done := make(chan struct{})
-		go func() { h.serveXenstoreConn(b, 0); close(done) }()
+		go func() { h.serveXenstoreConn(b, 1); close(done) }()
 		go io.Copy(io.Discard, a)
 		a.Write(in)
 		a.Close()
 		<-done
 	})
 }
+
+func xenDom(d uint16) xen.DomID { return xen.DomID(d) }
