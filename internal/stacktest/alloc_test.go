@@ -1,0 +1,47 @@
+package stacktest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/xenblk/xenblk/blkfront"
+)
+
+// TestDataPathAllocations guards the steady-state data path: a 4 KiB
+// ReadAt or WriteAt through blkfront, the simulated host and blkback must
+// not allocate once the pools are warm.
+func TestDataPathAllocations(t *testing.T) {
+	s := newStack(t, 8<<20, blkfront.Config{})
+	ctx := context.Background()
+	buf := make([]byte, 4096)
+	for i := 0; i < 100; i++ { // warm the pools and persistent grants
+		if _, err := s.front.WriteAt(ctx, buf, int64(i%64)*4096); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.front.ReadAt(ctx, buf, int64(i%64)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var off int64
+	for _, tc := range []struct {
+		name string
+		op   func() (int, error)
+	}{
+		{"read", func() (int, error) { return s.front.ReadAt(ctx, buf, off) }},
+		{"write", func() (int, error) { return s.front.WriteAt(ctx, buf, off) }},
+	} {
+		var err error
+		allocs := testing.AllocsPerRun(500, func() {
+			off = (off + 4096) % (64 * 4096)
+			if _, e := tc.op(); e != nil {
+				err = e
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if allocs != 0 {
+			t.Errorf("4 KiB %s: %.2f allocations per request, want 0", tc.name, allocs)
+		}
+	}
+}
