@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -220,3 +221,108 @@ func FuzzXenstoreWire(f *testing.F) {
 }
 
 func xenDom(d uint16) xen.DomID { return xen.DomID(d) }
+
+func TestXenstoreWireWatchQuotaResetAndSpecials(t *testing.T) {
+	h, err := NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.NewDomain("g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := dialRaw(t, h, uint16(d.ID()))
+	events := 0
+	for i := 0; i < quotaWatches; i++ {
+		if _, err := g.c.Write(xsMessage(uint32(wire.Watch), fmt.Sprintf("/w%d\x00t\x00", i))); err != nil {
+			t.Fatal(err)
+		}
+		for got := false; !got; { // the reply, and the registration event in any order after it
+			m, p := g.next()
+			switch m.Type {
+			case wire.Watch:
+				got = true
+			case wire.WatchEvent:
+				events++
+			default:
+				t.Fatalf("watch %d: %v %q", i, m.Type, p)
+			}
+		}
+	}
+	if _, err := g.c.Write(xsMessage(uint32(wire.Watch), "/one-too-many\x00t\x00")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, p := g.next()
+		if m.Type == wire.WatchEvent {
+			events++
+			continue
+		}
+		if m.Type != wire.Error || p != "E2BIG\x00" {
+			t.Fatalf("watch over quota: %v %q", m.Type, p)
+		}
+		break
+	}
+	for events < quotaWatches { // the rest of the registration events
+		if m, p := g.next(); m.Type != wire.WatchEvent {
+			t.Fatalf("waiting for registration events: %v %q", m.Type, p)
+		}
+		events++
+	}
+	a := dialRaw(t, h, 0)
+	for i := 0; i < quotaWatches+2; i++ { // dom0 is exempt
+		if typ, p := a.ask(wire.Watch, 0, fmt.Sprintf("/d%d\x00t\x00", i)); typ != wire.Watch {
+			t.Fatalf("dom0 watch %d: %v %q", i, typ, p)
+		}
+		if m, _ := a.next(); m.Type != wire.WatchEvent {
+			t.Fatalf("dom0 registration event: %v", m.Type)
+		}
+	}
+	if typ, p := a.ask(wire.ResetWatches, 0, ""); typ != wire.ResetWatches || p != "OK\x00" {
+		t.Fatalf("reset watches: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Unwatch, 0, "/d0\x00t\x00"); typ != wire.Error || p != "ENOENT\x00" {
+		t.Fatalf("unwatch after reset: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Watch, 0, "@introduceDomain\x00i\x00"); typ != wire.Watch {
+		t.Fatalf("special watch: %v %q", typ, p)
+	}
+	if m, p := a.next(); p != "@introduceDomain\x00i\x00" {
+		t.Fatalf("special registration event: %v %q", m.Type, p)
+	}
+	if typ, p := g.ask(wire.Introduce, 0, fmt.Sprintf("%d\x001\x002\x00", d.ID())); typ != wire.Error || p != "EACCES\x00" {
+		t.Fatalf("guest introduce: %v %q", typ, p)
+	}
+	if typ, p := a.ask(wire.Introduce, 0, fmt.Sprintf("%d\x001\x002\x00", d.ID())); typ != wire.Introduce {
+		t.Fatalf("dom0 introduce: %v %q", typ, p)
+	}
+	if m, p := a.next(); m.Type != wire.WatchEvent || p != "@introduceDomain\x00i\x00" {
+		t.Fatalf("introduce event: %v %q", m.Type, p)
+	}
+}
+
+func TestXenstoreWireDirectoryPart(t *testing.T) {
+	h, err := NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := dialRaw(t, h, 0)
+	a.ask(wire.Write, 0, "/dp/aa\x00")
+	a.ask(wire.Write, 0, "/dp/b\x00")
+	typ, p := a.ask(wire.DirectoryPart, 0, "/dp\x000\x00")
+	gen, rest, _ := strings.Cut(p, "\x00")
+	if typ != wire.DirectoryPart || gen == "" || rest != "aa\x00b\x00\x00" {
+		t.Fatalf("whole listing: %v %q", typ, p)
+	}
+	if _, p := a.ask(wire.DirectoryPart, 0, "/dp\x003\x00"); !strings.HasSuffix(p, "\x00b\x00\x00") {
+		t.Fatalf("from offset 3: %q", p)
+	}
+	if _, p := a.ask(wire.DirectoryPart, 0, "/dp\x005\x00"); !strings.HasSuffix(p, gen+"\x00\x00") {
+		t.Fatalf("at the end: %q", p)
+	}
+	for _, off := range []string{"1", "6", "-1", "x"} {
+		if typ, p := a.ask(wire.DirectoryPart, 0, "/dp\x00"+off+"\x00"); typ != wire.Error || p != "EINVAL\x00" {
+			t.Fatalf("offset %s: %v %q", off, typ, p)
+		}
+	}
+}
