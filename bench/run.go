@@ -1,0 +1,267 @@
+// Package bench drives workloads through the whole xenblk stack (blkfront,
+// the simulated host, blkback, a storage backend) and measures the
+// baselines the results are judged against: fio on the same file, memcpy,
+// and a ring-only ping-pong in Go and in C with Xen's ring.h.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/xenblk/xenblk/storage"
+)
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// Workload is one access pattern.
+type Workload struct {
+	Name      string // randread, randwrite, seqread
+	Write     bool
+	Random    bool
+	BlockSize int
+	QD        int // concurrent requests in flight
+}
+
+// DefaultWorkloads are issue 6's: 4 KiB random read and write at queue
+// depth 1, 32 and 128, and 1 MiB sequential reads.
+func DefaultWorkloads() []Workload {
+	var w []Workload
+	for _, write := range []bool{false, true} {
+		name := "randread"
+		if write {
+			name = "randwrite"
+		}
+		for _, qd := range []int{1, 32, 128} {
+			w = append(w, Workload{Name: name, Write: write, Random: true, BlockSize: 4096, QD: qd})
+		}
+	}
+	return append(w, Workload{Name: "seqread", BlockSize: 1 << 20, QD: 1})
+}
+
+// Options select what Run measures.
+type Options struct {
+	Duration  time.Duration // per case
+	Backends  []string      // null, memory, file
+	Queues    []int
+	Workloads []Workload
+	Poll      time.Duration // blkback's busy-poll window
+	Dir       string        // where the file backend's image lives
+	FileSize  int64         // also the region the workloads address
+	// Progress, when set, gets one line per case as it runs.
+	Progress io.Writer
+}
+
+func (o *Options) defaults() {
+	if o.Duration == 0 {
+		o.Duration = 2 * time.Second
+	}
+	if len(o.Backends) == 0 {
+		o.Backends = []string{"null", "memory", "file"}
+	}
+	if len(o.Queues) == 0 {
+		o.Queues = []int{1, 2}
+	}
+	if len(o.Workloads) == 0 {
+		o.Workloads = DefaultWorkloads()
+	}
+	if o.FileSize == 0 {
+		o.FileSize = 256 << 20
+	}
+	if o.Dir == "" {
+		o.Dir = os.TempDir()
+	}
+}
+
+// Result is one case's figures.
+type Result struct {
+	Backend   string        `json:"backend"`
+	Queues    int           `json:"queues"`
+	Workload  string        `json:"workload"`
+	BlockSize int           `json:"block_size"`
+	QD        int           `json:"qd"`
+	Ops       uint64        `json:"ops"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	IOPS      float64       `json:"iops"`
+	MBps      float64       `json:"mb_per_s"` // 10^6 bytes per second
+	P50       time.Duration `json:"p50_ns"`
+	P99       time.Duration `json:"p99_ns"`
+	P999      time.Duration `json:"p999_ns"`
+	Hist      *Histogram    `json:"-"`
+}
+
+// Report is a whole run.
+type Report struct {
+	When      time.Time  `json:"when"`
+	Machine   Machine    `json:"machine"`
+	Results   []Result   `json:"results"`
+	Baselines []Baseline `json:"baselines"`
+}
+
+// Run measures every backend x queues x workload case in this process.
+func Run(ctx context.Context, o Options) ([]Result, error) {
+	o.defaults()
+	var out []Result
+	total := len(o.Backends) * len(o.Queues) * len(o.Workloads)
+	for _, b := range o.Backends {
+		dev, cleanup, err := openBackend(b, o)
+		if err != nil {
+			return out, err
+		}
+		for _, q := range o.Queues {
+			s, err := newStack(dev, q, o.Poll)
+			if err != nil {
+				cleanup()
+				return out, err
+			}
+			for _, w := range o.Workloads {
+				if err := ctx.Err(); err != nil {
+					s.close()
+					cleanup()
+					return out, err
+				}
+				r, err := runCase(ctx, s, w, o)
+				if err != nil {
+					s.close()
+					cleanup()
+					return out, fmt.Errorf("bench: %s q%d %s: %w", b, q, w.Name, err)
+				}
+				r.Backend, r.Queues = b, q
+				out = append(out, r)
+				if o.Progress != nil {
+					fmt.Fprintf(o.Progress, "[%2d/%d] %-6s q%d %-9s %4dK qd%-3d %10.0f IOPS %8.1f MB/s p50 %v\n",
+						len(out), total, b, q, w.Name, w.BlockSize>>10, w.QD, r.IOPS, r.MBps, r.P50)
+				}
+			}
+			s.close()
+		}
+		cleanup()
+	}
+	return out, nil
+}
+
+func openBackend(name string, o Options) (storage.Device, func(), error) {
+	switch name {
+	case "null":
+		return storage.Null{Size: o.FileSize}, func() {}, nil
+	case "memory":
+		m := storage.NewMemory(o.FileSize)
+		if err := fill(m, o.FileSize); err != nil {
+			return nil, nil, err
+		}
+		return m, func() { m.Close() }, nil
+	case "file":
+		path, err := BenchFile(o.Dir, o.FileSize)
+		if err != nil {
+			return nil, nil, err
+		}
+		f, err := storage.OpenFile(path, storage.FileOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("bench: unknown backend %q (null, memory, file)", name)
+}
+
+// fill writes non-zero data everywhere so reads copy real pages.
+func fill(w io.WriterAt, size int64) error {
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i*7 + 1)
+	}
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := w.WriteAt(buf[:min(int64(len(buf)), size-off)], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchFile returns the path of a fully written image of size bytes in
+// dir (xenblk-bench.img), creating it if needed; fio uses the same file.
+func BenchFile(dir string, size int64) (string, error) {
+	path := filepath.Join(dir, "xenblk-bench.img")
+	if st, err := os.Stat(path); err == nil && st.Size() == size {
+		return path, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	if err := fill(f, size); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
+func runCase(ctx context.Context, s *stack, w Workload, o Options) (Result, error) {
+	span := o.FileSize / int64(w.BlockSize)
+	hists := make([]Histogram, w.QD)
+	var wg sync.WaitGroup
+	errs := make(chan error, w.QD)
+	// A short warm-up fills the persistent-grant caches.
+	warm := min(o.Duration/10, 200*time.Millisecond)
+	start := time.Now()
+	deadline := start.Add(warm + o.Duration)
+	measureFrom := start.Add(warm)
+	for i := 0; i < w.QD; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			buf := make([]byte, w.BlockSize)
+			rng := rand.New(rand.NewPCG(uint64(i), 42))
+			next := int64(i) * span / int64(w.QD)
+			h := &hists[i]
+			for n := 0; ; n++ {
+				var blk int64
+				if w.Random {
+					blk = rng.Int64N(span)
+				} else {
+					blk = next % span
+					next++
+				}
+				t0 := time.Now()
+				var err error
+				if w.Write {
+					_, err = s.front.WriteAt(ctx, buf, blk*int64(w.BlockSize))
+				} else {
+					_, err = s.front.ReadAt(ctx, buf, blk*int64(w.BlockSize))
+				}
+				t1 := time.Now()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if t0.After(measureFrom) {
+					h.Record(t1.Sub(t0))
+				}
+				if t1.After(deadline) {
+					return
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return Result{}, err
+	}
+	h := new(Histogram)
+	for i := range hists {
+		h.Merge(&hists[i])
+	}
+	el := o.Duration
+	r := Result{Workload: w.Name, BlockSize: w.BlockSize, QD: w.QD, Ops: h.N, Elapsed: el, Hist: h,
+		P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999)}
+	r.IOPS = float64(h.N) / el.Seconds()
+	r.MBps = r.IOPS * float64(w.BlockSize) / 1e6
+	return r, nil
+}
