@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/cbaseline"
 	"github.com/xenblk/xenblk/ring"
 )
 
@@ -142,16 +143,19 @@ func GoRingPair(d time.Duration) (Baseline, error) {
 	return Baseline{Name: "ring-only pair, Go", Value: float64(done) / el.Seconds(), Unit: "round trips/s"}, nil
 }
 
-// CRingPair builds internal/cbaseline/ringpair.c with gcc (from srcDir)
-// into a temporary directory and runs it for d.
-func CRingPair(ctx context.Context, srcDir string, d time.Duration) (Baseline, error) {
+// CRingPair builds internal/cbaseline/ringpair.c with gcc into a
+// temporary directory and runs it for d.
+func CRingPair(ctx context.Context, d time.Duration) (Baseline, error) {
 	tmp, err := os.MkdirTemp("", "xenblk-cbaseline")
 	if err != nil {
 		return Baseline{}, err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "ringpair")
-	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-pthread", "-o", bin, filepath.Join(srcDir, "ringpair.c")).CombinedOutput(); err != nil {
+	bin, src := filepath.Join(tmp, "ringpair"), filepath.Join(tmp, "ringpair.c")
+	if err := os.WriteFile(src, cbaseline.RingPair, 0o644); err != nil {
+		return Baseline{}, err
+	}
+	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
 		return Baseline{}, fmt.Errorf("bench: gcc ringpair.c: %v: %s", err, out)
 	}
 	out, err := exec.CommandContext(ctx, bin, strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Output()

@@ -21,7 +21,7 @@ func TestCRingPairBuildsAndRuns(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("LOUD SKIP: gcc is not installed (scripts/deps.txt installs it)")
 	}
-	b, err := CRingPair(context.Background(), "../internal/cbaseline", 100*time.Millisecond)
+	b, err := CRingPair(context.Background(), 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable prints one line per result and one per baseline.
+func WriteTable(w io.Writer, r *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "backend\tq\tworkload\tbs\tqd\tIOPS\tMB/s\tp50\tp99\tp99.9\t")
+	for _, x := range r.Results {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%dK\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t\n", x.Backend, x.Queues, x.Workload,
+			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, b := range r.Baselines {
+		fmt.Fprintf(w, "baseline %-40s %14.0f %s\n", b.Name, b.Value, b.Unit)
+	}
+	return nil
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1fus", float64(d)/1e3) }
+
+// WriteJSON writes the report as indented JSON.
+func WriteJSON(w io.Writer, r *Report) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(r)
+}
+
+// Find returns the result for one case, or nil.
+func (r *Report) Find(backend string, queues int, workload string, qd int) *Result {
+	for i := range r.Results {
+		x := &r.Results[i]
+		if x.Backend == backend && x.Queues == queues && x.Workload == workload && x.QD == qd {
+			return x
+		}
+	}
+	return nil
+}
+
+// Baseline returns the named baseline's value, or 0.
+func (r *Report) Baseline(name string) float64 {
+	for _, b := range r.Baselines {
+		if b.Name == name {
+			return b.Value
+		}
+	}
+	return 0
+}
+
+// Target is one of issue 6's goals checked against a run.
+type Target struct {
+	Name     string
+	Measured string
+	Goal     string
+	Ratio    float64 // measured / goal for higher-is-better, goal / measured otherwise; >= 1 is met
+}
+
+// Targets evaluates issue 6's targets that this run measured.
+func (r *Report) Targets() []Target {
+	var t []Target
+	if x := r.Find("null", 1, "randread", 128); x != nil {
+		t = append(t, Target{"null 4K randread QD128, 1 queue", fmt.Sprintf("%.0f IOPS", x.IOPS), "1,000,000 IOPS", x.IOPS / 1e6})
+	}
+	if g, c := r.Baseline("ring-only pair, Go"), r.Baseline("ring-only pair, C ring.h"); g > 0 && c > 0 {
+		t = append(t, Target{"Go ring-only pair / C ring.h pair", fmt.Sprintf("%.2fM / %.2fM round trips/s = %.2fx", g/1e6, c/1e6, g/c), "0.8x", g / c / 0.8})
+	}
+	for _, qd := range []int{1, 32, 128} {
+		x := r.Find("file", 1, "randread", qd)
+		best := max(r.Baseline(fmt.Sprintf("fio psync randread 4K qd%d", qd)), r.Baseline(fmt.Sprintf("fio io_uring randread 4K qd%d", qd)))
+		if x != nil && best > 0 {
+			t = append(t, Target{fmt.Sprintf("file 4K randread QD%d / best fio", qd), fmt.Sprintf("%.0f / %.0f IOPS = %.2fx", x.IOPS, best, x.IOPS/best), "0.8x", x.IOPS / best / 0.8})
+		}
+	}
+	if x := r.Find("null", 1, "randread", 1); x != nil {
+		t = append(t, Target{"QD1 p50, event notifications", us(x.P50), "10us", 10e3 / float64(x.P50)})
+	}
+	if x := r.Find("null+poll", 1, "randread", 1); x != nil {
+		t = append(t, Target{"QD1 p50, polling", us(x.P50), "3us", 3e3 / float64(x.P50)})
+	}
+	if x, m := r.Find("memory", 1, "seqread", 1), r.Baseline("memcpy 1 MiB"); x != nil && m > 0 {
+		t = append(t, Target{"memory 1M seqread / memcpy", fmt.Sprintf("%.0f / %.0f MB/s = %.2fx", x.MBps, m, x.MBps/m), "0.8x", x.MBps / m / 0.8})
+	}
+	return t
+}
+
+// WriteMarkdown writes the generated part of BENCHMARKS.md.
+func WriteMarkdown(w io.Writer, r *Report) error {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "Run %s on %d CPUs (%s), Linux %s, %s.\n\n", r.When.UTC().Format(time.RFC3339), m.CPUs, m.CPUModel, m.Kernel, m.GoVersion)
+	b.WriteString("### Targets\n\n| target | measured | goal | met |\n|---|---|---|---|\n")
+	for _, t := range r.Targets() {
+		met := "yes"
+		if t.Ratio < 1 {
+			met = fmt.Sprintf("no (%.0f%% of goal)", 100*t.Ratio)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Measured, t.Goal, met)
+	}
+	b.WriteString("\n### Baselines\n\n| baseline | value |\n|---|---|\n")
+	for _, x := range r.Baselines {
+		fmt.Fprintf(&b, "| %s | %.0f %s |\n", x.Name, x.Value, x.Unit)
+	}
+	b.WriteString("\n### Every case (in one process)\n\n| backend | queues | workload | bs | QD | IOPS | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range r.Results {
+		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %.0f | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
+			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+const beginMark, endMark = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+// UpdateMarkdownFile replaces the text between the bench:begin and
+// bench:end markers of path with this run's figures.
+func UpdateMarkdownFile(path string, r *Report) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	i, j := bytes.Index(old, []byte(beginMark)), bytes.Index(old, []byte(endMark))
+	if i < 0 || j < i {
+		return fmt.Errorf("bench: %s lacks the %s ... %s markers", path, beginMark, endMark)
+	}
+	var mid bytes.Buffer
+	mid.WriteString(beginMark + "\n")
+	if err := WriteMarkdown(&mid, r); err != nil {
+		return err
+	}
+	out := append(append(append([]byte(nil), old[:i]...), mid.Bytes()...), old[j:]...)
+	return os.WriteFile(path, out, 0o644)
+}
+
+// WriteSVG draws the latency histograms of the given results, one line
+// each, on a log-scale time axis (1 us .. 10 ms).
+func WriteSVG(w io.Writer, results []Result) error {
+	const W, H, L, B = 900.0, 420.0, 60.0, 40.0
+	lo, hi := math.Log10(1e3), math.Log10(1e7) // ns
+	x := func(ns float64) float64 { return L + (math.Log10(max(ns, 1e3))-lo)/(hi-lo)*(W-L-20) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", W, H)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="16">xenblk latency histograms (fraction of requests per bucket)</text>`+"\n", L)
+	for _, t := range []float64{1e3, 1e4, 1e5, 1e6, 1e7} {
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="30" x2="%.1f" y2="%.0f" stroke="#ddd"/><text x="%.1f" y="%.0f">%s</text>`+"\n", x(t), x(t), H-B, x(t)-10, H-B+15, us(time.Duration(t)))
+	}
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
+	for k, res := range results {
+		h := res.Hist
+		if h == nil || h.N == 0 {
+			continue
+		}
+		var peak float64
+		for _, c := range h.Counts {
+			peak = max(peak, float64(c)/float64(h.N))
+		}
+		c := colors[k%len(colors)]
+		b.WriteString(`<polyline fill="none" stroke-width="1.5" stroke="` + c + `" points="`)
+		for i, n := range h.Counts {
+			if n == 0 {
+				continue
+			}
+			f := float64(n) / float64(h.N)
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(float64(lowerBound(i))), H-B-f*(H-B-40))
+		}
+		b.WriteString("\"/>\n")
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s q%d %s %dK qd%d p50 %s p99 %s</text>`+"\n", W-330, 40+16*k, c,
+			res.Backend, res.Queues, res.Workload, res.BlockSize>>10, res.QD, us(res.P50), us(res.P99))
+	}
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
