@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/xenblk/xenblk/bench"
+)
+
+func init() {
+	var (
+		dur       time.Duration
+		backends  []string
+		queues    []int
+		poll      time.Duration
+		dir       string
+		size      int64
+		jsonOut   bool
+		svgPath   string
+		mdPath    string
+		profPath  string
+		baselines bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure IOPS, bandwidth and latency through the whole stack, beside fio, memcpy and a C ring.h baseline",
+		Long: `bench assembles a simulated host, blkback and blkfront in this process and
+runs 4 KiB random reads and writes at queue depth 1, 32 and 128 and 1 MiB
+sequential reads against the null, memory and file backends with 1 and 2
+queues, then the baselines: fio (psync and io_uring) on the same file,
+memcpy, and the ring-only ping-pong in Go and in C (gcc, Xen's ring.h).
+A second QD1 null case runs with the backend polling.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, b := range backends {
+				if b != "null" && b != "memory" && b != "file" {
+					return usagef("--backend %q: want null, memory or file", b)
+				}
+			}
+			for _, q := range queues {
+				if q < 1 || q > 4 {
+					return usagef("--queues %d: want 1 to 4", q)
+				}
+			}
+			if dur < 100*time.Millisecond {
+				return usagef("--duration %v: at least 100ms", dur)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			progress := os.Stderr
+			if profPath != "" {
+				f, err := os.Create(profPath)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Poll: poll, Dir: dir, FileSize: size, Progress: progress}
+			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine()}
+			res, err := bench.Run(ctx, o)
+			if err != nil {
+				return err
+			}
+			rep.Results = res
+			if poll == 0 && contains(backends, "null") && baselines {
+				po := o
+				po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, 50*time.Microsecond
+				po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
+				pr, err := bench.Run(ctx, po)
+				if err != nil {
+					return err
+				}
+				pr[0].Backend = "null+poll"
+				rep.Results = append(rep.Results, pr...)
+			}
+			if baselines {
+				rep.Baselines = runBaselines(ctx, o, progress)
+			}
+			if svgPath != "" {
+				var pick []bench.Result
+				for _, r := range rep.Results {
+					if r.Queues == 1 && r.Workload == "randread" {
+						pick = append(pick, r)
+					}
+				}
+				f, err := os.Create(svgPath)
+				if err != nil {
+					return err
+				}
+				if err := bench.WriteSVG(f, pick); err != nil {
+					f.Close()
+					return err
+				}
+				if err := f.Close(); err != nil {
+					return err
+				}
+			}
+			if mdPath != "" {
+				if err := bench.UpdateMarkdownFile(mdPath, rep); err != nil {
+					return err
+				}
+			}
+			out := cmd.OutOrStdout()
+			if jsonOut {
+				return bench.WriteJSON(out, rep)
+			}
+			if err := bench.WriteTable(out, rep); err != nil {
+				return err
+			}
+			for _, t := range rep.Targets() {
+				met := "met"
+				if t.Ratio < 1 {
+					met = fmt.Sprintf("MISSED (%.0f%% of goal)", 100*t.Ratio)
+				}
+				fmt.Fprintf(out, "target %-38s %-40s goal %-14s %s\n", t.Name, t.Measured, t.Goal, met)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&dur, "duration", 2*time.Second, "measured time per case (after a short warm-up)")
+	f.StringSliceVar(&backends, "backend", []string{"null", "memory", "file"}, "backends: null, memory, file")
+	f.IntSliceVar(&queues, "queues", []int{1, 2}, "queue counts to run")
+	f.DurationVar(&poll, "poll", 0, "backend busy-poll window for every case (0: event notifications only)")
+	f.StringVar(&dir, "dir", os.TempDir(), "directory for the file backend's image (xenblk-bench.img), also fio's file")
+	f.Int64Var(&size, "size", 256<<20, "bytes addressed by the workloads (the image's size)")
+	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
+	f.StringVar(&svgPath, "svg", "", "write a latency histogram of the 1-queue random reads to this SVG file")
+	f.StringVar(&mdPath, "markdown", "", "rewrite the generated section of this file (BENCHMARKS.md)")
+	f.StringVar(&profPath, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy and the ring-only pairs")
+	rootCmd.AddCommand(cmd)
+}
+
+func medianOf(n int, run func() (bench.Baseline, error)) (bench.Baseline, error) {
+	var runs []bench.Baseline
+	for i := 0; i < n; i++ {
+		b, err := run()
+		if err != nil {
+			return b, err
+		}
+		runs = append(runs, b)
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Value < runs[j].Value })
+	m := runs[n/2]
+	m.Note = fmt.Sprintf("median of %d runs, %.0f..%.0f", n, runs[0].Value, runs[n-1].Value)
+	return m, nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// runBaselines measures what is available; a missing tool is reported on
+// the progress stream and leaves its baseline out of the report.
+func runBaselines(ctx context.Context, o bench.Options, progress *os.File) []bench.Baseline {
+	d := o.Duration
+	var out []bench.Baseline
+	add := func(b bench.Baseline, err error) {
+		if err != nil {
+			fmt.Fprintln(progress, "baseline skipped:", err)
+			return
+		}
+		fmt.Fprintf(progress, "baseline %-40s %14.0f %s\n", b.Name, b.Value, b.Unit)
+		out = append(out, b)
+	}
+	add(bench.Memcpy(d), nil)
+	// The ring pairs need both threads on CPU at once, which a noisy
+	// machine grants in bursts: take the median of interleaved runs.
+	add(medianOf(5, func() (bench.Baseline, error) { return bench.GoRingPair(d / 5) }))
+	add(medianOf(5, func() (bench.Baseline, error) { return bench.CRingPair(ctx, d/5) }))
+	path, err := bench.BenchFile(o.Dir, o.FileSize)
+	if err != nil {
+		add(bench.Baseline{}, err)
+		return out
+	}
+	for _, c := range []struct {
+		engine string
+		qd     int
+	}{{"psync", 1}, {"psync", 32}, {"io_uring", 1}, {"io_uring", 32}, {"io_uring", 128}} {
+		b, err := bench.Fio(ctx, path, c.engine, "randread", 4096, c.qd, d)
+		if errors.Is(err, bench.ErrNoFio) {
+			add(b, err)
+			break
+		}
+		if err != nil && strings.Contains(err.Error(), "io_uring") {
+			err = fmt.Errorf("%w (io_uring may be disabled in this kernel)", err)
+		}
+		add(b, err)
+	}
+	return out
+}
