@@ -251,6 +251,8 @@ type storeWatch struct {
 
 	mu      sync.Mutex
 	pending []xen.WatchEvent
+	limit   int // > 0: events beyond this many undelivered are dropped
+	dropped uint64
 	wake    chan struct{}
 	out     chan xen.WatchEvent
 	done    chan struct{}
@@ -259,6 +261,13 @@ type storeWatch struct {
 
 func (w *storeWatch) queue(ev xen.WatchEvent) {
 	w.mu.Lock()
+	if w.limit > 0 && len(w.pending) >= w.limit {
+		// A consumer that does not read must not grow the host's memory
+		// without bound; xenstored drops a guest's events likewise.
+		w.dropped++
+		w.mu.Unlock()
+		return
+	}
 	w.pending = append(w.pending, ev)
 	w.mu.Unlock()
 	select {

@@ -289,6 +289,10 @@ func (c *xsConn) handle(m wire.Header, payload []byte) (wire.Type, []byte) {
 	return xsErr(wire.EINVAL)
 }
 
+// quotaWatchBacklog bounds the events a guest's watch holds while the
+// guest does not read its socket; later ones are dropped.
+const quotaWatchBacklog = 1024
+
 func domArg(args []string) (xen.DomID, bool) {
 	if len(args) < 1 {
 		return 0, false
@@ -366,6 +370,11 @@ func (c *xsConn) watch(m wire.Header, args []string) (wire.Type, []byte) {
 	w, err := c.store.Watch(args[0], args[1])
 	if err != nil {
 		return xsErrOf(err)
+	}
+	if sw, ok := w.(*storeWatch); ok && c.dom != 0 {
+		sw.mu.Lock()
+		sw.limit = quotaWatchBacklog
+		sw.mu.Unlock()
 	}
 	c.watches[key] = w
 	// The registration event must follow the reply on the socket.

@@ -293,11 +293,21 @@ func TestXenstoreWireWatchQuotaResetAndSpecials(t *testing.T) {
 	if typ, p := g.ask(wire.Introduce, 0, fmt.Sprintf("%d\x001\x002\x00", d.ID())); typ != wire.Error || p != "EACCES\x00" {
 		t.Fatalf("guest introduce: %v %q", typ, p)
 	}
-	if typ, p := a.ask(wire.Introduce, 0, fmt.Sprintf("%d\x001\x002\x00", d.ID())); typ != wire.Introduce {
-		t.Fatalf("dom0 introduce: %v %q", typ, p)
+	// The reply and the event it causes may come in either order.
+	if _, err := a.c.Write(xsMessage(uint32(wire.Introduce), fmt.Sprintf("%d\x001\x002\x00", d.ID()))); err != nil {
+		t.Fatal(err)
 	}
-	if m, p := a.next(); m.Type != wire.WatchEvent || p != "@introduceDomain\x00i\x00" {
-		t.Fatalf("introduce event: %v %q", m.Type, p)
+	var replied, fired bool
+	for !replied || !fired {
+		m, p := a.next()
+		switch {
+		case m.Type == wire.Introduce && p == "OK\x00":
+			replied = true
+		case m.Type == wire.WatchEvent && p == "@introduceDomain\x00i\x00":
+			fired = true
+		default:
+			t.Fatalf("dom0 introduce: %v %q", m.Type, p)
+		}
 	}
 }
 
@@ -324,5 +334,53 @@ func TestXenstoreWireDirectoryPart(t *testing.T) {
 		if typ, p := a.ask(wire.DirectoryPart, 0, "/dp\x00"+off+"\x00"); typ != wire.Error || p != "EINVAL\x00" {
 			t.Fatalf("offset %s: %v %q", off, typ, p)
 		}
+	}
+}
+
+// A guest that never reads its socket cannot make the host hold an
+// unbounded backlog of watch events; others keep working.
+func TestXenstoreWireSilentGuestBacklogIsBounded(t *testing.T) {
+	h, err := NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := h.store.connect(0)
+	if err := admin.Write("/flood", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetPerms("/flood", []xen.Perm{{Dom: 0, Read: true}}); err != nil { // readable by all
+		t.Fatal(err)
+	}
+	g := dialRaw(t, h, 3)
+	if _, err := g.c.Write(xsMessage(uint32(wire.Watch), "/flood\x00t\x00")); err != nil {
+		t.Fatal(err)
+	}
+	// The guest reads nothing from now on (the pipe holds even the reply).
+	n := 3 * quotaWatchBacklog
+	for i := 0; i < n; i++ {
+		if err := admin.Write(fmt.Sprintf("/flood/%d", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.store.mu.Lock()
+	var w *storeWatch
+	for x := range h.store.watches {
+		if x.dom == 3 {
+			w = x
+		}
+	}
+	h.store.mu.Unlock()
+	if w == nil {
+		t.Fatal("the guest's watch is not registered")
+	}
+	w.mu.Lock()
+	backlog, dropped := len(w.pending), w.dropped
+	w.mu.Unlock()
+	if backlog > quotaWatchBacklog || dropped == 0 {
+		t.Fatalf("backlog %d (limit %d), %d dropped after %d events", backlog, quotaWatchBacklog, dropped, n)
+	}
+	other := dialRaw(t, h, 0)
+	if typ, p := other.ask(wire.Read, 0, "/flood/0\x00"); typ != wire.Read || p != "x" {
+		t.Fatalf("dom0 while a guest is silent: %v %q", typ, p)
 	}
 }
