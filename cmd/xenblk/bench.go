@@ -28,6 +28,8 @@ func init() {
 		mdPath    string
 		profPath  string
 		baselines bool
+		only      []string
+		qds       []int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -67,7 +69,16 @@ A second QD1 null case runs with the backend polling.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Poll: poll, Dir: dir, FileSize: size, Progress: progress}
+			var wl []bench.Workload
+			for _, w := range bench.DefaultWorkloads() {
+				if (len(only) == 0 || contains(only, w.Name)) && (len(qds) == 0 || containsInt(qds, w.QD)) {
+					wl = append(wl, w)
+				}
+			}
+			if len(wl) == 0 {
+				return usagef("--workload %v --qd %v select no workload (randread, randwrite at 1, 32, 128; seqread at 1)", only, qds)
+			}
+			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress}
 			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine()}
 			res, err := bench.Run(ctx, o)
 			if err != nil {
@@ -140,6 +151,8 @@ A second QD1 null case runs with the backend polling.`,
 	f.StringVar(&svgPath, "svg", "", "write a latency histogram of the 1-queue random reads to this SVG file")
 	f.StringVar(&mdPath, "markdown", "", "rewrite the generated section of this file (BENCHMARKS.md)")
 	f.StringVar(&profPath, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	f.StringSliceVar(&only, "workload", nil, "run only these workloads: randread, randwrite, seqread")
+	f.IntSliceVar(&qds, "qd", nil, "run only these queue depths")
 	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy and the ring-only pairs")
 	rootCmd.AddCommand(cmd)
 }
@@ -157,6 +170,15 @@ func medianOf(n int, run func() (bench.Baseline, error)) (bench.Baseline, error)
 	m := runs[n/2]
 	m.Note = fmt.Sprintf("median of %d runs, %.0f..%.0f", n, runs[0].Value, runs[n-1].Value)
 	return m, nil
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(s []string, v string) bool {
