@@ -99,6 +99,12 @@ type Machine struct {
 	// connected: the data path is up (rings mapped/granted), so leaving
 	// must disconnect first.
 	connected bool
+	// reattach: a backend's connect was to rings a frontend published
+	// for an earlier backend (a backend restart). Those may be
+	// stale — the frontend may be noticing the old backend's death — so
+	// failing to map them is not the frontend's fault: wait in InitWait
+	// for it to start over instead of closing the device.
+	reattach bool
 	removed   bool
 }
 
@@ -170,7 +176,13 @@ func (m *Machine) stepBackend(ev Event, emit func(...Action)) {
 			return
 		}
 		m.connecting = false
+		reattach := m.reattach
+		m.reattach = false
 		if ev.Err != nil {
+			if reattach {
+				emit(Action{Kind: ActDisconnect})
+				return
+			}
 			// blkback's answer to a frontend it cannot serve: Closing,
 			// with the reason in the error node the driver writes.
 			emit(Action{Kind: ActDisconnect}, setState(Closing))
@@ -215,6 +227,9 @@ func (m *Machine) backendPeerChanged(emit func(...Action)) {
 	case Initialised, Connected:
 		if m.self == InitWait && !m.connecting && !m.connected && m.online {
 			m.connecting = true
+			// A frontend already Connected got there with an earlier
+			// backend: its rings may be stale.
+			m.reattach = m.peer == Connected
 			emit(Action{Kind: ActConnect})
 		}
 	case Closing:

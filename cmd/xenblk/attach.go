@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenstore"
+)
+
+var attachFlags struct {
+	xenstore    string
+	domain      int
+	backend     int
+	backendType string
+	force       bool
+	timeout     time.Duration
+}
+
+var attachCmd = &cobra.Command{
+	Use:   "attach DISKSPEC",
+	Short: "Create a vbd for a guest from an xl disk spec, as libxl does",
+	Long: `attach writes a vbd's backend and frontend directories in xenstore, each
+owned by its domain and readable by the other, exactly as libxl's
+block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
+positional or named; xenblk's own keys (scsi-policy=..., sector-size=4096,
+rotation-rate=1) may be added.`,
+	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
+  xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'`,
+	Args: cobra.ExactArgs(1),
+	RunE: runAttach,
+}
+
+var detachCmd = &cobra.Command{
+	Use:     "detach VDEV",
+	Short:   "Remove a guest's vbd: Closing, wait for the backend, remove both directories",
+	Example: `  xenblk detach --domain 1 xvda`,
+	Args:    cobra.ExactArgs(1),
+	RunE:    runDetach,
+}
+
+func init() {
+	for _, c := range []*cobra.Command{attachCmd, detachCmd} {
+		f := c.Flags()
+		f.StringVar(&attachFlags.xenstore, "xenstore", os.Getenv("XENSTORED_PATH"), "xenstored socket (default $XENSTORED_PATH)")
+		f.IntVar(&attachFlags.domain, "domain", -1, "the guest's domain id (required)")
+		f.IntVar(&attachFlags.backend, "backend-domain", 0, "the backend's domain id")
+		f.StringVar(&attachFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
+		rootCmd.AddCommand(c)
+	}
+	detachCmd.Flags().BoolVar(&attachFlags.force, "force", false, "remove the nodes even if the backend does not close")
+	detachCmd.Flags().DurationVar(&attachFlags.timeout, "timeout", 10*time.Second, "how long to wait for the backend to close")
+}
+
+func attachTarget() (xen.Store, error) {
+	if attachFlags.domain < 0 || attachFlags.domain > 0x7fef {
+		return nil, usagef("--domain is required (the guest's domain id)")
+	}
+	if attachFlags.xenstore == "" {
+		return nil, usagef("--xenstore (or XENSTORED_PATH) is required")
+	}
+	return dialStore(attachFlags.xenstore)
+}
+
+func runAttach(cmd *cobra.Command, args []string) error {
+	spec, err := diskspec.Parse(args[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if spec.Target != "" && !strings.HasPrefix(spec.Target, "/") {
+		return usagef("target %q must be an absolute path: the backend runs elsewhere", spec.Target)
+	}
+	st, err := attachTarget()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	vbd, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	vbd.BackendType = attachFlags.backendType
+	if err := toolstack.Create(st, vbd); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, attachFlags.domain, vbd.BackendPath())
+	return nil
+}
+
+func runDetach(cmd *cobra.Command, args []string) error {
+	spec := diskspec.Spec{Vdev: args[0]}
+	st, err := attachTarget()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	vbd, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	vbd.BackendType = attachFlags.backendType
+	ctx, cancel := context.WithTimeout(context.Background(), attachFlags.timeout)
+	defer cancel()
+	if err := toolstack.Remove(ctx, st, vbd, attachFlags.force); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "detached %s from domain %d\n", args[0], attachFlags.domain)
+	return nil
+}
+
+// dialStore connects to a xenstored socket (the simulated host's, or
+// /run/xenstored/socket on real Xen) with dom0's rights.
+func dialStore(path string) (xen.Store, error) {
+	c, err := xenstore.Dial(path)
+	if err != nil {
+		return nil, fmt.Errorf("connect to xenstore at %s: %w", path, err)
+	}
+	return c, nil
+}
