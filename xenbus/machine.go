@@ -105,7 +105,7 @@ type Machine struct {
 	// failing to map them is not the frontend's fault: wait in InitWait
 	// for it to start over instead of closing the device.
 	reattach bool
-	removed   bool
+	removed  bool
 }
 
 // NewBackend returns the machine of a backend device that is online.
