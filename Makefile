@@ -32,6 +32,9 @@ fuzz:
 check: deps vet test interop
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
+# The whole comparison (xenblk bench beside fio, memcpy and the C ring.h
+# pair); rewrites BENCHMARKS.md's measured section and bench/results/.
 bench:
 	./scripts/install-deps.sh
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	GO=$(GO) ./scripts/bench.sh
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/ ./ring/ ./internal/stacktest/
