@@ -30,7 +30,8 @@ type Config struct {
 	Domain xen.Domain // the backend's own domain
 	// MaxQueues advertised in multi-queue-max-queues (default 4).
 	MaxQueues int
-	// MaxRingPageOrder advertised in max-ring-page-order (default 4).
+	// MaxRingPageOrder advertised in max-ring-page-order (default 4;
+	// negative: single-page rings only).
 	MaxRingPageOrder int
 	// MaxIndirectSegments advertised (default 4096; negative disables).
 	MaxIndirectSegments int
@@ -41,6 +42,10 @@ type Config struct {
 	Poll time.Duration
 	// SCSI, when set, offers the SCSI extension (feature-extra-request).
 	SCSI SCSIProvider
+	// NoFlush and NoBarrier withhold feature-flush-cache and
+	// feature-barrier (a backend without a volatile cache, or testing a
+	// frontend against a minimal backend).
+	NoFlush, NoBarrier bool
 	Log  *slog.Logger
 }
 
@@ -178,10 +183,10 @@ func (d *Device) Publish() error {
 		pbs = lbs
 	}
 	kv := [][2]string{
-		{blkif.KeyFeatureFlushCache, "1"},
-		{blkif.KeyFeatureBarrier, "1"},
+		{blkif.KeyFeatureFlushCache, boolKey(!d.cfg.NoFlush)},
+		{blkif.KeyFeatureBarrier, boolKey(!d.cfg.NoBarrier)},
 		{blkif.KeyMaxQueues, strconv.Itoa(d.cfg.MaxQueues)},
-		{blkif.KeyMaxRingPageOrder, strconv.Itoa(d.cfg.MaxRingPageOrder)},
+		{blkif.KeyMaxRingPageOrder, strconv.Itoa(max(d.cfg.MaxRingPageOrder, 0))},
 		{blkif.KeySectors, strconv.FormatInt(in.Size>>sectorShift, 10)},
 		{blkif.KeyInfo, strconv.Itoa(int(d.info()))},
 		{blkif.KeySectorSize, strconv.Itoa(int(lbs))},
@@ -243,8 +248,8 @@ func (d *Device) limits() *limits {
 	l := &limits{
 		logicalBlock:  lbs,
 		readOnly:      d.readOnly,
-		barrier:       true,
-		flush:         true,
+		barrier:       !d.cfg.NoBarrier,
+		flush:         !d.cfg.NoFlush,
 		discard:       in.CanDiscard && !d.readOnly,
 		secureDiscard: in.CanSecureDiscard,
 	}
@@ -374,8 +379,8 @@ func (d *Device) connectQueue(i int, dir string, abi blkif.ABI, lim *limits, per
 	if err != nil {
 		return nil, err
 	}
-	if order < 0 || order > d.cfg.MaxRingPageOrder {
-		return nil, fmt.Errorf("ring-page-order %d beyond max-ring-page-order %d", order, d.cfg.MaxRingPageOrder)
+	if order < 0 || order > max(d.cfg.MaxRingPageOrder, 0) {
+		return nil, fmt.Errorf("ring-page-order %d beyond max-ring-page-order %d", order, max(d.cfg.MaxRingPageOrder, 0))
 	}
 	refs := make([]xen.GrantRef, 1<<order)
 	for k := range refs {

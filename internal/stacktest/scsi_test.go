@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"fmt"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/xenblk/xenblk/blkback"

@@ -221,3 +221,26 @@ type mismatch struct{}
 func (mismatch) Error() string { return "data mismatch" }
 
 var errMismatch = mismatch{}
+
+// A backend that offers none of the optional features: one queue,
+// single-page ring, no indirect, no persistent grants, no flush or barrier. The frontend still does everything it can.
+func TestMinimalBackend(t *testing.T) {
+	s := newStackWith(t, 4<<20, blkfront.Config{}, blkback.Config{MaxQueues: 1, MaxRingPageOrder: -1,
+		MaxIndirectSegments: -1, PersistentGrants: -1, NoFlush: true, NoBarrier: true})
+	in := s.front.Info()
+	if in.Queues != 1 || in.RingPageOrder != 0 || in.IndirectSegments != 0 || in.Persistent || in.Flush || in.Barrier {
+		t.Fatalf("negotiated more than offered: %+v", in)
+	}
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("minimal!"), 128<<10/8) // 128 KiB: many direct requests
+	if _, err := s.front.WriteAt(ctx, data, 4096); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if _, err := s.front.ReadAt(ctx, got, 4096); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+	if err := s.front.Flush(ctx); err != nil {
+		t.Fatalf("Flush against a backend without a cache to flush: %v", err)
+	}
+}
