@@ -56,6 +56,8 @@ type Options struct {
 	FileSize  int64         // also the region the workloads address
 	// Progress, when set, gets one line per case as it runs.
 	Progress io.Writer
+	// Log receives blkback's and blkfront's logs (default: discarded).
+	Log *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -73,6 +75,9 @@ func (o *Options) defaults() {
 	}
 	if o.FileSize == 0 {
 		o.FileSize = 256 << 20
+	}
+	if o.Log == nil {
+		o.Log = quietLog
 	}
 	if o.Dir == "" {
 		o.Dir = os.TempDir()
@@ -110,26 +115,26 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	var out []Result
 	total := len(o.Backends) * len(o.Queues) * len(o.Workloads)
 	for _, b := range o.Backends {
-		dev, cleanup, err := openBackend(b, o)
-		if err != nil {
-			return out, err
-		}
 		for _, q := range o.Queues {
-			s, err := newStack(dev, q, o.Poll)
+			// blkback closes its device when the stack stops, so each
+			// stack gets its own (the file backend reopens the image).
+			dev, err := openBackend(b, o)
 			if err != nil {
-				cleanup()
+				return out, err
+			}
+			s, err := newStack(dev, q, o.Poll, o.Log)
+			if err != nil {
+				dev.Close()
 				return out, err
 			}
 			for _, w := range o.Workloads {
 				if err := ctx.Err(); err != nil {
 					s.close()
-					cleanup()
 					return out, err
 				}
 				r, err := runCase(ctx, s, w, o)
 				if err != nil {
 					s.close()
-					cleanup()
 					return out, fmt.Errorf("bench: %s q%d %s: %w", b, q, w.Name, err)
 				}
 				r.Backend, r.Queues = b, q
@@ -141,33 +146,28 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			}
 			s.close()
 		}
-		cleanup()
 	}
 	return out, nil
 }
 
-func openBackend(name string, o Options) (storage.Device, func(), error) {
+func openBackend(name string, o Options) (storage.Device, error) {
 	switch name {
 	case "null":
-		return storage.Null{Size: o.FileSize}, func() {}, nil
+		return storage.Null{Size: o.FileSize}, nil
 	case "memory":
 		m := storage.NewMemory(o.FileSize)
 		if err := fill(m, o.FileSize); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return m, func() { m.Close() }, nil
+		return m, nil
 	case "file":
 		path, err := BenchFile(o.Dir, o.FileSize)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		f, err := storage.OpenFile(path, storage.FileOptions{})
-		if err != nil {
-			return nil, nil, err
-		}
-		return f, func() { f.Close() }, nil
+		return storage.OpenFile(path, storage.FileOptions{})
 	}
-	return nil, nil, fmt.Errorf("bench: unknown backend %q (null, memory, file)", name)
+	return nil, fmt.Errorf("bench: unknown backend %q (null, memory, file)", name)
 }
 
 // fill writes non-zero data everywhere so reads copy real pages.

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
@@ -23,7 +24,7 @@ type stack struct {
 	done  chan struct{}
 }
 
-func newStack(dev storage.Device, queues int, poll time.Duration) (*stack, error) {
+func newStack(dev storage.Device, queues int, poll time.Duration, log *slog.Logger) (*stack, error) {
 	h, err := sim.NewHost()
 	if err != nil {
 		return nil, err
@@ -34,7 +35,7 @@ func newStack(dev storage.Device, queues int, poll time.Duration) (*stack, error
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &blkback.Server{
-		Config:      blkback.Config{Domain: h.Dom0(), Poll: poll, Log: quietLog},
+		Config:      blkback.Config{Domain: h.Dom0(), Poll: poll, Log: log},
 		BackendType: toolstack.DefaultBackendType,
 		Open:        func(xen.Store, string) (storage.Device, error) { return dev, nil },
 	}
@@ -57,7 +58,7 @@ func newStack(dev storage.Device, queues int, poll time.Duration) (*stack, error
 	}
 	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ocancel()
-	s.front, err = blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath(), Queues: queues, Log: quietLog})
+	s.front, err = blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath(), Queues: queues, Log: log})
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("bench: frontend: %w", err)

@@ -15,7 +15,7 @@ func BenchmarkReadAt4K(b *testing.B) { benchTransfer(b, false) }
 func BenchmarkWriteAt4K(b *testing.B) { benchTransfer(b, true) }
 
 func benchTransfer(b *testing.B, write bool) {
-	s, err := newStack(storage.Null{Size: 8 << 20}, 1, 0)
+	s, err := newStack(storage.Null{Size: 8 << 20}, 1, 0, quietLog)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -78,7 +79,8 @@ A second QD1 null case runs with the backend polling.`,
 			if len(wl) == 0 {
 				return usagef("--workload %v --qd %v select no workload (randread, randwrite at 1, 32, 128; seqread at 1)", only, qds)
 			}
-			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress}
+			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress,
+				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine()}
 			res, err := bench.Run(ctx, o)
 			if err != nil {
