@@ -151,3 +151,43 @@ func waitFile(t *testing.T, p string) {
 	}
 	t.Fatalf("%s never appeared", p)
 }
+
+// `xenblk host` as the issue's acceptance: Xen's own xenstore-ls shows the
+// tree, a guest process appears in it, and a guest killed with SIGKILL
+// disappears from it.
+func TestHostShowsAndReleasesAKilledGuest(t *testing.T) {
+	needTool(t, "xenstore-ls")
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	waitFile(t, xs)
+	ls := func() string {
+		cmd := exec.Command("xenstore-ls", "/local/domain")
+		cmd.Env = append(os.Environ(), "XENSTORED_PATH="+xs)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("xenstore-ls: %v %s", err, out)
+		}
+		return string(out)
+	}
+	guest := startProc(t, bin, "front", "--host", sock, "--name", "doomed", "--wait", "1m")
+	var domid int
+	fmt.Sscanf(guest.expect(t, "domain "), "domain %d", &domid)
+	if tree := ls(); !strings.Contains(tree, `name = "doomed"`) {
+		t.Fatalf("the guest is not in xenstore-ls:\n%s", tree)
+	}
+	guest.cmd.Process.Signal(syscall.SIGKILL)
+	guest.cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(ls(), `name = "doomed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed guest is still in xenstore-ls:\n%s", ls())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if tree := ls(); !strings.Contains(tree, "0 = ") {
+		t.Fatalf("dom0 vanished too:\n%s", tree)
+	}
+}
