@@ -14,6 +14,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/storage"
@@ -118,7 +119,15 @@ func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SC
 			}
 			units[lu] = u
 		}
-		return emulate.New(dev, emulate.Config{Identity: lu, Reservations: u, Log: log}), nil
+		// A per-device policy from the disk spec (scsi-policy=default,+0x35,...)
+		// on top of the emulation's default.
+		policy := scsi.EmulatedPolicy()
+		if text, err := st.Read(dir + "/scsi-policy"); err == nil && text != "" {
+			if policy, err = scsi.ParsePolicy(text, scsi.EmulatedPolicy()); err != nil {
+				return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
+			}
+		}
+		return emulate.New(dev, emulate.Config{Identity: lu, Reservations: u, Policy: policy, Log: log}), nil
 	}
 }
 
