@@ -1,25 +1,42 @@
 package stacktest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 )
 
 // TestDataPathAllocations guards the steady-state data path: a 4 KiB
 // ReadAt or WriteAt through blkfront, the simulated host and blkback must
-// not allocate once the pools are warm.
+// not allocate once the pools are warm, with the backend sleeping on its
+// event channel and with it busy-polling.
 func TestDataPathAllocations(t *testing.T) {
-	s := newStack(t, 8<<20, blkfront.Config{})
+	for _, poll := range []time.Duration{0, 50 * time.Microsecond} {
+		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
+			testDataPathAllocations(t, newStackWith(t, 8<<20, blkfront.Config{}, blkback.Config{Poll: poll}))
+		})
+	}
+}
+
+func testDataPathAllocations(t *testing.T, s *stack) {
 	ctx := context.Background()
 	buf := make([]byte, 4096)
+	got := make([]byte, 4096)
 	for i := 0; i < 100; i++ { // warm the pools and persistent grants
+		buf[0], buf[4095] = byte(i), byte(i+1)
 		if _, err := s.front.WriteAt(ctx, buf, int64(i%64)*4096); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.front.ReadAt(ctx, buf, int64(i%64)*4096); err != nil {
+		if _, err := s.front.ReadAt(ctx, got, int64(i%64)*4096); err != nil {
 			t.Fatal(err)
+		}
+		if !bytes.Equal(got, buf) {
+			t.Fatalf("read %d differs from what was written", i)
 		}
 	}
 	var off int64
