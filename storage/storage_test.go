@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,37 @@ import (
 
 func TestMemory(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T, size int64) storage.Device { return storage.NewMemory(size) })
+}
+
+func TestNull(t *testing.T) {
+	storagetest.RunSink(t, func(t *testing.T, size int64) storage.Device { return storage.Null{Size: size} })
+}
+
+// TestReadOnlyWrapper checks the wrapper's refusals and pass-through reads
+// directly, then the sink cases on a read-only view. (Every Run also wraps
+// its backend in ReadOnly in the ReadOnlyRefusesWrites case.)
+func TestReadOnlyWrapper(t *testing.T) {
+	m := storage.NewMemory(1 << 20)
+	m.WriteAt([]byte("keep"), 100)
+	ro := storage.ReadOnly(m)
+	if _, err := ro.WriteAt([]byte("lost"), 100); !errors.Is(err, storage.ErrReadOnly) {
+		t.Fatalf("WriteAt: %v, want ErrReadOnly", err)
+	}
+	if err := ro.WriteZeroes(0, 4096); !errors.Is(err, storage.ErrReadOnly) {
+		t.Fatalf("WriteZeroes: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Discard(0, 4096, true); !errors.Is(err, storage.ErrReadOnly) {
+		t.Fatalf("Discard: %v, want ErrReadOnly", err)
+	}
+	in := ro.Info()
+	if !in.ReadOnly || in.CanDiscard || in.CanSecureDiscard {
+		t.Fatalf("read-only Info %+v still offers changes", in)
+	}
+	b := make([]byte, 4)
+	if _, err := ro.ReadAt(b, 100); err != nil || string(b) != "keep" {
+		t.Fatalf("ReadAt through the wrapper: %q, %v", b, err)
+	}
+	storagetest.RunSink(t, func(t *testing.T, size int64) storage.Device { return storage.ReadOnly(storage.NewMemory(size)) })
 }
 
 func TestMemoryIsSparse(t *testing.T) {

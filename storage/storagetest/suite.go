@@ -21,27 +21,41 @@ type Open func(t *testing.T, size int64) storage.Device
 type Case struct {
 	Name string
 	Run  func(t *testing.T, open Open)
+	// Sink: the case also holds for a device that keeps nothing (Null),
+	// since it never reads back what it wrote.
+	Sink bool
 }
 
 const size = 4 << 20
 
 // Cases is the suite.
 var Cases = []Case{
-	{"SizeAndBlockSizes", sizeAndBlocks},
-	{"WritesReadBackAcrossTheRange", writesReadBack},
-	{"FirstAndLastByte", firstAndLast},
-	{"Flush", flush},
-	{"DiscardReadsZerosWherePromised", discard},
-	{"WriteZeroes", writeZeroes},
-	{"ManyGoroutines", concurrent},
-	{"OutOfRangeFailsAndTouchesNothing", outOfRange},
-	{"ReadOnlyRefusesWrites", readOnly},
+	{"SizeAndBlockSizes", sizeAndBlocks, true},
+	{"OutOfRangeIsErrOutOfRange", outOfRangeErrors, true},
+	{"WritesReadBackAcrossTheRange", writesReadBack, false},
+	{"FirstAndLastByte", firstAndLast, false},
+	{"Flush", flush, false},
+	{"DiscardReadsZerosWherePromised", discard, false},
+	{"WriteZeroes", writeZeroes, false},
+	{"ManyGoroutines", concurrent, false},
+	{"OutOfRangeFailsAndTouchesNothing", outOfRange, false},
+	{"ReadOnlyRefusesWrites", readOnly, false},
 }
 
 // Run runs every case against open.
 func Run(t *testing.T, open Open) {
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) { c.Run(t, open) })
+	}
+}
+
+// RunSink runs the cases that make sense for a device that drops what is
+// written (storage.Null): sizes, zeros, and refusals.
+func RunSink(t *testing.T, open Open) {
+	for _, c := range Cases {
+		if c.Sink {
+			t.Run(c.Name, func(t *testing.T) { c.Run(t, open) })
+		}
 	}
 }
 
@@ -260,5 +274,35 @@ func readOnly(t *testing.T, open Open) {
 	}
 	if string(mustRead(t, d, 4, 0)) != "keep" {
 		t.Fatal("a read-only device changed")
+	}
+}
+
+// outOfRangeErrors: every operation on a range that is not within the
+// device fails with ErrOutOfRange, including ranges whose end overflows.
+func outOfRangeErrors(t *testing.T, open Open) {
+	d := open(t, size)
+	in := d.Info()
+	for _, c := range []struct{ off, n int64 }{{size, 1}, {size - 1, 2}, {-1, 1}, {1 << 62, 512}, {size - 512, 1<<63 - 1}} {
+		if c.n <= 1<<20 {
+			if _, err := d.ReadAt(make([]byte, c.n), c.off); !errors.Is(err, storage.ErrOutOfRange) {
+				t.Errorf("ReadAt(%d at %d): %v, want ErrOutOfRange", c.n, c.off, err)
+			}
+			if !in.ReadOnly {
+				if _, err := d.WriteAt(make([]byte, c.n), c.off); !errors.Is(err, storage.ErrOutOfRange) {
+					t.Errorf("WriteAt(%d at %d): %v, want ErrOutOfRange", c.n, c.off, err)
+				}
+			}
+		}
+		if in.ReadOnly {
+			continue
+		}
+		if err := d.WriteZeroes(c.off, c.n); !errors.Is(err, storage.ErrOutOfRange) {
+			t.Errorf("WriteZeroes(%d at %d): %v, want ErrOutOfRange", c.n, c.off, err)
+		}
+		if in.CanDiscard {
+			if err := d.Discard(c.off, c.n, false); !errors.Is(err, storage.ErrOutOfRange) {
+				t.Errorf("Discard(%d at %d): %v, want ErrOutOfRange", c.n, c.off, err)
+			}
+		}
 	}
 }
