@@ -46,7 +46,7 @@ type Config struct {
 	// feature-barrier (a backend without a volatile cache, or testing a
 	// frontend against a minimal backend).
 	NoFlush, NoBarrier bool
-	Log  *slog.Logger
+	Log                *slog.Logger
 }
 
 func (c *Config) defaults() {
