@@ -215,3 +215,79 @@ func RotationRateForPath(path string) uint16 {
 	}
 	return 0
 }
+
+// maxIovecs is Linux's IOV_MAX: the most buffers one preadv/pwritev takes.
+const maxIovecs = 1024
+
+// ReadvAt reads into bufs from off with preadv. Under O_DIRECT, buffers
+// that are not all aligned go one by one through the bounce path.
+func (d *File) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	return d.vectored(bufs, off, false)
+}
+
+// WritevAt writes bufs at off with pwritev (see ReadvAt for O_DIRECT).
+func (d *File) WritevAt(bufs [][]byte, off int64) (int, error) {
+	if d.opt.ReadOnly {
+		return 0, ErrReadOnly
+	}
+	return d.vectored(bufs, off, true)
+}
+
+func (d *File) vectored(bufs [][]byte, off int64, write bool) (int, error) {
+	if err := CheckRange(off, totalLen(bufs), d.size); err != nil {
+		return 0, err
+	}
+	op := d.ReadAt
+	if write {
+		op = d.WriteAt
+	}
+	pos := off
+	for _, b := range bufs {
+		if !d.aligned(b, pos) {
+			// O_DIRECT and some buffer is unaligned: the bounce path.
+			return eachBuffer(op, d.size, bufs, off)
+		}
+		pos += int64(len(b))
+	}
+	fd := int(d.f.Fd())
+	done := 0
+	for len(bufs) > 0 {
+		batch := bufs[:min(len(bufs), maxIovecs)]
+		var n int
+		var err error
+		if write {
+			n, err = unix.Pwritev(fd, batch, off+int64(done))
+		} else {
+			n, err = unix.Preadv(fd, batch, off+int64(done))
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return done, fmt.Errorf("storage: %s: %w", d.path, err)
+		}
+		if n == 0 {
+			return done, fmt.Errorf("storage: %s: short transfer at %d", d.path, off+int64(done))
+		}
+		done += n
+		// Drop the buffers moved whole, trim a partly moved one.
+		bufs = advance(bufs, n)
+	}
+	return done, nil
+}
+
+// advance drops n bytes from the front of bufs. It may reslice the first
+// remaining buffer but never writes to the caller's slice of slices.
+func advance(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 {
+		rest := make([][]byte, len(bufs))
+		copy(rest, bufs)
+		rest[0] = rest[0][n:]
+		return rest
+	}
+	return bufs
+}

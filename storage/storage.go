@@ -67,3 +67,57 @@ func CheckRange(off, n, size int64) error {
 	}
 	return nil
 }
+
+// Vectored is an optional interface: a device that moves several buffers
+// in one call (File: preadv/pwritev). The contract is ReadAt/WriteAt's on
+// the buffers' concatenation, which must lie within the device; a short
+// count comes with an error.
+type Vectored interface {
+	ReadvAt(bufs [][]byte, off int64) (int, error)
+	WritevAt(bufs [][]byte, off int64) (int, error)
+}
+
+// ReadvAt reads into bufs from off, in one call when dev is Vectored and
+// buffer by buffer otherwise.
+func ReadvAt(dev Device, bufs [][]byte, off int64) (int, error) {
+	if v, ok := dev.(Vectored); ok {
+		return v.ReadvAt(bufs, off)
+	}
+	return eachBuffer(dev.ReadAt, dev.Info().Size, bufs, off)
+}
+
+// WritevAt writes bufs at off, in one call when dev is Vectored and buffer
+// by buffer otherwise.
+func WritevAt(dev Device, bufs [][]byte, off int64) (int, error) {
+	if v, ok := dev.(Vectored); ok {
+		return v.WritevAt(bufs, off)
+	}
+	return eachBuffer(dev.WriteAt, dev.Info().Size, bufs, off)
+}
+
+// totalLen is the length of bufs' concatenation, or -1 if it overflows.
+func totalLen(bufs [][]byte) int64 {
+	var n int64
+	for _, b := range bufs {
+		if n += int64(len(b)); n < 0 {
+			return -1
+		}
+	}
+	return n
+}
+
+// eachBuffer checks the whole range once, then moves buffer by buffer.
+func eachBuffer(op func([]byte, int64) (int, error), size int64, bufs [][]byte, off int64) (int, error) {
+	if err := CheckRange(off, totalLen(bufs), size); err != nil {
+		return 0, err
+	}
+	done := 0
+	for _, b := range bufs {
+		n, err := op(b, off+int64(done))
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
