@@ -70,6 +70,11 @@ A second QD1 null case runs with the backend polling.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			for _, w := range only {
+				if w != "randread" && w != "randwrite" && w != "seqread" {
+					return usagef("--workload %q: want randread, randwrite or seqread", w)
+				}
+			}
 			var wl []bench.Workload
 			for _, w := range bench.DefaultWorkloads() {
 				if (len(only) == 0 || contains(only, w.Name)) && (len(qds) == 0 || containsInt(qds, w.QD)) {

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/xenblk/xenblk/bench"
+)
+
+func TestBenchJSON(t *testing.T) {
+	var out strings.Builder
+	rootCmd.SetArgs([]string{"bench", "--backend", "null", "--queues", "1", "--workload", "seqread",
+		"--duration", "100ms", "--baselines=false", "--size", "16777216", "--dir", t.TempDir(), "--json"})
+	rootCmd.SetOut(&out)
+	defer rootCmd.SetOut(nil)
+	if err := rootCmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("%v in %q", err, out.String())
+	}
+	if len(rep.Results) != 1 || rep.Results[0].Workload != "seqread" || rep.Results[0].Ops == 0 || rep.Results[0].BlockSize != 1<<20 {
+		t.Fatalf("results %+v", rep.Results)
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	// Cobra keeps flag values between runs of rootCmd, so each case is
+	// checked for its own message, and the cases go from the last check
+	// in RunE to the first.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--workload", "scan"}, "--workload"},
+		{[]string{"bench", "--duration", "1ms"}, "--duration"},
+		{[]string{"bench", "--queues", "9"}, "--queues"},
+		{[]string{"bench", "--backend", "tape"}, "--backend"},
+	} {
+		rootCmd.SetArgs(c.args)
+		err := rootCmd.Execute()
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want a usage error about %s", c.args, err, c.want)
+		}
+	}
+}
