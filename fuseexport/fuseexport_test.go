@@ -16,6 +16,7 @@ import (
 
 	"github.com/xenblk/xenblk/fuseexport"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
 // needFUSE skips, loudly, on a machine that cannot mount FUSE at all.
@@ -263,4 +264,55 @@ func TestExt4OverLoopOverTheFile(t *testing.T) {
 	run(t, "umount", fsdir)
 	mounted = false
 	detach()
+}
+
+// fuseFile is the exported file seen as a storage.Device again, so that
+// the conformance suite runs through the kernel's FUSE path. Range checks
+// are the adapter's (pread past the end is a short read, not an error);
+// the file's own end behaviour is TestReadsAndWritesReachTheDevice's.
+type fuseFile struct {
+	f   *os.File
+	dev storage.Device
+}
+
+func (a fuseFile) Info() storage.Info { return a.dev.Info() }
+func (a fuseFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := storage.CheckRange(off, int64(len(p)), a.dev.Info().Size); err != nil {
+		return 0, err
+	}
+	return a.f.ReadAt(p, off)
+}
+func (a fuseFile) WriteAt(p []byte, off int64) (int, error) {
+	if err := storage.CheckRange(off, int64(len(p)), a.dev.Info().Size); err != nil {
+		return 0, err
+	}
+	return a.f.WriteAt(p, off)
+}
+func (a fuseFile) Flush() error { return a.f.Sync() }
+func (a fuseFile) Discard(off, n int64, secure bool) error {
+	if err := storage.CheckRange(off, n, a.dev.Info().Size); err != nil {
+		return err
+	}
+	return unix.Fallocate(int(a.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+func (a fuseFile) WriteZeroes(off, n int64) error {
+	if err := storage.CheckRange(off, n, a.dev.Info().Size); err != nil {
+		return err
+	}
+	return unix.Fallocate(int(a.f.Fd()), unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+func (a fuseFile) Close() error { return a.f.Close() }
+
+func TestConformanceThroughTheFile(t *testing.T) {
+	needFUSE(t)
+	storagetest.Run(t, func(t *testing.T, size int64) storage.Device {
+		dev := storage.NewMemory(size)
+		e := mount(t, dev, fuseexport.Options{})
+		f, err := os.OpenFile(e.Path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() }) // before the unmount (cleanups run last first)
+		return fuseFile{f, dev}
+	})
 }
