@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -58,6 +59,9 @@ type Options struct {
 	Progress io.Writer
 	// Log receives blkback's and blkfront's logs (default: discarded).
 	Log *slog.Logger
+	// BackendCommand, when set, runs blkback in another process: it
+	// returns the command (not started) that calls ServeBackend on sock.
+	BackendCommand func(sock, backend string) *exec.Cmd
 }
 
 func (o *Options) defaults() {
@@ -103,10 +107,12 @@ type Result struct {
 
 // Report is a whole run.
 type Report struct {
-	When      time.Time  `json:"when"`
-	Machine   Machine    `json:"machine"`
-	Results   []Result   `json:"results"`
-	Baselines []Baseline `json:"baselines"`
+	When time.Time `json:"when"`
+	// CrossProcess: blkback ran in its own process.
+	CrossProcess bool       `json:"cross_process"`
+	Machine      Machine    `json:"machine"`
+	Results      []Result   `json:"results"`
+	Baselines    []Baseline `json:"baselines"`
 }
 
 // Run measures every backend x queues x workload case in this process.
@@ -116,15 +122,8 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	total := len(o.Backends) * len(o.Queues) * len(o.Workloads)
 	for _, b := range o.Backends {
 		for _, q := range o.Queues {
-			// blkback closes its device when the stack stops, so each
-			// stack gets its own (the file backend reopens the image).
-			dev, err := openBackend(b, o)
+			s, err := openStack(b, q, o)
 			if err != nil {
-				return out, err
-			}
-			s, err := newStack(dev, q, o.Poll, o.Log)
-			if err != nil {
-				dev.Close()
 				return out, err
 			}
 			for _, w := range o.Workloads {
@@ -148,6 +147,29 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		}
 	}
 	return out, nil
+}
+
+// openStack assembles a stack serving a fresh device of the backend:
+// blkback closes its device when the stack stops, so each stack gets its
+// own (the file backend reopens the image).
+func openStack(backend string, queues int, o Options) (*stack, error) {
+	if o.BackendCommand != nil {
+		s, err := newCrossStack(backend, queues, o)
+		if err != nil {
+			return nil, fmt.Errorf("bench: across processes: %w", err)
+		}
+		return s, nil
+	}
+	dev, err := openBackend(backend, o)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStack(dev, queues, o.Poll, o.Log)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func openBackend(name string, o Options) (storage.Device, error) {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,7 @@ func init() {
 		baselines bool
 		only      []string
 		qds       []int
+		cross     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -86,7 +89,17 @@ A second QD1 null case runs with the backend polling.`,
 			}
 			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress,
 				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine()}
+			if cross {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.BackendCommand = func(sock, backend string) *exec.Cmd {
+					return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
+						"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String())
+				}
+			}
+			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine(), CrossProcess: cross}
 			res, err := bench.Run(ctx, o)
 			if err != nil {
 				return err
@@ -95,6 +108,13 @@ A second QD1 null case runs with the backend polling.`,
 			if poll == 0 && contains(backends, "null") && baselines {
 				po := o
 				po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, 50*time.Microsecond
+				if cross {
+					self, _ := os.Executable()
+					po.BackendCommand = func(sock, backend string) *exec.Cmd {
+						return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
+							"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", "50us")
+					}
+				}
 				po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
 				pr, err := bench.Run(ctx, po)
 				if err != nil {
@@ -160,8 +180,37 @@ A second QD1 null case runs with the backend polling.`,
 	f.StringVar(&profPath, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	f.StringSliceVar(&only, "workload", nil, "run only these workloads: randread, randwrite, seqread")
 	f.IntSliceVar(&qds, "qd", nil, "run only these queue depths")
+	f.BoolVar(&cross, "cross-process", false, "run blkback in a separate process (the frontend and the host stay in this one)")
 	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy and the ring-only pairs")
 	rootCmd.AddCommand(cmd)
+
+	var bb struct {
+		host, backend, dir string
+		size               int64
+		poll               time.Duration
+	}
+	backendCmd := &cobra.Command{
+		Use:    "bench-backend",
+		Short:  "The backend process of xenblk bench --cross-process",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bb.host == "" {
+				return usagef("--host is required")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			return bench.ServeBackend(ctx, bb.host, bb.backend, bench.Options{Dir: bb.dir, FileSize: bb.size, Poll: bb.poll,
+				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		},
+	}
+	bf := backendCmd.Flags()
+	bf.StringVar(&bb.host, "host", "", "the host socket")
+	bf.StringVar(&bb.backend, "backend", "null", "null, memory or file")
+	bf.StringVar(&bb.dir, "dir", os.TempDir(), "the file backend's directory")
+	bf.Int64Var(&bb.size, "size", 256<<20, "device size")
+	bf.DurationVar(&bb.poll, "poll", 0, "busy-poll window")
+	rootCmd.AddCommand(backendCmd)
 }
 
 func medianOf(n int, run func() (bench.Baseline, error)) (bench.Baseline, error) {

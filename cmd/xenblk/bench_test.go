@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -45,6 +46,30 @@ func TestBenchUsageErrors(t *testing.T) {
 		var ue usageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want a usage error about %s", c.args, err, c.want)
+		}
+	}
+}
+
+// TestBenchAcrossProcesses runs the backend in its own process
+// (bench-backend, re-executed from the built binary).
+func TestBenchAcrossProcesses(t *testing.T) {
+	bin := buildXenblk(t)
+	out, err := exec.Command(bin, "bench", "--cross-process", "--backend", "null,memory", "--queues", "1",
+		"--workload", "randread", "--qd", "1", "--duration", "200ms", "--size", "16777216",
+		"--baselines=false", "--dir", t.TempDir(), "--json").Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if !rep.CrossProcess || len(rep.Results) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, r := range rep.Results {
+		if r.Ops == 0 {
+			t.Errorf("%s: no requests completed", r.Backend)
 		}
 	}
 }
