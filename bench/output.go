@@ -112,7 +112,12 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	for _, x := range r.Baselines {
 		fmt.Fprintf(&b, "| %s | %.0f %s |\n", x.Name, x.Value, x.Unit)
 	}
-	b.WriteString("\n### Every case (in one process)\n\n| backend | queues | workload | bs | QD | IOPS | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	where := "in one process"
+	if r.CrossProcess {
+		where = "blkback in its own process"
+	}
+	fmt.Fprintf(&b, "\n### Every case (%s)\n\n", where)
+	b.WriteString("| backend | queues | workload | bs | QD | IOPS | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %.0f | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
 			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999))
@@ -121,11 +126,15 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	return err
 }
 
-const beginMark, endMark = "<!-- bench:begin -->", "<!-- bench:end -->"
-
-// UpdateMarkdownFile replaces the text between the bench:begin and
-// bench:end markers of path with this run's figures.
-func UpdateMarkdownFile(path string, r *Report) error {
+// UpdateMarkdownFile replaces the text between the markers
+// <!-- bench:begin --> and <!-- bench:end --> of path (with a section
+// name: <!-- bench:NAME:begin --> ...) with this run's figures.
+func UpdateMarkdownFile(path, section string, r *Report) error {
+	tag := "bench"
+	if section != "" {
+		tag += ":" + section
+	}
+	beginMark, endMark := "<!-- "+tag+":begin -->", "<!-- "+tag+":end -->"
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -9,6 +9,10 @@ DUR=${BENCH_DURATION:-2s}
 mkdir -p bench/results
 $GO build -o bin/xenblk ./cmd/xenblk
 bin/xenblk bench --duration "$DUR" --markdown BENCHMARKS.md --svg bench/results/latency.svg --json > bench/results/latest.json
+# Issue 6's setting: blkback in its own process (baselines measured again
+# in the same run, so its ratios stand on their own).
+bin/xenblk bench --cross-process --duration "$DUR" --markdown BENCHMARKS.md --markdown-section cross-process \
+	--svg bench/results/latency-cross-process.svg --json > bench/results/latest-cross-process.json
 # The profile: one case, the null backend so the storage adds nothing.
 bin/xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s \
 	--baselines=false --cpuprofile bench/results/read-4k-qd32.pprof > /dev/null

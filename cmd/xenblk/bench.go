@@ -34,6 +34,7 @@ func init() {
 		only      []string
 		qds       []int
 		cross     bool
+		mdSection string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -146,7 +147,7 @@ A second QD1 null case runs with the backend polling.`,
 				}
 			}
 			if mdPath != "" {
-				if err := bench.UpdateMarkdownFile(mdPath, rep); err != nil {
+				if err := bench.UpdateMarkdownFile(mdPath, mdSection, rep); err != nil {
 					return err
 				}
 			}
@@ -177,6 +178,7 @@ A second QD1 null case runs with the backend polling.`,
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
 	f.StringVar(&svgPath, "svg", "", "write a latency histogram of the 1-queue random reads to this SVG file")
 	f.StringVar(&mdPath, "markdown", "", "rewrite the generated section of this file (BENCHMARKS.md)")
+	f.StringVar(&mdSection, "markdown-section", "", "with --markdown: rewrite between <!-- bench:NAME:begin/end --> instead")
 	f.StringVar(&profPath, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	f.StringSliceVar(&only, "workload", nil, "run only these workloads: randread, randwrite, seqread")
 	f.IntSliceVar(&qds, "qd", nil, "run only these queue depths")
