@@ -25,7 +25,9 @@ const (
 	// ExtraRequestVersion is the version this implementation speaks.
 	ExtraRequestVersion = 1
 
-	// Limits of version 1.
+	// Limits of version 1: CDBs of 6 to 32 bytes (SPC's shortest and
+	// variable-length commands up to 32 bytes).
+	MinCDBLength = 6
 	MaxCDBLength = 32
 	// SenseOffset is where the backend writes sense data in the command
 	// page; the CDB sits at offset 0. Fixed so they never overlap.

@@ -41,3 +41,18 @@ const (
 // MaxRingPageOrder is the largest ring this implementation maps: 16 pages
 // (512 slots of 112 bytes), as Linux's blkback (XENBUS_MAX_RING_GRANT_ORDER).
 const MaxRingPageOrder = 4
+
+// Device characteristics in xenstore: the reviewer's alternative to SCSI
+// pass-through for what guests only need to read (docs/PROTOCOL.md).
+// Written by the backend; absent means unknown.
+const (
+	KeyRotational    = "rotational"      // "0" solid state, "1" spinning
+	KeyRotationRate  = "rotation-rate"   // SBC medium rotation rate: 1 = non-rotating, else rpm
+	KeyOptimalIOSize = "optimal-io-size" // bytes; a multiple of sector-size
+
+	// XenServer's convention, read by Windows PV drivers: base64 of the
+	// standard INQUIRY data and of VPD pages 0x80 and 0x83.
+	KeySMDataInquiry    = "sm-data/scsi/0x12/default"
+	KeySMDataVPDSerial  = "sm-data/scsi/0x12/0x80"
+	KeySMDataVPDIdentif = "sm-data/scsi/0x12/0x83"
+)
