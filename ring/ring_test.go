@@ -2,6 +2,8 @@ package ring
 
 import (
 	"encoding/binary"
+	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
@@ -176,6 +178,44 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 }
 
+func TestPeekRequestPair(t *testing.T) {
+	f, b, _ := newPair(t, 1)
+	f.NextRequest()[0] = 0xA1
+	f.Produce(1)
+	f.Push()
+	if n, _ := b.Unconsumed(); n != 1 {
+		t.Fatalf("unconsumed %d, want 1", n)
+	}
+	// The back may look at req_cons+1 only once Unconsumed says it is there;
+	// it must be able to wait for the pair without consuming the first.
+	f.NextRequest()[0] = 0xA2
+	f.Produce(1)
+	f.Push()
+	if n, _ := b.Unconsumed(); n != 2 || b.Request(0)[0] != 0xA1 || b.Request(1)[0] != 0xA2 {
+		t.Fatalf("pair not visible in order: n=%d", n)
+	}
+	b.Consume(2)
+	if b.ReqCons() != 2 || b.Pending() != 2 {
+		t.Fatalf("req_cons %d pending %d", b.ReqCons(), b.Pending())
+	}
+}
+
+func TestBackAttachAfterRestartRedoesUnanswered(t *testing.T) {
+	f, b, mem := newPair(t, 1)
+	f.Produce(5)
+	f.Push()
+	b.Consume(5)
+	b.Produce(2) // answered 2, crashed with 3 in flight
+	b.Push()
+	b2, err := AttachBack(mem, testSlot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b2.Unconsumed(); err != nil || n != 3 || b2.ReqCons() != 2 {
+		t.Fatalf("restarted back sees %d (req_cons %d), %v; want the 3 unanswered", n, b2.ReqCons(), err)
+	}
+}
+
 func BenchmarkPushPop(b *testing.B) {
 	f, bk, _ := newPair(b, 1)
 	b.ReportAllocs()
@@ -190,4 +230,72 @@ func BenchmarkPushPop(b *testing.B) {
 		bk.Push()
 		f.Consume(f.Unconsumed())
 	}
+}
+
+func BenchmarkPushPopBatch32(b *testing.B) {
+	f, bk, _ := newPair(b, 1)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		for k := uint32(0); k < 32; k++ {
+			f.RequestAt(k)[0] = 1
+		}
+		f.Produce(32)
+		f.Push()
+		n, _ := bk.Unconsumed()
+		for k := uint32(0); k < n; k++ {
+			_ = bk.Request(0)[0]
+			bk.Consume(1)
+			bk.NextResponse()[0] = 2
+			bk.Produce(1)
+		}
+		bk.Push()
+		f.Consume(f.Unconsumed())
+	}
+	b.SetBytes(32 * testSlot)
+}
+
+// BenchmarkRingPingPong: a front and a back goroutine, both busy-polling,
+// one request in flight; ns/op is one round trip. Compare with the C ring.h
+// pair of internal/cbaseline.
+func BenchmarkRingPingPong(b *testing.B) {
+	f, bk, _ := newPair(b, 1)
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for !stop.Load() {
+			n, err := bk.Unconsumed()
+			if err != nil {
+				panic(err)
+			}
+			if n == 0 {
+				runtime.Gosched() // a loaded machine may give us one P
+				continue
+			}
+			for ; n > 0; n-- {
+				v := bk.Request(0)[0]
+				bk.Consume(1)
+				bk.NextResponse()[0] = v
+				bk.Produce(1)
+			}
+			bk.Push()
+		}
+	}()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f.NextRequest()[0] = byte(i)
+		f.Produce(1)
+		f.Push()
+		for f.Unconsumed() == 0 {
+			runtime.Gosched()
+		}
+		if f.Response()[0] != byte(i) {
+			b.Fatal("wrong response")
+		}
+		f.Consume(1)
+	}
+	b.StopTimer()
+	stop.Store(true)
+	<-done
 }
