@@ -9,59 +9,87 @@ import (
 	"pgregory.net/rapid"
 )
 
-// Any interleaving of produce, push, consume, respond and final checks keeps
+// model is the reference for the property test: the same ring in
+// unbounded int64 counts (relative to the starting index), where "notify"
+// is simply "the event index lies in (old, new]" — no modular arithmetic.
+type model struct {
+	size                      int64
+	reqPvt, reqProd, reqEvent int64 // front produces requests
+	reqCons                   int64
+	rspPvt, rspProd, rspEvent int64 // back produces responses
+	rspCons                   int64
+}
+
+func crossed(old, event, nw int64) bool { return old < event && event <= nw }
+
+// Any interleaving of fill, push, consume, respond and final checks keeps
 // ring.h's invariants: the front never has more outstanding than slots, the
 // back never reads a request twice or skips one, responses arrive in order,
-// and after a final check that says "nothing more" the next push notifies.
+// and every notify and final-check decision equals the reference model's.
 func TestRingInvariantsUnderAnyInterleaving(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		pages := rapid.IntRange(1, 4).Draw(t, "pages")
+		pages := rapid.SampledFrom([]int{1, 2, 4, 16}).Draw(t, "pages")
+		slotSize := rapid.SampledFrom([]int{testSlot, 108, 64}).Draw(t, "slot")
 		mem := make([]byte, 4096*pages)
-		f, _ := InitFront(mem, testSlot)
-		start := rapid.Uint32().Draw(t, "start")
+		// Half the runs start just below 2^32 so the indexes wrap.
+		start := rapid.OneOf(rapid.Uint32(), rapid.Uint32Range(0xFFFFFF00, 0xFFFFFFFF)).Draw(t, "start")
 		binary.LittleEndian.PutUint32(mem[offReqProd:], start)
 		binary.LittleEndian.PutUint32(mem[offRspProd:], start)
 		binary.LittleEndian.PutUint32(mem[offReqEvent:], start+1)
 		binary.LittleEndian.PutUint32(mem[offRspEvent:], start+1)
-		f, _ = AttachFront(mem, testSlot, start)
-		b, _ := AttachBack(mem, testSlot)
-		var nextReq, gotReq, nextRsp uint32 // payload counters
-		var backPending []uint32
-		backArmed, frontArmed := true, true // the event index asks for the next one
+		f, err := AttachFront(mem, slotSize, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := AttachBack(mem, slotSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := model{size: int64(f.Size()), reqEvent: 1, rspEvent: 1}
+		var backPending []uint32 // payloads consumed, not yet answered
 		t.Repeat(map[string]func(*rapid.T){
-			"produce": func(t *rapid.T) {
+			"fill": func(t *rapid.T) {
 				if f.Free() == 0 {
 					t.Skip("full")
 				}
 				n := rapid.Uint32Range(1, f.Free()).Draw(t, "n")
 				for i := uint32(0); i < n; i++ {
-					binary.LittleEndian.PutUint32(f.RequestAt(i), nextReq+i)
+					binary.LittleEndian.PutUint32(f.RequestAt(i), uint32(m.reqPvt)+i)
+				}
+				if f.RequestAt(n-1) == nil || (n < f.Free()) != (f.RequestAt(n) != nil) {
+					t.Fatal("RequestAt disagrees with Free")
 				}
 				f.Produce(n)
-				nextReq += n
-				notify := f.Push()
-				if backArmed && !notify {
-					t.Fatal("the back end asked for a notification and did not get one")
+				m.reqPvt += int64(n)
+			},
+			"push-requests": func(t *rapid.T) {
+				want := crossed(m.reqProd, m.reqEvent, m.reqPvt)
+				if got := f.Push(); got != want {
+					t.Fatalf("push %d..%d with req_event %d: notify %v, model %v", m.reqProd, m.reqPvt, m.reqEvent, got, want)
 				}
-				if notify {
-					backArmed = false
-				}
+				m.reqProd = m.reqPvt
 			},
 			"consume": func(t *rapid.T) {
 				n, err := b.Unconsumed()
 				if err != nil {
 					t.Fatal(err)
 				}
+				if int64(n) != m.reqProd-m.reqCons {
+					t.Fatalf("back sees %d requests, model %d", n, m.reqProd-m.reqCons)
+				}
 				if n == 0 {
 					t.Skip("empty")
+				}
+				if n >= 2 && binary.LittleEndian.Uint32(b.Request(1)) != uint32(m.reqCons)+1 {
+					t.Fatal("peek at req_cons+1 does not show the next request")
 				}
 				k := rapid.Uint32Range(1, n).Draw(t, "k")
 				for i := uint32(0); i < k; i++ {
 					v := binary.LittleEndian.Uint32(b.Request(0))
-					if v != gotReq {
-						t.Fatalf("request %d read where %d was due (read twice or skipped)", v, gotReq)
+					if v != uint32(m.reqCons) {
+						t.Fatalf("request %d read where %d was due (read twice or skipped)", v, m.reqCons)
 					}
-					gotReq++
+					m.reqCons++
 					b.Consume(1)
 					backPending = append(backPending, v)
 				}
@@ -75,40 +103,61 @@ func TestRingInvariantsUnderAnyInterleaving(t *testing.T) {
 					binary.LittleEndian.PutUint32(b.NextResponse(), v)
 					b.Produce(1)
 				}
+				m.rspPvt += int64(k)
 				backPending = backPending[k:]
-				notify := b.Push()
-				if frontArmed && !notify {
-					t.Fatal("the front end asked for a notification and did not get one")
+			},
+			"push-responses": func(t *rapid.T) {
+				want := crossed(m.rspProd, m.rspEvent, m.rspPvt)
+				if got := b.Push(); got != want {
+					t.Fatalf("push responses %d..%d with rsp_event %d: notify %v, model %v", m.rspProd, m.rspPvt, m.rspEvent, got, want)
 				}
-				if notify {
-					frontArmed = false
-				}
+				m.rspProd = m.rspPvt
 			},
 			"front-collect": func(t *rapid.T) {
-				for n := f.Unconsumed(); n > 0; n-- {
-					if v := binary.LittleEndian.Uint32(f.Response()); v != nextRsp {
-						t.Fatalf("response %d where %d was due", v, nextRsp)
+				n := f.Unconsumed()
+				if int64(n) != m.rspProd-m.rspCons || f.Overrun() {
+					t.Fatalf("front sees %d responses, model %d", n, m.rspProd-m.rspCons)
+				}
+				k := rapid.Uint32Range(0, n).Draw(t, "k")
+				for ; k > 0; k-- {
+					if v := binary.LittleEndian.Uint32(f.Response()); v != uint32(m.rspCons) {
+						t.Fatalf("response %d where %d was due", v, m.rspCons)
 					}
-					nextRsp++
+					m.rspCons++
 					f.Consume(1)
 				}
-				if !f.FinalCheck() {
-					frontArmed = true
+			},
+			"front-final": func(t *rapid.T) {
+				want := m.rspProd > m.rspCons
+				if !want {
+					m.rspEvent = m.rspCons + 1
+				}
+				if got := f.FinalCheck(); got != want {
+					t.Fatalf("front final check %v, model %v", got, want)
 				}
 			},
 			"back-final": func(t *rapid.T) {
-				more, err := b.FinalCheck()
-				if err != nil {
-					t.Fatal(err)
+				want := m.reqProd > m.reqCons
+				if !want {
+					m.reqEvent = m.reqCons + 1
 				}
-				if !more {
-					backArmed = true
+				more, err := b.FinalCheck()
+				if err != nil || more != want {
+					t.Fatalf("back final check %v %v, model %v", more, err, want)
+				}
+			},
+			"": func(t *rapid.T) {
+				if int64(f.Free()) != m.size-(m.reqPvt-m.rspCons) || f.Free() > f.Size() {
+					t.Fatalf("free %d, model %d", f.Free(), m.size-(m.reqPvt-m.rspCons))
+				}
+				if int64(b.Pending()) != m.reqCons-m.rspPvt {
+					t.Fatalf("back pending %d, model %d", b.Pending(), m.reqCons-m.rspPvt)
+				}
+				if got := [4]uint32{load32(mem, offReqProd), load32(mem, offReqEvent), load32(mem, offRspProd), load32(mem, offRspEvent)}; got != [4]uint32{start + uint32(m.reqProd), start + uint32(m.reqEvent), start + uint32(m.rspProd), start + uint32(m.rspEvent)} {
+					t.Fatalf("shared header %v disagrees with the model %+v", got, m)
 				}
 			},
 		})
-		if f.Free() > f.Size() {
-			t.Fatalf("free %d > size %d", f.Free(), f.Size())
-		}
 	})
 }
 
