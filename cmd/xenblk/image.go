@@ -47,13 +47,29 @@ func openImage(path string, size int64, readOnly bool) (storage.Device, bool, er
 		f.Close()
 		return nil, false, fmt.Errorf("disk image %s is %d bytes, not a multiple of 512", path, st.Size())
 	}
-	return &imageFile{f: f, size: st.Size() &^ 511, ro: readOnly}, created, nil
+	return &imageFile{f: f, size: st.Size() &^ 511, ro: readOnly, rot: imageRotationRate(path)}, created, nil
 }
 
 type imageFile struct {
 	f    *os.File
 	size int64
 	ro   bool
+	rot  uint16 // SBC rotation rate reported in VPD page 0xb1
+}
+
+// rotationRateOverride, when not negative, is the rotation rate every
+// image reports (xenblk sim --rotation-rate) instead of its filesystem
+// device's.
+var rotationRateOverride = -1
+
+// imageRotationRate is the rotation rate of the device holding the image:
+// 1 (non-rotating) for an SSD, 0 (not reported) for a spinning or virtual
+// disk the kernel gives no rpm for, unless overridden.
+func imageRotationRate(path string) uint16 {
+	if rotationRateOverride >= 0 {
+		return uint16(rotationRateOverride)
+	}
+	return storage.RotationRateForPath(path)
 }
 
 func (d *imageFile) ReadAt(p []byte, off int64) (int, error) {
@@ -75,7 +91,7 @@ func (d *imageFile) WriteAt(p []byte, off int64) (int, error) {
 
 func (d *imageFile) Info() storage.Info {
 	return storage.Info{Size: d.size, LogicalBlockSize: 512, PhysicalBlockSize: 4096, ReadOnly: d.ro,
-		CanFlush: true, CanDiscard: !d.ro, DiscardZeroes: true, DiscardGranularity: 4096}
+		RotationRate: d.rot, CanFlush: true, CanDiscard: !d.ro, DiscardZeroes: true, DiscardGranularity: 4096}
 }
 
 func (d *imageFile) Flush() error { return unix.Fdatasync(int(d.f.Fd())) }

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xenblk/xenblk/control"
+	"github.com/xenblk/xenblk/scsi"
+)
+
+// The xenblk scsi commands: sg3_utils-like tools that send SCSI commands
+// to a disk a running xenblk process (xenblk sim) holds, through its
+// control socket (package control). Exit status: 0 GOOD, 3 (exitConflict)
+// for any other SCSI status (CHECK CONDITION, RESERVATION CONFLICT, ...),
+// 1 when the command could not be sent, 2 for usage mistakes.
+
+var scsiFlags struct {
+	control string
+	device  string
+}
+
+var scsiCmd = &cobra.Command{
+	Use:   "scsi",
+	Short: "Send SCSI commands to a running xenblk sim's disk (sg3_utils-like)",
+	Long: `scsi sends SCSI commands to the guest disk of a running xenblk sim over its
+control socket, and decodes the answers much like sg3_utils does.
+
+Exit status: 0 GOOD; 3 CHECK CONDITION, RESERVATION CONFLICT or another
+non-GOOD status; 1 the command could not be sent; 2 usage mistakes.`,
+	Example: `  xenblk scsi inquiry
+  xenblk scsi inquiry --vpd 0xb1
+  xenblk scsi readcap --16
+  xenblk scsi persist --in --read-keys
+  xenblk scsi raw 12 00 00 00 24 00 --request 36`,
+}
+
+// scsiStatusError is a command the device answered with a status other
+// than GOOD; the answer has already been printed.
+type scsiStatusError struct{ status byte }
+
+func (e scsiStatusError) Error() string {
+	return "SCSI status " + scsi.StatusName(e.status)
+}
+func (e scsiStatusError) ExitCode() int { return exitConflict }
+
+func init() {
+	pf := scsiCmd.PersistentFlags()
+	pf.StringVar(&scsiFlags.control, "control", "", "control socket of the xenblk sim (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
+	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one the sim serves)")
+	rootCmd.AddCommand(scsiCmd)
+}
+
+// scsiSession is one connection to the control socket with the device chosen.
+type scsiSession struct {
+	c      *control.Client
+	device string
+	out    io.Writer
+}
+
+func openSCSI(cmd *cobra.Command) (*scsiSession, error) {
+	path := scsiFlags.control
+	if path == "" {
+		path = control.DefaultPath()
+	}
+	c, err := control.Dial(path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w (is xenblk sim running? see --control)", path, err)
+	}
+	dev := scsiFlags.device
+	if dev == "" {
+		devs, err := c.Devices()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		switch len(devs) {
+		case 0:
+			c.Close()
+			return nil, fmt.Errorf("control socket %s serves no device", path)
+		case 1:
+			dev = devs[0]
+		default:
+			c.Close()
+			return nil, usagef("several devices (%s): choose one with --device", strings.Join(devs, ", "))
+		}
+	}
+	return &scsiSession{c: c, device: dev, out: cmd.OutOrStdout()}, nil
+}
+
+// exec runs cdb and, for a status other than GOOD, prints the status and
+// decoded sense and returns a scsiStatusError.
+func (s *scsiSession) exec(cdb []byte, dir scsi.Direction, dataOut []byte, dataInLen int) (control.Result, error) {
+	r, err := s.c.Exec(s.device, cdb, dir, dataOut, dataInLen)
+	if err != nil {
+		return r, err
+	}
+	if r.Status != scsi.StatusGood {
+		s.printStatus(cdb[0], r)
+		return r, scsiStatusError{r.Status}
+	}
+	return r, nil
+}
+
+func (s *scsiSession) printStatus(op byte, r control.Result) {
+	fmt.Fprintf(s.out, "%s: SCSI status %s\n", scsi.OpName(op), scsi.StatusName(r.Status))
+	if len(r.Sense) > 0 {
+		fmt.Fprintf(s.out, "%s\n", describeSense(r.Sense))
+	}
+}
+
+// runSCSI wraps a command body with opening and closing the session.
+func runSCSI(body func(s *scsiSession, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		s, err := openSCSI(cmd)
+		if err != nil {
+			return err
+		}
+		defer s.c.Close()
+		return body(s, args)
+	}
+}
+
+// parseByte parses a page code or similar: decimal, or hex with 0x.
+func parseByte(v string) (byte, error) {
+	n, err := strconv.ParseUint(v, 0, 8)
+	return byte(n), err
+}
+
+var inquiryFlags struct {
+	vpd string
+	hex bool
+}
+
+var inquiryCmd = &cobra.Command{
+	Use:   "inquiry",
+	Short: "INQUIRY: standard data or a VPD page (like sg_inq)",
+	Args:  cobra.NoArgs,
+	RunE: runSCSI(func(s *scsiSession, _ []string) error {
+		cdb := []byte{byte(scsi.OpInquiry), 0, 0, 0, 0, 0}
+		var page byte
+		if inquiryFlags.vpd != "" {
+			p, err := parseByte(inquiryFlags.vpd)
+			if err != nil {
+				return usagef("--vpd %q: %v", inquiryFlags.vpd, err)
+			}
+			page = p
+			cdb[1], cdb[2] = 1, page
+		}
+		const alloc = 1024
+		binary.BigEndian.PutUint16(cdb[3:5], alloc)
+		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+		if err != nil {
+			return err
+		}
+		if inquiryFlags.hex {
+			fmt.Fprint(s.out, hexDump(r.DataIn))
+			return nil
+		}
+		if inquiryFlags.vpd == "" {
+			fmt.Fprint(s.out, decodeStdInquiry(r.DataIn))
+			return nil
+		}
+		text, err := decodeVPD(r.DataIn, page)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(s.out, text)
+		return nil
+	}),
+}
+
+var readcapLong bool
+
+var readcapCmd = &cobra.Command{
+	Use:   "readcap",
+	Short: "READ CAPACITY (10) or, with --16, (16) (like sg_readcap)",
+	Args:  cobra.NoArgs,
+	RunE: runSCSI(func(s *scsiSession, _ []string) error {
+		var cdb []byte
+		n := 8
+		if readcapLong {
+			n = 32
+			cdb = make([]byte, 16)
+			cdb[0], cdb[1] = 0x9e, 0x10 // SERVICE ACTION IN (16) / READ CAPACITY (16)
+			binary.BigEndian.PutUint32(cdb[10:14], uint32(n))
+		} else {
+			cdb = make([]byte, 10)
+			cdb[0] = 0x25
+		}
+		r, err := s.exec(cdb, scsi.DirFromDevice, nil, n)
+		if err != nil {
+			return err
+		}
+		text, err := decodeReadCap(r.DataIn, readcapLong)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(s.out, text)
+		return nil
+	}),
+}
+
+var lunsCmd = &cobra.Command{
+	Use:   "luns",
+	Short: "REPORT LUNS (like sg_luns)",
+	Args:  cobra.NoArgs,
+	RunE: runSCSI(func(s *scsiSession, _ []string) error {
+		const alloc = 8192
+		cdb := make([]byte, 12)
+		cdb[0] = 0xa0
+		binary.BigEndian.PutUint32(cdb[6:10], alloc)
+		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(s.out, decodeLUNs(r.DataIn))
+		return nil
+	}),
+}
+
+var turCmd = &cobra.Command{
+	Use:   "tur",
+	Short: "TEST UNIT READY (like sg_turs)",
+	Args:  cobra.NoArgs,
+	RunE: runSCSI(func(s *scsiSession, _ []string) error {
+		if _, err := s.exec(make([]byte, 6), scsi.DirNone, nil, 0); err != nil {
+			return err
+		}
+		fmt.Fprintln(s.out, "TEST UNIT READY: ready")
+		return nil
+	}),
+}
+
+var senseCmd = &cobra.Command{
+	Use:   "sense",
+	Short: "REQUEST SENSE, decoded (like sg_requests)",
+	Args:  cobra.NoArgs,
+	RunE: runSCSI(func(s *scsiSession, _ []string) error {
+		const alloc = 252
+		cdb := []byte{0x03, 0, 0, 0, alloc, 0}
+		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(s.out, "Decode parameter data as sense data:\n%s\n", describeSense(r.DataIn))
+		return nil
+	}),
+}
+
+var rawFlags struct {
+	request int
+	send    int
+	infile  string
+	outfile string
+}
+
+var rawCmd = &cobra.Command{
+	Use:   "raw CDB-HEX...",
+	Short: "Send any CDB (like sg_raw); prints the status, the sense and the data-in",
+	Example: `  xenblk scsi raw 12 00 00 00 24 00 --request 36
+  xenblk scsi raw 3b 02 00 00 00 00 00 02 00 00 --infile buf.bin`,
+	Args: cobra.MinimumNArgs(1),
+	RunE: func(cmd *cobra.Command, args []string) error {
+		cdb, err := hex.DecodeString(strings.Join(args, ""))
+		if err != nil {
+			return usagef("CDB: %v", err)
+		}
+		if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
+			return usagef("CDB of %d bytes (1..%d)", len(cdb), scsi.MaxCDB)
+		}
+		if rawFlags.request < 0 || rawFlags.request > control.MaxData {
+			return usagef("--request %d (0..%d)", rawFlags.request, control.MaxData)
+		}
+		var dataOut []byte
+		if rawFlags.infile != "" || rawFlags.send > 0 {
+			if rawFlags.request > 0 {
+				return usagef("--request and --send/--infile: a command has one data direction")
+			}
+			if rawFlags.infile == "" {
+				return usagef("--send needs --infile")
+			}
+			data, err := os.ReadFile(rawFlags.infile)
+			if err != nil {
+				return err
+			}
+			if rawFlags.send > 0 {
+				if rawFlags.send > len(data) {
+					return usagef("--send %d: %s has %d bytes", rawFlags.send, rawFlags.infile, len(data))
+				}
+				data = data[:rawFlags.send]
+			}
+			if len(data) > control.MaxData {
+				return usagef("%s: %d bytes, at most %d", rawFlags.infile, len(data), control.MaxData)
+			}
+			dataOut = data
+		}
+		dir := scsi.DirNone
+		switch {
+		case rawFlags.request > 0:
+			dir = scsi.DirFromDevice
+		case dataOut != nil:
+			dir = scsi.DirToDevice
+		}
+		s, err := openSCSI(cmd)
+		if err != nil {
+			return err
+		}
+		defer s.c.Close()
+		r, err := s.c.Exec(s.device, cdb, dir, dataOut, rawFlags.request)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(s.out, "SCSI Status: %s\n\n", scsi.StatusName(r.Status))
+		if len(r.Sense) > 0 {
+			fmt.Fprintf(s.out, "Sense Information:\n%s\n\n", describeSense(r.Sense))
+		}
+		if dir == scsi.DirFromDevice && r.Status == scsi.StatusGood {
+			if rawFlags.outfile != "" {
+				if err := os.WriteFile(rawFlags.outfile, r.DataIn, 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(s.out, "Received %d bytes of data, written to %s\n", len(r.DataIn), rawFlags.outfile)
+			} else {
+				fmt.Fprintf(s.out, "Received %d bytes of data:\n%s", len(r.DataIn), hexDump(r.DataIn))
+			}
+		}
+		if r.Status != scsi.StatusGood {
+			return scsiStatusError{r.Status}
+		}
+		return nil
+	},
+}
+
+func init() {
+	f := inquiryCmd.Flags()
+	f.StringVar(&inquiryFlags.vpd, "vpd", "", "VPD page to fetch (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2, ...)")
+	f.BoolVar(&inquiryFlags.hex, "hex", false, "print the response in hex instead of decoding it")
+	readcapCmd.Flags().BoolVar(&readcapLong, "16", false, "use READ CAPACITY (16)")
+	rf := rawCmd.Flags()
+	rf.IntVar(&rawFlags.request, "request", 0, "data-in length to ask for")
+	rf.IntVar(&rawFlags.send, "send", 0, "data-out length to send from --infile (default: the whole file)")
+	rf.StringVar(&rawFlags.infile, "infile", "", "file holding the data-out to send")
+	rf.StringVar(&rawFlags.outfile, "outfile", "", "write the data-in to this file instead of a hex dump")
+	scsiCmd.AddCommand(inquiryCmd, readcapCmd, lunsCmd, turCmd, senseCmd, rawCmd)
+}
