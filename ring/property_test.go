@@ -1,10 +1,14 @@
 package ring
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -161,60 +165,126 @@ func TestRingInvariantsUnderAnyInterleaving(t *testing.T) {
 	})
 }
 
-// A million requests and responses between two goroutines, each side
-// verifying the other's payloads with an identically seeded RNG.
+// A million requests and responses (fewer under -race) between two
+// goroutines that sleep on event channels exactly when the final checks
+// allow: every slot byte is checked against an identically seeded RNG on
+// the other side, batch sizes are random on both sides, the indexes cross
+// 2^32, and a lost wakeup shows up as a timeout instead of a hang.
 func TestConcurrentMillion(t *testing.T) {
 	n := 1000000
 	if testing.Short() || raceEnabled {
 		n = 100000
 	}
 	mem := make([]byte, 4096*2)
-	f, _ := InitFront(mem, testSlot)
+	start := uint32(0xFFFFFFFF - 5000)
+	binary.LittleEndian.PutUint32(mem[offReqProd:], start)
+	binary.LittleEndian.PutUint32(mem[offRspProd:], start)
+	binary.LittleEndian.PutUint32(mem[offReqEvent:], start+1)
+	binary.LittleEndian.PutUint32(mem[offRspEvent:], start+1)
+	f, _ := AttachFront(mem, testSlot, start)
 	b, _ := AttachBack(mem, testSlot)
+	toBack, toFront := make(chan struct{}, 1), make(chan struct{}, 1)
+	kick := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default: // already pending: notifications coalesce
+		}
+	}
+	var failed atomic.Bool
+	sleep := func(c chan struct{}) bool {
+		select {
+		case <-c:
+			return !failed.Load()
+		case <-time.After(20 * time.Second):
+			failed.Store(true)
+			return false
+		}
+	}
+	var backErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { // back end: echo each payload
+	go func() {
 		defer wg.Done()
-		want := rand.New(rand.NewSource(7))
-		for done := 0; done < n; {
-			k, err := b.Unconsumed()
+		defer kick(toFront)
+		reqs, rsps := rand.New(rand.NewSource(7)), rand.New(rand.NewSource(8))
+		batch := rand.New(rand.NewSource(2))
+		want := make([]byte, testSlot)
+		for done := 0; done < n && !failed.Load(); {
+			avail, err := b.Unconsumed()
 			if err != nil {
-				t.Error(err)
+				backErr = err
+				failed.Store(true)
 				return
 			}
-			for ; k > 0; k-- {
-				v := binary.LittleEndian.Uint64(b.Request(0))
-				if w := want.Uint64(); v != w {
-					t.Errorf("request %d: %x, want %x", done, v, w)
+			if avail == 0 {
+				more, err := b.FinalCheck()
+				if err == nil && !more && !sleep(toBack) {
+					backErr = fmt.Errorf("back end: no notification after %d requests (lost wakeup)", done)
+					return
+				}
+				continue
+			}
+			for k := min(avail, uint32(batch.Intn(48)+1)); k > 0; k-- {
+				reqs.Read(want)
+				if !bytes.Equal(b.Request(0), want) {
+					backErr = fmt.Errorf("request %d: slot differs from what the front wrote", done)
+					failed.Store(true)
 					return
 				}
 				b.Consume(1)
-				binary.LittleEndian.PutUint64(b.NextResponse(), v)
+				rsps.Read(b.NextResponse())
 				b.Produce(1)
 				done++
 			}
-			b.Push()
+			if b.Push() {
+				kick(toFront)
+			}
 		}
 	}()
-	gen, check := rand.New(rand.NewSource(7)), rand.New(rand.NewSource(7))
+	reqs, rsps := rand.New(rand.NewSource(7)), rand.New(rand.NewSource(8))
 	batch := rand.New(rand.NewSource(1))
-	for sent, got := 0, 0; got < n; {
-		k := min(uint32(batch.Intn(40)+1), f.Free(), uint32(n-sent))
-		for i := uint32(0); i < k; i++ {
-			binary.LittleEndian.PutUint64(f.RequestAt(i), gen.Uint64())
+	want := make([]byte, testSlot)
+	notifies := 0
+	for sent, got := 0, 0; got < n && !failed.Load(); {
+		if k := min(uint32(batch.Intn(40)+1), f.Free(), uint32(n-sent)); k > 0 {
+			for i := uint32(0); i < k; i++ {
+				reqs.Read(f.RequestAt(i))
+			}
+			f.Produce(k)
+			sent += int(k)
+			if f.Push() {
+				notifies++
+				kick(toBack)
+			}
 		}
-		f.Produce(k)
-		sent += int(k)
-		f.Push()
-		for r := f.Unconsumed(); r > 0; r-- {
-			if v, w := binary.LittleEndian.Uint64(f.Response()), check.Uint64(); v != w {
-				t.Fatalf("response %d: %x, want %x", got, v, w)
+		r := f.Unconsumed()
+		for ; r > 0; r-- {
+			rsps.Read(want)
+			if !bytes.Equal(f.Response(), want) {
+				failed.Store(true)
+				t.Fatalf("response %d: slot differs from what the back wrote", got)
 			}
 			f.Consume(1)
 			got++
 		}
+		// Sleep when the ring is full, everything is sent, or (one time in
+		// four, as a client with little in flight) whenever a request is
+		// outstanding: small pushes then depend on the hold-off being exact.
+		idle := f.Free() == 0 || sent == n || batch.Intn(4) == 0
+		if idle && got < sent && !f.FinalCheck() && !sleep(toFront) {
+			failed.Store(true)
+			t.Errorf("front end: no notification after %d responses (lost wakeup)", got)
+		}
 	}
+	failed.Store(true) // release the back end if the front stopped early
+	kick(toBack)
 	wg.Wait()
+	if backErr != nil {
+		t.Fatal(backErr)
+	}
+	if load32(mem, offReqProd) != start+uint32(n) || notifies == 0 {
+		t.Fatalf("req_prod %#x after %d requests from %#x, %d notifications", load32(mem, offReqProd), n, start, notifies)
+	}
 }
 
 // FuzzHostilePeer lets arbitrary bytes drive the shared indexes between
