@@ -287,52 +287,79 @@ func TestConcurrentMillion(t *testing.T) {
 	}
 }
 
-// FuzzHostilePeer lets arbitrary bytes drive the shared indexes between
-// operations: the back end must report overflow or carry on, never panic
-// or touch memory outside the slots.
+// FuzzHostilePeer lets arbitrary bytes play the other end: between the
+// honest half's operations they overwrite any shared index (producer or
+// event). The honest halves must report overflow or carry on, never panic,
+// never see more than a ring's worth, and never write outside the slots
+// (the header's private padding and the tail past the last slot stay zero).
 func FuzzHostilePeer(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 1, 1, 1})
+	f.Add([]byte{4, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0xf0, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 7, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		mem := make([]byte, 4096)
-		fr, _ := InitFront(mem, testSlot)
+		fr, err := InitFront(mem, testSlot)
+		if err != nil {
+			t.Fatal(err)
+		}
 		b, _ := AttachBack(mem, testSlot)
+		slotsEnd := HeaderSize + int(b.Size())*testSlot
+		fill := func(p []byte) {
+			for i := range p {
+				p[i] = 0xAA
+			}
+		}
 		for i := 0; i+4 < len(ops); i += 5 {
 			v := binary.LittleEndian.Uint32(ops[i+1:])
-			switch ops[i] % 6 {
-			case 0:
-				binary.LittleEndian.PutUint32(mem[offReqProd:], v)
-			case 1:
-				binary.LittleEndian.PutUint32(mem[offRspProd:], v)
-			case 2:
+			switch ops[i] % 9 {
+			case 0, 1, 2, 3: // the hostile peer writes one shared index
+				store32(mem, int(ops[i]%4)*4, v)
+			case 4: // back end: serve what it is offered, peeking at pairs
 				n, err := b.Unconsumed()
 				if err != nil {
 					continue
 				}
-				if n > b.Size() {
-					t.Fatalf("%d unconsumed in a %d-slot ring", n, b.Size())
+				if n > b.Size() || b.Pending()+n > b.Size() {
+					t.Fatalf("%d unconsumed, %d pending in a %d-slot ring", n, b.Pending(), b.Size())
 				}
 				for ; n > 0; n-- {
+					if n >= 2 {
+						_ = b.Request(1)[testSlot-1]
+					}
 					_ = b.Request(0)[testSlot-1]
 					b.Consume(1)
-					b.NextResponse()[0] = 1
+					fill(b.NextResponse())
 					b.Produce(1)
 				}
 				b.Push()
-			case 3:
+			case 5:
 				if fr.Unconsumed() > fr.Size() {
 					t.Fatal("front sees more responses than slots")
 				}
-				fr.Consume(fr.Unconsumed())
-			case 4:
-				if r := fr.NextRequest(); r != nil {
-					r[0] = 1
-					fr.Produce(1)
-					fr.Push()
+				for n := fr.Unconsumed(); n > 0; n-- {
+					_ = fr.Response()[testSlot-1]
+					fr.Consume(1)
 				}
-			case 5:
+			case 6:
+				for k := v % 8; k > 0; k-- {
+					r := fr.NextRequest()
+					if r == nil {
+						break
+					}
+					fill(r)
+					fr.Produce(1)
+				}
+				fr.Push()
+			case 7:
 				b.FinalCheck()
 				fr.FinalCheck()
+			case 8: // a back end restarted on whatever the indexes say
+				b, _ = AttachBack(mem, testSlot)
+			}
+			for _, c := range append(mem[16:HeaderSize:HeaderSize], mem[slotsEnd:]...) {
+				if c != 0 {
+					t.Fatal("a write landed outside the slot area")
+				}
 			}
 		}
 	})
