@@ -104,6 +104,30 @@ static int c_back_final_check(void) {
 	return more;
 }
 
+// Rings of test slots of every size the SlotCount test asks for: ring.h
+// sizes the slot array from sizeof(union of request and response).
+#define SIZED_RING(n) \
+	struct sized_req##n { uint8_t b[n]; }; \
+	struct sized_rsp##n { uint8_t b[n]; }; \
+	DEFINE_RING_TYPES(sized##n, struct sized_req##n, struct sized_rsp##n);
+SIZED_RING(8) SIZED_RING(12) SIZED_RING(36) SIZED_RING(64) SIZED_RING(100)
+SIZED_RING(108) SIZED_RING(200) SIZED_RING(1000) SIZED_RING(2016)
+SIZED_RING(4032) SIZED_RING(4033)
+
+#define CASE_SIZED(n) case n: return __RING_SIZE((struct sized##n##_sring *)mem, bytes);
+
+// c_sized_ring_size is __RING_SIZE for a ring of bytes bytes at mem whose
+// slots are slot bytes; -1 for a slot size without a ring type above.
+static long c_sized_ring_size(int slot, void *mem, long bytes) {
+	switch (slot) {
+	CASE_SIZED(8) CASE_SIZED(12) CASE_SIZED(36) CASE_SIZED(64) CASE_SIZED(100)
+	CASE_SIZED(108) CASE_SIZED(200) CASE_SIZED(1000) CASE_SIZED(2016)
+	CASE_SIZED(4032) CASE_SIZED(4033)
+	case sizeof(union blkif_sring_entry): return __RING_SIZE((blkif_sring_t *)mem, bytes);
+	}
+	return -1;
+}
+
 static void *c_alloc_pages(int n) {
 	void *p = NULL;
 	if (posix_memalign(&p, 4096, 4096 * n) != 0) return NULL;
@@ -132,6 +156,15 @@ func (m Mem) Free() { C.free(m.p) }
 func FrontInit(m Mem)   { C.c_front_init(m.p, C.int(len(m.B))) }
 func FrontAttach(m Mem) { C.c_front_attach(m.p, C.int(len(m.B))) }
 func BackAttach(m Mem)  { C.c_back_attach(m.p, C.int(len(m.B))) }
+
+// SizedSlots are the slot sizes SizedRingSize knows; 112 is blkif's union.
+var SizedSlots = []int{8, 12, 36, 64, 100, 108, 112, 200, 1000, 2016, 4032, 4033}
+
+// SizedRingSize is ring.h's __RING_SIZE for a ring of m's size whose slots
+// are slot bytes (one of SizedSlots; -1 otherwise).
+func SizedRingSize(m Mem, slot int) int {
+	return int(C.c_sized_ring_size(C.int(slot), m.p, C.long(len(m.B))))
+}
 
 // RingSize is RING_SIZE of the C front ring.
 func RingSize() uint32 { return uint32(C.c_ring_size()) }

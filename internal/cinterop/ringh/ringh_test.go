@@ -24,6 +24,27 @@ func TestSlotCountIsRingSize(t *testing.T) {
 	}
 }
 
+func TestSlotCountIsRingSizeForEverySlotSize(t *testing.T) {
+	checked := 0
+	for order := 0; order <= 5; order++ {
+		m := Alloc(1 << order)
+		for _, sz := range SizedSlots {
+			want := SizedRingSize(m, sz)
+			if want < 0 {
+				t.Fatalf("no C ring type for %d-byte slots", sz)
+			}
+			if got := ring.SlotCount(len(m.B), sz); int(got) != want {
+				t.Errorf("order %d, %d-byte slots: SlotCount %d, __RING_SIZE %d", order, sz, got, want)
+			}
+			checked++
+		}
+		m.Free()
+	}
+	if checked != 6*len(SizedSlots) {
+		t.Fatalf("checked %d combinations", checked)
+	}
+}
+
 // startNear2p32 sets all four indexes to start (as if the ring had run
 // that long), so that the test crosses the 2^32 wrap.
 func startNear2p32(b []byte, start uint32) {
