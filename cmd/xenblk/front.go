@@ -23,6 +23,7 @@ var frontFlags struct {
 	name    string
 	vdev    string
 	nbd     string
+	fuse    string
 	wait    time.Duration
 	verbose bool
 }
@@ -45,6 +46,7 @@ func init() {
 	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
 	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
 	f.StringVar(&frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
+	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file DIR/VDEV through FUSE")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
 	rootCmd.AddCommand(frontCmd)
@@ -89,6 +91,13 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	in := disk.Info()
 	fmt.Fprintf(out, "connected %s: %d bytes, %d queue(s), indirect %d, persistent %v, scsi %v\nNBD %s\n",
 		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, frontFlags.vdev))
+	if frontFlags.fuse != "" {
+		unmount, err := mountFuse(frontFlags.fuse, frontFlags.vdev, disk, out)
+		if err != nil {
+			return err
+		}
+		defer unmount()
+	}
 	<-ctx.Done()
 	return disk.Flush(context.Background())
 }
