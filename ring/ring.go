@@ -228,12 +228,19 @@ func AttachBack(mem []byte, slotSize int) (*Back, error) {
 
 // Unconsumed is the number of requests published and not yet consumed
 // (RING_HAS_UNCONSUMED_REQUESTS, bounded by free response slots as ring.h
-// does). It fails with ErrProdOverflow when req_prod claims more requests
-// than the ring can hold (RING_REQUEST_PROD_OVERFLOW).
+// does, which is RING_REQUEST_CONS_OVERFLOW's guard). It fails with
+// ErrProdOverflow when req_prod claims more requests than the ring can hold
+// (RING_REQUEST_PROD_OVERFLOW) or moved back behind req_cons.
 func (b *Back) Unconsumed() (uint32, error) {
 	prod := load32(b.mem, offReqProd)
 	if prod-b.rspProdPvt > b.size {
 		return 0, fmt.Errorf("%w: req_prod %d, rsp_prod_pvt %d, %d slots", ErrProdOverflow, prod, b.rspProdPvt, b.size)
+	}
+	// A req_prod behind req_cons was moved backwards by the front. ring.h
+	// would count the stale slots up to the ring's end as requests (only
+	// RING_REQUEST_CONS_OVERFLOW stops it); we refuse the ring instead.
+	if prod-b.rspProdPvt < b.reqCons-b.rspProdPvt {
+		return 0, fmt.Errorf("%w: req_prod %d went back behind req_cons %d", ErrProdOverflow, prod, b.reqCons)
 	}
 	reqs := prod - b.reqCons
 	rsps := b.size - (b.reqCons - b.rspProdPvt)

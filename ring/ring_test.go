@@ -2,6 +2,7 @@ package ring
 
 import (
 	"encoding/binary"
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -117,6 +118,20 @@ func TestProdOverflowDetected(t *testing.T) {
 	binary.LittleEndian.PutUint32(mem[offReqProd:], 0xFFFFFFFF) // behind us
 	if _, err := b.Unconsumed(); err == nil {
 		t.Fatal("req_prod behind rsp_prod must be an error")
+	}
+}
+
+func TestProdMovedBackBehindConsDetected(t *testing.T) {
+	f, b, mem := newPair(t, 1)
+	f.Produce(10)
+	f.Push()
+	b.Consume(10) // consumed, none answered yet
+	binary.LittleEndian.PutUint32(mem[offReqProd:], 5)
+	if n, err := b.Unconsumed(); !errors.Is(err, ErrProdOverflow) {
+		t.Fatalf("req_prod moved back behind req_cons: %d requests, %v; want ErrProdOverflow", n, err)
+	}
+	if _, err := b.FinalCheck(); !errors.Is(err, ErrProdOverflow) {
+		t.Fatalf("FinalCheck: %v", err)
 	}
 }
 
