@@ -266,6 +266,11 @@ func (d *Device) limits() *limits {
 // Connect reads the frontend's ring details, maps every ring, binds every
 // event channel and starts the queues (xenbus Driver).
 func (d *Device) Connect() error {
+	// Every queue of a dead connection reports the loss; only the first
+	// report counted, the rest are stale now.
+	for len(d.lost) > 0 {
+		<-d.lost
+	}
 	st := d.cfg.Domain.Store()
 	readInt := func(path string, def int) (int, error) {
 		v, err := st.Read(path)

@@ -231,6 +231,9 @@ func (d *Disk) Publish() error { return nil }
 // Connect builds (once) the queues and grants fresh rings, then publishes
 // them in one transaction (xenbus Driver).
 func (d *Disk) Connect() error {
+	// Every queue of a dead connection reports the loss; the machine
+	// already acted on the first report, so the rest are stale now.
+	drain(d.lost)
 	in, err := d.readBackend()
 	if err != nil {
 		return err
@@ -440,5 +443,16 @@ func (d *Disk) Remove() {
 		q.mu.Lock()
 		q.cond.Broadcast()
 		q.mu.Unlock()
+	}
+}
+
+// drain empties a notification channel without blocking.
+func drain(c chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
 	}
 }
