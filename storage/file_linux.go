@@ -73,7 +73,7 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	}
 	if st.Size() == 0 {
 		f.Close()
-		return nil, fmt.Errorf("disk image %s is 0 bytes; give --size to create it, or truncate -s SIZE %s", path, path)
+		return nil, fmt.Errorf("disk image %s is 0 bytes; remove it so it can be created with a size, or run truncate -s SIZE %s", path, path)
 	}
 	size := st.Size() / int64(opt.LogicalBlockSize) * int64(opt.LogicalBlockSize)
 	fl := &File{f: f, path: path, opt: opt, size: size, pbs: 4096, rot: RotationRateForPath(path)}
@@ -183,6 +183,10 @@ func (d *File) WriteZeroes(off, n int64) error {
 }
 
 func (d *File) Close() error { return d.f.Close() }
+
+// SetRotationRate overrides the rotation rate read from sysfs (for a
+// configured value, e.g. an image on a virtual disk known to be an SSD).
+func (d *File) SetRotationRate(r uint16) { d.rot = r }
 
 // Path is the image's path.
 func (d *File) Path() string { return d.path }
