@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
@@ -55,8 +56,9 @@ type queue struct {
 	prReq    blkif.PRRequest
 	pr       SCSIExecutor // serves OpReservation; nil when not offered
 
-	// poll: how long to spin on the ring after it goes quiet before
-	// sleeping on the event channel (0: sleep at once).
+	// poll: how long to keep polling the ring after a pass that found
+	// work before arming the event index and sleeping (0: the default
+	// window, defaultPollWindow).
 	poll time.Duration
 }
 
@@ -65,9 +67,21 @@ type queue struct {
 var errFatal = errors.New("fatal ring error")
 
 // run serves the ring until the channel closes or stop is closed.
+//
+// After a pass that found work it keeps polling the ring for the poll
+// window without re-arming req_event: a frontend pushing meanwhile sees a
+// stale event index and sends no notification, so under load neither end
+// makes an event-channel call. Only when the window passes empty does it
+// arm (RING_FINAL_CHECK_FOR_REQUESTS) and sleep. A pass that found nothing
+// (a spurious or close wake-up) arms at once: the poll follows work only.
 func (q *queue) run(stop <-chan struct{}) error {
+	window := q.poll
+	if window <= 0 {
+		window = defaultPollWindow
+	}
 	for {
-		if err := q.drain(); err != nil {
+		n, waitPair, err := q.drain()
+		if err != nil {
 			return err
 		}
 		select {
@@ -75,7 +89,22 @@ func (q *queue) run(stop <-chan struct{}) error {
 			return nil
 		default:
 		}
-		if q.poll > 0 && q.spin() {
+		if waitPair {
+			// Half of a request pair is published; the frontend's push of
+			// the other half notifies (or the timeout retries).
+			if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
+				return err
+			}
+			continue
+		}
+		if n > 0 && q.spin(window) {
+			continue
+		}
+		more, err := q.ring.FinalCheck()
+		if err != nil {
+			return fmt.Errorf("%w: %v", errFatal, err)
+		}
+		if more {
 			continue
 		}
 		if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
@@ -84,12 +113,19 @@ func (q *queue) run(stop <-chan struct{}) error {
 	}
 }
 
-// spin busy-polls the ring for up to q.poll; reports whether work arrived.
+// defaultPollWindow is how long a queue polls after a pass that found work
+// when Config.Poll is unset. Short: on a busy frontend the next request
+// comes within microseconds; on an idle one it costs a few microseconds of
+// CPU per burst.
+const defaultPollWindow = 20 * time.Microsecond
+
+// spin busy-polls the ring for up to window; reports whether work arrived.
 // The ring's index is a plain load; the channel's Pending is a system
 // call, so it is asked only every spinPendingEvery turns (it matters only
-// for events that carry no ring work, such as a close).
-func (q *queue) spin() bool {
-	deadline := time.Now().Add(q.poll)
+// for events that carry no ring work, such as a close). Each turn yields
+// the processor, so in one process the frontend's goroutines run.
+func (q *queue) spin(window time.Duration) bool {
+	deadline := time.Now().Add(window)
 	for i := 1; ; i++ {
 		if n, _ := q.ring.Unconsumed(); n > 0 {
 			return true
@@ -102,74 +138,63 @@ func (q *queue) spin() bool {
 				return false
 			}
 		}
+		runtime.Gosched()
 	}
 }
 
 const spinPendingEvery = 32
 
-// drain answers every request available, until the final check finds none.
-func (q *queue) drain() error {
-	for {
-		n, err := q.ring.Unconsumed()
-		if err != nil {
-			return fmt.Errorf("%w: %v", errFatal, err)
-		}
-		waitPair := false
-		for ; n > 0; n-- {
-			// Copy the request out of the slot once; from here on only
-			// the copy is looked at (XSA-155).
-			q.abi.DecodeRequest(q.ring.Request(0), &q.req)
-			if q.req.Operation&blkif.OpExtraFlag != 0 && q.scsi != nil {
-				if n < 2 {
-					// The frontend must publish both slots at once; until
-					// the extra slot is visible, leave the pair alone.
-					waitPair = true
-					break
-				}
-				q.abi.DecodeExtraRequest(q.ring.Request(1), &q.extra)
-				q.ring.Consume(2)
-				n--
-				status := q.handleSCSI()
-				q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
-				q.ring.Produce(1)
-				q.abi.EncodeExtraResponse(q.ring.NextResponse(), &q.extraRsp)
-				q.ring.Produce(1)
-				continue
+// drain answers every request available in one pass, publishes the
+// responses and notifies if the frontend asked. It reports how many
+// requests it consumed, and waitPair when the frontend published only the
+// first slot of a request pair.
+func (q *queue) drain() (handled int, waitPair bool, err error) {
+	n, err := q.ring.Unconsumed()
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: %v", errFatal, err)
+	}
+	for ; n > 0; n-- {
+		// Copy the request out of the slot once; from here on only the
+		// copy is looked at (XSA-155).
+		q.abi.DecodeRequest(q.ring.Request(0), &q.req)
+		handled++
+		if q.req.Operation&blkif.OpExtraFlag != 0 && q.scsi != nil {
+			if n < 2 {
+				// The frontend must publish both slots at once; until the
+				// extra slot is visible, leave the pair alone.
+				handled--
+				waitPair = true
+				break
 			}
-			if q.req.Operation == blkif.OpReservation && q.pr != nil {
-				q.abi.DecodePRRequest(q.ring.Request(0), &q.prReq)
-				q.ring.Consume(1)
-				status := q.handlePR()
-				q.abi.EncodeResponse(q.ring.NextResponse(), q.prReq.ID, q.req.Operation, status)
-				q.ring.Produce(1)
-				continue
-			}
-			q.ring.Consume(1)
-			status := q.handle()
+			q.abi.DecodeExtraRequest(q.ring.Request(1), &q.extra)
+			q.ring.Consume(2)
+			n--
+			status := q.handleSCSI()
 			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
 			q.ring.Produce(1)
+			q.abi.EncodeExtraResponse(q.ring.NextResponse(), &q.extraRsp)
+			q.ring.Produce(1)
+			continue
 		}
-		if waitPair {
-			if q.ring.Push() {
-				if err := q.ch.Notify(); err != nil {
-					return err
-				}
-			}
-			return nil
+		if q.req.Operation == blkif.OpReservation && q.pr != nil {
+			q.abi.DecodePRRequest(q.ring.Request(0), &q.prReq)
+			q.ring.Consume(1)
+			status := q.handlePR()
+			q.abi.EncodeResponse(q.ring.NextResponse(), q.prReq.ID, q.req.Operation, status)
+			q.ring.Produce(1)
+			continue
 		}
-		if q.ring.Push() {
-			if err := q.ch.Notify(); err != nil {
-				return err
-			}
-		}
-		more, err := q.ring.FinalCheck()
-		if err != nil {
-			return fmt.Errorf("%w: %v", errFatal, err)
-		}
-		if !more {
-			return nil
+		q.ring.Consume(1)
+		status := q.handle()
+		q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
+		q.ring.Produce(1)
+	}
+	if q.ring.Push() {
+		if err := q.ch.Notify(); err != nil {
+			return handled, waitPair, err
 		}
 	}
+	return handled, waitPair, nil
 }
 
 // handle carries out q.req and returns its status.
