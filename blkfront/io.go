@@ -91,6 +91,7 @@ func (d *Disk) control(ctx context.Context, r blkif.Request) error {
 func (d *Disk) wait(q *queue, id int) error {
 	q.submit(id)
 	s := &q.slots[id]
+	q.reapOwn(id)
 	select {
 	case <-s.done:
 	case <-d.runDone:

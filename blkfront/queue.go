@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
@@ -57,6 +59,12 @@ type queue struct {
 	connected bool
 	stop      chan struct{}
 	reaped    chan struct{}
+
+	// submitting counts submitters between announcing themselves and
+	// pushing; the last of a burst publishes everyone's requests (plug).
+	submitting atomic.Int32
+	// pollers counts submitters polling the ring for their own response.
+	pollers atomic.Int32
 }
 
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
@@ -184,44 +192,43 @@ func (q *queue) disconnect() {
 
 // reap collects responses until stopped. A closed channel means the
 // backend went away: the disk's runner is told, and reconnects.
+//
+// While requests are in flight and responses keep coming, it polls the
+// ring (yielding the processor between looks) without re-arming
+// rsp_event, so a backend answering meanwhile sends no notification. Only
+// when nothing is in flight, or the poll window passes with nothing, does
+// it arm (RING_FINAL_CHECK_FOR_RESPONSES) and sleep.
 func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 	defer close(reaped)
-	var rsp blkif.Response
+	lastWork := time.Now()
 	for {
 		q.mu.Lock()
 		if q.front == nil {
 			q.mu.Unlock()
 			return
 		}
-		for {
-			stalled := false
-			for n := q.front.Unconsumed(); n > 0; n-- {
-				q.abi.DecodeResponse(q.front.Response(), &rsp)
-				if s := q.pairOf(&rsp); s != nil {
-					if n < 2 {
-						// The extra response must be published with it;
-						// a backend that did not is waited for, not spun on.
-						stalled = true
-						break
-					}
-					q.abi.DecodeExtraResponse(q.front.ResponseAt(1), &s.extraRsp)
-					q.front.Consume(2)
-					n--
-					q.complete(&rsp)
-					continue
-				}
-				q.front.Consume(1)
-				q.complete(&rsp)
-			}
-			if stalled || !q.front.FinalCheck() {
-				break
-			}
+		n, stalled := q.collect()
+		if n > 0 && !stalled {
+			q.mu.Unlock()
+			lastWork = time.Now()
+			continue
 		}
+		if !stalled && q.inFlight() && time.Since(lastWork) < reapPollWindow {
+			q.mu.Unlock()
+			if q.pollRing(stop, lastWork.Add(reapPollWindow)) {
+				lastWork = time.Now()
+			}
+			continue
+		}
+		more := !stalled && q.front.FinalCheck()
 		q.mu.Unlock()
 		select {
 		case <-stop:
 			return
 		default:
+		}
+		if more {
+			continue
 		}
 		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
 			select {
@@ -231,7 +238,67 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 			}
 			return
 		}
+		lastWork = time.Now()
 	}
+}
+
+// reapPollWindow is how long the reaper polls an unanswered ring before
+// sleeping on the event channel.
+const reapPollWindow = 20 * time.Microsecond
+
+// pollRing looks at the ring until a response is there, the deadline
+// passes or stop closes; it reports whether a response is there. It takes
+// mu only when free: a busy mu is a submitter, which will look itself.
+func (q *queue) pollRing(stop chan struct{}, deadline time.Time) bool {
+	for i := 1; ; i++ {
+		runtime.Gosched()
+		if q.mu.TryLock() {
+			found := q.front != nil && q.front.Unconsumed() > 0
+			q.mu.Unlock()
+			if found {
+				return true
+			}
+		}
+		if i%8 == 0 {
+			select {
+			case <-stop:
+				return false
+			default:
+			}
+			if !time.Now().Before(deadline) {
+				return false
+			}
+		}
+	}
+}
+
+// inFlight reports whether requests are published and unanswered; mu held.
+func (q *queue) inFlight() bool { return q.front.ReqProdPvt() != q.front.RspCons() }
+
+// collect completes every response available; mu held, q.front set. It
+// reports how many it completed, and stalled when a response pair's second
+// half is not published yet (the backend is waited for, not spun on).
+func (q *queue) collect() (completed int, stalled bool) {
+	var rsp blkif.Response
+	for m := q.front.Unconsumed(); m > 0; m-- {
+		q.abi.DecodeResponse(q.front.Response(), &rsp)
+		if s := q.pairOf(&rsp); s != nil {
+			if m < 2 {
+				// The extra response must be published with it.
+				return completed, true
+			}
+			q.abi.DecodeExtraResponse(q.front.ResponseAt(1), &s.extraRsp)
+			q.front.Consume(2)
+			m--
+			q.complete(&rsp)
+			completed++
+			continue
+		}
+		q.front.Consume(1)
+		q.complete(&rsp)
+		completed++
+	}
+	return completed, false
 }
 
 // complete records a response; called with mu held. A response whose id
@@ -338,15 +405,61 @@ func (q *queue) releaseSlot(id int) {
 // page returns pool page i.
 func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xen.PageSize] }
 
-// submit pushes slot id's request (already filled) and notifies.
+// submit pushes slot id's request (already filled). Submitters that
+// arrive while others hold mu only write their request; the last of such
+// a burst publishes them all with one req_prod store and at most one
+// notification (blk-mq's commit_rqs): whoever brings submitting to zero
+// does so under mu, after every request counted before it was written.
 func (q *queue) submit(id int) {
+	q.submitting.Add(1)
 	q.mu.Lock()
 	if q.connected {
 		q.push(id)
+	}
+	if q.submitting.Add(-1) == 0 && q.connected {
 		q.flushPush()
 	}
 	q.mu.Unlock()
 }
+
+// reapOwn polls the ring for slot id's response for up to ownPollWindow,
+// completing whatever it finds on this goroutine; reports whether id's
+// response arrived (s.done holds it). Only maxPollers submitters poll at
+// once: more would only take turns at mu.
+func (q *queue) reapOwn(id int) bool {
+	s := &q.slots[id]
+	if q.pollers.Add(1) > maxPollers {
+		q.pollers.Add(-1)
+		return false
+	}
+	defer q.pollers.Add(-1)
+	var deadline time.Time
+	for i := 0; ; i++ {
+		if q.mu.TryLock() {
+			if q.front != nil {
+				q.collect()
+			}
+			q.mu.Unlock()
+		}
+		if len(s.done) > 0 {
+			return true
+		}
+		if i%8 == 0 {
+			now := time.Now()
+			if i == 0 {
+				deadline = now.Add(ownPollWindow)
+			} else if !now.Before(deadline) {
+				return false
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+const (
+	ownPollWindow = 20 * time.Microsecond
+	maxPollers    = 2
+)
 
 // push writes the request into the ring; mu held, ring not full (one
 // ring slot per queue slot, and the ring has at least as many).
