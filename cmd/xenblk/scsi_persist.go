@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // xenblk scsi persist: PERSISTENT RESERVE IN/OUT with sg_persist's flags
@@ -23,6 +24,10 @@ var persistFlags struct {
 	rk, sark                                              string
 	prType                                                int
 	aptpl                                                 bool
+	// REGISTER AND MOVE's destination.
+	transportID string
+	rtpi        int
+	unreg       bool
 }
 
 // PERSISTENT RESERVE IN service actions.
@@ -70,7 +75,9 @@ var persistCmd = &cobra.Command{
 	Example: `  xenblk scsi persist --in --read-keys
   xenblk scsi persist --out --register --param-sark 0x1
   xenblk scsi persist --out --reserve --param-rk 0x1 --prout-type 5
-  xenblk scsi persist -i -s`,
+  xenblk scsi persist -i -s
+  xenblk scsi persist --out --register-move --param-rk 0x1 --param-sark 0x2 \
+      --transport-id xen:dom2:/local/domain/0/backend/vbd/2/51712 --unreg`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, _ []string) error {
 		pf := &persistFlags
@@ -189,22 +196,60 @@ func buildPROut() (cdb, param []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if sa != prOutRegisterMove && (pf.transportID != "" || pf.unreg) {
+		return nil, nil, usagef("--transport-id and --unreg go with --register-move")
+	}
 	param = make([]byte, 24)
 	binary.BigEndian.PutUint64(param[0:8], rk)
 	binary.BigEndian.PutUint64(param[8:16], sark)
-	if pf.aptpl {
-		if sa == prOutRegisterMove {
-			param[17] |= 1
-		} else {
-			param[20] |= 1
+	if sa == prOutRegisterMove {
+		// Parameter list of SPC-4 6.17.4: UNREG and APTPL in byte 17, the
+		// relative target port, then the destination's TransportID.
+		if pf.transportID == "" {
+			return nil, nil, usagef("--register-move needs --transport-id (the destination, e.g. xen:dom2:/local/domain/0/backend/vbd/2/51712, or its hex as --read-full-status prints it)")
 		}
+		if pf.rtpi < 0 || pf.rtpi > 0xffff {
+			return nil, nil, usagef("--relative-target-port %d (0..65535)", pf.rtpi)
+		}
+		tid, err := parseTransportID(pf.transportID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if pf.aptpl {
+			param[17] |= 1
+		}
+		if pf.unreg {
+			param[17] |= 2
+		}
+		binary.BigEndian.PutUint16(param[18:20], uint16(pf.rtpi))
+		binary.BigEndian.PutUint32(param[20:24], uint32(len(tid)))
+		param = append(param, tid...)
+	} else if pf.aptpl {
+		param[20] |= 1
 	}
-	// REGISTER AND MOVE takes a transport ID of the initiator to move to;
-	// xenblk has none to name yet, so its TransportID length stays 0.
 	cdb = make([]byte, 10)
 	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, sa, byte(pf.prType)&0x0f // scope LU_SCOPE
 	binary.BigEndian.PutUint32(cdb[5:9], uint32(len(param)))
 	return cdb, param, nil
+}
+
+// parseTransportID reads --transport-id: a xenblk nexus name
+// (xen:dom<N>:<device>, as READ FULL STATUS shows it) or the TransportID's
+// bytes in hex (spaces, commas and colons between bytes allowed).
+func parseTransportID(v string) ([]byte, error) {
+	if strings.HasPrefix(v, "xen:") {
+		n, ok := pr.ParseTransportName(v)
+		if !ok {
+			return nil, usagef("--transport-id %q: want xen:dom<N>:<device>", v)
+		}
+		return pr.TransportID(n), nil
+	}
+	h := strings.NewReplacer(" ", "", ",", "", ":", "", "\t", "").Replace(strings.TrimPrefix(strings.ToLower(v), "0x"))
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 {
+		return nil, usagef("--transport-id %q: want xen:dom<N>:<device> or hex bytes", v)
+	}
+	return b, nil
 }
 
 // decodePRIn renders PERSISTENT RESERVE IN data like sg_persist.
@@ -292,6 +337,9 @@ func decodePRIn(b []byte, sa byte) string {
 			}
 			if l > 24 {
 				fmt.Fprintf(&w, "      Transport Id of initiator:\n        %s\n", hex.EncodeToString(d[24:l]))
+				if n, ok := pr.ParseTransportID(d[24:l]); ok {
+					fmt.Fprintf(&w, "        (%s)\n", pr.TransportName(n))
+				}
 			}
 			body = body[l:]
 		}
@@ -332,5 +380,8 @@ func init() {
 	f.StringVarP(&pf.sark, "param-sark", "S", "", "service action reservation key (hex)")
 	f.IntVarP(&pf.prType, "prout-type", "T", 0, "reservation type (1 WE, 3 EA, 5 WE-RO, 6 EA-RO, 7 WE-AR, 8 EA-AR)")
 	f.BoolVarP(&pf.aptpl, "param-aptpl", "Z", false, "activate persist through power loss")
+	f.StringVarP(&pf.transportID, "transport-id", "X", "", "--register-move destination: xen:dom<N>:<device> or TransportID hex")
+	f.IntVarP(&pf.rtpi, "relative-target-port", "Q", pr.RelativeTargetPort, "--register-move: relative target port identifier (a vbd has one: 1)")
+	f.BoolVarP(&pf.unreg, "unreg", "U", false, "--register-move: unregister the source nexus afterwards")
 	scsiCmd.AddCommand(persistCmd)
 }

@@ -140,8 +140,19 @@ func TestSCSICommandsAgainstSim(t *testing.T) {
 	expect(0, []string{"Key=0x2", "scope: LU_SCOPE,  type: Write Exclusive, registrants only"}, "persist", "-i", "-r")
 	expect(0, []string{"<< Reservation holder >>"}, "persist", "-i", "-s")
 	expect(0, []string{"Type Mask Valid(TMV): 1"}, "persist", "-i", "-c")
+	// REGISTER AND MOVE hands the reservation to another nexus (here one
+	// no guest has attached yet), which READ FULL STATUS then shows.
+	const dest = "xen:dom7:/local/domain/0/backend/vbd/7/51712"
+	expect(2, nil, "persist", "-o", "-M", "-K", "2", "-S", "9")
+	expect(3, []string{"Illegal Request", "Invalid field in parameter list"}, "persist", "-o", "-M", "-K", "2", "-S", "9", "-X", dest, "-Q", "2")
+	expect(3, []string{"RESERVATION CONFLICT"}, "persist", "-o", "-M", "-K", "5", "-S", "9", "-X", dest)
+	expect(0, []string{"PR out: command (register and move) successful"}, "persist", "-o", "-M", "-K", "2", "-S", "9", "-X", dest)
+	expect(0, []string{"    Key=0x2\n      All target ports bit clear\n      Relative port address: 0x1\n      not reservation holder",
+		"    Key=0x9\n      All target ports bit clear\n      Relative port address: 0x1\n      << Reservation holder >>\n      scope: LU_SCOPE,  type: Write Exclusive, registrants only",
+		"(" + dest + ")"}, "persist", "-i", "-s")
+	expect(0, []string{"Key=0x9"}, "persist", "-i", "-r")
 	expect(0, []string{"successful"}, "persist", "-o", "-C", "-K", "2")
-	expect(0, []string{"PR generation=0x3, there are NO registered reservation keys"}, "persist", "-i", "-k")
+	expect(0, []string{"PR generation=0x4, there are NO registered reservation keys"}, "persist", "-i", "-k")
 	if _, _, code := scsiCmd("persist", "-o"); code != 2 {
 		t.Errorf("persist -o without an action: exit %d, want 2", code)
 	}

@@ -45,6 +45,50 @@ func prOut(sa byte, typ uint8, key, saKey uint64, aptpl bool) (cdb, param []byte
 	return
 }
 
+// registerMove builds a REGISTER AND MOVE from a transcript line:
+// key, sakey, dest (a nexus letter, or tid=raw for a bad TransportID name),
+// rtpi (default 1), unreg, aptpl, scope, and tidlen/plen to override the
+// lengths.
+func registerMove(d *datadriven.TestData, num func(string) uint64, arg func(string) string) (cdb, param []byte) {
+	var tid []byte
+	switch {
+	case arg("tid") != "":
+		tid = make([]byte, 24)
+		tid[0], tid[3] = 5, 20
+		copy(tid[4:], arg("tid"))
+	case arg("dest") != "":
+		tid = TransportID(nexuses[arg("dest")])
+	}
+	param = make([]byte, 24, 24+len(tid))
+	binary.BigEndian.PutUint64(param, num("key"))
+	binary.BigEndian.PutUint64(param[8:], num("sakey"))
+	if arg("unreg") == "1" {
+		param[17] |= 2
+	}
+	if arg("aptpl") == "1" {
+		param[17] |= 1
+	}
+	rtpi := uint16(1)
+	if arg("rtpi") != "" {
+		rtpi = uint16(num("rtpi"))
+	}
+	binary.BigEndian.PutUint16(param[18:], rtpi)
+	tidLen := uint32(len(tid))
+	if arg("tidlen") != "" {
+		tidLen = uint32(num("tidlen"))
+	}
+	binary.BigEndian.PutUint32(param[20:], tidLen)
+	param = append(param, tid...)
+	plen := uint32(len(param))
+	if arg("plen") != "" {
+		plen = uint32(num("plen"))
+	}
+	cdb = make([]byte, 10)
+	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, 7, typeNames[arg("type")]|uint8(num("scope"))<<4
+	binary.BigEndian.PutUint32(cdb[5:], plen)
+	return cdb, param
+}
+
 func prIn(sa byte, alloc uint16) []byte {
 	cdb := make([]byte, 10)
 	cdb[0], cdb[1] = scsi.OpPersistentReserveIn, sa
@@ -132,7 +176,8 @@ func TestTranscripts(t *testing.T) {
 				for off := 8; off < end; {
 					tl := int(binary.BigEndian.Uint32(buf[off+20:]))
 					name := strings.TrimRight(string(buf[off+28:off+24+tl]), "\x00")
-					fmt.Fprintf(&b, "key=%#x holder=%v type=%d %s\n", binary.BigEndian.Uint64(buf[off:]), buf[off+12]&1 == 1, buf[off+13], name)
+					fmt.Fprintf(&b, "key=%#x holder=%v type=%d rtpi=%d %s\n", binary.BigEndian.Uint64(buf[off:]), buf[off+12]&1 == 1, buf[off+13],
+						binary.BigEndian.Uint16(buf[off+18:]), name)
 					off += 24 + tl
 				}
 				return b.String()
@@ -171,6 +216,11 @@ func TestTranscripts(t *testing.T) {
 					cdb[0] = scsi.OpRelease6
 				}
 				return describe(exec(cdb, scsi.DirNone, nil))
+			}
+			if d.Cmd == "register-move" {
+				cdb, param := registerMove(d, num, arg)
+				res := exec(cdb, scsi.DirToDevice, param)
+				return fmt.Sprintf("%s generation=%d", describe(res), u.State().Generation)
 			}
 			sa, ok := outActions[d.Cmd]
 			if !ok {
@@ -233,6 +283,11 @@ func FuzzDecode(f *testing.F) {
 func FuzzExecute(f *testing.F) {
 	f.Add([]byte{0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0}, make([]byte, 24), uint8(0))
 	f.Add([]byte{0x5e, 3, 0, 0, 0, 0, 0, 1, 0, 0}, make([]byte, 256), uint8(1))
+	move := make([]byte, 24)
+	move[19] = 1
+	move = append(move, TransportID(nexuses["B"])...)
+	move[23] = byte(len(move) - 24)
+	f.Add([]byte{0x5f, 7, 0, 0, 0, 0, 0, 0, byte(len(move)), 0}, move, uint8(0))
 	f.Fuzz(func(t *testing.T, cdb, data []byte, who uint8) {
 		if len(cdb) < 10 {
 			return
@@ -245,5 +300,51 @@ func FuzzExecute(f *testing.F) {
 			t.Fatalf("resid %d of %d", res.Resid, len(data))
 		}
 		u.Conflict(n, cdb)
+	})
+}
+
+func TestTransportIDRoundTrip(t *testing.T) {
+	for _, n := range []scsi.Nexus{nexuses["A"], {Dom: 0, Device: "d"}, {Dom: 65535, Device: "/local/domain/0/backend/vbd/65535/268441856"}} {
+		tid := TransportID(n)
+		if len(tid) < 24 || len(tid)%4 != 0 {
+			t.Errorf("%v: TransportID of %d bytes", n, len(tid))
+		}
+		got, ok := ParseTransportID(tid)
+		if !ok || got != n {
+			t.Errorf("ParseTransportID(TransportID(%v)) = %v, %v", n, got, ok)
+		}
+	}
+	bad := map[string][]byte{
+		"short":       TransportID(nexuses["A"])[:20],
+		"fc protocol": append([]byte{0x00}, TransportID(nexuses["A"])[1:]...),
+		"format 1":    append([]byte{0x05, 0x40}, TransportID(nexuses["A"])[2:]...),
+		"no NUL":      append([]byte{5, 0, 0, 20}, "xen:dom1:0123456789ab"[:20]...),
+		"junk tail":   append([]byte{5, 0, 0, 20}, "xen:dom1:d\x00\x00x\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"...),
+	}
+	bad["dom overflow"] = append([]byte{5, 0, 0, 20}, "xen:dom70000:d\x00\x00\x00\x00\x00\x00"...)
+	bad["leading zero"] = append([]byte{5, 0, 0, 20}, "xen:dom01:d\x00\x00\x00\x00\x00\x00\x00\x00\x00"...)
+	bad["no device"] = append([]byte{5, 0, 0, 20}, "xen:dom1:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"...)
+	for name, b := range bad {
+		if n, ok := ParseTransportID(b); ok {
+			t.Errorf("%s: parsed as %v", name, n)
+		}
+	}
+}
+
+func FuzzParseTransportID(f *testing.F) {
+	f.Add(TransportID(nexuses["A"]))
+	f.Add(TransportID(scsi.Nexus{Dom: 7, Device: "x"}))
+	f.Add(append([]byte{5, 0, 0, 20}, "xen:dom70000:d\x00\x00\x00\x00\x00\x00"...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, ok := ParseTransportID(b)
+		if !ok {
+			return
+		}
+		// Whatever parses names a nexus whose canonical TransportID
+		// parses back to the same nexus.
+		again, ok := ParseTransportID(TransportID(n))
+		if !ok || again != n {
+			t.Fatalf("%q parsed as %v; its canonical form gives %v, %v", b, n, again, ok)
+		}
 	})
 }

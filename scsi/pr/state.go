@@ -7,9 +7,12 @@
 package pr
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/xenblk/xenblk/scsi"
 )
@@ -195,10 +198,11 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 	sa := cdb[1] & 0x1f
 	scope, typ := cdb[2]>>4, cdb[2]&0x0f
 	plen := binary.BigEndian.Uint32(cdb[5:9])
-	if sa == saRegisterAndMove || sa == saReplaceLostReserved {
-		// REGISTER AND MOVE needs a second target port, which a vbd
-		// does not have; REPORT CAPABILITIES says so (TMV is for types).
-		return check(scsi.InvalidFieldInCDB)
+	if sa == saRegisterAndMove {
+		if s.Legacy != nil && *s.Legacy != n {
+			return conflict
+		}
+		return s.registerAndMove(n, scope, plen, param)
 	}
 	if sa > saRegisterIgnore {
 		return check(scsi.InvalidFieldInCDB)
@@ -348,6 +352,71 @@ func (s *State) preempt(n scsi.Nexus, saKey uint64, typ uint8) Outcome {
 	return good
 }
 
+// RelativeTargetPort is the RELATIVE TARGET PORT IDENTIFIER of a vbd's only
+// target port: the backend end of the blkif connection. READ FULL STATUS
+// reports it and REGISTER AND MOVE must name it (0 is reserved by SPC-4).
+const RelativeTargetPort = 1
+
+// registerAndMove implements PR OUT REGISTER AND MOVE (SPC-4 5.12.8,
+// 6.17.4): the holder registers another I_T nexus, named by a TransportID,
+// with the service action reservation key and hands it the reservation
+// with the same type and scope, optionally unregistering itself.
+//
+// Parameter list: key (0-7), service action key (8-15), reserved (16),
+// UNREG bit 1 and APTPL bit 0 (17), relative target port (18-19),
+// TransportID parameter data length (20-23), the TransportID (24-).
+func (s *State) registerAndMove(n scsi.Nexus, scope uint8, plen uint32, param []byte) Outcome {
+	if plen < 24 || len(param) < 24 {
+		return check(scsi.ParamListLengthError)
+	}
+	key := binary.BigEndian.Uint64(param[0:])
+	saKey := binary.BigEndian.Uint64(param[8:])
+	unreg, aptpl := param[17]&0x02 != 0, param[17]&0x01 != 0
+	rtpi := binary.BigEndian.Uint16(param[18:])
+	tidLen := binary.BigEndian.Uint32(param[20:])
+	// The caller must hold a registration with the right key and the
+	// reservation (table 52 "register behaviors for REGISTER AND MOVE").
+	i := s.find(n)
+	if i < 0 || s.Registrations[i].Key != key {
+		return conflict
+	}
+	if !s.Reserved || allRegistrants(s.Type) {
+		// Nothing to move, or a reservation every registrant holds.
+		return check(scsi.InvalidFieldInCDB)
+	}
+	if !s.isHolder(n) {
+		return conflict
+	}
+	if scope != 0 {
+		return check(scsi.InvalidFieldInCDB)
+	}
+	if uint64(tidLen)+24 != uint64(plen) {
+		return check(scsi.ParamListLengthError)
+	}
+	if saKey == 0 || rtpi != RelativeTargetPort {
+		return check(scsi.InvalidFieldInParamList)
+	}
+	dest, ok := ParseTransportID(param[24:])
+	if !ok || dest == n {
+		return check(scsi.InvalidFieldInParamList)
+	}
+	if j := s.find(dest); j >= 0 {
+		s.Registrations[j].Key = saKey
+	} else {
+		s.Registrations = append(s.Registrations, Registration{Nexus: dest, Key: saKey})
+	}
+	// The reservation is released by the source and established for
+	// dest with the same type and scope: no unit attention, since no
+	// registrant lost anything it held.
+	s.Holder = dest
+	if unreg {
+		s.Registrations = slices.Delete(s.Registrations, i, i+1)
+	}
+	s.APTPL = aptpl
+	s.Generation++
+	return good
+}
+
 // In answers a PERSISTENT RESERVE IN with its full parameter data.
 func (s *State) In(n scsi.Nexus, cdb []byte) Outcome {
 	switch cdb[1] & 0x1f {
@@ -396,6 +465,7 @@ func (s *State) In(n scsi.Nexus, cdb []byte) Outcome {
 				desc[12] = 1 // R_HOLDER
 				desc[13] = s.Type
 			}
+			binary.BigEndian.PutUint16(desc[18:], RelativeTargetPort)
 			binary.BigEndian.PutUint32(desc[20:], uint32(len(tid)))
 			d = append(d, append(desc, tid...)...)
 		}
@@ -405,17 +475,68 @@ func (s *State) In(n scsi.Nexus, cdb []byte) Outcome {
 	return check(scsi.InvalidFieldInCDB)
 }
 
-// TransportID names a nexus in READ FULL STATUS: an iSCSI-format
-// TransportID (protocol 5, format 0) whose name is xen:dom<N>:<device>,
-// NUL-terminated and padded to a multiple of 4.
+// TransportID names a nexus in READ FULL STATUS and REGISTER AND MOVE: an
+// iSCSI-format TransportID (protocol identifier 5, format 0) whose name is
+// xen:dom<N>:<device>, NUL-terminated and padded with NULs to a multiple
+// of 4 and at least 20 bytes (SPC-4 7.6.4.6).
 func TransportID(n scsi.Nexus) []byte {
-	name := fmt.Sprintf("xen:dom%d:%s", n.Dom, n.Device)
-	l := (len(name) + 1 + 3) &^ 3
+	name := TransportName(n)
+	l := max((len(name)+1+3)&^3, 20)
 	t := make([]byte, 4+l)
-	t[0] = 0x05
+	t[0] = tidProtocolISCSI
 	binary.BigEndian.PutUint16(t[2:], uint16(l))
 	copy(t[4:], name)
 	return t
+}
+
+// TransportName is the name a TransportID carries for n.
+func TransportName(n scsi.Nexus) string { return fmt.Sprintf("xen:dom%d:%s", n.Dom, n.Device) }
+
+const (
+	tidProtocolISCSI = 0x05
+	maxTransportID   = 4 + 224 // SPC-4: an iSCSI name is at most 223 bytes plus its NUL
+)
+
+// ParseTransportID reads a TransportID naming a xenblk nexus; the whole of
+// b must be the TransportID. It accepts only what TransportID produces:
+// iSCSI format 0, a length that is a multiple of 4 and covers b, and a
+// NUL-terminated xen:dom<N>:<device> name followed only by NULs.
+func ParseTransportID(b []byte) (scsi.Nexus, bool) {
+	if len(b) < 24 || len(b) > maxTransportID || b[0] != tidProtocolISCSI || b[1] != 0 {
+		return scsi.Nexus{}, false
+	}
+	l := int(binary.BigEndian.Uint16(b[2:]))
+	if l%4 != 0 || 4+l != len(b) {
+		return scsi.Nexus{}, false
+	}
+	body := b[4:]
+	end := bytes.IndexByte(body, 0)
+	if end < 0 || bytes.ContainsFunc(body[end:], func(r rune) bool { return r != 0 }) {
+		return scsi.Nexus{}, false
+	}
+	return ParseTransportName(string(body[:end]))
+}
+
+// ParseTransportName reads xen:dom<N>:<device>.
+func ParseTransportName(name string) (scsi.Nexus, bool) {
+	rest, ok := strings.CutPrefix(name, "xen:dom")
+	if !ok {
+		return scsi.Nexus{}, false
+	}
+	dom, dev, ok := strings.Cut(rest, ":")
+	if !ok || dev == "" || dom == "" || (len(dom) > 1 && dom[0] == '0') {
+		return scsi.Nexus{}, false
+	}
+	d, err := strconv.ParseUint(dom, 10, 16)
+	if err != nil {
+		return scsi.Nexus{}, false
+	}
+	for _, c := range []byte(dev) {
+		if c < 0x20 || c > 0x7e {
+			return scsi.Nexus{}, false
+		}
+	}
+	return scsi.Nexus{Dom: uint16(d), Device: dev}, true
 }
 
 // Legacy applies RESERVE(6/10) and RELEASE(6/10) (SPC-2). With persistent
