@@ -49,7 +49,7 @@ var detachCmd = &cobra.Command{
 func init() {
 	for _, c := range []*cobra.Command{attachCmd, detachCmd} {
 		f := c.Flags()
-		f.StringVar(&attachFlags.xenstore, "xenstore", os.Getenv("XENSTORED_PATH"), "xenstored socket (default $XENSTORED_PATH)")
+		f.StringVar(&attachFlags.xenstore, "xenstore", os.Getenv("XENSTORED_PATH"), "xenstored socket of a simulated host (default $XENSTORED_PATH); omit on real Xen")
 		f.IntVar(&attachFlags.domain, "domain", -1, "the guest's domain id (required)")
 		f.IntVar(&attachFlags.backend, "backend-domain", 0, "the backend's domain id")
 		f.StringVar(&attachFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
@@ -63,10 +63,7 @@ func attachTarget() (xen.Store, error) {
 	if attachFlags.domain < 0 || attachFlags.domain > 0x7fef {
 		return nil, usagef("--domain is required (the guest's domain id)")
 	}
-	if attachFlags.xenstore == "" {
-		return nil, usagef("--xenstore (or XENSTORED_PATH) is required")
-	}
-	return dialStore(attachFlags.xenstore)
+	return openStore(attachFlags.xenstore)
 }
 
 func runAttach(cmd *cobra.Command, args []string) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/control"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/xen"
@@ -24,6 +25,7 @@ var frontFlags struct {
 	vdev    string
 	nbd     string
 	fuse    string
+	control string
 	wait    time.Duration
 	verbose bool
 }
@@ -42,25 +44,23 @@ It prints the guest's domain id first, so a script can attach to it.`,
 
 func init() {
 	f := frontCmd.Flags()
-	f.StringVar(&frontFlags.host, "host", "", "simulated host socket (xenblk host --socket)")
+	f.StringVar(&frontFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
 	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
 	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
 	f.StringVar(&frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
 	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file DIR/VDEV through FUSE")
+	f.StringVar(&frontFlags.control, "control", "", "also serve the disk to `xenblk scsi` and `xenblk pr` on this control socket")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
 	rootCmd.AddCommand(frontCmd)
 }
 
 func runFront(cmd *cobra.Command, _ []string) error {
-	if frontFlags.host == "" {
-		return usagef("--host is required (the socket of `xenblk host`)")
-	}
 	devid, err := diskspec.VirtualDevice(frontFlags.vdev)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	dom, err := sim.Connect(frontFlags.host, sim.NewGuest(frontFlags.name))
+	dom, err := openDomain(frontFlags.host, sim.NewGuest(frontFlags.name))
 	if err != nil {
 		return err
 	}
@@ -97,6 +97,15 @@ func runFront(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 		defer unmount()
+	}
+	if frontFlags.control != "" {
+		cl, err := control.Listen(frontFlags.control)
+		if err != nil {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		go control.Serve(cl, map[string]control.Target{frontFlags.vdev: disk})
+		defer cl.Close()
+		fmt.Fprintf(out, "control %s (xenblk scsi --control %s ...)\n", frontFlags.control, frontFlags.control)
 	}
 	<-ctx.Done()
 	return disk.Flush(context.Background())

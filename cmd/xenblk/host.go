@@ -43,6 +43,9 @@ func init() {
 }
 
 func runHost(cmd *cobra.Command, _ []string) error {
+	if err := simOnly("host"); err != nil {
+		return err
+	}
 	if hostFlags.socket == "" {
 		return usagef("--socket is required")
 	}

@@ -42,7 +42,7 @@ Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
 
 func init() {
 	f := serveCmd.Flags()
-	f.StringVar(&serveFlags.host, "host", "", "simulated host socket (xenblk host --socket)")
+	f.StringVar(&serveFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
 	f.StringVar(&serveFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
 	f.BoolVar(&serveFlags.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
 	f.StringVar(&serveFlags.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
@@ -51,10 +51,7 @@ func init() {
 }
 
 func runServe(cmd *cobra.Command, _ []string) error {
-	if serveFlags.host == "" {
-		return usagef("--host is required (the socket of `xenblk host`)")
-	}
-	dom, err := sim.Connect(serveFlags.host, sim.AsDom0())
+	dom, err := openDomain(serveFlags.host, sim.AsDom0())
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,9 @@ func init() {
 }
 
 func runSim(cmd *cobra.Command, _ []string) error {
+	if err := simOnly("sim"); err != nil {
+		return err
+	}
 	size, err := parseSize(simFlags.size)
 	if err != nil {
 		return usagef("--size: %v", err)

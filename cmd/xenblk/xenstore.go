@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/xenblk/xenblk/xen/linux"
 	"github.com/xenblk/xenblk/xenstore"
 )
 
@@ -37,6 +39,9 @@ func xenstoreArgs(n int, what string) cobra.PositionalArgs {
 }
 
 func dialXenstore() (*xenstore.Client, error) {
+	if xenstoreFlags.socket == "" && os.Getenv("XENSTORED_PATH") == "" && xenMode != "sim" && linux.Available() {
+		return linux.DialStore() // xenstored's socket, else /dev/xen/xenbus
+	}
 	c, err := xenstore.Dial(xenstoreFlags.socket)
 	if err != nil {
 		return nil, fmt.Errorf("%w (set --socket or XENSTORED_PATH)", err)

@@ -1,0 +1,90 @@
+#!/bin/bash
+# Lab boot 1: the xen/linux device tests, then our backend (xenblk serve on
+# real Xen) serving Linux's own xen-blkfront in dom0, then a backend restart
+# under the kernel's I/O.
+set -u
+. ./lib.sh
+X=./xenblk
+step "hypervisor $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor), kernel $(uname -r)"
+
+step "xen/linux device tests (gntdev, gntalloc, evtchn, xenstore)"
+check env XENBLK_REQUIRE_XEN=1 ./linux.test -test.v -test.count=1
+
+step "our backend serves Linux's blkfront"
+truncate -s 512M /root/disk.img
+mkdir -p /root/pr
+$X serve --xen=linux --pr-dir /root/pr --verbose > serve.log 2>&1 &
+SERVE=$!
+sleep 1
+check $X attach --xen=linux --domain 0 'format=raw, vdev=xvdd, access=rw, target=/root/disk.img'
+if wait_for 60 test -b /dev/xvdd; then ok "/dev/xvdd appeared"; else bad "/dev/xvdd never appeared"; fi
+xenstore-ls -f /local/domain/0/backend/xenblk > backend-nodes.txt 2>&1
+xenstore-ls -f /local/domain/0/device/vbd > frontend-nodes.txt 2>&1
+dmesg | grep -iE "blkfront|xvdd" | tee blkfront-dmesg.txt
+check test "$(blockdev --getsize64 /dev/xvdd)" = $((512 << 20))
+check grep -q "persistent grants: enabled" blkfront-dmesg.txt
+check grep -q "indirect descriptors: enabled" blkfront-dmesg.txt
+check grep -q "flush diskcache: enabled" blkfront-dmesg.txt
+nq=$(ls /sys/block/xvdd/mq | wc -l)
+echo "blk-mq hardware queues of xvdd: $nq"
+check test "$nq" -ge 2
+check grep -q "multi-queue-num-queues" frontend-nodes.txt
+
+step "data through /dev/xvdd is in the backing file, and back"
+head -c 8M /dev/urandom > /root/a.bin
+check dd if=/root/a.bin of=/dev/xvdd bs=1M oflag=direct status=none
+check cmp -n $((8 << 20)) /root/a.bin /root/disk.img
+head -c 4M /dev/urandom > /root/b.bin
+dd if=/root/b.bin of=/root/disk.img bs=1M seek=100 conv=notrunc status=none; sync
+check cmp <(dd if=/dev/xvdd bs=1M skip=100 count=4 iflag=direct status=none) /root/b.bin
+
+step "fio verify: random 4k-1M writes at QD32, crc32c"
+check fio --name=verify --filename=/dev/xvdd --direct=1 --ioengine=libaio --iodepth=32 \
+  --rw=randwrite --bsrange=4k-1M --size=128M --offset=256M --verify=crc32c --do_verify=1 \
+  --verify_fatal=1 --randrepeat=0 --output=fio.txt
+tail -25 fio.txt
+
+step "discard punches holes in the backing file"
+before=$(allocated_kib /root/disk.img)
+check blkdiscard -o $((256 << 20)) -l $((128 << 20)) /dev/xvdd
+sync
+after=$(allocated_kib /root/disk.img)
+echo "backing file allocated: ${before} KiB before, ${after} KiB after"
+check test "$after" -lt $((before - 100000))
+
+step "ext4 on /dev/xvdd"
+check mkfs.ext4 -q -F /dev/xvdd
+mkdir -p /mnt/x
+check mount /dev/xvdd /mnt/x
+for i in $(seq 1 20); do head -c 256K /dev/urandom > /mnt/x/f$i; done
+sha256sum /mnt/x/f* > /root/sums
+check umount /mnt/x
+check fsck.ext4 -fn /dev/xvdd
+check mount /dev/xvdd /mnt/x
+check sha256sum -c --quiet /root/sums
+check umount /mnt/x
+
+step "backend restart under the kernel's I/O"
+head -c 64M /dev/urandom > /root/c.bin
+( dd if=/root/c.bin of=/dev/xvdd bs=1M seek=300 oflag=direct status=none; echo "dd rc=$?" > dd.rc ) &
+DD=$!
+sleep 2
+kill -9 $SERVE; wait $SERVE 2>/dev/null
+echo "backend killed; restarting"
+$X serve --xen=linux --pr-dir /root/pr --verbose > serve2.log 2>&1 &
+SERVE=$!
+if wait_for 300 test -f dd.rc; then ok "guest I/O finished after the restart: $(cat dd.rc)"; else bad "guest I/O hung after the backend restart"; fi
+check grep -q "rc=0" dd.rc
+sync
+check cmp <(dd if=/dev/xvdd bs=1M skip=300 count=64 iflag=direct status=none) /root/c.bin
+check cmp <(dd if=/root/disk.img bs=1M skip=300 count=64 status=none) /root/c.bin
+
+step "removal leaves nothing behind"
+check $X detach --xen=linux --domain 0 xvdd
+if wait_for 30 sh -c '! test -b /dev/xvdd'; then ok "/dev/xvdd is gone"; else bad "/dev/xvdd is still there"; fi
+check test -z "$(xenstore-list /local/domain/0/backend/xenblk/0 2>/dev/null)"
+check test -z "$(xenstore-list /local/domain/0/device/vbd 2>/dev/null)"
+kill $SERVE; wait $SERVE
+echo "serve exited $?"
+cp serve.log serve2.log . 2>/dev/null
+exit $fail
