@@ -92,9 +92,8 @@ func (d *Disk) wait(q *queue, id int) error {
 	q.submit(id)
 	s := &q.slots[id]
 	q.reapOwn(id)
-	select {
-	case <-s.done:
-	case <-d.runDone:
+	<-s.done // abortOnClose wakes it if the disk closes first
+	if s.aborted.Load() {
 		return ErrClosed
 	}
 	switch s.status {

@@ -35,7 +35,11 @@ type slot struct {
 	isPR   bool
 	prReq  blkif.PRRequest
 	status int16
-	done   chan struct{} // buffered(1): the response arrived
+	done   chan struct{} // buffered(1): the response arrived, or aborted
+	// aborted: the disk closed for good before the response came (set
+	// before the token is sent on done; atomic because a waiter that got
+	// its response may read it while the close sets it).
+	aborted atomic.Bool
 }
 
 // queue is one ring of a disk, with its pool of persistently granted data
@@ -57,6 +61,9 @@ type queue struct {
 	freePage []int
 	// connected: the ring is live; requests wait while it is not.
 	connected bool
+	// dead: the disk closed for good; every waiter has been aborted and
+	// submit aborts at once.
+	dead bool
 	stop      chan struct{}
 	reaped    chan struct{}
 
@@ -94,7 +101,32 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 		}
 		q.free = append(q.free, i)
 	}
+	go q.abortOnClose()
 	return q, nil
+}
+
+// abortOnClose wakes every waiter when the disk closes for good, so that
+// a waiter blocks on its slot's done channel alone (a select on a channel
+// shared by every waiter costs a contended lock per request).
+func (q *queue) abortOnClose() {
+	<-q.disk.runDone
+	q.mu.Lock()
+	q.dead = true
+	for i := range q.slots {
+		if q.slots[i].busy {
+			q.abort(&q.slots[i])
+		}
+	}
+	q.mu.Unlock()
+}
+
+// abort completes s as aborted; mu held.
+func (q *queue) abort(s *slot) {
+	s.aborted.Store(true)
+	select {
+	case s.done <- struct{}{}:
+	default: // its response is already there; aborted still wins
+	}
 }
 
 // release revokes everything the queue granted (on final close).
@@ -315,7 +347,19 @@ func (q *queue) complete(rsp *blkif.Response) {
 	}
 	s.issued = false
 	s.status = rsp.Status
-	s.done <- struct{}{}
+	select {
+	case s.done <- struct{}{}:
+	default: // aborted meanwhile: the token is there already
+	}
+}
+
+// resetDone readies a freshly acquired slot's completion; mu held.
+func (s *slot) resetDone() {
+	s.aborted.Store(false)
+	select {
+	case <-s.done: // a stale abort token
+	default:
+	}
 }
 
 // pairOf returns the slot of a response that carries an extra response
@@ -349,6 +393,7 @@ func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 	q.free = q.free[:len(q.free)-2]
 	s := &q.slots[id]
 	s.busy, s.scsi, s.partner = true, true, partner
+	s.resetDone()
 	q.slots[partner].busy = true
 	s.pages = s.pages[:0]
 	for i := 0; i < npages; i++ {
@@ -376,6 +421,7 @@ func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
 	q.free = q.free[:len(q.free)-1]
 	s := &q.slots[id]
 	s.busy = true
+	s.resetDone()
 	s.pages = s.pages[:0]
 	for i := 0; i < npages; i++ {
 		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
@@ -413,7 +459,9 @@ func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xe
 func (q *queue) submit(id int) {
 	q.submitting.Add(1)
 	q.mu.Lock()
-	if q.connected {
+	if q.dead {
+		q.abort(&q.slots[id])
+	} else if q.connected {
 		q.push(id)
 	}
 	if q.submitting.Add(-1) == 0 && q.connected {
