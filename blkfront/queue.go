@@ -63,9 +63,9 @@ type queue struct {
 	connected bool
 	// dead: the disk closed for good; every waiter has been aborted and
 	// submit aborts at once.
-	dead bool
-	stop      chan struct{}
-	reaped    chan struct{}
+	dead   bool
+	stop   chan struct{}
+	reaped chan struct{}
 
 	// submitting counts submitters between announcing themselves and
 	// pushing; the last of a burst publishes everyone's requests (plug).
