@@ -51,7 +51,7 @@ func dialXenstore() (*xenstore.Client, error) {
 
 func init() {
 	xenstoreCmd.PersistentFlags().StringVar(&xenstoreFlags.socket, "socket", "", "xenstored's socket (default $XENSTORED_PATH, else "+xenstore.DefaultSocket+")")
-	read := &cobra.Command{Use: "read PATH", Short: "Print a node's value", Args: xenstoreArgs(1, "one PATH"),
+	read := &cobra.Command{Use: "read PATH", Short: "Print a node's value", Example: "  xenblk xenstore read /local/domain/0/name", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dialXenstore()
 			if err != nil {
@@ -65,7 +65,7 @@ func init() {
 			fmt.Fprintln(cmd.OutOrStdout(), v)
 			return nil
 		}}
-	write := &cobra.Command{Use: "write PATH VALUE", Short: "Set a node's value, creating it and missing parents", Args: xenstoreArgs(2, "PATH and VALUE"),
+	write := &cobra.Command{Use: "write PATH VALUE", Short: "Set a node's value, creating it and missing parents", Example: "  xenblk xenstore write /tool/xenblk/note hello", Args: xenstoreArgs(2, "PATH and VALUE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dialXenstore()
 			if err != nil {
@@ -74,7 +74,7 @@ func init() {
 			defer c.Close()
 			return c.Write(args[0], args[1])
 		}}
-	rm := &cobra.Command{Use: "rm PATH", Short: "Remove a node and everything below it", Args: xenstoreArgs(1, "one PATH"),
+	rm := &cobra.Command{Use: "rm PATH", Short: "Remove a node and everything below it", Example: "  xenblk xenstore rm /tool/xenblk", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dialXenstore()
 			if err != nil {
@@ -83,7 +83,7 @@ func init() {
 			defer c.Close()
 			return c.Remove(args[0])
 		}}
-	ls := &cobra.Command{Use: "ls [PATH]", Short: "Print the tree below PATH (default /) as xenstore-ls does", Args: cobra.MaximumNArgs(1),
+	ls := &cobra.Command{Use: "ls [PATH]", Short: "Print the tree below PATH (default /) as xenstore-ls does", Example: "  xenblk xenstore ls /local/domain/0/backend/xenblk", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := "/"
 			if len(args) == 1 {
@@ -96,7 +96,7 @@ func init() {
 			defer c.Close()
 			return printTree(cmd.OutOrStdout(), c, p, 0)
 		}}
-	watch := &cobra.Command{Use: "watch PATH", Short: "Print the path of every change at or below PATH (the first is the registration)", Args: xenstoreArgs(1, "one PATH"),
+	watch := &cobra.Command{Use: "watch PATH", Short: "Print the path of every change at or below PATH (the first is the registration)", Example: "  xenblk xenstore watch -n 3 /local/domain/0/backend", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if xenstoreFlags.count < 0 {
 				return usagef("xenstore watch: -n must be >= 0, got %d", xenstoreFlags.count)
