@@ -66,4 +66,3 @@ func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SC
 		return emulate.New(dev, emulate.Config{Identity: lu, Reservations: u, Policy: policy, Log: log}), nil
 	}
 }
-
