@@ -33,7 +33,7 @@ type Domain struct {
 // Open connects to xenstore (xenstored's socket when present, else
 // /dev/xen/xenbus), learns our domain id, and opens the grant devices.
 func Open() (*Domain, error) {
-	st, err := dialStore()
+	st, err := DialStore()
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,9 @@ func Open() (*Domain, error) {
 	return d, nil
 }
 
-func dialStore() (*xenstore.Client, error) {
+// DialStore connects to xenstore the way Open does: $XENSTORED_PATH or
+// xenstored's socket when it exists, else /dev/xen/xenbus.
+func DialStore() (*xenstore.Client, error) {
 	path := os.Getenv("XENSTORED_PATH")
 	if path == "" {
 		path = XenstoredSocket
