@@ -32,6 +32,11 @@ fuzz:
 check: deps vet test interop
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
+# Linux's own xen-blkfront and xen-blkback against ours on a real Xen 4.17
+# (booted under QEMU; the image is built once and cached in /var/tmp/xenlab).
+xenlab:
+	./xenlab/run.sh
+
 # The whole comparison (xenblk bench beside fio, memcpy and the C ring.h
 # pair); rewrites BENCHMARKS.md's measured section and bench/results/.
 bench:
