@@ -8,6 +8,7 @@
 //
 //	{"op":"exec","device":"xvda","cdb":"<base64>","dir":2,"data_out":"<base64>","data_in_len":36}
 //	{"op":"list"}
+//	{"op":"pr","device":"xvda","pr":{"action":"read-keys"}}   (pr.go)
 //
 // (dir is scsi.Direction: 0 none, 1 to device, 2 from device) and a
 // response is
@@ -62,6 +63,7 @@ type Request struct {
 	Dir       scsi.Direction `json:"dir,omitempty"`
 	DataOut   []byte         `json:"data_out,omitempty"`
 	DataInLen int            `json:"data_in_len,omitempty"`
+	PR        *PRRequest     `json:"pr,omitempty"` // op "pr" (pr.go)
 }
 
 // Response is one line from server to client.
@@ -72,6 +74,10 @@ type Response struct {
 	Sense   []byte   `json:"sense,omitempty"`
 	Resid   int      `json:"resid"`
 	DataIn  []byte   `json:"data_in,omitempty"`
+	// Op "pr" (pr.go): the action's result, or Conflict for a
+	// RESERVATION CONFLICT.
+	PR       *PRResult `json:"pr,omitempty"`
+	Conflict bool      `json:"conflict,omitempty"`
 }
 
 // Result is what Exec returns for a command the device answered.
@@ -201,13 +207,16 @@ func handle(req *Request, devices map[string]Target, names []string) Response {
 	switch req.Op {
 	case "list":
 		return Response{Devices: names}
-	case "exec":
+	case "exec", "pr":
 	default:
 		return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
 	t, ok := devices[req.Device]
 	if !ok {
 		return Response{Error: fmt.Sprintf("no device %q (have %v)", req.Device, names)}
+	}
+	if req.Op == "pr" {
+		return handlePR(req, t)
 	}
 	if len(req.CDB) == 0 || len(req.CDB) > scsi.MaxCDB {
 		return Response{Error: fmt.Sprintf("CDB of %d bytes (1..%d)", len(req.CDB), scsi.MaxCDB)}
