@@ -9,7 +9,7 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-func boundPair(t *testing.T, g, d0 xen.Domain) (front, back xen.Channel) {
+func boundPair(t testing.TB, g, d0 xen.Domain) (front, back xen.Channel) {
 	t.Helper()
 	f, err := g.Events().AllocUnbound(d0.ID())
 	if err != nil {
@@ -166,4 +166,38 @@ func TestGrantCopy(t *testing.T) {
 	if err := g.Granter().Revoke(gr); err != nil {
 		t.Fatalf("revoke after copies: %v", err)
 	}
+}
+
+// BenchmarkEventPingPong is one notification each way per iteration
+// between two goroutines sleeping in Wait: the cost of a wake-up.
+func BenchmarkEventPingPong(b *testing.B) {
+	h, err := NewHost()
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := h.NewDomain("guest")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, k := boundPair(b, g, h.Dom0())
+	go func() {
+		for {
+			if _, err := k.Wait(time.Second); err != nil {
+				return
+			}
+			if k.Notify() != nil {
+				return
+			}
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := f.Notify(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.Wait(time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	k.Close()
 }
