@@ -146,27 +146,51 @@ func GoRingPair(d time.Duration) (Baseline, error) {
 // CRingPair builds internal/cbaseline/ringpair.c with gcc into a
 // temporary directory and runs it for d.
 func CRingPair(ctx context.Context, d time.Duration) (Baseline, error) {
+	v, err := runC(ctx, "ringpair", cbaseline.RingPair, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+	if err != nil {
+		return Baseline{}, err
+	}
+	return Baseline{Name: "ring-only pair, C ring.h", Value: v, Unit: "round trips/s"}, nil
+}
+
+// CNullPairName names CNullPair's baseline at queue depth qd.
+func CNullPairName(qd int) string { return fmt.Sprintf("C null path 4K randread qd%d", qd) }
+
+// CNullPair builds internal/cbaseline/nullpair.c and runs it for d at
+// queue depth qd: the null backend's and the frontend's per-request work
+// in C on the same design, in two processes. Returns requests/s.
+func CNullPair(ctx context.Context, d time.Duration, qd int) (Baseline, error) {
+	v, err := runC(ctx, "nullpair", cbaseline.NullPair, strconv.FormatFloat(d.Seconds(), 'f', 3, 64), strconv.Itoa(qd))
+	if err != nil {
+		return Baseline{}, err
+	}
+	return Baseline{Name: CNullPairName(qd), Value: v, Unit: "IOPS"}, nil
+}
+
+// runC builds src with gcc into a temporary directory, runs it with args
+// and parses the one number it prints.
+func runC(ctx context.Context, name string, src []byte, args ...string) (float64, error) {
 	tmp, err := os.MkdirTemp("", "xenblk-cbaseline")
 	if err != nil {
-		return Baseline{}, err
+		return 0, err
 	}
 	defer os.RemoveAll(tmp)
-	bin, src := filepath.Join(tmp, "ringpair"), filepath.Join(tmp, "ringpair.c")
-	if err := os.WriteFile(src, cbaseline.RingPair, 0o644); err != nil {
-		return Baseline{}, err
+	bin, file := filepath.Join(tmp, name), filepath.Join(tmp, name+".c")
+	if err := os.WriteFile(file, src, 0o644); err != nil {
+		return 0, err
 	}
-	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
-		return Baseline{}, fmt.Errorf("bench: gcc ringpair.c: %v: %s", err, out)
+	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-pthread", "-o", bin, file).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("bench: gcc %s.c: %v: %s", name, err, out)
 	}
-	out, err := exec.CommandContext(ctx, bin, strconv.FormatFloat(d.Seconds(), 'f', 3, 64)).Output()
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
 	if err != nil {
-		return Baseline{}, fmt.Errorf("bench: ringpair: %v", err)
+		return 0, fmt.Errorf("bench: %s: %v", name, err)
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
 	if err != nil {
-		return Baseline{}, fmt.Errorf("bench: ringpair printed %q", out)
+		return 0, fmt.Errorf("bench: %s printed %q", name, out)
 	}
-	return Baseline{Name: "ring-only pair, C ring.h", Value: v, Unit: "round trips/s"}, nil
+	return v, nil
 }
 
 // ErrNoFio means fio is not installed (Debian package fio).

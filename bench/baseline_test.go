@@ -30,6 +30,23 @@ func TestCRingPairBuildsAndRuns(t *testing.T) {
 	}
 }
 
+// The C null path aborts on any response that is not OKAY for a request
+// in flight, so a run that prints a rate validated every request.
+func TestCNullPairBuildsAndRuns(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("LOUD SKIP: gcc is not installed (scripts/deps.txt installs it)")
+	}
+	for _, qd := range []int{1, 32, 128} {
+		b, err := CNullPair(context.Background(), 100*time.Millisecond, qd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Value <= 0 || b.Name != CNullPairName(qd) {
+			t.Fatalf("C null pair at QD%d: %+v", qd, b)
+		}
+	}
+}
+
 func TestMemcpy(t *testing.T) {
 	if b := Memcpy(20 * time.Millisecond); b.Value <= 0 {
 		t.Fatalf("memcpy %v", b)

@@ -76,6 +76,11 @@ func (r *Report) Targets() []Target {
 	if g, c := r.Baseline("ring-only pair, Go"), r.Baseline("ring-only pair, C ring.h"); g > 0 && c > 0 {
 		t = append(t, Target{"Go ring-only pair / C ring.h pair", fmt.Sprintf("%.2fM / %.2fM round trips/s = %.2fx", g/1e6, c/1e6, g/c), "0.8x", g / c / 0.8})
 	}
+	for _, qd := range []int{32, 128} {
+		if x, c := r.Find("null", 1, "randread", qd), r.Baseline(CNullPairName(qd)); x != nil && c > 0 {
+			t = append(t, Target{fmt.Sprintf("Go null path / C null path, 4K QD%d", qd), fmt.Sprintf("%.0f / %.0f IOPS = %.2fx", x.IOPS, c, x.IOPS/c), "0.8x", x.IOPS / c / 0.8})
+		}
+	}
 	for _, qd := range []int{1, 32, 128} {
 		x := r.Find("file", 1, "randread", qd)
 		best := max(r.Baseline(fmt.Sprintf("fio psync randread 4K qd%d", qd)), r.Baseline(fmt.Sprintf("fio io_uring randread 4K qd%d", qd)))

@@ -266,6 +266,9 @@ func runBaselines(ctx context.Context, o bench.Options, progress *os.File) []ben
 	// machine grants in bursts: take the median of interleaved runs.
 	add(medianOf(5, func() (bench.Baseline, error) { return bench.GoRingPair(d / 5) }))
 	add(medianOf(5, func() (bench.Baseline, error) { return bench.CRingPair(ctx, d/5) }))
+	for _, qd := range []int{32, 128} {
+		add(medianOf(5, func() (bench.Baseline, error) { return bench.CNullPair(ctx, d/5, qd) }))
+	}
 	path, err := bench.BenchFile(o.Dir, o.FileSize)
 	if err != nil {
 		add(bench.Baseline{}, err)
