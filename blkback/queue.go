@@ -186,7 +186,7 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 		}
 		q.ring.Consume(1)
 		status := q.handle()
-		q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
+		q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, responseOperation(&q.req), status)
 		q.ring.Produce(1)
 	}
 	if q.ring.Push() {
@@ -195,6 +195,17 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 		}
 	}
 	return handled, waitPair, nil
+}
+
+// responseOperation is the operation a response carries: the request's,
+// except that an indirect request is answered with its inner operation
+// (read or write), as Linux's blkback does and Linux's blkfront checks
+// ("response has wrong operation" and the disk is disabled otherwise).
+func responseOperation(r *blkif.Request) uint8 {
+	if r.Operation == blkif.OpIndirect {
+		return r.IndirectOp
+	}
+	return r.Operation
 }
 
 // handle carries out q.req and returns its status.
