@@ -11,6 +11,7 @@ import (
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/sgio"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -33,19 +34,71 @@ func openVBD(st xen.Store, dir string) (storage.Device, error) {
 	return dev, err
 }
 
-// reservationEngines gives each vbd its own SCSI engine, but every vbd of
-// one backing disk the same identity (serial, NAA) and the same
+// Backend nodes (written by xenblk attach from the disk spec's keys of the
+// same names; docs/PROTOCOL.md, "SG_IO pass-through") that choose a vbd's
+// SCSI engine.
+const (
+	nodeSCSI        = "scsi"        // emulate (default) | passthrough | off
+	nodeSCSIPolicy  = "scsi-policy" // scsi.ParsePolicy text over the engine's default
+	nodePR          = "pr"          // emulate (default) | passthrough: who answers reservations under pass-through
+	nodeSCSIError   = "scsi-error"  // why pass-through was refused (the vbd then gets emulation)
+	nodeSCSIEngine  = "scsi-engine" // with scsi=passthrough, what the vbd got: emulate | passthrough
+	scsiEmulate     = "emulate"
+	scsiPassthrough = "passthrough"
+	scsiOff         = "off"
+)
+
+// passthroughOpener opens a backing path for SG_IO, refusing anything but
+// a whole SCSI disk with an error wrapping sgio.ErrNotWholeDisk.
+type passthroughOpener func(path string) (sgio.Device, error)
+
+func openWholeSCSIDisk(path string) (sgio.Device, error) { return sgio.Open(path) }
+
+// reservationEngines is serve's and sim's SCSI engine factory: scsiEngines
+// with the real SG_IO opener.
+func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SCSIProvider {
+	return scsiEngines(st, prDir, log, openWholeSCSIDisk)
+}
+
+// scsiEngines gives each vbd its own SCSI engine, but every vbd of one
+// backing disk the same identity (serial, NAA) and the same
 // persistent-reservation unit, so that two guests given the same disk —
 // the two nodes of a cluster — see one logical unit and each other's
 // registrations. Reservation state lives in prDir (APTPL, crash-safe).
-func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SCSIProvider {
+//
+// The engine is the emulation unless the vbd's scsi node asks for
+// pass-through and openSG accepts the backing path as a whole SCSI disk;
+// then commands go to the disk with SG_IO under the pass-through policy,
+// with READ/WRITE ranges checked against its capacity and reservations
+// emulated by the shared unit (pr=emulate, the default) or left to the
+// disk (pr=passthrough). A refused pass-through (a partition, an LV, a
+// file: CVE-2011-4127) is logged, written to the vbd's scsi-error node,
+// and the vbd gets the emulation. Each backing disk is opened for SG_IO
+// once and stays open for the life of the process (blkback has no hook to
+// release an engine).
+func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroughOpener) blkback.SCSIProvider {
 	var mu sync.Mutex
 	units := map[string]*pr.Unit{}
+	disks := map[string]sgio.Device{}
 	return func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
-		lu, err := st.Read(dir + "/params")
+		params, err := st.Read(dir + "/params")
+		lu := params
 		if err != nil {
 			lu = dir
 		}
+		mode, _ := st.Read(dir + "/" + nodeSCSI)
+		switch mode {
+		case "", scsiEmulate, scsiPassthrough:
+		case scsiOff:
+			return nil, nil
+		default:
+			return nil, fmt.Errorf("%s/%s = %q: want emulate, passthrough or off", dir, nodeSCSI, mode)
+		}
+		prMode, _ := st.Read(dir + "/" + nodePR)
+		if prMode != "" && prMode != scsiEmulate && prMode != scsiPassthrough {
+			return nil, fmt.Errorf("%s/%s = %q: want emulate or passthrough", dir, nodePR, prMode)
+		}
+		policyText, _ := st.Read(dir + "/" + nodeSCSIPolicy)
 		mu.Lock()
 		defer mu.Unlock()
 		u, ok := units[lu]
@@ -55,14 +108,58 @@ func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SC
 			}
 			units[lu] = u
 		}
-		// A per-device policy from the disk spec (scsi-policy=default,+0x35,...)
-		// on top of the emulation's default.
-		policy := scsi.EmulatedPolicy()
-		if text, err := st.Read(dir + "/scsi-policy"); err == nil && text != "" {
-			if policy, err = scsi.ParsePolicy(text, scsi.EmulatedPolicy()); err != nil {
-				return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
+		if mode == scsiPassthrough {
+			disk, ok := disks[params]
+			var openErr error
+			switch {
+			case ok:
+			case params == "":
+				openErr = fmt.Errorf("%w: the vbd has no params node", sgio.ErrNotWholeDisk)
+			default:
+				if disk, openErr = openSG(params); openErr == nil {
+					disks[params] = disk
+				}
 			}
+			if openErr == nil {
+				policy, err := vbdPolicy(dir, policyText, scsi.PassthroughPolicy)
+				if err != nil {
+					return nil, err
+				}
+				cfg := sgio.Config{Policy: policy, Reservations: u, Log: log}
+				if prMode == scsiPassthrough {
+					cfg.Reservations = nil
+				}
+				p, err := sgio.New(disk, cfg)
+				if err == nil {
+					st.Write(dir+"/"+nodeSCSIEngine, scsiPassthrough)
+					st.Remove(dir + "/" + nodeSCSIError)
+					return p, nil
+				}
+				openErr = err
+			}
+			log.Warn("scsi: pass-through refused; the vbd gets emulated SCSI", "vbd", dir, "path", params, "err", openErr)
+			st.Write(dir+"/"+nodeSCSIError, "pass-through refused, emulating: "+openErr.Error())
+		}
+		policy, err := vbdPolicy(dir, policyText, scsi.EmulatedPolicy)
+		if err != nil {
+			return nil, err
+		}
+		if mode == scsiPassthrough {
+			st.Write(dir+"/"+nodeSCSIEngine, scsiEmulate)
 		}
 		return emulate.New(dev, emulate.Config{Identity: lu, Reservations: u, Policy: policy, Log: log}), nil
 	}
+}
+
+// vbdPolicy is the engine's default policy with the disk spec's
+// scsi-policy (default,+0x35,...) applied on top.
+func vbdPolicy(dir, text string, base func() *scsi.Policy) (*scsi.Policy, error) {
+	if text == "" {
+		return base(), nil
+	}
+	p, err := scsi.ParsePolicy(text, base())
+	if err != nil {
+		return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
+	}
+	return p, nil
 }

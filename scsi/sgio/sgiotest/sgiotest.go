@@ -1,0 +1,89 @@
+// Package sgiotest provides a fake SCSI disk behind SG_IO for tests of
+// code that builds sgio pass-throughs (there is no SCSI disk on the test
+// machines): scsi/emulate over a storage.Device, seen by one initiator (the
+// host), recording every opcode that reaches it.
+package sgiotest
+
+import (
+	"sync"
+
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/emulate"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/sgio"
+	"github.com/xenblk/xenblk/storage"
+)
+
+// Disk is a fake whole SCSI disk; it implements sgio.Device. Safe for
+// concurrent use.
+type Disk struct {
+	mu     sync.Mutex
+	e      *emulate.Engine
+	cmd    scsi.Command
+	res    scsi.Result
+	ops    []byte
+	closed bool
+}
+
+// NewDisk returns a fake disk holding dev's bytes. It keeps persistent
+// reservations of its own (in memory), as a real disk would when they are
+// passed through to it.
+func NewDisk(dev storage.Device) *Disk {
+	u, err := pr.Open(pr.NewMemoryStore(), "sgiotest-disk", nil)
+	if err != nil {
+		panic(err) // a memory store cannot fail to load
+	}
+	return &Disk{e: emulate.New(dev, emulate.Config{Identity: "sgiotest-disk", Reservations: u})}
+}
+
+// SGIO implements sgio.Device: the command runs on the emulation, whose
+// sense comes back as the kernel would report it (DRIVER_SENSE).
+func (d *Disk) SGIO(r *sgio.Request) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(r.CDB) > 0 && len(d.ops) < 1<<16 {
+		d.ops = append(d.ops, r.CDB[0])
+	}
+	d.cmd = scsi.Command{CDB: r.CDB, Dir: r.Dir, Data: r.Data}
+	d.e.Execute(scsi.Nexus{Device: "host"}, &d.cmd, &d.res)
+	r.Status, r.Resid = d.res.Status, d.res.Resid
+	r.SenseLen = copy(r.Sense, d.res.SenseBytes())
+	if r.SenseLen > 0 {
+		r.DriverStatus = 0x08 // DRIVER_SENSE
+	}
+	return nil
+}
+
+// Saw reports whether a command with opcode op reached the disk.
+func (d *Disk) Saw(op byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, o := range d.ops {
+		if o == op {
+			return true
+		}
+	}
+	return false
+}
+
+// Forget clears the record of opcodes seen.
+func (d *Disk) Forget() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ops = d.ops[:0]
+}
+
+// Close marks the disk closed (Closed reports it).
+func (d *Disk) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	return nil
+}
+
+// Closed reports whether Close was called.
+func (d *Disk) Closed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
