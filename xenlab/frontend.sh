@@ -12,6 +12,9 @@ lsmod | grep -q '^xen_blkfront' && { echo "xen_blkfront is loaded: boot with DOM
 echo 262144 > /sys/module/xen_gntalloc/parameters/limit
 modprobe nbd nbds_max=4 2>/dev/null
 
+step "conformance and hostile peers through our frontend and backend over xen/linux, in one process"
+check env XENBLK_REQUIRE_XEN=1 ./xentest.test -test.v -test.count=1
+
 step "our frontend on Linux's xen-blkback"
 truncate -s 256M /root/kdisk.img
 head -c 8M /dev/urandom > /root/a.bin

@@ -3,7 +3,9 @@ fail=0
 step() { echo; echo "=== $* ($(date +%T))"; }
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
-check() { if "$@"; then ok "$*"; else bad "$*"; fi; }
+# check COMMAND...: run it (at most STEP_TIMEOUT seconds) and report.
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+check() { if timeout "$STEP_TIMEOUT" "$@"; then ok "$*"; else bad "$* (status $?)"; fi; }
 # wait_for SECONDS COMMAND...: until the command succeeds.
 wait_for() {
   local t=$1; shift

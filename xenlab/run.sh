@@ -21,13 +21,14 @@ share=$(mktemp -d /var/tmp/xenblk-lab.XXXXXX)
 trap 'rm -rf "$share"' EXIT
 CGO_ENABLED=0 go build -o "$share/xenblk" ./cmd/xenblk || exit 1
 CGO_ENABLED=0 go test -c -o "$share/linux.test" ./xen/linux || exit 1
+CGO_ENABLED=0 go test -c -o "$share/xentest.test" ./internal/xentest || exit 1
 cp xenlab/lib.sh "$share/"
 
 rc=0
 run() { # NAME SCRIPT [DOM0_EXTRA]
   local name=$1 script=$2 extra=${3:-}
   echo "xenlab: scenario $name ($(date +%T))"
-  DOM0_EXTRA="$extra" TIMEOUT=${XENLAB_TIMEOUT:-900} "$LAB/run.sh" -s "$share" -o "xenlab/out/$name" "xenlab/$script" > "xenlab/out-$name.console" 2>&1
+  DOM0_EXTRA="$extra" TIMEOUT=${XENLAB_TIMEOUT:-1200} "$LAB/run.sh" -s "$share" -o "xenlab/out/$name" "xenlab/$script" > "xenlab/out-$name.console" 2>&1
   local r=$?
   mv "xenlab/out-$name.console" "xenlab/out/$name/run.log" 2>/dev/null
   echo "xenlab: scenario $name exited $r ($(date +%T))"
