@@ -1,6 +1,7 @@
 package pr
 
 import (
+	"encoding/binary"
 	"reflect"
 	"testing"
 
@@ -29,6 +30,32 @@ func TestInvariants(t *testing.T) {
 			saKey := rapid.Uint64Range(0, 3).Draw(rt, "saKey")
 			aptpl := rapid.Bool().Draw(rt, "aptpl")
 			cdb, param := prOut(sa, typ, key, saKey, aptpl)
+			var dest scsi.Nexus
+			typeBefore := s.Type
+			if sa == saRegisterAndMove {
+				// A well-formed move to a random nexus (possibly the
+				// caller), with or without UNREG; mostly from the holder
+				// with its key, so that moves succeed often enough.
+				if s.Reserved && rapid.IntRange(0, 3).Draw(rt, "fromHolder") > 0 {
+					n = s.Holder
+					if i := s.find(n); i >= 0 {
+						binary.BigEndian.PutUint64(param, s.Registrations[i].Key)
+					}
+				}
+				dest = nexuses[rapid.SampledFrom(names).Draw(rt, "dest")]
+				param[17], param[20] = 0, 0
+				if aptpl {
+					param[17] |= 1
+				}
+				if rapid.Bool().Draw(rt, "unreg") {
+					param[17] |= 2
+				}
+				param[19] = RelativeTargetPort
+				tid := TransportID(dest)
+				param[23] = byte(len(tid))
+				param = append(param, tid...)
+				cdb[8] = byte(len(param))
+			}
 			before := s.Generation
 			out := s.Out(n, cdb, param)
 			if s.Generation < before {
@@ -36,6 +63,14 @@ func TestInvariants(t *testing.T) {
 			}
 			if out.Status != scsi.StatusGood && s.Generation != before {
 				rt.Fatalf("failed command (status %#x) bumped the generation", out.Status)
+			}
+			if sa == saRegisterAndMove && out.Status == scsi.StatusGood {
+				if !s.Reserved || s.Holder != dest || s.Type != typeBefore {
+					rt.Fatalf("after a move to %+v: reserved=%v holder=%+v type %d (was %d)", dest, s.Reserved, s.Holder, s.Type, typeBefore)
+				}
+				if j := s.find(dest); j < 0 || s.Registrations[j].Key != saKey {
+					rt.Fatalf("destination not registered with %#x: %+v", saKey, s.Registrations)
+				}
 			}
 			if (sa == saReserve || sa == saRelease) && s.Generation != before {
 				rt.Fatalf("RESERVE/RELEASE bumped the generation")
