@@ -45,6 +45,26 @@ func ServeBackend(ctx context.Context, sock, backend string, o Options) error {
 // backend in the process backendCmd starts (it must run ServeBackend on
 // the socket it is given).
 func newCrossStack(backend string, queues int, o Options) (*stack, error) {
+	s, err := startBackendProcess(backend, o)
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.host.NewDomain("bench")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	s.front, err = attachDisk(s.host, g, "xvda", queues, o)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// startBackendProcess starts a host in this process and the backend
+// process serving it; the stack has no frontend yet.
+func startBackendProcess(backend string, o Options) (*stack, error) {
 	dir, err := os.MkdirTemp("", "xenblk-bench")
 	if err != nil {
 		return nil, err
@@ -80,6 +100,7 @@ func newCrossStack(backend string, queues int, o Options) (*stack, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	s.backendPID = cmd.Process.Pid
 	go func() { cmd.Wait(); l.Close(); os.RemoveAll(dir); close(s.done) }()
 	ready := make(chan error, 1)
 	go func() {
@@ -103,14 +124,14 @@ func newCrossStack(backend string, queues int, o Options) (*stack, error) {
 		s.close()
 		return nil, err
 	}
-	g, err := h.NewDomain("bench")
+	return s, nil
+}
+
+// attachDisk creates the vbd vdev of guest g (served by dom0) and opens
+// its frontend.
+func attachDisk(h *sim.Host, g *sim.Domain, vdev string, queues int, o Options) (*blkfront.Disk, error) {
+	spec, err := diskspec.Parse("vdev=" + vdev + ", access=rw, target=bench")
 	if err != nil {
-		s.close()
-		return nil, err
-	}
-	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=bench")
-	if err != nil {
-		s.close()
 		return nil, err
 	}
 	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
@@ -118,15 +139,13 @@ func newCrossStack(backend string, queues int, o Options) (*stack, error) {
 		err = toolstack.Create(h.Store(), vbd)
 	}
 	if err != nil {
-		s.close()
 		return nil, err
 	}
 	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ocancel()
-	s.front, err = blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath(), Queues: queues, Log: o.Log})
+	d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath(), Queues: queues, Log: o.Log})
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("bench: frontend: %w", err)
+		return nil, fmt.Errorf("bench: frontend %s: %w", vdev, err)
 	}
-	return s, nil
+	return d, nil
 }

@@ -97,6 +97,12 @@ func (r *Report) Targets() []Target {
 	if x, m := r.Find("memory", 1, "seqread", 1), r.Baseline("memcpy 1 MiB"); x != nil && m > 0 {
 		t = append(t, Target{"memory 1M seqread / memcpy", fmt.Sprintf("%.0f / %.0f MB/s = %.2fx", x.MBps, m, x.MBps/m), "0.8x", x.MBps / m / 0.8})
 	}
+	if dm := r.Devices; dm != nil && dm.Devices > 0 {
+		per := max(dm.PerDevice, 1)
+		t = append(t, Target{fmt.Sprintf("RSS per idle device, %d in one backend", dm.Devices),
+			fmt.Sprintf("%.2f MiB (%.1f -> %.1f MiB)", dm.PerDevice/(1<<20), float64(dm.Before.Total)/(1<<20), float64(dm.After.Total)/(1<<20)),
+			"8 MiB", 8 * (1 << 20) / per})
+	}
 	return t
 }
 
@@ -122,10 +128,20 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 		where = "blkback in its own process"
 	}
 	fmt.Fprintf(&b, "\n### Every case (%s)\n\n", where)
-	b.WriteString("| backend | queues | workload | bs | QD | IOPS | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("Each figure is the median of the case's runs (IOPS range: the slowest and fastest run).\n\n")
+	b.WriteString("| backend | queues | workload | bs | QD | IOPS | IOPS range | runs | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
-		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %.0f | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
-			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %.0f | %.0f..%.0f | %d | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
+			x.BlockSize>>10, x.QD, x.IOPS, x.IOPSMin, x.IOPSMax, x.Runs, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+	}
+	if dm := r.Devices; dm != nil {
+		fmt.Fprintf(&b, "\n### %d idle devices in one backend process (%s)\n\n", dm.Devices, dm.Backend)
+		b.WriteString("| | RSS | anonymous | shared memory |\n|---|---|---|---|\n")
+		mib := func(v int64) string { return fmt.Sprintf("%.1f MiB", float64(v)/(1<<20)) }
+		fmt.Fprintf(&b, "| no device | %s | %s | %s |\n", mib(dm.Before.Total), mib(dm.Before.Anon), mib(dm.Before.Shmem))
+		fmt.Fprintf(&b, "| %d devices | %s | %s | %s |\n", dm.Devices, mib(dm.After.Total), mib(dm.After.Anon), mib(dm.After.Shmem))
+		fmt.Fprintf(&b, "| per device | %.2f MiB | %.2f MiB | %.2f MiB |\n", dm.PerDevice/(1<<20),
+			float64(dm.After.Anon-dm.Before.Anon)/float64(dm.Devices)/(1<<20), float64(dm.After.Shmem-dm.Before.Shmem)/float64(dm.Devices)/(1<<20))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -59,6 +61,9 @@ type Options struct {
 	Progress io.Writer
 	// Log receives blkback's and blkfront's logs (default: discarded).
 	Log *slog.Logger
+	// Runs per case (default 1): the workloads of a stack run in turn,
+	// Runs times over, and each figure is the median of its runs.
+	Runs int
 	// BackendCommand, when set, runs blkback in another process: it
 	// returns the command (not started) that calls ServeBackend on sock.
 	BackendCommand func(sock, backend string) *exec.Cmd
@@ -67,6 +72,9 @@ type Options struct {
 func (o *Options) defaults() {
 	if o.Duration == 0 {
 		o.Duration = 2 * time.Second
+	}
+	if o.Runs < 1 {
+		o.Runs = 1
 	}
 	if len(o.Backends) == 0 {
 		o.Backends = []string{"null", "memory", "file"}
@@ -103,6 +111,11 @@ type Result struct {
 	P99       time.Duration `json:"p99_ns"`
 	P999      time.Duration `json:"p999_ns"`
 	Hist      *Histogram    `json:"-"`
+	// Runs is how many runs the figures are the median of; IOPSMin and
+	// IOPSMax are the spread of those runs.
+	Runs    int     `json:"runs"`
+	IOPSMin float64 `json:"iops_min"`
+	IOPSMax float64 `json:"iops_max"`
 }
 
 // Report is a whole run.
@@ -113,6 +126,8 @@ type Report struct {
 	Machine      Machine    `json:"machine"`
 	Results      []Result   `json:"results"`
 	Baselines    []Baseline `json:"baselines"`
+	// Devices, when measured, is one backend process serving many vbds.
+	Devices *DeviceMemory `json:"devices,omitempty"`
 }
 
 // Run measures every backend x queues x workload case in this process.
@@ -126,22 +141,29 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			if err != nil {
 				return out, err
 			}
-			for _, w := range o.Workloads {
-				if err := ctx.Err(); err != nil {
-					s.close()
-					return out, err
+			runs := make([][]Result, len(o.Workloads))
+			for k := 0; k < o.Runs; k++ {
+				for wi, w := range o.Workloads {
+					if err := ctx.Err(); err != nil {
+						s.close()
+						return out, err
+					}
+					r, err := runCase(ctx, s, w, o)
+					if err != nil {
+						s.close()
+						return out, fmt.Errorf("bench: %s q%d %s: %w", b, q, w.Name, err)
+					}
+					runs[wi] = append(runs[wi], r)
+					if o.Progress != nil {
+						fmt.Fprintf(o.Progress, "[%2d/%d] %-6s q%d %-9s %4dK qd%-3d %10.0f IOPS %8.1f MB/s p50 %v (run %d of %d)\n",
+							len(out)+wi+1, total, b, q, w.Name, w.BlockSize>>10, w.QD, r.IOPS, r.MBps, r.P50, k+1, o.Runs)
+					}
 				}
-				r, err := runCase(ctx, s, w, o)
-				if err != nil {
-					s.close()
-					return out, fmt.Errorf("bench: %s q%d %s: %w", b, q, w.Name, err)
-				}
+			}
+			for wi := range o.Workloads {
+				r := median(runs[wi])
 				r.Backend, r.Queues = b, q
 				out = append(out, r)
-				if o.Progress != nil {
-					fmt.Fprintf(o.Progress, "[%2d/%d] %-6s q%d %-9s %4dK qd%-3d %10.0f IOPS %8.1f MB/s p50 %v\n",
-						len(out), total, b, q, w.Name, w.BlockSize>>10, w.QD, r.IOPS, r.MBps, r.P50)
-				}
 			}
 			s.close()
 		}
@@ -297,4 +319,26 @@ func runCase(ctx context.Context, s *stack, w Workload, o Options) (Result, erro
 	r.IOPS = float64(h.N) / el.Seconds()
 	r.MBps = r.IOPS * float64(w.BlockSize) / 1e6
 	return r, nil
+}
+
+// median folds the runs of one case: IOPS, bandwidth and each latency
+// percentile are the median of the runs' (each on its own); the histogram
+// is the median-IOPS run's.
+func median(runs []Result) Result {
+	byIOPS := append([]Result(nil), runs...)
+	sort.Slice(byIOPS, func(i, j int) bool { return byIOPS[i].IOPS < byIOPS[j].IOPS })
+	m := byIOPS[len(byIOPS)/2]
+	mid := func(get func(Result) time.Duration) time.Duration {
+		v := make([]time.Duration, len(runs))
+		for i, r := range runs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	m.P50 = mid(func(r Result) time.Duration { return r.P50 })
+	m.P99 = mid(func(r Result) time.Duration { return r.P99 })
+	m.P999 = mid(func(r Result) time.Duration { return r.P999 })
+	m.Runs, m.IOPSMin, m.IOPSMax = len(runs), byIOPS[0].IOPS, byIOPS[len(byIOPS)-1].IOPS
+	return m
 }

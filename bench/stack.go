@@ -22,6 +22,8 @@ type stack struct {
 	front *blkfront.Disk
 	stop  context.CancelFunc
 	done  chan struct{}
+	// backendPID is the backend process's (0: blkback runs in this one).
+	backendPID int
 }
 
 func newStack(dev storage.Device, queues int, poll time.Duration, log *slog.Logger) (*stack, error) {

@@ -35,6 +35,9 @@ func init() {
 		qds       []int
 		cross     bool
 		mdSection string
+		devices   int
+		cases     bool
+		runs      int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -100,13 +103,42 @@ A second QD1 null case runs with the backend polling.`,
 						"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String())
 				}
 			}
-			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine(), CrossProcess: cross}
-			res, err := bench.Run(ctx, o)
-			if err != nil {
-				return err
+			if devices < 0 || devices > 1000 {
+				return usagef("--devices %d: want 0 to 1000", devices)
 			}
-			rep.Results = res
-			if poll == 0 && contains(backends, "null") && baselines {
+			if runs < 1 || runs > 99 {
+				return usagef("--runs %d: want 1 to 99", runs)
+			}
+			o.Runs = runs
+			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine(), CrossProcess: cross}
+			if cases {
+				res, err := bench.Run(ctx, o)
+				if err != nil {
+					return err
+				}
+				rep.Results = res
+			}
+			if devices > 0 {
+				do := o
+				if do.BackendCommand == nil {
+					self, err := os.Executable()
+					if err != nil {
+						return err
+					}
+					do.BackendCommand = func(sock, backend string) *exec.Cmd {
+						return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
+							"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String())
+					}
+				}
+				dm, err := bench.MeasureDevices(ctx, "null", devices, do)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(progress, "devices: %d idle in one backend: RSS %.1f -> %.1f MiB, %.2f MiB per device\n",
+					dm.Devices, float64(dm.Before.Total)/(1<<20), float64(dm.After.Total)/(1<<20), dm.PerDevice/(1<<20))
+				rep.Devices = &dm
+			}
+			if cases && poll == 0 && contains(backends, "null") && baselines {
 				po := o
 				po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, 50*time.Microsecond
 				if cross {
@@ -183,7 +215,10 @@ A second QD1 null case runs with the backend polling.`,
 	f.StringSliceVar(&only, "workload", nil, "run only these workloads: randread, randwrite, seqread")
 	f.IntSliceVar(&qds, "qd", nil, "run only these queue depths")
 	f.BoolVar(&cross, "cross-process", false, "run blkback in a separate process (the frontend and the host stay in this one)")
-	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy and the ring-only pairs")
+	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy, the ring-only pairs and the C null path")
+	f.IntVar(&devices, "devices", 0, "also measure the resident memory of one backend process serving this many idle null vbds")
+	f.BoolVar(&cases, "cases", true, "run the workload cases (--cases=false with --devices measures memory only)")
+	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	rootCmd.AddCommand(cmd)
 
 	var bb struct {
@@ -261,13 +296,17 @@ func runBaselines(ctx context.Context, o bench.Options, progress *os.File) []ben
 		fmt.Fprintf(progress, "baseline %-40s %14.0f %s\n", b.Name, b.Value, b.Unit)
 		out = append(out, b)
 	}
-	add(bench.Memcpy(d), nil)
+	// Every baseline is the median of o.Runs runs, interleaved with the
+	// others where it is cheap; the ring pairs take at least 5.
+	runs := max(o.Runs, 1)
+	add(medianOf(runs, func() (bench.Baseline, error) { return bench.Memcpy(d), nil }))
 	// The ring pairs need both threads on CPU at once, which a noisy
 	// machine grants in bursts: take the median of interleaved runs.
-	add(medianOf(5, func() (bench.Baseline, error) { return bench.GoRingPair(d / 5) }))
-	add(medianOf(5, func() (bench.Baseline, error) { return bench.CRingPair(ctx, d/5) }))
+	pairs := max(runs, 5)
+	add(medianOf(pairs, func() (bench.Baseline, error) { return bench.GoRingPair(d / 5) }))
+	add(medianOf(pairs, func() (bench.Baseline, error) { return bench.CRingPair(ctx, d/5) }))
 	for _, qd := range []int{32, 128} {
-		add(medianOf(5, func() (bench.Baseline, error) { return bench.CNullPair(ctx, d/5, qd) }))
+		add(medianOf(pairs, func() (bench.Baseline, error) { return bench.CNullPair(ctx, d/5, qd) }))
 	}
 	path, err := bench.BenchFile(o.Dir, o.FileSize)
 	if err != nil {
@@ -278,7 +317,9 @@ func runBaselines(ctx context.Context, o bench.Options, progress *os.File) []ben
 		engine string
 		qd     int
 	}{{"psync", 1}, {"psync", 32}, {"io_uring", 1}, {"io_uring", 32}, {"io_uring", 128}} {
-		b, err := bench.Fio(ctx, path, c.engine, "randread", 4096, c.qd, d)
+		b, err := medianOf(runs, func() (bench.Baseline, error) {
+			return bench.Fio(ctx, path, c.engine, "randread", 4096, c.qd, d)
+		})
 		if errors.Is(err, bench.ErrNoFio) {
 			add(b, err)
 			break
