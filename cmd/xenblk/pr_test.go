@@ -198,3 +198,75 @@ func TestPRCommandsTwoGuests(t *testing.T) {
 		t.Errorf("missing socket: exit %d, want 1", code)
 	}
 }
+
+// REGISTER AND MOVE between two guests with xenblk scsi persist: node A
+// holds Exclusive Access, learns node B's TransportID from READ FULL
+// STATUS, and moves the reservation to B, unregistering itself.
+func TestPersistRegisterMoveTwoGuests(t *testing.T) {
+	bin := buildXenblk(t)
+	sock, a, b := twoGuestsOnOneDisk(t)
+	persist := func(wantCode int, node string, args ...string) string {
+		t.Helper()
+		args = append([]string{"scsi", "--control", sock, "--device", node, "persist"}, args...)
+		var out, errs string
+		var code int
+		for range 4 { // past the unit attentions a new nexus sees first
+			out, errs, code = runXenblkCode(t, bin, args...)
+			if !strings.Contains(out, "Unit Attention") {
+				break
+			}
+		}
+		if code != wantCode {
+			t.Fatalf("xenblk %s: exit %d (want %d)\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantCode, out, errs)
+		}
+		return out
+	}
+	persist(0, "node-a", "-o", "-G", "-S", "0xa")
+	persist(0, "node-b", "-o", "-G", "-S", "0xb")
+	persist(0, "node-a", "-o", "-R", "-K", "0xa", "-T", "3")
+	if st := scsiWrite(t, b); st != scsi.StatusReservationConflict {
+		t.Fatalf("B's WRITE(10) under A's Exclusive Access: %#x", st)
+	}
+	// B's name, as READ FULL STATUS shows it.
+	full := persist(0, "node-a", "-i", "-s")
+	var aName, bName string
+	for _, l := range strings.Split(full, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case !strings.HasPrefix(l, "(xen:dom"):
+		case aName == "":
+			aName = strings.Trim(l, "()")
+		default:
+			bName = strings.Trim(l, "()")
+		}
+	}
+	if aName == "" || bName == "" || aName == bName {
+		t.Fatalf("no TransportIDs for A and B in:\n%s", full)
+	}
+	// B cannot move what it does not hold; A cannot move to itself.
+	persist(3, "node-b", "-o", "-M", "-K", "0xb", "-S", "0xc", "-X", aName)
+	if out := persist(3, "node-a", "-o", "-M", "-K", "0xa", "-S", "0xc", "-X", aName); !strings.Contains(out, "Invalid field in parameter list") {
+		t.Fatalf("a move to oneself:\n%s", out)
+	}
+	persist(0, "node-a", "-o", "-M", "-K", "0xa", "-S", "0xc", "-X", bName, "--unreg")
+	if got := persist(0, "node-b", "-i", "-k"); !strings.Contains(got, "1 registered reservation key follows:\n    0xc\n") {
+		t.Fatalf("keys after the move:\n%s", got)
+	}
+	if got := persist(0, "node-b", "-i", "-r"); !strings.Contains(got, "Key=0xc") || !strings.Contains(got, "type: Exclusive Access\n") {
+		t.Fatalf("reservation after the move:\n%s", got)
+	}
+	if st := scsiWrite(t, b); st != scsi.StatusGood {
+		t.Fatalf("B's WRITE(10) holding the moved reservation: %#x", st)
+	}
+	if st := scsiWrite(t, a); st != scsi.StatusReservationConflict {
+		t.Fatalf("A's WRITE(10) after moving away and unregistering: %#x", st)
+	}
+	// The dedicated operation sees the same state.
+	pr := func(node string, args ...string) string {
+		out, _, _ := runXenblkCode(t, bin, append(append([]string{"pr"}, args...), "--control", sock, "--device", node)...)
+		return out
+	}
+	if got := pr("node-a", "read-reservation"); !strings.Contains(got, "key=0xc type=ea") {
+		t.Fatalf("xenblk pr read-reservation after the move: %q", got)
+	}
+}
