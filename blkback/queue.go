@@ -55,6 +55,9 @@ type queue struct {
 	cdb      [blkif.MaxCDBLength]byte
 	prReq    blkif.PRRequest
 	pr       SCSIExecutor // serves OpReservation; nil when not offered
+	// fence judges plain reads and writes against the device's
+	// reservations (nil: the device has none), negotiated or not.
+	fence scsi.Fencer
 
 	// poll: how long to keep polling the ring after a pass that found
 	// work before arming the event index and sleeping (0: the default
@@ -107,7 +110,10 @@ func (q *queue) run(stop <-chan struct{}) error {
 		if more {
 			continue
 		}
-		if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
+		// No timeout: Disconnect closes the channel after stop, which
+		// wakes this Wait; a deadline would only keep a runtime timer
+		// armed, which every scheduling round then checks.
+		if _, err := q.ch.Wait(0); err != nil {
 			return err
 		}
 	}
@@ -120,29 +126,24 @@ func (q *queue) run(stop <-chan struct{}) error {
 const defaultPollWindow = 20 * time.Microsecond
 
 // spin busy-polls the ring for up to window; reports whether work arrived.
-// The ring's index is a plain load; the channel's Pending is a system
-// call, so it is asked only every spinPendingEvery turns (it matters only
-// for events that carry no ring work, such as a close). Each turn yields
-// the processor, so in one process the frontend's goroutines run.
+// The ring's index is a plain load; the event channel is not asked (a
+// system call): nothing but ring work is signalled on it, and a close is
+// seen by the Wait that follows the window. Each turn yields the
+// processor, so in one process the frontend's goroutines run.
 func (q *queue) spin(window time.Duration) bool {
 	deadline := time.Now().Add(window)
 	for i := 1; ; i++ {
 		if n, _ := q.ring.Unconsumed(); n > 0 {
 			return true
 		}
-		if i%spinPendingEvery == 0 {
-			if q.ch.Pending() {
-				return true
-			}
-			if !time.Now().Before(deadline) {
-				return false
-			}
+		if i%spinClockEvery == 0 && !time.Now().Before(deadline) {
+			return false
 		}
 		runtime.Gosched()
 	}
 }
 
-const spinPendingEvery = 32
+const spinClockEvery = 8
 
 // drain answers every request available in one pass, publishes the
 // responses and notifies if the frontend asked. It reports how many
@@ -260,6 +261,17 @@ func (q *queue) handle() int16 {
 	if p.kind == opWrite || p.kind == opBarrier || (p.kind == opFlush && p.nsegs > 0) || p.kind == opDiscard {
 		if q.lim.readOnly {
 			q.log.Warn("write to read-only disk", "id", r.ID)
+			return blkif.RspError
+		}
+	}
+	if q.fence != nil && (p.kind != opFlush || p.nsegs > 0) {
+		// Reservations bind the plain block path too: a guest fenced
+		// off by another's reservation gets a conflict, not the disk.
+		if q.fence.Fenced(q.nexus, p.kind != opRead) {
+			q.log.Debug("reservation conflict", "op", r.Operation, "id", r.ID)
+			if q.scsi != nil {
+				return blkif.RspReservationConflict
+			}
 			return blkif.RspError
 		}
 	}

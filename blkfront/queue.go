@@ -262,7 +262,10 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 		if more {
 			continue
 		}
-		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
+		// No timeout: disconnect closes the channel after stop, which
+		// wakes this Wait; a deadline would only keep a runtime timer
+		// armed, which every scheduling round then checks.
+		if _, err := ch.Wait(0); err != nil {
 			select {
 			case <-stop:
 			default:
