@@ -36,6 +36,7 @@ func init() {
 		cross     bool
 		mdSection string
 		devices   int
+		backProf  string
 		cases     bool
 		runs      int
 	)
@@ -99,8 +100,12 @@ A second QD1 null case runs with the backend polling.`,
 					return err
 				}
 				o.BackendCommand = func(sock, backend string) *exec.Cmd {
-					return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-						"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String())
+					args := []string{"bench-backend", "--host", sock, "--backend", backend,
+						"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String()}
+					if backProf != "" {
+						args = append(args, "--cpuprofile", backProf)
+					}
+					return exec.Command(self, args...)
 				}
 			}
 			if devices < 0 || devices > 1000 {
@@ -218,6 +223,7 @@ A second QD1 null case runs with the backend polling.`,
 	f.BoolVar(&baselines, "baselines", true, "also measure fio, memcpy, the ring-only pairs and the C null path")
 	f.IntVar(&devices, "devices", 0, "also measure the resident memory of one backend process serving this many idle null vbds")
 	f.BoolVar(&cases, "cases", true, "run the workload cases (--cases=false with --devices measures memory only)")
+	f.StringVar(&backProf, "backend-cpuprofile", "", "with --cross-process: write a CPU profile of the backend process here (the last stack's)")
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	rootCmd.AddCommand(cmd)
 
@@ -225,6 +231,7 @@ A second QD1 null case runs with the backend polling.`,
 		host, backend, dir string
 		size               int64
 		poll               time.Duration
+		profile            string
 	}
 	backendCmd := &cobra.Command{
 		Use:    "bench-backend",
@@ -237,6 +244,17 @@ A second QD1 null case runs with the backend polling.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
+			if p := bb.profile; p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return bench.ServeBackend(ctx, bb.host, bb.backend, bench.Options{Dir: bb.dir, FileSize: bb.size, Poll: bb.poll,
 				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		},
@@ -247,6 +265,7 @@ A second QD1 null case runs with the backend polling.`,
 	bf.StringVar(&bb.dir, "dir", os.TempDir(), "the file backend's directory")
 	bf.Int64Var(&bb.size, "size", 256<<20, "device size")
 	bf.DurationVar(&bb.poll, "poll", 0, "busy-poll window")
+	bf.StringVar(&bb.profile, "cpuprofile", "", "write a CPU profile of the backend process to this file")
 	rootCmd.AddCommand(backendCmd)
 }
 
