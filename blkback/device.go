@@ -344,6 +344,7 @@ func (d *Device) Connect() error {
 		}
 		q.scsi = extras
 		q.pr = prExec
+		q.fence, _ = d.scsi.(scsi.Fencer)
 		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
 		queues = append(queues, q)
 	}

@@ -101,6 +101,9 @@ func (d *Disk) wait(q *queue, id int) error {
 		return nil
 	case blkif.RspEOPNOTSUPP:
 		return ErrNotSupported
+	case blkif.RspReservationConflict:
+		// Another node holds a reservation that fences this one off.
+		return fmt.Errorf("%w (operation %d)", ErrReservationConflict, s.req.Operation)
 	default:
 		return fmt.Errorf("%w (status %d, operation %d)", ErrIO, s.status, s.req.Operation)
 	}

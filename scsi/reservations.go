@@ -20,3 +20,31 @@ type Reservations interface {
 	// (RESERVATIONS PREEMPTED, REGISTRATIONS PREEMPTED, ...).
 	UnitAttention(n Nexus) (c Code, ok bool)
 }
+
+// Fencer is implemented by SCSI engines that hold reservations: it tells
+// a backend whether a plain block read or write (not a SCSI command) from
+// nexus n must be refused with a reservation conflict. A guest that does
+// its I/O through the ordinary block path is fenced exactly as if it sent
+// READ(10) or WRITE(10): that is what makes a preempted cluster node stop
+// writing.
+type Fencer interface {
+	Fenced(n Nexus, write bool) bool
+}
+
+// The CDBs a plain block read and write are judged as; read-only and
+// shared (Conflict never keeps or changes them).
+var (
+	fenceReadCDB  = []byte{OpRead10, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+	fenceWriteCDB = []byte{OpWrite10, 0, 0, 0, 0, 0, 0, 0, 1, 0}
+)
+
+// Fenced answers Fencer's question with r (nil: never fenced).
+func Fenced(r Reservations, n Nexus, write bool) bool {
+	if r == nil {
+		return false
+	}
+	if write {
+		return r.Conflict(n, fenceWriteCDB)
+	}
+	return r.Conflict(n, fenceReadCDB)
+}

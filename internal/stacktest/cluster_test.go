@@ -119,7 +119,7 @@ func TestClusterOverSCSI(t *testing.T) {
 	if binary.BigEndian.Uint32(keys[4:]) != 8 || binary.BigEndian.Uint64(keys[8:]) != 0xb {
 		t.Fatalf("READ KEYS after preempt: % x", keys)
 	}
-	// The loser: writes conflict (SCSI and plain blkif alike: one engine),
+	// The loser: writes conflict (SCSI and plain blkif alike: the engine fences both),
 	// reads are allowed under WRITE EXCLUSIVE REGISTRANTS ONLY.
 	w, _ := a.ExecSCSI(ctx, []byte{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, scsi.DirToDevice, make([]byte, 512))
 	for w.Status == scsi.StatusCheckCondition { // pending unit attentions first

@@ -365,3 +365,7 @@ func dataOut(cmd *scsi.Command, plen int) ([]byte, bool) {
 func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
 func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// Fenced implements scsi.Fencer: plain block I/O from n is judged by the
+// engine's reservations as READ(10) or WRITE(10) would be.
+func (e *Engine) Fenced(n scsi.Nexus, write bool) bool { return scsi.Fenced(e.res, n, write) }

@@ -339,3 +339,7 @@ func (p *Passthrough) checkUnmap(cmd *scsi.Command) (scsi.Code, bool) {
 	}
 	return scsi.Code{}, true
 }
+
+// Fenced implements scsi.Fencer with the emulated reservations (nil when
+// reservations are passed through to the disk, which sees one initiator).
+func (p *Passthrough) Fenced(n scsi.Nexus, write bool) bool { return scsi.Fenced(p.res, n, write) }
