@@ -78,6 +78,9 @@ func (s *Server) Serve(ctx context.Context) error {
 				continue
 			}
 			dev, err := s.Open(st, dir)
+			if err == nil && dev == nil {
+				err = errors.New("no disk for this vbd")
+			}
 			if err != nil {
 				s.Config.Log.Error("cannot open the disk; the device stays unconnected", "vbd", dir, "err", err)
 				_ = st.Write(dir+"/error", err.Error())

@@ -424,6 +424,30 @@ func (d *Disk) refreshGeometry() error {
 	if mode, err := st.Read(d.backDir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
 		in.ReadOnly = true
 	}
+	// Linux's blkback publishes these only when it connects, not at
+	// InitWait; Linux's blkfront reads them here too. A key that is
+	// present now wins over what was read before the rings were set up.
+	for _, f := range []struct {
+		key string
+		set func(v uint64)
+	}{
+		{blkif.KeyFeatureFlushCache, func(v uint64) { in.Flush = v == 1 }},
+		{blkif.KeyFeatureBarrier, func(v uint64) { in.Barrier = v == 1 }},
+		{blkif.KeyFeatureDiscard, func(v uint64) { in.Discard = v == 1 }},
+		{blkif.KeyDiscardSecure, func(v uint64) { in.DiscardSecure = v == 1 }},
+		{blkif.KeyDiscardGranularity, func(v uint64) { in.DiscardGranularity = uint32(v) }},
+		{blkif.KeyDiscardAlignment, func(v uint64) { in.DiscardAlignment = uint32(v) }},
+		{blkif.KeyFeaturePersistent, func(v uint64) { in.Persistent = v == 1 }},
+	} {
+		if _, err := st.Read(d.backDir + "/" + f.key); err != nil {
+			continue
+		}
+		v, err := num(f.key, 0)
+		if err != nil {
+			return fmt.Errorf("backend's %s: %w", f.key, err)
+		}
+		f.set(v)
+	}
 	d.info.Store(&in)
 	return nil
 }

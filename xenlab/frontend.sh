@@ -30,6 +30,8 @@ cat front.log
 dmesg | grep -i blkback | tail -5 | tee blkback-dmesg.txt
 check test "$(xenstore-read $BE/state)" = 4
 check grep -q "persistent true" front.log
+check grep -q "flush=true" front.log
+check grep -q "discard=true" front.log
 check grep -qE "indirect [1-9]" front.log
 NBD=/dev/nbd0
 if nbd-client 127.0.0.1 10809 $NBD -N xvdb -b 512 >/dev/null 2>&1 || nbd-client -N xvdb 127.0.0.1 10809 $NBD >/dev/null 2>&1; then

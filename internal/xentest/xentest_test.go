@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,25 +41,40 @@ func open(t *testing.T) *linux.Domain {
 }
 
 // server starts our backend on real Xen, serving each vbd the device
-// devices[vdev-number] names; it stops at the test's end.
-func server(t *testing.T, devices map[string]storage.Device) {
+// devices[backend directory] names; it stops at the test's end.
+func server(t *testing.T, devices *disks) {
 	back := open(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	srv := &blkback.Server{Config: blkback.Config{Domain: back, MaxIndirectSegments: 256}, BackendType: backendType,
-		Open: func(st xen.Store, dir string) (storage.Device, error) {
-			v, _ := st.Read(dir + "/virtual-device")
-			return devices[v], nil
-		}}
+		Open: func(st xen.Store, dir string) (storage.Device, error) { return devices.get(dir), nil }}
 	go func() { srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+// disks maps backend directories to the devices the server opens.
+type disks struct {
+	mu sync.Mutex
+	m  map[string]storage.Device
+}
+
+func (d *disks) get(dir string) storage.Device {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m[dir]
+}
+
+func (d *disks) put(dir string, dev storage.Device) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.m[dir] = dev
 }
 
 var nextVdev = 0
 
 // attach creates a vbd for dom0 under our test backend type; it returns
 // the vbd and removes its nodes at the test's end.
-func attach(t *testing.T, st xen.Store, devices map[string]storage.Device, dev storage.Device) toolstack.VBD {
+func attach(t *testing.T, st xen.Store, devices *disks, dev storage.Device) toolstack.VBD {
 	t.Helper()
 	nextVdev++
 	spec, err := diskspec.Parse("vdev=xvd" + string(rune('h'+nextVdev%16)) + ", target=memory")
@@ -70,8 +86,7 @@ func attach(t *testing.T, st xen.Store, devices map[string]storage.Device, dev s
 		t.Fatal(err)
 	}
 	vbd.BackendType = backendType
-	num, _ := diskspec.VirtualDevice(spec.Vdev)
-	devices[strconv.Itoa(int(num))] = dev
+	devices.put(vbd.BackendPath(), dev)
 	if err := toolstack.Create(st, vbd); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +102,7 @@ func attach(t *testing.T, st xen.Store, devices map[string]storage.Device, dev s
 // through our blkfront and blkback over real grants and event channels.
 func TestConformanceOnRealXen(t *testing.T) {
 	front := open(t)
-	devices := map[string]storage.Device{}
+	devices := &disks{m: map[string]storage.Device{}}
 	server(t, devices)
 	storagetest.Run(t, func(t *testing.T, size int64) storage.Device {
 		vbd := attach(t, front.Store(), devices, storage.NewMemory(size))
@@ -125,7 +140,7 @@ func waitState(t *testing.T, st xen.Store, path string, want ...string) string {
 func TestHostilePeersOnRealXen(t *testing.T) {
 	dom := open(t)
 	st := dom.Store()
-	devices := map[string]storage.Device{}
+	devices := &disks{m: map[string]storage.Device{}}
 	server(t, devices)
 
 	goodVBD := attach(t, st, devices, storage.NewMemory(4<<20))
