@@ -33,6 +33,14 @@ type queue struct {
 	log     *slog.Logger
 
 	persistent *persistentGrants // nil unless feature-persistent was negotiated
+	// indirectPages keeps the frontend's indirect pages mapped read-only
+	// across requests (a frontend that negotiated feature-persistent reuses
+	// them as it reuses data pages; Linux's blkback does the same). Apart
+	// from the data set: those mappings are writable. Created at the first
+	// indirect request, emptied when run returns.
+	indirectPages *persistentGrants
+	irefs         [blkif.MaxIndirectPagesPerRequest]xen.GrantRef
+	nirefs        int
 
 	req  blkif.Request
 	plan plan
@@ -78,6 +86,7 @@ var errFatal = errors.New("fatal ring error")
 // arm (RING_FINAL_CHECK_FOR_REQUESTS) and sleep. A pass that found nothing
 // (a spurious or close wake-up) arms at once: the poll follows work only.
 func (q *queue) run(stop <-chan struct{}) error {
+	defer q.dropIndirectPages()
 	window := q.poll
 	if window <= 0 {
 		window = defaultPollWindow
@@ -344,20 +353,27 @@ func (q *queue) collectIndirect(r *blkif.Request) error {
 		return fmt.Errorf("%w: %d indirect segments (limit %d)", errTooManySegs, n, q.lim.indirectSegments)
 	}
 	npages := blkif.IndirectPages(n)
-	var refs [blkif.MaxIndirectPagesPerRequest]xen.GrantRef
 	for i := 0; i < npages; i++ {
-		refs[i] = xen.GrantRef(r.IndirectGrefs[i])
+		q.irefs[i] = xen.GrantRef(r.IndirectGrefs[i])
 	}
-	m, err := q.dev.cfg.Domain.Mapper().Map(q.front, refs[:npages], true)
-	if err != nil {
-		return fmt.Errorf("map indirect pages: %w", err)
+	q.nirefs = npages
+	if q.persistent != nil {
+		if err := q.mapIndirectPersistent(npages); err != nil {
+			return err
+		}
+		blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+	} else {
+		m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.irefs[:npages], true)
+		if err != nil {
+			return fmt.Errorf("map indirect pages: %w", err)
+		}
+		mem := m.Bytes()
+		for i := 0; i < npages; i++ {
+			q.ipages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
+		}
+		blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+		_ = m.Unmap()
 	}
-	mem := m.Bytes()
-	for i := 0; i < npages; i++ {
-		q.ipages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
-	}
-	blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
-	_ = m.Unmap()
 	for i := 0; i < n; i++ {
 		s := q.indirect[i]
 		if err := q.plan.addSegment(s.Gref, s.FirstSect, s.LastSect); err != nil {
@@ -365,6 +381,51 @@ func (q *queue) collectIndirect(r *blkif.Request) error {
 		}
 	}
 	return nil
+}
+
+// indirectPagesKept bounds the indirect pages kept mapped per queue: 8
+// pages for each of 32 requests in flight (1 MiB of mappings).
+const indirectPagesKept = 256
+
+// mapIndirectPersistent makes q.ipages[:npages] the pages of q.irefs, from
+// the kept read-only set or by mapping (and keeping) each one.
+func (q *queue) mapIndirectPersistent(npages int) error {
+	if q.indirectPages == nil {
+		q.indirectPages = newPersistentGrants(indirectPagesKept)
+	}
+	for i := 0; i < npages; i++ {
+		ref := q.irefs[i]
+		if page, ok := q.indirectPages.get(ref); ok {
+			q.ipages[i] = page
+			continue
+		}
+		m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.irefs[i:i+1], true)
+		if err != nil {
+			return fmt.Errorf("map indirect page: %w", err)
+		}
+		q.indirectPages.put(ref, m, q.inIndirect)
+		q.ipages[i] = m.Bytes()
+	}
+	return nil
+}
+
+// inIndirect reports whether ref is an indirect page of the current
+// request (so the kept set must not evict it mid-request).
+func (q *queue) inIndirect(ref xen.GrantRef) bool {
+	for i := 0; i < q.nirefs; i++ {
+		if q.irefs[i] == ref {
+			return true
+		}
+	}
+	return false
+}
+
+// dropIndirectPages unmaps the kept indirect pages; run calls it as it
+// returns, before the device releases the rest of the queue.
+func (q *queue) dropIndirectPages() {
+	if q.indirectPages != nil {
+		q.indirectPages.clear()
+	}
 }
 
 // mapSegments makes q.pages[i] the page of segment i, from the persistent
