@@ -89,7 +89,11 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 		s := &q.slots[i]
 		s.done = make(chan struct{}, 1)
 		if indirectPages > 0 {
-			g, err := d.dom.Granter().Grant(d.backDom, indirectPages, true)
+			// Writable although the backend only reads them: Linux's
+			// blkback maps every grant of a persistent-grant connection
+			// writable, indirect pages included, and fails the request
+			// if the grant is read-only (as Linux's blkfront grants them).
+			g, err := d.dom.Granter().Grant(d.backDom, indirectPages, false)
 			if err != nil {
 				q.release()
 				return nil, fmt.Errorf("grant indirect pages: %w", err)
