@@ -57,8 +57,11 @@ if nbd-client 127.0.0.1 10809 $NBD -N xvdb -b 512 >/dev/null 2>&1 || nbd-client 
 else
   bad "nbd-client could not attach (is the nbd module there?)"
 fi
-kill $FRONT; wait $FRONT; echo "front exited $?"
+# Detach while our frontend runs: blkback goes Closing, our frontend must
+# answer Closed so that the kernel lets the device go.
 check xl block-detach 0 xvdb
+check test -z "$(xenstore-list /local/domain/0/backend/vbd/0 2>/dev/null)"
+kill $FRONT; wait $FRONT; echo "front exited $?"
 
 step "our frontend on our backend on real Xen: SCSI over the extra request"
 truncate -s 128M /root/disk2.img
@@ -72,6 +75,10 @@ if wait_for 60 test -S /tmp/xc.sock; then ok "our frontend connected to our back
 cat front2.log
 check grep -q "scsi true" front2.log
 S="$X scsi --control /tmp/xc.sock"
+# The first command of a new I_T nexus reports the power-on unit attention
+# (as a real disk does); TEST UNIT READY takes it, as initiators do.
+$S tur || echo "tur reported the unit attention (expected once)"
+check $S tur
 $S inquiry | tee inquiry.txt
 check grep -qi "xenblk" inquiry.txt
 $S inquiry --vpd 0xb1 | tee vpd-b1.txt
@@ -82,7 +89,9 @@ $S persist --in --read-reservation | tee read-reservation.txt
 check grep -qi "0x1234" read-reservation.txt
 $S persist --in --read-keys | tee read-keys.txt
 check grep -qi "0x1234" read-keys.txt
-kill $FRONT; wait $FRONT
+$X pr --control /tmp/xc.sock read-keys | tee pr-read-keys.txt
+check grep -qi "1234" pr-read-keys.txt
 check $X detach --xen=linux --domain 0 xvdc
+kill $FRONT; wait $FRONT
 kill $SERVE; wait $SERVE
 exit $fail
