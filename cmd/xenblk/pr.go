@@ -96,7 +96,7 @@ func init() {
 	pf.StringVar(&scsiFlags.control, "control", "", "control socket of the xenblk process (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
 	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one served)")
 	for _, a := range prActions {
-		c := &cobra.Command{Use: a.name, Short: a.short, Args: noPRArgs, RunE: runPR(a)}
+		c := &cobra.Command{Use: a.name, Short: a.short, Example: a.example, Args: noPRArgs, RunE: runPR(a)}
 		f := c.Flags()
 		if a.flags&prKey != 0 {
 			f.StringVar(&prFlags.key, "key", "", "our reservation key (hex)")
@@ -125,19 +125,19 @@ const (
 // prAction is one `xenblk pr` subcommand: its name (a control.PR*
 // action), help, and which of --key, --old-key, --type it takes.
 type prAction struct {
-	name, short, oldKeyHelp string
-	flags                   int
+	name, short, oldKeyHelp, example string
+	flags                            int
 }
 
 var prActions = []prAction{
-	{control.PRRegister, "register --key (replacing --old-key; --key 0 unregisters)", "the key registered now (hex; none: first registration)", prKey | prOldKey},
-	{control.PRReserve, "reserve with --key, --type", "", prKey | prType},
-	{control.PRRelease, "release the reservation held with --key, --type", "", prKey | prType},
-	{control.PRPreempt, "preempt --old-key's registrations (and reservation) with --key, --type", "the key to preempt (hex)", prKey | prOldKey | prType},
-	{control.PRPreemptAbort, "preempt and abort the preempted initiators' commands", "the key to preempt (hex)", prKey | prOldKey | prType},
-	{control.PRClear, "remove every registration and the reservation (--key must be registered)", "", prKey},
-	{control.PRReadKeys, "list the registered keys", "", 0},
-	{control.PRReadReservation, "show the reservation", "", 0},
+	{control.PRRegister, "register --key (replacing --old-key; --key 0 unregisters)", "the key registered now (hex; none: first registration)", "  xenblk pr register --key 0xa1\n  xenblk pr register --old-key 0xa1 --key 0xa2 --aptpl", prKey | prOldKey},
+	{control.PRReserve, "reserve with --key, --type", "", "  xenblk pr reserve --key 0xa1 --type we-ro", prKey | prType},
+	{control.PRRelease, "release the reservation held with --key, --type", "", "  xenblk pr release --key 0xa1 --type we-ro", prKey | prType},
+	{control.PRPreempt, "preempt --old-key's registrations (and reservation) with --key, --type", "the key to preempt (hex)", "  xenblk pr preempt --key 0xb2 --old-key 0xa1 --type we-ro", prKey | prOldKey | prType},
+	{control.PRPreemptAbort, "preempt and abort the preempted initiators' commands", "the key to preempt (hex)", "  xenblk pr preempt-abort --key 0xb2 --old-key 0xa1 --type ea", prKey | prOldKey | prType},
+	{control.PRClear, "remove every registration and the reservation (--key must be registered)", "", "  xenblk pr clear --key 0xb2", prKey},
+	{control.PRReadKeys, "list the registered keys", "", "  xenblk pr read-keys --control /run/xenblk/sim.sock", 0},
+	{control.PRReadReservation, "show the reservation", "", "  xenblk pr read-reservation", 0},
 }
 
 // noPRArgs refuses positional arguments as a usage mistake (exit 2).

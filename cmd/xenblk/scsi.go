@@ -139,9 +139,10 @@ var inquiryFlags struct {
 }
 
 var inquiryCmd = &cobra.Command{
-	Use:   "inquiry",
-	Short: "INQUIRY: standard data or a VPD page (like sg_inq)",
-	Args:  cobra.NoArgs,
+	Use:     "inquiry",
+	Example: "  xenblk scsi inquiry\n  xenblk scsi inquiry --vpd 0xb1\n  xenblk scsi inquiry --vpd 0x83 --control /run/xenblk/sim.sock",
+	Short:   "INQUIRY: standard data or a VPD page (like sg_inq)",
+	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		cdb := []byte{byte(scsi.OpInquiry), 0, 0, 0, 0, 0}
 		var page byte
@@ -179,9 +180,10 @@ var inquiryCmd = &cobra.Command{
 var readcapLong bool
 
 var readcapCmd = &cobra.Command{
-	Use:   "readcap",
-	Short: "READ CAPACITY (10) or, with --16, (16) (like sg_readcap)",
-	Args:  cobra.NoArgs,
+	Use:     "readcap",
+	Example: "  xenblk scsi readcap",
+	Short:   "READ CAPACITY (10) or, with --16, (16) (like sg_readcap)",
+	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		var cdb []byte
 		n := 8
@@ -208,9 +210,10 @@ var readcapCmd = &cobra.Command{
 }
 
 var lunsCmd = &cobra.Command{
-	Use:   "luns",
-	Short: "REPORT LUNS (like sg_luns)",
-	Args:  cobra.NoArgs,
+	Use:     "luns",
+	Example: "  xenblk scsi luns",
+	Short:   "REPORT LUNS (like sg_luns)",
+	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		const alloc = 8192
 		cdb := make([]byte, 12)
@@ -226,9 +229,10 @@ var lunsCmd = &cobra.Command{
 }
 
 var turCmd = &cobra.Command{
-	Use:   "tur",
-	Short: "TEST UNIT READY (like sg_turs)",
-	Args:  cobra.NoArgs,
+	Use:     "tur",
+	Example: "  xenblk scsi tur",
+	Short:   "TEST UNIT READY (like sg_turs)",
+	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		if _, err := s.exec(make([]byte, 6), scsi.DirNone, nil, 0); err != nil {
 			return err
@@ -239,9 +243,10 @@ var turCmd = &cobra.Command{
 }
 
 var senseCmd = &cobra.Command{
-	Use:   "sense",
-	Short: "REQUEST SENSE, decoded (like sg_requests)",
-	Args:  cobra.NoArgs,
+	Use:     "sense",
+	Example: "  xenblk scsi sense",
+	Short:   "REQUEST SENSE, decoded (like sg_requests)",
+	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		const alloc = 252
 		cdb := []byte{0x03, 0, 0, 0, alloc, 0}

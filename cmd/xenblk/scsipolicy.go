@@ -16,8 +16,9 @@ import (
 func init() {
 	var base, file string
 	cmd := &cobra.Command{
-		Use:   "scsi-policy [SPEC]",
-		Short: "Check a SCSI command policy and list the commands it allows",
+		Use:     "scsi-policy [SPEC]",
+		Example: "  xenblk scsi-policy\n  xenblk scsi-policy default,+0x35,-0x2a",
+		Short:   "Check a SCSI command policy and list the commands it allows",
 		Long: `Parses a SCSI policy as the backend will and lists the allowed commands.
 
 SPEC is the disk spec's scsi-policy= value, e.g. default,+0x35,-0x42,+0x9e/0x10;
