@@ -90,12 +90,17 @@ func attach(t *testing.T, st xen.Store, devices *disks, dev storage.Device) tool
 	if err := toolstack.Create(st, vbd); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		toolstack.Remove(ctx, st, vbd, true)
-	})
+	t.Cleanup(func() { detach(st, vbd) })
 	return vbd
+}
+
+// detach removes a vbd as xl block-detach does. With the frontend still
+// running, the backend closes at once; with the frontend gone, the
+// toolstack waits for it and then removes the nodes anyway.
+func detach(st xen.Store, vbd toolstack.VBD) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	toolstack.Remove(ctx, st, vbd, true)
 }
 
 // TestConformanceOnRealXen runs the block-device conformance suite
@@ -112,7 +117,9 @@ func TestConformanceOnRealXen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { d.Close() })
+		// Detach while the frontend runs (it answers the backend's
+		// Closing), then stop it; the vbd's own cleanup finds it gone.
+		t.Cleanup(func() { detach(front.Store(), vbd); d.Close() })
 		return d.Device()
 	})
 }
