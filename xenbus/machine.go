@@ -106,6 +106,10 @@ type Machine struct {
 	// for it to start over instead of closing the device.
 	reattach bool
 	removed  bool
+	// peerSeen: the other end has shown a state. Unknown after that
+	// means its nodes were removed (the guest is gone); before it, only
+	// that it has not written yet.
+	peerSeen bool
 }
 
 // NewBackend returns the machine of a backend device that is online.
@@ -142,6 +146,9 @@ func (m *Machine) Step(ev Event) []Action {
 	}
 	if ev.Kind == EvPeerState {
 		m.peer = ev.State
+		if ev.State != Unknown {
+			m.peerSeen = true
+		}
 	}
 	if m.backend {
 		m.stepBackend(ev, emit)
@@ -242,8 +249,9 @@ func (m *Machine) backendPeerChanged(emit func(...Action)) {
 			m.remove(emit)
 		}
 	case Unknown:
-		// The frontend's nodes were removed: the guest is gone.
-		if m.self != InitWait || m.connected || m.connecting {
+		// The frontend's nodes were removed: the guest is gone (even in
+		// the middle of the handshake, if it had shown a state before).
+		if m.self != InitWait || m.connected || m.connecting || m.peerSeen {
 			m.disconnect(emit)
 			emit(setState(Closed))
 		}
