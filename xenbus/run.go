@@ -64,15 +64,20 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("xenbus: watch %s/state: %w", r.Peer, err)
 	}
 	defer peerWatch.Close()
+	// A backend goes offline when the toolstack writes online=0; a
+	// frontend when the toolstack removes its directory (as Linux's
+	// xenbus unregisters a frontend whose node vanishes).
 	var online <-chan xen.WatchEvent
+	offlineNode := r.Self + "/state"
 	if r.Machine.backend {
-		w, err := r.Store.Watch(r.Self+"/online", "online")
-		if err != nil {
-			return fmt.Errorf("xenbus: watch %s/online: %w", r.Self, err)
-		}
-		defer w.Close()
-		online = w.Events()
+		offlineNode = r.Self + "/online"
 	}
+	w, err := r.Store.Watch(offlineNode, "online")
+	if err != nil {
+		return fmt.Errorf("xenbus: watch %s: %w", offlineNode, err)
+	}
+	defer w.Close()
+	online = w.Events()
 
 	if err := r.feed(Event{Kind: EvStart}, log); err != nil {
 		return err
@@ -96,12 +101,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("xenbus: store connection closed")
 			}
-			v, err := r.Store.Read(r.Self + "/online")
-			if err == nil && strings.TrimSpace(v) != "0" {
-				continue
-			}
+			v, err := r.Store.Read(offlineNode)
 			if err != nil && !errors.Is(err, xen.ErrNotFound) {
 				continue
+			}
+			if r.Machine.backend && err == nil && strings.TrimSpace(v) != "0" {
+				continue
+			}
+			if !r.Machine.backend && (err == nil || r.Machine.Self() == Unknown) {
+				continue // our directory is there (or not written yet)
 			}
 			ev = Event{Kind: EvOffline}
 		case <-r.Lost:
@@ -176,7 +184,12 @@ func (r *Runner) readState(dir string) State {
 	return ParseState(strings.TrimSpace(v))
 }
 
+// writeState publishes our state, unless our directory is gone: writing
+// would bring back a node the toolstack removed.
 func (r *Runner) writeState(s State, log *slog.Logger) {
+	if _, err := r.Store.Read(r.Self); errors.Is(err, xen.ErrNotFound) {
+		return
+	}
 	if err := r.Store.Write(r.Self+"/state", s.Value()); err != nil {
 		log.Warn("cannot write state", "state", s, "err", err)
 	}

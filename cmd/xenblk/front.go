@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -108,7 +109,13 @@ func runFront(cmd *cobra.Command, _ []string) error {
 		fmt.Fprintf(out, "control %s (xenblk scsi --control %s ...)\n", frontFlags.control, frontFlags.control)
 	}
 	<-ctx.Done()
-	return disk.Flush(context.Background())
+	// A last flush, bounded: after a detach there is no backend to answer.
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := disk.Flush(fctx); err != nil && !errors.Is(err, blkfront.ErrClosed) {
+		return fmt.Errorf("final flush: %w", err)
+	}
+	return nil
 }
 
 // waitForNode waits until path exists.

@@ -1,0 +1,43 @@
+package stacktest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// TestDetachWhileConnected: xl block-detach's sequence against a live
+// frontend. The backend closes, the frontend answers, both directories go
+// and stay gone (no state node written back into a removed directory),
+// and the frontend's requests then fail at once instead of waiting for a
+// backend that will never come.
+func TestDetachWhileConnected(t *testing.T) {
+	s := newStack(t, 1<<20, blkfront.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := s.front.Flush(ctx)
+		if errors.Is(err, blkfront.ErrClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Flush after the detach: %v, want ErrClosed", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, dir := range []string{s.vbd.FrontendPath(), s.vbd.BackendPath()} {
+		if _, err := s.host.Store().Read(dir); !errors.Is(err, xen.ErrNotFound) {
+			t.Errorf("%s after the detach: %v, want it gone", dir, err)
+		}
+	}
+}
