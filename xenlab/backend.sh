@@ -84,7 +84,7 @@ check $X detach --xen=linux --domain 0 xvdd
 if wait_for 30 sh -c '! test -b /dev/xvdd'; then ok "/dev/xvdd is gone"; else bad "/dev/xvdd is still there"; fi
 check test -z "$(xenstore-list /local/domain/0/backend/xenblk/0 2>/dev/null)"
 check test -z "$(xenstore-list /local/domain/0/device/vbd 2>/dev/null)"
-kill $SERVE; wait $SERVE
+stop $SERVE "our backend"
 echo "serve exited $?"
 cp serve.log serve2.log . 2>/dev/null
 exit $fail

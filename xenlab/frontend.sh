@@ -61,7 +61,7 @@ fi
 # answer Closed so that the kernel lets the device go.
 check xl block-detach 0 xvdb
 check test -z "$(xenstore-list /local/domain/0/backend/vbd/0 2>/dev/null)"
-kill $FRONT; wait $FRONT; echo "front exited $?"
+stop $FRONT "our frontend"
 
 step "our frontend on our backend on real Xen: SCSI over the extra request"
 truncate -s 128M /root/disk2.img
@@ -92,6 +92,6 @@ check grep -qi "0x1234" read-keys.txt
 $X pr --control /tmp/xc.sock read-keys | tee pr-read-keys.txt
 check grep -qi "1234" pr-read-keys.txt
 check $X detach --xen=linux --domain 0 xvdc
-kill $FRONT; wait $FRONT
-kill $SERVE; wait $SERVE
+stop $FRONT "our frontend"
+stop $SERVE "our backend"
 exit $fail

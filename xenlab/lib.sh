@@ -15,3 +15,9 @@ wait_for() {
 # allocated_kib FILE: the space a sparse file really uses.
 allocated_kib() { du -k "$1" | cut -f1; }
 export PATH=/mnt/share:$PATH
+# stop PID NAME: SIGTERM, and it must exit within 20 s (else SIGKILL and fail).
+stop() {
+  kill "$1" 2>/dev/null
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null; ok "$2 stopped"; return 0; }; sleep 0.2; done
+  kill -9 "$1" 2>/dev/null; bad "$2 did not stop on SIGTERM"
+}
