@@ -89,9 +89,11 @@ func (d *Disk) control(ctx context.Context, r blkif.Request) error {
 
 // wait submits slot id and waits for its response.
 func (d *Disk) wait(q *queue, id int) error {
-	q.submit(id)
+	asleep := q.submit(id)
 	s := &q.slots[id]
-	q.reapOwn(id)
+	if !asleep {
+		q.reapOwn(id)
+	}
 	<-s.done // abortOnClose wakes it if the disk closes first
 	if s.aborted.Load() {
 		return ErrClosed

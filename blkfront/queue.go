@@ -72,6 +72,12 @@ type queue struct {
 	submitting atomic.Int32
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
+	// backendAsleep: the last push had to notify (the backend had armed
+	// req_event to sleep), so the answer waits for a wake-up; spinning for
+	// it would only hold the processor the backend needs in one process
+	// (yielding spinners keep the scheduler from polling for the
+	// backend's event). Under mu.
+	backendAsleep bool
 }
 
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
@@ -458,12 +464,13 @@ func (q *queue) releaseSlot(id int) {
 // page returns pool page i.
 func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xen.PageSize] }
 
-// submit pushes slot id's request (already filled). Submitters that
+// submit pushes slot id's request (already filled) and reports whether
+// the backend was asleep at the last push. Submitters that
 // arrive while others hold mu only write their request; the last of such
 // a burst publishes them all with one req_prod store and at most one
 // notification (blk-mq's commit_rqs): whoever brings submitting to zero
 // does so under mu, after every request counted before it was written.
-func (q *queue) submit(id int) {
+func (q *queue) submit(id int) (backendAsleep bool) {
 	q.submitting.Add(1)
 	q.mu.Lock()
 	if q.dead {
@@ -474,7 +481,9 @@ func (q *queue) submit(id int) {
 	if q.submitting.Add(-1) == 0 && q.connected {
 		q.flushPush()
 	}
+	backendAsleep = q.backendAsleep
 	q.mu.Unlock()
+	return backendAsleep
 }
 
 // reapOwn polls the ring for slot id's response for up to ownPollWindow,
@@ -538,7 +547,8 @@ func (q *queue) push(id int) {
 }
 
 func (q *queue) flushPush() {
-	if q.front.Push() {
+	q.backendAsleep = q.front.Push()
+	if q.backendAsleep {
 		_ = q.ch.Notify()
 	}
 }
