@@ -69,7 +69,7 @@ type queue struct {
 
 	// poll: how long to keep polling the ring after a pass that found
 	// work before arming the event index and sleeping (0: the default
-	// window, defaultPollWindow).
+	// window, defaultPollWindow; negative: never poll).
 	poll time.Duration
 }
 
@@ -88,7 +88,7 @@ var errFatal = errors.New("fatal ring error")
 func (q *queue) run(stop <-chan struct{}) error {
 	defer q.dropIndirectPages()
 	window := q.poll
-	if window <= 0 {
+	if window == 0 {
 		window = defaultPollWindow
 	}
 	for {
@@ -109,7 +109,7 @@ func (q *queue) run(stop <-chan struct{}) error {
 			}
 			continue
 		}
-		if n > 0 && q.spin(window) {
+		if n > 0 && window > 0 && q.spin(window) {
 			continue
 		}
 		more, err := q.ring.FinalCheck()

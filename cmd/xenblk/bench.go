@@ -144,22 +144,30 @@ A second QD1 null case runs with the backend polling.`,
 				rep.Devices = &dm
 			}
 			if cases && poll == 0 && contains(backends, "null") && baselines {
-				po := o
-				po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, 50*time.Microsecond
-				if cross {
-					self, _ := os.Executable()
-					po.BackendCommand = func(sock, backend string) *exec.Cmd {
-						return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-							"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", "50us")
+				// QD1 twice more: the backend polling 50 us after work, and
+				// the backend never polling (woken by the event channel
+				// for every request).
+				for _, v := range []struct {
+					name string
+					poll time.Duration
+				}{{"null+poll", 50 * time.Microsecond}, {"null+events", -1}} {
+					po := o
+					po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, v.poll
+					if cross {
+						self, _ := os.Executable()
+						po.BackendCommand = func(sock, backend string) *exec.Cmd {
+							return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
+								"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", v.poll.String())
+						}
 					}
+					po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
+					pr, err := bench.Run(ctx, po)
+					if err != nil {
+						return err
+					}
+					pr[0].Backend = v.name
+					rep.Results = append(rep.Results, pr...)
 				}
-				po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
-				pr, err := bench.Run(ctx, po)
-				if err != nil {
-					return err
-				}
-				pr[0].Backend = "null+poll"
-				rep.Results = append(rep.Results, pr...)
 			}
 			if baselines {
 				rep.Baselines = runBaselines(ctx, o, progress)
@@ -209,7 +217,7 @@ A second QD1 null case runs with the backend polling.`,
 	f.DurationVar(&dur, "duration", 2*time.Second, "measured time per case (after a short warm-up)")
 	f.StringSliceVar(&backends, "backend", []string{"null", "memory", "file"}, "backends: null, memory, file")
 	f.IntSliceVar(&queues, "queues", []int{1, 2}, "queue counts to run")
-	f.DurationVar(&poll, "poll", 0, "backend busy-poll window for every case (0: event notifications only)")
+	f.DurationVar(&poll, "poll", 0, "backend poll window after work for every case (0: blkback's default, negative: never poll)")
 	f.StringVar(&dir, "dir", os.TempDir(), "directory for the file backend's image (xenblk-bench.img), also fio's file")
 	f.Int64Var(&size, "size", 256<<20, "bytes addressed by the workloads (the image's size)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
