@@ -46,7 +46,12 @@ type Config struct {
 	// feature-barrier (a backend without a volatile cache, or testing a
 	// frontend against a minimal backend).
 	NoFlush, NoBarrier bool
-	Log                *slog.Logger
+	// JournalDir keeps each ring's consumed requests in a file that
+	// outlives the process (journal_linux.go), so that a backend killed
+	// and restarted resumes a frontend's rings safely. Empty: no journal
+	// (a restart then trusts the ring slots past rsp_prod).
+	JournalDir string
+	Log        *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -79,6 +84,9 @@ type Device struct {
 	store    storage.Device
 	readOnly bool
 	cdrom    bool
+	// resume: the vbd was Connected when we found it (a predecessor
+	// died serving it); only the first connection may resume its rings.
+	resume   bool
 	log      *slog.Logger
 	lost     chan struct{}
 	abandon  chan struct{}
@@ -113,6 +121,11 @@ func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
 		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
 	if mode, err := st.Read(dir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
+	}
+	// Connected before we published anything: a predecessor served this
+	// vbd and died; its rings may be resumed from its journal.
+	if state, err := st.Read(dir + "/state"); err == nil && strings.TrimSpace(state) == "4" {
+		d.resume = true
 	}
 	if dt, err := st.Read(dir + "/device-type"); err == nil && dt == "cdrom" {
 		d.cdrom, d.readOnly = true, true
@@ -348,6 +361,7 @@ func (d *Device) Connect() error {
 		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
 		queues = append(queues, q)
 	}
+	d.resume = false
 	d.mu.Lock()
 	d.queues = queues
 	d.stop = make(chan struct{})
@@ -425,15 +439,52 @@ func (d *Device) connectQueue(i int, dir string, abi blkif.ABI, lim *limits, per
 		return nil, fmt.Errorf("bind event channel %d: %w", port, err)
 	}
 	q := &queue{index: i, dev: d, front: d.frontDom, abi: abi, ringMap: m, ring: r, ch: ch, lim: lim,
-		store: d.store, log: d.log.With("queue", i), poll: d.cfg.Poll}
+		store: d.store, log: d.log.With("queue", i), poll: d.cfg.Poll, replayEnd: r.ReqCons()}
+	if d.cfg.JournalDir != "" {
+		if err := q.openJournal(d.cfg.JournalDir, journalID{d.frontDom, refs[0]}); err != nil {
+			// Serving without a journal only weakens a later restart.
+			q.log.Warn("no request journal; a restart will trust the ring", "err", err)
+		}
+	}
 	if persistent {
 		q.persistent = newPersistentGrants(d.cfg.PersistentGrants)
 	}
 	return q, nil
 }
 
+// openJournal opens the queue's journal. On the first connection after
+// a restart (d.resume) a journal kept for this very ring names the
+// requests the predecessor consumed and left unanswered; they are replayed
+// from it. Otherwise it starts over at the ring's published rsp_prod.
+func (q *queue) openJournal(base string, id journalID) error {
+	d := q.dev
+	j, err := openJournal(journalPath(base, d.dir, q.index), q.ring.Size(), q.ring.SlotSize())
+	if err != nil {
+		return err
+	}
+	start := q.ring.ReqCons() // the published rsp_prod
+	if d.resume && j.matches(id) && j.rspPublished() == start {
+		consumed := j.reqCons()
+		if consumed-start <= q.ring.Size() {
+			q.replayEnd = consumed
+			q.log.Info("resuming the ring", "unanswered", consumed-start)
+			q.journal = j
+			return nil
+		}
+	}
+	if n, _ := q.ring.Unconsumed(); d.resume && n > 0 {
+		q.log.Warn("resuming a ring without its journal: trusting the slots past rsp_prod")
+	}
+	j.reset(id, start)
+	q.journal = j
+	return nil
+}
+
 func (q *queue) close() {
 	_ = q.ch.Close()
+	if q.journal != nil {
+		q.journal.close()
+	}
 	if q.persistent != nil {
 		q.persistent.clear()
 	}

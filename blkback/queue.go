@@ -63,6 +63,10 @@ type queue struct {
 	cdb      [blkif.MaxCDBLength]byte
 	prReq    blkif.PRRequest
 	pr       SCSIExecutor // serves OpReservation; nil when not offered
+	// journal keeps every consumed request slot (nil: no journal);
+	// requests before replayEnd are replayed from it (journal_linux.go).
+	journal   *journal
+	replayEnd uint32
 	// fence judges plain reads and writes against the device's
 	// reservations (nil: the device has none), negotiated or not.
 	fence scsi.Fencer
@@ -166,7 +170,7 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 	for ; n > 0; n-- {
 		// Copy the request out of the slot once; from here on only the
 		// copy is looked at (XSA-155).
-		q.abi.DecodeRequest(q.ring.Request(0), &q.req)
+		q.abi.DecodeRequest(q.requestSlot(0), &q.req)
 		handled++
 		if q.req.Operation&blkif.OpExtraFlag != 0 && q.scsi != nil {
 			if n < 2 {
@@ -176,8 +180,8 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 				waitPair = true
 				break
 			}
-			q.abi.DecodeExtraRequest(q.ring.Request(1), &q.extra)
-			q.ring.Consume(2)
+			q.abi.DecodeExtraRequest(q.requestSlot(1), &q.extra)
+			q.consume(2)
 			n--
 			status := q.handleSCSI()
 			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
@@ -187,24 +191,56 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 			continue
 		}
 		if q.req.Operation == blkif.OpReservation && q.pr != nil {
-			q.abi.DecodePRRequest(q.ring.Request(0), &q.prReq)
-			q.ring.Consume(1)
+			q.abi.DecodePRRequest(q.requestSlot(0), &q.prReq)
+			q.consume(1)
 			status := q.handlePR()
 			q.abi.EncodeResponse(q.ring.NextResponse(), q.prReq.ID, q.req.Operation, status)
 			q.ring.Produce(1)
 			continue
 		}
-		q.ring.Consume(1)
+		q.consume(1)
 		status := q.handle()
 		q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, responseOperation(&q.req), status)
 		q.ring.Produce(1)
 	}
-	if q.ring.Push() {
+	notify := q.ring.Push()
+	if q.journal != nil {
+		q.journal.setRspPublished(q.ring.ReqCons() - q.ring.Pending())
+	}
+	if notify {
 		if err := q.ch.Notify(); err != nil {
 			return handled, waitPair, err
 		}
 	}
 	return handled, waitPair, nil
+}
+
+// requestSlot is the k-th unconsumed request's slot, read from the
+// journal when there is one: a request not yet journaled is copied there
+// first (the one copy of a slot a hostile frontend may rewrite), one its
+// dead predecessor consumed is replayed from there (its ring slot may
+// hold an unpublished response by now).
+func (q *queue) requestSlot(k uint32) []byte {
+	if q.journal == nil {
+		return q.ring.Request(k)
+	}
+	i := q.ring.ReqCons() + k
+	j := q.journal.slot(i)
+	if int32(i-q.replayEnd) >= 0 {
+		copy(j, q.ring.Request(k))
+	}
+	return j
+}
+
+// consume marks n requests consumed, in the journal before anything can
+// answer them (an answer overwrites the ring slot).
+func (q *queue) consume(n uint32) {
+	q.ring.Consume(n)
+	if q.journal != nil {
+		if c := q.ring.ReqCons(); int32(c-q.journal.reqCons()) > 0 {
+			q.journal.setReqCons(c)
+		}
+	}
 }
 
 // responseOperation is the operation a response carries: the request's,

@@ -26,7 +26,7 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"))
 	serve.expect(t, "xenblk serve:")
 
 	var n atomic.Int32

@@ -85,7 +85,7 @@ func TestAcrossProcessesWithBackendKilled(t *testing.T) {
 	os.Truncate(img, 64<<20)
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"))
 	serve.expect(t, "xenblk serve:")
 	addr := freePort(t)
 	front := startProc(t, bin, "front", "--host", sock, "--name", "guest1", "--nbd", addr, "--verbose")
@@ -116,7 +116,7 @@ func TestAcrossProcessesWithBackendKilled(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	serve.cmd.Process.Signal(syscall.SIGKILL)
 	serve.cmd.Wait()
-	serve2 := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve2 := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"))
 	serve2.expect(t, "xenblk serve:")
 	select {
 	case err := <-done:

@@ -20,6 +20,7 @@ var serveFlags struct {
 	backendType string
 	noSCSI      bool
 	prDir       string
+	journalDir  string
 	verbose     bool
 }
 
@@ -46,6 +47,7 @@ func init() {
 	f.StringVar(&serveFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
 	f.BoolVar(&serveFlags.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
 	f.StringVar(&serveFlags.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
+	f.StringVar(&serveFlags.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&serveFlags.verbose, "verbose", false, "log every request error and handshake step")
 	rootCmd.AddCommand(serveCmd)
 }
@@ -59,7 +61,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	log := newLogger(serveFlags.verbose)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := blkback.Config{Domain: dom, Log: log}
+	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: serveFlags.journalDir}
 	if !serveFlags.noSCSI {
 		cfg.SCSI = reservationEngines(dom.Store(), serveFlags.prDir, log)
 	}

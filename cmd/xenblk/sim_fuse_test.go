@@ -128,7 +128,7 @@ func TestFrontFuseExportsTheDisk(t *testing.T) {
 	os.Truncate(img, 16<<20)
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr")).expect(t, "xenblk serve:")
+	startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal")).expect(t, "xenblk serve:")
 	front := startProc(t, bin, "front", "--host", sock, "--name", "guest1", "--nbd", freePort(t), "--fuse", mnt)
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() }) // only if front died without unmounting
 	var domid int

@@ -1,0 +1,135 @@
+package stacktest
+
+import (
+	"bytes"
+	"strconv"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
+)
+
+// dyingDisk blocks the first write forever once armed: the backend
+// process "dies" in the middle of carrying out a request it consumed.
+type dyingDisk struct {
+	*storage.Memory
+	mu     sync.Mutex
+	armed  bool
+	inside chan struct{} // closed when the write is stuck
+}
+
+func (d *dyingDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	armed := d.armed
+	d.armed = false
+	d.mu.Unlock()
+	if armed {
+		close(d.inside)
+		select {} // the process is dead: this write never finishes
+	}
+	return d.Memory.WriteAt(p, off)
+}
+
+// TestRestartReplaysFromTheJournal: a backend dies after consuming a
+// request and before answering it, and the request's ring slot now holds
+// bytes the dead process wrote (an unpublished response). The restarted
+// backend, resuming the frontend's rings (as it must for Linux's blkfront,
+// which cannot reconnect), takes that request from its journal, not from
+// the ring: it is carried out as sent and answered under its own id, and
+// the request behind it comes from the ring.
+func TestRestartReplaysFromTheJournal(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	mem := storage.NewMemory(1 << 20)
+	dying := &dyingDisk{Memory: mem, inside: make(chan struct{})}
+	journals := t.TempDir()
+	cfg := blkback.Config{Domain: h.Dom0(), PersistentGrants: -1, JournalDir: journals}
+	srvA := &blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
+		Open: func(xen.Store, string) (storage.Device, error) { return dying, nil }}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	defer cancelA()
+	go srvA.Serve(ctxA)
+	raw := newRawFront(t, h, g, "xvda")
+
+	copy(raw.data.Mem[0:4096], bytes.Repeat([]byte("AAAA"), 1024))
+	copy(raw.data.Mem[4096:8192], bytes.Repeat([]byte("BBBB"), 1024))
+	push := func(req blkif.Request) []byte {
+		slot := raw.front.NextRequest()
+		blkif.X86_64.EncodeRequest(slot, &req)
+		raw.front.Produce(1)
+		if raw.front.Push() {
+			raw.ch.Notify()
+		}
+		return slot
+	}
+	dying.mu.Lock()
+	dying.armed = true
+	dying.mu.Unlock()
+	slotA := push(blkif.Request{ID: 10, Operation: blkif.OpWrite, Sector: 8, NrSegments: 1, Seg: one(uint32(raw.data.Refs[0]), 0, 7)})
+	select {
+	case <-dying.inside:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend never started the first write")
+	}
+	push(blkif.Request{ID: 11, Operation: blkif.OpWrite, Sector: 16, NrSegments: 1, Seg: one(uint32(raw.data.Refs[1]), 0, 7)})
+	// The dead process had written a response into request 10's slot
+	// without publishing it.
+	blkif.X86_64.EncodeResponse(slotA, 0x1b1b, 27, blkif.RspError)
+	go srvA.Crash() // never returns: its queue is stuck in the dead write
+
+	// The sim closes both ends of a channel when one closes (real Xen
+	// leaves the frontend's port bound and re-bindable); the frontend
+	// offers a new port for the restarted backend, on the same ring.
+	ch2, err := g.Events().AllocUnbound(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.ch = ch2
+	g.Store().Write(raw.vbd.FrontendPath()+"/event-channel", strconv.Itoa(int(ch2.Port())))
+
+	// The restarted backend. The ring slot of request 10 is garbage now.
+	srvB := &blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
+		Open: func(xen.Store, string) (storage.Device, error) { return mem, nil }}
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	go srvB.Serve(ctxB)
+
+	got := map[uint64]blkif.Response{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("responses after the restart: %+v", got)
+		}
+		for raw.front.Unconsumed() > 0 {
+			var rsp blkif.Response
+			blkif.X86_64.DecodeResponse(raw.front.Response(), &rsp)
+			raw.front.Consume(1)
+			got[rsp.ID] = rsp
+		}
+		raw.ch.Wait(50 * time.Millisecond)
+	}
+	for _, id := range []uint64{10, 11} {
+		if r, ok := got[id]; !ok || r.Status != blkif.RspOkay || r.Operation != blkif.OpWrite {
+			t.Errorf("request %d: %+v (all: %+v)", id, r, got)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("responses %+v, want exactly ids 10 and 11", got)
+	}
+	b := make([]byte, 4096)
+	mem.ReadAt(b, 8*512)
+	if !bytes.Equal(b, raw.data.Mem[0:4096]) {
+		t.Error("request 10's data is not on the disk")
+	}
+	mem.ReadAt(b, 16*512)
+	if !bytes.Equal(b, raw.data.Mem[4096:8192]) {
+		t.Error("request 11's data is not on the disk")
+	}
+}
