@@ -49,6 +49,9 @@ sequential reads against the null, memory and file backends with 1 and 2
 queues, then the baselines: fio (psync and io_uring) on the same file,
 memcpy, and the ring-only ping-pong in Go and in C (gcc, Xen's ring.h).
 A second QD1 null case runs with the backend polling.`,
+		Example: `  xenblk bench --duration 2s --svg lat.svg
+  xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s --baselines=false
+  xenblk bench --json > result.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
