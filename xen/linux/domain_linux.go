@@ -65,9 +65,20 @@ func DialStore() (*xenstore.Client, error) {
 			return xenstore.New(c)
 		}
 	}
-	f, err := os.OpenFile(DevXenbus, os.O_RDWR, 0)
+	c, err := DialXenbus()
 	if err != nil {
 		return nil, fmt.Errorf("xen: no xenstore: neither %s nor %s: %w", path, DevXenbus, err)
+	}
+	return c, nil
+}
+
+// DialXenbus speaks the xenstore protocol through the kernel's
+// /dev/xen/xenbus (a domain without xenstored's socket: any domU or
+// driver domain).
+func DialXenbus() (*xenstore.Client, error) {
+	f, err := os.OpenFile(DevXenbus, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
 	}
 	return xenstore.New(f)
 }

@@ -219,20 +219,33 @@ func TestUnmapNotify(t *testing.T) {
 
 func TestStore(t *testing.T) {
 	d := realXen(t)
-	p, err := d.Store().DomainPath(d.ID())
+	t.Run("Open", func(t *testing.T) { testStore(t, d.Store(), d.ID()) })
+	t.Run("XenbusDevice", func(t *testing.T) {
+		c, err := DialXenbus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		testStore(t, c, d.ID())
+	})
+}
+
+// testStore reads, watches, writes and removes through st.
+func testStore(t *testing.T, st xen.Store, self xen.DomID) {
+	p, err := st.DomainPath(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Store().Read(p + "/name"); err != nil {
+	if _, err := st.Read(p + "/name"); err != nil {
 		t.Fatalf("read our name: %v", err)
 	}
-	w, err := d.Store().Watch(p+"/data/xenblk-test", "tok")
+	w, err := st.Watch(p+"/data/xenblk-test", "tok")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
 	<-w.Events() // the event every watch fires at registration
-	if err := d.Store().Write(p+"/data/xenblk-test", "1"); err != nil {
+	if err := st.Write(p+"/data/xenblk-test", "1"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -243,5 +256,11 @@ func TestStore(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no watch event")
 	}
-	d.Store().Remove(p + "/data/xenblk-test")
+	if err := st.Transaction(func(tx xen.Tx) error { return tx.Write(p+"/data/xenblk-test", "2") }); err != nil {
+		t.Fatalf("transaction: %v", err)
+	}
+	if v, err := st.Read(p + "/data/xenblk-test"); err != nil || v != "2" {
+		t.Fatalf("after the transaction: %q %v", v, err)
+	}
+	st.Remove(p + "/data/xenblk-test")
 }
