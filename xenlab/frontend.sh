@@ -91,6 +91,27 @@ $S persist --in --read-keys | tee read-keys.txt
 check grep -qi "0x1234" read-keys.txt
 $X pr --control /tmp/xc.sock read-keys | tee pr-read-keys.txt
 check grep -qi "1234" pr-read-keys.txt
+
+step "our backend killed and restarted under our frontend's I/O on real Xen"
+# On real Xen nothing tells a frontend that its backend died (the event
+# channel just goes unbound); the restarted backend resumes its rings.
+if nbd-client 127.0.0.1 10810 /dev/nbd1 -N xvdc -b 512 >/dev/null 2>&1 || nbd-client -N xvdc 127.0.0.1 10810 /dev/nbd1 >/dev/null 2>&1; then
+  head -c 32M /dev/urandom > /root/d.bin
+  ( dd if=/root/d.bin of=/dev/nbd1 bs=1M seek=16 oflag=direct status=none; echo "dd rc=$?" > dd2.rc ) &
+  sleep 1
+  kill -9 $SERVE; wait $SERVE 2>/dev/null
+  $X serve --xen=linux --pr-dir /root/pr > serve3.log 2>&1 &
+  SERVE=$!
+  if wait_for 300 test -f dd2.rc; then ok "I/O finished after the restart: $(cat dd2.rc)"; else bad "I/O hung after the backend restart"; fi
+  check grep -q "rc=0" dd2.rc
+  check cmp <(dd if=/dev/nbd1 bs=1M skip=16 count=32 iflag=direct status=none) /root/d.bin
+  check cmp <(dd if=/root/disk2.img bs=1M skip=16 count=32 status=none) /root/d.bin
+  grep "resuming the ring" serve3.log
+  nbd-client -d /dev/nbd1 >/dev/null 2>&1
+else
+  bad "nbd-client could not attach /dev/nbd1"
+fi
+
 check $X detach --xen=linux --domain 0 xvdc
 stop $FRONT "our frontend"
 stop $SERVE "our backend"
