@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/xenblk/xenblk/internal/watchq"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore/wire"
 )
@@ -412,65 +413,29 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// watch queues events without ever blocking the reader; its pump moves
-// them to the consumer's channel in order.
+// watch is one registered watch; its queue delivers events in order
+// without ever blocking the connection's reader.
 type watch struct {
-	c                *Client
-	path, token, wt  string
-	mu               sync.Mutex
-	pending          []xen.WatchEvent
-	wake             chan struct{}
-	out              chan xen.WatchEvent
-	quit             chan struct{}
-	stopOnce, closeO sync.Once
+	c               *Client
+	path, token, wt string
+	q               *watchq.Queue
+	closeOnce       sync.Once
 }
 
 func newWatch(c *Client, path, token, wt string) *watch {
-	w := &watch{c: c, path: path, token: token, wt: wt, wake: make(chan struct{}, 1), out: make(chan xen.WatchEvent), quit: make(chan struct{})}
-	go w.pump()
-	return w
+	return &watch{c: c, path: path, token: token, wt: wt, q: watchq.New()}
 }
 
-func (w *watch) queue(ev xen.WatchEvent) {
-	w.mu.Lock()
-	w.pending = append(w.pending, ev)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
+func (w *watch) queue(ev xen.WatchEvent) { w.q.Push(ev) }
 
-func (w *watch) pump() {
-	defer close(w.out)
-	for {
-		w.mu.Lock()
-		batch := w.pending
-		w.pending = nil
-		w.mu.Unlock()
-		for _, ev := range batch {
-			select {
-			case w.out <- ev:
-			case <-w.quit:
-				return
-			}
-		}
-		select {
-		case <-w.wake:
-		case <-w.quit:
-			return
-		}
-	}
-}
+func (w *watch) stop() { w.q.Stop() }
 
-func (w *watch) stop() { w.stopOnce.Do(func() { close(w.quit) }) }
-
-func (w *watch) Events() <-chan xen.WatchEvent { return w.out }
+func (w *watch) Events() <-chan xen.WatchEvent { return w.q.Events() }
 
 // Close unregisters the watch; its channel closes.
 func (w *watch) Close() error {
 	var err error
-	w.closeO.Do(func() {
+	w.closeOnce.Do(func() {
 		w.c.mu.Lock()
 		_, live := w.c.watches[w.wt]
 		delete(w.c.watches, w.wt)

@@ -2,8 +2,8 @@ package stacktest
 
 import (
 	"bytes"
-	"strconv"
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/xenblk/xenblk/internal/watchq"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore/wire"
 )
@@ -241,71 +242,27 @@ func (t *tree) fire(p string, removed bool) {
 	}
 }
 
-// storeWatch delivers events in order without ever blocking the store: a
-// pump goroutine moves queued events to the consumer's channel.
+// storeWatch is one registered watch; its queue delivers events in order
+// without ever blocking the store.
 type storeWatch struct {
 	t     *tree
 	dom   xen.DomID
 	path  string
 	token string
-
-	mu      sync.Mutex
-	pending []xen.WatchEvent
-	limit   int // > 0: events beyond this many undelivered are dropped
-	dropped uint64
-	wake    chan struct{}
-	out     chan xen.WatchEvent
-	done    chan struct{}
-	once    sync.Once
+	q     *watchq.Queue
+	once  sync.Once
 }
 
-func (w *storeWatch) queue(ev xen.WatchEvent) {
-	w.mu.Lock()
-	if w.limit > 0 && len(w.pending) >= w.limit {
-		// A consumer that does not read must not grow the host's memory
-		// without bound; xenstored drops a guest's events likewise.
-		w.dropped++
-		w.mu.Unlock()
-		return
-	}
-	w.pending = append(w.pending, ev)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
+func (w *storeWatch) queue(ev xen.WatchEvent) { w.q.Push(ev) }
 
-func (w *storeWatch) pump() {
-	defer close(w.out)
-	for {
-		w.mu.Lock()
-		batch := w.pending
-		w.pending = nil
-		w.mu.Unlock()
-		for _, ev := range batch {
-			select {
-			case w.out <- ev:
-			case <-w.done:
-				return
-			}
-		}
-		select {
-		case <-w.wake:
-		case <-w.done:
-			return
-		}
-	}
-}
-
-func (w *storeWatch) Events() <-chan xen.WatchEvent { return w.out }
+func (w *storeWatch) Events() <-chan xen.WatchEvent { return w.q.Events() }
 
 func (w *storeWatch) Close() error {
 	w.once.Do(func() {
 		w.t.mu.Lock()
 		delete(w.t.watches, w)
 		w.t.mu.Unlock()
-		close(w.done)
+		w.q.Stop()
 	})
 	return nil
 }
@@ -401,8 +358,7 @@ func getPerms(root *node, dom xen.DomID, p string) ([]xen.Perm, error) {
 
 func (c *storeConn) Watch(p, token string) (xen.Watch, error) {
 	p = c.abs(p)
-	w := &storeWatch{t: c.t, dom: c.dom, path: p, token: token, wake: make(chan struct{}, 1), out: make(chan xen.WatchEvent), done: make(chan struct{})}
-	go w.pump()
+	w := &storeWatch{t: c.t, dom: c.dom, path: p, token: token, q: watchq.New()}
 	c.t.mu.Lock()
 	c.t.watches[w] = struct{}{}
 	c.t.mu.Unlock()

@@ -372,9 +372,7 @@ func (c *xsConn) watch(m wire.Header, args []string) (wire.Type, []byte) {
 		return xsErrOf(err)
 	}
 	if sw, ok := w.(*storeWatch); ok && c.dom != 0 {
-		sw.mu.Lock()
-		sw.limit = quotaWatchBacklog
-		sw.mu.Unlock()
+		sw.q.SetLimit(quotaWatchBacklog)
 	}
 	c.watches[key] = w
 	// The registration event must follow the reply on the socket.

@@ -373,9 +373,7 @@ func TestXenstoreWireSilentGuestBacklogIsBounded(t *testing.T) {
 	if w == nil {
 		t.Fatal("the guest's watch is not registered")
 	}
-	w.mu.Lock()
-	backlog, dropped := len(w.pending), w.dropped
-	w.mu.Unlock()
+	backlog, dropped := w.q.Backlog()
 	if backlog > quotaWatchBacklog || dropped == 0 {
 		t.Fatalf("backlog %d (limit %d), %d dropped after %d events", backlog, quotaWatchBacklog, dropped, n)
 	}
