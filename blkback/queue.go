@@ -123,10 +123,12 @@ func (q *queue) run(stop <-chan struct{}) error {
 		if more {
 			continue
 		}
-		// No timeout: Disconnect closes the channel after stop, which
-		// wakes this Wait; a deadline would only keep a runtime timer
-		// armed, which every scheduling round then checks.
-		if _, err := q.ch.Wait(0); err != nil {
+		// The timeout is a safety net, not the stop signal (Disconnect
+		// closes the channel): under the race detector Go's atomics are
+		// acquire/release, not sequentially consistent, so the ring's
+		// store-then-load notification check can miss, and the look it
+		// forces then finds the work.
+		if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -72,6 +72,9 @@ type queue struct {
 	submitting atomic.Int32
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
+	// reaperAsleep: the reaper armed rsp_event and sleeps (or is about
+	// to) in Wait. Under mu.
+	reaperAsleep bool
 	// backendAsleep: the last push had to notify (the backend had armed
 	// req_event to sleep), so the answer waits for a wake-up; spinning for
 	// it would only hold the processor the backend needs in one process
@@ -245,6 +248,7 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 	lastWork := time.Now()
 	for {
 		q.mu.Lock()
+		q.reaperAsleep = false
 		if q.front == nil {
 			q.mu.Unlock()
 			return
@@ -263,6 +267,10 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 			continue
 		}
 		more := !stalled && q.front.FinalCheck()
+		// Asleep from here until Wait returns: a submitter that consumes
+		// responses meanwhile re-arms rsp_event (collectShared), or the
+		// event armed here would go stale and nobody be woken.
+		q.reaperAsleep = !more
 		q.mu.Unlock()
 		select {
 		case <-stop:
@@ -272,10 +280,12 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 		if more {
 			continue
 		}
-		// No timeout: disconnect closes the channel after stop, which
-		// wakes this Wait; a deadline would only keep a runtime timer
-		// armed, which every scheduling round then checks.
-		if _, err := ch.Wait(0); err != nil {
+		// The timeout is a safety net, not the stop signal (disconnect
+		// closes the channel): under the race detector Go's atomics are
+		// acquire/release, not sequentially consistent, so the ring's
+		// store-then-load notification check can miss, and the look it
+		// forces then finds the work.
+		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
 			select {
 			case <-stop:
 			default:
@@ -313,6 +323,24 @@ func (q *queue) pollRing(stop chan struct{}, deadline time.Time) bool {
 			if !time.Now().Before(deadline) {
 				return false
 			}
+		}
+	}
+}
+
+// collectShared is collect for a goroutine other than the reaper; mu
+// held, q.front set. The reaper may be asleep on an rsp_event armed at the
+// rsp_cons of its last look; consuming past it would leave that event
+// behind rsp_cons, and the backend would notify nobody for what follows.
+// So while the reaper sleeps, whoever consumes re-arms
+// (RING_FINAL_CHECK_FOR_RESPONSES) and takes what the re-check finds.
+func (q *queue) collectShared() {
+	n, stalled := q.collect()
+	if n == 0 || stalled || !q.reaperAsleep {
+		return
+	}
+	for q.front.FinalCheck() {
+		if m, stalled := q.collect(); m == 0 || stalled {
+			return
 		}
 	}
 }
@@ -501,7 +529,7 @@ func (q *queue) reapOwn(id int) bool {
 	for i := 0; ; i++ {
 		if q.mu.TryLock() {
 			if q.front != nil {
-				q.collect()
+				q.collectShared()
 			}
 			q.mu.Unlock()
 		}
