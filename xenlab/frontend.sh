@@ -107,6 +107,7 @@ if nbd-client 127.0.0.1 10810 /dev/nbd1 -N xvdc -b 512 >/dev/null 2>&1 || nbd-cl
   check cmp <(dd if=/dev/nbd1 bs=1M skip=16 count=32 iflag=direct status=none) /root/d.bin
   check cmp <(dd if=/root/disk2.img bs=1M skip=16 count=32 status=none) /root/d.bin
   grep "resuming the ring" serve3.log
+  check grep -q "resuming the ring" serve3.log
   nbd-client -d /dev/nbd1 >/dev/null 2>&1
 else
   bad "nbd-client could not attach /dev/nbd1"
