@@ -81,6 +81,26 @@ sync
 check cmp <(dd if=/dev/xvdd bs=1M skip=300 count=64 iflag=direct status=none) /root/c.bin
 check cmp <(dd if=/root/disk.img bs=1M skip=300 count=64 status=none) /root/c.bin
 
+step "a block device behind our backend: phy /dev/loopN to Linux's blkfront, BLKDISCARD"
+truncate -s 128M /root/disk3.img
+LOOP=$(losetup -f --show /root/disk3.img)
+echo "loop device: $LOOP"
+check $X attach --xen=linux --domain 0 "format=raw, vdev=xvde, access=rw, target=$LOOP"
+if wait_for 60 test -b /dev/xvde; then ok "/dev/xvde appeared"; else bad "/dev/xvde never appeared"; fi
+check test "$(blockdev --getsize64 /dev/xvde)" = $((128 << 20))
+head -c 32M /dev/urandom > /root/e.bin
+check dd if=/root/e.bin of=/dev/xvde bs=1M oflag=direct status=none
+sync
+check cmp -n $((32 << 20)) /root/e.bin /root/disk3.img
+before=$(allocated_kib /root/disk3.img)
+check blkdiscard /dev/xvde
+sync
+after=$(allocated_kib /root/disk3.img)
+echo "file behind the loop device: ${before} KiB before, ${after} KiB after the discard"
+check test "$after" -lt $((before - 20000))
+check $X detach --xen=linux --domain 0 xvde
+losetup -d "$LOOP"
+
 step "removal leaves nothing behind"
 check $X detach --xen=linux --domain 0 xvdd
 if wait_for 30 sh -c '! test -b /dev/xvdd'; then ok "/dev/xvdd is gone"; else bad "/dev/xvdd is still there"; fi
