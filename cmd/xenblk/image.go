@@ -8,10 +8,16 @@ import (
 	"github.com/xenblk/xenblk/storage"
 )
 
-// openImage opens a raw disk image, creating it sparse with size bytes if
+// openImage opens a block device, or a raw disk image, creating it sparse with size bytes if
 // it does not exist and size > 0. It reports whether it created it.
 func openImage(path string, size int64, readOnly bool) (storage.Device, bool, error) {
-	_, err := os.Stat(path)
+	st, err := os.Stat(path)
+	if err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
+		// A block device (a phy: disk): its size, discard (BLKDISCARD)
+		// and rotation rate come from the device itself.
+		d, err := storage.OpenBlockDev(path, readOnly)
+		return d, false, err
+	}
 	created := errors.Is(err, os.ErrNotExist) && size > 0 && !readOnly
 	if errors.Is(err, os.ErrNotExist) && !created {
 		return nil, false, fmt.Errorf("disk image %s does not exist", path)
