@@ -72,6 +72,10 @@ type queue struct {
 	submitting atomic.Int32
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
+	// ownWindow is reapOwn's current poll window in nanoseconds (adaptive,
+	// at most ownPollWindow).
+	ownWindow atomic.Int64
+	probes    atomic.Uint32 // reapOwn calls while the window is none
 	// reaperAsleep: the reaper armed rsp_event and sleeps (or is about
 	// to) in Wait. Under mu.
 	reaperAsleep bool
@@ -86,6 +90,7 @@ type queue struct {
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
 	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
 	q.cond = sync.NewCond(&q.mu)
+	q.ownWindow.Store(int64(ownPollWindow))
 	pool, err := d.dom.Granter().Grant(d.backDom, poolPages, false)
 	if err != nil {
 		return nil, fmt.Errorf("grant data pool: %w", err)
@@ -514,15 +519,29 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 	return backendAsleep
 }
 
-// reapOwn polls the ring for slot id's response for up to ownPollWindow,
-// completing whatever it finds on this goroutine; reports whether id's
-// response arrived (s.done holds it). Only maxPollers submitters poll at
-// once: more would only take turns at mu.
-func (q *queue) reapOwn(id int) bool {
+// reapOwn polls the ring for slot id's response for up to the queue's
+// current own-poll window, completing whatever it finds on this goroutine;
+// reports whether it polled and whether id's response arrived (s.done
+// holds it). Only maxPollers submitters poll at once: more would only take
+// turns at mu.
+//
+// The window adapts as KVM's halt-polling does: a poll that finds its
+// answer doubles it (up to ownPollWindow), one that expires halves it,
+// down to none; at none, every probeEvery-th call polls the full window
+// to see whether polling pays again. A machine too loaded for polling to
+// pay thus falls back to sleeping.
+func (q *queue) reapOwn(id int) (polled, found bool) {
 	s := &q.slots[id]
+	window := time.Duration(q.ownWindow.Load())
+	if window <= 0 {
+		if q.probes.Add(1)%probeEvery != 0 {
+			return false, false
+		}
+		window = ownPollWindow // probe: would polling pay again?
+	}
 	if q.pollers.Add(1) > maxPollers {
 		q.pollers.Add(-1)
-		return false
+		return false, false
 	}
 	defer q.pollers.Add(-1)
 	var deadline time.Time
@@ -534,23 +553,41 @@ func (q *queue) reapOwn(id int) bool {
 			q.mu.Unlock()
 		}
 		if len(s.done) > 0 {
-			return true
+			q.growOwnWindow()
+			return true, true
 		}
 		if i%8 == 0 {
 			now := time.Now()
 			if i == 0 {
-				deadline = now.Add(ownPollWindow)
+				deadline = now.Add(window)
 			} else if !now.Before(deadline) {
-				return false
+				q.shrinkOwnWindow()
+				return true, false
 			}
 		}
 		runtime.Gosched()
 	}
 }
 
+// growOwnWindow and shrinkOwnWindow adapt reapOwn's window; concurrent
+// updates may lose one another, which only delays the adaptation.
+func (q *queue) growOwnWindow() {
+	w := q.ownWindow.Load()
+	q.ownWindow.Store(min(int64(ownPollWindow), max(2*w, int64(ownPollWindow/8))))
+}
+
+func (q *queue) shrinkOwnWindow() {
+	w := q.ownWindow.Load() / 2
+	if w < int64(ownPollWindow/8) {
+		w = 0
+	}
+	q.ownWindow.Store(w)
+}
+
 const (
 	ownPollWindow = 20 * time.Microsecond
 	maxPollers    = 2
+	probeEvery    = 16
 )
 
 // push writes the request into the ring; mu held, ring not full (one
