@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -518,6 +519,12 @@ func (d *Device) Disconnect() {
 // Remove forgets the device and closes its storage (xenbus Driver).
 func (d *Device) Remove() {
 	_ = d.store.Close()
+	if d.cfg.JournalDir != "" {
+		// The vbd is gone for good: nothing will resume its rings.
+		for i := 0; i < d.cfg.MaxQueues; i++ {
+			_ = os.Remove(journalPath(d.cfg.JournalDir, d.dir, i))
+		}
+	}
 	if d.onRemove != nil {
 		d.onRemove()
 	}

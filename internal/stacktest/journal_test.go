@@ -3,12 +3,14 @@ package stacktest
 import (
 	"bytes"
 	"context"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -131,5 +133,34 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 	mem.ReadAt(b, 16*512)
 	if !bytes.Equal(b, raw.data.Mem[4096:8192]) {
 		t.Error("request 11's data is not on the disk")
+	}
+}
+
+// TestJournalRemovedWithTheVBD: detaching a vbd deletes its journals
+// (nothing will resume those rings), so they do not pile up in /run.
+func TestJournalRemovedWithTheVBD(t *testing.T) {
+	dir := t.TempDir()
+	s := newStackWith(t, 1<<20, blkfront.Config{}, blkback.Config{JournalDir: dir})
+	if _, err := s.front.WriteAt(context.Background(), make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := os.ReadDir(dir); len(files) == 0 {
+		t.Fatal("no journal while the vbd is connected")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		files, _ := os.ReadDir(dir)
+		if len(files) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journals left after the detach: %v", files)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
