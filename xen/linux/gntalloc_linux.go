@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -24,13 +26,32 @@ type Gntalloc struct {
 	fd int
 }
 
-// OpenGntalloc opens /dev/xen/gntalloc.
+// gntallocWantLimit is what one multi-queue frontend with persistent
+// pools and indirect pages may need (2 queues x (4096 pool + 32 x 8
+// indirect) pages is about 8,700; several disks more).
+const gntallocWantLimit = 262144
+
+// OpenGntalloc opens /dev/xen/gntalloc. The kernel's default cap (1024
+// pages for all users) is far below what one multi-queue frontend needs;
+// when it is lower than gntallocWantLimit and we may change it (root),
+// it is raised.
 func OpenGntalloc() (*Gntalloc, error) {
 	f, err := os.OpenFile(DevGntalloc, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("xen: %w (is the xen_gntalloc module loaded?)", err)
 	}
+	raiseGntallocLimit()
 	return &Gntalloc{f: f, fd: int(f.Fd())}, nil
+}
+
+func raiseGntallocLimit() {
+	b, err := os.ReadFile(GntallocLimitPath)
+	if err != nil {
+		return
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n < gntallocWantLimit {
+		_ = os.WriteFile(GntallocLimitPath, []byte(strconv.Itoa(gntallocWantLimit)), 0)
+	}
 }
 
 // Close closes the device; pages still granted are released by the kernel
