@@ -43,3 +43,4 @@ bench:
 	./scripts/install-deps.sh
 	GO=$(GO) ./scripts/bench.sh
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/ ./ring/ ./internal/stacktest/
+	$(GO) test -run '^$$' -bench EventPingPong ./xen/sim/
