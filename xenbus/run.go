@@ -79,6 +79,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer w.Close()
 	online = w.Events()
 
+	// The other end's state as it is now, before we start: whether it
+	// was ever seen decides what its vanishing means, and the watch's
+	// first event may come only after the nodes are gone.
+	if err := r.feed(Event{Kind: EvPeerState, State: r.readState(r.Peer)}, log); err != nil {
+		return err
+	}
 	if err := r.feed(Event{Kind: EvStart}, log); err != nil {
 		return err
 	}
