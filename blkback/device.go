@@ -39,7 +39,9 @@ type Config struct {
 	// PersistentGrants per queue (default 1056, Linux's figure; negative
 	// disables feature-persistent).
 	PersistentGrants int
-	// Poll is the adaptive busy-poll window before sleeping (default 0).
+	// Poll bounds the adaptive busy-poll of the ring after work, before
+	// sleeping on the event channel: 0 means the default window (20 us),
+	// negative never polls.
 	Poll time.Duration
 	// SCSI, when set, offers the SCSI extension (feature-extra-request).
 	SCSI SCSIProvider

@@ -47,6 +47,10 @@ type Config struct {
 	MaxIndirectSegments int
 	// NoSCSI declines the SCSI extension even if the backend offers it.
 	NoSCSI bool
+	// NoPoll makes every wait for a response sleep on the event channel
+	// at once: no busy-polling of the ring (which pays only while a
+	// spare CPU is there to spin on).
+	NoPoll bool
 	Log    *slog.Logger
 }
 

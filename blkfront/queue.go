@@ -264,7 +264,7 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 			lastWork = time.Now()
 			continue
 		}
-		if !stalled && q.inFlight() && time.Since(lastWork) < reapPollWindow {
+		if !q.disk.cfg.NoPoll && !stalled && q.inFlight() && time.Since(lastWork) < reapPollWindow {
 			q.mu.Unlock()
 			if q.pollRing(stop, lastWork.Add(reapPollWindow)) {
 				lastWork = time.Now()
@@ -531,6 +531,9 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 // to see whether polling pays again. A machine too loaded for polling to
 // pay thus falls back to sleeping.
 func (q *queue) reapOwn(id int) (polled, found bool) {
+	if q.disk.cfg.NoPoll {
+		return false, false
+	}
 	s := &q.slots[id]
 	window := time.Duration(q.ownWindow.Load())
 	if window <= 0 {

@@ -15,7 +15,12 @@ func word(mem []byte, off int) *uint32 {
 
 func load32(mem []byte, off int) uint32 { return atomic.LoadUint32(word(mem, off)) }
 
-func store32(mem []byte, off int, v uint32) { atomic.StoreUint32(word(mem, off), v) }
+// store32 publishes an index with a full barrier: ring.h's pattern
+// "publish prod, mb(), read the other end's event index" needs the store
+// ordered before the load in every build. atomic.Swap is that on every
+// architecture (on amd64 StoreUint32 already is an XCHG; under the race
+// detector a plain atomic store was seen to let the load pass it).
+func store32(mem []byte, off int, v uint32) { atomic.SwapUint32(word(mem, off), v) }
 
 // checkAlignment: atomics need 4-byte aligned words; mapped pages are
 // page-aligned, a Go slice from make([]byte) is 8-aligned.

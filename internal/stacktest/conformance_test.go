@@ -61,4 +61,11 @@ func TestConformanceThroughTheStack(t *testing.T) {
 		storagetest.Run(t, openThroughStack(func(n int64) storage.Device { return storage.NewMemory(n) },
 			blkfront.Config{Queues: 1, MaxIndirectSegments: -1, RingPageOrder: 0}))
 	})
+	t.Run("MemoryNoPolling", func(t *testing.T) {
+		// Every wait sleeps on the event channel (the frontend never
+		// polls; the backend's poll window is the default): the
+		// notification path alone carries the suite.
+		storagetest.Run(t, openThroughStack(func(n int64) storage.Device { return storage.NewMemory(n) },
+			blkfront.Config{NoPoll: true}))
+	})
 }
