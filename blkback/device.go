@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -521,6 +522,10 @@ func (d *Device) Disconnect() {
 // Remove forgets the device and closes its storage (xenbus Driver).
 func (d *Device) Remove() {
 	_ = d.store.Close()
+	if c, ok := d.scsi.(io.Closer); ok {
+		// An engine holding something of its own (an SG_IO disk).
+		_ = c.Close()
+	}
 	if d.cfg.JournalDir != "" {
 		// The vbd is gone for good: nothing will resume its rings.
 		for i := 0; i < d.cfg.MaxQueues; i++ {

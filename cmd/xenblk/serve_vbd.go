@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -74,12 +75,28 @@ func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SC
 // disk (pr=passthrough). A refused pass-through (a partition, an LV, a
 // file: CVE-2011-4127) is logged, written to the vbd's scsi-error node,
 // and the vbd gets the emulation. Each backing disk is opened for SG_IO
-// once and stays open for the life of the process (blkback has no hook to
-// release an engine).
+// once while any vbd passes through to it; blkback closes a removed vbd's
+// engine, and the last one closes the disk.
 func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroughOpener) blkback.SCSIProvider {
 	var mu sync.Mutex
 	units := map[string]*pr.Unit{}
-	disks := map[string]sgio.Device{}
+	disks := map[string]sgio.Device{} // open for SG_IO, by backing path
+	users := map[string]int{}         // pass-through engines per open disk
+	// release drops one engine's hold on a disk; the last one closes it.
+	release := func(path string) func() {
+		return func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if users[path]--; users[path] > 0 {
+				return
+			}
+			if c, ok := disks[path].(io.Closer); ok {
+				_ = c.Close()
+			}
+			delete(disks, path)
+			delete(users, path)
+		}
+	}
 	return func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
 		params, err := st.Read(dir + "/params")
 		lu := params
@@ -125,12 +142,13 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 				if err != nil {
 					return nil, err
 				}
-				cfg := sgio.Config{Policy: policy, Reservations: u, Log: log}
+				cfg := sgio.Config{Policy: policy, Reservations: u, Log: log, Release: release(params)}
 				if prMode == scsiPassthrough {
 					cfg.Reservations = nil
 				}
 				p, err := sgio.New(disk, cfg)
 				if err == nil {
+					users[params]++
 					st.Write(dir+"/"+nodeSCSIEngine, scsiPassthrough)
 					st.Remove(dir + "/" + nodeSCSIError)
 					return p, nil

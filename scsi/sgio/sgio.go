@@ -52,6 +52,9 @@ type Config struct {
 	Reservations scsi.Reservations
 	Timeout      time.Duration // per command; 0 means 60s
 	Log          *slog.Logger
+	// Release, when set, is called once by Close: the owner of a disk
+	// shared by several vbds counts its users there.
+	Release func()
 }
 
 // Passthrough executes guest commands on a whole SCSI disk. Safe for
@@ -72,6 +75,9 @@ type Passthrough struct {
 	// reqs recycles Requests so that a command allocates nothing (a
 	// channel, not a sync.Pool, which drops items at random under -race).
 	reqs chan *Request
+
+	release     func()
+	releaseOnce sync.Once
 }
 
 // Host and driver status values SG_IO reports.
@@ -85,7 +91,7 @@ var aborted = scsi.Code{Key: scsi.KeyAbortedCommand}
 
 // New returns a pass-through to dev and reads its capacity.
 func New(dev Device, cfg Config) (*Passthrough, error) {
-	p := &Passthrough{dev: dev, policy: cfg.Policy, res: cfg.Reservations, timeout: cfg.Timeout, log: cfg.Log}
+	p := &Passthrough{dev: dev, policy: cfg.Policy, res: cfg.Reservations, timeout: cfg.Timeout, log: cfg.Log, release: cfg.Release}
 	if p.policy == nil {
 		p.policy = scsi.PassthroughPolicy()
 	}
@@ -343,3 +349,14 @@ func (p *Passthrough) checkUnmap(cmd *scsi.Command) (scsi.Code, bool) {
 // Fenced implements scsi.Fencer with the emulated reservations (nil when
 // reservations are passed through to the disk, which sees one initiator).
 func (p *Passthrough) Fenced(n scsi.Nexus, write bool) bool { return scsi.Fenced(p.res, n, write) }
+
+// Close ends this pass-through (its vbd is gone): Config.Release runs
+// once. The disk itself belongs to whoever opened it.
+func (p *Passthrough) Close() error {
+	p.releaseOnce.Do(func() {
+		if p.release != nil {
+			p.release()
+		}
+	})
+	return nil
+}
