@@ -111,6 +111,10 @@ func (b *syncBatch) Close() error {
 
 // moveAll is one vectored transfer that succeeds only when every byte moved.
 func moveAll(dev Device, write bool, bufs [][]byte, off int64) error {
+	if totalLen(bufs) == 0 {
+		// Nothing to move (File's preadv loop takes a 0 for a short count).
+		return nil
+	}
 	var n int
 	var err error
 	if write {

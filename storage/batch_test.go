@@ -407,3 +407,28 @@ func TestBatchAllocatesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchEmptyOperation: an operation without bytes completes at once,
+// successfully, beside ordinary ones.
+func TestBatchEmptyOperation(t *testing.T) {
+	for _, k := range batchKinds {
+		t.Run(k.name, func(t *testing.T) {
+			_, b := k.make(t, 1<<20)
+			for i, bufs := range [][][]byte{nil, {{}}, {make([]byte, 512)}, {{}, {}}} {
+				if err := b.Add(false, bufs, 4096, uint32(i)); err != nil {
+					t.Fatalf("Add op %d: %v", i, err)
+				}
+			}
+			completed := 0
+			err := b.Submit(func(tag uint32, err error) {
+				if err != nil {
+					t.Errorf("op %d: %v", tag, err)
+				}
+				completed++
+			})
+			if err != nil || completed != 4 {
+				t.Fatalf("Submit: %v, %d of 4 completed", err, completed)
+			}
+		})
+	}
+}
