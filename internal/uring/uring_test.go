@@ -290,3 +290,33 @@ func TestReapAllocatesNothing(t *testing.T) {
 		t.Fatalf("%d completions reaped, want 202", count)
 	}
 }
+
+// TestCloseReleasesEverything: rings made and closed in a loop leave no
+// fd behind.
+func TestCloseReleasesEverything(t *testing.T) {
+	newRing(t, 2) // skips loudly where io_uring is not permitted
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skipf("SKIPPED: no /proc/self/fd to count fds: %v", err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	for i := 0; i < 200; i++ {
+		r, err := New(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.NextSQE().PrepNop(1)
+		if _, err := r.SubmitAndWait(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := fds(); after > before {
+		t.Fatalf("%d fds open after 200 rings were closed, %d before", after, before)
+	}
+}
