@@ -15,10 +15,10 @@ import (
 // WriteTable prints one line per result and one per baseline.
 func WriteTable(w io.Writer, r *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tq\tworkload\tbs\tqd\tIOPS\tMB/s\tp50\tp99\tp99.9\t")
+	fmt.Fprintln(tw, "backend\tq\tworkload\tbs\tqd\tIOPS\tMB/s\tp50\tp99\tp99.9\tsubmit\t")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%dK\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t\n", x.Backend, x.Queues, x.Workload,
-			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%dK\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t\n", x.Backend, x.Queues, x.Workload,
+			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999), x.Submit)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -38,7 +38,8 @@ func WriteJSON(w io.Writer, r *Report) error {
 	return e.Encode(r)
 }
 
-// Find returns the result for one case, or nil.
+// Find returns the result for one case, or nil; when the run measured
+// several submit modes, the first listed (Options.Submit) is found.
 func (r *Report) Find(backend string, queues int, workload string, qd int) *Result {
 	for i := range r.Results {
 		x := &r.Results[i]
@@ -132,11 +133,12 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 		where = "blkback in its own process"
 	}
 	fmt.Fprintf(&b, "\n### Every case (%s)\n\n", where)
-	b.WriteString("Each figure is the median of the case's runs (IOPS range: the slowest and fastest run).\n\n")
-	b.WriteString("| backend | queues | workload | bs | QD | IOPS | IOPS range | runs | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("Each figure is the median of the case's runs (IOPS range: the slowest and fastest run). ")
+	b.WriteString("submit: `batch` is one goroutine per queue keeping its share of QD in flight through a `blkfront.Batch`; `goroutines` is QD goroutines with one `ReadAt`/`WriteAt` each.\n\n")
+	b.WriteString("| backend | queues | workload | bs | QD | submit | IOPS | IOPS range | runs | MB/s | p50 | p99 | p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
-		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %.0f | %.0f..%.0f | %d | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
-			x.BlockSize>>10, x.QD, x.IOPS, x.IOPSMin, x.IOPSMax, x.Runs, x.MBps, us(x.P50), us(x.P99), us(x.P999))
+		fmt.Fprintf(&b, "| %s | %d | %s | %dK | %d | %s | %.0f | %.0f..%.0f | %d | %.1f | %s | %s | %s |\n", x.Backend, x.Queues, x.Workload,
+			x.BlockSize>>10, x.QD, x.Submit, x.IOPS, x.IOPSMin, x.IOPSMax, x.Runs, x.MBps, us(x.P50), us(x.P99), us(x.P999))
 	}
 	if dm := r.Devices; dm != nil {
 		fmt.Fprintf(&b, "\n### %d idle devices in one backend process (%s)\n\n", dm.Devices, dm.Backend)
@@ -209,8 +211,8 @@ func WriteSVG(w io.Writer, results []Result) error {
 			fmt.Fprintf(&b, "%.1f,%.1f ", x(float64(lowerBound(i))), H-B-f*(H-B-40))
 		}
 		b.WriteString("\"/>\n")
-		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s q%d %s %dK qd%d p50 %s p99 %s</text>`+"\n", W-330, 40+16*k, c,
-			res.Backend, res.Queues, res.Workload, res.BlockSize>>10, res.QD, us(res.P50), us(res.P99))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s q%d %s %dK qd%d %s p50 %s p99 %s</text>`+"\n", W-390, 40+16*k, c,
+			res.Backend, res.Queues, res.Workload, res.BlockSize>>10, res.QD, res.Submit, us(res.P50), us(res.P99))
 	}
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())

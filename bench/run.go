@@ -67,6 +67,30 @@ type Options struct {
 	// BackendCommand, when set, runs blkback in another process: it
 	// returns the command (not started) that calls ServeBackend on sock.
 	BackendCommand func(sock, backend string) *exec.Cmd
+	// Submit lists how requests are put in flight, each case run in each
+	// (default: SubmitBatch only).
+	Submit []SubmitMode
+}
+
+// SubmitMode is how a workload keeps QD requests in flight.
+type SubmitMode string
+
+const (
+	// SubmitBatch: one goroutine per queue keeps its share of QD in flight
+	// through a blkfront.Batch (submit many, reap many).
+	SubmitBatch SubmitMode = "batch"
+	// SubmitGoroutines: QD goroutines, each with one ReadAt or WriteAt
+	// in flight.
+	SubmitGoroutines SubmitMode = "goroutines"
+)
+
+// ParseSubmitMode checks a mode's name.
+func ParseSubmitMode(s string) (SubmitMode, error) {
+	switch m := SubmitMode(s); m {
+	case SubmitBatch, SubmitGoroutines:
+		return m, nil
+	}
+	return "", fmt.Errorf("bench: submit mode %q: want %s or %s", s, SubmitBatch, SubmitGoroutines)
 }
 
 func (o *Options) defaults() {
@@ -94,12 +118,17 @@ func (o *Options) defaults() {
 	if o.Dir == "" {
 		o.Dir = os.TempDir()
 	}
+	if len(o.Submit) == 0 {
+		o.Submit = []SubmitMode{SubmitBatch}
+	}
 }
 
 // Result is one case's figures.
 type Result struct {
-	Backend   string        `json:"backend"`
-	Queues    int           `json:"queues"`
+	Backend string `json:"backend"`
+	Queues  int    `json:"queues"`
+	// Submit is how the requests were put in flight.
+	Submit    SubmitMode    `json:"submit"`
 	Workload  string        `json:"workload"`
 	BlockSize int           `json:"block_size"`
 	QD        int           `json:"qd"`
@@ -134,34 +163,38 @@ type Report struct {
 func Run(ctx context.Context, o Options) ([]Result, error) {
 	o.defaults()
 	var out []Result
-	total := len(o.Backends) * len(o.Queues) * len(o.Workloads)
+	nw := len(o.Workloads)
+	total := len(o.Backends) * len(o.Queues) * len(o.Submit) * nw
 	for _, b := range o.Backends {
 		for _, q := range o.Queues {
 			s, err := openStack(b, q, o)
 			if err != nil {
 				return out, err
 			}
-			runs := make([][]Result, len(o.Workloads))
+			// runs[mi*nw+wi]: the runs of mode mi, workload wi.
+			runs := make([][]Result, len(o.Submit)*nw)
 			for k := 0; k < o.Runs; k++ {
-				for wi, w := range o.Workloads {
-					if err := ctx.Err(); err != nil {
-						s.close()
-						return out, err
-					}
-					r, err := runCase(ctx, s, w, o)
-					if err != nil {
-						s.close()
-						return out, fmt.Errorf("bench: %s q%d %s: %w", b, q, w.Name, err)
-					}
-					runs[wi] = append(runs[wi], r)
-					if o.Progress != nil {
-						fmt.Fprintf(o.Progress, "[%2d/%d] %-6s q%d %-9s %4dK qd%-3d %10.0f IOPS %8.1f MB/s p50 %v (run %d of %d)\n",
-							len(out)+wi+1, total, b, q, w.Name, w.BlockSize>>10, w.QD, r.IOPS, r.MBps, r.P50, k+1, o.Runs)
+				for mi, m := range o.Submit {
+					for wi, w := range o.Workloads {
+						if err := ctx.Err(); err != nil {
+							s.close()
+							return out, err
+						}
+						r, err := runCase(ctx, s, w, m, o)
+						if err != nil {
+							s.close()
+							return out, fmt.Errorf("bench: %s q%d %s %s: %w", b, q, w.Name, m, err)
+						}
+						runs[mi*nw+wi] = append(runs[mi*nw+wi], r)
+						if o.Progress != nil {
+							fmt.Fprintf(o.Progress, "[%2d/%d] %-6s q%d %-9s %4dK qd%-3d %-10s %10.0f IOPS %8.1f MB/s p50 %v (run %d of %d)\n",
+								len(out)+mi*nw+wi+1, total, b, q, w.Name, w.BlockSize>>10, w.QD, m, r.IOPS, r.MBps, r.P50, k+1, o.Runs)
+						}
 					}
 				}
 			}
-			for wi := range o.Workloads {
-				r := median(runs[wi])
+			for i := range runs {
+				r := median(runs[i])
 				r.Backend, r.Queues = b, q
 				out = append(out, r)
 			}
@@ -246,17 +279,59 @@ func BenchFile(dir string, size int64) (string, error) {
 	return path, f.Close()
 }
 
-func runCase(ctx context.Context, s *stack, w Workload, o Options) (Result, error) {
+// runCase runs one workload in one submit mode and measures it.
+func runCase(ctx context.Context, s *stack, w Workload, m SubmitMode, o Options) (Result, error) {
+	var r Result
+	var err error
+	if m == SubmitBatch {
+		r, err = runBatchCase(ctx, s, w, o)
+	} else {
+		r, err = runGoroutineCase(ctx, s, w, o)
+	}
+	r.Submit = m
+	return r, err
+}
+
+// window is a case's timing: a short warm-up (which fills the
+// persistent-grant caches), then the measured time; requests count when
+// they complete after measureFrom, and each worker stops at its first
+// completion past deadline.
+type window struct{ measureFrom, deadline time.Time }
+
+func newWindow(o Options) window {
+	warm := min(o.Duration/10, 200*time.Millisecond)
+	start := time.Now()
+	return window{measureFrom: start.Add(warm), deadline: start.Add(warm + o.Duration)}
+}
+
+// result folds the workers' histograms and last completions into the
+// case's figures; the window runs to the last completion counted.
+func (win window) result(w Workload, o Options, hists []Histogram, ends []time.Time) Result {
+	h := new(Histogram)
+	for i := range hists {
+		h.Merge(&hists[i])
+	}
+	el := o.Duration
+	for _, e := range ends {
+		el = max(el, e.Sub(win.measureFrom))
+	}
+	r := Result{Workload: w.Name, BlockSize: w.BlockSize, QD: w.QD, Ops: h.N, Elapsed: el, Hist: h,
+		P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999)}
+	r.IOPS = float64(h.N) / el.Seconds()
+	r.MBps = r.IOPS * float64(w.BlockSize) / 1e6
+	return r
+}
+
+// runGoroutineCase keeps QD requests in flight with QD goroutines, each
+// calling ReadAt or WriteAt in a loop.
+func runGoroutineCase(ctx context.Context, s *stack, w Workload, o Options) (Result, error) {
 	span := o.FileSize / int64(w.BlockSize)
 	hists := make([]Histogram, w.QD)
 	ends := make([]time.Time, w.QD)
 	var wg sync.WaitGroup
 	errs := make(chan error, w.QD)
-	// A short warm-up fills the persistent-grant caches.
-	warm := min(o.Duration/10, 200*time.Millisecond)
-	start := time.Now()
-	deadline := start.Add(warm + o.Duration)
-	measureFrom := start.Add(warm)
+	win := newWindow(o)
+	measureFrom, deadline := win.measureFrom, win.deadline
 	for i := 0; i < w.QD; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -305,20 +380,7 @@ func runCase(ctx context.Context, s *stack, w Workload, o Options) (Result, erro
 	if err := <-errs; err != nil {
 		return Result{}, err
 	}
-	h := new(Histogram)
-	for i := range hists {
-		h.Merge(&hists[i])
-	}
-	// The window runs to the last completion counted.
-	el := o.Duration
-	for _, e := range ends {
-		el = max(el, e.Sub(measureFrom))
-	}
-	r := Result{Workload: w.Name, BlockSize: w.BlockSize, QD: w.QD, Ops: h.N, Elapsed: el, Hist: h,
-		P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999)}
-	r.IOPS = float64(h.N) / el.Seconds()
-	r.MBps = r.IOPS * float64(w.BlockSize) / 1e6
-	return r, nil
+	return win.result(w, o, hists, ends), nil
 }
 
 // median folds the runs of one case: IOPS, bandwidth and each latency

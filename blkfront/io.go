@@ -95,6 +95,12 @@ func (d *Disk) wait(q *queue, id int) error {
 		q.reapOwn(id)
 	}
 	<-s.done // abortOnClose wakes it if the disk closes first
+	return s.result()
+}
+
+// result is the outcome of a finished slot: ErrClosed if it was aborted,
+// else its response's status as an error (nil for success).
+func (s *slot) result() error {
 	if s.aborted.Load() {
 		return ErrClosed
 	}
@@ -130,12 +136,30 @@ func (d *Disk) transfer(ctx context.Context, op uint8, p []byte, off int64) (int
 // request moves one chunk (at most segsPerReq pages) through the pool.
 func (d *Disk) request(ctx context.Context, op uint8, p []byte, off int64) error {
 	q := d.pick()
-	npages := (len(p) + xen.PageSize - 1) / xen.PageSize
-	id, err := q.acquire(ctx, npages)
+	id, err := q.acquire(ctx, pagesFor(len(p)))
 	if err != nil {
 		return err
 	}
 	defer q.releaseSlot(id)
+	q.prepare(id, op, p, off)
+	if err := d.wait(q, id); err != nil {
+		return err
+	}
+	if op == blkif.OpRead {
+		q.copyOut(id, p)
+	}
+	return nil
+}
+
+// pagesFor is how many pool pages n bytes of data take.
+func pagesFor(n int) int { return (n + xen.PageSize - 1) / xen.PageSize }
+
+// prepare builds slot id's read or write of p at off (direct segments, or
+// indirect ones beyond blkif.MaxSegmentsPerRequest) over the pool pages
+// acquired for it, copying a write's data in. The slot is the caller's
+// (busy, not submitted), so no lock is needed.
+func (q *queue) prepare(id int, op uint8, p []byte, off int64) {
+	npages := pagesFor(len(p))
 	s := &q.slots[id]
 	r := &s.req
 	*r = blkif.Request{ID: uint64(id), Sector: uint64(off) / blkif.SectorSize}
@@ -165,13 +189,11 @@ func (d *Disk) request(ctx context.Context, op uint8, p []byte, off int64) error
 			blkif.EncodeIndirectSegment(s.iviews, i, seg(i))
 		}
 	}
-	if err := d.wait(q, id); err != nil {
-		return err
+}
+
+// copyOut copies a completed read's data from slot id's pool pages to p.
+func (q *queue) copyOut(id int, p []byte) {
+	for i, pg := range q.slots[id].pages {
+		copy(p[i*xen.PageSize:], q.page(pg))
 	}
-	if op == blkif.OpRead {
-		for i := 0; i < npages; i++ {
-			copy(p[i*xen.PageSize:], q.page(s.pages[i]))
-		}
-	}
-	return nil
 }

@@ -23,7 +23,11 @@ type slot struct {
 	ipages *xen.Granted // indirect pages (granted read-only), nil if none offered
 	iviews [][]byte     // ipages.Mem split into pages
 	busy   bool
-	issued bool // pushed on the current ring; false after a disconnect
+	// submitted: its request is complete and handed to the queue (submit,
+	// Batch.Submit); only such a slot is re-issued after a reconnect (one
+	// still being filled, or a SCSI partner, is not).
+	submitted bool
+	issued    bool // pushed on the current ring; false after a disconnect
 	// scsi: the request is flagged and followed by extra (in the ring slot
 	// after it; the queue slot partner is held so ring slots never
 	// outnumber queue slots).
@@ -40,6 +44,15 @@ type slot struct {
 	// before the token is sent on done; atomic because a waiter that got
 	// its response may read it while the close sets it).
 	aborted atomic.Bool
+	// batch: the Batch the request belongs to; its response (or abort)
+	// goes on the batch's ready list instead of done. nil: a goroutine
+	// waits on done. Under mu, as are delivered and orphaned.
+	batch *Batch
+	// delivered: the slot is on its batch's ready list (at most once).
+	delivered bool
+	// orphaned: its batch gave up on it while in flight (Reap's context
+	// ended, or the batch closed); the response only frees the slot.
+	orphaned bool
 }
 
 // queue is one ring of a disk, with its pool of persistently granted data
@@ -76,6 +89,9 @@ type queue struct {
 	// at most ownPollWindow).
 	ownWindow atomic.Int64
 	probes    atomic.Uint32 // reapOwn calls while the window is none
+	// batches counts the open Batches bound to this queue (NewBatch
+	// binds a new one to the queue with fewest).
+	batches atomic.Int32
 	// reaperAsleep: the reaper armed rsp_event and sleeps (or is about
 	// to) in Wait. Under mu.
 	reaperAsleep bool
@@ -132,18 +148,38 @@ func (q *queue) abortOnClose() {
 	q.dead = true
 	for i := range q.slots {
 		if q.slots[i].busy {
-			q.abort(&q.slots[i])
+			q.abort(i)
 		}
 	}
+	q.cond.Broadcast()
 	q.mu.Unlock()
 }
 
-// abort completes s as aborted; mu held.
-func (q *queue) abort(s *slot) {
-	s.aborted.Store(true)
-	select {
-	case s.done <- struct{}{}:
-	default: // its response is already there; aborted still wins
+// abort completes slot id as aborted; mu held. If its response is already
+// there, aborted still wins.
+func (q *queue) abort(id int) {
+	q.slots[id].aborted.Store(true)
+	q.deliver(id)
+}
+
+// deliver hands a finished slot (answered or aborted) to whoever waits
+// for it: its goroutine (the done token), its batch (the ready list), or
+// nobody (orphaned: the slot is freed here). mu held.
+func (q *queue) deliver(id int) {
+	s := &q.slots[id]
+	switch {
+	case s.orphaned:
+		q.releaseLocked(id)
+	case s.batch != nil:
+		if !s.delivered {
+			s.delivered = true
+			s.batch.ready(id)
+		}
+	default:
+		select {
+		case s.done <- struct{}{}:
+		default: // aborted meanwhile: the token is there already
+		}
 	}
 }
 
@@ -197,7 +233,7 @@ func (q *queue) start() {
 	q.reaped = make(chan struct{})
 	for id := range q.slots {
 		s := &q.slots[id]
-		if s.busy && !s.issued {
+		if s.busy && s.submitted && !s.issued && !s.delivered {
 			q.push(id)
 		}
 	}
@@ -393,10 +429,7 @@ func (q *queue) complete(rsp *blkif.Response) {
 	}
 	s.issued = false
 	s.status = rsp.Status
-	select {
-	case s.done <- struct{}{}:
-	default: // aborted meanwhile: the token is there already
-	}
+	q.deliver(int(rsp.ID))
 }
 
 // resetDone readies a freshly acquired slot's completion; mu held.
@@ -454,7 +487,10 @@ func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for !q.connected || len(q.free) == 0 || len(q.freePage) < npages || q.front.Free() < 1 {
+	for {
+		if id, ok := q.take(npages); ok {
+			return id, nil
+		}
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -463,7 +499,15 @@ func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
 		}
 		q.cond.Wait()
 	}
-	id := q.free[len(q.free)-1]
+}
+
+// take takes a free slot and npages pool pages if the queue is connected
+// and has them; mu held.
+func (q *queue) take(npages int) (id int, ok bool) {
+	if !q.connected || len(q.free) == 0 || len(q.freePage) < npages || q.front.Free() < 1 {
+		return 0, false
+	}
+	id = q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	s := &q.slots[id]
 	s.busy = true
@@ -473,25 +517,32 @@ func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
 		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
 		q.freePage = q.freePage[:len(q.freePage)-1]
 	}
-	return id, nil
+	return id, true
 }
 
 // releaseSlot returns a slot and its pages.
 func (q *queue) releaseSlot(id int) {
 	q.mu.Lock()
+	q.releaseLocked(id)
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// releaseLocked returns a slot and its pages; mu held (the caller
+// broadcasts cond, once for however many it releases).
+func (q *queue) releaseLocked(id int) {
 	s := &q.slots[id]
 	q.freePage = append(q.freePage, s.pages...)
 	s.pages = s.pages[:0]
-	s.busy = false
+	s.busy, s.submitted = false, false
 	s.isPR = false
+	s.batch, s.delivered, s.orphaned = nil, false, false
 	q.free = append(q.free, id)
 	if s.scsi {
 		q.slots[s.partner].busy = false
 		q.free = append(q.free, s.partner)
 		s.scsi = false
 	}
-	q.cond.Broadcast()
-	q.mu.Unlock()
 }
 
 // page returns pool page i.
@@ -506,8 +557,9 @@ func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xe
 func (q *queue) submit(id int) (backendAsleep bool) {
 	q.submitting.Add(1)
 	q.mu.Lock()
+	q.slots[id].submitted = true
 	if q.dead {
-		q.abort(&q.slots[id])
+		q.abort(id)
 	} else if q.connected {
 		q.push(id)
 	}
@@ -531,10 +583,16 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 // to see whether polling pays again. A machine too loaded for polling to
 // pay thus falls back to sleeping.
 func (q *queue) reapOwn(id int) (polled, found bool) {
+	s := &q.slots[id]
+	return q.pollFor(func() bool { return len(s.done) > 0 })
+}
+
+// pollFor is reapOwn's poll, until ready reports true (a Batch's Reap
+// polls with it too); ready must not let its closure escape.
+func (q *queue) pollFor(ready func() bool) (polled, found bool) {
 	if q.disk.cfg.NoPoll {
 		return false, false
 	}
-	s := &q.slots[id]
 	window := time.Duration(q.ownWindow.Load())
 	if window <= 0 {
 		if q.probes.Add(1)%probeEvery != 0 {
@@ -555,7 +613,7 @@ func (q *queue) reapOwn(id int) (polled, found bool) {
 			}
 			q.mu.Unlock()
 		}
-		if len(s.done) > 0 {
+		if ready() {
 			q.growOwnWindow()
 			return true, true
 		}

@@ -39,6 +39,7 @@ func init() {
 		backProf  string
 		cases     bool
 		runs      int
+		submit    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -46,12 +47,15 @@ func init() {
 		Long: `bench assembles a simulated host, blkback and blkfront in this process and
 runs 4 KiB random reads and writes at queue depth 1, 32 and 128 and 1 MiB
 sequential reads against the null, memory and file backends with 1 and 2
-queues, then the baselines: fio (psync and io_uring) on the same file,
+queues (QD in flight from one goroutine per queue through blkfront's
+batch API; --submit goroutines: QD goroutines with one request each),
+then the baselines: fio (psync and io_uring) on the same file,
 memcpy, and the ring-only ping-pong in Go and in C (gcc, Xen's ring.h).
 A second QD1 null case runs with the backend polling.`,
 		Example: `  xenblk bench --duration 2s --svg lat.svg
   xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s --baselines=false
-  xenblk bench --json > result.json`,
+  xenblk bench --json > result.json
+  xenblk bench --backend null --queues 1 --workload randread --submit batch,goroutines --baselines=false`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
@@ -95,8 +99,16 @@ A second QD1 null case runs with the backend polling.`,
 			if len(wl) == 0 {
 				return usagef("--workload %v --qd %v select no workload (randread, randwrite at 1, 32, 128; seqread at 1)", only, qds)
 			}
+			var modes []bench.SubmitMode
+			for _, m := range submit {
+				sm, err := bench.ParseSubmitMode(m)
+				if err != nil {
+					return usagef("--submit %q: want batch or goroutines", m)
+				}
+				modes = append(modes, sm)
+			}
 			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress,
-				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+				Submit: modes, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 			if cross {
 				self, err := os.Executable()
 				if err != nil {
@@ -168,7 +180,9 @@ A second QD1 null case runs with the backend polling.`,
 					if err != nil {
 						return err
 					}
-					pr[0].Backend = v.name
+					for i := range pr {
+						pr[i].Backend = v.name
+					}
 					rep.Results = append(rep.Results, pr...)
 				}
 			}
@@ -236,6 +250,7 @@ A second QD1 null case runs with the backend polling.`,
 	f.BoolVar(&cases, "cases", true, "run the workload cases (--cases=false with --devices measures memory only)")
 	f.StringVar(&backProf, "backend-cpuprofile", "", "with --cross-process: write a CPU profile of the backend process here (the last stack's)")
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
+	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
 	rootCmd.AddCommand(cmd)
 
 	var bb struct {

@@ -23,7 +23,8 @@ func TestBenchJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
 		t.Fatalf("%v in %q", err, out.String())
 	}
-	if len(rep.Results) != 1 || rep.Results[0].Workload != "seqread" || rep.Results[0].Ops == 0 || rep.Results[0].BlockSize != 1<<20 {
+	if len(rep.Results) != 1 || rep.Results[0].Workload != "seqread" || rep.Results[0].Ops == 0 || rep.Results[0].BlockSize != 1<<20 ||
+		rep.Results[0].Submit != bench.SubmitBatch {
 		t.Fatalf("results %+v", rep.Results)
 	}
 }
@@ -36,6 +37,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"bench", "--submit", "threads"}, "--submit"},
 		{[]string{"bench", "--workload", "scan"}, "--workload"},
 		{[]string{"bench", "--duration", "1ms"}, "--duration"},
 		{[]string{"bench", "--queues", "9"}, "--queues"},
@@ -56,7 +58,7 @@ func TestBenchAcrossProcesses(t *testing.T) {
 	bin := buildXenblk(t)
 	out, err := exec.Command(bin, "bench", "--cross-process", "--backend", "null,memory", "--queues", "1",
 		"--workload", "randread", "--qd", "1", "--duration", "200ms", "--size", "16777216",
-		"--baselines=false", "--dir", t.TempDir(), "--json").Output()
+		"--submit", "batch,goroutines", "--baselines=false", "--dir", t.TempDir(), "--json").Output()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
@@ -64,12 +66,17 @@ func TestBenchAcrossProcesses(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("%v in %q", err, out)
 	}
-	if !rep.CrossProcess || len(rep.Results) != 2 {
+	if !rep.CrossProcess || len(rep.Results) != 4 {
 		t.Fatalf("report %+v", rep)
 	}
+	modes := map[bench.SubmitMode]int{}
 	for _, r := range rep.Results {
+		modes[r.Submit]++
 		if r.Ops == 0 {
-			t.Errorf("%s: no requests completed", r.Backend)
+			t.Errorf("%s %s: no requests completed", r.Backend, r.Submit)
 		}
+	}
+	if modes[bench.SubmitBatch] != 2 || modes[bench.SubmitGoroutines] != 2 {
+		t.Errorf("results by submit mode %v, want 2 of each", modes)
 	}
 }

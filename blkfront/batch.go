@@ -1,0 +1,385 @@
+package blkfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// ErrBatchFull: the batch has as many requests outstanding as its depth,
+// or the queue's slots or pool pages are held, some by the batch's own
+// requests; Reap some before placing more.
+var ErrBatchFull = errors.New("blkfront: batch full (reap first)")
+
+// ErrBatchClosed: the Batch was closed.
+var ErrBatchClosed = errors.New("blkfront: batch closed")
+
+// Batch keeps many reads and writes in flight from one goroutine, as
+// io_uring does: Read and Write place requests, Submit publishes every
+// placed request with one push and at most one notification, and Reap
+// hands back completions, polling the ring and then sleeping once for
+// many completions rather than parking and waking a goroutine per
+// request.
+//
+// A Batch is bound to one queue of its Disk and is used by one goroutine
+// at a time. It shares the queue's slots and pool pages with ReadAt,
+// WriteAt and other batches on other goroutines: a slot taken by a batch
+// carries it (slot.batch), and its response goes on the batch's ready
+// list; any other slot's response wakes its goroutine as before.
+//
+// After a backend restart, requests in flight are re-issued on the new
+// ring as the Disk's are, and complete through Reap. When the Disk
+// closes, outstanding requests complete through Reap with ErrClosed.
+// When Reap's context ends, the batch abandons what is still in flight:
+// each is reported with the context's error, its slot is freed when the
+// backend answers, and the caller's buffer is not touched again.
+type Batch struct {
+	d     *Disk
+	q     *queue
+	depth int
+
+	// Owned by the batch's goroutine.
+	reqs        []batchReq // by slot id
+	placed      []int      // slots filled by Read/Write, not yet submitted
+	outstanding int        // placed or in flight, not yet reaped
+	taken       []int      // the ready list taken by harvest
+	results     []batchResult
+	closed      bool
+	// noPoll: the last Submit had to wake the backend, so its answers
+	// come after a wake-up and spinning for them only holds the processor
+	// (as for the per-goroutine path's reapOwn).
+	noPoll bool
+
+	// Under q.mu: completions arrive on whichever goroutine collects.
+	readyIDs []int // answered or aborted slots, each once
+	sleeping bool  // Reap sleeps on wake until readyIDs reaches wakeAt
+	wakeAt   int
+	wake     chan struct{} // buffered(1)
+	// readyN is len(readyIDs), for polling without mu.
+	readyN atomic.Int32
+}
+
+// batchReq is what the batch remembers of a placed request.
+type batchReq struct {
+	p   []byte
+	tag uint64
+	op  uint8
+}
+
+// batchResult is one completion, as handed to Reap's callback.
+type batchResult struct {
+	tag uint64
+	n   int
+	err error
+}
+
+// NewBatch returns a batch of up to depth outstanding requests, bound to
+// the queue with the fewest batches (so one batch per queue, opened in
+// turn, spreads over them). depth is at most the queue's slot count
+// (SlotsPerQueue).
+func (d *Disk) NewBatch(depth int) (*Batch, error) {
+	if d.isClosed() {
+		return nil, ErrClosed
+	}
+	q := d.queues[0]
+	for _, c := range d.queues[1:] {
+		if c.batches.Load() < q.batches.Load() {
+			q = c
+		}
+	}
+	if depth < 1 || depth > len(q.slots) {
+		return nil, fmt.Errorf("blkfront: batch depth %d: want 1 to %d (the queue's slots)", depth, len(q.slots))
+	}
+	q.batches.Add(1)
+	return &Batch{d: d, q: q, depth: depth,
+		reqs:     make([]batchReq, len(q.slots)),
+		placed:   make([]int, 0, depth),
+		taken:    make([]int, 0, depth),
+		results:  make([]batchResult, 0, depth),
+		readyIDs: make([]int, 0, depth),
+		wake:     make(chan struct{}, 1)}, nil
+}
+
+// SlotsPerQueue is the most requests one queue keeps in flight (the
+// largest Batch depth).
+func (d *Disk) SlotsPerQueue() int { return len(d.queues[0].slots) }
+
+// MaxRequestBytes is the largest single Batch request (one ring request:
+// 11 pages, or the negotiated indirect segments).
+func (d *Disk) MaxRequestBytes() int { return d.segsPerReq * xen.PageSize }
+
+// Depth is the most requests the batch keeps outstanding.
+func (b *Batch) Depth() int { return b.depth }
+
+// Outstanding is how many requests are placed or in flight, not reaped.
+func (b *Batch) Outstanding() int { return b.outstanding }
+
+// Read places a read of len(p) bytes at off (aligned as for ReadAt, at
+// most MaxRequestBytes); tag comes back with its completion, when p holds
+// the data. p must not be touched until then.
+func (b *Batch) Read(p []byte, off int64, tag uint64) error {
+	return b.place(blkif.OpRead, p, off, tag)
+}
+
+// Write places a write of p at off, as Read; p is copied at once, so it
+// may be reused as soon as Write returns. A write reaped without an error
+// is on the backend's storage (durable after Flush).
+func (b *Batch) Write(p []byte, off int64, tag uint64) error {
+	if b.d.Info().ReadOnly {
+		return fmt.Errorf("blkfront: write to a read-only disk")
+	}
+	return b.place(blkif.OpWrite, p, off, tag)
+}
+
+// place takes a slot and pages for one request and builds it. It waits
+// for them only while the batch has nothing outstanding (then only other
+// goroutines' requests hold them, and they finish on their own);
+// otherwise the caller must reap first (ErrBatchFull).
+func (b *Batch) place(op uint8, p []byte, off int64, tag uint64) error {
+	if b.closed {
+		return ErrBatchClosed
+	}
+	if err := b.d.checkRange(off, int64(len(p))); err != nil {
+		return err
+	}
+	if len(p) == 0 || len(p) > b.d.MaxRequestBytes() {
+		return fmt.Errorf("blkfront: batch request of %d bytes: want 1 to %d", len(p), b.d.MaxRequestBytes())
+	}
+	if b.outstanding >= b.depth {
+		return ErrBatchFull
+	}
+	q := b.q
+	q.mu.Lock()
+	var id int
+	for {
+		if q.dead || b.d.isClosed() {
+			q.mu.Unlock()
+			return ErrClosed
+		}
+		var ok bool
+		if id, ok = q.take(pagesFor(len(p))); ok {
+			break
+		}
+		if b.outstanding > 0 {
+			q.mu.Unlock()
+			return ErrBatchFull
+		}
+		q.cond.Wait()
+	}
+	q.slots[id].batch = b
+	q.mu.Unlock()
+	q.prepare(id, op, p, off)
+	b.reqs[id] = batchReq{p: p, tag: tag, op: op}
+	b.placed = append(b.placed, id)
+	b.outstanding++
+	return nil
+}
+
+// Submit publishes every placed request: one req_prod store for all of
+// them and at most one notification. While the queue is disconnected
+// they wait for the reconnect, which issues them.
+func (b *Batch) Submit() error {
+	if b.closed {
+		return ErrBatchClosed
+	}
+	if len(b.placed) == 0 {
+		return nil
+	}
+	q := b.q
+	q.mu.Lock()
+	pushed := false
+	for _, id := range b.placed {
+		s := &q.slots[id]
+		s.submitted = true
+		switch {
+		case s.delivered: // aborted by a close while placed
+		case q.dead:
+			q.abort(id)
+		case q.connected:
+			q.push(id)
+			pushed = true
+		}
+	}
+	if pushed {
+		q.flushPush()
+		b.noPoll = q.backendAsleep
+	}
+	q.mu.Unlock()
+	b.placed = b.placed[:0]
+	return nil
+}
+
+// Reap hands completions to fn (tag, bytes transferred, error) until at
+// least min have come (fewer if fewer are outstanding; it submits what is
+// placed first), taking every one that is ready. It polls the ring for a
+// short adaptive window, as ReadAt does, then sleeps until the queue's
+// reaper has collected enough. It returns how many it handed over; if ctx
+// ends first, every request still in flight is abandoned and reported to
+// fn with ctx's error, which Reap returns. fn runs on the calling
+// goroutine and may place new requests.
+func (b *Batch) Reap(ctx context.Context, min int, fn func(tag uint64, n int, err error)) (int, error) {
+	if b.closed {
+		return 0, ErrBatchClosed
+	}
+	if len(b.placed) > 0 {
+		if err := b.Submit(); err != nil {
+			return 0, err
+		}
+	}
+	want := min
+	if want > b.outstanding {
+		want = b.outstanding
+	}
+	done := 0
+	for {
+		done += b.harvest(fn)
+		if done >= want {
+			return done, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return done + b.abandon(err, fn), err
+		}
+		need := want - done
+		if !b.noPoll {
+			if _, found := b.q.pollFor(func() bool { return b.readyCount() >= need }); found {
+				continue
+			}
+		}
+		b.sleep(ctx, need)
+	}
+}
+
+// readyCount is the length of the ready list, for polling without mu.
+func (b *Batch) readyCount() int { return int(b.readyN.Load()) }
+
+// ready puts slot id on the ready list and wakes a Reap sleeping for it;
+// q.mu held (deliver). The list never outgrows its capacity: each
+// outstanding slot is delivered once, and at most depth are outstanding.
+func (b *Batch) ready(id int) {
+	b.readyIDs = append(b.readyIDs, id)
+	b.readyN.Store(int32(len(b.readyIDs)))
+	if b.sleeping && len(b.readyIDs) >= b.wakeAt {
+		b.sleeping = false
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sleep waits until need completions are ready or ctx ends. The queue's
+// reaper collects responses meanwhile (the ring's notification scheme
+// wakes it), and ready wakes this goroutine once for all of them.
+func (b *Batch) sleep(ctx context.Context, need int) {
+	q := b.q
+	q.mu.Lock()
+	if q.front != nil {
+		q.collectShared()
+	}
+	if len(b.readyIDs) >= need {
+		q.mu.Unlock()
+		return
+	}
+	b.sleeping, b.wakeAt = true, need
+	q.mu.Unlock()
+	select {
+	case <-b.wake:
+	case <-ctx.Done():
+	}
+}
+
+// harvest consumes whatever responses the ring holds, takes the ready
+// list, finishes each request (a read's data is copied out), frees the
+// slots and then calls fn for each; it returns how many.
+func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
+	q := b.q
+	q.mu.Lock()
+	if q.front != nil {
+		q.collectShared()
+	}
+	b.sleeping = false
+	b.taken, b.readyIDs = b.readyIDs, b.taken[:0]
+	b.readyN.Store(0)
+	q.mu.Unlock()
+	if len(b.taken) == 0 {
+		return 0
+	}
+	// The slots stay busy until released below, so their pages are the
+	// batch's to copy from without the lock.
+	b.results = b.results[:0]
+	for _, id := range b.taken {
+		r := &b.reqs[id]
+		err := q.slots[id].result()
+		n := 0
+		if err == nil {
+			n = len(r.p)
+			if r.op == blkif.OpRead {
+				q.copyOut(id, r.p)
+			}
+		}
+		b.results = append(b.results, batchResult{tag: r.tag, n: n, err: err})
+		r.p = nil // do not keep the caller's buffer reachable
+	}
+	q.mu.Lock()
+	for _, id := range b.taken {
+		q.releaseLocked(id)
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	b.outstanding -= len(b.taken)
+	// fn runs after the release (it may place requests in the freed
+	// slots) and reads only results, which placing does not touch.
+	for _, r := range b.results {
+		fn(r.tag, r.n, r.err)
+	}
+	return len(b.results)
+}
+
+// abandon gives up every outstanding request that is not ready yet: one
+// never pushed is freed, one in flight is orphaned (freed when answered).
+// Those ready meanwhile are harvested normally. Each abandoned request is
+// reported to fn with err; it returns how many were handed to fn.
+func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
+	q := b.q
+	b.results = b.results[:0]
+	q.mu.Lock()
+	for id := range q.slots {
+		s := &q.slots[id]
+		if s.batch != b || s.delivered {
+			continue
+		}
+		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: err})
+		b.reqs[id].p = nil
+		if s.issued {
+			s.orphaned = true
+		} else {
+			q.releaseLocked(id)
+		}
+	}
+	q.cond.Broadcast()
+	q.mu.Unlock()
+	b.placed = b.placed[:0]
+	b.outstanding -= len(b.results)
+	// harvest reuses results: report the abandoned ones first.
+	for _, r := range b.results {
+		fn(r.tag, r.n, r.err)
+	}
+	n := len(b.results)
+	return n + b.harvest(fn)
+}
+
+// Close abandons whatever the batch has outstanding (its completions are
+// not reported) and unbinds it from its queue. The Disk stays open.
+func (b *Batch) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.abandon(ErrBatchClosed, func(uint64, int, error) {})
+	b.closed = true
+	b.q.batches.Add(-1)
+	return nil
+}
