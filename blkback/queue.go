@@ -47,11 +47,24 @@ type queue struct {
 	// indirect: the segments of an indirect request, copied out of the
 	// indirect pages once.
 	indirect [maxIndirectSegments]blkif.Segment
-	refs     [maxIndirectSegments]xen.GrantRef
-	pages    [maxIndirectSegments][]byte // per segment: its mapped page
-	maps     [maxIndirectSegments]xen.Mapping
-	nmaps    int
 	ipages   [blkif.MaxIndirectPagesPerRequest][]byte
+
+	// The segments of the pass's batch (batch.go), then of the request
+	// being mapped: refs[:nbuf], pages[:nbuf] and bufs[:nbuf] belong to
+	// requests added to the batch; the request being mapped takes the
+	// entries from nbuf on. maps[:nmaps] are every mapping those made
+	// (persistent ones excepted), unmapped when the batch completes.
+	refs  [maxIndirectSegments]xen.GrantRef
+	pages [maxIndirectSegments][]byte // per segment: its mapped page
+	bufs  [maxIndirectSegments][]byte // per segment: its bytes in the page
+	maps  [maxIndirectSegments]xen.Mapping
+	nmaps int
+	nbuf  int
+	// batch carries out the pass's reads and writes at once; inflight
+	// holds what answering each needs, indexed by its batch tag.
+	batch    storage.Batch
+	inflight []inflight
+	doneFn   func(tag uint32, err error) // q.complete, bound once
 
 	// scsi executes the extension's commands; nil unless negotiated.
 	scsi     SCSIExecutor
@@ -97,6 +110,8 @@ var errFatal = errors.New("fatal ring error")
 // idle device, or a machine too loaded for polling to pay, sleeps.
 func (q *queue) run(stop <-chan struct{}) error {
 	defer q.dropIndirectPages()
+	q.openBatch()
+	defer q.closeBatch()
 	maxWindow := q.poll
 	if maxWindow == 0 {
 		maxWindow = defaultPollWindow
@@ -208,6 +223,7 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 				waitPair = true
 				break
 			}
+			q.submitBatch() // the command may touch the disk: after the pass's I/O
 			q.abi.DecodeExtraRequest(q.requestSlot(1), &q.extra)
 			q.consume(2)
 			n--
@@ -219,6 +235,7 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 			continue
 		}
 		if q.req.Operation == blkif.OpReservation && q.pr != nil {
+			q.submitBatch() // fencing changes apply after the I/O before them
 			q.abi.DecodePRRequest(q.requestSlot(0), &q.prReq)
 			q.consume(1)
 			status := q.handlePR()
@@ -227,10 +244,14 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 			continue
 		}
 		q.consume(1)
-		status := q.handle()
-		q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, responseOperation(&q.req), status)
-		q.ring.Produce(1)
+		if status, queued := q.handle(); !queued {
+			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, responseOperation(&q.req), status)
+			q.ring.Produce(1)
+		}
 	}
+	// Every request consumed in this pass is answered before the push:
+	// the journal's published count below relies on it.
+	q.submitBatch()
 	notify := q.ring.Push()
 	if q.journal != nil {
 		q.journal.setRspPublished(q.ring.ReqCons() - q.ring.Pending())
@@ -282,8 +303,37 @@ func responseOperation(r *blkif.Request) uint8 {
 	return r.Operation
 }
 
-// handle carries out q.req and returns its status.
-func (q *queue) handle() int16 {
+// handle carries out q.req. A plain read or write joins the pass's batch
+// (queued: its answer comes when the batch completes); anything else waits
+// for the batch and is carried out now, and status is its answer.
+func (q *queue) handle() (status int16, queued bool) {
+	status, ok := q.check()
+	if !ok {
+		return status, false
+	}
+	if k := q.plan.kind; k == opRead || k == opWrite {
+		return q.enqueue()
+	}
+	q.submitBatch() // flush and barrier order after everything before them
+	if err := q.execute(); err != nil {
+		return q.failed(err), false
+	}
+	return blkif.RspOkay, false
+}
+
+// failed logs a request the storage could not carry out and returns its
+// status.
+func (q *queue) failed(err error) int16 {
+	q.log.Warn("request failed", "op", q.req.Operation, "id", q.req.ID, "err", err)
+	if errors.Is(err, storage.ErrNotSupported) {
+		return blkif.RspEOPNOTSUPP
+	}
+	return blkif.RspError
+}
+
+// check decodes and checks q.req into q.plan; ok false: status is the
+// request's answer and nothing of it reaches the storage.
+func (q *queue) check() (status int16, ok bool) {
 	r := &q.req
 	p := &q.plan
 	p.reset(r.ID, r.Operation)
@@ -297,7 +347,7 @@ func (q *queue) handle() int16 {
 		err = q.planDirect(r)
 	case blkif.OpWriteBarrier:
 		if !q.lim.barrier {
-			return blkif.RspEOPNOTSUPP
+			return blkif.RspEOPNOTSUPP, false
 		}
 		p.kind = opBarrier
 		// An empty barrier is a pure ordering point: a flush.
@@ -306,7 +356,7 @@ func (q *queue) handle() int16 {
 		}
 	case blkif.OpFlushDiskcache:
 		if !q.lim.flush {
-			return blkif.RspEOPNOTSUPP
+			return blkif.RspEOPNOTSUPP, false
 		}
 		p.kind = opFlush
 		if r.NrSegments > 0 {
@@ -314,27 +364,27 @@ func (q *queue) handle() int16 {
 		}
 	case blkif.OpDiscard:
 		if !q.lim.discard {
-			return blkif.RspEOPNOTSUPP
+			return blkif.RspEOPNOTSUPP, false
 		}
 		p.kind = opDiscard
 		err = q.planDiscard(r)
 	case blkif.OpIndirect:
 		if q.lim.indirectSegments == 0 {
-			return blkif.RspEOPNOTSUPP
+			return blkif.RspEOPNOTSUPP, false
 		}
 		err = q.planIndirect(r)
 	default:
 		q.log.Warn("unknown operation", "op", r.Operation, "id", r.ID)
-		return blkif.RspError
+		return blkif.RspError, false
 	}
 	if err != nil {
 		q.log.Warn("bad request", "op", r.Operation, "id", r.ID, "err", err)
-		return blkif.RspError
+		return blkif.RspError, false
 	}
 	if p.kind == opWrite || p.kind == opBarrier || (p.kind == opFlush && p.nsegs > 0) || p.kind == opDiscard {
 		if q.lim.readOnly {
 			q.log.Warn("write to read-only disk", "id", r.ID)
-			return blkif.RspError
+			return blkif.RspError, false
 		}
 	}
 	if q.fence != nil && (p.kind != opFlush || p.nsegs > 0) {
@@ -343,19 +393,12 @@ func (q *queue) handle() int16 {
 		if q.fence.Fenced(q.nexus, p.kind != opRead) {
 			q.log.Debug("reservation conflict", "op", r.Operation, "id", r.ID)
 			if q.scsi != nil {
-				return blkif.RspReservationConflict
+				return blkif.RspReservationConflict, false
 			}
-			return blkif.RspError
+			return blkif.RspError, false
 		}
 	}
-	if err := q.execute(); err != nil {
-		q.log.Warn("request failed", "op", r.Operation, "id", r.ID, "err", err)
-		if errors.Is(err, storage.ErrNotSupported) {
-			return blkif.RspEOPNOTSUPP
-		}
-		return blkif.RspError
-	}
-	return blkif.RspOkay
+	return 0, true
 }
 
 func (q *queue) planDirect(r *blkif.Request) error {
@@ -492,122 +535,122 @@ func (q *queue) dropIndirectPages() {
 	}
 }
 
-// mapSegments makes q.pages[i] the page of segment i, from the persistent
-// set or from one mapping of all the request's grants.
-func (q *queue) mapSegments() error {
+// mapSegments maps the plan's segments into the entries from q.nbuf on:
+// pages[q.nbuf+i] is segment i's page and bufs[q.nbuf+i] its bytes, from
+// the persistent set or from one mapping of all the request's grants
+// (recorded in q.maps, unmapped when the batch completes).
+func (q *queue) mapSegments() (err error) {
 	p := &q.plan
-	q.nmaps = 0
+	base := q.nbuf
 	write := p.needsWritableGrants()
+	// All the refs first: the persistent set must not evict any of them
+	// (inRequest) while the others are mapped.
+	for i := 0; i < p.nsegs; i++ {
+		q.refs[base+i] = p.segs[i].ref
+	}
+	defer func() {
+		for i := 0; i < p.nsegs; i++ {
+			if err != nil {
+				q.pages[base+i], q.bufs[base+i] = nil, nil
+				continue
+			}
+			s := p.segs[i]
+			q.bufs[base+i] = q.pages[base+i][s.start:s.end]
+		}
+	}()
+	mapper := q.dev.cfg.Domain.Mapper()
 	if q.persistent != nil {
 		for i := 0; i < p.nsegs; i++ {
 			ref := p.segs[i].ref
 			if page, ok := q.persistent.get(ref); ok {
-				q.pages[i] = page
+				q.pages[base+i] = page
 				continue
 			}
 			// Persistent grants are mapped writable (the frontend grants
 			// them so); a read-only one is used once, read-only.
-			m, err := q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{ref}, false)
+			m, err := mapper.Map(q.front, q.refs[base+i:base+i+1], false)
 			if err != nil {
 				if write {
 					return err
 				}
-				if m, err = q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{ref}, true); err != nil {
+				if m, err = mapper.Map(q.front, q.refs[base+i:base+i+1], true); err != nil {
 					return err
 				}
 				q.maps[q.nmaps] = m
 				q.nmaps++
-				q.pages[i] = m.Bytes()
+				q.pages[base+i] = m.Bytes()
 				continue
 			}
 			q.persistent.put(ref, m, q.inRequest)
-			q.pages[i] = m.Bytes()
+			q.pages[base+i] = m.Bytes()
 		}
 		return nil
 	}
-	for i := 0; i < p.nsegs; i++ {
-		q.refs[i] = p.segs[i].ref
-	}
-	m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.refs[:p.nsegs], !write)
+	m, err := mapper.Map(q.front, q.refs[base:base+p.nsegs], !write)
 	if err != nil {
 		return err
 	}
-	q.maps[0] = m
-	q.nmaps = 1
+	q.maps[q.nmaps] = m
+	q.nmaps++
 	mem := m.Bytes()
 	for i := 0; i < p.nsegs; i++ {
-		q.pages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
+		q.pages[base+i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
 	}
 	return nil
 }
 
-// inRequest reports whether ref is a segment of the current request (so
-// the persistent set must not evict it mid-request).
+// inRequest reports whether ref is a segment of the batch or of the
+// request being mapped (so the persistent set must not evict it while its
+// I/O may be in flight).
 func (q *queue) inRequest(ref xen.GrantRef) bool {
-	for i := 0; i < q.plan.nsegs; i++ {
-		if q.plan.segs[i].ref == ref {
+	for _, r := range q.refs[:q.nbuf+q.plan.nsegs] {
+		if r == ref {
 			return true
 		}
 	}
 	return false
 }
 
+// unmapSegments ends the batch's mappings and forgets its pages.
 func (q *queue) unmapSegments() {
 	for i := 0; i < q.nmaps; i++ {
 		_ = q.maps[i].Unmap()
 		q.maps[i] = nil
 	}
 	q.nmaps = 0
-	for i := 0; i < q.plan.nsegs; i++ {
-		q.pages[i] = nil
-	}
+	n := max(q.nbuf, q.plan.nsegs)
+	clear(q.pages[:n])
+	clear(q.bufs[:n])
+	q.nbuf = 0
 }
 
-// execute performs the checked plan.
+// execute carries out a checked flush, barrier or discard, with the batch
+// empty (the queue has no other request in flight).
 func (q *queue) execute() error {
 	p := &q.plan
 	st := q.store
 	switch p.kind {
 	case opDiscard:
 		return st.Discard(p.offset, p.length, p.secure)
-	case opFlush:
+	case opFlush, opBarrier:
+		// Everything before is complete (the batch was submitted); flush
+		// it, then write, then flush again.
 		if err := st.Flush(); err != nil {
 			return err
 		}
 		if p.nsegs == 0 {
 			return nil
 		}
-	case opBarrier:
-		// This queue completes requests in order, so everything before
-		// the barrier is done; flush it, then write, then flush again.
-		if err := st.Flush(); err != nil {
-			return err
-		}
-		if p.nsegs == 0 {
-			return nil
-		}
+	default:
+		return fmt.Errorf("execute: unexpected %d", p.kind)
 	}
-	if err := q.mapSegments(); err != nil {
+	err := q.mapSegments()
+	defer q.unmapSegments()
+	if err != nil {
 		return fmt.Errorf("map segments: %w", err)
 	}
-	defer q.unmapSegments()
-	off := p.offset
-	for i := 0; i < p.nsegs; i++ {
-		s := p.segs[i]
-		buf := q.pages[i][s.start:s.end]
-		var err error
-		if p.kind == opRead {
-			_, err = st.ReadAt(buf, off)
-		} else {
-			_, err = st.WriteAt(buf, off)
-		}
-		if err != nil {
-			return err
-		}
-		off += int64(len(buf))
+	if _, err := storage.WritevAt(st, q.bufs[:p.nsegs], p.offset); err != nil {
+		return err
 	}
-	if p.kind == opBarrier || p.kind == opFlush {
-		return st.Flush()
-	}
-	return nil
+	return st.Flush()
 }

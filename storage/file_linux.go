@@ -238,8 +238,12 @@ func (d *File) WritevAt(bufs [][]byte, off int64) (int, error) {
 }
 
 func (d *File) vectored(bufs [][]byte, off int64, write bool) (int, error) {
-	if err := CheckRange(off, totalLen(bufs), d.size); err != nil {
+	total := totalLen(bufs)
+	if err := CheckRange(off, total, d.size); err != nil {
 		return 0, err
+	}
+	if total == 0 {
+		return 0, nil // nothing to move (preadv's 0 would read as a short transfer)
 	}
 	op := d.ReadAt
 	if write {

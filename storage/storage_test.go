@@ -193,3 +193,18 @@ func TestVectored(t *testing.T) {
 		})
 	}
 }
+
+// Vectored I/O of no bytes is a success of 0, not a short transfer
+// (preadv returns 0 for it, which the transfer loop otherwise reads as
+// the end of the file).
+func TestFileVectoredOfNoBytes(t *testing.T) {
+	f := openFile(false)(t, 1<<20).(*storage.File)
+	for _, bufs := range [][][]byte{nil, {}, {{}, {}}} {
+		if n, err := f.ReadvAt(bufs, 4096); n != 0 || err != nil {
+			t.Errorf("ReadvAt(%d empty buffers) = %d, %v; want 0, nil", len(bufs), n, err)
+		}
+		if n, err := f.WritevAt(bufs, 1<<20); n != 0 || err != nil {
+			t.Errorf("WritevAt(%d empty buffers) at the end = %d, %v; want 0, nil", len(bufs), n, err)
+		}
+	}
+}

@@ -18,6 +18,11 @@ import (
 // openThroughStack serves a fresh device through our backend to our
 // frontend on a simulated host, and returns the frontend's disk.
 func openThroughStack(backing func(size int64) storage.Device, fcfg blkfront.Config) storagetest.Open {
+	return openThroughStackWith(backing, fcfg, blkback.Config{})
+}
+
+// openThroughStackWith is openThroughStack with the backend's settings.
+func openThroughStackWith(backing func(size int64) storage.Device, fcfg blkfront.Config, bcfg blkback.Config) storagetest.Open {
 	return func(t *testing.T, size int64) storage.Device {
 		h, err := sim.NewHost()
 		if err != nil {
@@ -26,7 +31,8 @@ func openThroughStack(backing func(size int64) storage.Device, fcfg blkfront.Con
 		g, _ := h.NewDomain("guest")
 		dev := backing(size)
 		ctx, cancel := context.WithCancel(context.Background())
-		srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: toolstack.DefaultBackendType,
+		bcfg.Domain = h.Dom0()
+		srv := &blkback.Server{Config: bcfg, BackendType: toolstack.DefaultBackendType,
 			Open: func(xen.Store, string) (storage.Device, error) { return dev, nil }}
 		done := make(chan struct{})
 		go func() { srv.Serve(ctx); close(done) }()

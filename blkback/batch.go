@@ -1,0 +1,107 @@
+package blkback
+
+import (
+	"errors"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/storage"
+)
+
+// A queue carries out the plain reads and writes of one pass over its ring
+// as one storage.Batch: each is checked and its grants mapped as it is
+// consumed, added to the batch, and answered when the batch completes,
+// which the pass waits for before it publishes its responses. On a file
+// the batch is one io_uring submission, so a pass of 128 reads is one
+// system call and the reads overlap in the kernel instead of queueing
+// behind one goroutine's preads. Requests in a batch may complete in any
+// order, as requests in flight on any disk may; a flush, a barrier, a
+// discard, a SCSI or reservation request is carried out only after the
+// batch before it has completed (submitBatch), so the ordering blkif
+// promises for those holds.
+
+// inflight is what answering a batched request needs.
+type inflight struct {
+	id uint64
+	op uint8 // the operation its response carries
+}
+
+// openBatch makes the queue's batch: as many operations as the ring has
+// slots, as many buffers as one request may have segments.
+func (q *queue) openBatch() {
+	ops := int(q.ring.Size())
+	q.batch = storage.NewBatch(q.store, ops, len(q.bufs))
+	q.inflight = make([]inflight, 0, ops)
+	q.doneFn = q.complete
+}
+
+func (q *queue) closeBatch() {
+	q.submitBatch()
+	if q.batch != nil {
+		_ = q.batch.Close()
+	}
+}
+
+// enqueue maps the checked read or write in q.plan and adds it to the
+// batch, submitting the batch first if it has no room. queued false: it
+// failed here and status is its answer.
+func (q *queue) enqueue() (status int16, queued bool) {
+	p := &q.plan
+	if q.nbuf+p.nsegs > len(q.bufs) || len(q.inflight) == cap(q.inflight) {
+		q.submitBatch()
+	}
+	if err := q.mapSegments(); err != nil {
+		q.log.Warn("request failed", "op", q.req.Operation, "id", q.req.ID, "err", err)
+		return blkif.RspError, false
+	}
+	base := q.nbuf
+	err := q.batch.Add(p.kind == opWrite, q.bufs[base:base+p.nsegs], p.offset, uint32(len(q.inflight)))
+	if errors.Is(err, storage.ErrBatchFull) {
+		// The storage's own limit (it may split large requests): the
+		// pages are mapped already, so they go with the batch's.
+		q.nbuf += p.nsegs
+		q.submitBatch()
+		if err = q.mapSegments(); err == nil {
+			err = q.batch.Add(p.kind == opWrite, q.bufs[:p.nsegs], p.offset, 0)
+		}
+	}
+	if err != nil {
+		// Its mappings (q.maps) are released with the batch's.
+		return q.failed(err), false
+	}
+	q.inflight = append(q.inflight, inflight{id: q.req.ID, op: responseOperation(&q.req)})
+	q.nbuf += p.nsegs
+	return 0, true
+}
+
+// submitBatch carries out the batch, answering each request as it
+// completes, and releases the batch's mappings. A no-op when empty.
+func (q *queue) submitBatch() {
+	if len(q.inflight) > 0 {
+		if err := q.batch.Submit(q.doneFn); err != nil {
+			q.log.Warn("batch submission failed", "requests", len(q.inflight), "err", err)
+		}
+		q.inflight = q.inflight[:0]
+	}
+	if q.nmaps > 0 || q.nbuf > 0 {
+		q.unmapSegments()
+	}
+}
+
+// complete answers the batched request tag (the batch's done callback).
+func (q *queue) complete(tag uint32, err error) {
+	if int(tag) >= len(q.inflight) {
+		q.log.Error("batch completed an unknown request", "tag", tag)
+		return
+	}
+	f := &q.inflight[tag]
+	status := int16(blkif.RspOkay)
+	if err != nil {
+		q.log.Warn("request failed", "op", f.op, "id", f.id, "err", err)
+		status = blkif.RspError
+		if errors.Is(err, storage.ErrNotSupported) {
+			status = blkif.RspEOPNOTSUPP
+		}
+	}
+	q.abi.EncodeResponse(q.ring.NextResponse(), f.id, f.op, status)
+	q.ring.Produce(1)
+}
