@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/xen"
@@ -49,10 +50,8 @@ type Batch struct {
 	taken       []int      // the ready list taken by harvest
 	results     []batchResult
 	closed      bool
-	// noPoll: the last Submit had to wake the backend, so its answers
-	// come after a wake-up and spinning for them only holds the processor
-	// (as for the per-goroutine path's reapOwn).
-	noPoll bool
+	// window is Reap's poll window, adaptive up to batchPollWindow.
+	window pollWindow
 
 	// Under q.mu: completions arrive on whichever goroutine collects.
 	readyIDs []int // answered or aborted slots, each once
@@ -95,14 +94,25 @@ func (d *Disk) NewBatch(depth int) (*Batch, error) {
 		return nil, fmt.Errorf("blkfront: batch depth %d: want 1 to %d (the queue's slots)", depth, len(q.slots))
 	}
 	q.batches.Add(1)
-	return &Batch{d: d, q: q, depth: depth,
+	b := &Batch{d: d, q: q, depth: depth,
 		reqs:     make([]batchReq, len(q.slots)),
 		placed:   make([]int, 0, depth),
 		taken:    make([]int, 0, depth),
 		results:  make([]batchResult, 0, depth),
 		readyIDs: make([]int, 0, depth),
-		wake:     make(chan struct{}, 1)}, nil
+		wake:     make(chan struct{}, 1)}
+	b.window.init(batchPollWindow)
+	return b, nil
 }
+
+// batchPollWindow caps how long Reap polls the ring before sleeping. It
+// is longer than a lone request's (ownPollWindow): a batch's answers come
+// in waves, and a backend woken by Submit (tens of microseconds across
+// processes here) answers a whole wave; sleeping instead costs two
+// wake-ups (the queue's reaper, then Reap) per wave and keeps the two
+// ends in lock-step. Measured: null 4K QD32 across processes 0.65M ->
+// 2.0M IOPS against the 20 us window.
+const batchPollWindow = 100 * time.Microsecond
 
 // SlotsPerQueue is the most requests one queue keeps in flight (the
 // largest Batch depth).
@@ -206,7 +216,6 @@ func (b *Batch) Submit() error {
 	}
 	if pushed {
 		q.flushPush()
-		b.noPoll = q.backendAsleep
 	}
 	q.mu.Unlock()
 	b.placed = b.placed[:0]
@@ -216,8 +225,9 @@ func (b *Batch) Submit() error {
 // Reap hands completions to fn (tag, bytes transferred, error) until at
 // least min have come (fewer if fewer are outstanding; it submits what is
 // placed first), taking every one that is ready. It polls the ring for a
-// short adaptive window, as ReadAt does, then sleeps until the queue's
-// reaper has collected enough. It returns how many it handed over; if ctx
+// short adaptive window (as ReadAt does, with a longer cap:
+// batchPollWindow), then sleeps until the queue's reaper has collected
+// enough. It returns how many it handed over; if ctx
 // ends first, every request still in flight is abandoned and reported to
 // fn with ctx's error, which Reap returns. fn runs on the calling
 // goroutine and may place new requests.
@@ -244,10 +254,8 @@ func (b *Batch) Reap(ctx context.Context, min int, fn func(tag uint64, n int, er
 			return done + b.abandon(err, fn), err
 		}
 		need := want - done
-		if !b.noPoll {
-			if _, found := b.q.pollFor(func() bool { return b.readyCount() >= need }); found {
-				continue
-			}
+		if _, found := b.q.pollFor(&b.window, func() bool { return b.readyCount() >= need }); found {
+			continue
 		}
 		b.sleep(ctx, need)
 	}

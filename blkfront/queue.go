@@ -85,10 +85,8 @@ type queue struct {
 	submitting atomic.Int32
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
-	// ownWindow is reapOwn's current poll window in nanoseconds (adaptive,
-	// at most ownPollWindow).
-	ownWindow atomic.Int64
-	probes    atomic.Uint32 // reapOwn calls while the window is none
+	// ownWindow is reapOwn's poll window (at most ownPollWindow).
+	ownWindow pollWindow
 	// batches counts the open Batches bound to this queue (NewBatch
 	// binds a new one to the queue with fewest).
 	batches atomic.Int32
@@ -106,7 +104,7 @@ type queue struct {
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
 	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
 	q.cond = sync.NewCond(&q.mu)
-	q.ownWindow.Store(int64(ownPollWindow))
+	q.ownWindow.init(ownPollWindow)
 	pool, err := d.dom.Granter().Grant(d.backDom, poolPages, false)
 	if err != nil {
 		return nil, fmt.Errorf("grant data pool: %w", err)
@@ -576,29 +574,21 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 // reports whether it polled and whether id's response arrived (s.done
 // holds it). Only maxPollers submitters poll at once: more would only take
 // turns at mu.
-//
-// The window adapts as KVM's halt-polling does: a poll that finds its
-// answer doubles it (up to ownPollWindow), one that expires halves it,
-// down to none; at none, every probeEvery-th call polls the full window
-// to see whether polling pays again. A machine too loaded for polling to
-// pay thus falls back to sleeping.
 func (q *queue) reapOwn(id int) (polled, found bool) {
 	s := &q.slots[id]
-	return q.pollFor(func() bool { return len(s.done) > 0 })
+	return q.pollFor(&q.ownWindow, func() bool { return len(s.done) > 0 })
 }
 
-// pollFor is reapOwn's poll, until ready reports true (a Batch's Reap
-// polls with it too); ready must not let its closure escape.
-func (q *queue) pollFor(ready func() bool) (polled, found bool) {
+// pollFor is reapOwn's poll, for up to w's window and until ready
+// reports true (a Batch's Reap polls with it too, with its own window);
+// ready must not let its closure escape.
+func (q *queue) pollFor(w *pollWindow, ready func() bool) (polled, found bool) {
 	if q.disk.cfg.NoPoll {
 		return false, false
 	}
-	window := time.Duration(q.ownWindow.Load())
+	window := w.next()
 	if window <= 0 {
-		if q.probes.Add(1)%probeEvery != 0 {
-			return false, false
-		}
-		window = ownPollWindow // probe: would polling pay again?
+		return false, false
 	}
 	if q.pollers.Add(1) > maxPollers {
 		q.pollers.Add(-1)
@@ -614,7 +604,7 @@ func (q *queue) pollFor(ready func() bool) (polled, found bool) {
 			q.mu.Unlock()
 		}
 		if ready() {
-			q.growOwnWindow()
+			w.hit()
 			return true, true
 		}
 		if i%8 == 0 {
@@ -622,7 +612,7 @@ func (q *queue) pollFor(ready func() bool) (polled, found bool) {
 			if i == 0 {
 				deadline = now.Add(window)
 			} else if !now.Before(deadline) {
-				q.shrinkOwnWindow()
+				w.miss()
 				return true, false
 			}
 		}
@@ -630,19 +620,44 @@ func (q *queue) pollFor(ready func() bool) (polled, found bool) {
 	}
 }
 
-// growOwnWindow and shrinkOwnWindow adapt reapOwn's window; concurrent
-// updates may lose one another, which only delays the adaptation.
-func (q *queue) growOwnWindow() {
-	w := q.ownWindow.Load()
-	q.ownWindow.Store(min(int64(ownPollWindow), max(2*w, int64(ownPollWindow/8))))
+// pollWindow is a poll window that adapts as KVM's halt-polling does: a
+// poll that finds its answer doubles it (up to max), one that expires
+// halves it, down to none; at none, every probeEvery-th poll uses the
+// full window to see whether polling pays again. A machine too loaded for
+// polling to pay thus falls back to sleeping. Concurrent updates may lose
+// one another, which only delays the adaptation.
+type pollWindow struct {
+	max    time.Duration
+	cur    atomic.Int64  // nanoseconds
+	probes atomic.Uint32 // polls asked for while the window is none
 }
 
-func (q *queue) shrinkOwnWindow() {
-	w := q.ownWindow.Load() / 2
-	if w < int64(ownPollWindow/8) {
-		w = 0
+func (w *pollWindow) init(max time.Duration) {
+	w.max = max
+	w.cur.Store(int64(max))
+}
+
+// next is how long the next poll may last (0: do not poll).
+func (w *pollWindow) next() time.Duration {
+	if d := time.Duration(w.cur.Load()); d > 0 {
+		return d
 	}
-	q.ownWindow.Store(w)
+	if w.probes.Add(1)%probeEvery != 0 {
+		return 0
+	}
+	return w.max // probe: would polling pay again?
+}
+
+func (w *pollWindow) hit() {
+	w.cur.Store(min(int64(w.max), max(2*w.cur.Load(), int64(w.max/8))))
+}
+
+func (w *pollWindow) miss() {
+	c := w.cur.Load() / 2
+	if c < int64(w.max/8) {
+		c = 0
+	}
+	w.cur.Store(c)
 }
 
 const (
