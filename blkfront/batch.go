@@ -300,8 +300,14 @@ func (b *Batch) sleep(ctx context.Context, need int) {
 	}
 }
 
-// harvest consumes whatever responses the ring holds, takes the ready
-// list, finishes each request (a read's data is copied out), frees the
+// reapChunk caps the completions one harvest takes: a caller that places
+// new requests after each Reap then keeps the backend busy while it
+// finishes the rest of a wave (copying a read's data out), instead of the
+// two ends taking turns.
+const reapChunk = 16
+
+// harvest consumes whatever responses the ring holds, takes up to
+// reapChunk from the ready list, finishes each request (a read's data is copied out), frees the
 // slots and then calls fn for each; it returns how many.
 func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	q := b.q
@@ -310,8 +316,10 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 		q.collectShared()
 	}
 	b.sleeping = false
-	b.taken, b.readyIDs = b.readyIDs, b.taken[:0]
-	b.readyN.Store(0)
+	k := min(len(b.readyIDs), reapChunk)
+	b.taken = append(b.taken[:0], b.readyIDs[:k]...)
+	b.readyIDs = b.readyIDs[:copy(b.readyIDs, b.readyIDs[k:])]
+	b.readyN.Store(int32(len(b.readyIDs)))
 	q.mu.Unlock()
 	if len(b.taken) == 0 {
 		return 0
