@@ -224,7 +224,9 @@ func (b *Batch) Submit() error {
 
 // Reap hands completions to fn (tag, bytes transferred, error) until at
 // least min have come (fewer if fewer are outstanding; it submits what is
-// placed first), taking every one that is ready. It polls the ring for a
+// placed first), in chunks of at most reapChunk: it returns after the
+// chunk that reaches min, and what else is ready waits for the next call
+// (placing and submitting in between keeps the backend busy). It polls the ring for a
 // short adaptive window (as ReadAt does, with a longer cap:
 // batchPollWindow), then sleeps until the queue's reaper has collected
 // enough. It returns how many it handed over; if ctx
