@@ -19,6 +19,8 @@ var ErrBatchFull = errors.New("blkfront: batch full (reap first)")
 // ErrBatchClosed: the Batch was closed.
 var ErrBatchClosed = errors.New("blkfront: batch closed")
 
+var errReentered = errors.New("blkfront: Reap or Close called from Reap's callback")
+
 // Batch keeps many reads and writes in flight from one goroutine, as
 // io_uring does: Read and Write place requests, Submit publishes every
 // placed request with one push and at most one notification, and Reap
@@ -50,6 +52,7 @@ type Batch struct {
 	taken       []int      // the ready list taken by harvest
 	results     []batchResult
 	closed      bool
+	inCallback  bool // Reap's fn is running (it must not reap or close)
 	// window is Reap's poll window, adaptive up to batchPollWindow.
 	window pollWindow
 
@@ -232,10 +235,13 @@ func (b *Batch) Submit() error {
 // enough. It returns how many it handed over; if ctx
 // ends first, every request still in flight is abandoned and reported to
 // fn with ctx's error, which Reap returns. fn runs on the calling
-// goroutine and may place new requests.
+// goroutine and may place and submit new requests, but not reap or close.
 func (b *Batch) Reap(ctx context.Context, min int, fn func(tag uint64, n int, err error)) (int, error) {
 	if b.closed {
 		return 0, ErrBatchClosed
+	}
+	if b.inCallback {
+		return 0, errReentered
 	}
 	if len(b.placed) > 0 {
 		if err := b.Submit(); err != nil {
@@ -351,9 +357,7 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	b.outstanding -= len(b.taken)
 	// fn runs after the release (it may place requests in the freed
 	// slots) and reads only results, which placing does not touch.
-	for _, r := range b.results {
-		fn(r.tag, r.n, r.err)
-	}
+	b.report(fn)
 	return len(b.results)
 }
 
@@ -383,11 +387,27 @@ func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 	b.placed = b.placed[:0]
 	b.outstanding -= len(b.results)
 	// harvest reuses results: report the abandoned ones first.
+	b.report(fn)
+	n := len(b.results)
+	// Nothing more will be delivered to the batch: empty the ready list
+	// (a chunk at a time), or its slots would stay taken.
+	for {
+		k := b.harvest(fn)
+		if k == 0 {
+			return n
+		}
+		n += k
+	}
+}
+
+// report hands results to fn. fn may place and submit requests (they do
+// not touch results) but not reap or close the batch (inCallback).
+func (b *Batch) report(fn func(tag uint64, n int, err error)) {
+	b.inCallback = true
+	defer func() { b.inCallback = false }()
 	for _, r := range b.results {
 		fn(r.tag, r.n, r.err)
 	}
-	n := len(b.results)
-	return n + b.harvest(fn)
 }
 
 // Close abandons whatever the batch has outstanding (its completions are
@@ -395,6 +415,9 @@ func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 func (b *Batch) Close() error {
 	if b.closed {
 		return nil
+	}
+	if b.inCallback {
+		return errReentered
 	}
 	b.abandon(ErrBatchClosed, func(uint64, int, error) {})
 	b.closed = true

@@ -490,8 +490,8 @@ func TestBatchDiskClose(t *testing.T) {
 // the queue's full depth can run afterwards).
 func TestBatchContextEnds(t *testing.T) {
 	s, g, b := stuckWrites(t, 8, 4, bytes.Repeat([]byte{1}, 4*4096))
-	// Reads of the same blocks queue behind the writes in the backend;
-	// two more are placed and never submitted.
+	// Reads of the same blocks queue behind the writes in the backend
+	// (Reap submits them).
 	reads := make([][]byte, 4)
 	for i := range reads {
 		reads[i] = bytes.Repeat([]byte{0xaa}, 4096)
@@ -512,30 +512,7 @@ func TestBatchContextEnds(t *testing.T) {
 		}
 	}
 	g.release()
-	// Once the backend answers the orphans, every slot is free again: a
-	// batch of the queue's depth places all its requests without reaping.
-	full, err := s.front.NewBatch(s.front.SlotsPerQueue())
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for placed := 0; placed < full.Depth(); {
-		err := full.Read(make([]byte, 4096), 0, 0)
-		switch {
-		case err == nil:
-			placed++
-			continue
-		case !errors.Is(err, blkfront.ErrBatchFull):
-			t.Fatal(err)
-		case time.Now().After(deadline):
-			t.Fatalf("only %d of %d slots came back after the abandoned requests were answered", placed, full.Depth())
-		}
-		reapAll(t, full, map[uint64]completion{})
-		placed = 0
-		time.Sleep(10 * time.Millisecond)
-	}
-	reapAll(t, full, map[uint64]completion{})
-	full.Close()
+	waitAllSlotsFree(t, s.front)
 	for i, r := range reads {
 		if !bytes.Equal(r, bytes.Repeat([]byte{0xaa}, 4096)) {
 			t.Fatalf("abandoned read %d's buffer was written", i)
@@ -547,6 +524,81 @@ func TestBatchContextEnds(t *testing.T) {
 	if err := b.Read(reads[0], 0, 0); !errors.Is(err, blkfront.ErrBatchClosed) {
 		t.Fatalf("read on a closed batch: %v", err)
 	}
+}
+
+// waitAllSlotsFree waits until every slot of a one-queue disk is free
+// (abandoned requests are freed when their answers come): then a batch of
+// the queue's depth places all its requests without reaping.
+func waitAllSlotsFree(t *testing.T, d *blkfront.Disk) {
+	t.Helper()
+	full, err := d.NewBatch(d.SlotsPerQueue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for placed := 0; placed < full.Depth(); {
+		err := full.Read(make([]byte, 4096), 0, 0)
+		switch {
+		case err == nil:
+			placed++
+			continue
+		case !errors.Is(err, blkfront.ErrBatchFull):
+			t.Fatal(err)
+		case time.Now().After(deadline):
+			t.Fatalf("only %d of %d slots are free", placed, full.Depth())
+		}
+		reapAll(t, full, map[uint64]completion{})
+		placed = 0
+		time.Sleep(10 * time.Millisecond)
+	}
+	reapAll(t, full, map[uint64]completion{})
+}
+
+// Closing a batch frees every slot it holds: placed, in flight, and
+// answered but not reaped (more than one Reap's chunk of them). A
+// callback may not reap or close its batch.
+func TestBatchCloseFreesEverySlot(t *testing.T) {
+	s := newBatchStack(t, storage.NewMemory(4<<20), nil, blkfront.Config{Queues: 1})
+	depth := s.front.SlotsPerQueue()
+	b, err := s.front.NewBatch(depth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for i := 0; i < depth; i++ {
+		if err := b.Read(buf, int64(i)*4096, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	// They are answered meanwhile; one Reap takes a chunk of them.
+	time.Sleep(50 * time.Millisecond)
+	var nested []error
+	n, err := b.Reap(context.Background(), 1, func(uint64, int, error) {
+		_, e := b.Reap(context.Background(), 1, func(uint64, int, error) {})
+		nested = append(nested, e, b.Close())
+	})
+	if err != nil || n < 1 {
+		t.Fatalf("reap: %d, %v", n, err)
+	}
+	for _, e := range nested {
+		if e == nil {
+			t.Fatal("Reap or Close from Reap's callback succeeded")
+		}
+	}
+	// Placed and never submitted, in the slots the Reap freed.
+	for i := 0; i < n; i++ {
+		if err := b.Read(buf, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitAllSlotsFree(t, s.front)
 }
 
 // A backend that crashes with batch writes in flight and is replaced: the
