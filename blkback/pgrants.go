@@ -15,6 +15,15 @@ import (
 // Owned by one queue goroutine: no locking. Lookups and insertions
 // allocate nothing once the set has reached its capacity (entries are
 // recycled through a free list).
+//
+// Pins: every entry got or put since the last unpinAll is pinned — its
+// page may be the target of I/O still in flight — and is never evicted.
+// Pinned entries are exactly those touched since the last unpinAll, and
+// touching moves an entry to the front, so they form a prefix of the LRU
+// list: if the least recently used entry is pinned, all are, and put
+// evicts nothing (the set grows past its capacity by at most what one
+// batch of I/O holds, and shrinks back as later puts evict). Every
+// operation is O(1).
 type persistentGrants struct {
 	capacity int
 	byRef    map[xen.GrantRef]*pgEntry
@@ -22,21 +31,23 @@ type persistentGrants struct {
 	head pgEntry
 	free *pgEntry
 	n    int
+	gen  uint64 // entries with pin == gen are pinned
 }
 
 type pgEntry struct {
 	ref        xen.GrantRef
 	mapping    xen.Mapping
+	pin        uint64
 	prev, next *pgEntry
 }
 
 func newPersistentGrants(capacity int) *persistentGrants {
-	p := &persistentGrants{capacity: capacity, byRef: make(map[xen.GrantRef]*pgEntry, capacity)}
+	p := &persistentGrants{capacity: capacity, byRef: make(map[xen.GrantRef]*pgEntry, capacity), gen: 1}
 	p.head.prev, p.head.next = &p.head, &p.head
 	return p
 }
 
-// get returns the page mapped for ref and marks it recently used.
+// get returns the page mapped for ref, marks it recently used and pins it.
 func (p *persistentGrants) get(ref xen.GrantRef) ([]byte, bool) {
 	e, ok := p.byRef[ref]
 	if !ok {
@@ -44,22 +55,23 @@ func (p *persistentGrants) get(ref xen.GrantRef) ([]byte, bool) {
 	}
 	p.unlink(e)
 	p.pushFront(e)
+	e.pin = p.gen
 	return e.mapping.Bytes(), true
 }
 
-// put records a new persistent mapping, evicting (unmapping) the least
-// recently used one if the set is full. inUse reports refs that the
-// current request still needs; they are never evicted. The caller has
+// unpinAll ends every pin: the I/O on the pages touched so far is done.
+func (p *persistentGrants) unpinAll() { p.gen++ }
+
+// put records a new persistent mapping, pinned, evicting (unmapping) least
+// recently used unpinned ones while the set is full. The caller has
 // checked that ref is not present.
-func (p *persistentGrants) put(ref xen.GrantRef, m xen.Mapping, inUse func(xen.GrantRef) bool) {
-	if p.n >= p.capacity {
-		for victim := p.head.prev; victim != &p.head; victim = victim.prev {
-			if inUse != nil && inUse(victim.ref) {
-				continue
-			}
-			p.evict(victim)
-			break
+func (p *persistentGrants) put(ref xen.GrantRef, m xen.Mapping) {
+	for p.n >= p.capacity {
+		victim := p.head.prev
+		if victim == &p.head || victim.pin == p.gen {
+			break // all pinned (a prefix): nothing may go now
 		}
+		p.evict(victim)
 	}
 	e := p.free
 	if e != nil {
@@ -67,7 +79,7 @@ func (p *persistentGrants) put(ref xen.GrantRef, m xen.Mapping, inUse func(xen.G
 	} else {
 		e = &pgEntry{}
 	}
-	e.ref, e.mapping = ref, m
+	e.ref, e.mapping, e.pin = ref, m, p.gen
 	p.byRef[ref] = e
 	p.pushFront(e)
 	p.n++

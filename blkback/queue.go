@@ -40,7 +40,6 @@ type queue struct {
 	// indirect request, emptied when run returns.
 	indirectPages *persistentGrants
 	irefs         [blkif.MaxIndirectPagesPerRequest]xen.GrantRef
-	nirefs        int
 
 	req  blkif.Request
 	plan plan
@@ -463,12 +462,15 @@ func (q *queue) collectIndirect(r *blkif.Request) error {
 	for i := 0; i < npages; i++ {
 		q.irefs[i] = xen.GrantRef(r.IndirectGrefs[i])
 	}
-	q.nirefs = npages
 	if q.persistent != nil {
-		if err := q.mapIndirectPersistent(npages); err != nil {
+		err := q.mapIndirectPersistent(npages)
+		if err == nil {
+			blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+		}
+		q.indirectPages.unpinAll() // the segments are copied out: done with the pages
+		if err != nil {
 			return err
 		}
-		blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
 	} else {
 		m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.irefs[:npages], true)
 		if err != nil {
@@ -510,21 +512,10 @@ func (q *queue) mapIndirectPersistent(npages int) error {
 		if err != nil {
 			return fmt.Errorf("map indirect page: %w", err)
 		}
-		q.indirectPages.put(ref, m, q.inIndirect)
+		q.indirectPages.put(ref, m)
 		q.ipages[i] = m.Bytes()
 	}
 	return nil
-}
-
-// inIndirect reports whether ref is an indirect page of the current
-// request (so the kept set must not evict it mid-request).
-func (q *queue) inIndirect(ref xen.GrantRef) bool {
-	for i := 0; i < q.nirefs; i++ {
-		if q.irefs[i] == ref {
-			return true
-		}
-	}
-	return false
 }
 
 // dropIndirectPages unmaps the kept indirect pages; run calls it as it
@@ -543,8 +534,9 @@ func (q *queue) mapSegments() (err error) {
 	p := &q.plan
 	base := q.nbuf
 	write := p.needsWritableGrants()
-	// All the refs first: the persistent set must not evict any of them
-	// (inRequest) while the others are mapped.
+	// The persistent set pins what it hands out (get, put) until the
+	// batch completes (unmapSegments), so mapping one segment never
+	// evicts another that I/O may still target.
 	for i := 0; i < p.nsegs; i++ {
 		q.refs[base+i] = p.segs[i].ref
 	}
@@ -581,7 +573,7 @@ func (q *queue) mapSegments() (err error) {
 				q.pages[base+i] = m.Bytes()
 				continue
 			}
-			q.persistent.put(ref, m, q.inRequest)
+			q.persistent.put(ref, m)
 			q.pages[base+i] = m.Bytes()
 		}
 		return nil
@@ -599,20 +591,12 @@ func (q *queue) mapSegments() (err error) {
 	return nil
 }
 
-// inRequest reports whether ref is a segment of the batch or of the
-// request being mapped (so the persistent set must not evict it while its
-// I/O may be in flight).
-func (q *queue) inRequest(ref xen.GrantRef) bool {
-	for _, r := range q.refs[:q.nbuf+q.plan.nsegs] {
-		if r == ref {
-			return true
-		}
-	}
-	return false
-}
-
-// unmapSegments ends the batch's mappings and forgets its pages.
+// unmapSegments ends the batch's mappings, unpins its persistent pages
+// and forgets its pages.
 func (q *queue) unmapSegments() {
+	if q.persistent != nil {
+		q.persistent.unpinAll()
+	}
 	for i := 0; i < q.nmaps; i++ {
 		_ = q.maps[i].Unmap()
 		q.maps[i] = nil
