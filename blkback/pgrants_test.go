@@ -21,7 +21,7 @@ func TestPersistentGrantsEvictLeastRecentlyUsed(t *testing.T) {
 	for ref := xen.GrantRef(1); ref <= 3; ref++ {
 		p.put(ref, mapping(ref))
 	}
-	p.unpinAll() // their I/O is done
+	p.unpinAll()                // their I/O is done
 	if _, ok := p.get(1); !ok { // 1 becomes most recent; 2 is now the oldest
 		t.Fatal("ref 1 missing")
 	}
