@@ -111,13 +111,13 @@ func GoRingPair(d time.Duration) (Baseline, error) {
 		}
 		backDone <- nil
 	}()
-	var req blkif.Request
+	req := blkif.Request{Operation: blkif.OpRead}
 	var rsp blkif.Response
 	var done uint64
 	start := time.Now()
 	for loops := 1; ; loops++ {
 		for !f.Full() {
-			req = blkif.Request{Operation: blkif.OpRead, ID: uint64(f.ReqProdPvt())}
+			req.ID = uint64(f.ReqProdPvt())
 			abi.EncodeRequest(f.NextRequest(), &req)
 			f.Produce(1)
 		}

@@ -136,7 +136,10 @@ func (a ABI) DecodeRequest(slot []byte, r *Request) {
 		r.Handle = le.Uint16(slot[2:])
 		r.ID = le.Uint64(slot[l.ReqID:])
 		r.Sector = le.Uint64(slot[l.ReqSector:])
-		for i := range r.Seg {
+		// Only the segments the request claims (at most the slot's): the
+		// rest stay zero. A count over MaxSegmentsPerRequest is the
+		// validator's to refuse.
+		for i := range min(int(r.NrSegments), len(r.Seg)) {
 			decodeSegment(slot[l.ReqSeg+SegmentSize*i:], &r.Seg[i])
 		}
 	}
@@ -169,7 +172,9 @@ func (a ABI) EncodeRequest(slot []byte, r *Request) {
 		le.PutUint16(slot[2:], r.Handle)
 		le.PutUint64(slot[l.ReqID:], r.ID)
 		le.PutUint64(slot[l.ReqSector:], r.Sector)
-		for i := range r.Seg {
+		// Segments past NrSegments are not part of the request: the slot
+		// was cleared, so they travel as zeros.
+		for i := range min(int(r.NrSegments), len(r.Seg)) {
 			encodeSegment(slot[l.ReqSeg+SegmentSize*i:], r.Seg[i])
 		}
 	}

@@ -159,6 +159,11 @@ func (f *Front) ReqProdPvt() uint32 { return f.reqProdPvt }
 func (f *Front) Push() (notify bool) {
 	old := load32(f.mem, offReqProd)
 	nw := f.reqProdPvt
+	if nw == old {
+		// Nothing new: no store, so the line the other end polls is not
+		// taken away from it, and no notification is due either.
+		return false
+	}
 	store32(f.mem, offReqProd, nw)
 	return nw-load32(f.mem, offReqEvent) < nw-old
 }
@@ -275,6 +280,9 @@ func (b *Back) Pending() uint32 { return b.reqCons - b.rspProdPvt }
 func (b *Back) Push() (notify bool) {
 	old := load32(b.mem, offRspProd)
 	nw := b.rspProdPvt
+	if nw == old {
+		return false // nothing new (see Front.Push)
+	}
 	store32(b.mem, offRspProd, nw)
 	return nw-load32(b.mem, offRspEvent) < nw-old
 }
