@@ -43,4 +43,5 @@ bench:
 	./scripts/install-deps.sh
 	GO=$(GO) ./scripts/bench.sh
 	$(GO) test -run '^$$' -bench . -benchmem ./bench/ ./ring/ ./internal/stacktest/
+	$(GO) test -run '^$$' -bench BatchFile -benchmem ./storage/
 	$(GO) test -run '^$$' -bench EventPingPong ./xen/sim/
