@@ -10,7 +10,8 @@ import (
 	"github.com/xenblk/xenblk/internal/uring"
 )
 
-// fileBatch carries out a batch on a File with io_uring: one READV/WRITEV
+// fileBatch carries out a batch on a file descriptor (a File's image, a
+// BlockDev's device) with io_uring: one READV/WRITEV
 // SQE per operation (per IOV_MAX buffers of it; READ/WRITE for a single
 // buffer), all submitted and waited for in one io_uring_enter where the
 // kernel takes them in one go.
@@ -23,8 +24,7 @@ import (
 // grant pages) or heap objects (they escape into b.q.bufs), which Go's
 // collector never moves.
 type fileBatch struct {
-	d    *File
-	fd   int
+	t    ringTarget
 	ring *uring.Ring // nil once broken: everything then runs synchronously
 	q    opQueue
 	iov  []unix.Iovec // iov[i] describes q.bufs[i]
@@ -50,10 +50,35 @@ type fileOpState struct {
 	err      error
 }
 
+// ringTarget is what a ring batch needs of the device it serves.
+type ringTarget struct {
+	// dev carries out what the ring does not, synchronously: bounced
+	// O_DIRECT operations, the rest of short transfers, everything once
+	// the ring is broken. Its reads and writes must reach fd.
+	dev      Device
+	fd       int
+	path     string // for errors
+	size     int64
+	readOnly bool
+	// aligned reports whether a buffer at an offset may go to fd as it
+	// is; nil: always (fd is not O_DIRECT).
+	aligned func(p []byte, off int64) bool
+}
+
 // NewBatch makes an io_uring batch on the file. ErrNotSupported when the
 // kernel will not make a ring here (storage.NewBatch then makes a
 // SyncBatch).
 func (d *File) NewBatch(ops, bufs int) (Batch, error) {
+	t := ringTarget{dev: d, fd: int(d.f.Fd()), path: d.path, size: d.size, readOnly: d.opt.ReadOnly}
+	if d.opt.Direct {
+		t.aligned = d.aligned
+	}
+	return newRingBatch(t, ops, bufs)
+}
+
+// newRingBatch makes an io_uring batch on t for up to ops operations
+// holding up to bufs buffers (see Batcher.NewBatch).
+func newRingBatch(t ringTarget, ops, bufs int) (Batch, error) {
 	ops, bufs = max(ops, 1), max(bufs, 1)
 	// Each operation takes ceil(n/IOV_MAX) SQEs, so ops + bufs/IOV_MAX
 	// SQEs hold any batch that fits ops and bufs.
@@ -63,10 +88,10 @@ func (d *File) NewBatch(ops, bufs int) (Batch, error) {
 	}
 	ring, err := uring.New(uint32(sqes))
 	if err != nil {
-		return nil, fmt.Errorf("storage: %s: %w (%w)", d.path, ErrNotSupported, err)
+		return nil, fmt.Errorf("storage: %s: %w (%w)", t.path, ErrNotSupported, err)
 	}
 	b := &fileBatch{
-		d: d, fd: int(d.f.Fd()), ring: ring, q: newOpQueue(ops, bufs),
+		t: t, ring: ring, q: newOpQueue(ops, bufs),
 		iov: make([]unix.Iovec, bufs), segs: make([]fileSeg, 0, sqes), ops: make([]fileOpState, 0, ops),
 	}
 	// A batch dropped without Close still gives its ring back.
@@ -75,10 +100,10 @@ func (d *File) NewBatch(ops, bufs int) (Batch, error) {
 }
 
 func (b *fileBatch) Add(write bool, bufs [][]byte, off int64, tag uint32) error {
-	if err := b.q.check(write, bufs, off, Info{Size: b.d.size, ReadOnly: b.d.opt.ReadOnly}); err != nil {
+	if err := b.q.check(write, bufs, off, Info{Size: b.t.size, ReadOnly: b.t.readOnly}); err != nil {
 		return err
 	}
-	sync := !b.d.allAligned(bufs, off)
+	sync := !b.t.allAligned(bufs, off)
 	nsegs := 0
 	if !sync {
 		nsegs = (len(bufs) + maxIovecs - 1) / maxIovecs
@@ -101,11 +126,14 @@ func (b *fileBatch) Add(write bool, bufs [][]byte, off int64, tag uint32) error 
 	return nil
 }
 
-// allAligned reports whether every buffer can go straight to the file
-// (always, unless O_DIRECT).
-func (d *File) allAligned(bufs [][]byte, off int64) bool {
+// allAligned reports whether every buffer can go straight to the
+// descriptor (always, unless O_DIRECT).
+func (t *ringTarget) allAligned(bufs [][]byte, off int64) bool {
+	if t.aligned == nil {
+		return true
+	}
 	for _, buf := range bufs {
-		if !d.aligned(buf, off) {
+		if !t.aligned(buf, off) {
 			return false
 		}
 		off += int64(len(buf))
@@ -155,7 +183,7 @@ func (b *fileBatch) runRing() error {
 				bounced = true
 			}
 			op := &b.q.ops[i]
-			b.ops[i].err = moveAll(b.d, op.write, b.q.buffers(op), op.off)
+			b.ops[i].err = moveAll(b.t.dev, op.write, b.q.buffers(op), op.off)
 		}
 	}
 	return b.await()
@@ -168,17 +196,17 @@ func (b *fileBatch) prep(sqe *uring.SQE, seg int) {
 		// One buffer: READ/WRITE spare the kernel importing an iovec.
 		buf := b.q.bufs[s.first]
 		if write {
-			sqe.PrepWrite(b.fd, buf, s.off, uint64(seg))
+			sqe.PrepWrite(b.t.fd, buf, s.off, uint64(seg))
 		} else {
-			sqe.PrepRead(b.fd, buf, s.off, uint64(seg))
+			sqe.PrepRead(b.t.fd, buf, s.off, uint64(seg))
 		}
 		return
 	}
 	iov := b.iov[s.first : s.first+s.n]
 	if write {
-		sqe.PrepWritev(b.fd, iov, s.off, uint64(seg))
+		sqe.PrepWritev(b.t.fd, iov, s.off, uint64(seg))
 	} else {
-		sqe.PrepReadv(b.fd, iov, s.off, uint64(seg))
+		sqe.PrepReadv(b.t.fd, iov, s.off, uint64(seg))
 	}
 }
 
@@ -220,7 +248,7 @@ func (b *fileBatch) onCQE(c *uring.CQE) {
 	case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
 		err = b.finishSync(seg, 0)
 	case res < 0:
-		err = fmt.Errorf("storage: %s: %w", b.d.path, unix.Errno(-res))
+		err = fmt.Errorf("storage: %s: %w", b.t.path, unix.Errno(-res))
 	case int64(res) < s.length:
 		err = b.finishSync(seg, int64(res))
 	}
@@ -247,7 +275,7 @@ func (b *fileBatch) segDone(seg int, err error) {
 func (b *fileBatch) finishSync(seg int, moved int64) error {
 	s := &b.segs[seg]
 	bufs := advance(b.q.bufs[s.first:s.first+s.n], int(moved))
-	return moveAll(b.d, b.q.ops[s.op].write, bufs, s.off+moved)
+	return moveAll(b.t.dev, b.q.ops[s.op].write, bufs, s.off+moved)
 }
 
 // fail gives up on the ring after an io_uring_enter error that waiting
@@ -256,7 +284,7 @@ func (b *fileBatch) finishSync(seg int, moved int64) error {
 // runs synchronously from now on.
 func (b *fileBatch) fail(err error) error {
 	b.ring.DropUnsubmitted(b.finishDropped)
-	err = fmt.Errorf("storage: %s: io_uring_enter: %w", b.d.path, err)
+	err = fmt.Errorf("storage: %s: io_uring_enter: %w", b.t.path, err)
 	for i := range b.ops {
 		if st := &b.ops[i]; st.segsLeft > 0 && st.err == nil {
 			st.err = err
@@ -270,7 +298,7 @@ func (b *fileBatch) fail(err error) error {
 func (b *fileBatch) runAllSync() {
 	for i := range b.q.ops {
 		op := &b.q.ops[i]
-		b.ops[i].err = moveAll(b.d, op.write, b.q.buffers(op), op.off)
+		b.ops[i].err = moveAll(b.t.dev, op.write, b.q.buffers(op), op.off)
 	}
 }
 

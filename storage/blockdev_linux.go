@@ -91,6 +91,13 @@ func (d *BlockDev) WriteAt(p []byte, off int64) (int, error) {
 	return d.f.WriteAt(p, off)
 }
 
+// NewBatch makes an io_uring batch on the device, the one a File uses:
+// one submission per batch instead of a pread or pwrite per operation.
+// ErrNotSupported when the kernel will not make a ring here.
+func (d *BlockDev) NewBatch(ops, bufs int) (Batch, error) {
+	return newRingBatch(ringTarget{dev: d, fd: int(d.f.Fd()), path: d.path, size: d.size, readOnly: d.readOnly}, ops, bufs)
+}
+
 func (d *BlockDev) Flush() error { return unix.Fdatasync(int(d.f.Fd())) }
 
 func (d *BlockDev) rangeIoctl(req uint, off, n int64) error {
@@ -147,6 +154,9 @@ func (d *BlockDev) WriteZeroes(off, n int64) error {
 }
 
 func (d *BlockDev) Close() error { return d.f.Close() }
+
+// Path is the device's path.
+func (d *BlockDev) Path() string { return d.path }
 
 // Open opens a path as a disk: a block device as BlockDev, anything else
 // as a raw image File.

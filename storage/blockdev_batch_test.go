@@ -1,0 +1,115 @@
+package storage_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xenblk/xenblk/storage"
+)
+
+// The io_uring batch over a block device joins every batch test (the
+// model, full, out of range, close, no allocations, empty operations):
+// its device is a loop device over a sparse image.
+func init() {
+	batchKinds = append(batchKinds, batchKind{"UringBlockDev", true, func(t *testing.T, size int64) (storage.Device, storage.Batch) {
+		d := loopBlockDev(t, size)
+		return d, uringBatch(t, d, batchOps, batchBufs)
+	}})
+}
+
+// loopBlockDev attaches a loop device over a new image of size bytes and
+// opens it as a BlockDev; both go away with the test. It skips loudly
+// where the machine cannot attach one (not root, no loop driver); CI runs
+// as root with loop devices, so there it always runs.
+func loopBlockDev(t *testing.T, size int64) *storage.BlockDev {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP (loud): block-device tests need root to attach a loop device")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("SKIP (loud): this kernel has no loop devices; block devices are untested here")
+	}
+	img := filepath.Join(t.TempDir(), "loop.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v %s", err, out)
+	}
+	path := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", path).Run() })
+	d, err := storage.OpenBlockDev(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestBlockDevBatchIsUring: a block device, and a partition of one, get
+// the io_uring batch from NewBatch, not the one-call-per-operation sync
+// batch.
+func TestBlockDevBatchIsUring(t *testing.T) {
+	d := loopBlockDev(t, 1<<20)
+	uringBatch(t, d, 4, 4) // skips loudly where io_uring is not permitted
+	part, err := storage.NewSlice(d, 4096, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, dev := range map[string]storage.Device{"BlockDev": d, "SliceOfBlockDev": part, "ReadOnlyOfBlockDev": storage.ReadOnly(d)} {
+		b := storage.NewBatch(dev, 4, 4)
+		if !storage.IsUringBatch(b) {
+			t.Errorf("%s: NewBatch gave a batch without io_uring", name)
+		}
+		b.Close()
+	}
+}
+
+// TestReadOnlyBlockDevBatch: a block device opened read-only refuses
+// batched writes at Add and carries out reads.
+func TestReadOnlyBlockDevBatch(t *testing.T) {
+	rw := loopBlockDev(t, 1<<20)
+	want := make([]byte, 4096)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if _, err := rw.WriteAt(want, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := storage.OpenBlockDev(rw.Path(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	b := uringBatch(t, ro, 4, 4)
+	got := make([]byte, 4096)
+	if err := b.Add(true, [][]byte{got}, 0, 1); !errors.Is(err, storage.ErrReadOnly) {
+		t.Fatalf("write Add on a read-only block device: %v, want ErrReadOnly", err)
+	}
+	if err := b.Add(false, [][]byte{got}, 8192, 2); err != nil {
+		t.Fatal(err)
+	}
+	var done []uint32
+	if err := b.Submit(func(tag uint32, err error) {
+		if err != nil {
+			t.Errorf("read: %v", err)
+		}
+		done = append(done, tag)
+	}); err != nil || len(done) != 1 || done[0] != 2 {
+		t.Fatalf("Submit: %v, completed %v, want just the read (2)", err, done)
+	}
+	if string(got) != string(want) {
+		t.Fatal("the batched read differs from what was written")
+	}
+}
