@@ -149,7 +149,7 @@ type child struct {
 	out   *bufio.Reader
 }
 
-func startChild(t *testing.T, socket, role string, extraEnv ...string) *child {
+func startChild(t testing.TB, socket, role string, extraEnv ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envSocket+"="+socket)
@@ -172,7 +172,7 @@ func startChild(t *testing.T, socket, role string, extraEnv ...string) *child {
 	return c
 }
 
-func (c *child) next(t *testing.T) childHello {
+func (c *child) next(t testing.TB) childHello {
 	t.Helper()
 	line, err := c.out.ReadBytes('\n')
 	if err != nil {
@@ -185,7 +185,7 @@ func (c *child) next(t *testing.T) childHello {
 	return h
 }
 
-func (c *child) wait(t *testing.T) {
+func (c *child) wait(t testing.TB) {
 	t.Helper()
 	if err := c.cmd.Wait(); err != nil {
 		t.Fatalf("child failed: %v", err)
@@ -193,7 +193,7 @@ func (c *child) wait(t *testing.T) {
 }
 
 // startHost runs a host serving a socket in a temporary directory.
-func startHost(t *testing.T) (*Host, string) {
+func startHost(t testing.TB) (*Host, string) {
 	t.Helper()
 	h, err := NewHost()
 	if err != nil {
@@ -246,22 +246,31 @@ func TestCrossProcessGrants(t *testing.T) {
 	c.wait(t)
 }
 
-func TestCrossProcessPingPong(t *testing.T) {
-	rounds := 1_000_000
-	if testing.Short() {
-		rounds = 100_000
-	}
+// startPingPong attaches this process to a new host as dom0 and binds to
+// a child guest that answers rounds notifications on the channel, then
+// waits for "bye" on its stdin.
+func startPingPong(t testing.TB, rounds int) (xen.Channel, *child) {
+	t.Helper()
 	_, socket := startHost(t)
 	d0, err := Connect(socket, AsDom0())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d0.Close()
+	t.Cleanup(func() { d0.Close() })
 	c := startChild(t, socket, "pingpong", envRounds+"="+strconv.Itoa(rounds))
 	ch, err := d0.Events().BindInterdomain(c.hello.Dom, c.hello.Port)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ch, c
+}
+
+func TestCrossProcessPingPong(t *testing.T) {
+	rounds := 1_000_000
+	if testing.Short() {
+		rounds = 100_000
+	}
+	ch, c := startPingPong(t, rounds)
 	start := time.Now()
 	for i := 0; i < rounds; i++ {
 		if err := ch.Notify(); err != nil {

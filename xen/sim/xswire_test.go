@@ -356,22 +356,20 @@ func TestXenstoreWireSilentGuestBacklogIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The guest reads nothing from now on (the pipe holds even the reply).
+	// The host registers the watch when its connection goroutine gets to
+	// the message: the flood starts once it has, or it would miss it.
+	w := guestWatch(h, 3)
+	for deadline := time.Now().Add(10 * time.Second); w == nil && time.Now().Before(deadline); w = guestWatch(h, 3) {
+		time.Sleep(time.Millisecond)
+	}
+	if w == nil {
+		t.Fatal("the guest's watch is not registered")
+	}
 	n := 3 * quotaWatchBacklog
 	for i := 0; i < n; i++ {
 		if err := admin.Write(fmt.Sprintf("/flood/%d", i), "x"); err != nil {
 			t.Fatal(err)
 		}
-	}
-	h.store.mu.Lock()
-	var w *storeWatch
-	for x := range h.store.watches {
-		if x.dom == 3 {
-			w = x
-		}
-	}
-	h.store.mu.Unlock()
-	if w == nil {
-		t.Fatal("the guest's watch is not registered")
 	}
 	backlog, dropped := w.q.Backlog()
 	if backlog > quotaWatchBacklog || dropped == 0 {
@@ -381,4 +379,16 @@ func TestXenstoreWireSilentGuestBacklogIsBounded(t *testing.T) {
 	if typ, p := other.ask(wire.Read, 0, "/flood/0\x00"); typ != wire.Read || p != "x" {
 		t.Fatalf("dom0 while a guest is silent: %v %q", typ, p)
 	}
+}
+
+// guestWatch is dom's registered watch, nil before there is one.
+func guestWatch(h *Host, dom xen.DomID) *storeWatch {
+	h.store.mu.Lock()
+	defer h.store.mu.Unlock()
+	for x := range h.store.watches {
+		if x.dom == dom {
+			return x
+		}
+	}
+	return nil
 }
