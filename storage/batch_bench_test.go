@@ -44,7 +44,7 @@ func BenchmarkBatchFile(b *testing.B) {
 
 // benchRandomReads reads 4 KiB at each offset in turn: with pread when
 // depth is 0, else through an io_uring batch submitted every depth reads.
-func benchRandomReads(b *testing.B, f *storage.File, offsets []int64, depth int) {
+func benchRandomReads(b *testing.B, f storage.Device, offsets []int64, depth int) {
 	b.SetBytes(4096)
 	if depth == 0 {
 		buf := aligned(4096, 0)
