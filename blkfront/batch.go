@@ -11,10 +11,11 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-// ErrBatchFull: the batch has as many requests outstanding as its depth,
-// or the queue's slots or pool pages are held, some by the batch's own
-// requests; Reap some before placing more.
-var ErrBatchFull = errors.New("blkfront: batch full (reap first)")
+// ErrBatchFull: the batch has as many requests outstanding or views held
+// as its depth, or the queue's slots or pool pages are held, some by the
+// batch's own requests or views; Reap (or Release views) before placing
+// more.
+var ErrBatchFull = errors.New("blkfront: batch full (reap or release first)")
 
 // ErrBatchClosed: the Batch was closed.
 var ErrBatchClosed = errors.New("blkfront: batch closed")
@@ -26,7 +27,9 @@ var errReentered = errors.New("blkfront: Reap or Close called from Reap's callba
 // placed request with one push and at most one notification, and Reap
 // hands back completions, polling the ring and then sleeping once for
 // many completions rather than parking and waking a goroutine per
-// request.
+// request. ReadView places a read whose data is not copied out: the
+// caller reads it in the request's granted pages and releases them
+// (view.go).
 //
 // A Batch is bound to one queue of its Disk and is used by one goroutine
 // at a time. It shares the queue's slots and pool pages with ReadAt,
@@ -51,8 +54,15 @@ type Batch struct {
 	outstanding int        // placed or in flight, not yet reaped
 	taken       []int      // the ready list taken by harvest
 	results     []batchResult
-	closed      bool
-	inCallback  bool // Reap's fn is running (it must not reap or close)
+	// views lists the slots of view reads placed and not released (in
+	// flight, or held: reaped without an error); held counts the held
+	// ones, which count against depth. viewPages[id] is slot id's view,
+	// its slices reused from one view to the next.
+	views      []int
+	held       int
+	viewPages  [][][]byte
+	closed     bool
+	inCallback bool // Reap's fn is running (it must not reap or close)
 	// window is Reap's poll window, adaptive up to batchPollWindow.
 	window pollWindow
 
@@ -67,9 +77,12 @@ type Batch struct {
 
 // batchReq is what the batch remembers of a placed request.
 type batchReq struct {
-	p   []byte
-	tag uint64
-	op  uint8
+	p    []byte // the caller's buffer (nil for a view)
+	n    int    // bytes transferred
+	tag  uint64
+	op   uint8
+	view bool // ReadView: the data stays in the slot's pool pages
+	held bool // a view reaped without an error and not released
 }
 
 // batchResult is one completion, as handed to Reap's callback.
@@ -98,12 +111,14 @@ func (d *Disk) NewBatch(depth int) (*Batch, error) {
 	}
 	q.batches.Add(1)
 	b := &Batch{d: d, q: q, depth: depth,
-		reqs:     make([]batchReq, len(q.slots)),
-		placed:   make([]int, 0, depth),
-		taken:    make([]int, 0, depth),
-		results:  make([]batchResult, 0, depth),
-		readyIDs: make([]int, 0, depth),
-		wake:     make(chan struct{}, 1)}
+		reqs:      make([]batchReq, len(q.slots)),
+		placed:    make([]int, 0, depth),
+		taken:     make([]int, 0, depth),
+		results:   make([]batchResult, 0, depth),
+		views:     make([]int, 0, depth),
+		viewPages: make([][][]byte, len(q.slots)),
+		readyIDs:  make([]int, 0, depth),
+		wake:      make(chan struct{}, 1)}
 	b.window.init(batchPollWindow)
 	return b, nil
 }
@@ -131,11 +146,14 @@ func (b *Batch) Depth() int { return b.depth }
 // Outstanding is how many requests are placed or in flight, not reaped.
 func (b *Batch) Outstanding() int { return b.outstanding }
 
+// Held is how many views the batch holds (see ReadView).
+func (b *Batch) Held() int { return b.held }
+
 // Read places a read of len(p) bytes at off (aligned as for ReadAt, at
 // most MaxRequestBytes); tag comes back with its completion, when p holds
 // the data. p must not be touched until then.
 func (b *Batch) Read(p []byte, off int64, tag uint64) error {
-	return b.place(blkif.OpRead, p, off, tag)
+	return b.place(blkif.OpRead, p, len(p), off, tag, false)
 }
 
 // Write places a write of p at off, as Read; p is copied at once, so it
@@ -145,24 +163,25 @@ func (b *Batch) Write(p []byte, off int64, tag uint64) error {
 	if b.d.Info().ReadOnly {
 		return fmt.Errorf("blkfront: write to a read-only disk")
 	}
-	return b.place(blkif.OpWrite, p, off, tag)
+	return b.place(blkif.OpWrite, p, len(p), off, tag, false)
 }
 
-// place takes a slot and pages for one request and builds it. It waits
-// for them only while the batch has nothing outstanding (then only other
-// goroutines' requests hold them, and they finish on their own);
-// otherwise the caller must reap first (ErrBatchFull).
-func (b *Batch) place(op uint8, p []byte, off int64, tag uint64) error {
+// place takes a slot and pages for one request of n bytes (p's, or a
+// view's) and builds it. It waits for them only while the batch has
+// nothing outstanding or held (then only other goroutines' requests hold
+// them, and they finish on their own); otherwise the caller must reap or
+// release first (ErrBatchFull).
+func (b *Batch) place(op uint8, p []byte, n int, off int64, tag uint64, view bool) error {
 	if b.closed {
 		return ErrBatchClosed
 	}
-	if err := b.d.checkRange(off, int64(len(p))); err != nil {
+	if err := b.d.checkRange(off, int64(n)); err != nil {
 		return err
 	}
-	if len(p) == 0 || len(p) > b.d.MaxRequestBytes() {
-		return fmt.Errorf("blkfront: batch request of %d bytes: want 1 to %d", len(p), b.d.MaxRequestBytes())
+	if n <= 0 || n > b.d.MaxRequestBytes() {
+		return fmt.Errorf("blkfront: batch request of %d bytes: want 1 to %d", n, b.d.MaxRequestBytes())
 	}
-	if b.outstanding >= b.depth {
+	if b.outstanding+b.held >= b.depth {
 		return ErrBatchFull
 	}
 	q := b.q
@@ -174,10 +193,10 @@ func (b *Batch) place(op uint8, p []byte, off int64, tag uint64) error {
 			return ErrClosed
 		}
 		var ok bool
-		if id, ok = q.take(pagesFor(len(p))); ok {
+		if id, ok = q.take(pagesFor(n)); ok {
 			break
 		}
-		if b.outstanding > 0 {
+		if b.outstanding > 0 || b.held > 0 {
 			q.mu.Unlock()
 			return ErrBatchFull
 		}
@@ -185,8 +204,13 @@ func (b *Batch) place(op uint8, p []byte, off int64, tag uint64) error {
 	}
 	q.slots[id].batch = b
 	q.mu.Unlock()
-	q.prepare(id, op, p, off)
-	b.reqs[id] = batchReq{p: p, tag: tag, op: op}
+	if view {
+		q.build(id, op, n, off)
+		b.views = append(b.views, id)
+	} else {
+		q.prepare(id, op, p, off)
+	}
+	b.reqs[id] = batchReq{p: p, n: n, tag: tag, op: op, view: view}
 	b.placed = append(b.placed, id)
 	b.outstanding++
 	return nil
@@ -227,7 +251,8 @@ func (b *Batch) Submit() error {
 
 // Reap hands completions to fn (tag, bytes transferred, error) until at
 // least min have come (fewer if fewer are outstanding; it submits what is
-// placed first), in chunks of at most reapChunk: it returns after the
+// placed first; a view read reaped without an error is held, see
+// ReadView), in chunks of at most reapChunk: it returns after the
 // chunk that reaches min, and what else is ready waits for the next call
 // (placing and submitting in between keeps the backend busy). It polls the ring for a
 // short adaptive window (as ReadAt does, with a longer cap:
@@ -315,8 +340,9 @@ func (b *Batch) sleep(ctx context.Context, need int) {
 const reapChunk = 16
 
 // harvest consumes whatever responses the ring holds, takes up to
-// reapChunk from the ready list, finishes each request (a read's data is copied out), frees the
-// slots and then calls fn for each; it returns how many.
+// reapChunk from the ready list, finishes each request (a read's data is
+// copied out; a view's is pinned in its pages), frees the slots of all
+// but the views held and then calls fn for each; it returns how many.
 func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	q := b.q
 	q.mu.Lock()
@@ -340,8 +366,8 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 		err := q.slots[id].result()
 		n := 0
 		if err == nil {
-			n = len(r.p)
-			if r.op == blkif.OpRead {
+			n = r.n
+			if r.op == blkif.OpRead && !r.view {
 				q.copyOut(id, r.p)
 			}
 		}
@@ -349,12 +375,16 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 		r.p = nil // do not keep the caller's buffer reachable
 	}
 	q.mu.Lock()
-	for _, id := range b.taken {
+	for i, id := range b.taken {
+		if b.reqs[id].view && b.holdLocked(id, &b.results[i]) {
+			continue
+		}
 		q.releaseLocked(id)
 	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
 	b.outstanding -= len(b.taken)
+	b.mapViews()
 	// fn runs after the release (it may place requests in the freed
 	// slots) and reads only results, which placing does not touch.
 	b.report(fn)
@@ -376,6 +406,9 @@ func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 		}
 		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: err})
 		b.reqs[id].p = nil
+		if b.reqs[id].view {
+			b.dropView(id)
+		}
 		if s.issued {
 			s.orphaned = true
 		} else {
@@ -411,7 +444,8 @@ func (b *Batch) report(fn func(tag uint64, n int, err error)) {
 }
 
 // Close abandons whatever the batch has outstanding (its completions are
-// not reported) and unbinds it from its queue. The Disk stays open.
+// not reported), releases every view it holds and unbinds it from its
+// queue. The Disk stays open.
 func (b *Batch) Close() error {
 	if b.closed {
 		return nil
@@ -420,6 +454,7 @@ func (b *Batch) Close() error {
 		return errReentered
 	}
 	b.abandon(ErrBatchClosed, func(uint64, int, error) {})
+	b.releaseAll()
 	b.closed = true
 	b.q.batches.Add(-1)
 	return nil

@@ -159,18 +159,24 @@ func pagesFor(n int) int { return (n + xen.PageSize - 1) / xen.PageSize }
 // acquired for it, copying a write's data in. The slot is the caller's
 // (busy, not submitted), so no lock is needed.
 func (q *queue) prepare(id int, op uint8, p []byte, off int64) {
-	npages := pagesFor(len(p))
+	if op == blkif.OpWrite {
+		for i, pg := range q.slots[id].pages {
+			copy(q.page(pg), p[i*xen.PageSize:])
+		}
+	}
+	q.build(id, op, len(p), off)
+}
+
+// build fills slot id's request for n bytes at off over its pool pages
+// (prepare without the data: a Batch's ReadView has no caller buffer).
+func (q *queue) build(id int, op uint8, n int, off int64) {
+	npages := pagesFor(n)
 	s := &q.slots[id]
 	r := &s.req
 	*r = blkif.Request{ID: uint64(id), Sector: uint64(off) / blkif.SectorSize}
 	seg := func(i int) blkif.Segment {
-		n := min(len(p)-i*xen.PageSize, xen.PageSize)
-		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[i]]), FirstSect: 0, LastSect: uint8((n - 1) / blkif.SectorSize)}
-	}
-	if op == blkif.OpWrite {
-		for i := 0; i < npages; i++ {
-			copy(q.page(s.pages[i]), p[i*xen.PageSize:])
-		}
+		k := min(n-i*xen.PageSize, xen.PageSize)
+		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[i]]), FirstSect: 0, LastSect: uint8((k - 1) / blkif.SectorSize)}
 	}
 	if npages <= blkif.MaxSegmentsPerRequest {
 		r.Operation = op

@@ -99,6 +99,13 @@ type queue struct {
 	// (yielding spinners keep the scheduler from polling for the
 	// backend's event). Under mu.
 	backendAsleep bool
+	// views counts a Batch's views held (reaped, not released) in pool
+	// pages; while any is, the pool stays mapped even after the disk
+	// closes (releasing), and the last view's release revokes it
+	// (unpinView). Under mu, as are releasing and poolRevoked.
+	views       int
+	releasing   bool
+	poolRevoked bool
 }
 
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
@@ -181,7 +188,9 @@ func (q *queue) deliver(id int) {
 	}
 }
 
-// release revokes everything the queue granted (on final close).
+// release revokes everything the queue granted (on final close). The data
+// pool waits for the last view a Batch holds in it: the caller may still
+// read it, and a revoked pool is unmapped.
 func (q *queue) release() {
 	gr := q.disk.dom.Granter()
 	for i := range q.slots {
@@ -189,9 +198,24 @@ func (q *queue) release() {
 			_ = gr.Revoke(g)
 		}
 	}
-	if q.pool != nil {
+	q.mu.Lock()
+	q.releasing = true
+	revoke := q.revokePoolLocked()
+	q.mu.Unlock()
+	if revoke {
 		_ = gr.Revoke(q.pool)
 	}
+}
+
+// revokePoolLocked reports whether the pool is to be revoked now (the
+// disk is closing, no view is held, and nobody revoked it before), and
+// marks it revoked; mu held.
+func (q *queue) revokePoolLocked() bool {
+	if q.pool == nil || !q.releasing || q.views > 0 || q.poolRevoked {
+		return false
+	}
+	q.poolRevoked = true
+	return true
 }
 
 // connect grants a fresh ring and event channel and returns what to
