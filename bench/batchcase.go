@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xenblk/xenblk/blkfront"
@@ -47,6 +48,10 @@ func runBatchCase(ctx context.Context, s *stack, w Workload, o Options) (Result,
 	return win.result(w, o, hists, ends), nil
 }
 
+// viewSums keeps the view consumers' sums reachable, so the compiler
+// cannot drop the reading of the data.
+var viewSums atomic.Uint64
+
 // batchWorker is one goroutine's share of a batch case.
 type batchWorker struct {
 	w    Workload
@@ -55,6 +60,7 @@ type batchWorker struct {
 	rng  *rand.Rand
 	win  window
 	h    *Histogram
+	sum  uint64 // of the views' words (View workloads)
 }
 
 // run keeps depth requests in flight until the deadline, then drains
@@ -68,11 +74,15 @@ func (bw *batchWorker) run(ctx context.Context, d *blkfront.Disk, depth int) (ti
 		return time.Time{}, err
 	}
 	defer b.Close()
+	defer func() { viewSums.Add(bw.sum) }()
 	bufs := make([][]byte, depth)
 	starts := make([]time.Time, depth)
 	free := make([]int, depth)
 	for t := range bufs {
-		bufs[t], free[t] = make([]byte, bw.w.BlockSize), t
+		free[t] = t
+		if !bw.w.View { // a view needs no buffer
+			bufs[t] = make([]byte, bw.w.BlockSize)
+		}
 	}
 	done := make([]int, 0, depth)
 	var failed error
@@ -109,6 +119,11 @@ func (bw *batchWorker) run(ctx context.Context, d *blkfront.Disk, depth int) (ti
 			if counted {
 				bw.h.Record(now.Sub(starts[t]))
 			}
+			if bw.w.View {
+				if err := bw.consume(b, uint64(t)); err != nil {
+					return now, err
+				}
+			}
 			free = append(free, t)
 		}
 		// After the deadline nothing new is placed; what is in flight
@@ -129,9 +144,12 @@ func (bw *batchWorker) place(b *blkfront.Batch, bufs [][]byte, starts []time.Tim
 		}
 		off := blk * int64(bw.w.BlockSize)
 		var err error
-		if bw.w.Write {
+		switch {
+		case bw.w.Write:
 			err = b.Write(bufs[t], off, uint64(t))
-		} else {
+		case bw.w.View:
+			err = b.ReadView(off, bw.w.BlockSize, uint64(t))
+		default:
 			err = b.Read(bufs[t], off, uint64(t))
 		}
 		if errors.Is(err, blkfront.ErrBatchFull) {
@@ -147,4 +165,18 @@ func (bw *batchWorker) place(b *blkfront.Batch, bufs [][]byte, starts []time.Tim
 		starts[t] = now
 	}
 	return nil
+}
+
+// consume reads a reaped view in place, every byte once (the sum of its
+// words), and releases it. The time counts in the case's throughput (the
+// next request is placed after it), not in the request's latency.
+func (bw *batchWorker) consume(b *blkfront.Batch, tag uint64) error {
+	pages, err := b.View(tag)
+	if err != nil {
+		return err
+	}
+	for _, p := range pages {
+		bw.sum += sumWords(p)
+	}
+	return b.Release(tag)
 }
