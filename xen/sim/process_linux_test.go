@@ -79,21 +79,28 @@ func runChild(role, socket string) error {
 		say(childHello{Dom: d.ID()})
 		_, _ = in.ReadString('\n')
 		return d.Close()
-	case "pingpong":
+	case "pingpong", "relay":
 		ch, err := d.Events().AllocUnbound(0)
 		if err != nil {
 			return err
 		}
 		rounds, _ := strconv.Atoi(os.Getenv(envRounds))
 		say(childHello{Dom: d.ID(), Port: ch.Port()})
+		answer, finish := ch.Notify, func() error { return nil }
+		if role == "relay" {
+			answer, finish = relayed(ch.Notify)
+		}
 		for i := 0; i < rounds; i++ {
 			ok, err := ch.Wait(10 * time.Second)
 			if err != nil || !ok {
-				return fmt.Errorf("pong %d: signalled %v, %v", i, ok, err)
+				return fmt.Errorf("%s %d: signalled %v, %v", role, i, ok, err)
 			}
-			if err := ch.Notify(); err != nil {
+			if err := answer(); err != nil {
 				return err
 			}
+		}
+		if err := finish(); err != nil {
+			return err
 		}
 		_, _ = in.ReadString('\n')
 		return d.Close()
@@ -111,6 +118,27 @@ func runChild(role, socket string) error {
 		select {} // until SIGKILL
 	}
 	return fmt.Errorf("unknown role %q", role)
+}
+
+// relayed answers with notify from another goroutine, as blkfront's
+// event goroutine hands a wake-up to the goroutine of the request: hand
+// passes one wake-up on; finish waits for every answer and reports the
+// first failure.
+func relayed(notify func() error) (hand, finish func() error) {
+	woken := make(chan struct{})
+	answered := make(chan error, 1)
+	go func() {
+		var first error
+		for range woken {
+			if err := notify(); err != nil && first == nil {
+				first = err
+			}
+		}
+		answered <- first
+	}()
+	hand = func() error { woken <- struct{}{}; return nil }
+	finish = func() error { close(woken); return <-answered }
+	return hand, finish
 }
 
 // readOnlyFault writes into a read-only mapping of a read-only grant. With
@@ -247,9 +275,9 @@ func TestCrossProcessGrants(t *testing.T) {
 }
 
 // startPingPong attaches this process to a new host as dom0 and binds to
-// a child guest that answers rounds notifications on the channel, then
-// waits for "bye" on its stdin.
-func startPingPong(t testing.TB, rounds int) (xen.Channel, *child) {
+// a child guest (role pingpong or relay) that answers rounds
+// notifications on the channel, then waits for "bye" on its stdin.
+func startPingPong(t testing.TB, role string, rounds int) (xen.Channel, *child) {
 	t.Helper()
 	_, socket := startHost(t)
 	d0, err := Connect(socket, AsDom0())
@@ -257,7 +285,7 @@ func startPingPong(t testing.TB, rounds int) (xen.Channel, *child) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d0.Close() })
-	c := startChild(t, socket, "pingpong", envRounds+"="+strconv.Itoa(rounds))
+	c := startChild(t, socket, role, envRounds+"="+strconv.Itoa(rounds))
 	ch, err := d0.Events().BindInterdomain(c.hello.Dom, c.hello.Port)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +298,7 @@ func TestCrossProcessPingPong(t *testing.T) {
 	if testing.Short() {
 		rounds = 100_000
 	}
-	ch, c := startPingPong(t, rounds)
+	ch, c := startPingPong(t, "pingpong", rounds)
 	start := time.Now()
 	for i := 0; i < rounds; i++ {
 		if err := ch.Notify(); err != nil {
