@@ -177,6 +177,9 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		for _, m := range o.Submit {
 			if !w.runsIn(m) {
 				total -= len(o.Backends) * len(o.Queues)
+				if o.Progress != nil {
+					fmt.Fprintf(o.Progress, "%s runs in the %s submit mode only: not in %s\n", w.Name, SubmitBatch, m)
+				}
 			}
 		}
 	}
