@@ -92,7 +92,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			d, err := NewDevice(s.Config, dir, dev)
 			if err != nil {
 				_ = dev.Close()
-				s.Config.Log.Error("bad vbd", "vbd", dir, "err", err)
+				s.Config.Log.Error("bad vbd; the device stays unconnected", "vbd", dir, "err", err)
+				_ = st.Write(dir+"/error", err.Error())
+				s.mu.Lock()
+				s.devices[dir] = nil // as above: the error node's own event must not retry it
+				s.mu.Unlock()
 				continue
 			}
 			s.mu.Lock()

@@ -22,7 +22,8 @@ func init() {
 		Long: `Parses a SCSI policy as the backend will and lists the allowed commands.
 
 SPEC is the disk spec's scsi-policy= value, e.g. default,+0x35,-0x42,+0x9e/0x10;
---file reads a policy file (the same items, one or more per line, # comments).
+--file reads a policy file (the same items, one or more per line, # comments);
+a disk spec names one as scsi-policy=@/absolute/path, read by the backend.
 "default" means the --base set: emulated (every emulated command) or
 passthrough (the conservative set for whole SCSI disks).`,
 		Args: cobra.MaximumNArgs(1),

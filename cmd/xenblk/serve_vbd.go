@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -170,10 +172,29 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 }
 
 // vbdPolicy is the engine's default policy with the disk spec's
-// scsi-policy (default,+0x35,...) applied on top.
+// scsi-policy applied on top: inline text (default,+0x35,...) or, as
+// @/absolute/path, a policy file on the backend's host (the same items,
+// one or more per line, # comments; see xenblk scsi-policy --file). The
+// node lives in the backend's area, which only the toolstack writes, so a
+// guest cannot point it anywhere.
 func vbdPolicy(dir, text string, base func() *scsi.Policy) (*scsi.Policy, error) {
 	if text == "" {
 		return base(), nil
+	}
+	if path, ok := strings.CutPrefix(text, "@"); ok {
+		if !filepath.IsAbs(path) {
+			return nil, fmt.Errorf("scsi-policy of %s: policy file %q: want an absolute path", dir, path)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
+		}
+		defer f.Close()
+		p, err := scsi.ReadPolicyFile(f, base())
+		if err != nil {
+			return nil, fmt.Errorf("scsi-policy of %s: %s: %w", dir, path, err)
+		}
+		return p, nil
 	}
 	p, err := scsi.ParsePolicy(text, base())
 	if err != nil {
