@@ -63,10 +63,7 @@ var extraKeys = map[string]bool{
 	"sector-size":          true,
 	"physical-sector-size": true,
 	"rotation-rate":        true,
-	"size":                 true,
-	"serial":               true,
-	"queues":               true,
-	"direct":               true,
+	"direct":               true, // 1: the image is opened O_DIRECT
 }
 
 // positional order of xl-disk-configuration(5).

@@ -188,6 +188,17 @@ func (d *File) Close() error { return d.f.Close() }
 // configured value, e.g. an image on a virtual disk known to be an SSD).
 func (d *File) SetRotationRate(r uint16) { d.rot = r }
 
+// SetPhysicalBlockSize overrides the physical block size read from the
+// filesystem (a configured value: the image lives on 4K-sector storage).
+// It must be a power of two from the logical block size to 64 KiB.
+func (d *File) SetPhysicalBlockSize(n uint32) error {
+	if n < d.opt.LogicalBlockSize || n > 65536 || n&(n-1) != 0 {
+		return fmt.Errorf("storage: physical block size %d (want a power of two from %d to 65536)", n, d.opt.LogicalBlockSize)
+	}
+	d.pbs = n
+	return nil
+}
+
 // Path is the image's path.
 func (d *File) Path() string { return d.path }
 

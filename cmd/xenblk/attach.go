@@ -30,8 +30,10 @@ var attachCmd = &cobra.Command{
 	Long: `attach writes a vbd's backend and frontend directories in xenstore, each
 owned by its domain and readable by the other, exactly as libxl's
 block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
-positional or named; xenblk's own keys (scsi-policy=..., sector-size=4096,
-rotation-rate=1) may be added.`,
+positional or named; xenblk's own keys may be added (docs/PROTOCOL.md):
+sector-size=4096, physical-sector-size=4096, rotation-rate=1, direct=1,
+scsi=emulate|passthrough|off, pr=emulate|passthrough, scsi-policy=TEXT or
+scsi-policy=@/absolute/policy-file.`,
 	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
   xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'`,
 	Args: cobra.ExactArgs(1),

@@ -42,4 +42,22 @@ func TestOpenImageBlockDevice(t *testing.T) {
 	if got := d.Info().Size; got != 8<<20 {
 		t.Fatalf("size %d, want %d", got, 8<<20)
 	}
+	// A block device keeps its own geometry: options that agree are
+	// accepted, ones that contradict it (or O_DIRECT, a file's) refused.
+	in := d.Info()
+	if d2, _, err := openImageWith(dev, 0, true, imageOptions{sectorSize: in.LogicalBlockSize, rotationRate: -1}); err != nil {
+		t.Errorf("its own sector size %d refused: %v", in.LogicalBlockSize, err)
+	} else {
+		d2.Close()
+	}
+	other := uint32(4096)
+	if in.LogicalBlockSize == 4096 {
+		other = 512
+	}
+	for _, o := range []imageOptions{{sectorSize: other, rotationRate: -1}, {direct: true, rotationRate: -1}} {
+		if d2, _, err := openImageWith(dev, 0, true, o); err == nil {
+			d2.Close()
+			t.Errorf("%+v accepted for a block device", o)
+		}
+	}
 }

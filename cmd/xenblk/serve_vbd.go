@@ -33,7 +33,11 @@ func openVBD(st xen.Store, dir string) (storage.Device, error) {
 			return nil, fmt.Errorf("disk %s is %s; xenblk serves raw images only (convert with qemu-img convert -O raw)", params, spec.Format)
 		}
 	}
-	dev, _, err := openImage(params, 0, readOnly)
+	opts, err := readImageOptions(st, dir)
+	if err != nil {
+		return nil, err
+	}
+	dev, _, err := openImageWith(params, 0, readOnly, opts)
 	return dev, err
 }
 
