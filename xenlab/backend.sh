@@ -101,6 +101,18 @@ check test "$after" -lt $((before - 20000))
 check $X detach --xen=linux --domain 0 xvde
 losetup -d "$LOOP"
 
+step "4096-byte sectors and O_DIRECT from the disk spec: Linux's blkfront sees 4K logical blocks"
+truncate -s 64M /root/disk4k.img
+check $X attach --xen=linux --domain 0 "format=raw, vdev=xvdf, access=rw, sector-size=4096, direct=1, target=/root/disk4k.img"
+if wait_for 60 test -b /dev/xvdf; then ok "/dev/xvdf appeared"; else bad "/dev/xvdf never appeared"; fi
+check test "$(blockdev --getss /dev/xvdf)" = 4096
+check test "$(blockdev --getsize64 /dev/xvdf)" = $((64 << 20))
+head -c 16M /dev/urandom > /root/f.bin
+check dd if=/root/f.bin of=/dev/xvdf bs=1M seek=8 oflag=direct status=none
+check cmp <(dd if=/root/disk4k.img bs=1M skip=8 count=16 status=none) /root/f.bin
+check cmp <(dd if=/dev/xvdf bs=1M skip=8 count=16 iflag=direct status=none) /root/f.bin
+check $X detach --xen=linux --domain 0 xvdf
+
 step "removal leaves nothing behind"
 check $X detach --xen=linux --domain 0 xvdd
 if wait_for 30 sh -c '! test -b /dev/xvdd'; then ok "/dev/xvdd is gone"; else bad "/dev/xvdd is still there"; fi
