@@ -102,6 +102,5 @@ func (q *queue) complete(tag uint32, err error) {
 			status = blkif.RspEOPNOTSUPP
 		}
 	}
-	q.abi.EncodeResponse(q.ring.NextResponse(), f.id, f.op, status)
-	q.ring.Produce(1)
+	q.respond(f.id, f.op, status)
 }

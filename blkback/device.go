@@ -102,6 +102,10 @@ type Device struct {
 	queues []*queue
 	stop   chan struct{}
 	wg     sync.WaitGroup
+	// stopping: queues Disconnect is stopping; pastStats: the counters of
+	// every queue stopped (Stats sums all three).
+	stopping  []*queue
+	pastStats Stats
 }
 
 // NewDevice prepares a vbd whose backend directory is dir. The storage is
@@ -504,6 +508,7 @@ func (d *Device) Disconnect() {
 	d.mu.Lock()
 	queues, stop := d.queues, d.stop
 	d.queues, d.stop = nil, nil
+	d.stopping = queues // still counted by Stats until folded below
 	d.mu.Unlock()
 	if stop == nil {
 		return
@@ -513,6 +518,12 @@ func (d *Device) Disconnect() {
 		_ = q.ch.Close() // wakes a queue asleep in Wait
 	}
 	d.wg.Wait()
+	d.mu.Lock()
+	for _, q := range queues {
+		q.stats.addTo(&d.pastStats)
+	}
+	d.stopping = nil
+	d.mu.Unlock()
 	for _, q := range queues {
 		q.close()
 	}

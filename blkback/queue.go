@@ -87,6 +87,8 @@ type queue struct {
 	// work before arming the event index and sleeping (0: the default
 	// window, defaultPollWindow; negative: never poll).
 	poll time.Duration
+
+	stats queueStats
 }
 
 // errFatal marks a ring-level protocol violation: the device is
@@ -226,9 +228,9 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 			q.abi.DecodeExtraRequest(q.requestSlot(1), &q.extra)
 			q.consume(2)
 			n--
+			q.stats.scsi.Add(1)
 			status := q.handleSCSI()
-			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, q.req.Operation, status)
-			q.ring.Produce(1)
+			q.respond(q.req.ID, q.req.Operation, status)
 			q.abi.EncodeExtraResponse(q.ring.NextResponse(), &q.extraRsp)
 			q.ring.Produce(1)
 			continue
@@ -237,15 +239,14 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 			q.submitBatch() // fencing changes apply after the I/O before them
 			q.abi.DecodePRRequest(q.requestSlot(0), &q.prReq)
 			q.consume(1)
+			q.stats.pr.Add(1)
 			status := q.handlePR()
-			q.abi.EncodeResponse(q.ring.NextResponse(), q.prReq.ID, q.req.Operation, status)
-			q.ring.Produce(1)
+			q.respond(q.prReq.ID, q.req.Operation, status)
 			continue
 		}
 		q.consume(1)
 		if status, queued := q.handle(); !queued {
-			q.abi.EncodeResponse(q.ring.NextResponse(), q.req.ID, responseOperation(&q.req), status)
-			q.ring.Produce(1)
+			q.respond(q.req.ID, responseOperation(&q.req), status)
 		}
 	}
 	// Every request consumed in this pass is answered before the push:
@@ -261,6 +262,16 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 		}
 	}
 	return handled, waitPair, nil
+}
+
+// respond fills the next response slot (published at the pass's push)
+// and counts an error answer.
+func (q *queue) respond(id uint64, operation uint8, status int16) {
+	if status != blkif.RspOkay {
+		q.stats.errs.Add(1)
+	}
+	q.abi.EncodeResponse(q.ring.NextResponse(), id, operation, status)
+	q.ring.Produce(1)
 }
 
 // requestSlot is the k-th unconsumed request's slot, read from the
@@ -397,6 +408,7 @@ func (q *queue) check() (status int16, ok bool) {
 			return blkif.RspError, false
 		}
 	}
+	q.stats.count(p)
 	return 0, true
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,8 +28,10 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"))
-	serve.expect(t, "xenblk serve:")
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"),
+		"--metrics", "127.0.0.1:0")
+	metricsURL := strings.TrimPrefix(serve.expect(t, "xenblk serve: metrics at "), "xenblk serve: metrics at ")
+	serve.expect(t, "xenblk serve: serving")
 
 	var n atomic.Int32
 	open := func(access string) storagetest.Open {
@@ -71,6 +75,43 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 		}
 		if err := d.Discard(0, 4096, false); err == nil {
 			t.Fatal("a discard on a read-only vbd succeeded across processes")
+		}
+	})
+	// The backend's counters saw the suite's traffic: every vbd served is
+	// listed, and the reads, writes, flushes and sectors add up to more
+	// than nothing (the exact figures are the stack test's).
+	t.Run("Metrics", func(t *testing.T) {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		sums := map[string]uint64{}
+		vbds := map[string]bool{}
+		for _, line := range strings.Split(string(body), "\n") {
+			name, rest, ok := strings.Cut(line, "{")
+			if !ok || strings.HasPrefix(line, "#") {
+				continue
+			}
+			labels, value, _ := strings.Cut(rest, "} ")
+			var v uint64
+			if _, err := fmt.Sscan(value, &v); err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			sums[name] += v
+			vbds[labels] = true
+		}
+		if want := int(n.Load()); len(vbds) != want {
+			t.Errorf("%d vbds in the metrics, want %d:\n%s", len(vbds), want, body)
+		}
+		for _, m := range []string{"read_requests", "write_requests", "flush_requests", "read_sectors", "write_sectors"} {
+			if sums["xenblk_vbd_"+m+"_total"] == 0 {
+				t.Errorf("xenblk_vbd_%s_total is 0 after the suite:\n%s", m, body)
+			}
+		}
+		if !strings.Contains(string(body), "# TYPE xenblk_vbd_error_responses_total counter") {
+			t.Errorf("no TYPE line for the error counter:\n%s", body)
 		}
 	})
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +25,7 @@ var serveFlags struct {
 	prDir       string
 	journalDir  string
 	verbose     bool
+	metrics     string
 }
 
 var serveCmd = &cobra.Command{
@@ -36,7 +40,8 @@ Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
 	Example: `  xenblk host --socket /tmp/x/host.sock &
   xenblk serve --host /tmp/x/host.sock &
   xenblk front --host /tmp/x/host.sock --name guest1 --nbd 127.0.0.1:10810 &
-  xenblk attach --xenstore /tmp/x/xenstored --domain 1 'vdev=xvda, target=/tmp/x/disk.img'`,
+  xenblk attach --xenstore /tmp/x/xenstored --domain 1 'vdev=xvda, target=/tmp/x/disk.img'
+  xenblk serve --metrics 127.0.0.1:9469 &   # then: curl http://127.0.0.1:9469/metrics`,
 	Args: cobra.NoArgs,
 	RunE: runServe,
 }
@@ -49,6 +54,7 @@ func init() {
 	f.StringVar(&serveFlags.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
 	f.StringVar(&serveFlags.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&serveFlags.verbose, "verbose", false, "log every request error and handshake step")
+	f.StringVar(&serveFlags.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
 	rootCmd.AddCommand(serveCmd)
 }
 
@@ -66,6 +72,18 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		cfg.SCSI = reservationEngines(dom.Store(), serveFlags.prDir, log)
 	}
 	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: openVBD}
+	if serveFlags.metrics != "" {
+		l, err := net.Listen("tcp", serveFlags.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler(srv))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go hs.Serve(l)
+		defer hs.Close()
+		fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: metrics at http://%s/metrics\n", l.Addr())
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: serving /local/domain/%d/backend/%s\n", dom.ID(), serveFlags.backendType)
 	return srv.Serve(ctx)
 }
