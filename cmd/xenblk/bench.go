@@ -230,12 +230,17 @@ sum, no copy).`,
 			if err := bench.WriteTable(out, rep); err != nil {
 				return err
 			}
-			for _, t := range rep.Targets() {
+			targets := rep.Targets()
+			nameW, measuredW := 0, 0 // columns as wide as their widest entry
+			for _, t := range targets {
+				nameW, measuredW = max(nameW, len(t.Name)), max(measuredW, len(t.Measured))
+			}
+			for _, t := range targets {
 				met := "met"
 				if t.Ratio < 1 {
 					met = fmt.Sprintf("MISSED (%.0f%% of goal)", 100*t.Ratio)
 				}
-				fmt.Fprintf(out, "target %-38s %-40s goal %-14s %s\n", t.Name, t.Measured, t.Goal, met)
+				fmt.Fprintf(out, "target %-*s  %-*s  goal %-14s %s\n", nameW, t.Name, measuredW, t.Measured, t.Goal, met)
 			}
 			return nil
 		},
