@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/xenblk/xenblk/internal/looptest"
 	"github.com/xenblk/xenblk/storage"
 )
 
@@ -24,30 +21,11 @@ func init() {
 }
 
 // loopBlockDev attaches a loop device over a new image of size bytes and
-// opens it as a BlockDev; both go away with the test. It skips loudly
-// where the machine cannot attach one (not root, no loop driver); CI runs
-// as root with loop devices, so there it always runs.
+// opens it as a BlockDev; both go away with the test (looptest skips
+// loudly where no loop device can be attached).
 func loopBlockDev(t testing.TB, size int64) *storage.BlockDev {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP (loud): block-device tests need root to attach a loop device")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("SKIP (loud): this kernel has no loop devices; block devices are untested here")
-	}
-	img := filepath.Join(t.TempDir(), "loop.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v %s", err, out)
-	}
-	path := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", path).Run() })
+	path, _ := looptest.Attach(t, size)
 	d, err := storage.OpenBlockDev(path, false)
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/xenblk/xenblk/internal/looptest"
 	"github.com/xenblk/xenblk/storage"
 )
 
@@ -14,23 +11,7 @@ import (
 // phy:) is served as one — its size from the device, discard through
 // BLKDISCARD — not as a zero-length file.
 func TestOpenImageBlockDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP (loud): needs root to attach a loop device")
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("SKIP (loud): this kernel has no loop devices")
-	}
-	img := filepath.Join(t.TempDir(), "phy.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(img, 8<<20)
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	defer exec.Command("losetup", "-d", dev).Run()
+	dev, _ := looptest.Attach(t, 8<<20)
 	d, _, err := openImage(dev, 0, false)
 	if err != nil {
 		t.Fatal(err)
