@@ -65,6 +65,19 @@ type ringTarget struct {
 	aligned func(p []byte, off int64) bool
 }
 
+// IOUringAvailable reports why this process cannot make an io_uring (an
+// old kernel, io_uring_disabled, a seccomp policy), or nil when it can.
+// Without one, File and BlockDev batches fall back to one system call per
+// operation (NewBatch does that silently, per batch); a daemon says so
+// once at startup.
+func IOUringAvailable() error {
+	r, err := uring.New(1)
+	if err != nil {
+		return err
+	}
+	return r.Close()
+}
+
 // NewBatch makes an io_uring batch on the file. ErrNotSupported when the
 // kernel will not make a ring here (storage.NewBatch then makes a
 // SyncBatch).

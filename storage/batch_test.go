@@ -432,3 +432,18 @@ func TestBatchEmptyOperation(t *testing.T) {
 		})
 	}
 }
+
+// IOUringAvailable says what uringBatch finds: nil exactly when a File's
+// batch is an io_uring one (serve logs its error at startup).
+func TestIOUringAvailableAgreesWithTheBatches(t *testing.T) {
+	f := openImage(t, 1<<20, storage.FileOptions{})
+	b := storage.NewBatch(f, 4, 4)
+	defer b.Close()
+	err := storage.IOUringAvailable()
+	if (err == nil) != storage.IsUringBatch(b) {
+		t.Fatalf("IOUringAvailable() = %v, but the file's batch is io_uring: %v", err, storage.IsUringBatch(b))
+	}
+	if err != nil {
+		t.Skipf("SKIPPED: io_uring is not permitted here (%v)", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen/sim"
 )
@@ -65,6 +66,9 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	}
 	defer dom.Close()
 	log := newLogger(serveFlags.verbose)
+	if err := storage.IOUringAvailable(); err != nil {
+		log.Warn("io_uring is not available: image files and block devices are served one system call per request", "err", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: serveFlags.journalDir}
