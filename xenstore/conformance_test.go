@@ -100,6 +100,25 @@ var cases = []conformanceCase{
 			e.t.Error("a child outlived its removed parent")
 		}
 	}},
+	{"rm-of-a-missing-node-succeeds-if-its-parent-exists", func(e *env) {
+		// xenstore.txt: "It is not an error if <path> does not exist, but
+		// it _is_ an error if <path>'s immediate parent does not exist
+		// either." (The C xenstore-rm runs its rm inside a transaction.)
+		expectErr(e, e.dom0, e.dom0.Write("/cf/a/b", "1"), "", "write")
+		ev, stop := e.dom0.Watch("/cf/a")
+		defer stop()
+		nextEvent(e, ev, "/cf/a")
+		expectErr(e, e.dom0, e.dom0.Rm("/cf/a/missing"), "", "rm of a missing node whose parent exists")
+		expectErr(e, e.dom0, e.dom0.Rm("/cf/nowhere/missing"), wire.ENOENT, "rm of a node whose parent is missing")
+		if !e.dom0.Exists("/cf/a/b") {
+			e.t.Error("rm of a missing sibling removed /cf/a/b")
+		}
+		// Removing nothing fires nothing: the next event is this write's.
+		if err := e.admin.Write("/cf/a/c", "1"); err != nil {
+			e.t.Fatal(err)
+		}
+		nextEvent(e, ev, "/cf/a/c")
+	}},
 	{"guest-cannot-touch-another-guest", func(e *env) {
 		other := fmt.Sprintf("/local/domain/%d/secret", e.g2)
 		if err := e.admin.Write(other, "s3cret"); err != nil {

@@ -170,20 +170,34 @@ func countOwned(n *node, dom xen.DomID) int {
 	return c
 }
 
-func remove(root *node, dom xen.DomID, p string) error {
+// remove deletes the subtree at p and reports whether there was one.
+// xenstore.txt: "It is not an error if <path> does not exist, but it _is_
+// an error if <path>'s immediate parent does not exist either." So a
+// missing node under an existing parent is a success that changed
+// nothing (false, nil): no generation bump, no watch event. As in C
+// xenstored, a domain that may not read that parent learns nothing about
+// it (EACCES).
+func remove(root *node, dom xen.DomID, p string) (bool, error) {
 	parts := splitPath(p)
 	if len(parts) == 0 {
-		return fmt.Errorf("%w: remove / (EINVAL)", xen.ErrPermission)
+		return false, fmt.Errorf("%w: remove / (EINVAL)", xen.ErrPermission)
 	}
 	parent := lookup(root, "/"+strings.Join(parts[:len(parts)-1], "/"))
-	if parent == nil || parent.children[parts[len(parts)-1]] == nil {
-		return fmt.Errorf("%w: %s (ENOENT)", xen.ErrNotFound, p)
+	if parent == nil {
+		return false, fmt.Errorf("%w: %s (ENOENT)", xen.ErrNotFound, p)
 	}
-	if !access(parent.children[parts[len(parts)-1]], dom, true) {
-		return fmt.Errorf("%w: remove %s (EACCES)", xen.ErrPermission, p)
+	n := parent.children[parts[len(parts)-1]]
+	if n == nil {
+		if !access(parent, dom, false) {
+			return false, fmt.Errorf("%w: remove %s (EACCES)", xen.ErrPermission, p)
+		}
+		return false, nil
+	}
+	if !access(n, dom, true) {
+		return false, fmt.Errorf("%w: remove %s (EACCES)", xen.ErrPermission, p)
 	}
 	delete(parent.children, parts[len(parts)-1])
-	return nil
+	return true, nil
 }
 
 func directory(root *node, dom xen.DomID, p string) ([]string, error) {
@@ -298,29 +312,32 @@ func (c *storeConn) Read(p string) (string, error) {
 }
 
 func (c *storeConn) Write(p, v string) error {
-	return c.mutate(p, func(r *node, p string) error { return write(r, c.dom, p, v, false) }, false)
+	return c.mutate(p, func(r *node, p string) (bool, error) { return true, write(r, c.dom, p, v, false) }, false)
 }
 
 func (c *storeConn) Mkdir(p string) error {
-	return c.mutate(p, func(r *node, p string) error { return write(r, c.dom, p, "", true) }, false)
+	return c.mutate(p, func(r *node, p string) (bool, error) { return true, write(r, c.dom, p, "", true) }, false)
 }
 
 func (c *storeConn) Remove(p string) error {
-	return c.mutate(p, func(r *node, p string) error { return remove(r, c.dom, p) }, true)
+	return c.mutate(p, func(r *node, p string) (bool, error) { return remove(r, c.dom, p) }, true)
 }
 
 func (c *storeConn) SetPerms(p string, perms []xen.Perm) error {
-	return c.mutate(p, func(r *node, p string) error { return setPerms(r, c.dom, p, perms) }, false)
+	return c.mutate(p, func(r *node, p string) (bool, error) { return true, setPerms(r, c.dom, p, perms) }, false)
 }
 
-func (c *storeConn) mutate(p string, op func(*node, string) error, removes bool) error {
+// mutate applies op at p; op reports whether it changed the tree, and
+// only a change bumps the generation and fires watches.
+func (c *storeConn) mutate(p string, op func(*node, string) (bool, error), removes bool) error {
 	p = c.abs(p)
 	if err := validPath(p); err != nil {
 		return err
 	}
 	c.t.mu.Lock()
 	defer c.t.mu.Unlock()
-	if err := op(c.t.root, p); err != nil {
+	changed, err := op(c.t.root, p)
+	if err != nil || !changed {
 		return err
 	}
 	c.t.gen++
@@ -451,12 +468,15 @@ func (tx *storeTx) Directory(p string) ([]string, error) {
 	return directory(tx.root, tx.c.dom, tx.c.abs(p))
 }
 
-func (tx *storeTx) change(p string, removed bool, op func(string) error) error {
+// change applies op at p in the snapshot; only a change is recorded,
+// to fire its watches at commit.
+func (tx *storeTx) change(p string, removed bool, op func(string) (bool, error)) error {
 	p = tx.c.abs(p)
 	if err := validPath(p); err != nil {
 		return err
 	}
-	if err := op(p); err != nil {
+	changed, err := op(p)
+	if err != nil || !changed {
 		return err
 	}
 	tx.fired = append(tx.fired, firedPath{p, removed})
@@ -464,19 +484,19 @@ func (tx *storeTx) change(p string, removed bool, op func(string) error) error {
 }
 
 func (tx *storeTx) Write(p, v string) error {
-	return tx.change(p, false, func(p string) error { return write(tx.root, tx.c.dom, p, v, false) })
+	return tx.change(p, false, func(p string) (bool, error) { return true, write(tx.root, tx.c.dom, p, v, false) })
 }
 
 func (tx *storeTx) Mkdir(p string) error {
-	return tx.change(p, false, func(p string) error { return write(tx.root, tx.c.dom, p, "", true) })
+	return tx.change(p, false, func(p string) (bool, error) { return true, write(tx.root, tx.c.dom, p, "", true) })
 }
 
 func (tx *storeTx) Remove(p string) error {
-	return tx.change(p, true, func(p string) error { return remove(tx.root, tx.c.dom, p) })
+	return tx.change(p, true, func(p string) (bool, error) { return remove(tx.root, tx.c.dom, p) })
 }
 
 func (tx *storeTx) SetPerms(p string, perms []xen.Perm) error {
-	return tx.change(p, false, func(p string) error { return setPerms(tx.root, tx.c.dom, p, perms) })
+	return tx.change(p, false, func(p string) (bool, error) { return true, setPerms(tx.root, tx.c.dom, p, perms) })
 }
 
 // fireSpecial fires a special watch path (@introduceDomain, @releaseDomain).
