@@ -47,4 +47,23 @@ func TestAPTPLSurvivesSIGKILL(t *testing.T) {
 	if !u.Conflict(nexuses["B"], []byte{scsi.OpWrite10, 0, 0, 0, 0, 0, 0, 0, 1, 0}) {
 		t.Fatal("the restored reservation is not enforced")
 	}
+	// A restart is a power on: PRgeneration is zero (it was 1 in the
+	// killed process), and the file store's version, a separate counter,
+	// still accepts the next change, which is durable in turn.
+	if s.Generation != 0 {
+		t.Fatalf("PRgeneration %d after a power on, want 0", s.Generation)
+	}
+	cdb, param := prOut(saRegisterIgnore, 0, 0, 0xbeef, true)
+	var res scsi.Result
+	u.Execute(nexuses["B"], &scsi.Command{CDB: cdb, Dir: scsi.DirToDevice, Data: param}, &res, false)
+	if res.Status != scsi.StatusGood || u.State().Generation != 1 {
+		t.Fatalf("register after the power on: status %#x generation %d, want GOOD and 1", res.Status, u.State().Generation)
+	}
+	u, err = Open(&FileStore{Dir: dir}, "lu", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := u.State(); len(s.Registrations) != 2 || s.Generation != 0 {
+		t.Fatalf("after a second power on: %d registrations, generation %d; want 2 and 0", len(s.Registrations), s.Generation)
+	}
 }

@@ -116,6 +116,20 @@ func validType(t uint8) bool {
 	return false
 }
 
+// PowerOn is the state a logical unit comes up with after a power on
+// (a backend started on a stored state). With APTPL the registrations,
+// the reservation and APTPL survive (SPC-4 5.14.3), otherwise nothing
+// does. PRgeneration restarts at zero either way: SPC-4 (READ KEYS) has it
+// "set to zero by a power on"; the store's compare-and-swap version is
+// separate and keeps counting. Unit attentions and SPC-2 reservations
+// never survive (the SCSI engine raises POWER ON itself).
+func (s *State) PowerOn() State {
+	if !s.APTPL {
+		return State{}
+	}
+	return State{Registrations: slices.Clone(s.Registrations), Reserved: s.Reserved, Type: s.Type, Holder: s.Holder, APTPL: true}
+}
+
 // isHolder: n holds the persistent reservation.
 func (s *State) isHolder(n scsi.Nexus) bool {
 	if !s.Reserved {

@@ -67,9 +67,12 @@ type Unit struct {
 	log     *slog.Logger
 }
 
-// Open loads a unit's state. As after a power loss, the registrations and
-// the reservation survive only if the last registration asked for APTPL
-// (SPC-4 5.9.4); pending unit attentions and SPC-2 reservations never do.
+// Open loads a unit's state as a power on finds it (State.PowerOn): the
+// registrations and the reservation survive only if the last registration
+// asked for APTPL (SPC-4 5.9.4), PRgeneration is zero, pending unit
+// attentions and SPC-2 reservations are gone. The stored state is not
+// rewritten; the next change stores the powered-on state under the
+// version loaded here.
 func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 	if log == nil {
 		log = slog.Default()
@@ -85,11 +88,7 @@ func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.APTPL {
-			s.Attentions = nil
-			s.Legacy = nil
-			u.state = s
-		}
+		u.state = s.PowerOn()
 	}
 	return u, nil
 }
