@@ -50,20 +50,21 @@ type Spec struct {
 	Discard *bool
 	// Trusted is nil when neither trusted nor untrusted was given.
 	Trusted *bool
-	// Extra holds keys xenblk understands beyond xl's (for example
-	// scsi-policy=..., sector-size=4096, rotation-rate=1), verbatim.
+	// Extra holds xenblk's own keys (OwnKeys: scsi-policy=...,
+	// sector-size=4096, rotation-rate=1, ...), verbatim; Parse has checked
+	// their values (ParseOptions).
 	Extra map[string]string
 }
 
-// extraKeys are xenblk's own keys, accepted in a spec next to xl's.
-var extraKeys = map[string]bool{
-	"scsi":                 true, // emulate | passthrough | off
-	"scsi-policy":          true,
-	"pr":                   true, // emulate | passthrough
-	"sector-size":          true,
-	"physical-sector-size": true,
-	"rotation-rate":        true,
-	"direct":               true, // 1: the image is opened O_DIRECT
+// isOwnKey says whether key is one of xenblk's own keys (OwnKeys),
+// accepted in a spec next to xl's.
+func isOwnKey(key string) bool {
+	for _, k := range OwnKeys {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // positional order of xl-disk-configuration(5).
@@ -151,6 +152,9 @@ func Parse(s string) (Spec, error) {
 	if _, err := VirtualDevice(spec.Vdev); err != nil {
 		return Spec{}, err
 	}
+	if _, err := ParseOptions(spec.Extra); err != nil {
+		return Spec{}, fmt.Errorf("diskspec: %w", err)
+	}
 	return spec, nil
 }
 
@@ -223,7 +227,7 @@ func (spec *Spec) assign(key, val string) error {
 	case "specification", "transport", "colo-host", "colo-port", "colo-export", "active-disk", "hidden-disk":
 		// Recognised xl keys with no meaning for a blkif backend.
 	default:
-		if !extraKeys[key] {
+		if !isOwnKey(key) {
 			return fmt.Errorf("diskspec: unknown key %q", key)
 		}
 		if spec.Extra == nil {

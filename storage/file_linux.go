@@ -71,11 +71,11 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("storage: %s is not a regular file", path)
 	}
-	if st.Size() == 0 {
+	if err := CheckImageSize(path, st.Size(), opt.LogicalBlockSize); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("disk image %s is 0 bytes; remove it so it can be created with a size, or run truncate -s SIZE %s", path, path)
+		return nil, err
 	}
-	size := st.Size() / int64(opt.LogicalBlockSize) * int64(opt.LogicalBlockSize)
+	size := st.Size()
 	fl := &File{f: f, path: path, opt: opt, size: size, pbs: 4096, rot: RotationRateForPath(path)}
 	var sfs unix.Statfs_t
 	if unix.Fstatfs(int(f.Fd()), &sfs) == nil && sfs.Bsize >= int64(opt.LogicalBlockSize) && sfs.Bsize <= 65536 {
@@ -83,6 +83,36 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 	}
 	fl.pool.New = func() any { return alignedBuffer(1 << 20) }
 	return fl, nil
+}
+
+// CheckImageSize refuses an image file of size bytes that cannot be
+// served whole with logicalBlockSize-byte sectors: 0 bytes, or a size
+// with a partial last sector, whose bytes a guest could never read or
+// write (rounding down would hide them without a word). The error is an
+// *ImageSizeError.
+func CheckImageSize(path string, size int64, logicalBlockSize uint32) error {
+	if size == 0 || size%int64(logicalBlockSize) != 0 {
+		return &ImageSizeError{Path: path, Size: size, SectorSize: int64(logicalBlockSize)}
+	}
+	return nil
+}
+
+// ImageSizeError is an image file whose size cannot be served; its text
+// says how to fix the file.
+type ImageSizeError struct {
+	Path       string
+	Size       int64 // 0, or not a multiple of SectorSize
+	SectorSize int64
+}
+
+func (e *ImageSizeError) Error() string {
+	if e.Size == 0 {
+		return fmt.Sprintf("disk image %s is 0 bytes; give it a size with truncate -s SIZE %s", e.Path, e.Path)
+	}
+	tail := e.Size % e.SectorSize
+	up := e.Size - tail + e.SectorSize
+	return fmt.Sprintf("disk image %s is %d bytes, not a whole number of %d-byte sectors: its last %d bytes could never be read or written; extend it to %d bytes with truncate -s %d %s (zeros are added at its end)",
+		e.Path, e.Size, e.SectorSize, tail, up, up, e.Path)
 }
 
 func (d *File) Info() Info {

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -109,8 +110,52 @@ func TestZeroByteImageIsAClearError(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "empty.img")
 	os.WriteFile(p, nil, 0o644)
 	_, err := storage.OpenFile(p, storage.FileOptions{})
-	if err == nil || !contains(err.Error(), "0 bytes") {
+	if err == nil || !contains(err.Error(), "0 bytes") || !contains(err.Error(), "truncate -s SIZE "+p) || !errors.As(err, new(*storage.ImageSizeError)) {
 		t.Fatalf("opening a 0-byte image: %v", err)
+	}
+	if contains(err.Error(), "remove it") {
+		t.Errorf("%v: storage cannot promise that whoever opens it creates it", err)
+	}
+}
+
+// An image with a partial last sector is refused, not rounded down: the
+// tail's bytes would be unreachable without a word. The error names the
+// lost tail and the truncate that makes the image whole; images that are
+// whole open with every byte.
+func TestImageWithAPartialLastSectorIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		size int64
+		lbs  uint32
+		want string // "" opens
+	}{
+		{1 << 20, 512, ""},
+		{1<<20 + 512, 512, ""},
+		{1 << 20, 4096, ""},
+		{1<<20 + 100, 512, "is 1048676 bytes, not a whole number of 512-byte sectors: its last 100 bytes could never be read or written; extend it to 1049088 bytes with truncate -s 1049088 "},
+		{1<<20 + 512, 4096, "not a whole number of 4096-byte sectors: its last 512 bytes"},
+		{1000, 512, "its last 488 bytes"},
+	} {
+		p := filepath.Join(dir, fmt.Sprintf("d%d-%d.img", c.size, c.lbs))
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(p, c.size)
+		f, err := storage.OpenFile(p, storage.FileOptions{LogicalBlockSize: c.lbs})
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%d bytes, %d-byte sectors: %v", c.size, c.lbs, err)
+		case c.want == "":
+			if got := f.Info().Size; got != c.size {
+				t.Errorf("%d bytes served as %d", c.size, got)
+			}
+			f.Close()
+		case err == nil:
+			f.Close()
+			t.Errorf("%d bytes, %d-byte sectors: opened", c.size, c.lbs)
+		case !contains(err.Error(), c.want) || !errors.As(err, new(*storage.ImageSizeError)):
+			t.Errorf("%d bytes, %d-byte sectors: %v, want it to say %q", c.size, c.lbs, err, c.want)
+		}
 	}
 }
 

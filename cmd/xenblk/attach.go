@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore"
@@ -32,8 +34,14 @@ owned by its domain and readable by the other, exactly as libxl's
 block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
 positional or named; xenblk's own keys may be added (docs/PROTOCOL.md):
 sector-size=4096, physical-sector-size=4096, rotation-rate=1, direct=1,
-scsi=emulate|passthrough|off, pr=emulate|passthrough, scsi-policy=TEXT or
-scsi-policy=@/absolute/policy-file.`,
+scsi=emulate|passthrough|off, pr=emulate|passthrough (with
+scsi=passthrough), scsi-policy=TEXT or scsi-policy=@/absolute/policy-file.
+
+Nothing is written unless all of it checks out: a bad value of any key,
+or a format other than raw, exits 2; a guest or backend domain that does
+not exist exits 1. With the backend in domain 0 (this host), the target
+must exist and be a raw image or a block device, not a qcow2 file, and a
+policy file must read as serve will read it (exit 1 otherwise).`,
 	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
   xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'`,
 	Args: cobra.ExactArgs(1),
@@ -69,8 +77,14 @@ func attachTarget() (xen.Store, error) {
 }
 
 func runAttach(cmd *cobra.Command, args []string) error {
+	// Everything the spec says is checked before anything is written:
+	// syntax and xenblk's own keys (diskspec.Parse, with the words serve
+	// would log), then what xenblk can serve.
 	spec, err := diskspec.Parse(args[0])
 	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := spec.Servable(); err != nil {
 		return usagef("%v", err)
 	}
 	if spec.Target != "" && !strings.HasPrefix(spec.Target, "/") {
@@ -86,10 +100,73 @@ func runAttach(cmd *cobra.Command, args []string) error {
 		return usagef("%v", err)
 	}
 	vbd.BackendType = attachFlags.backendType
+	for _, d := range []struct {
+		flag string
+		id   int
+	}{{"--domain", attachFlags.domain}, {"--backend-domain", attachFlags.backend}} {
+		if err := domainExists(st, d.id); err != nil {
+			return fmt.Errorf("%s %d: %w", d.flag, d.id, err)
+		}
+	}
+	if attachFlags.backend == 0 {
+		if err := checkLocalDisk(spec); err != nil {
+			return err
+		}
+	}
 	if err := toolstack.Create(st, vbd); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, attachFlags.domain, vbd.BackendPath())
+	return nil
+}
+
+// domainExists says whether a domain is running: every domain has its
+// directory in xenstore, on real Xen as on the simulated host.
+func domainExists(st xen.Store, id int) error {
+	dir := fmt.Sprintf("/local/domain/%d", id)
+	_, err := st.Read(dir)
+	if errors.Is(err, xen.ErrNotFound) {
+		return fmt.Errorf("no such domain: xenstore has no %s (xl list, or xenblk xenstore ls /local/domain, shows the domains there are)", dir)
+	}
+	return err
+}
+
+// checkLocalDisk checks what a backend in domain 0 — this host, on real
+// Xen as on the simulated one (its socket is a local path) — will open:
+// the target exists, is a raw image or a block device, and a policy file
+// given as scsi-policy=@/path reads as serve will read it. A backend in
+// another domain opens paths of its own, which cannot be seen from here.
+func checkLocalDisk(spec diskspec.Spec) error {
+	if spec.Target != "" {
+		st, err := os.Stat(spec.Target)
+		if err != nil {
+			if lerr := danglingLink(spec.Target); lerr != nil {
+				return fmt.Errorf("target: %w", lerr)
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("target %s does not exist; the backend (domain 0) opens it on this host", spec.Target)
+			}
+			return fmt.Errorf("target: %w", err)
+		}
+		switch mode := st.Mode(); {
+		case mode.IsRegular():
+			if err := qcowImage(spec.Target); err != nil {
+				return err
+			}
+		case mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0:
+		default:
+			return fmt.Errorf("target %s is not a raw image file or a block device (%s)", spec.Target, mode.Type())
+		}
+	}
+	o, err := spec.Options()
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if path, ok := o.PolicyFile(); ok {
+		if _, err := readPolicyFile(path, scsi.EmulatedPolicy()); err != nil {
+			return fmt.Errorf("%s=%s: %w", diskspec.KeySCSIPolicy, o.SCSIPolicy, err)
+		}
+	}
 	return nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +24,7 @@ func init() {
 		queues    []int
 		poll      time.Duration
 		dir       string
-		size      int64
+		size      = sizeValue(256 << 20)
 		jsonOut   bool
 		svgPath   string
 		mdPath    string
@@ -117,7 +116,7 @@ sum, no copy).`,
 				}
 				modes = append(modes, sm)
 			}
-			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: size, Progress: progress,
+			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
 				Submit: modes, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 			if cross {
 				self, err := os.Executable()
@@ -126,7 +125,7 @@ sum, no copy).`,
 				}
 				o.BackendCommand = func(sock, backend string) *exec.Cmd {
 					args := []string{"bench-backend", "--host", sock, "--backend", backend,
-						"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String()}
+						"--size", size.String(), "--dir", dir, "--poll", o.Poll.String()}
 					if backProf != "" {
 						args = append(args, "--cpuprofile", backProf)
 					}
@@ -157,7 +156,7 @@ sum, no copy).`,
 					}
 					do.BackendCommand = func(sock, backend string) *exec.Cmd {
 						return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-							"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", o.Poll.String())
+							"--size", size.String(), "--dir", dir, "--poll", o.Poll.String())
 					}
 				}
 				dm, err := bench.MeasureDevices(ctx, "null", devices, do)
@@ -182,7 +181,7 @@ sum, no copy).`,
 						self, _ := os.Executable()
 						po.BackendCommand = func(sock, backend string) *exec.Cmd {
 							return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-								"--size", strconv.FormatInt(size, 10), "--dir", dir, "--poll", v.poll.String())
+								"--size", size.String(), "--dir", dir, "--poll", v.poll.String())
 						}
 					}
 					po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
@@ -251,7 +250,7 @@ sum, no copy).`,
 	f.IntSliceVar(&queues, "queues", []int{1, 2}, "queue counts to run")
 	f.DurationVar(&poll, "poll", 0, "backend poll window after work for every case (0: blkback's default, negative: never poll)")
 	f.StringVar(&dir, "dir", os.TempDir(), "directory for the file backend's image (xenblk-bench.img), also fio's file")
-	f.Int64Var(&size, "size", 256<<20, "bytes addressed by the workloads (the image's size)")
+	f.Var(&size, "size", "bytes addressed by the workloads, the image's size (K, M, G, T suffixes)")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of a table")
 	f.StringVar(&svgPath, "svg", "", "write a latency histogram of the 1-queue random reads to this SVG file")
 	f.StringVar(&mdPath, "markdown", "", "rewrite the generated section of this file (BENCHMARKS.md)")
@@ -270,7 +269,7 @@ sum, no copy).`,
 
 	var bb struct {
 		host, backend, dir string
-		size               int64
+		size               sizeValue
 		poll               time.Duration
 		profile            string
 	}
@@ -296,7 +295,7 @@ sum, no copy).`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			return bench.ServeBackend(ctx, bb.host, bb.backend, bench.Options{Dir: bb.dir, FileSize: bb.size, Poll: bb.poll,
+			return bench.ServeBackend(ctx, bb.host, bb.backend, bench.Options{Dir: bb.dir, FileSize: int64(bb.size), Poll: bb.poll,
 				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		},
 	}
@@ -304,7 +303,8 @@ sum, no copy).`,
 	bf.StringVar(&bb.host, "host", "", "the host socket")
 	bf.StringVar(&bb.backend, "backend", "null", "null, memory or file")
 	bf.StringVar(&bb.dir, "dir", os.TempDir(), "the file backend's directory")
-	bf.Int64Var(&bb.size, "size", 256<<20, "device size")
+	bb.size = 256 << 20
+	bf.Var(&bb.size, "size", "device size (K, M, G, T suffixes)")
 	bf.DurationVar(&bb.poll, "poll", 0, "busy-poll window")
 	bf.StringVar(&bb.profile, "cpuprofile", "", "write a CPU profile of the backend process to this file")
 	rootCmd.AddCommand(backendCmd)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/xenblk/xenblk/storage"
@@ -31,6 +34,11 @@ func openImageWith(path string, size int64, readOnly bool, o imageOptions) (stor
 		}
 		return d, false, nil
 	}
+	if errors.Is(err, os.ErrNotExist) {
+		if err := danglingLink(path); err != nil {
+			return nil, false, err
+		}
+	}
 	created := errors.Is(err, os.ErrNotExist) && size > 0 && !readOnly
 	if errors.Is(err, os.ErrNotExist) && !created {
 		return nil, false, fmt.Errorf("disk image %s does not exist", path)
@@ -51,6 +59,46 @@ func openImageWith(path string, size int64, readOnly bool, o imageOptions) (stor
 		return nil, false, fmt.Errorf("%s: %w", path, err)
 	}
 	return f, created, nil
+}
+
+// danglingLink refuses a symbolic link whose target does not exist: Stat
+// says "no such file", but creating the image through it would fail with
+// "file exists" (O_EXCL does not follow links), and creating the link's
+// target somewhere else is not what anyone asked for.
+func danglingLink(path string) error {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return nil // not a link: nothing is there
+	}
+	return fmt.Errorf("disk image %s is a symbolic link to %s, which does not exist; create %s or point the link at an image", path, target, target)
+}
+
+// qcowMagic begins every qcow and qcow2 image ("QFI\xfb"); a big-endian
+// version follows (1: qcow, 2 or 3: qcow2).
+var qcowMagic = []byte{'Q', 'F', 'I', 0xfb}
+
+// qcowImage says, as an error, that the regular file at path is a qcow or
+// qcow2 image though it is to be served raw; nil when it is not (or
+// cannot be read: opening it says why). The guest would see qcow's
+// metadata, not the disk inside it.
+func qcowImage(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	head := make([]byte, 8)
+	if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head[:4], qcowMagic) {
+		return nil
+	}
+	format := "qcow2"
+	if binary.BigEndian.Uint32(head[4:]) == 1 {
+		format = "qcow"
+	}
+	return fmt.Errorf("disk %s is a %s image (it begins with QFI\\xfb), but the spec says format=raw: the guest would see %s's metadata, not the disk in it; convert it with qemu-img convert -O raw %s RAW-FILE and attach RAW-FILE", path, format, format, path)
 }
 
 // rotationRateOverride, when not negative, is the rotation rate every

@@ -51,6 +51,9 @@ func init() {
 
 func runNBDServe(cmd *cobra.Command, args []string) error {
 	if _, err := os.Stat(args[0]); err != nil {
+		if lerr := danglingLink(args[0]); lerr != nil {
+			err = lerr
+		}
 		return usagef("nbd serve: %v", err)
 	}
 	dev, _, err := openImage(args[0], 0, nbdServeFlags.readOnly)

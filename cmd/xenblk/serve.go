@@ -16,6 +16,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -75,7 +76,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	if !serveFlags.noSCSI {
 		cfg.SCSI = reservationEngines(dom.Store(), serveFlags.prDir, log)
 	}
-	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: openVBD}
+	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: func(st xen.Store, dir string) (storage.Device, error) { return openVBD(st, dir, log) }}
 	if serveFlags.metrics != "" {
 		l, err := net.Listen("tcp", serveFlags.metrics)
 		if err != nil {

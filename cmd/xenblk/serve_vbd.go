@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -20,8 +19,13 @@ import (
 )
 
 // openVBD opens the disk a vbd's backend directory names, as libxl wrote
-// it (params, mode).
-func openVBD(st xen.Store, dir string) (storage.Device, error) {
+// it (params, mode), shaped by xenblk's own keys. A spec whose format is
+// not raw is refused; a raw one whose file begins with qcow's magic is
+// served as the spec says, with a warning (attach refuses it when it can
+// see the file; by the time serve opens it the bytes may be the guest's
+// own, and a guest must not be able to take its disk away by writing
+// them).
+func openVBD(st xen.Store, dir string, log *slog.Logger) (storage.Device, error) {
 	params, err := st.Read(dir + "/params")
 	if err != nil {
 		return nil, fmt.Errorf("%s has no params node: %w", dir, err)
@@ -29,30 +33,29 @@ func openVBD(st xen.Store, dir string) (storage.Device, error) {
 	mode, _ := st.Read(dir + "/mode")
 	readOnly := strings.HasPrefix(mode, "r")
 	if specText, err := st.Read(dir + "/spec"); err == nil {
-		if spec, err := diskspec.Parse(specText); err == nil && spec.Format != diskspec.FormatRaw {
-			return nil, fmt.Errorf("disk %s is %s; xenblk serves raw images only (convert with qemu-img convert -O raw)", params, spec.Format)
+		if spec, err := diskspec.Parse(specText); err == nil {
+			if err := spec.Servable(); err != nil {
+				return nil, fmt.Errorf("disk %s: %w", params, err)
+			}
 		}
 	}
-	opts, err := readImageOptions(st, dir)
+	opts, err := readVBDOptions(st, dir)
 	if err != nil {
 		return nil, err
 	}
-	dev, _, err := openImageWith(params, 0, readOnly, opts)
+	if err := qcowImage(params); err != nil {
+		log.Warn("serving as raw, as the spec says", "vbd", dir, "warning", err)
+	}
+	dev, _, err := openImageWith(params, 0, readOnly, imageOptionsOf(opts))
 	return dev, err
 }
 
-// Backend nodes (written by xenblk attach from the disk spec's keys of the
-// same names; docs/PROTOCOL.md, "SG_IO pass-through") that choose a vbd's
-// SCSI engine.
+// Backend nodes that report what a vbd's SCSI engine became (the keys
+// that choose it are diskspec's: scsi, pr, scsi-policy; docs/PROTOCOL.md,
+// "SG_IO pass-through").
 const (
-	nodeSCSI        = "scsi"        // emulate (default) | passthrough | off
-	nodeSCSIPolicy  = "scsi-policy" // scsi.ParsePolicy text over the engine's default
-	nodePR          = "pr"          // emulate (default) | passthrough: who answers reservations under pass-through
-	nodeSCSIError   = "scsi-error"  // why pass-through was refused (the vbd then gets emulation)
-	nodeSCSIEngine  = "scsi-engine" // with scsi=passthrough, what the vbd got: emulate | passthrough
-	scsiEmulate     = "emulate"
-	scsiPassthrough = "passthrough"
-	scsiOff         = "off"
+	nodeSCSIError  = "scsi-error"  // why pass-through was refused (the vbd then gets emulation)
+	nodeSCSIEngine = "scsi-engine" // with scsi=passthrough, what the vbd got: emulate | passthrough
 )
 
 // passthroughOpener opens a backing path for SG_IO, refusing anything but
@@ -109,19 +112,14 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 		if err != nil {
 			lu = dir
 		}
-		mode, _ := st.Read(dir + "/" + nodeSCSI)
-		switch mode {
-		case "", scsiEmulate, scsiPassthrough:
-		case scsiOff:
+		opts, err := readVBDOptions(st, dir)
+		if err != nil {
+			return nil, err
+		}
+		if opts.SCSI == diskspec.SCSIOff {
 			return nil, nil
-		default:
-			return nil, fmt.Errorf("%s/%s = %q: want emulate, passthrough or off", dir, nodeSCSI, mode)
 		}
-		prMode, _ := st.Read(dir + "/" + nodePR)
-		if prMode != "" && prMode != scsiEmulate && prMode != scsiPassthrough {
-			return nil, fmt.Errorf("%s/%s = %q: want emulate or passthrough", dir, nodePR, prMode)
-		}
-		policyText, _ := st.Read(dir + "/" + nodeSCSIPolicy)
+		mode, prMode, policyText := opts.SCSI, opts.PR, opts.SCSIPolicy
 		mu.Lock()
 		defer mu.Unlock()
 		u, ok := units[lu]
@@ -131,7 +129,7 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 			}
 			units[lu] = u
 		}
-		if mode == scsiPassthrough {
+		if mode == diskspec.SCSIPassthrough {
 			disk, ok := disks[params]
 			var openErr error
 			switch {
@@ -149,13 +147,13 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 					return nil, err
 				}
 				cfg := sgio.Config{Policy: policy, Reservations: u, Log: log, Release: release(params)}
-				if prMode == scsiPassthrough {
+				if prMode == diskspec.SCSIPassthrough {
 					cfg.Reservations = nil
 				}
 				p, err := sgio.New(disk, cfg)
 				if err == nil {
 					users[params]++
-					st.Write(dir+"/"+nodeSCSIEngine, scsiPassthrough)
+					st.Write(dir+"/"+nodeSCSIEngine, diskspec.SCSIPassthrough)
 					st.Remove(dir + "/" + nodeSCSIError)
 					return p, nil
 				}
@@ -168,41 +166,48 @@ func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroug
 		if err != nil {
 			return nil, err
 		}
-		if mode == scsiPassthrough {
-			st.Write(dir+"/"+nodeSCSIEngine, scsiEmulate)
+		if mode == diskspec.SCSIPassthrough {
+			st.Write(dir+"/"+nodeSCSIEngine, diskspec.SCSIEmulate)
 		}
 		return emulate.New(dev, emulate.Config{Identity: lu, Reservations: u, Policy: policy, Log: log}), nil
 	}
 }
 
-// vbdPolicy is the engine's default policy with the disk spec's
-// scsi-policy applied on top: inline text (default,+0x35,...) or, as
-// @/absolute/path, a policy file on the backend's host (the same items,
-// one or more per line, # comments; see xenblk scsi-policy --file). The
-// node lives in the backend's area, which only the toolstack writes, so a
-// guest cannot point it anywhere.
+// vbdPolicy is the engine's default policy with the vbd's scsi-policy
+// (checked by diskspec.ParseOptions) applied on top: inline text
+// (default,+0x35,...) or, as @/absolute/path, a policy file on the
+// backend's host (the same items, one or more per line, # comments; see
+// xenblk scsi-policy --file). The node lives in the backend's area, which
+// only the toolstack writes, so a guest cannot point it anywhere.
 func vbdPolicy(dir, text string, base func() *scsi.Policy) (*scsi.Policy, error) {
 	if text == "" {
 		return base(), nil
 	}
 	if path, ok := strings.CutPrefix(text, "@"); ok {
-		if !filepath.IsAbs(path) {
-			return nil, fmt.Errorf("scsi-policy of %s: policy file %q: want an absolute path", dir, path)
-		}
-		f, err := os.Open(path)
+		p, err := readPolicyFile(path, base())
 		if err != nil {
-			return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
-		}
-		defer f.Close()
-		p, err := scsi.ReadPolicyFile(f, base())
-		if err != nil {
-			return nil, fmt.Errorf("scsi-policy of %s: %s: %w", dir, path, err)
+			return nil, fmt.Errorf("%s: %s=%s: %w", dir, diskspec.KeySCSIPolicy, text, err)
 		}
 		return p, nil
 	}
 	p, err := scsi.ParsePolicy(text, base())
 	if err != nil {
-		return nil, fmt.Errorf("scsi-policy of %s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %s=%s: %w", dir, diskspec.KeySCSIPolicy, text, err)
+	}
+	return p, nil
+}
+
+// readPolicyFile reads a scsi-policy=@path file over base; attach (when
+// the backend is on its host) and serve both read it so.
+func readPolicyFile(path string, base *scsi.Policy) (*scsi.Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p, err := scsi.ReadPolicyFile(f, base)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
 }

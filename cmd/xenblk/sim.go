@@ -27,7 +27,7 @@ import (
 
 var simFlags struct {
 	disk     string
-	size     string
+	size     sizeValue
 	nbd      string
 	vdev     string
 	readOnly bool
@@ -61,7 +61,8 @@ frontend flushes and closes, the backend closes, the vbd is removed.`,
 func init() {
 	f := simCmd.Flags()
 	f.StringVar(&simFlags.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
-	f.StringVar(&simFlags.size, "size", "1G", "size of the image when it is created (K, M, G, T suffixes)")
+	simFlags.size = 1 << 30
+	f.Var(&simFlags.size, "size", "size of the image when it is created (K, M, G, T suffixes); an existing image keeps its own")
 	f.StringVar(&simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
 	f.StringVar(&simFlags.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&simFlags.readOnly, "read-only", false, "attach the disk read-only")
@@ -74,23 +75,41 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	if err := simOnly("sim"); err != nil {
 		return err
 	}
-	size, err := parseSize(simFlags.size)
-	if err != nil {
-		return usagef("--size: %v", err)
-	}
 	level := slog.LevelWarn
 	if simFlags.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	exported := false // the guest's disk is out: the image is no longer this run's to remove
 	path, err := filepath.Abs(simFlags.disk)
 	if err != nil {
 		return err
 	}
-	disk, created, err := openImage(path, size, simFlags.readOnly)
+	// Listen first: a port that is taken must not leave a new image behind.
+	l, err := net.Listen("tcp", simFlags.nbd)
 	if err != nil {
+		return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
+	}
+	disk, created, err := openImage(path, int64(simFlags.size), simFlags.readOnly)
+	if err != nil {
+		l.Close()
+		if se := (*storage.ImageSizeError)(nil); errors.As(err, &se) && se.Size == 0 {
+			return fmt.Errorf("%w, or remove it and xenblk sim creates it with --size", err)
+		}
 		return err
+	}
+	if created {
+		// Until the guest's disk is exported, a failure removes the image
+		// this run created.
+		defer func() {
+			if !exported {
+				os.Remove(path)
+			}
+		}()
+	} else if cmd.Flags().Changed("size") && int64(simFlags.size) != disk.Info().Size {
+		fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: --size %s ignored: %s exists and is %d bytes (xenblk never resizes an image; truncate -s %s %s does)\n",
+			simFlags.size.String(), path, disk.Info().Size, simFlags.size.String(), path)
 	}
 	host, err := sim.NewHost()
 	if err != nil {
@@ -141,13 +160,9 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 
-	l, err := net.Listen("tcp", simFlags.nbd)
-	if err != nil {
-		front.Close()
-		return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
-	}
 	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: simFlags.vdev, Description: "xenblk guest disk " + simFlags.vdev, Device: front.Device()}}}
 	go exportServer.Serve(l)
+	exported = true
 
 	in := front.Info()
 	out := cmd.OutOrStdout()

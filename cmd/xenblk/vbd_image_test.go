@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +11,7 @@ import (
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -25,18 +29,8 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	if err := os.Truncate(img, 8<<20); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := diskspec.Parse("format=raw, vdev=xvdb, access=rw, sector-size=4096, physical-sector-size=8192, rotation-rate=7200, direct=1, target=" + img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := toolstack.Create(st, vbd); err != nil {
-		t.Fatal(err)
-	}
-	dev, err := openVBD(st, vbd.BackendPath())
+	dir := createVBD(t, st, g.ID(), "format=raw, vdev=xvdb, access=rw, sector-size=4096, physical-sector-size=8192, rotation-rate=7200, direct=1, target="+img)
+	dev, err := openVBD(st, dir, discardLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,23 +50,27 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 		t.Fatalf("read back %x, %v", got[0], err)
 	}
 
-	dir := vbd.BackendPath()
 	for _, c := range []struct{ node, value, want string }{
 		{"sector-size", "1024", "want 512 or 4096"},
 		{"sector-size", "many", "want a number"},
-		{"physical-sector-size", "2048", "physical block size 2048"},
-		{"rotation-rate", "-3", "want a number"},
-		{"direct", "perhaps", "want 1 or 0"},
+		{"physical-sector-size", "2048", "physical-sector-size=2048: want a power of two from sector-size (4096)"},
+		{"rotation-rate", "-3", "rotation-rate=-3: want a number"},
+		{"direct", "perhaps", "direct=perhaps: want 1 or 0"},
+		{"scsi", "maybe", "scsi=maybe: want emulate, passthrough or off"},
 	} {
 		saved, _ := st.Read(dir + "/" + c.node)
 		st.Write(dir+"/"+c.node, c.value)
-		if d, err := openVBD(st, dir); err == nil {
+		if d, err := openVBD(st, dir, discardLog); err == nil {
 			d.Close()
 			t.Errorf("%s=%s opened", c.node, c.value)
-		} else if !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s=%s: error %q, want it to say %q", c.node, c.value, err, c.want)
+		} else if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), dir+": ") {
+			t.Errorf("%s=%s: error %q, want it to name %s and say %q", c.node, c.value, err, dir, c.want)
 		}
-		st.Write(dir+"/"+c.node, saved)
+		if saved == "" {
+			st.Remove(dir + "/" + c.node)
+		} else {
+			st.Write(dir+"/"+c.node, saved)
+		}
 	}
 	// Keys xenblk does not serve are refused by the parser, not ignored.
 	for _, key := range []string{"serial=abc", "queues=4", "size=1G"} {
@@ -80,4 +78,74 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 			t.Errorf("%s accepted", key)
 		}
 	}
+}
+
+var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// serve says what is true about a disk it will not serve as the spec
+// asks: format=qcow2 on any file is the spec's claim, not the file's; a
+// file that does begin with qcow2's magic under format=raw is served raw,
+// as attached, with a warning that says what the file is.
+func TestOpenVBDSaysWhatIsTrueAboutTheFormat(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	st := h.Store()
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw.img")
+	if err := os.WriteFile(raw, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	qcow := filepath.Join(dir, "disk.qcow2")
+	head := append([]byte("QFI\xfb"), 0, 0, 0, 3)
+	if err := os.WriteFile(qcow, append(head, make([]byte, 1<<20-len(head))...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	attach := func(spec string) string { return createVBD(t, st, g.ID(), spec) }
+	for _, c := range []struct{ spec, want string }{
+		{"format=qcow2, vdev=xvdb, target=" + raw, "disk " + raw + ": the spec says format=qcow2; xenblk serves raw images only (for a raw file, say format=raw; for a qcow2 image, convert it with qemu-img convert -O raw)"},
+		{"format=vhd, vdev=xvdc, target=" + qcow, "the spec says format=vhd;"},
+	} {
+		if d, err := openVBD(st, attach(c.spec), discardLog); err == nil {
+			d.Close()
+			t.Errorf("%s: served", c.spec)
+		} else if err.Error() != c.want && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %q, want %q", c.spec, err, c.want)
+		}
+	}
+	var logged bytes.Buffer
+	d, err := openVBD(st, attach("format=raw, vdev=xvdd, target="+qcow), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatalf("a raw spec on a qcow2 file: %v", err)
+	}
+	d.Close()
+	if !strings.Contains(logged.String(), "is a qcow2 image") || !strings.Contains(logged.String(), "the spec says format=raw") {
+		t.Errorf("no warning that names the file's format and the spec's; log:\n%s", logged.String())
+	}
+	logged.Reset()
+	d, err = openVBD(st, attach("format=raw, vdev=xvde, target="+raw), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if logged.Len() != 0 {
+		t.Errorf("a raw file under format=raw logged:\n%s", logged.String())
+	}
+}
+
+// createVBD writes a vbd for spec as attach does and returns its backend
+// directory.
+func createVBD(t *testing.T, st xen.Store, guest xen.DomID, spec string) string {
+	t.Helper()
+	s, err := diskspec.Parse(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vbd, err := toolstack.NewVBD(0, guest, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := toolstack.Create(st, vbd); err != nil {
+		t.Fatal(err)
+	}
+	return vbd.BackendPath()
 }

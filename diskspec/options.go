@@ -1,0 +1,172 @@
+package diskspec
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/xenblk/xenblk/scsi"
+)
+
+// xenblk's own keys. xenblk attach writes them into a vbd's backend
+// directory as nodes of the same names; xenblk serve reads them back. Both
+// check them with ParseOptions, so a bad value gets the same words at
+// attach (before anything is written) as in serve's log (when a node was
+// written by hand).
+const (
+	KeySCSI               = "scsi"                 // emulate (default) | passthrough | off
+	KeySCSIPolicy         = "scsi-policy"          // policy text over the engine's default, or @/absolute/file
+	KeyPR                 = "pr"                   // emulate (default) | passthrough, with scsi=passthrough
+	KeySectorSize         = "sector-size"          // 512 (default) | 4096: the logical block size
+	KeyPhysicalSectorSize = "physical-sector-size" // power of two, sector-size..65536
+	KeyRotationRate       = "rotation-rate"        // SBC's medium rotation rate: 0 not reported, 1 non-rotating, else rpm
+	KeyDirect             = "direct"               // 1: the image is opened O_DIRECT
+)
+
+// Values of the scsi and pr keys.
+const (
+	SCSIEmulate     = "emulate"
+	SCSIPassthrough = "passthrough"
+	SCSIOff         = "off"
+)
+
+// OwnKeys lists xenblk's own keys, in the order ParseOptions checks them.
+var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect}
+
+// Options are xenblk's own keys, checked.
+type Options struct {
+	SCSI               string // "" (not given: emulate), SCSIEmulate, SCSIPassthrough or SCSIOff
+	SCSIPolicy         string // "" (the engine's default), inline policy text, or @/absolute/path
+	PR                 string // "" (not given: emulate), SCSIEmulate or SCSIPassthrough
+	SectorSize         uint32 // 0: not given (512)
+	PhysicalSectorSize uint32 // 0: not given (the filesystem's block size)
+	RotationRate       int    // -1: not given (the backing device's)
+	Direct             bool
+}
+
+// PolicyFile returns the path of a scsi-policy=@/path file, if that is the
+// form given.
+func (o Options) PolicyFile() (string, bool) { return strings.CutPrefix(o.SCSIPolicy, "@") }
+
+// ValueError is one of xenblk's keys given a value it cannot take.
+type ValueError struct {
+	Key, Value string
+	Want       string // what the key takes, or why this value cannot be
+}
+
+func (e *ValueError) Error() string { return fmt.Sprintf("%s=%s: %s", e.Key, e.Value, e.Want) }
+
+// ParseOptions checks xenblk's own keys in kv (a Spec's Extra, or the nodes
+// of a vbd's backend directory by name); other keys are not its business.
+// The first bad value is the error, a *ValueError.
+func ParseOptions(kv map[string]string) (Options, error) {
+	o := Options{RotationRate: -1}
+	bad := func(key, want string) error { return &ValueError{Key: key, Value: kv[key], Want: want} }
+	number := func(key string, lo, hi int) (int, bool, error) {
+		v, ok := kv[key]
+		if !ok {
+			return 0, false, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return 0, false, bad(key, fmt.Sprintf("want a number from %d to %d", lo, hi))
+		}
+		return n, true, nil
+	}
+	if v, ok := kv[KeySCSI]; ok {
+		switch v {
+		case SCSIEmulate, SCSIPassthrough, SCSIOff:
+			o.SCSI = v
+		default:
+			return o, bad(KeySCSI, "want emulate, passthrough or off")
+		}
+	}
+	if v, ok := kv[KeySCSIPolicy]; ok {
+		if err := checkPolicy(v); err != nil {
+			return o, bad(KeySCSIPolicy, err.Error())
+		}
+		o.SCSIPolicy = v
+	}
+	if v, ok := kv[KeyPR]; ok {
+		switch v {
+		case SCSIEmulate, SCSIPassthrough:
+			o.PR = v
+		default:
+			return o, bad(KeyPR, "want emulate or passthrough")
+		}
+		// Under the emulation, reservations are always the backend's own:
+		// pr=passthrough there would be silently ignored.
+		if v == SCSIPassthrough && o.SCSI != SCSIPassthrough {
+			return o, bad(KeyPR, "only with scsi=passthrough (an emulated unit answers reservations itself)")
+		}
+	}
+	if n, ok, err := number(KeySectorSize, 512, 4096); err != nil {
+		return o, err
+	} else if ok {
+		if n != 512 && n != 4096 {
+			return o, bad(KeySectorSize, "want 512 or 4096")
+		}
+		o.SectorSize = uint32(n)
+	}
+	if n, ok, err := number(KeyPhysicalSectorSize, 512, 65536); err != nil {
+		return o, err
+	} else if ok {
+		logical := max(o.SectorSize, 512)
+		if n&(n-1) != 0 || uint32(n) < logical {
+			return o, bad(KeyPhysicalSectorSize, fmt.Sprintf("want a power of two from sector-size (%d) to 65536", logical))
+		}
+		o.PhysicalSectorSize = uint32(n)
+	}
+	if n, ok, err := number(KeyRotationRate, 0, 0xfffe); err != nil {
+		return o, err
+	} else if ok {
+		o.RotationRate = n
+	}
+	if v, ok := kv[KeyDirect]; ok {
+		switch v {
+		case "1", "true":
+			o.Direct = true
+		case "0", "false":
+		default:
+			return o, bad(KeyDirect, "want 1 or 0")
+		}
+	}
+	return o, nil
+}
+
+// checkPolicy checks scsi-policy's value as far as it can without the
+// backend's files: inline text parses, a policy file is named by an
+// absolute path (it is read on the backend's host, whose working
+// directory is not the toolstack's). Whether a policy is valid does not
+// depend on the engine whose default "default" names.
+func checkPolicy(v string) error {
+	if path, ok := strings.CutPrefix(v, "@"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("policy file %q: want an absolute path (the backend reads it on its own host)", path)
+		}
+		return nil
+	}
+	if strings.TrimSpace(v) == "" {
+		return fmt.Errorf("empty; omit the key for the engine's default")
+	}
+	_, err := scsi.ParsePolicy(v, scsi.EmulatedPolicy())
+	return err
+}
+
+// Options returns the spec's own keys, checked (Parse has checked them).
+func (spec Spec) Options() (Options, error) { return ParseOptions(spec.Extra) }
+
+// Servable says whether xenblk can serve what the spec describes: it
+// serves raw images only. The error says what the spec says, not what the
+// file is (the file may be raw whatever the spec claims).
+func (spec Spec) Servable() error {
+	switch spec.Format {
+	case FormatRaw, "":
+		return nil
+	case FormatEmpty:
+		return fmt.Errorf("the spec says format=empty; xenblk serves raw images only (an empty CD-ROM drive is not served: give a raw image as the target)")
+	default:
+		return fmt.Errorf("the spec says format=%s; xenblk serves raw images only (for a raw file, say format=raw; for a %s image, convert it with qemu-img convert -O raw)", spec.Format, spec.Format)
+	}
+}
