@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xenblk/xenblk/internal/shmem"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -33,6 +33,9 @@ type journal struct {
 	mem      []byte
 	slots    uint32
 	slotSize int
+	// The header's words that change while the journal is in use, in
+	// the shared mapping (a restarted process reads them): atomic.
+	owner, rspPub, consumed *atomic.Uint32
 }
 
 // journalID names the ring a journal belongs to: a frontend that
@@ -86,7 +89,8 @@ func openJournal(path string, slots uint32, slotSize int) (*journal, error) {
 		f.Close()
 		return nil, fmt.Errorf("journal: mmap %s: %w", path, err)
 	}
-	j := &journal{f: f, mem: mem, slots: slots, slotSize: slotSize}
+	j := &journal{f: f, mem: mem, slots: slots, slotSize: slotSize,
+		owner: shmem.MustUint32(mem, jOwner), rspPub: shmem.MustUint32(mem, jRspPub), consumed: shmem.MustUint32(mem, jReqCons)}
 	if err := j.claim(); err != nil {
 		j.close()
 		return nil, fmt.Errorf("journal %s: %w", path, err)
@@ -105,17 +109,15 @@ func (j *journal) claim() error {
 		return err
 	}
 	defer unix.Flock(fd, unix.LOCK_UN)
-	owner := int(atomic.LoadUint32(j.word(jOwner)))
+	owner := int(j.owner.Load())
 	if me := os.Getpid(); owner != 0 && owner != me {
 		if err := unix.Kill(owner, 0); err == nil || err == unix.EPERM {
 			return fmt.Errorf("in use by process %d, another backend", owner)
 		}
 	}
-	atomic.StoreUint32(j.word(jOwner), uint32(os.Getpid()))
+	j.owner.Store(uint32(os.Getpid()))
 	return nil
 }
-
-func (j *journal) word(off int) *uint32 { return (*uint32)(unsafe.Pointer(&j.mem[off])) }
 
 // matches reports whether the journal was kept for this very ring.
 func (j *journal) matches(id journalID) bool {
@@ -140,11 +142,11 @@ func (j *journal) reset(id journalID, reqCons uint32) {
 	copy(j.mem[jMagic:], journalMagic)
 }
 
-func (j *journal) reqCons() uint32     { return atomic.LoadUint32(j.word(jReqCons)) }
-func (j *journal) setReqCons(v uint32) { atomic.StoreUint32(j.word(jReqCons), v) }
+func (j *journal) reqCons() uint32     { return j.consumed.Load() }
+func (j *journal) setReqCons(v uint32) { j.consumed.Store(v) }
 
-func (j *journal) rspPublished() uint32     { return atomic.LoadUint32(j.word(jRspPub)) }
-func (j *journal) setRspPublished(v uint32) { atomic.StoreUint32(j.word(jRspPub), v) }
+func (j *journal) rspPublished() uint32     { return j.rspPub.Load() }
+func (j *journal) setRspPublished(v uint32) { j.rspPub.Store(v) }
 
 // slot is the journal's copy of request index i.
 func (j *journal) slot(i uint32) []byte {
@@ -153,7 +155,7 @@ func (j *journal) slot(i uint32) []byte {
 }
 
 func (j *journal) close() {
-	atomic.CompareAndSwapUint32(j.word(jOwner), uint32(os.Getpid()), 0)
+	j.owner.CompareAndSwap(uint32(os.Getpid()), 0)
 	_ = unix.Munmap(j.mem)
 	_ = j.f.Close()
 }

@@ -11,7 +11,13 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"github.com/xenblk/xenblk/internal/shmem"
 )
+
+// load32 and store32 read and write a header index as the other end does.
+func load32(mem []byte, off int) uint32     { return shmem.MustUint32(mem, off).Load() }
+func store32(mem []byte, off int, v uint32) { shmem.MustUint32(mem, off).Store(v) }
 
 // model is the reference for the property test: the same ring in
 // unbounded int64 counts (relative to the starting index), where "notify"

@@ -22,6 +22,9 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+
+	"github.com/xenblk/xenblk/internal/shmem"
 )
 
 // Offsets of the shared header (struct *_sring in ring.h).
@@ -63,18 +66,36 @@ type shared struct {
 	slotSize int
 	size     uint32 // slot count, a power of two
 	mask     uint32
+	// The header's indexes, resolved once by internal/shmem (inside mem,
+	// 4-byte aligned). The other end writes them concurrently, possibly
+	// from another process: every access is atomic.
+	reqProd, reqEvent, rspProd, rspEvent *atomic.Uint32
 }
 
 func newShared(mem []byte, slotSize int) (shared, error) {
-	if err := checkAlignment(mem); err != nil {
-		return shared{}, err
-	}
 	n := SlotCount(len(mem), slotSize)
 	if n == 0 {
 		return shared{}, fmt.Errorf("ring: %d bytes hold no slot of %d bytes", len(mem), slotSize)
 	}
-	return shared{mem: mem, slotSize: slotSize, size: n, mask: n - 1}, nil
+	s := shared{mem: mem, slotSize: slotSize, size: n, mask: n - 1}
+	for _, w := range []struct {
+		p   **atomic.Uint32
+		off int
+	}{{&s.reqProd, offReqProd}, {&s.reqEvent, offReqEvent}, {&s.rspProd, offRspProd}, {&s.rspEvent, offRspEvent}} {
+		var err error
+		if *w.p, err = shmem.Uint32(mem, w.off); err != nil {
+			return shared{}, fmt.Errorf("ring: %w", err)
+		}
+	}
+	return s, nil
 }
+
+// publish stores an index with a full barrier: ring.h's pattern "publish
+// prod, mb(), read the other end's event index" needs the store ordered
+// before the load in every build. Swap is that on every architecture (on
+// amd64 a plain atomic store already is an XCHG; under the race detector
+// a plain atomic store was seen to let the load pass it).
+func publish(w *atomic.Uint32, v uint32) { w.Swap(v) }
 
 // Size is the number of slots.
 func (s *shared) Size() uint32 { return s.size }
@@ -106,8 +127,8 @@ func InitFront(mem []byte, slotSize int) (*Front, error) {
 		return nil, err
 	}
 	clear(mem)
-	store32(mem, offReqEvent, 1)
-	store32(mem, offRspEvent, 1)
+	publish(s.reqEvent, 1)
+	publish(s.rspEvent, 1)
 	return &Front{shared: s}, nil
 }
 
@@ -119,7 +140,7 @@ func AttachFront(mem []byte, slotSize int, rspCons uint32) (*Front, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Front{shared: s, reqProdPvt: load32(mem, offReqProd), rspCons: rspCons}, nil
+	return &Front{shared: s, reqProdPvt: s.reqProd.Load(), rspCons: rspCons}, nil
 }
 
 // Free is the number of request slots the front may still fill
@@ -157,15 +178,15 @@ func (f *Front) ReqProdPvt() uint32 { return f.reqProdPvt }
 // Push publishes the produced requests and reports whether the back end
 // must be notified (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY).
 func (f *Front) Push() (notify bool) {
-	old := load32(f.mem, offReqProd)
+	old := f.reqProd.Load()
 	nw := f.reqProdPvt
 	if nw == old {
 		// Nothing new: no store, so the line the other end polls is not
 		// taken away from it, and no notification is due either.
 		return false
 	}
-	store32(f.mem, offReqProd, nw)
-	return nw-load32(f.mem, offReqEvent) < nw-old
+	publish(f.reqProd, nw)
+	return nw-f.reqEvent.Load() < nw-old
 }
 
 // Unconsumed is the number of published responses not yet consumed
@@ -173,7 +194,7 @@ func (f *Front) Push() (notify bool) {
 // rsp_prod ahead of what was requested; that count is clamped to what is
 // outstanding, and Overrun reports it.
 func (f *Front) Unconsumed() uint32 {
-	n := load32(f.mem, offRspProd) - f.rspCons
+	n := f.rspProd.Load() - f.rspCons
 	if out := f.reqProdPvt - f.rspCons; n > out {
 		return out
 	}
@@ -183,7 +204,7 @@ func (f *Front) Unconsumed() uint32 {
 // Overrun reports a back end that published more responses than there are
 // requests outstanding.
 func (f *Front) Overrun() bool {
-	return load32(f.mem, offRspProd)-f.rspCons > f.reqProdPvt-f.rspCons
+	return f.rspProd.Load()-f.rspCons > f.reqProdPvt-f.rspCons
 }
 
 // Response returns the slot at rsp_cons. Copy what you need before Consume:
@@ -206,7 +227,7 @@ func (f *Front) FinalCheck() (more bool) {
 	if f.Unconsumed() > 0 {
 		return true
 	}
-	store32(f.mem, offRspEvent, f.rspCons+1)
+	publish(f.rspEvent, f.rspCons+1)
 	return f.Unconsumed() > 0
 }
 
@@ -227,7 +248,7 @@ func AttachBack(mem []byte, slotSize int) (*Back, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := load32(mem, offRspProd)
+	p := s.rspProd.Load()
 	return &Back{shared: s, rspProdPvt: p, reqCons: p}, nil
 }
 
@@ -237,7 +258,7 @@ func AttachBack(mem []byte, slotSize int) (*Back, error) {
 // ErrProdOverflow when req_prod claims more requests than the ring can hold
 // (RING_REQUEST_PROD_OVERFLOW) or moved back behind req_cons.
 func (b *Back) Unconsumed() (uint32, error) {
-	prod := load32(b.mem, offReqProd)
+	prod := b.reqProd.Load()
 	if prod-b.rspProdPvt > b.size {
 		return 0, fmt.Errorf("%w: req_prod %d, rsp_prod_pvt %d, %d slots", ErrProdOverflow, prod, b.rspProdPvt, b.size)
 	}
@@ -278,13 +299,13 @@ func (b *Back) Pending() uint32 { return b.reqCons - b.rspProdPvt }
 // Push publishes the produced responses and reports whether the front
 // must be notified (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY).
 func (b *Back) Push() (notify bool) {
-	old := load32(b.mem, offRspProd)
+	old := b.rspProd.Load()
 	nw := b.rspProdPvt
 	if nw == old {
 		return false // nothing new (see Front.Push)
 	}
-	store32(b.mem, offRspProd, nw)
-	return nw-load32(b.mem, offRspEvent) < nw-old
+	publish(b.rspProd, nw)
+	return nw-b.rspEvent.Load() < nw-old
 }
 
 // FinalCheck is RING_FINAL_CHECK_FOR_REQUESTS: if nothing is pending, ask
@@ -295,7 +316,7 @@ func (b *Back) FinalCheck() (more bool, err error) {
 	if err != nil || n > 0 {
 		return n > 0, err
 	}
-	store32(b.mem, offReqEvent, b.reqCons+1)
+	publish(b.reqEvent, b.reqCons+1)
 	n, err = b.Unconsumed()
 	return n > 0, err
 }

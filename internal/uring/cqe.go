@@ -1,7 +1,5 @@
 package uring
 
-import "sync/atomic"
-
 // Reap calls fn on every completion posted and not yet reaped, oldest
 // first, then frees their slots for the kernel. fn must not keep the
 // pointer. It returns how many completions it reaped.
@@ -9,12 +7,12 @@ func (r *Ring) Reap(fn func(*CQE)) int {
 	if r.closed {
 		return 0
 	}
-	head := atomic.LoadUint32(r.cqHead)
-	tail := atomic.LoadUint32(r.cqTail) // the CQEs up to tail are written
+	head := r.cqHead.Load()
+	tail := r.cqTail.Load() // the CQEs up to tail are written
 	for h := head; h != tail; h++ {
 		fn(&r.cqes[h&r.cqMask])
 	}
-	atomic.StoreUint32(r.cqHead, tail) // read; the kernel may reuse them
+	r.cqHead.Store(tail) // read; the kernel may reuse them
 	return int(tail - head)
 }
 
@@ -23,5 +21,5 @@ func (r *Ring) Ready() int {
 	if r.closed {
 		return 0
 	}
-	return int(atomic.LoadUint32(r.cqTail) - atomic.LoadUint32(r.cqHead))
+	return int(r.cqTail.Load() - r.cqHead.Load())
 }

@@ -1,10 +1,6 @@
 package uring
 
-import (
-	"sync/atomic"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // SubmitAndWait publishes every SQE handed out, submits the ones the
 // kernel has not consumed yet, and, with minComplete > 0, waits in the
@@ -22,7 +18,7 @@ func (r *Ring) SubmitAndWait(minComplete uint32) (int, error) {
 	if r.closed {
 		return 0, ErrClosed
 	}
-	atomic.StoreUint32(r.sqTail, r.sqeTail)
+	r.sqTail.Store(r.sqeTail)
 	var flags uint32
 	if minComplete > 0 {
 		flags = EnterGetEvents

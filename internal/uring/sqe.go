@@ -1,18 +1,13 @@
 package uring
 
-import (
-	"sync/atomic"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // NextSQE hands out the next free submission slot, zeroed, for the caller
 // to fill (the Prep methods) before the next Submit. It returns nil when
 // every slot holds an SQE the kernel has not consumed yet: submit, then
 // ask again.
 func (r *Ring) NextSQE() *SQE {
-	if r.closed || r.sqeTail-atomic.LoadUint32(r.sqHead) >= uint32(len(r.sqes)) {
+	if r.closed || r.sqeTail-r.sqHead.Load() >= uint32(len(r.sqes)) {
 		return nil
 	}
 	sqe := &r.sqes[r.sqeTail&r.sqMask]
@@ -27,7 +22,7 @@ func (r *Ring) Unsubmitted() int {
 	if r.closed {
 		return 0
 	}
-	return int(r.sqeTail - atomic.LoadUint32(r.sqHead))
+	return int(r.sqeTail - r.sqHead.Load())
 }
 
 // DropUnsubmitted takes back every SQE the kernel has not consumed,
@@ -38,13 +33,13 @@ func (r *Ring) DropUnsubmitted(drop func(userData uint64)) int {
 	if r.closed {
 		return 0
 	}
-	head := atomic.LoadUint32(r.sqHead)
+	head := r.sqHead.Load()
 	for t := head; t != r.sqeTail; t++ {
 		drop(r.sqes[r.sqArray[t&r.sqMask]].UserData)
 	}
 	n := int(r.sqeTail - head)
 	r.sqeTail = head
-	atomic.StoreUint32(r.sqTail, head)
+	r.sqTail.Store(head)
 	return n
 }
 
@@ -53,8 +48,6 @@ func (r *Ring) DropUnsubmitted(drop func(userData uint64)) int {
 // until the operation's completion is reaped: the caller keeps it alive
 // and in place until then (Go heap objects are never moved; goroutine
 // stacks are, so nothing on a stack may be passed).
-
-func addr[T any](p *T) uint64 { return uint64(uintptr(unsafe.Pointer(p))) }
 
 func (s *SQE) prepRW(op uint8, fd int, a uint64, n int, off int64, userData uint64) {
 	s.Opcode = op
@@ -67,22 +60,22 @@ func (s *SQE) prepRW(op uint8, fd int, a uint64, n int, off int64, userData uint
 
 // PrepReadv reads into the buffers iov describes from off.
 func (s *SQE) PrepReadv(fd int, iov []unix.Iovec, off int64, userData uint64) {
-	s.prepRW(OpReadv, fd, addr(unsafe.SliceData(iov)), len(iov), off, userData)
+	s.prepRW(OpReadv, fd, sliceAddr(iov), len(iov), off, userData)
 }
 
 // PrepWritev writes the buffers iov describes at off.
 func (s *SQE) PrepWritev(fd int, iov []unix.Iovec, off int64, userData uint64) {
-	s.prepRW(OpWritev, fd, addr(unsafe.SliceData(iov)), len(iov), off, userData)
+	s.prepRW(OpWritev, fd, sliceAddr(iov), len(iov), off, userData)
 }
 
 // PrepRead reads into buf from off.
 func (s *SQE) PrepRead(fd int, buf []byte, off int64, userData uint64) {
-	s.prepRW(OpRead, fd, addr(unsafe.SliceData(buf)), len(buf), off, userData)
+	s.prepRW(OpRead, fd, sliceAddr(buf), len(buf), off, userData)
 }
 
 // PrepWrite writes buf at off.
 func (s *SQE) PrepWrite(fd int, buf []byte, off int64, userData uint64) {
-	s.prepRW(OpWrite, fd, addr(unsafe.SliceData(buf)), len(buf), off, userData)
+	s.prepRW(OpWrite, fd, sliceAddr(buf), len(buf), off, userData)
 }
 
 // PrepFsync makes fd's completed writes durable (fdatasync with datasync).

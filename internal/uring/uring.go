@@ -16,7 +16,7 @@ package uring
 import (
 	"errors"
 	"fmt"
-	"unsafe"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,13 +39,13 @@ type Ring struct {
 	sqMem, cqMem, sqeMem []byte // cqMem aliases sqMem when singleMmap
 	singleMmap           bool
 
-	sqHead, sqTail *uint32 // the kernel consumes at head; we publish tail
+	sqHead, sqTail *atomic.Uint32 // the kernel consumes at head; we publish tail
 	sqMask         uint32
 	sqArray        []uint32 // slot i names SQE i, set once (identity)
 	sqes           []SQE
 	sqeTail        uint32 // SQEs handed out by NextSQE; published at enter
 
-	cqHead, cqTail *uint32 // we consume at head; the kernel posts at tail
+	cqHead, cqTail *atomic.Uint32 // we consume at head; the kernel posts at tail
 	cqMask         uint32
 	cqes           []CQE
 
@@ -84,60 +84,6 @@ func New(entries uint32) (*Ring, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-func setup(entries uint32, p *Params) (int, error) {
-	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(p)), 0)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(fd), nil
-}
-
-// mapRings maps the SQ ring, the CQ ring (the same mapping when the
-// kernel offers FeatSingleMmap) and the SQE array, and finds the fields.
-func (r *Ring) mapRings(p *Params) error {
-	const prot, flags = unix.PROT_READ | unix.PROT_WRITE, unix.MAP_SHARED | unix.MAP_POPULATE
-	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
-	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
-	r.singleMmap = p.Features&FeatSingleMmap != 0
-	if r.singleMmap {
-		sqSize = max(sqSize, cqSize)
-	}
-	var err error
-	if r.sqMem, err = unix.Mmap(r.fd, OffSQRing, sqSize, prot, flags); err != nil {
-		return fmt.Errorf("uring: mmap SQ ring: %w", err)
-	}
-	if r.singleMmap {
-		r.cqMem = r.sqMem
-	} else if r.cqMem, err = unix.Mmap(r.fd, OffCQRing, cqSize, prot, flags); err != nil {
-		return fmt.Errorf("uring: mmap CQ ring: %w", err)
-	}
-	sqeSize := int(p.SQEntries) * int(unsafe.Sizeof(SQE{}))
-	if r.sqeMem, err = unix.Mmap(r.fd, OffSQEs, sqeSize, prot, flags); err != nil {
-		return fmt.Errorf("uring: mmap SQEs: %w", err)
-	}
-
-	r.sqHead = word(r.sqMem, p.SQOff.Head)
-	r.sqTail = word(r.sqMem, p.SQOff.Tail)
-	r.sqMask = *word(r.sqMem, p.SQOff.RingMask)
-	r.sqArray = unsafe.Slice(word(r.sqMem, p.SQOff.Array), p.SQEntries)
-	r.sqes = unsafe.Slice((*SQE)(unsafe.Pointer(&r.sqeMem[0])), p.SQEntries)
-	for i := range r.sqArray {
-		r.sqArray[i] = uint32(i)
-	}
-	r.sqeTail = *r.sqTail
-
-	r.cqHead = word(r.cqMem, p.CQOff.Head)
-	r.cqTail = word(r.cqMem, p.CQOff.Tail)
-	r.cqMask = *word(r.cqMem, p.CQOff.RingMask)
-	r.cqes = unsafe.Slice((*CQE)(unsafe.Pointer(&r.cqMem[p.CQOff.CQEs])), p.CQEntries)
-	return nil
-}
-
-// word is the 32-bit field at off in a ring mapping.
-func word(mem []byte, off uint32) *uint32 {
-	return (*uint32)(unsafe.Pointer(&mem[off]))
 }
 
 // SQEntries is the submission queue's size.

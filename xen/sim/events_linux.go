@@ -8,10 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xenblk/xenblk/internal/shmem"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -37,8 +37,9 @@ const statusSlots = 1 << 16
 
 const statusBytes = statusSlots * 4
 
-func statusWord(mem []byte, slot uint32) *uint32 {
-	return (*uint32)(unsafe.Pointer(&mem[slot*4]))
+// statusWord is slot's word in the status memory.
+func statusWord(mem []byte, slot uint32) *atomic.Uint32 {
+	return shmem.MustUint32(mem, int(slot)*4)
 }
 
 // doorbell is a non-blocking eventfd. Blocking reads go through Go's
@@ -80,10 +81,10 @@ func signal(d *doorbell) {
 // channel is one bound port; it implements xen.Channel.
 type channel struct {
 	port   xen.Port
-	local  *doorbell // ours
-	peer   *doorbell // the other end's
-	status *uint32   // closed bits, shared
-	side   uint32    // our closed bit: 1 or 2
+	local  *doorbell      // ours
+	peer   *doorbell      // the other end's
+	status *atomic.Uint32 // closed bits, shared
+	side   uint32         // our closed bit: 1 or 2
 	masked atomic.Bool
 	// closed is our own close, checked before touching the descriptors or
 	// the status slot, which the host may recycle once both ends are gone.
@@ -107,7 +108,7 @@ func (c *channel) Notify() error {
 	if c.closed.Load() {
 		return xen.ErrClosed
 	}
-	s := atomic.LoadUint32(c.status)
+	s := c.status.Load()
 	if s&c.side != 0 {
 		return xen.ErrClosed
 	}
@@ -122,7 +123,7 @@ func (c *channel) closedErr() error {
 	if c.closed.Load() {
 		return xen.ErrClosed
 	}
-	s := atomic.LoadUint32(c.status)
+	s := c.status.Load()
 	if s&c.side != 0 {
 		return xen.ErrClosed
 	}
@@ -188,7 +189,7 @@ func (c *channel) Unmask() {
 // Close unbinds the port; the peer's Wait wakes and reports ErrClosed.
 func (c *channel) Close() error {
 	c.once.Do(func() {
-		atomic.OrUint32(c.status, c.side)
+		c.status.Or(c.side)
 		signal(c.peer)
 		signal(c.local)
 		c.closed.Store(true)
@@ -289,7 +290,7 @@ func (s *eventSpace) allocUnbound(dom, remote xen.DomID) (endInfo, error) {
 	}
 	slot := s.free[len(s.free)-1]
 	s.free = s.free[:len(s.free)-1]
-	atomic.StoreUint32(statusWord(s.status, slot), 0)
+	statusWord(s.status, slot).Store(0)
 	p := &pair{slot: slot, efd: efd}
 	s.next[dom]++
 	e := &pairEnd{p: p, i: 0, dom: dom, port: s.next[dom], remote: remote}
@@ -334,7 +335,7 @@ func (s *eventSpace) unbind(dom xen.DomID, port xen.Port) {
 	if p.gone == 2 || p.ends[1] == nil {
 		p.efd[0].Close()
 		p.efd[1].Close()
-		atomic.StoreUint32(statusWord(s.status, p.slot), 0)
+		statusWord(s.status, p.slot).Store(0)
 		s.free = append(s.free, p.slot)
 	}
 }
@@ -345,7 +346,7 @@ func (s *eventSpace) closeEnd(dom xen.DomID, port xen.Port) {
 	s.mu.Lock()
 	e := s.ports[portKey{dom, port}]
 	if e != nil && !e.gone {
-		atomic.OrUint32(statusWord(s.status, e.p.slot), uint32(1<<e.i))
+		statusWord(s.status, e.p.slot).Or(uint32(1 << e.i))
 		signal(e.p.efd[0])
 		signal(e.p.efd[1])
 	}

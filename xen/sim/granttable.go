@@ -3,7 +3,9 @@ package sim
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
+	"github.com/xenblk/xenblk/internal/shmem"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -40,6 +42,10 @@ type grantTable struct {
 
 type pin struct{ readers, writers int }
 
+// word is the table's 32-bit word at off. The table is shared with other
+// processes: every access is atomic.
+func (t *grantTable) word(off int) *atomic.Uint32 { return shmem.MustUint32(t.mem, off) }
+
 func newGrantTable(mem []byte) *grantTable {
 	t := &grantTable{mem: mem, pins: map[xen.GrantRef]*pin{}}
 	// Refs 0..7 are reserved in Linux (GNTTAB_NR_RESERVED_ENTRIES); keep
@@ -65,9 +71,9 @@ func (t *grantTable) grant(remote xen.DomID, frames []uint32, readOnly bool, ref
 		r := t.free[len(t.free)-1]
 		t.free = t.free[:len(t.free)-1]
 		off := int(r) * entrySize
-		store32(t.mem, off+4, f)
+		t.word(off+4).Store(f)
 		// flags and domid in one store, flags being the publishing half.
-		store32(t.mem, off, uint32(remote)<<16|flags)
+		t.word(off).Store(uint32(remote)<<16|flags)
 		refs[i] = r
 	}
 	return nil
@@ -85,14 +91,14 @@ func (t *grantTable) endAccess(refs []xen.GrantRef) error {
 	for _, r := range refs {
 		off := int(r) * entrySize
 		for {
-			w := load32(t.mem, off)
+			w := t.word(off).Load()
 			if w&(gtfReading|gtfWriting) != 0 {
 				for i, w := range saved {
-					store32(t.mem, int(refs[i])*entrySize, w)
+					t.word(int(refs[i])*entrySize).Store(w)
 				}
 				return fmt.Errorf("%w: ref %d", xen.ErrGrantInUse, r)
 			}
-			if cas32(t.mem, off, w, w&^0xFFFF) {
+			if t.word(off).CompareAndSwap(w, w&^0xFFFF) {
 				saved = append(saved, w)
 				break
 			}
@@ -109,7 +115,7 @@ func (t *grantTable) endAccess(refs []xen.GrantRef) error {
 func (t *grantTable) sweep() (left bool) {
 	for off := 8 * entrySize; off < len(t.mem); off += entrySize {
 		for {
-			w := load32(t.mem, off)
+			w := t.word(off).Load()
 			if w&gtfPermitAccess == 0 {
 				break
 			}
@@ -117,7 +123,7 @@ func (t *grantTable) sweep() (left bool) {
 				left = true
 				break
 			}
-			if cas32(t.mem, off, w, w&^0xFFFF) {
+			if t.word(off).CompareAndSwap(w, w&^0xFFFF) {
 				break
 			}
 		}
@@ -134,7 +140,7 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 	defer t.mu.Unlock()
 	off := int(ref) * entrySize
 	for {
-		w := load32(t.mem, off)
+		w := t.word(off).Load()
 		flags, dom := w&0xFFFF, xen.DomID(w>>16)
 		if flags&3 != gtfPermitAccess || dom != mapper {
 			return 0, fmt.Errorf("%w: ref %d not granted to domain %d", xen.ErrBadGrant, ref, mapper)
@@ -146,7 +152,7 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 		if write {
 			nw |= gtfWriting
 		}
-		if cas32(t.mem, off, w, nw) {
+		if t.word(off).CompareAndSwap(w, nw) {
 			break
 		}
 	}
@@ -159,7 +165,7 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 	if write {
 		p.writers++
 	}
-	return load32(t.mem, off+4), nil
+	return t.word(off+4).Load(), nil
 }
 
 // release undoes one acquire.
@@ -176,7 +182,7 @@ func (t *grantTable) release(ref xen.GrantRef, write bool) {
 	}
 	off := int(ref) * entrySize
 	for {
-		w := load32(t.mem, off)
+		w := t.word(off).Load()
 		nw := w
 		if p.writers == 0 {
 			nw &^= gtfWriting
@@ -184,7 +190,7 @@ func (t *grantTable) release(ref xen.GrantRef, write bool) {
 		if p.readers == 0 {
 			nw &^= gtfReading
 		}
-		if cas32(t.mem, off, w, nw) {
+		if t.word(off).CompareAndSwap(w, nw) {
 			break
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -180,18 +179,6 @@ func mapFrameRun(fd int, frames []uint32, write bool) ([]byte, error) {
 }
 
 func unmapFrames(b []byte) error { return unix.Munmap(b) }
-
-// The grant table's words are shared with other processes: atomic access.
-
-func word(mem []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&mem[off])) }
-
-func load32(mem []byte, off int) uint32 { return atomic.LoadUint32(word(mem, off)) }
-
-func store32(mem []byte, off int, v uint32) { atomic.StoreUint32(word(mem, off), v) }
-
-func cas32(mem []byte, off int, old, nw uint32) bool {
-	return atomic.CompareAndSwapUint32(word(mem, off), old, nw)
-}
 
 // newMemfd makes a memfd of size bytes.
 func newMemfd(name string, size int64) (*os.File, error) {
