@@ -12,6 +12,7 @@ import (
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore"
@@ -40,8 +41,9 @@ scsi=passthrough), scsi-policy=TEXT or scsi-policy=@/absolute/policy-file.
 Nothing is written unless all of it checks out: a bad value of any key,
 or a format other than raw, exits 2; a guest or backend domain that does
 not exist exits 1. With the backend in domain 0 (this host), the target
-must exist and be a raw image or a block device, not a qcow2 file, and a
-policy file must read as serve will read it (exit 1 otherwise).`,
+must exist and be a block device or a raw image (a whole number of
+sectors, not a qcow2 file), and a policy file must read as serve will
+read it (exit 1 otherwise).`,
 	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
   xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'`,
 	Args: cobra.ExactArgs(1),
@@ -133,10 +135,15 @@ func domainExists(st xen.Store, id int) error {
 
 // checkLocalDisk checks what a backend in domain 0 — this host, on real
 // Xen as on the simulated one (its socket is a local path) — will open:
-// the target exists, is a raw image or a block device, and a policy file
+// the target exists, is a raw image of whole sectors or a block device,
+// and a policy file
 // given as scsi-policy=@/path reads as serve will read it. A backend in
 // another domain opens paths of its own, which cannot be seen from here.
 func checkLocalDisk(spec diskspec.Spec) error {
+	o, err := spec.Options()
+	if err != nil {
+		return usagef("%v", err)
+	}
 	if spec.Target != "" {
 		st, err := os.Stat(spec.Target)
 		if err != nil {
@@ -150,6 +157,9 @@ func checkLocalDisk(spec diskspec.Spec) error {
 		}
 		switch mode := st.Mode(); {
 		case mode.IsRegular():
+			if err := storage.CheckImageSize(spec.Target, st.Size(), max(o.SectorSize, 512)); err != nil {
+				return err
+			}
 			if err := qcowImage(spec.Target); err != nil {
 				return err
 			}
@@ -157,10 +167,6 @@ func checkLocalDisk(spec diskspec.Spec) error {
 		default:
 			return fmt.Errorf("target %s is not a raw image file or a block device (%s)", spec.Target, mode.Type())
 		}
-	}
-	o, err := spec.Options()
-	if err != nil {
-		return usagef("%v", err)
 	}
 	if path, ok := o.PolicyFile(); ok {
 		if _, err := readPolicyFile(path, scsi.EmulatedPolicy()); err != nil {

@@ -83,6 +83,10 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "gone.img"), dangling); err != nil {
 		t.Fatal(err)
 	}
+	empty, odd := filepath.Join(dir, "empty.img"), filepath.Join(dir, "odd.img")
+	os.WriteFile(empty, nil, 0o644)
+	os.WriteFile(odd, make([]byte, 1<<20+100), 0o644)
+	os.WriteFile(filepath.Join(dir, "half.img"), make([]byte, 1<<20+512), 0o644)
 	goodPolicy, badPolicy := filepath.Join(dir, "good.policy"), filepath.Join(dir, "bad.policy")
 	os.WriteFile(goodPolicy, []byte("# fine\ndefault\n-0x3b\n"), 0o644)
 	os.WriteFile(badPolicy, []byte("default\n+0xZZ\n"), 0o644)
@@ -113,6 +117,9 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 		{"vdev=xvda, target=" + dangling, nil, 1, "is a symbolic link to " + filepath.Join(dir, "gone.img") + ", which does not exist"},
 		{"vdev=xvda, target=" + qcow, nil, 1, "is a qcow2 image (it begins with QFI\\xfb), but the spec says format=raw"},
 		{"vdev=xvda, target=" + dir, nil, 1, "is not a raw image file or a block device"},
+		{"vdev=xvda, target=" + empty, nil, 1, "is 0 bytes; give it a size with truncate -s SIZE " + empty},
+		{"vdev=xvda, target=" + odd, nil, 1, "its last 100 bytes could never be read or written"},
+		{"vdev=xvda, sector-size=4096, target=" + filepath.Join(dir, "half.img"), nil, 1, "not a whole number of 4096-byte sectors"},
 		{"vdev=xvda, scsi-policy=@" + filepath.Join(dir, "missing.policy") + ", target=" + raw, nil, 1, "no such file"},
 		{"vdev=xvda, scsi-policy=@" + badPolicy + ", target=" + raw, nil, 1, "bad.policy: line 2"},
 	} {

@@ -49,8 +49,11 @@ var simCmd = &cobra.Command{
 backend in dom0 serving a disk image, a guest domain whose blkif frontend
 attaches to it, and an NBD export of the guest's disk on 127.0.0.1.
 
-The image is created sparse if it does not exist. Stop with Ctrl-C: the
-frontend flushes and closes, the backend closes, the vbd is removed.`,
+The image is created sparse, --size large, if it does not exist; an
+existing one keeps its size, which must be a whole number of 512-byte
+sectors (a partial last sector is refused, not cut off). Stop with
+Ctrl-C: the frontend flushes and closes, the backend closes, the vbd is
+removed.`,
 	Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
   nbdinfo nbd://127.0.0.1:10809               # from another terminal`,
