@@ -341,61 +341,30 @@ func (q *queue) failed(err error) int16 {
 	return blkif.RspError
 }
 
-// check decodes and checks q.req into q.plan; ok false: status is the
-// request's answer and nothing of it reaches the storage.
+// check takes q.req through the first two steps of the request path
+// (plan.go): the segments of an indirect request are fetched from its
+// pages (the one step that maps anything), then the pure check runs over
+// the copies, and the device's reservations fence what passed. ok false:
+// status is the request's answer and nothing of it reaches the storage.
 func (q *queue) check() (status int16, ok bool) {
 	r := &q.req
-	p := &q.plan
-	p.reset(r.ID, r.Operation)
-	var err error
-	switch r.Operation {
-	case blkif.OpRead, blkif.OpWrite:
-		p.kind = opRead
-		if r.Operation == blkif.OpWrite {
-			p.kind = opWrite
-		}
-		err = q.planDirect(r)
-	case blkif.OpWriteBarrier:
-		if !q.lim.barrier {
-			return blkif.RspEOPNOTSUPP, false
-		}
-		p.kind = opBarrier
-		// An empty barrier is a pure ordering point: a flush.
-		if r.NrSegments > 0 {
-			err = q.planDirect(r)
-		}
-	case blkif.OpFlushDiskcache:
-		if !q.lim.flush {
-			return blkif.RspEOPNOTSUPP, false
-		}
-		p.kind = opFlush
-		if r.NrSegments > 0 {
-			err = q.planDirect(r)
-		}
-	case blkif.OpDiscard:
-		if !q.lim.discard {
-			return blkif.RspEOPNOTSUPP, false
-		}
-		p.kind = opDiscard
-		err = q.planDiscard(r)
-	case blkif.OpIndirect:
-		if q.lim.indirectSegments == 0 {
-			return blkif.RspEOPNOTSUPP, false
-		}
-		err = q.planIndirect(r)
-	default:
-		q.log.Warn("unknown operation", "op", r.Operation, "id", r.ID)
-		return blkif.RspError, false
-	}
-	if err != nil {
-		q.log.Warn("bad request", "op", r.Operation, "id", r.ID, "err", err)
-		return blkif.RspError, false
-	}
-	if p.kind == opWrite || p.kind == opBarrier || (p.kind == opFlush && p.nsegs > 0) || p.kind == opDiscard {
-		if q.lim.readOnly {
-			q.log.Warn("write to read-only disk", "id", r.ID)
+	var segs []blkif.Segment
+	if r.Operation == blkif.OpIndirect {
+		var err error
+		if segs, err = q.fetchIndirect(r); err != nil {
+			q.log.Warn("bad request", "op", r.Operation, "id", r.ID, "err", err)
 			return blkif.RspError, false
 		}
+	}
+	p := &q.plan
+	status, err := check(r, segs, q.lim, p)
+	if err != nil {
+		if status == blkif.RspEOPNOTSUPP {
+			q.log.Debug("operation not offered", "op", r.Operation, "id", r.ID, "err", err)
+		} else {
+			q.log.Warn("bad request", "op", r.Operation, "id", r.ID, "err", err)
+		}
+		return status, false
 	}
 	if q.fence != nil && (p.kind != opFlush || p.nsegs > 0) {
 		// Reservations bind the plain block path too: a guest fenced
@@ -409,68 +378,21 @@ func (q *queue) check() (status int16, ok bool) {
 		}
 	}
 	q.stats.count(p)
-	return 0, true
+	return blkif.RspOkay, true
 }
 
-func (q *queue) planDirect(r *blkif.Request) error {
-	if err := q.collectDirect(r); err != nil {
-		return err
-	}
-	return q.plan.checkRange(r.Sector, q.lim)
-}
-
-// collectDirect checks and records a direct request's segments.
-func (q *queue) collectDirect(r *blkif.Request) error {
-	n := int(r.NrSegments)
-	if n == 0 {
-		return errNoSegments
-	}
-	if n > blkif.MaxSegmentsPerRequest {
-		return fmt.Errorf("%w: %d", errTooManySegs, n)
-	}
-	for i := 0; i < n; i++ {
-		s := r.Seg[i]
-		if err := q.plan.addSegment(s.Gref, s.FirstSect, s.LastSect); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (q *queue) planDiscard(r *blkif.Request) error {
-	size := q.lim.sectors.Load()
-	if r.NrSectors > size || r.Sector > size-r.NrSectors {
-		return fmt.Errorf("%w: discard %d+%d", errBadRange, r.Sector, r.NrSectors)
-	}
-	q.plan.offset = int64(r.Sector) << sectorShift
-	q.plan.length = int64(r.NrSectors) << sectorShift
-	q.plan.secure = r.Flag&blkif.DiscardSecure != 0 && q.lim.secureDiscard
-	return nil
-}
-
-// planIndirect maps the indirect pages read-only, copies the segments out
-// once, and unmaps them before anything else happens.
-func (q *queue) planIndirect(r *blkif.Request) error {
-	if err := q.collectIndirect(r); err != nil {
-		return err
-	}
-	return q.plan.checkRange(r.Sector, q.lim)
-}
-
-func (q *queue) collectIndirect(r *blkif.Request) error {
-	switch r.IndirectOp {
-	case blkif.OpRead:
-		q.plan.kind = opRead
-	case blkif.OpWrite:
-		q.plan.kind = opWrite
-	default:
-		return fmt.Errorf("indirect operation %d is not read or write", r.IndirectOp)
+// fetchIndirect maps the indirect pages of r (an indirect request, or the
+// base of an extension pair that is one) read-only, copies its segments
+// out of them once into q.indirect, and lets go of the pages before
+// anything else happens: the copy is all check ever reads (XSA-155).
+// nil, nil when indirectPages names no page (check refuses the request
+// on its header).
+func (q *queue) fetchIndirect(r *blkif.Request) ([]blkif.Segment, error) {
+	npages := indirectPages(r, q.lim)
+	if npages == 0 {
+		return nil, nil
 	}
 	n := int(r.NrSegments)
-	if n == 0 || n > q.lim.indirectSegments {
-		return fmt.Errorf("%w: %d indirect segments (limit %d)", errTooManySegs, n, q.lim.indirectSegments)
-	}
-	npages := blkif.IndirectPages(n)
 	for i := 0; i < npages; i++ {
 		q.irefs[i] = xen.GrantRef(r.IndirectGrefs[i])
 	}
@@ -481,27 +403,21 @@ func (q *queue) collectIndirect(r *blkif.Request) error {
 		}
 		q.indirectPages.unpinAll() // the segments are copied out: done with the pages
 		if err != nil {
-			return err
+			return nil, err
 		}
-	} else {
-		m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.irefs[:npages], true)
-		if err != nil {
-			return fmt.Errorf("map indirect pages: %w", err)
-		}
-		mem := m.Bytes()
-		for i := 0; i < npages; i++ {
-			q.ipages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
-		}
-		blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
-		_ = m.Unmap()
+		return q.indirect[:n], nil
 	}
-	for i := 0; i < n; i++ {
-		s := q.indirect[i]
-		if err := q.plan.addSegment(s.Gref, s.FirstSect, s.LastSect); err != nil {
-			return err
-		}
+	m, err := q.dev.cfg.Domain.Mapper().Map(q.front, q.irefs[:npages], true)
+	if err != nil {
+		return nil, fmt.Errorf("map indirect pages: %w", err)
 	}
-	return nil
+	mem := m.Bytes()
+	for i := 0; i < npages; i++ {
+		q.ipages[i] = mem[i*xen.PageSize : (i+1)*xen.PageSize]
+	}
+	blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+	_ = m.Unmap()
+	return q.indirect[:n], nil
 }
 
 // indirectPagesKept bounds the indirect pages kept mapped per queue: 8

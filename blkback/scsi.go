@@ -45,7 +45,15 @@ func (q *queue) runSCSI() int16 {
 		q.log.Warn("unknown extra type", "type", ex.Type, "id", r.ID)
 		return blkif.RspEOPNOTSUPP
 	}
-	if err := q.planSCSI(); err != nil {
+	var segs []blkif.Segment
+	if r.Operation&^blkif.OpExtraFlag == blkif.OpIndirect {
+		var err error
+		if segs, err = q.fetchIndirect(r); err != nil {
+			q.log.Warn("bad SCSI request", "id", r.ID, "err", err)
+			return blkif.RspError
+		}
+	}
+	if err := checkSCSI(r, ex, segs, q.lim, &q.plan); err != nil {
 		q.log.Warn("bad SCSI request", "id", r.ID, "err", err)
 		return blkif.RspError
 	}
@@ -99,10 +107,11 @@ func (q *queue) runSCSI() int16 {
 	return blkif.RspOkay
 }
 
-// planSCSI validates the pair and collects the data segments.
-func (q *queue) planSCSI() error {
-	r, ex := &q.req, &q.extra
-	p := &q.plan
+// checkSCSI is check for an extension pair (pure, like check): it
+// validates the request r and its extra slot ex and records the data
+// segments in p — r's own, or indirect, the copies fetched from its
+// indirect pages when r's base operation is OpIndirect.
+func checkSCSI(r *blkif.Request, ex *blkif.ExtraRequest, indirect []blkif.Segment, l *limits, p *plan) error {
 	p.reset(r.ID, r.Operation)
 	if ex.ID != r.ID {
 		return fmt.Errorf("%w: extra id %d differs from request id %d", errExtra, ex.ID, r.ID)
@@ -114,26 +123,26 @@ func (q *queue) planSCSI() error {
 		return fmt.Errorf("%w: sector_number %d must be 0", errExtra, r.Sector)
 	}
 	base := r.Operation &^ blkif.OpExtraFlag
-	var err error
 	switch base {
 	case blkif.OpRead, blkif.OpWrite:
 		p.kind = opRead
 		if base == blkif.OpWrite {
 			p.kind = opWrite
 		}
-		if r.NrSegments > 0 {
-			err = q.collectDirect(r)
+		if n := int(r.NrSegments); n > blkif.MaxSegmentsPerRequest {
+			return fmt.Errorf("%w: %d", errTooManySegs, n)
+		} else if err := p.addSegments(r.Seg[:n]); err != nil {
+			return err
 		}
 	case blkif.OpIndirect:
-		if q.lim.indirectSegments == 0 {
+		if l.indirectSegments == 0 {
 			return fmt.Errorf("%w: indirect not offered", errExtra)
 		}
-		err = q.collectIndirect(r)
+		if err := p.indirect(r, indirect, l); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%w: base operation %d", errExtra, base)
-	}
-	if err != nil {
-		return err
 	}
 	if int64(ex.DataLen) > p.length {
 		return fmt.Errorf("%w: data_len %d beyond the segments' %d bytes", errExtra, ex.DataLen, p.length)
