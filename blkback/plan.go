@@ -231,6 +231,9 @@ func (p *plan) discard(r *blkif.Request, l *limits) error {
 	if r.NrSectors > size || r.Sector > size-r.NrSectors {
 		return fmt.Errorf("%w: discard %d+%d", errBadRange, r.Sector, r.NrSectors)
 	}
+	if err := l.checkAlignment(r.Sector, r.NrSectors); err != nil {
+		return err
+	}
 	p.offset = int64(r.Sector) << sectorShift
 	p.length = int64(r.NrSectors) << sectorShift
 	p.secure = r.Flag&blkif.DiscardSecure != 0 && l.secureDiscard
@@ -273,13 +276,22 @@ func (p *plan) checkRange(sector uint64, l *limits) error {
 	if sector > size || nsect > size-sector {
 		return fmt.Errorf("%w: sector %d + %d > %d", errBadRange, sector, nsect, size)
 	}
+	if err := l.checkAlignment(sector, nsect); err != nil {
+		return err
+	}
+	p.offset = int64(sector) << sectorShift
+	return nil
+}
+
+// checkAlignment: on a disk whose logical blocks are larger than a
+// sector, a request must start and end on a block.
+func (l *limits) checkAlignment(sector, nsect uint64) error {
 	if l.logicalBlock > 512 {
 		mask := uint64(l.logicalBlock>>sectorShift) - 1
 		if sector&mask != 0 || nsect&mask != 0 {
 			return fmt.Errorf("%w: sector %d + %d, block %d", errUnaligned, sector, nsect, l.logicalBlock)
 		}
 	}
-	p.offset = int64(sector) << sectorShift
 	return nil
 }
 
