@@ -315,6 +315,25 @@ func (m *machine) crash() error {
 	return nil
 }
 
+// storeTree lists the host's /local/domain, for a failure report.
+func (m *machine) storeTree() string {
+	if m.host == nil {
+		return "(no host running)"
+	}
+	select {
+	case <-m.host.exited:
+		return "(the host is gone)"
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, m.bin, "xenstore", "ls", "--socket", m.xenstored, "/local/domain").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("(xenstore ls: %v) %s", err, out)
+	}
+	return string(out)
+}
+
 // logTails returns the end of each process's log, for a failure report.
 func (m *machine) logTails() string {
 	var b strings.Builder

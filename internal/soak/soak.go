@@ -61,6 +61,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	r.m = newMachine(cfg.Xenblk, cfg.Dir, filepath.Join(cfg.Dir, "disk.img"))
 	start := time.Now()
 	err := r.soak(ctx)
+	tree := ""
+	if err != nil {
+		tree = r.m.storeTree()
+	}
 	if cerr := r.m.crash(); err == nil {
 		err = cerr
 	}
@@ -72,9 +76,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		err = r.verifyImage("after the last crash")
 	}
 	if err != nil {
-		return r.rep, fmt.Errorf("soak seed=%d failed after %v (%d kills: serve %d, front %d, host %d; %d writes, %d flushes): %w\nwork directory: %s\n%s",
+		return r.rep, fmt.Errorf("soak seed=%d failed after %v (%d kills: serve %d, front %d, host %d; %d writes, %d flushes): %w\nwork directory: %s\n--- xenstore /local/domain at the failure\n%s\n%s",
 			cfg.Seed, time.Since(start).Round(time.Second), r.rep.KillsServe+r.rep.KillsFront+r.rep.KillsHost,
-			r.rep.KillsServe, r.rep.KillsFront, r.rep.KillsHost, r.rep.Writes, r.rep.Flushes, err, cfg.Dir, r.m.logTails())
+			r.rep.KillsServe, r.rep.KillsFront, r.rep.KillsHost, r.rep.Writes, r.rep.Flushes, err, cfg.Dir, tree, r.m.logTails())
 	}
 	return r.rep, nil
 }
