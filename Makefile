@@ -2,15 +2,23 @@
 GO ?= go
 FUZZTIME ?= 5s
 SOAK ?= 5m
+# Recipes run in bash with pipefail: a pipeline fails when any part does.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+# What `xenblk --version` names: the commit (go build records it too, but
+# not in a git worktree).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
 .PHONY: run check deps vet test interop fuzz bench build xenlab soak
 
 build:
-	$(GO) build -o bin/xenblk ./cmd/xenblk
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/xenblk ./cmd/xenblk
 
 # The main job: a simulated Xen host, our backend, our frontend, an NBD export.
-run:
-	$(GO) run ./cmd/xenblk sim
+# Built, then run, so that Ctrl-C's outcome is the program's exit status
+# (`go run` reports its own). ARGS: more flags for sim.
+run: build
+	./bin/xenblk sim $(ARGS)
 
 deps:
 	./scripts/install-deps.sh
@@ -19,10 +27,12 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags cinterop ./internal/cinterop/...
 
-# Every package under the race detector; the cgo interop tests against
-# Xen's C headers (never skipped: deps installs libxen-dev and gcc-multilib).
+# Every package under the race detector, reported as plain go test does,
+# then every skipped test with its reason (scripts/testreport); the cgo
+# interop tests against Xen's C headers (never skipped: deps installs
+# libxen-dev and gcc-multilib).
 test:
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -timeout 20m -json ./... | $(GO) run ./scripts/testreport
 
 interop:
 	$(GO) test -race -tags cinterop -count=1 ./internal/cinterop/...

@@ -61,7 +61,8 @@ var detachCmd = &cobra.Command{
 func init() {
 	for _, c := range []*cobra.Command{attachCmd, detachCmd} {
 		f := c.Flags()
-		f.StringVar(&attachFlags.xenstore, "xenstore", os.Getenv("XENSTORED_PATH"), "xenstored socket of a simulated host (default $XENSTORED_PATH); omit on real Xen")
+		socketPathVar(f, &attachFlags.xenstore, "xenstore", "", "xenstored socket of a simulated host (default $XENSTORED_PATH); omit on real Xen")
+		addXenFlag(f, "--xenstore (or XENSTORED_PATH)")
 		f.IntVar(&attachFlags.domain, "domain", -1, "the guest's domain id (required)")
 		f.IntVar(&attachFlags.backend, "backend-domain", 0, "the backend's domain id")
 		f.StringVar(&attachFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
@@ -75,7 +76,11 @@ func attachTarget() (xen.Store, error) {
 	if attachFlags.domain < 0 || attachFlags.domain > 0x7fef {
 		return nil, usagef("--domain is required (the guest's domain id)")
 	}
-	return openStore(attachFlags.xenstore)
+	socket := attachFlags.xenstore
+	if socket == "" {
+		socket = os.Getenv("XENSTORED_PATH")
+	}
+	return openStore(socket, "--xenstore (or XENSTORED_PATH)")
 }
 
 func runAttach(cmd *cobra.Command, args []string) error {

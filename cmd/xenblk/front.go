@@ -45,12 +45,13 @@ It prints the guest's domain id first, so a script can attach to it.`,
 
 func init() {
 	f := frontCmd.Flags()
-	f.StringVar(&frontFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	socketPathVar(f, &frontFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	addXenFlag(f, "--host")
 	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
 	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
-	f.StringVar(&frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
+	tcpAddrVar(f, &frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
 	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file DIR/VDEV through FUSE")
-	f.StringVar(&frontFlags.control, "control", "", "also serve the disk to `xenblk scsi` and `xenblk pr` on this control socket")
+	socketPathVar(f, &frontFlags.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
 	rootCmd.AddCommand(frontCmd)
@@ -61,7 +62,7 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	dom, err := openDomain(frontFlags.host, sim.NewGuest(frontFlags.name))
+	dom, err := openDomain(frontFlags.host, "--host", sim.NewGuest(frontFlags.name))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -48,7 +50,7 @@ Start with:
 }
 
 func main() {
-	rootCmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	enforceUsage(rootCmd)
 	err := rootCmd.Execute()
 	if err == nil {
 		os.Exit(exitOK)
@@ -63,5 +65,106 @@ func main() {
 		os.Exit(exitUsage)
 	default:
 		os.Exit(exitFailure)
+	}
+}
+
+// enforceUsage makes the exit-status convention hold for every command in
+// the tree, cobra's help and completion commands included, whoever wrote
+// the command:
+//   - a command that only groups subcommands refuses to run without one and
+//     refuses an unknown one (cobra would print the help and exit 0);
+//   - a runnable command without an argument rule takes no arguments
+//     (cobra would let any through);
+//   - whatever an argument rule or the flag parser refuses is a usage
+//     mistake, reported in one line.
+func enforceUsage(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Annotations[usageEnforced] != "" {
+			return
+		}
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[usageEnforced] = "yes"
+		switch {
+		case c.Name() == "help" && c.HasParent():
+			c.Args = helpTopic
+		case c.HasSubCommands() && !c.Runnable():
+			c.Args = knownSubcommand
+			c.RunE = needSubcommand
+		case c.Args == nil || sameFunc(c.Args, cobra.NoArgs):
+			c.Args = noArgs
+		default:
+			c.Args = usageRule(c.Args)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}
+
+const usageEnforced = "xenblk-usage-enforced"
+
+func sameFunc(a, b cobra.PositionalArgs) bool {
+	return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer()
+}
+
+// knownSubcommand is the argument rule of a command that groups others:
+// arguments reach it only when the first names none of them.
+func knownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += " (did you mean " + strings.Join(s, " or ") + "?)"
+	}
+	return usagef("%s; the commands are %s", msg, subcommandNames(cmd))
+}
+
+func needSubcommand(cmd *cobra.Command, _ []string) error {
+	return usagef("%s needs a command: %s (%s --help says what each does)", cmd.CommandPath(), subcommandNames(cmd), cmd.CommandPath())
+}
+
+func subcommandNames(cmd *cobra.Command) string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// helpTopic is the rule of `xenblk help COMMAND...`: the path names a command.
+func helpTopic(cmd *cobra.Command, args []string) error {
+	_, rest, err := cmd.Root().Find(args)
+	if err != nil || len(rest) > 0 {
+		return usagef("no help topic %q: %s --help lists the commands", strings.Join(args, " "), cmd.Root().Name())
+	}
+	return nil
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
+}
+
+// usageRule makes whatever rule refuses a usage mistake, with the usage line.
+func usageRule(rule cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		err := rule(cmd, args)
+		var ue usageError
+		if err == nil || errors.As(err, &ue) {
+			return err
+		}
+		return usagef("%s: %v (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())
 	}
 }

@@ -42,7 +42,7 @@ var nbdServeCmd = &cobra.Command{
 
 func init() {
 	f := nbdServeCmd.Flags()
-	f.StringVar(&nbdServeFlags.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
+	listenAddrVar(f, &nbdServeFlags.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
 	f.StringVar(&nbdServeFlags.name, "name", "", "export name (clients asking for the empty name get it too)")
 	f.BoolVar(&nbdServeFlags.readOnly, "read-only", false, "refuse writes")
 	nbdCmd.AddCommand(nbdServeCmd)

@@ -93,7 +93,7 @@ func init() {
 	pf := prCmd.PersistentFlags()
 	// The same variables as xenblk scsi's flags: both reach the disk
 	// through openSCSI.
-	pf.StringVar(&scsiFlags.control, "control", "", "control socket of the xenblk process (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
+	socketPathVar(pf, &scsiFlags.control, "control", "", "control socket of the xenblk process (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
 	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one served)")
 	for _, a := range prActions {
 		c := &cobra.Command{Use: a.name, Short: a.short, Example: a.example, Args: noPRArgs, RunE: runPR(a)}

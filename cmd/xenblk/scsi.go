@@ -52,7 +52,7 @@ func (e scsiStatusError) ExitCode() int { return exitConflict }
 
 func init() {
 	pf := scsiCmd.PersistentFlags()
-	pf.StringVar(&scsiFlags.control, "control", "", "control socket of the xenblk sim (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
+	socketPathVar(pf, &scsiFlags.control, "control", "", "control socket of the xenblk sim (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
 	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one the sim serves)")
 	rootCmd.AddCommand(scsiCmd)
 }
@@ -110,9 +110,20 @@ func (s *scsiSession) exec(cdb []byte, dir scsi.Direction, dataOut []byte, dataI
 
 func (s *scsiSession) printStatus(op byte, r control.Result) {
 	fmt.Fprintf(s.out, "%s: SCSI status %s\n", scsi.OpName(op), scsi.StatusName(r.Status))
+	if m := statusMeanings[r.Status]; m != "" {
+		fmt.Fprintln(s.out, m)
+	}
 	if len(r.Sense) > 0 {
 		fmt.Fprintf(s.out, "%s\n", describeSense(r.Sense))
 	}
+}
+
+// statusMeanings says in plain words what a status without sense data
+// means (CHECK CONDITION's meaning is in its sense).
+var statusMeanings = map[byte]string{
+	scsi.StatusReservationConflict: "Another initiator holds a persistent reservation that excludes this command (xenblk pr read-reservation shows it).",
+	scsi.StatusBusy:                "The unit is busy; retry in a moment.",
+	scsi.StatusTaskSetFull:         "The unit has too many commands in flight; retry in a moment.",
 }
 
 // runSCSI wraps a command body with opening and closing the session.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -16,8 +17,8 @@ import (
 var simControlPath string
 
 func init() {
-	simCmd.Flags().StringVar(&simControlPath, "control", "", "control socket for xenblk scsi (default "+control.DefaultPath()+")")
-	simCmd.Flags().IntVar(&rotationRateOverride, "rotation-rate", -1, "rotation rate the disk reports in VPD page 0xb1 (0 not reported, 1 non-rotating, else rpm; default: from the image's filesystem device)")
+	socketPathVar(simCmd.Flags(), &simControlPath, "control", "", "control socket for xenblk scsi (default "+control.DefaultPath()+")")
+	simCmd.Flags().Var(rotationRateValue{}, "rotation-rate", "rotation rate the disk reports in VPD page 0xb1 (0 not reported, 1 non-rotating, else rpm; default: from the image's filesystem device)")
 	simExtras = append(simExtras, startSimControl)
 	// Refuse to start at all (before the disk is opened) when another live
 	// sim answers on the control socket.
@@ -28,15 +29,32 @@ func init() {
 				return err
 			}
 		}
-		if rotationRateOverride > 0xffff {
-			return usagef("--rotation-rate %d: at most 65535", rotationRateOverride)
-		}
 		if c, err := control.Dial(simControlSocket()); err == nil {
 			c.Close()
 			return fmt.Errorf("control socket %s: %w (another xenblk sim running? pick another with --control)", simControlSocket(), control.ErrInUse)
 		}
 		return nil
 	}
+}
+
+// rotationRateValue is sim's --rotation-rate: 0..65535, or unset (shown
+// as no default, since the help says where the rate comes from then).
+type rotationRateValue struct{}
+
+func (rotationRateValue) Type() string { return "rpm" }
+func (rotationRateValue) String() string {
+	if rotationRateOverride < 0 {
+		return ""
+	}
+	return strconv.Itoa(rotationRateOverride)
+}
+func (rotationRateValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 0xffff {
+		return fmt.Errorf("want a number from 0 to 65535")
+	}
+	rotationRateOverride = n
+	return nil
 }
 
 func simControlSocket() string {

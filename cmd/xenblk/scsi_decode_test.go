@@ -7,15 +7,41 @@ import (
 
 func TestDescribeSense(t *testing.T) {
 	fixed := []byte{0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00, 0, 0xc0, 0, 2}
-	if got, want := describeSense(fixed), "Sense key: Illegal Request, asc/ascq 0x20/0x00 Invalid command operation code\n  Field replaceable: error in cdb byte 2"; got != want {
+	if got, want := describeSense(fixed), "Sense key: Illegal Request, asc/ascq 0x20/0x00 Invalid command operation code\n  Field replaceable: error in cdb byte 2\n"+senseMeanings[[2]byte{0x20, 0}]; got != want {
 		t.Errorf("fixed: %q, want %q", got, want)
 	}
 	desc := []byte{0x72, 0x06, 0x2a, 0x03, 0, 0, 0, 0}
-	if got := describeSense(desc); got != "Sense key: Unit Attention, asc/ascq 0x2a/0x03 Reservations preempted [descriptor format]" {
+	if got := describeSense(desc); got != "Sense key: Unit Attention, asc/ascq 0x2a/0x03 Reservations preempted [descriptor format]\nAnother initiator preempted the reservation: this initiator no longer holds it." {
 		t.Errorf("descriptor: %q", got)
 	}
 	if got := describeSense([]byte{0x12}); !strings.HasPrefix(got, "Sense data not understood") {
 		t.Errorf("garbage: %q", got)
+	}
+}
+
+// TestSenseSaysWhatItMeans: the unit attention every initiator meets first
+// (POWER ON, any reset flavour) is told in plain words, as are the other
+// codes xenblk's engines report; a code without a plain sentence shows its
+// SPC name alone.
+func TestSenseSaysWhatItMeans(t *testing.T) {
+	for _, ascq := range []byte{0x00, 0x01, 0x02, 0x03, 0x07} {
+		ua := []byte{0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, ascq, 0, 0, 0, 0}
+		got := describeSense(ua)
+		if !strings.Contains(got, "\nThe unit reports it was powered on or reset") || !strings.Contains(got, "the next command will succeed") {
+			t.Errorf("29/%02x: %q", ascq, got)
+		}
+	}
+	for code := range ascNames {
+		if code == [2]byte{} {
+			continue // NO SENSE: nothing to explain
+		}
+		if senseMeaning(code[0], code[1]) == "" {
+			t.Errorf("asc/ascq 0x%02x/0x%02x, which xenblk reports, has no plain meaning", code[0], code[1])
+		}
+	}
+	other := []byte{0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x4e, 0x00, 0, 0, 0, 0}
+	if got := describeSense(other); strings.Contains(got, "\n") {
+		t.Errorf("a code without a meaning: %q", got)
 	}
 }
 

@@ -115,7 +115,8 @@ func TestSCSICommandsAgainstSim(t *testing.T) {
 	}
 	// The first command after power on sees the unit attention: CHECK
 	// CONDITION, decoded, exit 3.
-	expect(3, []string{"CHECK CONDITION", "Sense key: Unit Attention, asc/ascq 0x29/0x00"}, "tur")
+	expect(3, []string{"CHECK CONDITION", "Sense key: Unit Attention, asc/ascq 0x29/0x00",
+		"The unit reports it was powered on or reset", "the next command will succeed"}, "tur")
 	expect(0, []string{"TEST UNIT READY: ready"}, "tur")
 	expect(0, []string{"Nominal rotation rate: 7200 rpm"}, "inquiry", "--vpd", "0xb1")
 	expect(0, []string{"Vendor identification: XENBLK", "Peripheral device type: disk", "version=0x06"}, "inquiry")

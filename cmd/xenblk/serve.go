@@ -50,18 +50,19 @@ Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
 
 func init() {
 	f := serveCmd.Flags()
-	f.StringVar(&serveFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	socketPathVar(f, &serveFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	addXenFlag(f, "--host")
 	f.StringVar(&serveFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
 	f.BoolVar(&serveFlags.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
 	f.StringVar(&serveFlags.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
 	f.StringVar(&serveFlags.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&serveFlags.verbose, "verbose", false, "log every request error and handshake step")
-	f.StringVar(&serveFlags.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
+	tcpAddrVar(f, &serveFlags.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
 	rootCmd.AddCommand(serveCmd)
 }
 
 func runServe(cmd *cobra.Command, _ []string) error {
-	dom, err := openDomain(serveFlags.host, sim.AsDom0())
+	dom, err := openDomain(serveFlags.host, "--host", sim.AsDom0())
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func init() {
 	f.StringVar(&simFlags.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
 	simFlags.size = 1 << 30
 	f.Var(&simFlags.size, "size", "size of the image when it is created (K, M, G, T suffixes); an existing image keeps its own")
-	f.StringVar(&simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
+	tcpAddrVar(f, &simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
 	f.StringVar(&simFlags.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&simFlags.readOnly, "read-only", false, "attach the disk read-only")
 	f.IntVar(&simFlags.queues, "queues", 2, "frontend queues (the backend offers up to 4)")
@@ -75,9 +75,6 @@ func init() {
 }
 
 func runSim(cmd *cobra.Command, _ []string) error {
-	if err := simOnly("sim"); err != nil {
-		return err
-	}
 	level := slog.LevelWarn
 	if simFlags.verbose {
 		level = slog.LevelDebug
@@ -92,7 +89,10 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	// Listen first: a port that is taken must not leave a new image behind.
 	l, err := net.Listen("tcp", simFlags.nbd)
 	if err != nil {
-		return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
+		}
+		return fmt.Errorf("NBD export on %s: %w", simFlags.nbd, err)
 	}
 	disk, created, err := openImage(path, int64(simFlags.size), simFlags.readOnly)
 	if err != nil {

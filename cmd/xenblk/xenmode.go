@@ -3,31 +3,51 @@ package main
 import (
 	"fmt"
 
+	"github.com/spf13/pflag"
+
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/linux"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
-// xenMode is the root's --xen flag: which hypervisor the commands talk to.
-var xenMode string
+// xenMode is the --xen flag of the commands that talk to a hypervisor:
+// which one. Only those commands have the flag (addXenFlag); the value is
+// checked when the flag is parsed.
+var xenMode = "auto"
 
-func init() {
-	rootCmd.PersistentFlags().StringVar(&xenMode, "xen", "auto",
-		"which Xen: linux (real Xen through /dev/xen), sim (a simulated host: --host), or auto (sim when --host is given, else linux when /dev/xen/privcmd exists)")
+type xenModeValue struct{}
+
+func (xenModeValue) String() string { return xenMode }
+func (xenModeValue) Type() string   { return "auto|linux|sim" }
+func (xenModeValue) Set(s string) error {
+	switch s {
+	case "auto", "linux", "sim":
+		xenMode = s
+		return nil
+	}
+	return fmt.Errorf("want auto, linux or sim")
+}
+
+// addXenFlag gives a command the --xen flag; socketHint says how that
+// command is given a simulated host's socket (its flag, e.g. "--host").
+func addXenFlag(f *pflag.FlagSet, socketHint string) {
+	f.Var(xenModeValue{}, "xen", "which Xen: linux (real Xen through /dev/xen), sim (a simulated host: "+socketHint+
+		"), or auto (sim when "+socketHint+" is given, else linux when "+linux.DevPrivcmd+" exists)")
 }
 
 // realXen decides between the real hypervisor and a simulated host whose
-// socket is simSocket ("" when none was given).
-func realXen(simSocket string) (bool, error) {
+// socket is simSocket ("" when none was given); socketHint says how the
+// command is given that socket, for the messages.
+func realXen(simSocket, socketHint string) (bool, error) {
 	switch xenMode {
 	case "linux":
 		if simSocket != "" {
-			return false, usagef("--xen=linux and --host contradict each other: --host names a simulated host")
+			return false, usagef("--xen=linux and %s contradict each other: %s names a simulated host", socketHint, socketHint)
 		}
 		return true, nil
 	case "sim":
 		if simSocket == "" {
-			return false, usagef("--xen=sim needs --host (the socket of `xenblk host`)")
+			return false, usagef("--xen=sim needs %s (the socket of `xenblk host`)", socketHint)
 		}
 		return false, nil
 	case "auto":
@@ -37,7 +57,7 @@ func realXen(simSocket string) (bool, error) {
 		if linux.Available() {
 			return true, nil
 		}
-		return false, usagef("not on Xen (%s is missing): give --host, the socket of a simulated host started with `xenblk host`", linux.DevPrivcmd)
+		return false, usagef("not on Xen (%s is missing): give %s, the socket of a simulated host started with `xenblk host`", linux.DevPrivcmd, socketHint)
 	default:
 		return false, usagef("--xen must be auto, linux or sim, not %q", xenMode)
 	}
@@ -45,8 +65,8 @@ func realXen(simSocket string) (bool, error) {
 
 // openDomain opens this process's domain: dom0 or a driver domain on real
 // Xen, or role on the simulated host at simSocket.
-func openDomain(simSocket string, role sim.Role) (xen.Domain, error) {
-	real, err := realXen(simSocket)
+func openDomain(simSocket, socketHint string, role sim.Role) (xen.Domain, error) {
+	real, err := realXen(simSocket, socketHint)
 	if err != nil {
 		return nil, err
 	}
@@ -62,8 +82,8 @@ func openDomain(simSocket string, role sim.Role) (xen.Domain, error) {
 
 // openStore connects to xenstore alone: xenstored's socket at socket on a
 // simulated host, or the real one.
-func openStore(socket string) (xen.Store, error) {
-	real, err := realXen(socket)
+func openStore(socket, socketHint string) (xen.Store, error) {
+	real, err := realXen(socket, socketHint)
 	if err != nil {
 		return nil, err
 	}
@@ -75,13 +95,4 @@ func openStore(socket string) (xen.Store, error) {
 		return st, nil
 	}
 	return dialStore(socket)
-}
-
-// simOnly refuses --xen=linux for the commands that are the simulated
-// host themselves.
-func simOnly(command string) error {
-	if xenMode == "linux" {
-		return usagef("%s runs its own simulated Xen host; --xen=linux does not apply", command)
-	}
-	return nil
 }

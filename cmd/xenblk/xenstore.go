@@ -50,7 +50,8 @@ func dialXenstore() (*xenstore.Client, error) {
 }
 
 func init() {
-	xenstoreCmd.PersistentFlags().StringVar(&xenstoreFlags.socket, "socket", "", "xenstored's socket (default $XENSTORED_PATH, else "+xenstore.DefaultSocket+")")
+	socketPathVar(xenstoreCmd.PersistentFlags(), &xenstoreFlags.socket, "socket", "", "xenstored's socket (default $XENSTORED_PATH, else "+xenstore.DefaultSocket+")")
+	addXenFlag(xenstoreCmd.PersistentFlags(), "--socket (or XENSTORED_PATH)")
 	read := &cobra.Command{Use: "read PATH", Short: "Print a node's value", Example: "  xenblk xenstore read /local/domain/0/name", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dialXenstore()
