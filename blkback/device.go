@@ -284,8 +284,9 @@ func (d *Device) limits() *limits {
 	return l
 }
 
-// Connect reads the frontend's ring details, maps every ring, binds every
-// event channel and starts the queues (xenbus Driver).
+// Connect negotiates the connection from the frontend's keys
+// (negotiate.go), maps every ring, binds every event channel and starts
+// the queues (xenbus Driver).
 func (d *Device) Connect() error {
 	// Every queue of a dead connection reports the loss; only the first
 	// report counted, the rest are stale now.
@@ -293,84 +294,46 @@ func (d *Device) Connect() error {
 		<-d.lost
 	}
 	st := d.cfg.Domain.Store()
-	readInt := func(path string, def int) (int, error) {
-		v, err := st.Read(path)
-		if errors.Is(err, xen.ErrNotFound) {
-			return def, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q is not a number", path, v)
-		}
-		return n, nil
-	}
-	proto, err := st.Read(d.frontDir + "/" + blkif.KeyProtocol)
-	if err != nil && !errors.Is(err, xen.ErrNotFound) {
-		return err
-	}
-	abi, err := blkif.ParseProtocol(strings.TrimSpace(proto))
+	c, err := negotiate(d.offer(), func(key string) (string, error) { return st.Read(d.frontDir + "/" + key) })
 	if err != nil {
-		return err
-	}
-	nq, err := readInt(d.frontDir+"/"+blkif.KeyNumQueues, 1)
-	if err != nil {
-		return err
-	}
-	if nq < 1 || nq > d.cfg.MaxQueues {
-		return fmt.Errorf("frontend asks for %d queues; this backend offers 1 to %d", nq, d.cfg.MaxQueues)
-	}
-	persistent := false
-	if d.cfg.PersistentGrants > 0 {
-		p, err := readInt(d.frontDir+"/"+blkif.KeyFeaturePersistent, 0)
-		if err != nil {
-			return err
-		}
-		persistent = p == 1
+		return fmt.Errorf("frontend %s: %w", d.frontDir, err)
 	}
 	var extras SCSIExecutor
-	if d.scsi != nil {
-		v, err := readInt(d.frontDir+"/"+blkif.KeyFeatureExtraRequest, 0)
-		if err != nil {
-			return err
-		}
-		if v < 0 || v > blkif.ExtraRequestVersion {
-			return fmt.Errorf("frontend asks for extra-request version %d; this backend speaks %d", v, blkif.ExtraRequestVersion)
-		}
-		if v >= 1 {
-			extras = d.scsi
-		}
+	if c.extraRequest {
+		extras = d.scsi
 	}
-	// The reservation operation needs no frontend opt-in (like flush): a
-	// frontend that saw the feature may send it.
-	prExec := d.scsi
 	lim := d.limits()
 	var queues []*queue
-	cleanup := func() {
-		for _, q := range queues {
-			q.close()
-		}
-	}
-	for i := 0; i < nq; i++ {
-		dir := d.frontDir
-		if nq > 1 {
-			dir = fmt.Sprintf("%s/queue-%d", d.frontDir, i)
-		}
-		q, err := d.connectQueue(i, dir, abi, lim, persistent, readInt)
+	for i, spec := range c.rings {
+		q, err := d.connectQueue(i, spec, c, lim)
 		if err != nil {
-			cleanup()
+			for _, q := range queues {
+				q.close()
+			}
 			return fmt.Errorf("queue %d: %w", i, err)
 		}
 		q.scsi = extras
-		q.pr = prExec
+		// The reservation operation needs no frontend opt-in (like
+		// flush): a frontend that saw the feature may send it.
+		q.pr = d.scsi
 		q.fence, _ = d.scsi.(scsi.Fencer)
 		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
 		queues = append(queues, q)
 	}
 	d.resume = false
+	d.start(queues)
+	d.log.Info("connected", "queues", len(queues), "abi", c.abi, "ring-page-order", c.order, "persistent", c.persistent,
+		"indirect", lim.indirectSegments, "sectors", lim.sectors.Load(), "scsi", extras != nil)
+	return nil
+}
+
+// start runs one goroutine per queue until Disconnect. A queue that
+// fails reports the loss of the frontend (and, for a ring-level protocol
+// violation, writes the reason in the vbd's error node).
+func (d *Device) start(queues []*queue) {
+	st := d.cfg.Domain.Store()
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.queues = queues
 	d.stop = make(chan struct{})
 	stop := d.stop
@@ -397,64 +360,33 @@ func (d *Device) Connect() error {
 			}
 		}(q)
 	}
-	d.mu.Unlock()
-	d.log.Info("connected", "queues", nq, "abi", abi, "persistent", persistent, "indirect", lim.indirectSegments, "sectors", lim.sectors.Load(), "scsi", extras != nil)
-	return nil
 }
 
-func (d *Device) connectQueue(i int, dir string, abi blkif.ABI, lim *limits, persistent bool, readInt func(string, int) (int, error)) (*queue, error) {
-	order, err := readInt(d.frontDir+"/"+blkif.KeyRingPageOrder, 0)
-	if err != nil {
-		return nil, err
-	}
-	if order < 0 || order > max(d.cfg.MaxRingPageOrder, 0) {
-		return nil, fmt.Errorf("ring-page-order %d beyond max-ring-page-order %d", order, max(d.cfg.MaxRingPageOrder, 0))
-	}
-	refs := make([]xen.GrantRef, 1<<order)
-	for k := range refs {
-		key := blkif.KeyRingRef
-		if order > 0 {
-			key = fmt.Sprintf("%s%d", blkif.KeyRingRef, k)
-		}
-		v, err := readInt(dir+"/"+key, -1)
-		if err != nil {
-			return nil, err
-		}
-		if v < 0 {
-			return nil, fmt.Errorf("%s/%s missing", dir, key)
-		}
-		refs[k] = xen.GrantRef(v)
-	}
-	port, err := readInt(dir+"/"+blkif.KeyEventChannel, -1)
-	if err != nil {
-		return nil, err
-	}
-	if port < 0 {
-		return nil, fmt.Errorf("%s/%s missing", dir, blkif.KeyEventChannel)
-	}
-	m, err := d.cfg.Domain.Mapper().Map(d.frontDom, refs, false)
+// connectQueue maps ring i of connection c and binds its event channel.
+func (d *Device) connectQueue(i int, spec ringSpec, c connection, lim *limits) (*queue, error) {
+	m, err := d.cfg.Domain.Mapper().Map(d.frontDom, spec.refs, false)
 	if err != nil {
 		return nil, fmt.Errorf("map ring: %w", err)
 	}
-	r, err := ring.AttachBack(m.Bytes(), abi.SlotSize())
+	r, err := ring.AttachBack(m.Bytes(), c.abi.SlotSize())
 	if err != nil {
 		_ = m.Unmap()
 		return nil, err
 	}
-	ch, err := d.cfg.Domain.Events().BindInterdomain(d.frontDom, xen.Port(port))
+	ch, err := d.cfg.Domain.Events().BindInterdomain(d.frontDom, spec.port)
 	if err != nil {
 		_ = m.Unmap()
-		return nil, fmt.Errorf("bind event channel %d: %w", port, err)
+		return nil, fmt.Errorf("bind event channel %d: %w", spec.port, err)
 	}
-	q := &queue{index: i, dev: d, front: d.frontDom, abi: abi, ringMap: m, ring: r, ch: ch, lim: lim,
+	q := &queue{index: i, dev: d, front: d.frontDom, abi: c.abi, ringMap: m, ring: r, ch: ch, lim: lim,
 		store: d.store, log: d.log.With("queue", i), poll: d.cfg.Poll, replayEnd: r.ReqCons()}
 	if d.cfg.JournalDir != "" {
-		if err := q.openJournal(d.cfg.JournalDir, journalID{d.frontDom, refs[0]}); err != nil {
+		if err := q.openJournal(d.cfg.JournalDir, journalID{d.frontDom, spec.refs[0]}); err != nil {
 			// Serving without a journal only weakens a later restart.
 			q.log.Warn("no request journal; a restart will trust the ring", "err", err)
 		}
 	}
-	if persistent {
+	if c.persistent {
 		q.persistent = newPersistentGrants(d.cfg.PersistentGrants)
 	}
 	return q, nil
