@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,5 +68,45 @@ func TestMakeRunStopsCleanly(t *testing.T) {
 	}
 	if ee, ok := err.(*exec.ExitError); ok && !ee.Sys().(syscall.WaitStatus).Signaled() {
 		t.Errorf("make run exited %d after Ctrl-C: %s", ee.ExitCode(), stderr.String())
+	}
+}
+
+// TestMakeTestReportsSkipsAndKeepsTheStatus runs `make test` with a stand-in
+// for go whose `go test` prints a recorded -json stream and then exits as
+// told, while `go run` is the real one (scripts/testreport): the skips are
+// listed at the end, and make fails whenever go test failed, even when the
+// stream shows no failure (a build error printed as text), through
+// pipefail.
+func TestMakeTestReportsSkipsAndKeepsTheStatus(t *testing.T) {
+	needTool(t, "make")
+	realGo, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	passing := `{"Action":"run","Package":"p","Test":"TestX"}
+{"Action":"output","Package":"p","Test":"TestX","Output":"    x_test.go:3: needs real Xen: run in make xenlab\n"}
+{"Action":"skip","Package":"p","Test":"TestX","Elapsed":0}
+{"Action":"output","Package":"p","Output":"ok  \tp\t0.1s\n"}
+{"Action":"pass","Package":"p","Elapsed":0.1}
+`
+	if err := os.WriteFile(filepath.Join(dir, "stream.json"), []byte(passing), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fakeGo := filepath.Join(dir, "go")
+	script := "#!/bin/sh\nif [ \"$1\" = test ]; then cat " + filepath.Join(dir, "stream.json") + "; exit $GO_TEST_STATUS; fi\nexec " + realGo + " \"$@\"\n"
+	if err := os.WriteFile(fakeGo, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []int{0, 1} {
+		cmd := exec.Command("make", "-s", "-C", filepath.Join("..", ".."), "test", "GO="+fakeGo)
+		cmd.Env = append(os.Environ(), "GO_TEST_STATUS="+strconv.Itoa(status))
+		out, err := cmd.CombinedOutput()
+		if !strings.Contains(string(out), "1 tests skipped:\n  SKIP p TestX: x_test.go:3: needs real Xen: run in make xenlab") {
+			t.Errorf("go test exiting %d: make test's output lacks the skip list:\n%s", status, out)
+		}
+		if failed := err != nil; failed != (status != 0) {
+			t.Errorf("go test exited %d; make test: %v\n%s", status, err, out)
+		}
 	}
 }
