@@ -50,7 +50,7 @@ func init() {
 	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
 	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
 	tcpAddrVar(f, &frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
-	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file DIR/VDEV through FUSE")
+	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
 	socketPathVar(f, &frontFlags.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")

@@ -14,7 +14,7 @@ import (
 var simFuseDir string
 
 func init() {
-	simCmd.Flags().StringVar(&simFuseDir, "fuse", "", "also export the guest's disk as the file DIR/VDEV through FUSE (needs /dev/fuse, usually root)")
+	simCmd.Flags().StringVar(&simFuseDir, "fuse", "", "also export the guest's disk as the file `DIR`/VDEV through FUSE (needs /dev/fuse, usually root)")
 	simExtras = append(simExtras, startSimFuse)
 }
 
