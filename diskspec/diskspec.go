@@ -192,10 +192,14 @@ func (spec *Spec) assign(key, val string) error {
 		switch val {
 		case "r", "ro":
 			spec.ReadOnly = true
-		case "w", "rw", "w!":
+		case "w", "rw":
 			spec.ReadOnly = false
+		case "w!", "rw!":
+			// xl's shared writable mode is xenblk's shared=1.
+			spec.ReadOnly = false
+			return spec.share(val, "1")
 		default:
-			return fmt.Errorf("diskspec: unknown access %q (want ro, r, rw or w)", val)
+			return fmt.Errorf("diskspec: unknown access %q (want ro, r, rw, w, or w! for a disk shared writable)", val)
 		}
 	case "devtype":
 		switch val {
@@ -230,11 +234,33 @@ func (spec *Spec) assign(key, val string) error {
 		if !isOwnKey(key) {
 			return fmt.Errorf("diskspec: unknown key %q", key)
 		}
+		if key == KeyShared {
+			return spec.share("", val)
+		}
 		if spec.Extra == nil {
 			spec.Extra = map[string]string{}
 		}
 		spec.Extra[key] = val
 	}
+	return nil
+}
+
+// share records shared=val, from the key itself (access "") or from an
+// access=w! (val "1"). Either may come first; they must agree.
+func (spec *Spec) share(access, val string) error {
+	if prev, ok := spec.Extra[KeyShared]; ok && !(isTrue(prev) && isTrue(val)) {
+		shared := val
+		if access != "" {
+			shared = prev
+		} else {
+			access = "w!"
+		}
+		return fmt.Errorf("diskspec: access=%s shares the disk, but shared=%s says otherwise; give one of them", access, shared)
+	}
+	if spec.Extra == nil {
+		spec.Extra = map[string]string{}
+	}
+	spec.Extra[KeyShared] = val
 	return nil
 }
 

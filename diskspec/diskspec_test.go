@@ -139,3 +139,47 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A disk shared on purpose: xenblk's shared=1, or xl's access=w! (rw!);
+// it renders as shared=1 and parses back to the same. A contradiction or
+// a value that is not 1/0 is an error echoing what was given.
+func TestShared(t *testing.T) {
+	shared := func(s Spec) bool {
+		o, err := s.Options()
+		return err == nil && o.Shared
+	}
+	for _, s := range []string{
+		"vdev=xvdb, shared=1, target=/dev/vg/cluster",
+		"vdev=xvdb, access=w!, target=/dev/vg/cluster",
+		"/dev/vg/cluster,raw,xvdb,rw!",
+		"vdev=xvdb, access=rw, shared=true, target=/dev/vg/cluster",
+		"vdev=xvdb, shared=1, access=w!, target=/dev/vg/cluster",
+	} {
+		spec, err := Parse(s)
+		if err != nil || !shared(spec) || spec.ReadOnly {
+			t.Fatalf("Parse(%q) = %+v, %v; want shared read-write", s, spec, err)
+		}
+		again, err := Parse(spec.String())
+		if err != nil || !shared(again) || !strings.Contains(spec.String(), "shared=") {
+			t.Errorf("%q renders as %q, which parses to %+v, %v", s, spec, again, err)
+		}
+	}
+	if spec, err := Parse("vdev=xvdb, access=ro, shared=1, target=/img"); err != nil || !shared(spec) || !spec.ReadOnly {
+		t.Errorf("a shared reader: %+v, %v", spec, err)
+	}
+	for _, s := range []string{"vdev=xvdb, target=/img", "vdev=xvdb, shared=0, target=/img"} {
+		if spec, err := Parse(s); err != nil || shared(spec) {
+			t.Errorf("Parse(%q) = %s, %v; want a disk that is not shared", s, spec, err)
+		}
+	}
+	for bad, want := range map[string]string{
+		"vdev=xvdb, shared=yes, target=/img":          `shared=yes: want 1`,
+		"vdev=xvdb, access=w!, shared=0, target=/img": `access=w! shares the disk, but shared=0 says otherwise`,
+		"vdev=xvdb, shared=0, access=w!, target=/img": `access=w! shares the disk, but shared=0 says otherwise`,
+		"vdev=xvdb, access=r!, target=/img":           `unknown access "r!"`,
+	} {
+		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q): %v, want an error saying %q", bad, err, want)
+		}
+	}
+}

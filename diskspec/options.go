@@ -22,6 +22,7 @@ const (
 	KeyPhysicalSectorSize = "physical-sector-size" // power of two, sector-size..65536
 	KeyRotationRate       = "rotation-rate"        // SBC's medium rotation rate: 0 not reported, 1 non-rotating, else rpm
 	KeyDirect             = "direct"               // 1: the image is opened O_DIRECT
+	KeyShared             = "shared"               // 1: several vbds may open the disk together (also xl's access=w!)
 )
 
 // Values of the scsi and pr keys.
@@ -32,7 +33,7 @@ const (
 )
 
 // OwnKeys lists xenblk's own keys, in the order ParseOptions checks them.
-var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect}
+var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect, KeyShared}
 
 // Options are xenblk's own keys, checked.
 type Options struct {
@@ -43,6 +44,12 @@ type Options struct {
 	PhysicalSectorSize uint32 // 0: not given (the filesystem's block size)
 	RotationRate       int    // -1: not given (the backing device's)
 	Direct             bool
+	// Shared: the disk is shared on purpose (a cluster disk whose guests
+	// fence each other with persistent reservations): vbds in one backend
+	// process or several may open it together, read-write too. Without it
+	// a read-write vbd is the disk's only user, a read-only one shares it
+	// with readers only.
+	Shared bool
 }
 
 // PolicyFile returns the path of a scsi-policy=@/path file, if that is the
@@ -123,17 +130,28 @@ func ParseOptions(kv map[string]string) (Options, error) {
 	} else if ok {
 		o.RotationRate = n
 	}
-	if v, ok := kv[KeyDirect]; ok {
-		switch v {
-		case "1", "true":
-			o.Direct = true
-		case "0", "false":
+	flag := func(key string, dst *bool, want string) error {
+		v, ok := kv[key]
+		switch {
+		case !ok:
+		case isTrue(v):
+			*dst = true
+		case v == "0" || v == "false":
 		default:
-			return o, bad(KeyDirect, "want 1 or 0")
+			return bad(key, want)
 		}
+		return nil
+	}
+	if err := flag(KeyDirect, &o.Direct, "want 1 or 0"); err != nil {
+		return o, err
+	}
+	if err := flag(KeyShared, &o.Shared, "want 1 (several vbds may open the disk together) or 0"); err != nil {
+		return o, err
 	}
 	return o, nil
 }
+
+func isTrue(v string) bool { return v == "1" || v == "true" }
 
 // checkPolicy checks scsi-policy's value as far as it can without the
 // backend's files: inline text parses, a policy file is named by an

@@ -26,7 +26,7 @@ func init() {
 func loopBlockDev(t testing.TB, size int64) *storage.BlockDev {
 	t.Helper()
 	path, _ := looptest.Attach(t, size)
-	d, err := storage.OpenBlockDev(path, false)
+	d, err := storage.OpenBlockDev(path, storage.BlockDevOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,8 @@ func TestReadOnlyBlockDevBatch(t *testing.T) {
 	if err := rw.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	ro, err := storage.OpenBlockDev(rw.Path(), true)
+	rw.Close() // a reader is refused beside a writer
+	ro, err := storage.OpenBlockDev(rw.Path(), storage.BlockDevOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

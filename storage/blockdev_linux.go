@@ -22,8 +22,21 @@ type BlockDev struct {
 	discard  bool
 }
 
-// OpenBlockDev opens path, which must be a block device.
-func OpenBlockDev(path string, readOnly bool) (*BlockDev, error) {
+// BlockDevOptions say how to open a block device.
+type BlockDevOptions struct {
+	ReadOnly bool
+	// Lock: whom else the device is shared with while open.
+	Lock Lock
+}
+
+// OpenBlockDev opens path, which must be a block device, locked as
+// opt.Lock says (the lock is on the device node: another node of the same
+// device is another file to the kernel's locks).
+func OpenBlockDev(path string, opt BlockDevOptions) (*BlockDev, error) {
+	if opt.Lock > LockShared {
+		return nil, fmt.Errorf("storage: lock mode %d (want LockExclusive or LockShared)", opt.Lock)
+	}
+	readOnly := opt.ReadOnly
 	flags := os.O_RDWR
 	if readOnly {
 		flags = os.O_RDONLY
@@ -36,6 +49,10 @@ func OpenBlockDev(path string, readOnly bool) (*BlockDev, error) {
 	if err != nil || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
 		f.Close()
 		return nil, fmt.Errorf("storage: %s is not a block device", path)
+	}
+	if err := lockImage(f, path, readOnly, opt.Lock); err != nil {
+		f.Close()
+		return nil, err
 	}
 	fd := int(f.Fd())
 	var size uint64
@@ -158,12 +175,12 @@ func (d *BlockDev) Close() error { return d.f.Close() }
 // Path is the device's path.
 func (d *BlockDev) Path() string { return d.path }
 
-// Open opens a path as a disk: a block device as BlockDev, anything else
-// as a raw image File.
+// Open opens a path as a disk, locked LockExclusive: a block device as
+// BlockDev, anything else as a raw image File.
 func Open(path string, readOnly bool) (Device, error) {
 	st, err := os.Stat(path)
 	if err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
-		return OpenBlockDev(path, readOnly)
+		return OpenBlockDev(path, BlockDevOptions{ReadOnly: readOnly})
 	}
 	return OpenFile(path, FileOptions{ReadOnly: readOnly})
 }

@@ -26,7 +26,7 @@ func TestOpenPicksTheKind(t *testing.T) {
 	if _, ok := d.(*storage.File); !ok || !d.Info().ReadOnly {
 		t.Fatalf("Open of a regular file gave %T", d)
 	}
-	if _, err := storage.OpenBlockDev(img, true); err == nil {
+	if _, err := storage.OpenBlockDev(img, storage.BlockDevOptions{ReadOnly: true}); err == nil {
 		t.Fatal("OpenBlockDev accepted a regular file")
 	}
 }

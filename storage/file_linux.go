@@ -21,6 +21,8 @@ type FileOptions struct {
 	Create int64
 	// LogicalBlockSize: 512 (default) or 4096.
 	LogicalBlockSize uint32
+	// Lock: whom else the image is shared with while open.
+	Lock Lock
 }
 
 // File is a raw disk image in a regular file.
@@ -34,13 +36,18 @@ type File struct {
 	pool sync.Pool // aligned bounce buffers for O_DIRECT
 }
 
-// OpenFile opens (or, with opt.Create, creates sparse) a raw image.
+// OpenFile opens (or, with opt.Create, creates sparse) a raw image, locked
+// as opt.Lock says. An image another user holds is refused with ErrInUse
+// before anything is changed; one OpenFile created is removed again.
 func OpenFile(path string, opt FileOptions) (*File, error) {
 	if opt.LogicalBlockSize == 0 {
 		opt.LogicalBlockSize = 512
 	}
 	if opt.LogicalBlockSize != 512 && opt.LogicalBlockSize != 4096 {
 		return nil, fmt.Errorf("storage: logical block size %d (want 512 or 4096)", opt.LogicalBlockSize)
+	}
+	if opt.Lock > LockShared {
+		return nil, fmt.Errorf("storage: lock mode %d (want LockExclusive or LockShared)", opt.Lock)
 	}
 	flags := os.O_RDWR
 	if opt.ReadOnly {
@@ -50,30 +57,42 @@ func OpenFile(path string, opt FileOptions) (*File, error) {
 		flags |= unix.O_DIRECT
 	}
 	f, err := os.OpenFile(path, flags, 0)
+	created := false
 	if errors.Is(err, os.ErrNotExist) && opt.Create > 0 && !opt.ReadOnly {
 		f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o644)
-		if err == nil {
-			if err = f.Truncate(opt.Create); err != nil {
-				f.Close()
-				os.Remove(path)
-			}
-		}
+		created = err == nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open disk image: %w", err)
 	}
+	// fail undoes the open: a file this call created goes too.
+	fail := func(err error) (*File, error) {
+		f.Close()
+		if created {
+			os.Remove(path)
+		}
+		return nil, err
+	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, err
+		return fail(err)
 	}
 	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("storage: %s is not a regular file", path)
+		return fail(fmt.Errorf("storage: %s is not a regular file", path))
+	}
+	if err := lockImage(f, path, opt.ReadOnly, opt.Lock); err != nil {
+		return fail(err)
+	}
+	if created {
+		if err := f.Truncate(opt.Create); err != nil {
+			return fail(fmt.Errorf("storage: size the new disk image: %w", err))
+		}
+		if st, err = f.Stat(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := CheckImageSize(path, st.Size(), opt.LogicalBlockSize); err != nil {
-		f.Close()
-		return nil, err
+		return fail(err)
 	}
 	size := st.Size()
 	fl := &File{f: f, path: path, opt: opt, size: size, pbs: 4096, rot: RotationRateForPath(path)}

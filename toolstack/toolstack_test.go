@@ -103,3 +103,33 @@ func TestRemoveWaitsForTheBackend(t *testing.T) {
 		t.Error("forced removal left the backend dir")
 	}
 }
+
+// A shared disk (shared=1, or xl's access=w!) reaches the backend as its
+// shared node, which serve reads to lock the image shared.
+func TestCreateMarksASharedDisk(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	for spec, want := range map[string][2]string{
+		"vdev=xvdb, shared=1, target=/dev/vg/cluster":            {"w", "1"},
+		"vdev=xvdc, access=w!, target=/dev/vg/cluster":           {"w", "1"},
+		"vdev=xvdd, access=ro, shared=1, target=/dev/vg/cluster": {"r", "1"},
+		"vdev=xvde, target=/dev/vg/alone":                        {"w", ""},
+	} {
+		s, err := diskspec.Parse(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := NewVBD(0, g.ID(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Create(h.Store(), v); err != nil {
+			t.Fatal(err)
+		}
+		mode, _ := h.Store().Read(v.BackendPath() + "/mode")
+		shared, _ := h.Store().Read(v.BackendPath() + "/shared")
+		if mode != want[0] || shared != want[1] {
+			t.Errorf("%s: mode %q, shared %q; want %q, %q", spec, mode, shared, want[0], want[1])
+		}
+	}
+}

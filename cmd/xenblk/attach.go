@@ -36,7 +36,15 @@ block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
 positional or named; xenblk's own keys may be added (docs/PROTOCOL.md):
 sector-size=4096, physical-sector-size=4096, rotation-rate=1, direct=1,
 scsi=emulate|passthrough|off, pr=emulate|passthrough (with
-scsi=passthrough), scsi-policy=TEXT or scsi-policy=@/absolute/policy-file.
+scsi=passthrough), scsi-policy=TEXT or scsi-policy=@/absolute/policy-file,
+shared=1.
+
+The backend locks every disk it opens: a read-write vbd is the disk's only
+user, read-only vbds share it with other readers. A disk that several
+guests share on purpose (a cluster disk fenced with persistent
+reservations) says shared=1 (or xl's access=w!) in the spec of every vbd
+given it; those vbds may then open it together, read-write, and a vbd that
+is not shared is refused beside them, as they are beside it.
 
 Nothing is written unless all of it checks out: a bad value of any key,
 or a format other than raw, exits 2; a guest or backend domain that does
@@ -45,7 +53,8 @@ must exist and be a block device or a raw image (a whole number of
 sectors, not a qcow2 file), and a policy file must read as serve will
 read it (exit 1 otherwise).`,
 	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
-  xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'`,
+  xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'
+  xenblk attach --domain 2 'vdev=xvdb, access=rw, shared=1, target=/dev/vg/cluster'`,
 	Args: cobra.ExactArgs(1),
 	RunE: runAttach,
 }

@@ -17,14 +17,16 @@ func openImage(path string, size int64, readOnly bool) (storage.Device, bool, er
 	return openImageWith(path, size, readOnly, imageOptions{rotationRate: -1})
 }
 
-// openImageWith is openImage with a vbd's image options (sector size and
-// O_DIRECT for files; the rest is applied after opening).
+// openImageWith is openImage with a vbd's image options (sector size,
+// O_DIRECT for files, and whether the disk is shared; the rest is applied
+// after opening). Every image is locked (storage.Lock): one that another
+// user holds is refused with storage.ErrInUse, nothing created or changed.
 func openImageWith(path string, size int64, readOnly bool, o imageOptions) (storage.Device, bool, error) {
 	st, err := os.Stat(path)
 	if err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
 		// A block device (a phy: disk): its size, discard (BLKDISCARD)
 		// and rotation rate come from the device itself.
-		d, err := storage.OpenBlockDev(path, readOnly)
+		d, err := storage.OpenBlockDev(path, storage.BlockDevOptions{ReadOnly: readOnly, Lock: o.lock()})
 		if err != nil {
 			return nil, false, err
 		}
@@ -43,7 +45,7 @@ func openImageWith(path string, size int64, readOnly bool, o imageOptions) (stor
 	if errors.Is(err, os.ErrNotExist) && !created {
 		return nil, false, fmt.Errorf("disk image %s does not exist", path)
 	}
-	opt := storage.FileOptions{ReadOnly: readOnly, LogicalBlockSize: o.sectorSize, Direct: o.direct}
+	opt := storage.FileOptions{ReadOnly: readOnly, LogicalBlockSize: o.sectorSize, Direct: o.direct, Lock: o.lock()}
 	if created {
 		opt.Create = size
 	}

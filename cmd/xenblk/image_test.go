@@ -25,7 +25,9 @@ func TestOpenImageBlockDevice(t *testing.T) {
 	}
 	// A block device keeps its own geometry: options that agree are
 	// accepted, ones that contradict it (or O_DIRECT, a file's) refused.
+	// (The writer closes first: a reader is refused beside it.)
 	in := d.Info()
+	d.Close()
 	if d2, _, err := openImageWith(dev, 0, true, imageOptions{sectorSize: in.LogicalBlockSize, rotationRate: -1}); err != nil {
 		t.Errorf("its own sector size %d refused: %v", in.LogicalBlockSize, err)
 	} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +20,9 @@ import (
 )
 
 // openVBD opens the disk a vbd's backend directory names, as libxl wrote
-// it (params, mode), shaped by xenblk's own keys. A spec whose format is
+// it (params, mode), shaped by xenblk's own keys, and locked against its
+// other users: shared with other shared vbds when the spec said shared=1
+// (or xl's access=w!), else alone (read-write) or among readers. A spec whose format is
 // not raw is refused; a raw one whose file begins with qcow's magic is
 // served as the spec says, with a warning (attach refuses it when it can
 // see the file; by the time serve opens it the bytes may be the guest's
@@ -46,7 +49,13 @@ func openVBD(st xen.Store, dir string, log *slog.Logger) (storage.Device, error)
 	if err := qcowImage(params); err != nil {
 		log.Warn("serving as raw, as the spec says", "vbd", dir, "warning", err)
 	}
-	dev, _, err := openImageWith(params, 0, readOnly, imageOptionsOf(opts))
+	o := imageOptionsOf(opts)
+	// libxl's mode "w!" (xl's access=w!) is a disk shared writable on purpose.
+	o.shared = o.shared || mode == "w!"
+	dev, _, err := openImageWith(params, 0, readOnly, o)
+	if errors.Is(err, storage.ErrInUse) {
+		return nil, fmt.Errorf("%w; a disk that guests share on purpose takes shared=1 in the disk spec of every vbd given it", err)
+	}
 	return dev, err
 }
 

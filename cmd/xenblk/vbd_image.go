@@ -18,10 +18,19 @@ type imageOptions struct {
 	physicalSize uint32 // 0: not given
 	rotationRate int    // -1: not given
 	direct       bool
+	shared       bool // several vbds may open it together (storage.LockShared)
 }
 
 func imageOptionsOf(o diskspec.Options) imageOptions {
-	return imageOptions{sectorSize: o.SectorSize, physicalSize: o.PhysicalSectorSize, rotationRate: o.RotationRate, direct: o.Direct}
+	return imageOptions{sectorSize: o.SectorSize, physicalSize: o.PhysicalSectorSize, rotationRate: o.RotationRate, direct: o.Direct, shared: o.Shared}
+}
+
+// lock is how the image is locked against its other users.
+func (o imageOptions) lock() storage.Lock {
+	if o.shared {
+		return storage.LockShared
+	}
+	return storage.LockExclusive
 }
 
 // readVBDOptions reads and checks xenblk's own keys from a vbd's backend

@@ -34,7 +34,6 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dev.Close()
 	in := dev.Info()
 	if in.LogicalBlockSize != 4096 || in.PhysicalBlockSize != 8192 || in.RotationRate != 7200 {
 		t.Errorf("served %d/%d bytes, rotation %d; want 4096/8192, 7200", in.LogicalBlockSize, in.PhysicalBlockSize, in.RotationRate)
@@ -49,6 +48,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	if _, err := dev.ReadAt(got, 4096); err != nil || got[0] != 0x5a {
 		t.Fatalf("read back %x, %v", got[0], err)
 	}
+	dev.Close() // the image is locked while open: the opens below would be refused
 
 	for _, c := range []struct{ node, value, want string }{
 		{"sector-size", "1024", "want 512 or 4096"},
@@ -56,6 +56,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 		{"physical-sector-size", "2048", "physical-sector-size=2048: want a power of two from sector-size (4096)"},
 		{"rotation-rate", "-3", "rotation-rate=-3: want a number"},
 		{"direct", "perhaps", "direct=perhaps: want 1 or 0"},
+		{"shared", "perhaps", "shared=perhaps: want 1 (several vbds may open the disk together) or 0"},
 		{"scsi", "maybe", "scsi=maybe: want emulate, passthrough or off"},
 	} {
 		saved, _ := st.Read(dir + "/" + c.node)
