@@ -21,7 +21,9 @@ func TestCRingPairBuildsAndRuns(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("LOUD SKIP: gcc is not installed (scripts/deps.txt installs it)")
 	}
-	b, err := CRingPair(context.Background(), 100*time.Millisecond)
+	// Long enough that a machine busy with other tests still schedules
+	// both threads (at 100 ms a loaded 2-vCPU box once gave 0).
+	b, err := CRingPair(context.Background(), 500*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
