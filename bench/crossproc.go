@@ -16,7 +16,6 @@ import (
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
-	_ "github.com/xenblk/xenblk/xenstore/simattach" // a store for sim.Connect
 )
 
 // BackendReady is the line ServeBackend prints once blkback serves.

@@ -3,7 +3,6 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenstore"
 )
 
 // Role says which domain a connecting process becomes.
@@ -26,13 +26,6 @@ func AsDom0() Role { return Role{dom0: true} }
 // NewGuest asks the host for a fresh guest domain called name; it lives
 // as long as the connection.
 func NewGuest(name string) Role { return Role{name: name} }
-
-// StoreClient makes a xen.Store of a xenstore wire-protocol connection;
-// the host gives every domain process one, served as that domain. Set it
-// to the xenstore package's client constructor (it cannot be imported
-// here without a cycle of ownership); while it is nil, a remote domain's
-// Store fails every call with an error saying so.
-var StoreClient func(conn io.ReadWriteCloser) (xen.Store, error)
 
 // remoteDomain is a domain living in this process, served by a host in
 // another one. It implements xen.Domain.
@@ -66,18 +59,17 @@ func Connect(path string, role Role) (xen.Domain, error) {
 	}
 	d.id = rep.Dom
 	storeFile := os.NewFile(uintptr(fds[3]), "xenstore")
-	d.store = unattachedStore{}
-	if StoreClient != nil {
-		conn, err := net.FileConn(storeFile)
-		if err == nil {
-			d.store, err = StoreClient(conn)
-		}
-		if err != nil {
-			storeFile.Close()
-			closeFDs(fds[:3])
-			c.Close()
-			return nil, fmt.Errorf("sim: attach to xenstore: %w", err)
-		}
+	// The host serves this connection as our domain; package xenstore's
+	// client, below us in the layers, speaks its wire protocol.
+	conn, err := net.FileConn(storeFile)
+	if err == nil {
+		d.store, err = xenstore.New(conn)
+	}
+	if err != nil {
+		storeFile.Close()
+		closeFDs(fds[:3])
+		c.Close()
+		return nil, fmt.Errorf("sim: attach to xenstore: %w", err)
 	}
 	storeFile.Close() // FileConn made its own descriptor
 	memFile := os.NewFile(uintptr(fds[0]), "memfd:domain")
@@ -238,23 +230,3 @@ func (d *remoteDomain) Close() error {
 	_ = d.store.Close()
 	return d.c.Close()
 }
-
-// unattachedStore stands in while StoreClient is unset; every call fails
-// loudly.
-type unattachedStore struct{}
-
-var errNoStore = errors.New("sim: no xenstore client: set sim.StoreClient")
-
-func (unattachedStore) Read(string) (string, error)             { return "", errNoStore }
-func (unattachedStore) Write(string, string) error              { return errNoStore }
-func (unattachedStore) Mkdir(string) error                      { return errNoStore }
-func (unattachedStore) Remove(string) error                     { return errNoStore }
-func (unattachedStore) Directory(string) ([]string, error)      { return nil, errNoStore }
-func (unattachedStore) GetPerms(string) ([]xen.Perm, error)     { return nil, errNoStore }
-func (unattachedStore) SetPerms(string, []xen.Perm) error       { return errNoStore }
-func (unattachedStore) Watch(string, string) (xen.Watch, error) { return nil, errNoStore }
-func (unattachedStore) Transaction(func(xen.Tx) error) error    { return errNoStore }
-func (unattachedStore) DomainPath(dom xen.DomID) (string, error) {
-	return fmt.Sprintf("/local/domain/%d", dom), nil
-}
-func (unattachedStore) Close() error { return nil }

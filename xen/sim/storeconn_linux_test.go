@@ -1,59 +1,58 @@
 package sim
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"testing"
+	"time"
 
 	"github.com/xenblk/xenblk/xen"
 )
 
-// A domain process's store connection is served as that domain: relative
-// paths resolve under its home, and others' areas are closed to it.
+// A domain process attached through the host's socket has a working store
+// with nothing else imported: the connection is served as that domain, so
+// relative paths resolve under its home, others' areas are closed to it,
+// its transactions reach the host's tree and its watches fire.
 func TestRemoteDomainStoreConnection(t *testing.T) {
 	h, socket := startHost(t)
 	other, err := h.NewDomain("other")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns := make(chan io.ReadWriteCloser, 1)
-	StoreClient = func(c io.ReadWriteCloser) (xen.Store, error) { conns <- c; return unattachedStore{}, nil }
-	defer func() { StoreClient = nil }()
 	d, err := Connect(socket, NewGuest("wired"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	c := <-conns
-	defer c.Close()
-	ask := func(typ uint32, payload string) (uint32, string) {
-		t.Helper()
-		if _, err := c.Write(xsMessage(typ, payload)); err != nil {
-			t.Fatal(err)
-		}
-		var hdr [xsHeaderSize]byte
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
-			t.Fatal(err)
-		}
-		p := make([]byte, binary.LittleEndian.Uint32(hdr[12:]))
-		io.ReadFull(c, p)
-		return binary.LittleEndian.Uint32(hdr[0:]), string(p)
+	s := d.Store()
+	if v, err := s.Read("name"); err != nil || v != "wired" {
+		t.Fatalf("read of its own name: %q %v", v, err)
 	}
-	if typ, p := ask(xsRead, "name\x00"); typ != xsRead || p != "wired" {
-		t.Fatalf("read of its own name: %d %q", typ, p)
+	if v, err := s.Read(fmt.Sprintf("/local/domain/%d/name", other.ID())); !errors.Is(err, xen.ErrPermission) {
+		t.Fatalf("read of another guest's name: %q %v, want %v", v, err, xen.ErrPermission)
 	}
-	if typ, p := ask(xsRead, fmt.Sprintf("/local/domain/%d/name\x00", other.ID())); typ != xsError || p != "EACCES\x00" {
-		t.Fatalf("read of another guest's name: %d %q", typ, p)
+	if err := s.Write("/local/domain/0/stolen", "x"); !errors.Is(err, xen.ErrPermission) {
+		t.Fatalf("a guest writing dom0's home: %v", err)
 	}
-	StoreClient = nil
-	d2, err := Connect(socket, NewGuest("unwired"))
+	w, err := s.Watch(fmt.Sprintf("/local/domain/%d/data", d.ID()), "t")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d2.Close()
-	if _, err := d2.Store().Read("name"); err == nil || errors.Is(err, xen.ErrNotFound) {
-		t.Fatalf("a store without a client must fail loudly: %v", err)
+	defer w.Close()
+	if err := s.Transaction(func(tx xen.Tx) error { return tx.Write("data/x", "1") }); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := h.Store().Read(fmt.Sprintf("/local/domain/%d/data/x", d.ID())); err != nil || v != "1" {
+		t.Fatalf("the host sees %q %v", v, err)
+	}
+	for _, want := range []string{"data", "data/x"} {
+		select {
+		case ev := <-w.Events():
+			if ev.Path != fmt.Sprintf("/local/domain/%d/%s", d.ID(), want) {
+				t.Fatalf("event %+v, want %s", ev, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no event for %s", want)
+		}
 	}
 }
