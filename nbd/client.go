@@ -481,15 +481,19 @@ func (cl *Client) Trim(off, n int64) error {
 	return cl.rangeCmd(cmdTrim, 0, off, n)
 }
 
-// WriteZeroes makes [off, off+n) read as zeros; with noHole the server must
-// allocate the range rather than punch a hole.
-func (cl *Client) WriteZeroes(off, n int64, noHole bool) error {
+// WriteZeroes makes [off, off+n) read as zeros; the server may punch a
+// hole. Without NBD_CMD_WRITE_ZEROES it writes zeroes.
+func (cl *Client) WriteZeroes(off, n int64) error { return cl.writeZeroes(off, n, 0) }
+
+// WriteZeroesNoHole makes [off, off+n) read as zeros, the server keeping
+// the range allocated (NBD_CMD_FLAG_NO_HOLE).
+func (cl *Client) WriteZeroesNoHole(off, n int64) error {
+	return cl.writeZeroes(off, n, cmdFlagNoHole)
+}
+
+func (cl *Client) writeZeroes(off, n int64, flags uint16) error {
 	if cl.flags&FlagSendWriteZeroes == 0 {
 		return cl.zeroByWriting(off, n)
-	}
-	var flags uint16
-	if noHole {
-		flags = cmdFlagNoHole
 	}
 	return cl.rangeCmd(cmdWriteZeroes, flags, off, n)
 }

@@ -99,10 +99,14 @@ func TestClientServerRoundTrip(t *testing.T) {
 		t.Fatalf("device saw %d discards, want 1", d)
 	}
 	for _, noHole := range []bool{false, true} {
+		zero := cl.WriteZeroes
+		if noHole {
+			zero = cl.WriteZeroesNoHole
+		}
 		if _, err := cl.WriteAt(bytes.Repeat([]byte{0xee}, 10000), 1<<20); err != nil {
 			t.Fatal(err)
 		}
-		if err := cl.WriteZeroes(1<<20+1, 9998, noHole); err != nil {
+		if err := zero(1<<20+1, 9998); err != nil {
 			t.Fatal(err)
 		}
 		got := make([]byte, 10000)
@@ -166,7 +170,7 @@ func TestReadOnlyExport(t *testing.T) {
 	if _, err := cl.WriteAt([]byte{1}, 0); !errors.Is(err, storage.ErrReadOnly) {
 		t.Fatalf("server-side write on read-only export: %v", err)
 	}
-	if err := cl.WriteZeroes(0, 10, false); !errors.Is(err, storage.ErrReadOnly) {
+	if err := cl.WriteZeroes(0, 10); !errors.Is(err, storage.ErrReadOnly) {
 		t.Fatalf("write zeroes on read-only export: %v", err)
 	}
 	if dev.data[0] != 0 {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -172,27 +173,41 @@ func TestQemuIO(t *testing.T) {
 	}
 }
 
-// Our client against nbdkit's memory plugin.
-func TestClientAgainstNbdkit(t *testing.T) {
+// startNbdkit runs nbdkit's memory plugin with size bytes and connects
+// to it. nbdkit inherits a socket we already listen on (socket
+// activation), so the dial succeeds at once: no waiting for it to start.
+func startNbdkit(t *testing.T, size int64) *Client {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "kit.sock")
-	cmd := exec.Command(tool(t, "nbdkit"), "-f", "-U", sock, "memory", "64M")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// LISTEN_PID must name nbdkit itself: the shell execs it.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" memory "$1"`, tool(t, "nbdkit"), fmt.Sprint(size))
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
+	cmd.ExtraFiles = []*os.File{f} // descriptor 3, as LISTEN_FDS says
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var cl *Client
-	var err error
-	for range 100 {
-		if cl, err = Dial("unix:"+sock, ""); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	f.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); l.Close() })
+	cl, err := Dial("unix:"+sock, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Our client against nbdkit's memory plugin.
+func TestClientAgainstNbdkit(t *testing.T) {
+	cl := startNbdkit(t, 64<<20)
 	if cl.Size() != 64<<20 {
 		t.Fatalf("size %d", cl.Size())
 	}
@@ -211,7 +226,7 @@ func TestClientAgainstNbdkit(t *testing.T) {
 	if err := cl.Trim(0, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.WriteZeroes(1<<20, 4096, true); err != nil {
+	if err := cl.WriteZeroesNoHole(1<<20, 4096); err != nil {
 		t.Fatal(err)
 	}
 	z := make([]byte, 4096)

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/storage/nbdstore"
 	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
@@ -56,7 +56,7 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 			if !ok {
 				t.Fatalf("NBD URL %q", url)
 			}
-			d, err := nbdstore.Open(addr, export)
+			d, err := nbd.Dial(addr, export)
 			if err != nil {
 				t.Fatal(err)
 			}
