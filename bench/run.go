@@ -21,7 +21,7 @@ import (
 	"github.com/xenblk/xenblk/storage"
 )
 
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quietLog = slog.New(slog.DiscardHandler)
 
 // Workload is one access pattern.
 type Workload struct {

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +14,13 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 // batchStack is a simulated host in this process: blkback serving a
 // device to a guest's blkfront (as internal/stacktest's, which this
@@ -106,17 +105,6 @@ func (g *gated) WriteAt(p []byte, off int64) (int, error) {
 	g.once.Do(func() { close(g.entered) })
 	<-g.open
 	return g.Device.WriteAt(p, off)
-}
-
-// countWrites counts the writes reaching a device.
-type countWrites struct {
-	storage.Device
-	n atomic.Int64
-}
-
-func (c *countWrites) WriteAt(p []byte, off int64) (int, error) {
-	c.n.Add(1)
-	return c.Device.WriteAt(p, off)
 }
 
 func (g *gated) release() {
@@ -611,11 +599,11 @@ func TestBatchBackendRestart(t *testing.T) {
 	// The crashed backend's storage stays stuck until the end of the
 	// test; the new one serves the memory directly, counting writes.
 	go s.srv.Crash()
-	counted := &countWrites{Device: mem}
+	counted := &storagetest.Counter{Device: mem}
 	s.serve(t, counted)
 	got := map[uint64]completion{}
 	reapAll(t, b, got)
-	if counted.n.Load() == 0 {
+	if counted.Writes.Load() == 0 {
 		t.Fatal("the writes completed without reaching the new backend: not re-issued")
 	}
 	for i := 0; i < 32; i++ {

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -45,14 +44,6 @@ func mount(t *testing.T, dev storage.Device, opt fuseexport.Options) *fuseexport
 	return e
 }
 
-// flushCounter counts Flush calls on the device underneath.
-type flushCounter struct {
-	storage.Device
-	flushes atomic.Int64
-}
-
-func (f *flushCounter) Flush() error { f.flushes.Add(1); return f.Device.Flush() }
-
 func readDev(t *testing.T, d storage.Device, n int, off int64) []byte {
 	t.Helper()
 	b := make([]byte, n)
@@ -79,7 +70,7 @@ func TestFileHasTheDeviceSize(t *testing.T) {
 func TestReadsAndWritesReachTheDevice(t *testing.T) {
 	const size = 4 << 20
 	mem := storage.NewMemory(size)
-	dev := &flushCounter{Device: mem}
+	dev := &storagetest.Counter{Device: mem}
 	e := mount(t, dev, fuseexport.Options{})
 	f, err := os.OpenFile(e.Path, os.O_RDWR, 0)
 	if err != nil {
@@ -118,7 +109,7 @@ func TestReadsAndWritesReachTheDevice(t *testing.T) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if dev.flushes.Load() == 0 {
+	if dev.Flushes.Load() == 0 {
 		t.Fatal("fsync did not flush the device")
 	}
 

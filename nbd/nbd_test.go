@@ -89,13 +89,13 @@ func TestClientServerRoundTrip(t *testing.T) {
 	if _, err := cl.WriteAtFUA([]byte("fua"), 5); err != nil {
 		t.Fatal(err)
 	}
-	if f, _ := dev.counts(); f != 2 {
+	if f := dev.Flushes.Load(); f != 2 {
 		t.Fatalf("device saw %d flushes, want 2", f)
 	}
 	if err := cl.Trim(0, 4096); err != nil {
 		t.Fatal(err)
 	}
-	if _, d := dev.counts(); d != 1 {
+	if d := dev.Discards.Load(); d != 1 {
 		t.Fatalf("device saw %d discards, want 1", d)
 	}
 	for _, noHole := range []bool{false, true} {
@@ -173,7 +173,7 @@ func TestReadOnlyExport(t *testing.T) {
 	if err := cl.WriteZeroes(0, 10); !errors.Is(err, storage.ErrReadOnly) {
 		t.Fatalf("write zeroes on read-only export: %v", err)
 	}
-	if dev.data[0] != 0 {
+	if devBytes(t, dev, 0, 1)[0] != 0 {
 		t.Fatal("read-only device modified")
 	}
 }

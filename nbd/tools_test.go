@@ -101,8 +101,12 @@ func fileSum(t *testing.T, path string) [32]byte {
 func TestCopyToolsRoundTrip(t *testing.T) {
 	const size = 8 << 20
 	src := newMemDev(size)
-	randomFill(src.data, 42)
-	want := sha256.Sum256(src.data)
+	data := make([]byte, size)
+	randomFill(data, 42)
+	if _, err := src.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
 	l := tcpServer(t, Export{Name: "src", Device: src}, Export{Name: "dst", Device: newMemDev(size)},
 		Export{Name: "dst2", Device: newMemDev(size)})
 	dir := t.TempDir()
@@ -152,17 +156,17 @@ func TestQemuIO(t *testing.T) {
 	if strings.Contains(out, "Pattern verification failed") || strings.Contains(out, "error") {
 		t.Fatalf("qemu-io:\n%s", out)
 	}
-	if !bytes.Equal(dev.data[:1<<20], bytes.Repeat([]byte{0xab}, 1<<20)) || dev.data[1<<20] != 0xcd {
+	if got := devBytes(t, dev, 0, 1<<20+1); !bytes.Equal(got[:1<<20], bytes.Repeat([]byte{0xab}, 1<<20)) || got[1<<20] != 0xcd {
 		t.Fatal("qemu-io writes did not reach the device")
 	}
-	if f, _ := dev.counts(); f < 2 {
+	if f := dev.Flushes.Load(); f < 2 {
 		t.Fatalf("device saw %d flushes after flush and a FUA write", f)
 	}
 	out = run(t, "qemu-io", "-f", "raw", "-c", "discard 0 64k", "-c", "read -P 0 0 64k", "-c", "read -P 0xab 64k 64k", ListenerURL(l, "d"))
 	if strings.Contains(out, "failed") || strings.Contains(out, "error") {
 		t.Fatalf("qemu-io discard:\n%s", out)
 	}
-	if _, d := dev.counts(); d == 0 {
+	if d := dev.Discards.Load(); d == 0 {
 		t.Fatalf("discard did not reach the device:\n%s", out)
 	}
 	// A read-only export refuses writes.

@@ -18,10 +18,19 @@ type Memory struct {
 
 // NewMemory returns a zeroed memory device of size bytes.
 func NewMemory(size int64) *Memory {
-	return &Memory{size: size, chunks: map[int64][]byte{}, info: Info{
+	return NewMemoryAs(Info{
 		Size: size, LogicalBlockSize: 512, PhysicalBlockSize: 4096, RotationRate: 1,
 		CanDiscard: true, DiscardZeroes: true, DiscardGranularity: chunkSize,
-	}}
+	})
+}
+
+// NewMemoryAs returns a zeroed memory device of info.Size bytes that
+// describes itself as info: other block sizes, a flush, read-only, no
+// discard, as a test or a guest needs. It keeps what info promises: a
+// read-only device refuses changes (ErrReadOnly), one without discard
+// refuses Discard (ErrNotSupported); discarded bytes always read as zeros.
+func NewMemoryAs(info Info) *Memory {
+	return &Memory{size: info.Size, chunks: map[int64][]byte{}, info: info}
 }
 
 func (m *Memory) Info() Info {
@@ -69,6 +78,9 @@ func (m *Memory) ReadAt(p []byte, off int64) (int, error) {
 func (m *Memory) WriteAt(p []byte, off int64) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.info.ReadOnly {
+		return 0, ErrReadOnly
+	}
 	if err := CheckRange(off, int64(len(p)), m.size); err != nil {
 		return 0, err
 	}
@@ -89,11 +101,22 @@ func (m *Memory) WriteAt(p []byte, off int64) (int, error) {
 func (m *Memory) Flush() error { return nil }
 
 // Discard zeroes the range, freeing whole chunks.
-func (m *Memory) Discard(off, n int64, secure bool) error { return m.WriteZeroes(off, n) }
+func (m *Memory) Discard(off, n int64, secure bool) error {
+	m.mu.RLock()
+	can := m.info.CanDiscard
+	m.mu.RUnlock()
+	if !can {
+		return ErrNotSupported
+	}
+	return m.WriteZeroes(off, n)
+}
 
 func (m *Memory) WriteZeroes(off, n int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.info.ReadOnly {
+		return ErrReadOnly
+	}
 	if err := CheckRange(off, n, m.size); err != nil {
 		return err
 	}

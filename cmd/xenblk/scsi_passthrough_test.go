@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -70,7 +69,7 @@ func writeVBD(t *testing.T, st xen.Store, dir string, nodes map[string]string) {
 func TestSCSIEnginesPassthroughForWholeDisks(t *testing.T) {
 	h, _ := sim.NewHost()
 	st := h.Store()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	sda := sgiotest.NewDisk(storage.NewMemory(1 << 20)) // 2048 blocks
 	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sda": sda}}
 	provide := scsiEngines(st, t.TempDir(), log, fake.open)
@@ -217,7 +216,7 @@ func TestSCSIEnginesPassthroughForWholeDisks(t *testing.T) {
 func TestSCSIEnginesModes(t *testing.T) {
 	h, _ := sim.NewHost()
 	st := h.Store()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sdb": sgiotest.NewDisk(storage.NewMemory(1 << 20))}}
 	provide := scsiEngines(st, t.TempDir(), log, fake.open)
 	mem := storage.NewMemory(1 << 20)
@@ -263,7 +262,7 @@ func TestSCSIEnginesRefuseFilesForPassthrough(t *testing.T) {
 	}
 	dir := vbdDir(5)
 	writeVBD(t, st, dir, map[string]string{"params": img, "scsi": "passthrough"})
-	e, err := reservationEngines(st, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))(dir, storage.NewMemory(1<<20))
+	e, err := reservationEngines(st, t.TempDir(), slog.New(slog.DiscardHandler))(dir, storage.NewMemory(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +288,7 @@ func TestSCSIEnginesRefuseFilesForPassthrough(t *testing.T) {
 // scsi-error node, with the guest's disk working either way.
 func TestPassthroughThroughBlkif(t *testing.T) {
 	h, _ := sim.NewHost()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	sda := sgiotest.NewDisk(storage.NewMemory(1 << 20))
 	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sda": sda}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,7 +19,7 @@ import (
 func TestSCSIPolicyFromAFile(t *testing.T) {
 	h, _ := sim.NewHost()
 	st := h.Store()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	dirPath := t.TempDir()
 	good := filepath.Join(dirPath, "no-inquiry.policy")
 	if err := os.WriteFile(good, []byte("# the emulation's set, without INQUIRY\ndefault\n-0x12   # INQUIRY\n"), 0o600); err != nil {

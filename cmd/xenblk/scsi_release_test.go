@@ -29,7 +29,7 @@ func TestSCSIEnginesReleaseTheDisk(t *testing.T) {
 	disk := &closingDisk{Disk: sgiotest.NewDisk(storage.NewMemory(1 << 20))}
 	opens := 0
 	open := func(string) (sgio.Device, error) { opens++; return disk, nil }
-	provide := scsiEngines(st, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), open)
+	provide := scsiEngines(st, t.TempDir(), slog.New(slog.DiscardHandler), open)
 	mem := storage.NewMemory(1 << 20)
 	a, b := vbdDir(1), vbdDir(2)
 	writeVBD(t, st, a, map[string]string{"params": "/dev/sda", "scsi": "passthrough"})

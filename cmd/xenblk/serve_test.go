@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"testing"
 
@@ -20,7 +19,7 @@ func TestReservationEnginesHonourPolicyAndShareUnits(t *testing.T) {
 		st.Write(dir+"/params", "/shared/disk.img")
 	}
 	st.Write(a+"/scsi-policy", "default,-0x12")
-	provide := reservationEngines(st, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	provide := reservationEngines(st, t.TempDir(), slog.New(slog.DiscardHandler))
 	ea, err := provide(a, storage.NewMemory(1<<20))
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -81,7 +80,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	}
 }
 
-var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+var discardLog = slog.New(slog.DiscardHandler)
 
 // serve says what is true about a disk it will not serve as the spec
 // asks: format=qcow2 on any file is the spec's claim, not the file's; a

@@ -3,7 +3,6 @@ package stacktest
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -30,7 +29,7 @@ func TestUnbuildableVBDGetsAnErrorNodeOnce(t *testing.T) {
 	g, _ := h.NewDomain("guest")
 	var opened, provided atomic.Int32
 	srv := &blkback.Server{
-		Config: blkback.Config{Domain: h.Dom0(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Config: blkback.Config{Domain: h.Dom0(), Log: slog.New(slog.DiscardHandler),
 			SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
 				provided.Add(1)
 				return nil, errors.New("scsi-policy of " + dir + ": policy file missing")

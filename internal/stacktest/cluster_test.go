@@ -25,7 +25,7 @@ import (
 func twoNodes(t *testing.T) (a, b *blkfront.Disk) {
 	t.Helper()
 	h, _ := sim.NewHost()
-	disk := &memDisk{b: make([]byte, 4<<20)}
+	disk := newMemDisk(4 << 20)
 	unit, _ := pr.Open(pr.NewMemoryStore(), "shared-disk", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,

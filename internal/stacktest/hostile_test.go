@@ -112,7 +112,7 @@ func TestHostileFrontend(t *testing.T) {
 	bad, _ := h.NewDomain("hostile")
 	good, _ := h.NewDomain("good")
 	const size = 1 << 20
-	disks := map[xen.DomID]*memDisk{bad.ID(): {b: make([]byte, size)}, good.ID(): {b: make([]byte, size)}}
+	disks := map[xen.DomID]*storage.Memory{bad.ID(): newMemDisk(size), good.ID(): newMemDisk(size)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0(), MaxIndirectSegments: 1024}, BackendType: toolstack.DefaultBackendType,

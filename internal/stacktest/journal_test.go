@@ -5,7 +5,7 @@ import (
 	"context"
 	"os"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,31 +13,11 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
-
-// dyingDisk blocks the first write forever once armed: the backend
-// process "dies" in the middle of carrying out a request it consumed.
-type dyingDisk struct {
-	*storage.Memory
-	mu     sync.Mutex
-	armed  bool
-	inside chan struct{} // closed when the write is stuck
-}
-
-func (d *dyingDisk) WriteAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	armed := d.armed
-	d.armed = false
-	d.mu.Unlock()
-	if armed {
-		close(d.inside)
-		select {} // the process is dead: this write never finishes
-	}
-	return d.Memory.WriteAt(p, off)
-}
 
 // TestRestartReplaysFromTheJournal: a backend dies after consuming a
 // request and before answering it, and the request's ring slot now holds
@@ -50,7 +30,17 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 	h, _ := sim.NewHost()
 	g, _ := h.NewDomain("guest")
 	mem := storage.NewMemory(1 << 20)
-	dying := &dyingDisk{Memory: mem, inside: make(chan struct{})}
+	// Once armed, the first write blocks forever: the backend process
+	// "dies" in the middle of carrying out a request it consumed.
+	var armed atomic.Bool
+	inside := make(chan struct{}) // closed when the write is stuck
+	dying := &storagetest.Hooks{Device: mem, OnWrite: func(off, n int64) error {
+		if armed.CompareAndSwap(true, false) {
+			close(inside)
+			select {} // the process is dead: this write never finishes
+		}
+		return nil
+	}}
 	journals := t.TempDir()
 	cfg := blkback.Config{Domain: h.Dom0(), PersistentGrants: -1, JournalDir: journals}
 	srvA := &blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
@@ -71,12 +61,10 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 		}
 		return slot
 	}
-	dying.mu.Lock()
-	dying.armed = true
-	dying.mu.Unlock()
+	armed.Store(true)
 	slotA := push(blkif.Request{ID: 10, Operation: blkif.OpWrite, Sector: 8, NrSegments: 1, Seg: one(uint32(raw.data.Refs[0]), 0, 7)})
 	select {
-	case <-dying.inside:
+	case <-inside:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the backend never started the first write")
 	}

@@ -76,7 +76,7 @@ func TestBackendCrashAndRestart(t *testing.T) {
 		t.Fatalf("only %d writes acknowledged: the workload did not run through the restart", len(acked))
 	}
 	for off, want := range acked {
-		if got := s.disk.bytes(off, 4096); !bytes.Equal(got, want) {
+		if got := diskBytes(t, s.disk, off, 4096); !bytes.Equal(got, want) {
 			t.Fatalf("acknowledged write at %d lost across the restart", off)
 		}
 	}
@@ -95,9 +95,7 @@ func TestBackendCrashAndRestart(t *testing.T) {
 // `sectors` and its state, the frontend sees the new size and can use it.
 func TestOnlineResize(t *testing.T) {
 	s := newStack(t, 4<<20, blkfront.Config{})
-	s.disk.mu.Lock()
-	s.disk.b = append(s.disk.b, make([]byte, 4<<20)...)
-	s.disk.mu.Unlock()
+	s.disk.Resize(8 << 20)
 	dev := s.server.Device(s.vbd.BackendPath())
 	if dev == nil {
 		t.Fatal("backend device not found")
@@ -116,7 +114,7 @@ func TestOnlineResize(t *testing.T) {
 	if _, err := s.front.WriteAt(context.Background(), data, 8<<20-4096); err != nil {
 		t.Fatalf("write into the new space: %v", err)
 	}
-	if !bytes.Equal(s.disk.bytes(8<<20-4096, 4096), data) {
+	if !bytes.Equal(diskBytes(t, s.disk, 8<<20-4096, 4096), data) {
 		t.Fatal("write into the new space did not land")
 	}
 }

@@ -10,33 +10,11 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
-
-// hookDisk runs onWrite (once) inside the backend's first WriteAt: the
-// moment the backend is carrying out a request it has already read.
-type hookDisk struct {
-	*storage.Memory
-	once    sync.Once
-	onWrite func()
-	mu      sync.Mutex
-	writes  []int64 // offsets written
-}
-
-func (h *hookDisk) WriteAt(p []byte, off int64) (int, error) {
-	// The hook is handed over under mu: the race detector cannot see the
-	// ordering the shared ring gives.
-	h.mu.Lock()
-	hook := h.onWrite
-	h.mu.Unlock()
-	h.once.Do(hook)
-	h.mu.Lock()
-	h.writes = append(h.writes, off)
-	h.mu.Unlock()
-	return h.Memory.WriteAt(p, off)
-}
 
 // TestRequestRewrittenAfterTheBackendReadIt: a hostile guest rewrites its
 // request slot (another operation, a sector past the end, 255 segments,
@@ -48,7 +26,27 @@ func TestRequestRewrittenAfterTheBackendReadIt(t *testing.T) {
 	h, _ := sim.NewHost()
 	g, _ := h.NewDomain("hostile")
 	const size = 1 << 20
-	disk := &hookDisk{Memory: storage.NewMemory(size)}
+	// onWrite runs (once) inside the backend's first WriteAt: the moment
+	// the backend is carrying out a request it has already read. It is
+	// handed over under mu: the race detector cannot see the ordering the
+	// shared ring gives.
+	var (
+		mu      sync.Mutex
+		once    sync.Once
+		onWrite func()
+		writes  []int64 // offsets written
+	)
+	mem := storage.NewMemory(size)
+	disk := &storagetest.Hooks{Device: mem, OnWrite: func(off, n int64) error {
+		mu.Lock()
+		hook := onWrite
+		mu.Unlock()
+		once.Do(hook)
+		mu.Lock()
+		writes = append(writes, off)
+		mu.Unlock()
+		return nil
+	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0(), PersistentGrants: -1}, BackendType: toolstack.DefaultBackendType,
@@ -61,9 +59,9 @@ func TestRequestRewrittenAfterTheBackendReadIt(t *testing.T) {
 	slot := raw.front.NextRequest()
 	evil := blkif.Request{ID: 99, Operation: blkif.OpDiscard, Sector: size/512 + 1000, NrSegments: 255, NrSectors: 1 << 40}
 	blkif.X86_64.EncodeRequest(slot, &req)
-	disk.mu.Lock()
-	disk.onWrite = func() { blkif.X86_64.EncodeRequest(slot, &evil) }
-	disk.mu.Unlock()
+	mu.Lock()
+	onWrite = func() { blkif.X86_64.EncodeRequest(slot, &evil) }
+	mu.Unlock()
 	raw.front.Produce(1)
 	if raw.front.Push() {
 		raw.ch.Notify()
@@ -81,14 +79,14 @@ func TestRequestRewrittenAfterTheBackendReadIt(t *testing.T) {
 	if rsp.ID != 77 || rsp.Operation != blkif.OpWrite || rsp.Status != blkif.RspOkay {
 		t.Fatalf("response %+v, want id 77, write, OKAY (the request as first read)", rsp)
 	}
-	disk.mu.Lock()
-	writes := append([]int64(nil), disk.writes...)
-	disk.mu.Unlock()
-	if len(writes) != 1 || writes[0] != 8*512 {
-		t.Fatalf("writes at %v, want one at %d", writes, 8*512)
+	mu.Lock()
+	written := append([]int64(nil), writes...)
+	mu.Unlock()
+	if len(written) != 1 || written[0] != 8*512 {
+		t.Fatalf("writes at %v, want one at %d", written, 8*512)
 	}
 	got := make([]byte, 4096)
-	disk.Memory.ReadAt(got, 8*512)
+	mem.ReadAt(got, 8*512)
 	if !bytes.Equal(got, raw.data.Mem[:4096]) {
 		t.Fatal("the data written is not the request's")
 	}

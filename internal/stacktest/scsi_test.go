@@ -67,7 +67,7 @@ func TestSCSIThroughBlkif(t *testing.T) {
 	if r := exec([]byte{0x2a, 0, 0, 0, 0, 100, 0, 0, 16, 0}, scsi.DirToDevice, data); r.Status != scsi.StatusGood {
 		t.Fatalf("WRITE(10): %+v", r)
 	}
-	if !bytes.Equal(s.disk.bytes(100*512, 16*512), data) {
+	if !bytes.Equal(diskBytes(t, s.disk, 100*512, 16*512), data) {
 		t.Fatal("WRITE(10) did not reach the disk")
 	}
 	got := make([]byte, 16*512)

@@ -12,6 +12,7 @@ import (
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -232,7 +233,7 @@ func TestCompareAndWriteIsAtomic(t *testing.T) {
 		}(uint16(w + 1))
 	}
 	wg.Wait()
-	if got := binary.BigEndian.Uint64(dev.Bytes()); got != uint64(wins) || wins == 0 {
+	if got := binary.BigEndian.Uint64(dev.Contents()); got != uint64(wins) || wins == 0 {
 		t.Fatalf("counter %d after %d successful COMPARE AND WRITEs", got, wins)
 	}
 }
@@ -306,25 +307,19 @@ func TestModeSelectAndResizeRaiseUnitAttentionsForOthers(t *testing.T) {
 	}
 }
 
-// rewritingDevice lets a test act as a guest that rewrites its buffer while
-// the engine is working on it.
-type rewritingDevice struct {
-	*scsitest.Memory
-	onDiscard func()
-}
-
-func (d *rewritingDevice) Discard(off, n int64, secure bool) error {
-	if f := d.onDiscard; f != nil {
-		d.onDiscard = nil
-		f()
-	}
-	return d.Memory.Discard(off, n, secure)
-}
-
 func TestUnmapParameterListIsFetchedOnce(t *testing.T) {
 	mem := scsitest.NewMemory(storage.Info{Size: 64 * 512, LogicalBlockSize: 512, PhysicalBlockSize: 512, CanDiscard: true, DiscardZeroes: true})
-	dev := &rewritingDevice{Memory: mem}
-	guard := &scsitest.Guard{Device: dev}
+	// onDiscard lets the test act as a guest that rewrites its buffer
+	// while the engine is working on it (the engine runs in this goroutine).
+	var onDiscard func()
+	dev := &storagetest.Hooks{Device: mem, OnDiscard: func(off, n int64) error {
+		if f := onDiscard; f != nil {
+			onDiscard = nil
+			f()
+		}
+		return nil
+	}}
+	guard := &storagetest.Guard{Device: dev}
 	e := emulate.New(guard, emulate.Config{Log: quiet()})
 	n := scsi.Nexus{Dom: 1}
 	exec(e, n, []byte{0, 0, 0, 0, 0, 0}, scsi.DirNone, nil)
@@ -334,7 +329,7 @@ func TestUnmapParameterListIsFetchedOnce(t *testing.T) {
 	binary.BigEndian.PutUint32(param[16:], 1)  // LBA 0, 1 block
 	binary.BigEndian.PutUint64(param[24:], 10) // LBA 10
 	binary.BigEndian.PutUint32(param[32:], 1)  // 1 block
-	dev.onDiscard = func() {                   // after validation, point the second descriptor far away
+	onDiscard = func() {                       // after validation, point the second descriptor far away
 		binary.BigEndian.PutUint64(param[24:], 1<<40)
 	}
 	if r := exec(e, n, []byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, byte(len(param)), 0}, scsi.DirToDevice, param); !r.Good() {

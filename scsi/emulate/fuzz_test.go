@@ -7,6 +7,7 @@ import (
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
 // FuzzExecute throws arbitrary CDBs and data at the engine over a guarded
@@ -32,10 +33,8 @@ func FuzzExecute(f *testing.F) {
 			Size: (blocks + 2*base) * bs, LogicalBlockSize: bs, PhysicalBlockSize: 4096,
 			CanFlush: true, CanDiscard: true, DiscardZeroes: true,
 		})
-		for i := range mem.Bytes() {
-			mem.Bytes()[i] = 0x5a
-		}
-		guard := &scsitest.Guard{Device: &scsitest.Window{Device: mem, Base: base * bs, Size: blocks * bs}}
+		mem.Fill(0x5a)
+		guard := &storagetest.Guard{Device: &storage.Slice{Dev: mem, Offset: base * bs, Size: blocks * bs}}
 		e := emulate.New(guard, emulate.Config{Log: quiet()})
 		n := scsi.Nexus{Dom: 1}
 		var res scsi.Result
@@ -53,7 +52,7 @@ func FuzzExecute(f *testing.F) {
 				t.Fatalf("unparseable sense % x", res.SenseBytes())
 			}
 		}
-		b := mem.Bytes()
+		b := mem.Contents()
 		for i := 0; i < base*bs; i++ {
 			if b[i] != 0x5a || b[len(b)-1-i] != 0x5a {
 				t.Fatalf("byte outside the slice changed")
@@ -83,11 +82,8 @@ func FuzzExecuteSequence(f *testing.F) {
 			Size: (blocks + 2*base) * bs, LogicalBlockSize: bs, PhysicalBlockSize: 4096,
 			CanFlush: true, CanDiscard: true, DiscardZeroes: true,
 		})
-		b := mem.Bytes()
-		for i := range b {
-			b[i] = 0x5a
-		}
-		guard := &scsitest.Guard{Device: &scsitest.Window{Device: mem, Base: base * bs, Size: blocks * bs}}
+		mem.Fill(0x5a)
+		guard := &storagetest.Guard{Device: &storage.Slice{Dev: mem, Offset: base * bs, Size: blocks * bs}}
 		e := emulate.New(guard, emulate.Config{Log: quiet()})
 		var res scsi.Result
 		for i := 0; i < 8 && len(stream) > 0; i++ {
@@ -115,6 +111,7 @@ func FuzzExecuteSequence(f *testing.F) {
 		if v := guard.Violations(); len(v) > 0 {
 			t.Fatalf("out-of-device access: %v", v)
 		}
+		b := mem.Contents()
 		for i := 0; i < base*bs; i++ {
 			if b[i] != 0x5a || b[len(b)-1-i] != 0x5a {
 				t.Fatalf("byte outside the slice changed")

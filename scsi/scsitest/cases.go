@@ -226,10 +226,10 @@ var Cases = []Case{
 		}
 	}},
 	{Name: "SBC3_4.5_WriteOutOfRangeTouchesNothing", Writes: true, Run: func(h *H) {
-		before := append([]byte(nil), h.Mem.buf...)
+		before := h.Mem.Contents()
 		h.Check(h.Out(Write16(h.blocks()-1, 2), pattern(2*h.BS, 9)), scsi.LBAOutOfRange)
 		h.Check(h.Out(Write16(^uint64(0)-1, 2), pattern(2*h.BS, 9)), scsi.LBAOutOfRange)
-		if !bytes.Equal(before, h.Mem.buf) {
+		if !bytes.Equal(before, h.Mem.Contents()) {
 			h.T.Fatalf("an out-of-range write changed the device")
 		}
 	}},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
 // Target is anything that executes SCSI commands: the emulation engine,
@@ -25,7 +26,7 @@ type Config struct {
 	BlockSize  uint32
 	Blocks     int64
 	ReadOnly   bool
-	SliceStart int64 // in blocks; > 0 runs through a Window of a larger device
+	SliceStart int64 // in blocks; > 0 runs through a storage.Slice of a larger device
 }
 
 // Configs are the shapes Run covers: 512 and 4096-byte blocks, read-only,
@@ -122,34 +123,39 @@ func Run(t *testing.T, newTarget NewTarget) {
 
 func runCase(t *testing.T, cfg Config, c Case, newTarget NewTarget) {
 	size := cfg.Blocks * int64(cfg.BlockSize)
-	total := size + 2*cfg.SliceStart*int64(cfg.BlockSize)
+	start := cfg.SliceStart * int64(cfg.BlockSize)
+	total := size + 2*start
 	mem := NewMemory(storage.Info{
 		Size: total, LogicalBlockSize: cfg.BlockSize, PhysicalBlockSize: 4096,
 		ReadOnly: cfg.ReadOnly, RotationRate: 1, CanFlush: true, CanDiscard: true,
 		DiscardZeroes: true, DiscardGranularity: 4096,
 	})
 	// Recognisable content outside the slice: it must never change.
-	fill(mem.buf, 0xa5)
-	inner := mem.buf[cfg.SliceStart*int64(cfg.BlockSize):][:size]
+	content := make([]byte, total)
+	fill(content, 0xa5)
+	inner := content[start:][:size]
 	for i := range inner {
 		inner[i] = byte(i * 7 / int(cfg.BlockSize))
 	}
+	if _, err := mem.mem.WriteAt(content, 0); err != nil {
+		t.Fatal(err)
+	}
 	var dev storage.Device = mem
 	if cfg.SliceStart > 0 {
-		dev = &Window{Device: mem, Base: cfg.SliceStart * int64(cfg.BlockSize), Size: size}
+		dev = &storage.Slice{Dev: mem, Offset: start, Size: size}
 	}
-	guard := &Guard{Device: dev}
+	guard := &storagetest.Guard{Device: dev}
 	h := &H{T: t, Cfg: cfg, Mem: mem, Dev: guard, Nexus: scsi.Nexus{Dom: 1, Device: "xvda"}, BS: int(cfg.BlockSize)}
 	h.Target = newTarget(t, guard)
 	// Consume the power-on unit attention so cases start clean.
 	h.Exec([]byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}, scsi.DirNone, nil)
-	before := append([]byte(nil), mem.buf...)
+	before := mem.Contents()
 	c.Run(h)
 	if v := guard.Violations(); len(v) > 0 {
 		t.Errorf("accesses outside the device: %v", v)
 	}
-	start := cfg.SliceStart * int64(cfg.BlockSize)
-	if !bytes.Equal(before[:start], mem.buf[:start]) || !bytes.Equal(before[start+size:], mem.buf[start+size:]) {
+	after := mem.Contents()
+	if !bytes.Equal(before[:start], after[:start]) || !bytes.Equal(before[start+size:], after[start+size:]) {
 		t.Errorf("bytes outside the slice changed")
 	}
 }
@@ -218,8 +224,11 @@ func (h *H) blocks() uint64 { return uint64(h.Cfg.Blocks) }
 
 // content returns the device's current bytes [off, off+n) as the guest sees them.
 func (h *H) content(off, n int) []byte {
-	base := int(h.Cfg.SliceStart) * h.BS
-	return h.Mem.buf[base+off : base+off+n]
+	b := make([]byte, n)
+	if _, err := h.Mem.mem.ReadAt(b, h.Cfg.SliceStart*int64(h.BS)+int64(off)); err != nil {
+		h.T.Fatalf("reading the device past the target: %v", err)
+	}
+	return b
 }
 
 func fill(b []byte, v byte) {

@@ -1,72 +1,23 @@
-package sgio
+package sgio_test
 
 import (
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/xenblk/xenblk/scsi"
-	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/scsitest"
+	"github.com/xenblk/xenblk/scsi/sgio"
+	"github.com/xenblk/xenblk/scsi/sgio/sgiotest"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/storagetest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// fakeDisk is a SCSI disk behind SG_IO: the emulation engine over memory,
-// seen by one initiator (the host), recording every opcode that reaches it.
-type fakeDisk struct {
-	mu   sync.Mutex
-	e    *emulate.Engine
-	cmd  scsi.Command
-	res  scsi.Result
-	ops  []byte
-	host uint16 // host_status to report
-	err  error  // ioctl failure to report
-}
-
-func newFakeDisk(dev storage.Device) *fakeDisk {
-	return &fakeDisk{e: emulate.New(dev, emulate.Config{Identity: "fake-sd", Log: quiet()}), ops: make([]byte, 0, 1024)}
-}
-
-func (f *fakeDisk) SGIO(r *Request) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.ops) < cap(f.ops) {
-		f.ops = append(f.ops, r.CDB[0])
-	}
-	if f.err != nil {
-		return f.err
-	}
-	if f.host != 0 {
-		r.HostStatus = f.host
-		return nil
-	}
-	f.cmd = scsi.Command{CDB: r.CDB, Dir: r.Dir, Data: r.Data}
-	f.e.Execute(scsi.Nexus{Device: "host"}, &f.cmd, &f.res)
-	r.Status, r.Resid = f.res.Status, f.res.Resid
-	r.SenseLen = copy(r.Sense, f.res.SenseBytes())
-	if r.SenseLen > 0 {
-		r.DriverStatus = 0x08 // DRIVER_SENSE
-	}
-	return nil
-}
-
-func (f *fakeDisk) saw(op byte) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, o := range f.ops {
-		if o == op {
-			return true
-		}
-	}
-	return false
-}
-
 func TestConformanceOverFakeSGIO(t *testing.T) {
 	scsitest.Run(t, func(t *testing.T, dev storage.Device) scsitest.Target {
-		p, err := New(newFakeDisk(dev), Config{Policy: scsi.EmulatedPolicy(), Log: quiet()})
+		p, err := sgio.New(sgiotest.NewDiskWithoutPR(dev), sgio.Config{Policy: scsi.EmulatedPolicy(), Log: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,13 +25,13 @@ func TestConformanceOverFakeSGIO(t *testing.T) {
 	})
 }
 
-func setup(t *testing.T, cfg Config) (*Passthrough, *fakeDisk, scsi.Nexus) {
+func setup(t *testing.T, cfg sgio.Config) (*sgio.Passthrough, *sgiotest.Disk, scsi.Nexus) {
 	mem := scsitest.NewMemory(storage.Info{Size: 64 * 512, LogicalBlockSize: 512, PhysicalBlockSize: 512, CanFlush: true})
-	fd := newFakeDisk(mem)
+	fd := sgiotest.NewDiskWithoutPR(mem)
 	if cfg.Log == nil {
 		cfg.Log = quiet()
 	}
-	p, err := New(fd, cfg)
+	p, err := sgio.New(fd, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +41,7 @@ func setup(t *testing.T, cfg Config) (*Passthrough, *fakeDisk, scsi.Nexus) {
 	return p, fd, n
 }
 
-func run(p *Passthrough, n scsi.Nexus, cdb []byte, dir scsi.Direction, data []byte) *scsi.Result {
+func run(p *sgio.Passthrough, n scsi.Nexus, cdb []byte, dir scsi.Direction, data []byte) *scsi.Result {
 	var res scsi.Result
 	p.Execute(n, &scsi.Command{CDB: cdb, Dir: dir, Data: data}, &res)
 	return &res
@@ -102,14 +53,14 @@ func code(r *scsi.Result) scsi.Code {
 }
 
 func TestCapacityReadPastDiskUnitAttention(t *testing.T) {
-	p, _, _ := setup(t, Config{})
+	p, _, _ := setup(t, sgio.Config{})
 	if b, bs := p.Capacity(); b != 64 || bs != 512 {
 		t.Fatalf("capacity %d x %d, want 64 x 512", b, bs)
 	}
 }
 
 func TestOutOfRangeNeverReachesTheDisk(t *testing.T) {
-	p, fd, n := setup(t, Config{Policy: scsi.EmulatedPolicy()})
+	p, fd, n := setup(t, sgio.Config{Policy: scsi.EmulatedPolicy()})
 	for _, cdb := range [][]byte{
 		scsitest.Read16(64, 1), scsitest.Read16(^uint64(0), 2), scsitest.Write10(63, 2),
 		{scsi.OpWriteSame16, 0, 0, 0, 0, 0, 0, 0, 0, 70, 0, 0, 0, 1, 0, 0},
@@ -119,7 +70,7 @@ func TestOutOfRangeNeverReachesTheDisk(t *testing.T) {
 		if r.Status != scsi.StatusCheckCondition || code(r) != scsi.LBAOutOfRange {
 			t.Errorf("%s: %s %v, want LBA OUT OF RANGE", scsi.OpName(cdb[0]), scsi.StatusName(r.Status), code(r))
 		}
-		if fd.saw(cdb[0]) {
+		if fd.Saw(cdb[0]) {
 			t.Errorf("%s reached the disk", scsi.OpName(cdb[0]))
 		}
 	}
@@ -128,21 +79,21 @@ func TestOutOfRangeNeverReachesTheDisk(t *testing.T) {
 	unmap[8+7] = 60 // LBA 60
 	unmap[8+11] = 8 // 8 blocks: past 64
 	r := run(p, n, []byte{scsi.OpUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, scsi.DirToDevice, unmap)
-	if code(r) != scsi.LBAOutOfRange || fd.saw(scsi.OpUnmap) {
-		t.Fatalf("UNMAP past the end: %v, reached disk %v", code(r), fd.saw(scsi.OpUnmap))
+	if code(r) != scsi.LBAOutOfRange || fd.Saw(scsi.OpUnmap) {
+		t.Fatalf("UNMAP past the end: %v, reached disk %v", code(r), fd.Saw(scsi.OpUnmap))
 	}
 }
 
 func TestDefaultPolicyKeepsDangerousCommandsFromTheDisk(t *testing.T) {
-	p, fd, n := setup(t, Config{})
+	p, fd, n := setup(t, sgio.Config{})
 	for _, cdb := range [][]byte{
 		{scsi.OpWriteBuffer, 0x05, 0, 0, 0, 0, 0, 0x10, 0, 0},
 		{scsi.OpModeSelect6, 0x10, 0, 0, 12, 0},
 		{0x04, 0, 0, 0, 0, 0}, // FORMAT UNIT
 	} {
 		r := run(p, n, cdb, scsi.DirToDevice, make([]byte, 4096))
-		if code(r) != scsi.InvalidOpcode || fd.saw(cdb[0]) {
-			t.Errorf("%s: %v, reached disk %v", scsi.OpName(cdb[0]), code(r), fd.saw(cdb[0]))
+		if code(r) != scsi.InvalidOpcode || fd.Saw(cdb[0]) {
+			t.Errorf("%s: %v, reached disk %v", scsi.OpName(cdb[0]), code(r), fd.Saw(cdb[0]))
 		}
 	}
 	if r := run(p, n, scsitest.Read10(0, 1), scsi.DirFromDevice, make([]byte, 512)); !r.Good() {
@@ -160,39 +111,35 @@ func (c *conflictAll) UnitAttention(scsi.Nexus) (scsi.Code, bool) { return scsi.
 
 func TestReservationsEmulatedOrPassedThrough(t *testing.T) {
 	pr := &conflictAll{}
-	p, fd, n := setup(t, Config{Reservations: pr})
+	p, fd, n := setup(t, sgio.Config{Reservations: pr})
 	out := []byte{scsi.OpPersistentReserveOut, 0, 0, 0, 0, 0, 0, 0, 24, 0}
-	if r := run(p, n, out, scsi.DirToDevice, make([]byte, 24)); !r.Good() || pr.executed != 1 || fd.saw(out[0]) {
-		t.Fatalf("emulated PR OUT: %s, engine calls %d, reached disk %v", scsi.StatusName(r.Status), pr.executed, fd.saw(out[0]))
+	if r := run(p, n, out, scsi.DirToDevice, make([]byte, 24)); !r.Good() || pr.executed != 1 || fd.Saw(out[0]) {
+		t.Fatalf("emulated PR OUT: %s, engine calls %d, reached disk %v", scsi.StatusName(r.Status), pr.executed, fd.Saw(out[0]))
 	}
-	if r := run(p, n, scsitest.Write10(0, 1), scsi.DirToDevice, make([]byte, 512)); r.Status != scsi.StatusReservationConflict || fd.saw(scsi.OpWrite10) {
+	if r := run(p, n, scsitest.Write10(0, 1), scsi.DirToDevice, make([]byte, 512)); r.Status != scsi.StatusReservationConflict || fd.Saw(scsi.OpWrite10) {
 		t.Fatalf("conflicting WRITE: %s", scsi.StatusName(r.Status))
 	}
-	p2, fd2, n2 := setup(t, Config{})
+	p2, fd2, n2 := setup(t, sgio.Config{})
 	run(p2, n2, out, scsi.DirToDevice, make([]byte, 24))
-	if !fd2.saw(out[0]) {
+	if !fd2.Saw(out[0]) {
 		t.Fatalf("PR OUT not passed through without an emulating engine")
 	}
 }
 
 func TestTransportFailures(t *testing.T) {
-	p, fd, n := setup(t, Config{})
-	fd.mu.Lock()
-	fd.host = 0x03 // DID_TIME_OUT
-	fd.mu.Unlock()
+	p, fd, n := setup(t, sgio.Config{})
+	fd.Fail(0x03, nil) // DID_TIME_OUT
 	if r := run(p, n, scsitest.Read10(0, 1), scsi.DirFromDevice, make([]byte, 512)); code(r).Key != scsi.KeyAbortedCommand {
 		t.Fatalf("host error gave %v", code(r))
 	}
-	fd.mu.Lock()
-	fd.host, fd.err = 0, errors.New("EIO")
-	fd.mu.Unlock()
+	fd.Fail(0, errors.New("EIO"))
 	if r := run(p, n, scsitest.Read10(0, 1), scsi.DirFromDevice, make([]byte, 512)); code(r) != scsi.InternalTargetFailure {
 		t.Fatalf("ioctl error gave %v", code(r))
 	}
 }
 
 func TestPassthroughReadAllocatesNothing(t *testing.T) {
-	p, _, n := setup(t, Config{})
+	p, _, n := setup(t, sgio.Config{})
 	cmd := &scsi.Command{CDB: scsitest.Read10(8, 8), Dir: scsi.DirFromDevice, Data: make([]byte, 4096)}
 	var res scsi.Result
 	p.Execute(n, cmd, &res)
@@ -207,8 +154,8 @@ func FuzzPassthrough(f *testing.F) {
 	f.Add([]byte{scsi.OpRequestSense, 1, 0, 0, 252, 0}, byte(2), make([]byte, 252))
 	f.Fuzz(func(t *testing.T, cdb []byte, dir byte, data []byte) {
 		mem := scsitest.NewMemory(storage.Info{Size: 64 * 512, LogicalBlockSize: 512, PhysicalBlockSize: 512, CanFlush: true, CanDiscard: true})
-		guard := &scsitest.Guard{Device: mem}
-		p, err := New(newFakeDisk(guard), Config{Policy: scsi.EmulatedPolicy(), Log: quiet()})
+		guard := &storagetest.Guard{Device: mem}
+		p, err := sgio.New(sgiotest.NewDiskWithoutPR(guard), sgio.Config{Policy: scsi.EmulatedPolicy(), Log: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,8 @@
 // Package storagetest is the block-device conformance suite: one list of
 // cases that every storage.Device must pass — each storage backend
 // directly, and the whole Xen stack (a frontend's disk as a Device) in one
-// process and across processes.
+// process and across processes. Beside it, small wrappers for tests over
+// any device: Counter counts operations, Hooks injects faults.
 package storagetest
 
 import (

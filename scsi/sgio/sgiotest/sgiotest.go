@@ -21,7 +21,9 @@ type Disk struct {
 	e      *emulate.Engine
 	cmd    scsi.Command
 	res    scsi.Result
-	ops    []byte
+	ops    []byte // opcodes seen, at most cap(ops): recording allocates nothing
+	host   uint16 // host_status to report instead of running commands
+	err    error  // ioctl failure to report instead of running commands
 	closed bool
 }
 
@@ -33,7 +35,25 @@ func NewDisk(dev storage.Device) *Disk {
 	if err != nil {
 		panic(err) // a memory store cannot fail to load
 	}
-	return &Disk{e: emulate.New(dev, emulate.Config{Identity: "sgiotest-disk", Reservations: u})}
+	return newDisk(dev, u)
+}
+
+// NewDiskWithoutPR returns a fake disk that does not implement persistent
+// reservations, as some disks do not; the commands it runs allocate
+// nothing of their own, so a pass-through's allocations can be counted.
+func NewDiskWithoutPR(dev storage.Device) *Disk { return newDisk(dev, nil) }
+
+func newDisk(dev storage.Device, res scsi.Reservations) *Disk {
+	return &Disk{e: emulate.New(dev, emulate.Config{Identity: "sgiotest-disk", Reservations: res}), ops: make([]byte, 0, 1<<16)}
+}
+
+// Fail makes every later command fail in transport: the ioctl returns err
+// when it is not nil, else the host adapter reports hostStatus (a DID_*
+// code; 0 runs commands again).
+func (d *Disk) Fail(hostStatus uint16, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.host, d.err = hostStatus, err
 }
 
 // SGIO implements sgio.Device: the command runs on the emulation, whose
@@ -41,8 +61,15 @@ func NewDisk(dev storage.Device) *Disk {
 func (d *Disk) SGIO(r *sgio.Request) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(r.CDB) > 0 && len(d.ops) < 1<<16 {
+	if len(r.CDB) > 0 && len(d.ops) < cap(d.ops) {
 		d.ops = append(d.ops, r.CDB[0])
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if d.host != 0 {
+		r.HostStatus = d.host
+		return nil
 	}
 	d.cmd = scsi.Command{CDB: r.CDB, Dir: r.Dir, Data: r.Data}
 	d.e.Execute(scsi.Nexus{Device: "host"}, &d.cmd, &d.res)
