@@ -407,6 +407,14 @@ func TestVersion(t *testing.T) {
 	if got := versionText(&debug.BuildInfo{}); !strings.Contains(got, "commit unknown") {
 		t.Errorf("without vcs settings: %q", got)
 	}
+	// make build links git describe's name in (GOFLAGS may hold
+	// -buildvcs=false): then that names the commit, and no line says unknown.
+	version = "b11758f"
+	got := versionText(&debug.BuildInfo{})
+	version = ""
+	if !strings.HasPrefix(got, "b11758f\n") || strings.Contains(got, "unknown") {
+		t.Errorf("linked version, no vcs settings: %q", got)
+	}
 
 	h := newCLIHarness(t)
 	r := h.run("--version")

@@ -49,7 +49,9 @@ func versionText(info *debug.BuildInfo) string {
 			b.WriteString(", with uncommitted changes")
 		}
 		b.WriteString("\n")
-	} else {
+	} else if version == "" {
+		// A version set when linking (make build: git describe) already
+		// names the commit; say "unknown" only when nothing does.
 		b.WriteString("commit unknown (built without version control information)\n")
 	}
 	fmt.Fprintf(&b, "built with %s for %s/%s", goVersion, runtime.GOOS, runtime.GOARCH)
