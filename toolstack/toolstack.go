@@ -16,6 +16,7 @@ import (
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // DefaultBackendType is the backend type directory xenblk serves: one that
@@ -146,6 +147,11 @@ func writeDir(tx xen.Tx, dir string, nodes [][2]string, perms []xen.Perm) error 
 // Closing on the backend, then wait (up to ctx) for the backend to reach
 // Closed or disappear, then remove both directories. With force, it
 // removes them even if the backend never answers.
+//
+// A backend that is already Closed (its frontend closed or its guest
+// died) keeps its state, as libxl keeps it: writing Closing over it would
+// ask for a Closed that a backend already Closed has no reason to write
+// again, and the wait would last until ctx ends.
 func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 	be, fe := v.BackendPath(), v.FrontendPath()
 	if _, err := store.Read(be + "/state"); err != nil {
@@ -156,14 +162,21 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 		return err
 	}
 	if err := store.Transaction(func(tx xen.Tx) error {
+		state, err := tx.Read(be + "/state")
+		if err != nil {
+			return err
+		}
 		if err := tx.Write(be+"/online", "0"); err != nil {
 			return err
 		}
-		return tx.Write(be+"/state", "5")
+		if strings.TrimSpace(state) == xenbus.Closed.Value() {
+			return nil
+		}
+		return tx.Write(be+"/state", xenbus.Closing.Value())
 	}); err != nil {
 		return err
 	}
-	waitErr := waitState(ctx, store, be, "6")
+	waitErr := waitState(ctx, store, be, xenbus.Closed.Value())
 	if waitErr != nil && !force {
 		return fmt.Errorf("toolstack: backend %s did not close: %w (use --force to remove anyway)", be, waitErr)
 	}

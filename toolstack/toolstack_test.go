@@ -133,3 +133,33 @@ func TestCreateMarksASharedDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveOfAClosedBackendIsImmediate: a backend already Closed (its
+// guest died, or its frontend closed) is not asked to close again. Its
+// state is left as it is, as libxl leaves it, and the removal does not
+// wait for an answer no backend would give.
+func TestRemoveOfAClosedBackendIsImmediate(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	spec, _ := diskspec.Parse("vdev=xvda, target=/x")
+	v, _ := NewVBD(0, g.ID(), spec)
+	if err := Create(h.Store(), v); err != nil {
+		t.Fatal(err)
+	}
+	st := h.Store()
+	st.Write(v.BackendPath()+"/state", "6")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := Remove(ctx, st, v, false); err != nil {
+		t.Fatalf("removing a Closed backend: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("removing a Closed backend took %v", d)
+	}
+	for _, p := range []string{v.BackendPath(), v.FrontendPath()} {
+		if _, err := st.Read(p + "/state"); !errors.Is(err, xen.ErrNotFound) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+}
