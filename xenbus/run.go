@@ -191,12 +191,18 @@ func (r *Runner) readState(dir string) State {
 }
 
 // writeState publishes our state, unless our directory is gone: writing
-// would bring back a node the toolstack removed.
+// would bring back a node the toolstack removed. The check and the write
+// are one transaction: the toolstack removes the directory as soon as it
+// sees Closed, possibly between them, and a state written after that
+// would stay behind alone and make the next attach of the device fail.
 func (r *Runner) writeState(s State, log *slog.Logger) {
-	if _, err := r.Store.Read(r.Self); errors.Is(err, xen.ErrNotFound) {
-		return
-	}
-	if err := r.Store.Write(r.Self+"/state", s.Value()); err != nil {
+	err := r.Store.Transaction(func(tx xen.Tx) error {
+		if _, err := tx.Read(r.Self); err != nil {
+			return err
+		}
+		return tx.Write(r.Self+"/state", s.Value())
+	})
+	if err != nil && !errors.Is(err, xen.ErrNotFound) {
 		log.Warn("cannot write state", "state", s, "err", err)
 	}
 }
