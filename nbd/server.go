@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,8 +40,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	done  bool
-	wg    sync.WaitGroup // connection goroutines
+	done  bool // no new connection is served
+	// draining: Shutdown began; a connection's deadline, once set by
+	// Shutdown, must not be cleared (ServeConn checks under mu).
+	draining bool
+	wg       sync.WaitGroup // connection goroutines
 }
 
 // Serve serves exports on l until l fails or is closed.
@@ -102,6 +106,46 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// Shutdown stops the server gracefully: no new connection is served, each
+// connection stops reading requests, the requests already read finish and
+// are answered, and then its socket is closed, so that a client sees every
+// answer it was owed followed by the end of the connection. A request whose
+// bytes were arriving just then gets no answer (the client sees the
+// connection end before it). When ctx ends first, the remaining
+// connections are closed at once (as Close does) and ctx's error is
+// returned. Close the listener too.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.done = true
+	s.draining = true
+	for c := range s.conns {
+		// Wakes the reader, blocked between requests, with a timeout
+		// that ServeConn takes for the end of the connection.
+		c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-finished
+		return ctx.Err()
+	}
+}
+
+// stopping reports whether Shutdown has begun; under s.mu.
+func (s *Server) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
 func (s *Server) lookup(name string) (Export, bool) {
 	for _, e := range s.Exports {
 		if e.Name == name {
@@ -137,13 +181,26 @@ var errAbort = errors.New("nbd: client aborted")
 
 // ServeConn runs the handshake and then the transmission phase on c, and
 // closes c. A nil error means the client disconnected cleanly.
-func (s *Server) ServeConn(c net.Conn) error {
+func (s *Server) ServeConn(c net.Conn) (err error) {
 	defer c.Close()
+	defer func() {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && s.stopping() {
+			err = nil // Shutdown's deadline: the end it asked for
+		}
+	}()
 	timeout := s.HandshakeTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
+	// Deadlines change under s.mu, so that none undoes Shutdown's.
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return nil
+	}
 	c.SetDeadline(time.Now().Add(timeout))
+	s.mu.Unlock()
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 64<<10)
 	exp, err := s.handshake(br, bw)
@@ -153,7 +210,13 @@ func (s *Server) ServeConn(c net.Conn) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return nil
+	}
 	c.SetDeadline(time.Time{})
+	s.mu.Unlock()
 	return s.transmit(br, bw, exp)
 }
 
