@@ -12,7 +12,12 @@
 //   - fsync is Flush; fallocate PUNCH_HOLE is Discard (or WriteZeroes when
 //     the device's discard does not zero), ZERO_RANGE is WriteZeroes;
 //   - a read-only device (or Options.ReadOnly) gives a 0444 file that
-//     refuses opens for writing with EROFS.
+//     refuses opens for writing with EROFS;
+//   - the file's times start when the export is mounted; a write moves
+//     its mtime (and ctime) on;
+//   - every open is counted until its release, so that a caller can tell
+//     whether someone (a process, a loop device) still holds the file
+//     before it takes the disk away (Export.Handles).
 package fuseexport
 
 import (
@@ -21,7 +26,10 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -42,6 +50,7 @@ type Export struct {
 	// Dir is the mount point; Path is the disk file inside it.
 	Dir, Path string
 	server    *fuse.Server
+	file      *diskFile
 }
 
 // maxIO is the largest read or write the kernel sends in one request; a
@@ -54,7 +63,8 @@ func Mount(dir, name string, dev storage.Device, opt Options) (*Export, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
 		return nil, fmt.Errorf("fuseexport: file name %q: want one path component", name)
 	}
-	disk := &diskFile{dev: dev, readOnly: opt.ReadOnly || dev.Info().ReadOnly}
+	disk := &diskFile{dev: dev, readOnly: opt.ReadOnly || dev.Info().ReadOnly, started: time.Now(), changed: make(chan struct{})}
+	disk.modified.Store(disk.started.UnixNano())
 	root := &fs.Inode{}
 	server, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -71,7 +81,29 @@ func Mount(dir, name string, dev storage.Device, opt Options) (*Export, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fuseexport: mount %s: %w (is /dev/fuse present and fuse3 installed?)", dir, err)
 	}
-	return &Export{Dir: dir, Path: filepath.Join(dir, name), server: server}, nil
+	return &Export{Dir: dir, Path: filepath.Join(dir, name), server: server, file: disk}, nil
+}
+
+// Handles reports how many opens of the file have not been released yet
+// (a loop device holds one for as long as it is set up; a filesystem
+// mounted on the file through mount -o loop, the same) and returns a
+// channel closed at the next change of that number.
+func (e *Export) Handles() (int, <-chan struct{}) {
+	f := e.file
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.handles, f.changed
+}
+
+// Detach unmounts lazily (MNT_DETACH): the file leaves the namespace at
+// once even while it is held, and whoever holds it gets errors once the
+// server stops (at the latest when this process exits). It does not wait
+// for the server. For a teardown the user forced.
+func (e *Export) Detach() error {
+	if err := syscall.Unmount(e.Dir, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("fuseexport: unmount %s: %w", e.Dir, err)
+	}
+	return nil
 }
 
 // Unmount detaches the mount and waits until the server has stopped. It
@@ -91,6 +123,24 @@ type diskFile struct {
 	fs.Inode
 	dev      storage.Device
 	readOnly bool
+	started  time.Time
+	modified atomic.Int64 // Unix nanoseconds of the last write
+
+	mu      sync.Mutex
+	handles int           // opens not yet released
+	changed chan struct{} // closed (and replaced) when handles changes
+}
+
+// openFile is the handle of one open: the node serves I/O, the handle
+// exists so that the bridge calls Release once per open.
+type openFile struct{}
+
+func (d *diskFile) countOpen(delta int) {
+	d.mu.Lock()
+	d.handles += delta
+	close(d.changed)
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
 }
 
 var (
@@ -118,6 +168,8 @@ func (d *diskFile) fill(a *fuse.Attr) {
 	a.Size = uint64(in.Size)
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = max(in.PhysicalBlockSize, in.LogicalBlockSize, 512)
+	m := time.Unix(0, d.modified.Load())
+	a.SetTimes(&d.started, &m, &m)
 }
 
 func (d *diskFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -146,7 +198,8 @@ func (d *diskFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if d.readOnly && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, fuse.FOPEN_DIRECT_IO, 0
+	d.countOpen(1)
+	return &openFile{}, fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (d *diskFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -179,6 +232,7 @@ func (d *diskFile) Write(ctx context.Context, f fs.FileHandle, data []byte, off 
 	if _, err := d.dev.WriteAt(data[:n], off); err != nil {
 		return 0, errno(err)
 	}
+	d.modified.Store(time.Now().UnixNano())
 	return uint32(n), 0
 }
 
@@ -190,7 +244,12 @@ func (d *diskFile) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sys
 // the device. Durability is fsync's.
 func (d *diskFile) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno { return 0 }
 
-func (d *diskFile) Release(ctx context.Context, f fs.FileHandle) syscall.Errno { return 0 }
+func (d *diskFile) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if f != nil {
+		d.countOpen(-1)
+	}
+	return 0
+}
 
 func (d *diskFile) OnForget() {}
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -306,4 +307,70 @@ func TestConformanceThroughTheFile(t *testing.T) {
 		t.Cleanup(func() { f.Close() }) // before the unmount (cleanups run last first)
 		return fuseFile{f, dev}
 	})
+}
+
+// TestFileTimesStartAtTheMount: the file's times are when the export was
+// mounted (not 1970), and a write moves mtime on.
+func TestFileTimesStartAtTheMount(t *testing.T) {
+	before := time.Now().Add(-time.Second) // the kernel's clock may round down
+	e := mount(t, storage.NewMemory(1<<20), fuseexport.Options{})
+	st, err := os.Stat(e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.ModTime(); m.Before(before) || m.After(time.Now().Add(time.Second)) {
+		t.Fatalf("mtime %v, want the mount's time (about %v)", m, before)
+	}
+	var sys unix.Stat_t
+	if err := unix.Stat(e.Path, &sys); err != nil || sys.Atim.Sec < before.Unix() || sys.Ctim.Sec < before.Unix() {
+		t.Fatalf("atime %v, ctime %v (%v); want the mount's time", sys.Atim, sys.Ctim, err)
+	}
+	f, err := os.OpenFile(e.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("x"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	after, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.ModTime().After(st.ModTime()) {
+		t.Fatalf("mtime %v after a write, was %v at the mount", after.ModTime(), st.ModTime())
+	}
+}
+
+// TestHandlesCountOpensUntilRelease: every open counts until the kernel
+// releases it, and a waiter learns of each change without polling.
+func TestHandlesCountOpensUntilRelease(t *testing.T) {
+	e := mount(t, storage.NewMemory(1<<20), fuseexport.Options{})
+	if n, _ := e.Handles(); n != 0 {
+		t.Fatalf("%d handles before any open", n)
+	}
+	a, err := os.Open(e.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.OpenFile(e.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, changed := e.Handles()
+	if n != 2 {
+		t.Fatalf("%d handles with two files open, want 2", n)
+	}
+	a.Close()
+	b.Close()
+	// RELEASE is asynchronous to close(2): wait for the count, event by event.
+	deadline := time.After(10 * time.Second)
+	for n != 0 {
+		select {
+		case <-changed:
+			n, changed = e.Handles()
+		case <-deadline:
+			t.Fatalf("still %d handles 10s after both files were closed", n)
+		}
+	}
 }
