@@ -166,6 +166,23 @@ func (d *Disk) Close() error {
 	return nil
 }
 
+// Done is closed when the disk is gone for good: detached (the toolstack
+// removed the vbd), closed, or its handshake failed for want of a store.
+// The frontend keeps waiting through a backend restart; that is not gone.
+func (d *Disk) Done() <-chan struct{} { return d.runDone }
+
+// Err is, once Done is closed, why: nil for a detach, otherwise what
+// stopped the handshake (the store connection was lost; after Close, the
+// backend not answering in time).
+func (d *Disk) Err() error {
+	select {
+	case <-d.runDone:
+		return d.runErr
+	default:
+		return nil
+	}
+}
+
 func (d *Disk) isClosed() bool { return d.closed.Load() }
 
 // Info returns what the backend advertised, as of the last (re)connect.

@@ -41,3 +41,27 @@ func TestDetachWhileConnected(t *testing.T) {
 		}
 	}
 }
+
+// TestDetachEndsTheDisk: a detached disk says so (Done, with no error),
+// so that whoever exports it can stop instead of answering EIO forever.
+func TestDetachEndsTheDisk(t *testing.T) {
+	s := newStack(t, 1<<20, blkfront.Config{})
+	select {
+	case <-s.front.Done():
+		t.Fatal("Done before any detach")
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	select {
+	case <-s.front.Done():
+	case <-ctx.Done():
+		t.Fatal("the disk did not end within 10s of its detach")
+	}
+	if err := s.front.Err(); err != nil {
+		t.Fatalf("Err after a detach: %v, want nil", err)
+	}
+}
