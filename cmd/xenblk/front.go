@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,14 +19,16 @@ import (
 )
 
 var frontFlags struct {
-	host    string
-	name    string
-	vdev    string
-	nbd     string
-	fuse    string
-	control string
-	wait    time.Duration
-	verbose bool
+	host     string
+	name     string
+	vdev     string
+	nbd      string
+	fuse     string
+	control  string
+	wait     time.Duration
+	force    bool
+	reattach bool
+	verbose  bool
 }
 
 var frontCmd = &cobra.Command{
@@ -37,7 +37,13 @@ var frontCmd = &cobra.Command{
 	Long: `front attaches to a simulated Xen host as a new guest domain, waits for a
 vbd to be attached to it (xenblk attach --domain N), connects our blkif
 frontend to whatever backend serves it, and exports the disk over NBD.
-It prints the guest's domain id first, so a script can attach to it.`,
+It prints the guest's domain id first, so a script can attach to it.
+
+When the vbd is detached (xenblk detach), front says so, ends its NBD
+connections cleanly (answers first) and exits 0; with --reattach it waits
+for the next vbd instead. Ctrl-C waits while the --fuse file is in use (a
+loop device on it), says what holds it and stops once it is released; a
+second Ctrl-C, or --force, tears it down and exits 1.`,
 	Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810`,
 	Args:    cobra.NoArgs,
 	RunE:    runFront,
@@ -53,6 +59,8 @@ func init() {
 	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
 	socketPathVar(f, &frontFlags.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
+	f.BoolVar(&frontFlags.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
+	f.BoolVar(&frontFlags.reattach, "reattach", false, "when the vbd is detached, wait for the next one instead of exiting")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
 	rootCmd.AddCommand(frontCmd)
 }
@@ -62,6 +70,9 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	if err := checkFuseDir(frontFlags.fuse); err != nil {
+		return err
+	}
 	dom, err := openDomain(frontFlags.host, "--host", sim.NewGuest(frontFlags.name))
 	if err != nil {
 		return err
@@ -69,54 +80,118 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	defer dom.Close()
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "domain %d\n", dom.ID())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signals := notifyStop()
+	defer signals.Release()
+	ctx := signals.Requested
 	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
-	if err := waitForNode(ctx, dom.Store(), dir+"/backend", frontFlags.wait); err != nil {
-		return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
-			frontFlags.vdev, dom.ID(), err, dom.ID(), frontFlags.vdev)
+	for {
+		if err := waitForNode(ctx, dom.Store(), dir+"/backend", frontFlags.wait); err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C while no vbd was attached
+			}
+			return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
+				frontFlags.vdev, dom.ID(), err, dom.ID(), frontFlags.vdev)
+		}
+		detached, err := frontServe(ctx, signals, dom, dir, out, cmd.ErrOrStderr())
+		if err != nil || !detached || !frontFlags.reattach {
+			return err
+		}
+		fmt.Fprintf(out, "waiting for the next vbd %s (xenblk attach --domain %d 'vdev=%s, target=IMAGE')\n",
+			frontFlags.vdev, dom.ID(), frontFlags.vdev)
 	}
+}
+
+// frontServe connects to the vbd at dir and exports it until Ctrl-C or
+// until the vbd is detached (detached true).
+func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir string, out, errOut io.Writer) (detached bool, err error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Log: newLogger(frontFlags.verbose)})
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer disk.Close()
 	l, err := net.Listen("tcp", frontFlags.nbd)
 	if err != nil {
-		return fmt.Errorf("NBD export on %s: %w", frontFlags.nbd, err)
+		return false, fmt.Errorf("NBD export on %s: %w", frontFlags.nbd, err)
 	}
 	srv := &nbd.Server{Exports: []nbd.Export{{Name: frontFlags.vdev, Device: disk.Device()}}}
 	go srv.Serve(l)
-	defer srv.Close()
 	in := disk.Info()
 	fmt.Fprintf(out, "connected %s: %d bytes, %d queue(s), indirect %d, persistent %v, scsi %v\nNBD %s\n",
 		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, frontFlags.vdev))
+	var stops []stopper
+	var holds []holdable
+	stop := func() { stopExports(stops, l, srv) }
 	if frontFlags.fuse != "" {
-		unmount, err := mountFuse(frontFlags.fuse, frontFlags.vdev, disk, out)
+		m, err := mountFuse(frontFlags.fuse, frontFlags.vdev, disk, out)
 		if err != nil {
-			return err
+			stop()
+			return false, err
 		}
-		defer unmount()
+		stops, holds = append(stops, m), append(holds, m)
 	}
 	if frontFlags.control != "" {
 		cl, err := control.Listen(frontFlags.control)
 		if err != nil {
-			return fmt.Errorf("control socket: %w", err)
+			stop()
+			return false, fmt.Errorf("control socket: %w", err)
 		}
 		go control.Serve(cl, map[string]control.Target{frontFlags.vdev: disk})
-		defer cl.Close()
+		stops = append(stops, stopFunc(func() { cl.Close() }))
 		fmt.Fprintf(out, "control %s (xenblk scsi --control %s ...)\n", frontFlags.control, frontFlags.control)
 	}
-	<-ctx.Done()
-	// A last flush, bounded: after a detach there is no backend to answer.
-	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer fcancel()
-	if err := disk.Flush(fctx); err != nil && !errors.Is(err, blkfront.ErrClosed) {
-		return fmt.Errorf("final flush: %w", err)
+
+	select {
+	case <-disk.Done():
+		// The vbd is gone: nothing is left to serve, held or not.
+		if err := disk.Err(); err != nil {
+			detachAll(holds, errOut)
+			stop()
+			return false, fmt.Errorf("vbd %s: %w", dir, err)
+		}
+		fmt.Fprintf(errOut, "xenblk front: vbd %s was detached (%s removed); ending its exports\n", frontFlags.vdev, dir)
+		for _, h := range holds {
+			if what, _ := h.InUse(); what != "" {
+				fmt.Fprintf(errOut, "xenblk front: the disk is gone: %s; taking it away\n", what)
+				if err := h.Detach(); err != nil {
+					fmt.Fprintf(errOut, "xenblk: %v\n", err)
+				}
+			}
+		}
+		stop()
+		return true, nil
+	case <-ctx.Done():
 	}
-	return nil
+	heldBy := waitUntilReleased("front", holds, signals.Again, frontFlags.force, out)
+	if heldBy != "" {
+		detachAll(holds, errOut)
+	}
+	done := make(chan error, 1)
+	go func() {
+		stop()
+		// A last flush, bounded: a backend that went away answers nothing.
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer fcancel()
+		if err := disk.Flush(fctx); err != nil && !errors.Is(err, blkfront.ErrClosed) {
+			done <- fmt.Errorf("final flush: %w", err)
+			return
+		}
+		done <- nil
+	}()
+	select {
+	case err = <-done:
+	case <-signals.Again:
+		detachAll(holds, errOut)
+		return false, fmt.Errorf("%w during the shutdown: the last writes may not be flushed", errForced)
+	}
+	switch {
+	case heldBy != "" && frontFlags.force:
+		return false, errors.Join(fmt.Errorf("tore the FUSE export down while in use (--force): %s", heldBy), err)
+	case heldBy != "":
+		return false, errors.Join(fmt.Errorf("%w while in use: %s", errForced, heldBy), err)
+	}
+	return false, err
 }
 
 // waitForNode waits until path exists.

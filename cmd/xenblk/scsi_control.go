@@ -66,7 +66,7 @@ func simControlSocket() string {
 
 // startSimControl serves the guest's disk, under its vdev name, on the
 // control socket; stopping it closes the listener, which removes the socket.
-func startSimControl(_ context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (func(), error) {
+func startSimControl(_ context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stopper, error) {
 	path := simControlSocket()
 	l, err := control.Listen(path)
 	if errors.Is(err, control.ErrInUse) {
@@ -81,8 +81,8 @@ func startSimControl(_ context.Context, disk *blkfront.Disk, vdev string, out io
 		control.Serve(l, map[string]control.Target{vdev: disk})
 	}()
 	fmt.Fprintf(out, "  SCSI     xenblk scsi --control %s inquiry --vpd 0xb1\n", path)
-	return func() {
+	return stopFunc(func() {
 		l.Close()
 		<-done
-	}, nil
+	}), nil
 }

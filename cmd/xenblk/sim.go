@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -36,9 +35,20 @@ var simFlags struct {
 }
 
 // simExtra starts something more on the guest's disk once it is connected
-// (another export, a control socket); it prints what it offers to out and
-// returns how to stop it. Files that add one register it in their init.
-type simExtra func(ctx context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stop func(), err error)
+// (another export, a control socket); it prints its banner line to out and
+// returns how to stop it (nil when it has nothing to start). One that
+// something outside the process can hold (the FUSE file) is also a
+// holdable: the first Ctrl-C waits until it is released. Files that add
+// one register it in their init.
+type simExtra func(ctx context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stopper, error)
+
+// stopper is a started extra; Stop ends it before the disk closes.
+type stopper interface{ Stop() }
+
+// stopFunc is a stopper with nothing more to it.
+type stopFunc func()
+
+func (f stopFunc) Stop() { f() }
 
 var simExtras []simExtra
 
@@ -53,7 +63,9 @@ The image is created sparse, --size large, if it does not exist; an
 existing one keeps its size, which must be a whole number of 512-byte
 sectors (a partial last sector is refused, not cut off). Stop with
 Ctrl-C: the frontend flushes and closes, the backend closes, the vbd is
-removed.`,
+removed. While the --fuse file is in use (a loop device on it), Ctrl-C
+says what holds it and waits until it is released; a second Ctrl-C, or
+--force, tears it down and exits 1.`,
 	Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
   nbdinfo nbd://127.0.0.1:10809               # from another terminal`,
@@ -125,8 +137,9 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signals := notifyStop()
+	defer signals.Release()
+	ctx := signals.Requested
 	backendCtx, stopBackend := context.WithCancel(context.Background())
 	defer stopBackend()
 	srv := &blkback.Server{
@@ -178,34 +191,67 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v, scsi %v\n",
 		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
 	url := nbd.ListenerURL(l, simFlags.vdev)
-	fmt.Fprintf(out, "  NBD      %s\n\n", url)
-	fmt.Fprintf(out, "Try:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
+	fmt.Fprintf(out, "  NBD      %s\n", url)
 
-	// Further exports (FUSE, the control socket) plug in through simExtras;
-	// they stop before the disk closes.
-	var stops []func()
+	// Further exports (FUSE, the control socket) plug in through simExtras
+	// and print their lines here, before the banner's end; they stop
+	// before the disk closes.
+	errOut := cmd.ErrOrStderr()
+	var stops []stopper
+	var holds []holdable
+	var extraErr error
 	for _, extra := range simExtras {
-		stop, err := extra(ctx, front, simFlags.vdev, out)
+		s, err := extra(ctx, front, simFlags.vdev, out)
 		if err != nil {
-			fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: %v\n", err)
+			extraErr = err
+			break
+		}
+		if s == nil {
 			continue
 		}
-		stops = append(stops, stop)
+		stops = append(stops, s)
+		if h, ok := s.(holdable); ok {
+			holds = append(holds, h)
+		}
+	}
+	var heldBy string
+	if extraErr == nil {
+		fmt.Fprintf(out, "\nTry:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
+		<-ctx.Done()
+		heldBy = waitUntilReleased("sim", holds, signals.Again, simForce, out)
+		if heldBy != "" {
+			detachAll(holds, errOut)
+		}
 	}
 
-	<-ctx.Done()
-	for _, stop := range stops {
-		stop()
-	}
 	fmt.Fprintln(out, "\nxenblk sim: shutting down")
-	exportServer.Close()
-	l.Close()
-	ferr := front.Flush(context.Background())
-	cerr := front.Close()
-	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	rerr := toolstack.Remove(rctx, host.Store(), vbd, true)
-	rcancel()
-	stopBackend()
-	<-backendDone
-	return errors.Join(ferr, cerr, rerr)
+	shutdown := func() error {
+		stopExports(stops, l, exportServer)
+		ferr := front.Flush(context.Background())
+		cerr := front.Close()
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rerr := toolstack.Remove(rctx, host.Store(), vbd, true)
+		rcancel()
+		stopBackend()
+		<-backendDone
+		return errors.Join(ferr, cerr, rerr)
+	}
+	done := make(chan error, 1)
+	go func() { done <- shutdown() }()
+	var err2 error
+	select {
+	case err2 = <-done:
+	case <-signals.Again:
+		detachAll(holds, errOut)
+		return fmt.Errorf("%w during the shutdown: the image may lack the last writes not flushed", errForced)
+	}
+	switch {
+	case extraErr != nil:
+		return errors.Join(extraErr, err2)
+	case heldBy != "" && simForce:
+		return errors.Join(fmt.Errorf("tore the FUSE export down while in use (--force): %s", heldBy), err2)
+	case heldBy != "":
+		return errors.Join(fmt.Errorf("%w while in use: %s", errForced, heldBy), err2)
+	}
+	return err2
 }

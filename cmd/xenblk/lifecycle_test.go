@@ -1,0 +1,238 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/xenstore"
+)
+
+// waitExit waits (at most within) for p to exit and returns its exit
+// code and how long it took from start.
+func waitExit(t *testing.T, p *proc, start time.Time, within time.Duration) (int, time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		for range p.lines {
+		}
+		done <- p.cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		took := time.Since(start)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), took
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", p.cmd.Args, err)
+		}
+		return 0, took
+	case <-time.After(within):
+		t.Fatalf("%v did not exit within %v: %s", p.cmd.Args, within, p.errb.String())
+	}
+	return -1, 0
+}
+
+// waitNode waits (watching, at most 10 s) until path holds want.
+func waitNode(t *testing.T, st *xenstore.Client, path, want string) {
+	t.Helper()
+	w, err := st.Watch(path, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		if v, err := st.Read(path); err == nil && v == want {
+			return
+		}
+		select {
+		case <-w.Events():
+		case <-deadline:
+			v, err := st.Read(path)
+			t.Fatalf("%s = %q (%v) after 10s, want %q", path, v, err, want)
+		}
+	}
+}
+
+// TestSimStopsAtOnceAfterCtrlC: nothing in sim's shutdown waits for an
+// answer that will not come (it took 10 s: the vbd's removal asked a
+// Closed backend to close again). The bound is wide; a clean stop takes
+// a small fraction of it.
+func TestSimStopsAtOnceAfterCtrlC(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	sim := startProc(t, bin, "sim", "--disk", filepath.Join(dir, "disk.img"), "--size", "16M",
+		"--nbd", freePort(t), "--control", filepath.Join(dir, "control.sock"))
+	sim.expect(t, "Ctrl-C to stop.")
+	start := time.Now()
+	sim.cmd.Process.Signal(syscall.SIGINT)
+	code, took := waitExit(t, sim, start, 30*time.Second)
+	if code != 0 {
+		t.Fatalf("sim exited %d after Ctrl-C: %s", code, sim.errb.String())
+	}
+	if took > 5*time.Second {
+		t.Fatalf("sim took %v to stop after Ctrl-C; a clean stop takes well under a second", took)
+	}
+}
+
+// crossProcHost starts `xenblk host` and `xenblk serve` and returns the
+// xenstored socket path and the host socket.
+func crossProcHost(t *testing.T, bin, dir string) (sock, xs string) {
+	t.Helper()
+	sock, xs = filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"),
+		"--journal-dir", filepath.Join(dir, "journal")).expect(t, "xenblk serve:")
+	return sock, xs
+}
+
+func attachImage(t *testing.T, bin, xs string, domid int, img string) {
+	t.Helper()
+	if out, err := exec.Command(bin, "attach", "--xenstore", xs, "--domain", fmt.Sprint(domid),
+		"format=raw, vdev=xvda, access=rw, target="+img).CombinedOutput(); err != nil {
+		tree, _ := exec.Command(bin, "xenstore", "ls", "--socket", xs, "/local/domain").CombinedOutput()
+		t.Fatalf("attach: %v %s\nthe store:\n%s", err, out, tree)
+	}
+}
+
+// startFront starts `xenblk front --name NAME ARGS...` on the host,
+// attaches img to its domain as xvda, and returns it with its domain id
+// once it has printed its NBD line.
+func startFront(t *testing.T, bin, sock, xs, img, name string, args ...string) (*proc, int) {
+	t.Helper()
+	front := startProc(t, bin, append([]string{"front", "--host", sock, "--name", name, "--nbd", freePort(t)}, args...)...)
+	var domid int
+	fmt.Sscanf(front.expect(t, "domain "), "domain %d", &domid)
+	attachImage(t, bin, xs, domid, img)
+	return front, domid
+}
+
+// detachVBD runs `xenblk detach` (no --force) of the domain's xvda.
+func detachVBD(t *testing.T, bin, xs string, domid int) {
+	t.Helper()
+	if out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", fmt.Sprint(domid), "xvda", "--timeout", "30s").CombinedOutput(); err != nil {
+		t.Fatalf("detach: %v %s", err, out)
+	}
+}
+
+func newImage(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDetachOfAKilledGuestsVBD: the guest was killed and its backend went
+// Closed; detach (without --force) succeeds at once instead of waiting
+// 10 s for a second Closed and failing.
+func TestDetachOfAKilledGuestsVBD(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 16<<20)
+	sock, xs := crossProcHost(t, bin, dir)
+	front, domid := startFront(t, bin, sock, xs, img, "doomed")
+	front.expect(t, "NBD ")
+	front.cmd.Process.Signal(syscall.SIGKILL)
+	front.cmd.Wait()
+	st, err := xenstore.Dial(xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	waitNode(t, st, fmt.Sprintf("/local/domain/0/backend/xenblk/%d/51712/state", domid), "6")
+
+	start := time.Now()
+	detachVBD(t, bin, xs, domid)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("detach of a killed guest's vbd took %v; the backend was already Closed", took)
+	}
+}
+
+// TestFrontEndsWhenItsVBDIsDetached: after a detach, front does not go on
+// exporting a disk that fails every read: it says so, its NBD clients see
+// the connection end (not EIO), and it exits 0; with --reattach it serves
+// the next vbd attached to it.
+func TestFrontEndsWhenItsVBDIsDetached(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 16<<20)
+	sock, xs := crossProcHost(t, bin, dir)
+	front, domid := startFront(t, bin, sock, xs, img, "once")
+	url := strings.TrimPrefix(front.expect(t, "NBD "), "NBD ")
+	cl, err := nbd.Dial(url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatalf("read before the detach: %v", err)
+	}
+	start := time.Now()
+	detachVBD(t, bin, xs, domid)
+	if code, _ := waitExit(t, front, start, 30*time.Second); code != 0 {
+		t.Fatalf("front exited %d after its vbd was detached: %s", code, front.errb.String())
+	}
+	if !strings.Contains(front.errb.String(), "vbd xvda was detached") {
+		t.Fatalf("front did not say its vbd was detached: %s", front.errb.String())
+	}
+	if _, err := cl.ReadAt(make([]byte, 4096), 0); !errors.Is(err, nbd.ErrClosed) {
+		t.Fatalf("an NBD read after the detach: %v; want the connection closed", err)
+	}
+
+	again, domid := startFront(t, bin, sock, xs, img, "again", "--reattach")
+	again.expect(t, "NBD ")
+	detachVBD(t, bin, xs, domid)
+	again.expect(t, "waiting for the next vbd")
+	attachImage(t, bin, xs, domid, img)
+	url = strings.TrimPrefix(again.expect(t, "NBD "), "NBD ")
+	cl2, err := nbd.Dial(url, "")
+	if err != nil {
+		t.Fatalf("NBD after the reattach: %v", err)
+	}
+	defer cl2.Close()
+	if _, err := cl2.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatalf("read after the reattach: %v", err)
+	}
+	again.cmd.Process.Signal(syscall.SIGTERM)
+	if code, _ := waitExit(t, again, time.Now(), 30*time.Second); code != 0 {
+		t.Fatalf("front --reattach exited %d after SIGTERM: %s", code, again.errb.String())
+	}
+}
+
+// TestSimFuseOnAFileIsAUsageError: --fuse must name a directory; sim
+// says so before it creates or starts anything.
+func TestSimFuseOnAFileIsAUsageError(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	file, img := filepath.Join(dir, "file"), filepath.Join(dir, "disk.img")
+	os.WriteFile(file, []byte("x"), 0o644)
+	sim := startProc(t, bin, "sim", "--disk", img, "--size", "16M", "--nbd", freePort(t),
+		"--control", filepath.Join(dir, "control.sock"), "--fuse", file)
+	// Bounded: before the check, sim ran on without FUSE until stopped.
+	if code, _ := waitExit(t, sim, time.Now(), 30*time.Second); code != exitUsage || !strings.Contains(sim.errb.String(), "--fuse "+file+": not a directory") {
+		t.Fatalf("sim --fuse FILE: exit %d, %q; want exit 2 naming the file", code, sim.errb.String())
+	}
+	if _, err := os.Stat(img); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("sim --fuse FILE created the image (%v)", err)
+	}
+	front := startProc(t, bin, "front", "--host", filepath.Join(dir, "none.sock"), "--fuse", file)
+	if code, _ := waitExit(t, front, time.Now(), 30*time.Second); code != exitUsage || !strings.Contains(front.errb.String(), "not a directory") {
+		t.Fatalf("front --fuse FILE: exit %d, %q; want exit 2", code, front.errb.String())
+	}
+}
