@@ -110,7 +110,12 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	if err != nil {
 		return false, err
 	}
-	defer disk.Close()
+	forced := false
+	defer func() {
+		if !forced { // a forced stop does not wait for the backend's answer
+			disk.Close()
+		}
+	}()
 	l, err := net.Listen("tcp", frontFlags.nbd)
 	if err != nil {
 		return false, fmt.Errorf("NBD export on %s: %w", frontFlags.nbd, err)
@@ -167,6 +172,7 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	if heldBy != "" {
 		detachAll(holds, errOut)
 	}
+	fmt.Fprintln(out, "xenblk front: shutting down")
 	done := make(chan error, 1)
 	go func() {
 		stop()
@@ -182,6 +188,7 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	select {
 	case err = <-done:
 	case <-signals.Again:
+		forced = true
 		detachAll(holds, errOut)
 		return false, fmt.Errorf("%w during the shutdown: the last writes may not be flushed", errForced)
 	}

@@ -236,3 +236,33 @@ func TestSimFuseOnAFileIsAUsageError(t *testing.T) {
 		t.Fatalf("front --fuse FILE: exit %d, %q; want exit 2", code, front.errb.String())
 	}
 }
+
+// TestSecondSignalDuringTheShutdownExits: a shutdown stuck on a backend
+// that answers nothing (stopped with SIGSTOP) ends at the second signal,
+// with a failure status, instead of after the final flush's 10 s bound.
+func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 16<<20)
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve.expect(t, "xenblk serve:")
+	front, _ := startFront(t, bin, sock, xs, img, "guest1")
+	front.expect(t, "NBD ")
+	serve.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { serve.cmd.Process.Signal(syscall.SIGCONT) })
+	front.cmd.Process.Signal(syscall.SIGTERM)
+	front.expect(t, "xenblk front: shutting down")
+	start := time.Now()
+	front.cmd.Process.Signal(syscall.SIGTERM)
+	code, took := waitExit(t, front, start, 30*time.Second)
+	if code != exitFailure || !strings.Contains(front.errb.String(), "second Ctrl-C") {
+		t.Fatalf("front exited %d after a second signal during its shutdown; want %d saying so: %s", code, exitFailure, front.errb.String())
+	}
+	if took > 5*time.Second {
+		t.Fatalf("front took %v to exit after the second signal", took)
+	}
+}
