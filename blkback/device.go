@@ -30,7 +30,8 @@ import (
 // Config is what a backend offers. Zero values take the defaults below.
 type Config struct {
 	Domain xen.Domain // the backend's own domain
-	// MaxQueues advertised in multi-queue-max-queues (default 4).
+	// MaxQueues advertised in multi-queue-max-queues (default
+	// DefaultMaxQueues).
 	MaxQueues int
 	// MaxRingPageOrder advertised in max-ring-page-order (default 4;
 	// negative: single-page rings only).
@@ -58,9 +59,13 @@ type Config struct {
 	Log        *slog.Logger
 }
 
+// DefaultMaxQueues is how many queues a backend offers unless its Config
+// says otherwise.
+const DefaultMaxQueues = 4
+
 func (c *Config) defaults() {
 	if c.MaxQueues == 0 {
-		c.MaxQueues = 4
+		c.MaxQueues = DefaultMaxQueues
 	}
 	if c.MaxRingPageOrder == 0 {
 		c.MaxRingPageOrder = blkif.MaxRingPageOrder

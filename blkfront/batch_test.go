@@ -26,17 +26,36 @@ var quiet = slog.New(slog.DiscardHandler)
 // device to a guest's blkfront (as internal/stacktest's, which this
 // package cannot import).
 type batchStack struct {
-	host  *sim.Host
-	front *blkfront.Disk
-	srv   *blkback.Server
-	mem   storage.Device
+	host      *sim.Host
+	guest     xen.Domain
+	dir       string // the guest's vbd directory
+	maxQueues int    // what the backend offers (0: its default)
+	front     *blkfront.Disk
+	srv       *blkback.Server
+	mem       storage.Device
 }
 
 // newBatchStack serves mem (wrapped by wrap for the first server, if set)
 // to a frontend opened with cfg.
 func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg blkfront.Config) *batchStack {
 	t.Helper()
-	h, err := sim.NewHost()
+	s := newVBDStack(t, mem, wrap, 0)
+	cfg.Domain, cfg.Dir, cfg.Log = s.guest, s.dir, quiet
+	octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if s.front, err = blkfront.Open(octx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.front.Close() })
+	return s
+}
+
+// newVBDStack is newBatchStack up to the frontend: a host made with opts,
+// a backend offering maxQueues, and the guest's vbd attached.
+func newVBDStack(t *testing.T, mem storage.Device, wrap storage.Device, maxQueues int, opts ...sim.HostOption) *batchStack {
+	t.Helper()
+	h, err := sim.NewHost(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +67,7 @@ func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg bl
 	if wrap != nil {
 		dev = wrap
 	}
-	s := &batchStack{host: h, mem: mem}
+	s := &batchStack{host: h, guest: g, mem: mem, maxQueues: maxQueues}
 	s.srv = s.serve(t, dev)
 	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=memory")
 	if err != nil {
@@ -61,20 +80,14 @@ func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg bl
 	if err := toolstack.Create(h.Store(), vbd); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Domain, cfg.Dir, cfg.Log = g, vbd.FrontendPath(), quiet
-	octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if s.front, err = blkfront.Open(octx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.front.Close() })
+	s.dir = vbd.FrontendPath()
 	return s
 }
 
 // serve starts a blkback server handing out dev; it stops at cleanup.
 func (s *batchStack) serve(t *testing.T, dev storage.Device) *blkback.Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0(), Log: quiet}, BackendType: toolstack.DefaultBackendType,
+	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0(), MaxQueues: s.maxQueues, Log: quiet}, BackendType: toolstack.DefaultBackendType,
 		Open: func(xen.Store, string) (storage.Device, error) { return nopClose{dev}, nil }}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()

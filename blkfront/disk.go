@@ -40,6 +40,9 @@ var ErrNotSupported = errors.New("blkfront: operation not supported by the backe
 type Config struct {
 	Domain xen.Domain // the guest's domain
 	Dir    string     // the frontend directory, /local/domain/N/device/vbd/DEV
+	// Queues asks for 1 to MaxQueues rings (0: DefaultQueues). A backend
+	// offering fewer (multi-queue-max-queues) gets as many as it offers,
+	// as Linux's blkfront does; Info().Queues says how many were used.
 	Queues int
 	// RingPageOrder caps the ring size asked for (default 2).
 	RingPageOrder int
@@ -53,6 +56,14 @@ type Config struct {
 	NoPoll bool
 	Log    *slog.Logger
 }
+
+// DefaultQueues is how many queues a Config with Queues 0 asks for.
+const DefaultQueues = 2
+
+// MaxQueues bounds Config.Queues. More rings than processors buy nothing,
+// and each queue holds at least a few hundred grant entries of the
+// domain's table (ring, indirect pages, one largest request's data).
+const MaxQueues = 16
 
 // Info is what the backend told us about the disk.
 type Info struct {
@@ -94,14 +105,18 @@ type Disk struct {
 	queues []*queue
 	next   atomic.Uint32 // round-robin queue choice
 
-	lost       chan struct{}
-	connected  chan struct{} // closed at the first Connected
-	connOnce   sync.Once
-	closed     atomic.Bool
-	cancel     context.CancelFunc
-	runDone    chan struct{}
-	runErr     error
-	segsPerReq int // data pages per request (11 or the indirect limit)
+	lost      chan struct{}
+	connected chan struct{} // closed at the first Connected
+	// setupFailed carries the first connection's Connect or Attach error
+	// to Open, which fails with it at once (the handshake alone would
+	// only go Closed and wait). Buffered(1); later errors are dropped.
+	setupFailed chan error
+	connOnce    sync.Once
+	closed      atomic.Bool
+	cancel      context.CancelFunc
+	runDone     chan struct{}
+	runErr      error
+	segsPerReq  int // data pages per request (11 or the indirect limit)
 }
 
 // Open attaches the frontend at cfg.Dir and returns once the disk is
@@ -117,6 +132,12 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 	if cfg.MaxIndirectSegments == 0 {
 		cfg.MaxIndirectSegments = 256
 	}
+	if cfg.Queues < 0 || cfg.Queues > MaxQueues {
+		return nil, fmt.Errorf("blkfront: %d queues asked; want 1 to %d", cfg.Queues, MaxQueues)
+	}
+	if cfg.Queues == 0 {
+		cfg.Queues = DefaultQueues
+	}
 	st := cfg.Domain.Store()
 	backDir, err := st.Read(cfg.Dir + "/backend")
 	if err != nil {
@@ -131,7 +152,7 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		return nil, fmt.Errorf("blkfront: backend-id %q: %w", bid, err)
 	}
 	d := &Disk{cfg: cfg, dom: cfg.Domain, dir: cfg.Dir, backDir: backDir, backDom: xen.DomID(b),
-		log: cfg.Log.With("vbd", cfg.Dir), lost: make(chan struct{}, 1), connected: make(chan struct{}), runDone: make(chan struct{})}
+		log: cfg.Log.With("vbd", cfg.Dir), lost: make(chan struct{}, 1), connected: make(chan struct{}), setupFailed: make(chan error, 1), runDone: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	r := &xenbus.Runner{Store: st, Self: d.dir, Peer: backDir, Machine: xenbus.NewFrontend(), Driver: d, Lost: d.lost, Log: d.log}
@@ -148,6 +169,9 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 	select {
 	case <-d.connected:
 		return d, nil
+	case err := <-d.setupFailed:
+		d.Close()
+		return nil, fmt.Errorf("blkfront: connect %s to the backend at %s: %w", d.dir, backDir, err)
 	case <-d.runDone:
 		return nil, fmt.Errorf("blkfront: %s closed before connecting: %v", d.dir, d.runErr)
 	case <-ctx.Done():
@@ -252,6 +276,28 @@ func (d *Disk) Publish() error { return nil }
 // Connect builds (once) the queues and grants fresh rings, then publishes
 // them in one transaction (xenbus Driver).
 func (d *Disk) Connect() error {
+	err := d.connect()
+	d.failSetup(err)
+	return err
+}
+
+// failSetup hands err to Open if the disk never connected yet.
+func (d *Disk) failSetup(err error) {
+	if err == nil {
+		return
+	}
+	select {
+	case <-d.connected:
+		return // a reconnect's failure: the handshake deals with it
+	default:
+	}
+	select {
+	case d.setupFailed <- err:
+	default:
+	}
+}
+
+func (d *Disk) connect() error {
 	// Every queue of a dead connection reports the loss; the machine
 	// already acted on the first report, so the rest are stale now.
 	drain(d.lost)
@@ -260,15 +306,11 @@ func (d *Disk) Connect() error {
 		return err
 	}
 	// Negotiate.
-	nq := d.cfg.Queues
-	if nq == 0 {
-		nq = 2
-	}
-	if nq > in.Queues {
-		nq = in.Queues
-	}
-	if nq < 1 {
-		nq = 1
+	// min(asked, offered), as Linux's blkfront; a backend offering none
+	// (or nonsense) is single-queue.
+	nq := max(min(d.cfg.Queues, in.Queues), 1)
+	if nq < d.cfg.Queues && d.queues == nil {
+		d.log.Info("the backend offers fewer queues than asked; using what it offers", "asked", d.cfg.Queues, "offered", in.Queues)
 	}
 	order := d.cfg.RingPageOrder
 	if order > in.RingPageOrder {
@@ -284,43 +326,20 @@ func (d *Disk) Connect() error {
 	in.ExtraRequest = in.ExtraRequest && !d.cfg.NoSCSI
 	abi := blkif.Native
 
-	if d.queues == nil {
+	var pubs []ringPub
+	switch {
+	case d.queues == nil:
 		// First connection: size the queues. Reconnects keep them (and
 		// their in-flight slots) if the negotiated shape is the same.
-		nslots := int(minRingSlots(order, abi))
-		pool := min(nslots*segs, 4096)
-		if pool < segs {
-			pool = segs
-		}
-		for i := 0; i < nq; i++ {
-			q, err := newQueue(d, i, nslots, pool, blkif.IndirectPages(indirect))
-			if err != nil {
-				for _, q := range d.queues {
-					q.release()
-				}
-				d.queues = nil
-				return err
-			}
-			d.queues = append(d.queues, q)
-		}
-		d.segsPerReq = segs
-	} else if len(d.queues) != nq || d.segsPerReq != segs {
-		return fmt.Errorf("the restarted backend offers a different shape (%d queues, %d segments; had %d, %d)", nq, segs, len(d.queues), d.segsPerReq)
-	}
-	type pub struct {
-		refs []xen.GrantRef
-		port xen.Port
-	}
-	pubs := make([]pub, nq)
-	for i, q := range d.queues {
-		refs, port, err := q.connect(order, abi)
-		if err != nil {
-			for _, q := range d.queues[:i] {
-				q.disconnect()
-			}
+		if pubs, err = d.buildQueues(nq, order, abi, segs, indirect); err != nil {
 			return err
 		}
-		pubs[i] = pub{refs, port}
+	case len(d.queues) != nq || d.segsPerReq != segs:
+		return fmt.Errorf("the restarted backend offers a different shape (%d queues, %d segments; had %d, %d)", nq, segs, len(d.queues), d.segsPerReq)
+	default:
+		if pubs, err = d.connectQueues(order, abi); err != nil {
+			return err
+		}
 	}
 	d.info.Store(in)
 	return d.dom.Store().Transaction(func(tx xen.Tx) error {
@@ -368,6 +387,96 @@ func (d *Disk) Connect() error {
 	})
 }
 
+// ringPub is what one queue publishes for the backend: its ring's grant
+// refs and its event channel.
+type ringPub struct {
+	refs []xen.GrantRef
+	port xen.Port
+}
+
+// maxPoolPages caps a queue's data pool: beyond it, a deeper pool buys no
+// throughput and costs grant entries.
+const maxPoolPages = 4096
+
+// buildQueues makes the first connection's queues and grants their rings.
+// A queue's data pool wants a page for every segment its ring can carry
+// (up to maxPoolPages). When the domain's grant table (or, on Linux,
+// gntalloc's limit) has no room for that, every pool halves until they
+// all fit, down to one largest request's worth (segs pages): fewer
+// requests in flight, but a working disk. When even that does not fit,
+// it fails at once saying how many entries it needed. The grant table's
+// free size is not known on real Xen, so trying is the measure.
+func (d *Disk) buildQueues(nq, order int, abi blkif.ABI, segs, indirect int) ([]ringPub, error) {
+	nslots := int(minRingSlots(order, abi))
+	ipages := blkif.IndirectPages(indirect)
+	want := max(min(nslots*segs, maxPoolPages), segs)
+	for pool := want; ; pool = max(pool/2, segs) {
+		pubs, err := d.tryQueues(nq, nslots, pool, ipages, order, abi)
+		if err == nil {
+			if pool < want {
+				d.log.Warn("the grant table has no room for full data pools; fewer requests in flight",
+					"queues", nq, "pool-pages", pool, "wanted", want)
+			}
+			d.segsPerReq = segs
+			for _, q := range d.queues {
+				go q.abortOnClose()
+			}
+			return pubs, nil
+		}
+		if !errors.Is(err, xen.ErrGrantTableFull) {
+			return nil, err
+		}
+		if pool == segs {
+			each := 1<<order + nslots*ipages + segs
+			return nil, fmt.Errorf("%d queue(s) need at least %d grant entries (%d each: %d ring, %d indirect and %d data pages), more than the domain can grant; use fewer queues: %w",
+				nq, nq*each, each, 1<<order, nslots*ipages, segs, err)
+		}
+	}
+}
+
+// tryQueues builds nq queues with pool data pages each and grants their
+// rings; on failure it revokes whatever it granted.
+func (d *Disk) tryQueues(nq, nslots, pool, ipages, order int, abi blkif.ABI) ([]ringPub, error) {
+	for i := 0; i < nq; i++ {
+		q, err := newQueue(d, i, nslots, pool, ipages)
+		if err != nil {
+			d.releaseQueues()
+			return nil, err
+		}
+		d.queues = append(d.queues, q)
+	}
+	pubs, err := d.connectQueues(order, abi)
+	if err != nil {
+		d.releaseQueues()
+		return nil, err
+	}
+	return pubs, nil
+}
+
+func (d *Disk) releaseQueues() {
+	for _, q := range d.queues {
+		q.release()
+	}
+	d.queues = nil
+}
+
+// connectQueues grants every queue a fresh ring and event channel; on
+// failure the queues that got theirs drop them again.
+func (d *Disk) connectQueues(order int, abi blkif.ABI) ([]ringPub, error) {
+	pubs := make([]ringPub, len(d.queues))
+	for i, q := range d.queues {
+		refs, port, err := q.connect(order, abi)
+		if err != nil {
+			for _, q := range d.queues[:i] {
+				q.disconnect()
+			}
+			return nil, err
+		}
+		pubs[i] = ringPub{refs, port}
+	}
+	return pubs, nil
+}
+
 func minRingSlots(order int, abi blkif.ABI) uint32 {
 	n := uint32(1)
 	for n*2*uint32(abi.SlotSize())+64 <= uint32(xen.PageSize<<order) {
@@ -380,6 +489,7 @@ func minRingSlots(order int, abi blkif.ABI) uint32 {
 // flight (xenbus Driver).
 func (d *Disk) Attach() error {
 	if err := d.refreshGeometry(); err != nil {
+		d.failSetup(err)
 		return err
 	}
 	for _, q := range d.queues {

@@ -108,6 +108,8 @@ type queue struct {
 	poolRevoked bool
 }
 
+// newQueue grants a queue's data pool and indirect pages. The caller
+// starts abortOnClose once the queue is kept.
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
 	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
 	q.cond = sync.NewCond(&q.mu)
@@ -140,7 +142,6 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 		}
 		q.free = append(q.free, i)
 	}
-	go q.abortOnClose()
 	return q, nil
 }
 

@@ -31,6 +31,11 @@ var (
 	// ErrBadGrant: the reference is out of range, not granted to the
 	// mapping domain, revoked, or read-only when write access was asked.
 	ErrBadGrant = errors.New("xen: bad grant reference")
+	// ErrGrantTableFull: the granting domain has no free grant entries
+	// for the pages asked (Xen's per-domain limit, gnttab_max_frames; on
+	// Linux also gntalloc's per-user limit). Freeing grants or asking for
+	// fewer pages can succeed.
+	ErrGrantTableFull = errors.New("xen: grant table full")
 	// ErrClosed: the object was closed (locally or by the other side).
 	ErrClosed = errors.New("xen: closed")
 	// ErrNoDomain: the named domain does not exist.

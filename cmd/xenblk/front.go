@@ -26,6 +26,7 @@ var frontFlags struct {
 	fuse     string
 	control  string
 	wait     time.Duration
+	queues   int
 	force    bool
 	reattach bool
 	verbose  bool
@@ -59,6 +60,8 @@ func init() {
 	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
 	socketPathVar(f, &frontFlags.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
 	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
+	intRangeVar(f, &frontFlags.queues, "queues", blkfront.DefaultQueues, 1, blkfront.MaxQueues, "",
+		fmt.Sprintf("queues to ask for, 1 to %d (a backend offering fewer gets what it offers)", blkfront.MaxQueues))
 	f.BoolVar(&frontFlags.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
 	f.BoolVar(&frontFlags.reattach, "reattach", false, "when the vbd is detached, wait for the next one instead of exiting")
 	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
@@ -105,7 +108,7 @@ func runFront(cmd *cobra.Command, _ []string) error {
 // until the vbd is detached (detached true).
 func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir string, out, errOut io.Writer) (detached bool, err error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Log: newLogger(frontFlags.verbose)})
+	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Queues: frontFlags.queues, Log: newLogger(frontFlags.verbose)})
 	cancel()
 	if err != nil {
 		return false, err

@@ -15,8 +15,9 @@ import (
 )
 
 var hostFlags struct {
-	socket    string
-	xenstored string
+	socket      string
+	xenstored   string
+	grantFrames int
 }
 
 var hostCmd = &cobra.Command{
@@ -39,6 +40,7 @@ func init() {
 	f := hostCmd.Flags()
 	socketPathVar(f, &hostFlags.socket, "socket", "", "unix socket domains attach to (required)")
 	socketPathVar(f, &hostFlags.xenstored, "xenstored", "", "xenstored socket for Xen's C tools (default: \"xenstored\" next to --socket)")
+	grantFramesVar(f, &hostFlags.grantFrames)
 	rootCmd.AddCommand(hostCmd)
 }
 
@@ -50,7 +52,7 @@ func runHost(cmd *cobra.Command, _ []string) error {
 	if xsPath == "" {
 		xsPath = filepath.Join(filepath.Dir(hostFlags.socket), "xenstored")
 	}
-	h, err := sim.NewHost()
+	h, err := sim.NewHost(sim.GrantFrames(hostFlags.grantFrames))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -78,13 +79,20 @@ func startSimWithControl(t *testing.T, extra ...string) (bin, sock string, sim *
 	}
 }
 
-// runXenblkCode runs the binary and returns its stdout, stderr and exit code.
+// runXenblkCode runs the binary and returns its stdout, stderr and exit
+// code. A command still running after 90s (far beyond what any needs)
+// is killed and fails the test: a hang must not stall the suite.
 func runXenblkCode(t *testing.T, bin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("xenblk %v did not exit in 90s: %s", args, errb.String())
+	}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

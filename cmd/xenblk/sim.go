@@ -25,13 +25,14 @@ import (
 )
 
 var simFlags struct {
-	disk     string
-	size     sizeValue
-	nbd      string
-	vdev     string
-	readOnly bool
-	queues   int
-	verbose  bool
+	disk        string
+	size        sizeValue
+	nbd         string
+	vdev        string
+	readOnly    bool
+	queues      int
+	grantFrames int
+	verbose     bool
 }
 
 // simExtra starts something more on the guest's disk once it is connected
@@ -81,7 +82,9 @@ func init() {
 	tcpAddrVar(f, &simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
 	f.StringVar(&simFlags.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&simFlags.readOnly, "read-only", false, "attach the disk read-only")
-	f.IntVar(&simFlags.queues, "queues", 2, "frontend queues (the backend offers up to 4)")
+	intRangeVar(f, &simFlags.queues, "queues", blkfront.DefaultQueues, 1, blkback.DefaultMaxQueues, "what the backend offers",
+		fmt.Sprintf("frontend queues, 1 to %d (what the backend offers)", blkback.DefaultMaxQueues))
+	grantFramesVar(f, &simFlags.grantFrames)
 	f.BoolVar(&simFlags.verbose, "verbose", false, "log every handshake step")
 	rootCmd.AddCommand(simCmd)
 }
@@ -126,7 +129,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: --size %s ignored: %s exists and is %d bytes (xenblk never resizes an image; truncate -s %s %s does)\n",
 			simFlags.size.String(), path, disk.Info().Size, simFlags.size.String(), path)
 	}
-	host, err := sim.NewHost()
+	host, err := sim.NewHost(sim.GrantFrames(simFlags.grantFrames))
 	if err != nil {
 		disk.Close()
 		return fmt.Errorf("start the simulated host: %w", err)

@@ -78,7 +78,9 @@ func (a *Gntalloc) Grant(remote xen.DomID, count int, readOnly bool) (*xen.Grant
 	binary.NativeEndian.PutUint32(req[offAllocCount:], uint32(count))
 	if _, err := ioctl(a.fd, IoctlGntallocAllocGref, req); err != nil {
 		if errors.Is(err, unix.ENOSPC) {
-			return nil, fmt.Errorf("xen: gntalloc of %d pages for domain %d: over the kernel's limit (raise %s): %w", count, remote, GntallocLimitPath, err)
+			// ENOSPC is both gntalloc's own cap and the kernel finding no
+			// free grant entry (the domain's table at gnttab_max_frames).
+			return nil, fmt.Errorf("xen: gntalloc of %d pages for domain %d: over the kernel's gntalloc limit (%s) or the domain's grant table is full: %w (%w)", count, remote, GntallocLimitPath, xen.ErrGrantTableFull, err)
 		}
 		return nil, fmt.Errorf("xen: gntalloc of %d pages for domain %d: %w", count, remote, err)
 	}

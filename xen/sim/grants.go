@@ -19,8 +19,12 @@ type granter struct {
 type grantHandle struct{ frames []uint32 }
 
 func (g *granter) Grant(remote xen.DomID, count int, readOnly bool) (*xen.Granted, error) {
-	if count <= 0 || count > grantTableEntries {
+	if count <= 0 {
 		return nil, fmt.Errorf("sim: grant of %d pages", count)
+	}
+	if free := g.grants.freeRefs(); count > free {
+		// Before allocating memory for pages that could not be granted.
+		return nil, g.grants.fullError(count, free)
 	}
 	frames, err := g.mem.alloc(count)
 	if err != nil {
@@ -90,7 +94,7 @@ func (m *mapping) Unmap() error {
 }
 
 func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Mapping, error) {
-	if len(refs) == 0 || len(refs) > grantTableEntries {
+	if len(refs) == 0 || len(refs) > MaxGrantFrames*EntriesPerFrame {
 		return nil, fmt.Errorf("%w: map of %d refs", xen.ErrBadGrant, len(refs))
 	}
 	g, err := mp.foreign(dom)

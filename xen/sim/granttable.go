@@ -20,9 +20,22 @@ const (
 // entrySize is sizeof(grant_entry_v1): flags u16 @0, domid u16 @2, frame u32 @4.
 const entrySize = 8
 
-// grantTableEntries is the size of each domain's grant table: 32 pages of
-// v1 entries, Xen's default for a guest (gnttab_max_frames = 32).
-const grantTableEntries = 32 * xen.PageSize / entrySize
+// EntriesPerFrame is how many v1 grant entries one grant-table page holds.
+const EntriesPerFrame = xen.PageSize / entrySize
+
+// DefaultGrantFrames is the size of each domain's grant table unless the
+// host is told otherwise (GrantFrames): Xen's default limit,
+// gnttab_max_frames = 64 pages of v1 entries, 32768 refs.
+const DefaultGrantFrames = 64
+
+// MaxGrantFrames bounds GrantFrames: 1024 pages is half a million refs,
+// far more than any frontend here asks, in a 4 MiB table.
+const MaxGrantFrames = 1024
+
+// reservedRefs are refs 0..7, which Linux keeps unused
+// (GNTTAB_NR_RESERVED_ENTRIES) so that a zero ref from a sloppy peer
+// never maps anything; the table never hands them out.
+const reservedRefs = 8
 
 // grantTable is one domain's table, in shared memory, with Xen's flag
 // protocol: the granter writes frame and domid, then flags last; a mapper
@@ -31,7 +44,8 @@ const grantTableEntries = 32 * xen.PageSize / entrySize
 // compare-and-swap that fails while either is set. The bytes are the
 // contract; the Go state beside them (pins, free list) is bookkeeping.
 type grantTable struct {
-	mem []byte // grantTableEntries * entrySize bytes, shared
+	mem     []byte // entries * entrySize bytes, shared
+	entries int    // the table's size, fixed by the host (GrantFrames)
 
 	mu   sync.Mutex
 	free []xen.GrantRef // refs not in use by the granter
@@ -47,13 +61,22 @@ type pin struct{ readers, writers int }
 func (t *grantTable) word(off int) *atomic.Uint32 { return shmem.MustUint32(t.mem, off) }
 
 func newGrantTable(mem []byte) *grantTable {
-	t := &grantTable{mem: mem, pins: map[xen.GrantRef]*pin{}}
-	// Refs 0..7 are reserved in Linux (GNTTAB_NR_RESERVED_ENTRIES); keep
-	// them unused so a zero ref from a sloppy peer never maps anything.
-	for r := grantTableEntries - 1; r >= 8; r-- {
+	t := &grantTable{mem: mem, entries: len(mem) / entrySize, pins: map[xen.GrantRef]*pin{}}
+	for r := t.entries - 1; r >= reservedRefs; r-- {
 		t.free = append(t.free, xen.GrantRef(r))
 	}
 	return t
+}
+
+// freeRefs is how many refs the granter may still hand out.
+func (t *grantTable) freeRefs() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.free)
+}
+
+func (t *grantTable) fullError(asked, free int) error {
+	return fmt.Errorf("%w: %d pages asked, %d of its %d entries free", xen.ErrGrantTableFull, asked, free, t.entries)
 }
 
 // grant fills free entries for frames, granting them to remote.
@@ -61,7 +84,7 @@ func (t *grantTable) grant(remote xen.DomID, frames []uint32, readOnly bool, ref
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.free) < len(frames) {
-		return fmt.Errorf("sim: grant table full (%d entries)", grantTableEntries)
+		return t.fullError(len(frames), len(t.free))
 	}
 	flags := uint32(gtfPermitAccess)
 	if readOnly {
@@ -113,7 +136,7 @@ func (t *grantTable) endAccess(refs []xen.GrantRef) error {
 // dead domain's table until it is empty: its grants are revoked once
 // unmapped, as on Xen.
 func (t *grantTable) sweep() (left bool) {
-	for off := 8 * entrySize; off < len(t.mem); off += entrySize {
+	for off := reservedRefs * entrySize; off < len(t.mem); off += entrySize {
 		for {
 			w := t.word(off).Load()
 			if w&gtfPermitAccess == 0 {
@@ -133,7 +156,7 @@ func (t *grantTable) sweep() (left bool) {
 
 // acquire validates ref for mapper and marks it in use; it returns the frame.
 func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (uint32, error) {
-	if ref < 8 || int(ref) >= grantTableEntries {
+	if ref < reservedRefs || int(ref) >= t.entries {
 		return 0, fmt.Errorf("%w: ref %d out of range", xen.ErrBadGrant, ref)
 	}
 	t.mu.Lock()

@@ -31,20 +31,48 @@ type Host struct {
 	// remoteDom0 is set while a process is attached as dom0: dom0's
 	// frame allocator and grant refs then belong to that process.
 	remoteDom0 bool
+	// grantFrames is every domain's grant-table size in pages.
+	grantFrames int
+}
+
+// HostOption configures NewHost.
+type HostOption func(*Host) error
+
+// GrantFrames sizes every domain's grant table to frames pages of v1
+// entries (EntriesPerFrame each), as Xen's gnttab_max_frames does; the
+// default is DefaultGrantFrames. It accepts 1 to MaxGrantFrames.
+func GrantFrames(frames int) HostOption {
+	return func(h *Host) error {
+		if frames < 1 || frames > MaxGrantFrames {
+			return fmt.Errorf("sim: grant table of %d frames; want 1 to %d", frames, MaxGrantFrames)
+		}
+		h.grantFrames = frames
+		return nil
+	}
 }
 
 // NewHost starts a host with dom0 present.
-func NewHost() (*Host, error) {
+func NewHost(opts ...HostOption) (*Host, error) {
+	h := &Host{next: 1, domains: map[xen.DomID]*Domain{}, store: newTree(), grantFrames: DefaultGrantFrames}
+	for _, o := range opts {
+		if err := o(h); err != nil {
+			return nil, err
+		}
+	}
 	ev, err := newEventSpace()
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{next: 1, domains: map[xen.DomID]*Domain{}, events: ev, store: newTree()}
+	h.events = ev
 	if _, err := h.newDomain(0, "Domain-0"); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
+
+// GrantEntries is the size of every domain's grant table, in refs
+// (reserved refs included, as Xen counts them).
+func (h *Host) GrantEntries() int { return h.grantFrames * EntriesPerFrame }
 
 // Dom0 returns the control domain.
 func (h *Host) Dom0() *Domain {
@@ -68,7 +96,7 @@ func (h *Host) newDomain(id xen.DomID, name string) (*Domain, error) {
 	if err != nil {
 		return nil, err
 	}
-	gtFile, err := newMemfd(fmt.Sprintf("dom%d-grant-table", id), grantTableEntries*entrySize)
+	gtFile, err := newMemfd(fmt.Sprintf("dom%d-grant-table", id), int64(h.grantFrames)*xen.PageSize)
 	if err != nil {
 		return nil, err
 	}

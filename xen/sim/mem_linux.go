@@ -46,7 +46,9 @@ func memoryOf(f *os.File) (*memory, error) {
 	return &memory{file: f, frames: uint32(st.Size() / xen.PageSize)}, nil
 }
 
-// mapTable maps a grant-table memfd read-write.
+// mapTable maps a grant-table memfd read-write. The table is as large as
+// the file: the host chose its size (GrantFrames) and sealed it, so every
+// process sees the same number of entries.
 func mapTable(f *os.File) ([]byte, error) {
 	var mem []byte
 	var merr error
@@ -55,7 +57,16 @@ func mapTable(f *os.File) ([]byte, error) {
 		return nil, err
 	}
 	err = rc.Control(func(fd uintptr) {
-		mem, merr = unix.Mmap(int(fd), 0, grantTableEntries*entrySize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		var st unix.Stat_t
+		if merr = unix.Fstat(int(fd), &st); merr != nil {
+			return
+		}
+		frames := st.Size / xen.PageSize
+		if st.Size%xen.PageSize != 0 || frames < 1 || frames > MaxGrantFrames {
+			merr = fmt.Errorf("grant table of %d bytes is not 1 to %d pages", st.Size, MaxGrantFrames)
+			return
+		}
+		mem, merr = unix.Mmap(int(fd), 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	})
 	if err == nil {
 		err = merr
@@ -180,9 +191,11 @@ func mapFrameRun(fd int, frames []uint32, write bool) ([]byte, error) {
 
 func unmapFrames(b []byte) error { return unix.Munmap(b) }
 
-// newMemfd makes a memfd of size bytes.
+// newMemfd makes a memfd of size bytes, sealed at that size: the other
+// processes that map it take its size as given (a grant table's entries),
+// and one that could shrink it would turn their next access into SIGBUS.
 func newMemfd(name string, size int64) (*os.File, error) {
-	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("xenblk-"+name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("sim: memfd_create: %w", err)
 	}
@@ -190,6 +203,10 @@ func newMemfd(name string, size int64) (*os.File, error) {
 	if err := f.Truncate(size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("sim: size memfd: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sim: seal memfd: %w", err)
 	}
 	return f, nil
 }
