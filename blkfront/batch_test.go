@@ -55,6 +55,20 @@ func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg bl
 // a backend offering maxQueues, and the guest's vbd attached.
 func newVBDStack(t *testing.T, mem storage.Device, wrap storage.Device, maxQueues int, opts ...sim.HostOption) *batchStack {
 	t.Helper()
+	h, g, vbd := newGuestVBD(t, opts...)
+	dev := mem
+	if wrap != nil {
+		dev = wrap
+	}
+	s := &batchStack{host: h, guest: g, dir: vbd.FrontendPath(), mem: mem, maxQueues: maxQueues}
+	s.srv = s.serve(t, dev)
+	return s
+}
+
+// newGuestVBD makes a host with opts, a guest, and the guest's vbd as the
+// toolstack creates it; no backend serves it yet.
+func newGuestVBD(t *testing.T, opts ...sim.HostOption) (*sim.Host, xen.Domain, toolstack.VBD) {
+	t.Helper()
 	h, err := sim.NewHost(opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -63,12 +77,6 @@ func newVBDStack(t *testing.T, mem storage.Device, wrap storage.Device, maxQueue
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := mem
-	if wrap != nil {
-		dev = wrap
-	}
-	s := &batchStack{host: h, guest: g, mem: mem, maxQueues: maxQueues}
-	s.srv = s.serve(t, dev)
 	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=memory")
 	if err != nil {
 		t.Fatal(err)
@@ -80,15 +88,20 @@ func newVBDStack(t *testing.T, mem storage.Device, wrap storage.Device, maxQueue
 	if err := toolstack.Create(h.Store(), vbd); err != nil {
 		t.Fatal(err)
 	}
-	s.dir = vbd.FrontendPath()
-	return s
+	return h, g, vbd
 }
 
 // serve starts a blkback server handing out dev; it stops at cleanup.
 func (s *batchStack) serve(t *testing.T, dev storage.Device) *blkback.Server {
+	return s.serveOpen(t, func(xen.Store, string) (storage.Device, error) { return nopClose{dev}, nil })
+}
+
+// serveOpen starts a blkback server whose disks open opens; it stops at
+// cleanup.
+func (s *batchStack) serveOpen(t *testing.T, open func(xen.Store, string) (storage.Device, error)) *blkback.Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0(), MaxQueues: s.maxQueues, Log: quiet}, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return nopClose{dev}, nil }}
+		Open: open}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })

@@ -155,7 +155,8 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		log: cfg.Log.With("vbd", cfg.Dir), lost: make(chan struct{}, 1), connected: make(chan struct{}), setupFailed: make(chan error, 1), runDone: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	r := &xenbus.Runner{Store: st, Self: d.dir, Peer: backDir, Machine: xenbus.NewFrontend(), Driver: d, Lost: d.lost, Log: d.log}
+	r := &xenbus.Runner{Store: st, Self: d.dir, Peer: backDir, Machine: xenbus.NewFrontend(), Driver: d, Lost: d.lost, Log: d.log,
+		OnStep: d.onStep}
 	go func() {
 		d.runErr = r.Run(runCtx)
 		d.closed.Store(true)
@@ -176,8 +177,50 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		return nil, fmt.Errorf("blkfront: %s closed before connecting: %v", d.dir, d.runErr)
 	case <-ctx.Done():
 		d.Close()
-		return nil, fmt.Errorf("blkfront: waiting for the backend at %s: %w", backDir, ctx.Err())
+		return nil, fmt.Errorf("blkfront: waiting for the backend at %s (%s): %w", backDir, d.backendSays(), ctx.Err())
 	}
+}
+
+// onStep hears the handshake after each event. Before the first
+// Connected, Closed against a Closing or Closed backend is the end: the
+// backend refused us (blkback's Closing, the reason in its error node)
+// or is closed from an earlier frontend, and neither end moves again
+// (a backend comes back from Closed only on seeing us Initialising).
+// Open fails with why, at once. Closed against a backend in InitWait is
+// not the end: that InitWait's event connects us (or our own Connect
+// failed, and said why).
+func (d *Disk) onStep(self, peer xenbus.State) {
+	if self != xenbus.Closed || peer != xenbus.Closing && peer != xenbus.Closed {
+		return
+	}
+	// The machine's view of the backend may be older than the store's:
+	// a backend already back in InitWait has an event on its way to us.
+	state, says := d.backendState()
+	if state == xenbus.Closing || state == xenbus.Closed {
+		d.failSetup(fmt.Errorf("the handshake went Closed; the backend is %s", says))
+	}
+}
+
+// backendSays describes the backend's state node and its error node (the
+// reason a backend gives for refusing a frontend, where xenblk's writes it).
+func (d *Disk) backendSays() string {
+	_, says := d.backendState()
+	return says
+}
+
+// backendState reads the backend's state node (Unknown if absent) and
+// describes it with its error node.
+func (d *Disk) backendState() (xenbus.State, string) {
+	st := d.dom.Store()
+	state, name := xenbus.Unknown, "absent"
+	if v, err := st.Read(d.backDir + "/state"); err == nil {
+		state = xenbus.ParseState(strings.TrimSpace(v))
+		name = state.String()
+	}
+	if e, err := st.Read(d.backDir + "/error"); err == nil && strings.TrimSpace(e) != "" {
+		return state, fmt.Sprintf("%s, and reports: %s", name, strings.TrimSpace(e))
+	}
+	return state, name + ", with no error node"
 }
 
 // Close detaches: Closing, wait for the backend to close, Closed.

@@ -127,3 +127,113 @@ func TestQueuesAreWhatTheBackendOffersAtMost(t *testing.T) {
 		t.Fatalf("asked 4 of a backend offering 2: %d queues, want 2", q)
 	}
 }
+
+// A backend that refuses the frontend's rings (Closing, the reason in its
+// error node, as blkback does) fails Open at once with that reason.
+func TestOpenFailsAtOnceWhenTheBackendRefuses(t *testing.T) {
+	h, g, vbd := newGuestVBD(t)
+	// The backend, played by hand: InitWait, then a refusal as soon as
+	// the frontend is Initialised.
+	st, be, fe := h.Store(), vbd.BackendPath(), vbd.FrontendPath()
+	w, err := st.Watch(fe+"/state", "fe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const reason = "ring-page-order 9 is more than this backend maps"
+	refused := make(chan error, 1)
+	go func() {
+		for range w.Events() {
+			if v, _ := st.Read(fe + "/state"); v == "3" {
+				if err := st.Write(be+"/error", reason); err != nil {
+					refused <- err
+					return
+				}
+				refused <- st.Write(be+"/state", "5")
+				return
+			}
+		}
+	}()
+	if err := st.Write(be+"/state", "2"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), openDeadline)
+	defer cancel()
+	d, err := blkfront.Open(ctx, blkfront.Config{Domain: g, Dir: fe, Log: quiet})
+	if err == nil {
+		d.Close()
+		t.Fatal("Open succeeded against a backend that refused")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Open waited for its deadline instead of failing: %v", err)
+	}
+	if !strings.Contains(err.Error(), reason) {
+		t.Fatalf("Open: %v; want the backend's reason %q", err, reason)
+	}
+	if err := <-refused; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A second Open of a vbd whose backend went Closed with the first
+// frontend never waits for its deadline: the backend comes back to
+// InitWait on seeing the new frontend Initialising and the disk connects,
+// or the frontend, seeing the backend Closed, goes Closed first and
+// neither end moves again; then Open says the backend is Closed.
+func TestOpenOnAClosedBackendDoesNotWait(t *testing.T) {
+	s := newGrantStack(t, sim.DefaultGrantFrames, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), openDeadline)
+	defer cancel()
+	d, err := s.open(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d, err = s.open(ctx, 1)
+	if ctx.Err() != nil {
+		t.Fatalf("Open waited for its deadline: %v", err)
+	}
+	t.Logf("second Open: %v", err)
+	if err != nil && !strings.Contains(err.Error(), "the backend is Closed") {
+		t.Fatalf("Open: %v; want it to connect or to say the backend is Closed", err)
+	}
+	if err == nil {
+		d.Close()
+	}
+}
+
+// A backend that cannot open the disk stays unconnected with its reason
+// in its error node: Open waits (the toolstack may fix it) and its
+// deadline's error carries that reason.
+func TestOpenDeadlineSaysWhatTheBackendReports(t *testing.T) {
+	h, g, vbd := newGuestVBD(t)
+	s := &batchStack{host: h}
+	s.serveOpen(t, func(xen.Store, string) (storage.Device, error) { return nil, errors.New("no such image /nonexistent") })
+	// Open waits for the error node first, so that its deadline cannot
+	// come before the backend has reported.
+	for {
+		if _, err := h.Store().Read(vbd.BackendPath() + "/error"); err == nil {
+			break
+		}
+		w, err := h.Store().Watch(vbd.BackendPath()+"/error", "error")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-w.Events():
+		case <-time.After(openDeadline):
+			t.Fatal("the backend wrote no error node")
+		}
+		w.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	d, err := blkfront.Open(ctx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath(), Log: quiet})
+	if err == nil {
+		d.Close()
+		t.Fatal("Open succeeded with a backend that has no disk")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no such image /nonexistent") {
+		t.Fatalf("Open: %v; want the deadline and the backend's reason", err)
+	}
+}

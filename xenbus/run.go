@@ -48,7 +48,12 @@ type Runner struct {
 	// Grace bounds how long Run keeps the handshake going after ctx is
 	// cancelled, waiting for the other end to close. Zero means 5s.
 	Grace time.Duration
-	Log   *slog.Logger
+	// OnStep, if not nil, is told both ends' states after each event
+	// the machine takes, from Run's goroutine (a frontend's Open learns
+	// so that the handshake ended Closed against a closed backend before
+	// ever connecting, which no further event would change).
+	OnStep func(self, peer State)
+	Log    *slog.Logger
 }
 
 // Run drives the device until the machine removes it, or until ctx is
@@ -141,8 +146,18 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // feed steps the machine and carries out its actions; a Connect result is
-// fed straight back in.
+// fed straight back in. OnStep hears the outcome.
 func (r *Runner) feed(ev Event, log *slog.Logger) error {
+	if err := r.step(ev, log); err != nil {
+		return err
+	}
+	if r.OnStep != nil {
+		r.OnStep(r.Machine.Self(), r.Machine.Peer())
+	}
+	return nil
+}
+
+func (r *Runner) step(ev Event, log *slog.Logger) error {
 	queue := []Event{ev}
 	for len(queue) > 0 {
 		ev, queue = queue[0], queue[1:]
