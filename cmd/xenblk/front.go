@@ -179,17 +179,13 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	done := make(chan error, 1)
 	go func() {
 		stop()
-		// A last flush, bounded: a backend that went away answers nothing.
-		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer fcancel()
-		if err := disk.Flush(fctx); err != nil && !errors.Is(err, blkfront.ErrClosed) {
-			done <- fmt.Errorf("final flush: %w", err)
-			return
-		}
-		done <- nil
+		done <- finalFlush(disk, finalFlushWait)
 	}()
 	select {
 	case err = <-done:
+		// A flush left unanswered holds its slot: closing would wait
+		// for the backend's answer to the close as well.
+		forced = errors.Is(err, errNoAnswer)
 	case <-signals.Again:
 		forced = true
 		detachAll(holds, errOut)
@@ -202,6 +198,30 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 		return false, errors.Join(fmt.Errorf("%w while in use: %s", errForced, heldBy), err)
 	}
 	return false, err
+}
+
+// finalFlushWait bounds front's last flush.
+const finalFlushWait = 10 * time.Second
+
+// errNoAnswer: the backend did not answer the last flush in time.
+var errNoAnswer = errors.New("no answer from the backend")
+
+// finalFlush flushes the disk, waiting at most wait. A request on the
+// ring is not withdrawn (its slot waits for the answer, or for a restarted
+// backend), so the bound is kept here: a backend that went away, or was
+// stopped, answers nothing.
+func finalFlush(disk *blkfront.Disk, wait time.Duration) error {
+	res := make(chan error, 1)
+	go func() { res <- disk.Flush(context.Background()) }()
+	select {
+	case err := <-res:
+		if err != nil && !errors.Is(err, blkfront.ErrClosed) {
+			return fmt.Errorf("final flush: %w", err)
+		}
+		return nil
+	case <-time.After(wait):
+		return fmt.Errorf("final flush: %w in %v (is xenblk serve running?); writes not yet flushed may not be durable", errNoAnswer, wait)
+	}
 }
 
 // waitForNode waits until path exists.

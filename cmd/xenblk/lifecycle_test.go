@@ -266,3 +266,30 @@ func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
 		t.Fatalf("front took %v to exit after the second signal", took)
 	}
 }
+
+// TestFrontStopsWhenTheBackendIsGone: front's last flush, which nothing
+// answers once serve has exited, is bounded (it waited forever: a request
+// on the ring ignored its context), and the failure says so.
+func TestFrontStopsWhenTheBackendIsGone(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 16<<20)
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve.expect(t, "xenblk serve:")
+	front, _ := startFront(t, bin, sock, xs, img, "guest1")
+	front.expect(t, "NBD ")
+	serve.cmd.Process.Signal(syscall.SIGTERM)
+	if code, _ := waitExit(t, serve, time.Now(), 30*time.Second); code != 0 {
+		t.Fatalf("serve exited %d: %s", code, serve.errb.String())
+	}
+	front.cmd.Process.Signal(syscall.SIGTERM)
+	// The flush's own bound is 10 s.
+	code, _ := waitExit(t, front, time.Now(), 30*time.Second)
+	if code != exitFailure || !strings.Contains(front.errb.String(), "no answer from the backend") {
+		t.Fatalf("front exited %d with its backend gone; want %d saying the flush went unanswered: %s", code, exitFailure, front.errb.String())
+	}
+}
