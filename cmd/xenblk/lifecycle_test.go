@@ -237,10 +237,10 @@ func TestSimFuseOnAFileIsAUsageError(t *testing.T) {
 	}
 }
 
-// TestSecondSignalDuringTheShutdownExits: a shutdown stuck on a backend
-// that answers nothing (stopped with SIGSTOP) ends at the second signal,
-// with a failure status, instead of after the final flush's 10 s bound.
-func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
+// serveAndFront starts host, serve and a connected front over a 16 MiB
+// image, and returns serve and front.
+func serveAndFront(t *testing.T) (serve, front *proc) {
+	t.Helper()
 	bin := buildXenblk(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
@@ -248,10 +248,18 @@ func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
 	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
+	serve = startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
 	serve.expect(t, "xenblk serve:")
-	front, _ := startFront(t, bin, sock, xs, img, "guest1")
+	front, _ = startFront(t, bin, sock, xs, img, "guest1")
 	front.expect(t, "NBD ")
+	return serve, front
+}
+
+// TestSecondSignalDuringTheShutdownExits: a shutdown stuck on a backend
+// that answers nothing (stopped with SIGSTOP) ends at the second signal,
+// with a failure status, instead of after the final flush's 10 s bound.
+func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
+	serve, front := serveAndFront(t)
 	serve.cmd.Process.Signal(syscall.SIGSTOP)
 	t.Cleanup(func() { serve.cmd.Process.Signal(syscall.SIGCONT) })
 	front.cmd.Process.Signal(syscall.SIGTERM)
@@ -271,17 +279,7 @@ func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
 // answers once serve has exited, is bounded (it waited forever: a request
 // on the ring ignored its context), and the failure says so.
 func TestFrontStopsWhenTheBackendIsGone(t *testing.T) {
-	bin := buildXenblk(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	newImage(t, img, 16<<20)
-	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
-	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
-	waitFile(t, sock)
-	serve := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"))
-	serve.expect(t, "xenblk serve:")
-	front, _ := startFront(t, bin, sock, xs, img, "guest1")
-	front.expect(t, "NBD ")
+	serve, front := serveAndFront(t)
 	serve.cmd.Process.Signal(syscall.SIGTERM)
 	if code, _ := waitExit(t, serve, time.Now(), 30*time.Second); code != 0 {
 		t.Fatalf("serve exited %d: %s", code, serve.errb.String())
