@@ -62,6 +62,11 @@ func (s *Server) Serve(ctx context.Context) error {
 				return errors.New("blkback: store connection closed")
 			}
 		}
+		// select picks among ready cases at random: an event (another
+		// backend writing in the area) may win over the crash.
+		if isClosed(crashed) {
+			return nil
+		}
 		for _, dir := range s.scan(st, root) {
 			s.mu.Lock()
 			_, running := s.devices[dir]
@@ -100,6 +105,14 @@ func (s *Server) Serve(ctx context.Context) error {
 				continue
 			}
 			s.mu.Lock()
+			if isClosed(crashed) {
+				// Crash lists the devices under mu after closing
+				// crashed: this one it would not see (a crashed process
+				// starts nothing).
+				s.mu.Unlock()
+				_ = dev.Close()
+				return nil
+			}
 			s.devices[dir] = d
 			s.mu.Unlock()
 			wg.Add(1)
@@ -123,6 +136,15 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -105,7 +105,14 @@ type Machine struct {
 	// failing to map them is not the frontend's fault: wait in InitWait
 	// for it to start over instead of closing the device.
 	reattach bool
-	removed  bool
+	// peerAhead: the frontend was already Initialised or Connected when
+	// this backend started. It got there with an earlier backend (a
+	// frontend publishes its rings only on seeing InitWait), so the rings
+	// it published may be stale even while its state still says
+	// Initialised: it attaches before it writes Connected. Cleared once
+	// the frontend moves.
+	peerAhead bool
+	removed   bool
 	// peerSeen: the other end has shown a state. Unknown after that
 	// means its nodes were removed (the guest is gone); before it, only
 	// that it has not written yet.
@@ -173,10 +180,14 @@ func (m *Machine) remove(emit func(...Action)) {
 func (m *Machine) stepBackend(ev Event, emit func(...Action)) {
 	switch ev.Kind {
 	case EvStart:
+		m.peerAhead = m.peer == Initialised || m.peer == Connected
 		emit(Action{Kind: ActPublish}, setState(InitWait))
 		// A frontend that was already waiting (backend restart) connects now.
 		m.backendPeerChanged(emit)
 	case EvPeerState:
+		if m.peer != Initialised && m.peer != Connected {
+			m.peerAhead = false
+		}
 		m.backendPeerChanged(emit)
 	case EvConnectDone:
 		if !m.connecting {
@@ -234,9 +245,10 @@ func (m *Machine) backendPeerChanged(emit func(...Action)) {
 	case Initialised, Connected:
 		if m.self == InitWait && !m.connecting && !m.connected && m.online {
 			m.connecting = true
-			// A frontend already Connected got there with an earlier
-			// backend: its rings may be stale.
-			m.reattach = m.peer == Connected
+			// A frontend already Connected, or already Initialised
+			// when we started, got there with an earlier backend: its
+			// rings may be stale.
+			m.reattach = m.peer == Connected || m.peerAhead
 			emit(Action{Kind: ActConnect})
 		}
 	case Closing:

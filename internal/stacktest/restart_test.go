@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -116,5 +117,68 @@ func TestOnlineResize(t *testing.T) {
 	}
 	if !bytes.Equal(diskBytes(t, s.disk, 8<<20-4096, 4096), data) {
 		t.Fatal("write into the new space did not land")
+	}
+}
+
+// A crashed server starts no device and returns, even when a store event
+// (another backend writing in its area: a restarted one) is ready at the
+// same time as the crash. Serve's select picks among ready cases at
+// random, so a crashed server sometimes scanned and served the vbd again,
+// fighting the restarted backend for it (blkfront's
+// TestBatchBackendRestart, flaky: the crashed one served a stuck disk).
+func TestCrashedServerStartsNothing(t *testing.T) {
+	s := newStack(t, 1<<20, blkfront.Config{})
+	dir := s.vbd.BackendPath()
+	// Each round: a server serving the vbd crashes while another writer
+	// keeps events coming in its area; a server that does not check
+	// sees an event win over the crash now and then, once its crashed
+	// device has left its table, and serves the vbd again.
+	srv, done := s.server, s.done
+	for i := 0; i < 200; i++ {
+		if i > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv = &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0()}, BackendType: toolstack.DefaultBackendType,
+				Open: func(xen.Store, string) (storage.Device, error) { return s.disk, nil }}
+			d := make(chan struct{})
+			go func(srv *blkback.Server) { srv.Serve(ctx); close(d) }(srv)
+			done = d
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for srv.Device(dir) == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the server did not start the vbd's device", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		stop, noisy := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(noisy)
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = s.host.Store().Write(dir+"/noise", strconv.Itoa(k))
+			}
+		}()
+		srv.Crash()
+		returned := true
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			returned = false
+		}
+		close(stop)
+		<-noisy
+		if !returned {
+			// It waits for the devices it runs: one started after the
+			// crash runs on.
+			t.Fatalf("round %d: a crashed server's Serve did not return: it serves the vbd again", i)
+		}
+		if srv.Device(dir) != nil {
+			t.Fatalf("round %d: a crashed server runs a device", i)
+		}
 	}
 }
