@@ -80,22 +80,65 @@ func (d *Disk) control(ctx context.Context, r blkif.Request) error {
 	if err != nil {
 		return err
 	}
-	defer q.releaseSlot(id)
 	s := &q.slots[id]
 	r.ID = uint64(id)
 	s.req = r
-	return d.wait(q, id)
+	kept, err := d.wait(ctx, q, id)
+	if kept {
+		q.releaseSlot(id)
+	}
+	return err
 }
 
-// wait submits slot id and waits for its response.
-func (d *Disk) wait(q *queue, id int) error {
+// wait submits slot id and waits for its response, or until ctx ends.
+// kept reports whether the slot is still the caller's (to read its pages,
+// then release). When ctx ends first, the request is given up and the
+// slot is not the caller's any more: one never pushed on the live ring
+// is freed, and one pushed is orphaned, its slot and pages reserved until
+// the backend answers (the answer is dropped) or the disk closes, because
+// the backend may still write them; err is then ctx's error.
+func (d *Disk) wait(ctx context.Context, q *queue, id int) (kept bool, err error) {
 	asleep := q.submit(id)
 	s := &q.slots[id]
 	if !asleep {
 		q.reapOwn(id)
 	}
-	<-s.done // abortOnClose wakes it if the disk closes first
-	return s.result()
+	// abortOnClose completes every slot when the disk closes for good.
+	if done := ctx.Done(); done == nil {
+		<-s.done
+	} else {
+		select {
+		case <-s.done:
+		case <-done:
+			if !q.giveUp(id) {
+				return false, ctx.Err()
+			}
+		}
+	}
+	return true, s.result()
+}
+
+// giveUp abandons slot id's request, whose caller's context ended: it
+// reports true if the request finished meanwhile (its token is taken:
+// the caller has the result and the slot), otherwise frees the slot if
+// the request is not on the live ring or else orphans it, and reports
+// false.
+func (q *queue) giveUp(id int) (finished bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := &q.slots[id]
+	select {
+	case <-s.done: // deliver sends under mu: no token can come after this
+		return true
+	default:
+	}
+	if s.issued {
+		s.orphaned = true
+		return false
+	}
+	q.releaseLocked(id)
+	q.cond.Broadcast()
+	return false
 }
 
 // result is the outcome of a finished slot: ErrClosed if it was aborted,
@@ -140,9 +183,13 @@ func (d *Disk) request(ctx context.Context, op uint8, p []byte, off int64) error
 	if err != nil {
 		return err
 	}
-	defer q.releaseSlot(id)
 	q.prepare(id, op, p, off)
-	if err := d.wait(q, id); err != nil {
+	kept, err := d.wait(ctx, q, id)
+	if !kept {
+		return err
+	}
+	defer q.releaseSlot(id)
+	if err != nil {
 		return err
 	}
 	if op == blkif.OpRead {

@@ -103,7 +103,6 @@ func (d *Disk) pr(ctx context.Context, r blkif.PRRequest, data []byte) error {
 	if err != nil {
 		return err
 	}
-	defer q.releaseSlot(id)
 	s := &q.slots[id]
 	page := q.page(s.pages[0])
 	clear(page)
@@ -111,7 +110,12 @@ func (d *Disk) pr(ctx context.Context, r blkif.PRRequest, data []byte) error {
 	r.Gref = uint32(q.pool.Refs[s.pages[0]])
 	s.prReq, s.isPR = r, true
 	s.req = blkif.Request{Operation: blkif.OpReservation, ID: r.ID}
-	if err := d.wait(q, id); err != nil {
+	kept, err := d.wait(ctx, q, id)
+	if !kept {
+		return err
+	}
+	defer q.releaseSlot(id)
+	if err != nil {
 		if s.status == blkif.RspReservationConflict {
 			return ErrReservationConflict
 		}

@@ -170,12 +170,14 @@ func (q *queue) abort(id int) {
 
 // deliver hands a finished slot (answered or aborted) to whoever waits
 // for it: its goroutine (the done token), its batch (the ready list), or
-// nobody (orphaned: the slot is freed here). mu held.
+// nobody (orphaned: the slot is freed here, and whoever waits for a slot
+// is woken). mu held.
 func (q *queue) deliver(id int) {
 	s := &q.slots[id]
 	switch {
 	case s.orphaned:
 		q.releaseLocked(id)
+		q.cond.Broadcast()
 	case s.batch != nil:
 		if !s.delivered {
 			s.delivered = true
@@ -478,18 +480,16 @@ func (q *queue) pairOf(rsp *blkif.Response) *slot {
 }
 
 // acquirePair takes two slots (the second only reserves a ring slot for
-// the extra request) and npages pool pages.
+// the extra request) and npages pool pages, waiting as acquire does.
 func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for !q.connected || len(q.free) < 2 || len(q.freePage) < npages {
-		if err := ctx.Err(); err != nil {
+	var w slotWait
+	defer w.done()
+	for len(q.free) < 2 || !q.takeable(npages) {
+		if err := w.wait(ctx, q); err != nil {
 			return 0, err
 		}
-		if q.disk.isClosed() {
-			return 0, ErrClosed
-		}
-		q.cond.Wait()
 	}
 	id, partner := q.free[len(q.free)-1], q.free[len(q.free)-2]
 	q.free = q.free[:len(q.free)-2]
@@ -497,37 +497,79 @@ func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 	s.busy, s.scsi, s.partner = true, true, partner
 	s.resetDone()
 	q.slots[partner].busy = true
-	s.pages = s.pages[:0]
-	for i := 0; i < npages; i++ {
-		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
-		q.freePage = q.freePage[:len(q.freePage)-1]
-	}
+	q.takePages(s, npages)
 	return id, nil
 }
 
-// acquire takes a free slot and npages pool pages, waiting while none are
-// free or the queue is disconnected.
+// acquire takes a free slot and npages pool pages, waiting while none
+// are free until ctx ends or the disk closes. A disconnected queue hands
+// out slots too: their requests wait for the reconnect (start issues
+// them), bounded by the caller's context like any other wait.
 func (q *queue) acquire(ctx context.Context, npages int) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	var w slotWait
+	defer w.done()
 	for {
 		if id, ok := q.take(npages); ok {
 			return id, nil
 		}
-		if err := ctx.Err(); err != nil {
+		if err := w.wait(ctx, q); err != nil {
 			return 0, err
 		}
-		if q.disk.isClosed() {
-			return 0, ErrClosed
-		}
-		q.cond.Wait()
 	}
 }
 
-// take takes a free slot and npages pool pages if the queue is connected
-// and has them; mu held.
+// slotWait is one caller's wait on q.cond for free slots. The cond knows
+// nothing of contexts, so the first time the wait would block on a
+// context that can end, a context.AfterFunc is registered to broadcast
+// when it does; the fast path (a slot free at once, or a context that
+// never ends) registers nothing and allocates nothing.
+type slotWait struct {
+	stop func() bool
+}
+
+// wait sleeps on q.cond once, or reports why it must not: ctx ended, or
+// the disk is closed. q.mu held.
+func (w *slotWait) wait(ctx context.Context, q *queue) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if q.dead || q.disk.isClosed() {
+		return ErrClosed
+	}
+	if w.stop == nil && ctx.Done() != nil {
+		// The broadcast takes mu, so it cannot slip in between the
+		// checks above and Wait's unlocking of mu.
+		w.stop = context.AfterFunc(ctx, func() {
+			q.mu.Lock()
+			q.cond.Broadcast()
+			q.mu.Unlock()
+		})
+	}
+	q.cond.Wait()
+	return nil
+}
+
+// done unregisters the context's wake-up, if one was registered.
+func (w *slotWait) done() {
+	if w.stop != nil {
+		w.stop()
+	}
+}
+
+// takeable reports whether a request of npages can be placed now (given
+// a free queue slot): the pool has the pages, and the ring, if there is
+// one, has room (it always has: one ring slot per queue slot, and the
+// ring has at least as many; checked all the same). mu held.
+func (q *queue) takeable(npages int) bool {
+	return len(q.freePage) >= npages && (q.front == nil || q.front.Free() >= 1)
+}
+
+// take takes a free slot and npages pool pages if the queue has them;
+// mu held.
 func (q *queue) take(npages int) (id int, ok bool) {
-	if !q.connected || len(q.free) == 0 || len(q.freePage) < npages || q.front.Free() < 1 {
+	if len(q.free) == 0 || !q.takeable(npages) {
 		return 0, false
 	}
 	id = q.free[len(q.free)-1]
@@ -535,12 +577,17 @@ func (q *queue) take(npages int) (id int, ok bool) {
 	s := &q.slots[id]
 	s.busy = true
 	s.resetDone()
+	q.takePages(s, npages)
+	return id, true
+}
+
+// takePages gives slot s npages pool pages; mu held, pages free.
+func (q *queue) takePages(s *slot, npages int) {
 	s.pages = s.pages[:0]
 	for i := 0; i < npages; i++ {
 		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
 		q.freePage = q.freePage[:len(q.freePage)-1]
 	}
-	return id, true
 }
 
 // releaseSlot returns a slot and its pages.

@@ -40,7 +40,6 @@ func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf
 	if err != nil {
 		return SCSIResult{}, err
 	}
-	defer q.releaseSlot(id)
 	s := &q.slots[id]
 	cmdPage := q.page(s.pages[0])
 	clear(cmdPage)
@@ -77,7 +76,12 @@ func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf
 	}
 	s.extra = blkif.ExtraRequest{Type: blkif.ExtraTypeSCSI, CmdLen: uint8(len(cdb)), ID: uint64(id),
 		CmdGref: uint32(q.pool.Refs[s.pages[0]]), DataLen: uint32(len(buf))}
-	if err := d.wait(q, id); err != nil {
+	kept, err := d.wait(ctx, q, id)
+	if !kept {
+		return SCSIResult{}, err
+	}
+	defer q.releaseSlot(id)
+	if err != nil {
 		return SCSIResult{}, err
 	}
 	x := s.extraRsp

@@ -183,9 +183,6 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	}()
 	select {
 	case err = <-done:
-		// A flush left unanswered holds its slot: closing would wait
-		// for the backend's answer to the close as well.
-		forced = errors.Is(err, errNoAnswer)
 	case <-signals.Again:
 		forced = true
 		detachAll(holds, errOut)
@@ -200,28 +197,25 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 	return false, err
 }
 
-// finalFlushWait bounds front's last flush.
+// finalFlushWait bounds front's last flush: a backend that went away, or
+// was stopped, answers nothing (a restarting one may still come back).
 const finalFlushWait = 10 * time.Second
 
 // errNoAnswer: the backend did not answer the last flush in time.
 var errNoAnswer = errors.New("no answer from the backend")
 
-// finalFlush flushes the disk, waiting at most wait. A request on the
-// ring is not withdrawn (its slot waits for the answer, or for a restarted
-// backend), so the bound is kept here: a backend that went away, or was
-// stopped, answers nothing.
+// finalFlush flushes the disk, waiting at most wait.
 func finalFlush(disk *blkfront.Disk, wait time.Duration) error {
-	res := make(chan error, 1)
-	go func() { res <- disk.Flush(context.Background()) }()
-	select {
-	case err := <-res:
-		if err != nil && !errors.Is(err, blkfront.ErrClosed) {
-			return fmt.Errorf("final flush: %w", err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err := disk.Flush(ctx)
+	switch {
+	case err == nil, errors.Is(err, blkfront.ErrClosed):
 		return nil
-	case <-time.After(wait):
+	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("final flush: %w in %v (is xenblk serve running?); writes not yet flushed may not be durable", errNoAnswer, wait)
 	}
+	return fmt.Errorf("final flush: %w", err)
 }
 
 // waitForNode waits until path exists.

@@ -276,8 +276,9 @@ func TestSecondSignalDuringTheShutdownExits(t *testing.T) {
 }
 
 // TestFrontStopsWhenTheBackendIsGone: front's last flush, which nothing
-// answers once serve has exited, is bounded (it waited forever: a request
-// on the ring ignored its context), and the failure says so.
+// answers once serve has exited, is bounded by its context (it waited
+// forever: blkfront's waits ignored their context), and the failure says
+// so.
 func TestFrontStopsWhenTheBackendIsGone(t *testing.T) {
 	serve, front := serveAndFront(t)
 	serve.cmd.Process.Signal(syscall.SIGTERM)

@@ -14,7 +14,8 @@ import (
 // TestDataPathAllocations guards the steady-state data path: a 4 KiB
 // ReadAt or WriteAt through blkfront, the simulated host and blkback must
 // not allocate once the pools are warm, with the backend sleeping on its
-// event channel and with it busy-polling.
+// event channel and with it busy-polling, and with a context that never
+// ends as with one that can (the caller's wait then selects on its end).
 func TestDataPathAllocations(t *testing.T) {
 	for _, poll := range []time.Duration{0, 50 * time.Microsecond} {
 		t.Run(fmt.Sprintf("poll=%v", poll), func(t *testing.T) {
@@ -24,7 +25,8 @@ func TestDataPathAllocations(t *testing.T) {
 }
 
 func testDataPathAllocations(t *testing.T, s *stack) {
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	buf := make([]byte, 4096)
 	got := make([]byte, 4096)
 	for i := 0; i < 100; i++ { // warm the pools and persistent grants
@@ -40,12 +42,15 @@ func testDataPathAllocations(t *testing.T, s *stack) {
 		}
 	}
 	var off int64
+	never := context.Background()
 	for _, tc := range []struct {
 		name string
 		op   func() (int, error)
 	}{
-		{"read", func() (int, error) { return s.front.ReadAt(ctx, buf, off) }},
-		{"write", func() (int, error) { return s.front.WriteAt(ctx, buf, off) }},
+		{"read", func() (int, error) { return s.front.ReadAt(never, buf, off) }},
+		{"write", func() (int, error) { return s.front.WriteAt(never, buf, off) }},
+		{"read with a cancellable context", func() (int, error) { return s.front.ReadAt(ctx, buf, off) }},
+		{"write with a cancellable context", func() (int, error) { return s.front.WriteAt(ctx, buf, off) }},
 	} {
 		var err error
 		allocs := testing.AllocsPerRun(500, func() {
