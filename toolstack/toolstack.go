@@ -143,6 +143,10 @@ func writeDir(tx xen.Tx, dir string, nodes [][2]string, perms []xen.Perm) error 
 	return nil
 }
 
+// ErrNotClosed: Remove's backend did not reach Closed before the context
+// ended (a backend that hangs, or a guest that never lets go).
+var ErrNotClosed = errors.New("the backend did not close in time")
+
 // Remove detaches a device as `xl block-detach` does: online=0 and
 // Closing on the backend, then wait (up to ctx) for the backend to reach
 // Closed or disappear, then remove both directories. With force, it
@@ -151,7 +155,14 @@ func writeDir(tx xen.Tx, dir string, nodes [][2]string, perms []xen.Perm) error 
 // A backend that is already Closed (its frontend closed or its guest
 // died) keeps its state, as libxl keeps it: writing Closing over it would
 // ask for a Closed that a backend already Closed has no reason to write
-// again, and the wait would last until ctx ends.
+// again, and the wait would last until ctx ends. A backend still in
+// Initialising, the state Create writes, was never taken up by a backend
+// (none runs, or it has not reached this vbd yet): no backend moves it on
+// and no frontend can be connected to it (a frontend waits for InitWait),
+// so there is nothing to close and nothing to wait for; a backend that
+// reaches it later sees the directory gone.
+//
+// A backend that does not close in time gives ErrNotClosed (unless force).
 func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 	be, fe := v.BackendPath(), v.FrontendPath()
 	if _, err := store.Read(be + "/state"); err != nil {
@@ -161,6 +172,7 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 		}
 		return err
 	}
+	wait := true
 	if err := store.Transaction(func(tx xen.Tx) error {
 		state, err := tx.Read(be + "/state")
 		if err != nil {
@@ -169,16 +181,21 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 		if err := tx.Write(be+"/online", "0"); err != nil {
 			return err
 		}
-		if strings.TrimSpace(state) == xenbus.Closed.Value() {
+		switch strings.TrimSpace(state) {
+		case xenbus.Closed.Value():
+			wait = false
 			return nil
+		case xenbus.Initialising.Value():
+			wait = false
 		}
 		return tx.Write(be+"/state", xenbus.Closing.Value())
 	}); err != nil {
 		return err
 	}
-	waitErr := waitState(ctx, store, be, xenbus.Closed.Value())
-	if waitErr != nil && !force {
-		return fmt.Errorf("toolstack: backend %s did not close: %w (use --force to remove anyway)", be, waitErr)
+	if wait {
+		if err := waitState(ctx, store, be, xenbus.Closed.Value()); err != nil && !force {
+			return fmt.Errorf("toolstack: backend %s did not close: %w", be, errors.Join(ErrNotClosed, err))
+		}
 	}
 	_ = store.Remove(fe)
 	_ = store.Remove(be)

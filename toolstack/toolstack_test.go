@@ -66,6 +66,7 @@ func TestRemoveWaitsForTheBackend(t *testing.T) {
 	spec, _ := diskspec.Parse("vdev=xvda, target=/x")
 	v, _ := NewVBD(0, g.ID(), spec)
 	Create(h.Store(), v)
+	h.Store().Write(v.BackendPath()+"/state", "4") // taken up and connected
 	// A backend that closes when asked.
 	go func() {
 		st := h.Store()
@@ -89,10 +90,11 @@ func TestRemoveWaitsForTheBackend(t *testing.T) {
 	}
 	// A backend that never answers: refused without --force, done with it.
 	Create(h.Store(), v)
+	h.Store().Write(v.BackendPath()+"/state", "4")
 	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel2()
-	if err := Remove(short, h.Store(), v, false); err == nil {
-		t.Fatal("removal without an answering backend succeeded without force")
+	if err := Remove(short, h.Store(), v, false); !errors.Is(err, ErrNotClosed) {
+		t.Fatalf("removal without an answering backend, without force: %v, want ErrNotClosed", err)
 	}
 	short2, cancel3 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel3()
@@ -159,6 +161,36 @@ func TestRemoveOfAClosedBackendIsImmediate(t *testing.T) {
 	}
 	for _, p := range []string{v.BackendPath(), v.FrontendPath()} {
 		if _, err := st.Read(p + "/state"); !errors.Is(err, xen.ErrNotFound) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+}
+
+// A vbd no backend has taken up (still the Initialising that Create
+// wrote: no serve runs, or it has not reached it) has nothing to close:
+// removed at once, without force, however long the context.
+func TestRemoveOfAnUntakenVBDIsImmediate(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	spec, _ := diskspec.Parse("vdev=xvda, target=/x")
+	v, _ := NewVBD(0, g.ID(), spec)
+	if err := Create(h.Store(), v); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Remove(ctx, h.Store(), v, false) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("removing an untaken vbd: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("removing a vbd no backend took up waited for a backend")
+	}
+	for _, p := range []string{v.BackendPath(), v.FrontendPath()} {
+		if _, err := h.Store().Read(p + "/state"); !errors.Is(err, xen.ErrNotFound) {
 			t.Errorf("%s left behind: %v", p, err)
 		}
 	}

@@ -205,6 +205,9 @@ func runDetach(cmd *cobra.Command, args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), attachFlags.timeout)
 	defer cancel()
 	if err := toolstack.Remove(ctx, st, vbd, attachFlags.force); err != nil {
+		if errors.Is(err, toolstack.ErrNotClosed) {
+			return fmt.Errorf("%w (give --force to remove it anyway, or a longer --timeout)", err)
+		}
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "detached %s from domain %d\n", args[0], attachFlags.domain)

@@ -292,3 +292,45 @@ func TestFrontStopsWhenTheBackendIsGone(t *testing.T) {
 		t.Fatalf("front exited %d with its backend gone; want %d saying the flush went unanswered: %s", code, exitFailure, front.errb.String())
 	}
 }
+
+// TestDetachWithNoBackendServing: a vbd that no serve took up (none runs)
+// is detached at once, without --force; a backend that took one up and
+// never closes is refused after --timeout with a hint naming detach's own
+// flags, and nothing is removed.
+func TestDetachWithNoBackendServing(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 16<<20)
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	attachImage(t, bin, xs, 0, img)
+	start := time.Now()
+	detachVBD(t, bin, xs, 0)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("detach of a vbd no backend took up took %v", took)
+	}
+
+	attachImage(t, bin, xs, 0, img)
+	st, err := xenstore.Dial(xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	state := "/local/domain/0/backend/xenblk/0/51712/state"
+	if err := st.Write(state, "4"); err != nil { // taken up, then hung
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", "0", "xvda", "--timeout", "300ms").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Fatalf("detach of a hung backend: %v %s; want exit 1", err, out)
+	}
+	if !strings.Contains(string(out), "--force") || !strings.Contains(string(out), "--timeout") {
+		t.Errorf("detach of a hung backend does not say what to do: %s", out)
+	}
+	if _, err := st.Read(state); err != nil {
+		t.Errorf("a refused detach removed the vbd: %v", err)
+	}
+}
