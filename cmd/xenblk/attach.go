@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -218,6 +219,11 @@ func runDetach(cmd *cobra.Command, args []string) error {
 // /run/xenstored/socket on real Xen) with dom0's rights.
 func dialStore(path string) (xen.Store, error) {
 	c, err := xenstore.Dial(path)
+	if errors.Is(err, syscall.EPROTOTYPE) {
+		// A stream connect to a SOCK_SEQPACKET socket: the simulated
+		// host's own socket, given where its xenstored socket belongs.
+		return nil, fmt.Errorf("connect to xenstore at %s: it is not a xenstored socket (the one of xenblk host --socket? give the socket xenblk host prints as \"xenstored:\")", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to xenstore at %s: %w", path, err)
 	}

@@ -334,3 +334,22 @@ func TestDetachWithNoBackendServing(t *testing.T) {
 		t.Errorf("a refused detach removed the vbd: %v", err)
 	}
 }
+
+// TestHostSocketGivenAsXenstore: the simulated host's own socket where its
+// xenstored socket belongs (an easy slip: host prints both) is named for
+// what it is, not "protocol wrong type for socket".
+func TestHostSocketGivenAsXenstore(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	out, err := exec.Command(bin, "detach", "--xenstore", sock, "--domain", "0", "xvda").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+		t.Fatalf("detach --xenstore HOSTSOCKET: %v %s; want exit 1", err, out)
+	}
+	if !strings.Contains(string(out), "not a xenstored socket") || strings.Contains(string(out), "wrong type") {
+		t.Errorf("detach --xenstore HOSTSOCKET says: %s", out)
+	}
+}
