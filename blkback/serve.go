@@ -28,6 +28,9 @@ type Server struct {
 	devices map[string]*Device
 	crashed chan struct{}
 	once    sync.Once
+	// crashOnce makes Crash idempotent: crashed is closed once, and a
+	// caller racing the first waits until it has stopped every device.
+	crashOnce sync.Once
 }
 
 func (s *Server) crashChan() chan struct{} {
@@ -149,8 +152,12 @@ func isClosed(c chan struct{}) bool {
 }
 
 // Crash stops every device as a killed backend process would (see
-// Device.Crash), and Serve returns.
+// Device.Crash), and Serve returns. Crashing again does nothing more.
 func (s *Server) Crash() {
+	s.crashOnce.Do(s.crash)
+}
+
+func (s *Server) crash() {
 	close(s.crashChan())
 	s.mu.Lock()
 	var devs []*Device
