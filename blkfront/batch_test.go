@@ -13,6 +13,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
@@ -513,10 +514,23 @@ func TestBatchContextEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The context ends while Reap sleeps for answers that cannot come.
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	defer cancel()
 	got := map[uint64]completion{}
-	n, err := b.Reap(ctx, 8, func(tag uint64, n int, err error) { got[tag] = completion{n, err} })
+	type reaped struct {
+		n   int
+		err error
+	}
+	res := make(chan reaped, 1)
+	go func() {
+		n, err := b.Reap(ctx, 8, func(tag uint64, n int, err error) { got[tag] = completion{n, err} })
+		res <- reaped{n, err}
+	}()
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*Batch).sleep", "select")
+	cancel()
+	r := <-res
+	n, err := r.n, r.err
 	if !errors.Is(err, context.Canceled) || n != 8 || b.Outstanding() != 0 {
 		t.Fatalf("reap: %d, %v, %d outstanding; want 8, context.Canceled, 0", n, err, b.Outstanding())
 	}
@@ -550,22 +564,20 @@ func waitAllSlotsFree(t *testing.T, d *blkfront.Disk) {
 		t.Fatal(err)
 	}
 	defer full.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for placed := 0; placed < full.Depth(); {
-		err := full.Read(make([]byte, 4096), 0, 0)
-		switch {
-		case err == nil:
-			placed++
-			continue
-		case !errors.Is(err, blkfront.ErrBatchFull):
-			t.Fatal(err)
-		case time.Now().After(deadline):
-			t.Fatalf("only %d of %d slots are free", placed, full.Depth())
+	placed := 0
+	eventually.True(t, 20*time.Second, "every slot of the queue free", func() bool {
+		for placed = 0; placed < full.Depth(); placed++ {
+			err := full.Read(make([]byte, 4096), 0, 0)
+			if errors.Is(err, blkfront.ErrBatchFull) {
+				reapAll(t, full, map[uint64]completion{})
+				return false
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		reapAll(t, full, map[uint64]completion{})
-		placed = 0
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true
+	})
 	reapAll(t, full, map[uint64]completion{})
 }
 
@@ -588,8 +600,9 @@ func TestBatchCloseFreesEverySlot(t *testing.T) {
 	if err := b.Submit(); err != nil {
 		t.Fatal(err)
 	}
-	// They are answered meanwhile; one Reap takes a chunk of them.
-	time.Sleep(50 * time.Millisecond)
+	// All are answered (more than one Reap's chunk); one Reap takes a
+	// chunk of them.
+	eventually.True(t, 20*time.Second, "every request answered", func() bool { return b.ReadyForTest() == depth })
 	var nested []error
 	n, err := b.Reap(context.Background(), 1, func(uint64, int, error) {
 		_, e := b.Reap(context.Background(), 1, func(uint64, int, error) {})

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
@@ -90,27 +89,6 @@ func within(t *testing.T, d time.Duration, what string, f func() error) error {
 	case <-time.After(d):
 		t.Fatalf("%s: still waiting after %v", what, d)
 		return nil
-	}
-}
-
-// waitBlocked waits until some goroutine is blocked ([state] in its
-// header, e.g. "sync.Cond.Wait" or "select") in a frame naming fn.
-func waitBlocked(t *testing.T, fn, state string) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			header, _, _ := strings.Cut(g, "\n")
-			if strings.Contains(header, "["+state) && strings.Contains(g, fn) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no goroutine blocked [%s] in %s", state, fn)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -212,7 +190,7 @@ func TestOrphanedSlotWaitsForItsAnswer(t *testing.T) {
 	got := make([]byte, 4096)
 	later := make(chan error, 1)
 	go func() { _, err := d.ReadAt(context.Background(), got, 4096); later <- err }()
-	waitBlocked(t, "blkfront.(*Disk).wait", "chan receive")
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*Disk).wait", "chan receive")
 	st.release()
 	if err := within(t, 20*time.Second, "the later read", func() error { return <-later }); err != nil {
 		t.Fatal(err)
@@ -246,7 +224,7 @@ func TestSlotWaitEndsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	go func() { _, err := d.ReadAt(ctx, make([]byte, 4096), 0); res <- err }()
-	waitBlocked(t, "blkfront.(*queue).acquire", "sync.Cond.Wait")
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*queue).acquire", "sync.Cond.Wait")
 	cancel()
 	if err := within(t, 20*time.Second, "a cancelled slot wait", func() error { return <-res }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("slot wait cancelled: %v, want context.Canceled", err)
@@ -268,7 +246,7 @@ func TestSlotWaitEndsWithItsContext(t *testing.T) {
 		t.Fatalf("reap: %v", err)
 	}
 	go func() { _, err := d.ReadAt(context.Background(), make([]byte, 4096), 0); res <- err }()
-	waitBlocked(t, "blkfront.(*queue).acquire", "sync.Cond.Wait")
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*queue).acquire", "sync.Cond.Wait")
 	st.release()
 	if err := within(t, 20*time.Second, "a slot wait freed by late answers", func() error { return <-res }); err != nil {
 		t.Fatal(err)
@@ -284,9 +262,9 @@ func TestCloseEndsEveryWaiter(t *testing.T) {
 	b := stuckBatch(t, d, st, d.SlotsPerQueue()-1)
 	onRing, forSlot := make(chan error, 1), make(chan error, 1)
 	go func() { _, err := d.ReadAt(context.Background(), make([]byte, 4096), 0); onRing <- err }()
-	waitBlocked(t, "blkfront.(*Disk).wait", "chan receive")
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*Disk).wait", "chan receive")
 	go func() { forSlot <- d.Flush(context.Background()) }()
-	waitBlocked(t, "blkfront.(*queue).acquire", "sync.Cond.Wait")
+	eventually.Blocked(t, 20*time.Second, "blkfront.(*queue).acquire", "sync.Cond.Wait")
 	reaped := make(chan error, 1)
 	go func() {
 		var first error
