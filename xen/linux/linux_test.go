@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -166,16 +167,10 @@ func TestEventChannels(t *testing.T) {
 	if err := a.Notify(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !b.Pending() {
-		if time.Now().After(deadline) {
-			t.Fatal("the other direction never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually.True(t, 5*time.Second, "the other direction's notification", b.Pending)
 	done := make(chan error, 1)
 	go func() { _, err := a.Wait(0); done <- err }()
-	time.Sleep(50 * time.Millisecond)
+	eventually.Blocked(t, 5*time.Second, "linux.(*channel).Wait", "syscall") // in ppoll: Close must wake it
 	a.Close()
 	select {
 	case err := <-done:

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -114,7 +115,7 @@ func TestEventsCoalesceAndClose(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { _, err := be.Wait(0); done <- err }()
-	time.Sleep(10 * time.Millisecond)
+	eventually.Blocked(t, 10*time.Second, "sim.(*channel).Wait", "IO wait") // the peer's close must wake it
 	fe.Close()
 	select {
 	case err := <-done:

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore/wire"
 )
@@ -358,13 +359,8 @@ func TestXenstoreWireSilentGuestBacklogIsBounded(t *testing.T) {
 	// The guest reads nothing from now on (the pipe holds even the reply).
 	// The host registers the watch when its connection goroutine gets to
 	// the message: the flood starts once it has, or it would miss it.
-	w := guestWatch(h, 3)
-	for deadline := time.Now().Add(10 * time.Second); w == nil && time.Now().Before(deadline); w = guestWatch(h, 3) {
-		time.Sleep(time.Millisecond)
-	}
-	if w == nil {
-		t.Fatal("the guest's watch is not registered")
-	}
+	var w *storeWatch
+	eventually.True(t, 10*time.Second, "the guest's watch registered", func() bool { w = guestWatch(h, 3); return w != nil })
 	n := 3 * quotaWatchBacklog
 	for i := 0; i < n; i++ {
 		if err := admin.Write(fmt.Sprintf("/flood/%d", i), "x"); err != nil {
