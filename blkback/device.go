@@ -165,7 +165,7 @@ func (d *Device) Run(ctx context.Context) error {
 		Self:    d.dir,
 		Peer:    d.frontDir,
 		Machine: xenbus.NewBackend(),
-		Driver:  d,
+		Driver:  driver{d},
 		Lost:    d.lost,
 		Abandon: d.abandon,
 		Log:     d.log,
@@ -173,14 +173,14 @@ func (d *Device) Run(ctx context.Context) error {
 	return r.Run(ctx)
 }
 
-// Crash stops serving as a killed process would: the queues stop, the
+// crash stops serving as a killed process would: the queues stop, the
 // event channels close and the rings are unmapped, but nothing is written
 // to the store. A new backend started on the same directory re-attaches to
 // the frontend's rings and answers what was left unanswered.
-func (d *Device) Crash() {
+func (d *Device) crash() {
 	close(d.abandon)
 	<-d.removed
-	d.Disconnect()
+	d.disconnect()
 }
 
 // Done is closed when Run has returned.
@@ -197,8 +197,8 @@ func (d *Device) info() uint32 {
 	return info
 }
 
-// Publish writes the features and the disk's geometry (xenbus Driver).
-func (d *Device) Publish() error {
+// publish writes the features and the disk's geometry.
+func (d *Device) publish() error {
 	in := d.store.Info()
 	lbs := in.LogicalBlockSize
 	if lbs == 0 {
@@ -289,10 +289,10 @@ func (d *Device) limits() *limits {
 	return l
 }
 
-// Connect negotiates the connection from the frontend's keys
+// connect negotiates the connection from the frontend's keys
 // (negotiate.go), maps every ring, binds every event channel and starts
-// the queues (xenbus Driver).
-func (d *Device) Connect() error {
+// the queues.
+func (d *Device) connect() error {
 	// Every queue of a dead connection reports the loss; only the first
 	// report counted, the rest are stale now.
 	for len(d.lost) > 0 {
@@ -436,12 +436,8 @@ func (q *queue) close() {
 	_ = q.ringMap.Unmap()
 }
 
-// Attach and Refresh are frontend actions (xenbus Driver).
-func (d *Device) Attach() error  { return nil }
-func (d *Device) Refresh() error { return nil }
-
-// Disconnect stops the queues and unmaps everything (xenbus Driver).
-func (d *Device) Disconnect() {
+// disconnect stops the queues and unmaps everything.
+func (d *Device) disconnect() {
 	d.mu.Lock()
 	queues, stop := d.queues, d.stop
 	d.queues, d.stop = nil, nil
@@ -467,8 +463,8 @@ func (d *Device) Disconnect() {
 	d.log.Info("disconnected")
 }
 
-// Remove forgets the device and closes its storage (xenbus Driver).
-func (d *Device) Remove() {
+// remove forgets the device and closes its storage.
+func (d *Device) remove() {
 	_ = d.store.Close()
 	if c, ok := d.scsi.(io.Closer); ok {
 		// An engine holding something of its own (an SG_IO disk).

@@ -13,7 +13,7 @@ import (
 // The pure half of connecting: what the frontend published, read through a
 // function, against what this backend offered, gives the connection's
 // layout (ABI, rings, features) or the reason it cannot be served.
-// Device.Connect then carries it out (maps, binds, starts the queues).
+// Device.connect then carries it out (maps, binds, starts the queues).
 // Every answer is pinned in testdata/negotiate.txt.
 
 // offer is what Publish advertised: the backend's side of the negotiation.

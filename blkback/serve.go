@@ -28,7 +28,7 @@ type Server struct {
 	devices map[string]*Device
 	crashed chan struct{}
 	once    sync.Once
-	// crashOnce makes Crash idempotent: crashed is closed once, and a
+	// crashOnce makes crash idempotent: crashed is closed once, and a
 	// caller racing the first waits until it has stopped every device.
 	crashOnce sync.Once
 }
@@ -109,7 +109,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			s.mu.Lock()
 			if isClosed(crashed) {
-				// Crash lists the devices under mu after closing
+				// crash lists the devices under mu after closing
 				// crashed: this one it would not see (a crashed process
 				// starts nothing).
 				s.mu.Unlock()
@@ -151,13 +151,15 @@ func isClosed(c chan struct{}) bool {
 	}
 }
 
-// Crash stops every device as a killed backend process would (see
-// Device.Crash), and Serve returns. Crashing again does nothing more.
-func (s *Server) Crash() {
-	s.crashOnce.Do(s.crash)
+// crash stops every device as a killed backend process would (see
+// Device.crash), and Serve returns. Crashing again does nothing more. It
+// is a fault-injection hook for tests (internal/faultinject.CrashBackend),
+// not an API: a real backend ends by its context.
+func (s *Server) crash() {
+	s.crashOnce.Do(s.crashDevices)
 }
 
-func (s *Server) crash() {
+func (s *Server) crashDevices() {
 	close(s.crashChan())
 	s.mu.Lock()
 	var devs []*Device
@@ -168,7 +170,7 @@ func (s *Server) crash() {
 	}
 	s.mu.Unlock()
 	for _, d := range devs {
-		d.Crash()
+		d.crash()
 	}
 }
 

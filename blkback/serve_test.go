@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -20,8 +21,8 @@ func TestServerCrashTwice(t *testing.T) {
 	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: "vbd"}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background()) }()
-	srv.Crash()
-	srv.Crash()
+	faultinject.CrashBackend(srv)
+	faultinject.CrashBackend(srv)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -30,5 +31,5 @@ func TestServerCrashTwice(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Serve did not return after Crash")
 	}
-	srv.Crash() // after Serve returned, too
+	faultinject.CrashBackend(srv) // after Serve returned, too
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
@@ -637,7 +638,7 @@ func TestBatchBackendRestart(t *testing.T) {
 	mem := s.mem
 	// The crashed backend's storage stays stuck until the end of the
 	// test; the new one serves the memory directly, counting writes.
-	go s.srv.Crash()
+	go faultinject.CrashBackend(s.srv)
 	counted := &storagetest.Counter{Device: mem}
 	s.serve(t, counted)
 	got := map[uint64]completion{}

@@ -155,7 +155,7 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		log: cfg.Log.With("vbd", cfg.Dir), lost: make(chan struct{}, 1), connected: make(chan struct{}), setupFailed: make(chan error, 1), runDone: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	r := &xenbus.Runner{Store: st, Self: d.dir, Peer: backDir, Machine: xenbus.NewFrontend(), Driver: d, Lost: d.lost, Log: d.log,
+	r := &xenbus.Runner{Store: st, Self: d.dir, Peer: backDir, Machine: xenbus.NewFrontend(), Driver: driver{d}, Lost: d.lost, Log: d.log,
 		OnStep: d.onStep}
 	go func() {
 		d.runErr = r.Run(runCtx)
@@ -311,17 +311,6 @@ func (d *Disk) readBackend() (*Info, error) {
 	in.ExtraRequest = *vals[blkif.KeyFeatureExtraRequest] >= blkif.ExtraRequestVersion
 	in.Reservations = *vals[blkif.KeyFeatureReservations] == 1
 	return in, nil
-}
-
-// Publish: a frontend has no static nodes to publish (xenbus Driver).
-func (d *Disk) Publish() error { return nil }
-
-// Connect builds (once) the queues and grants fresh rings, then publishes
-// them in one transaction (xenbus Driver).
-func (d *Disk) Connect() error {
-	err := d.connect()
-	d.failSetup(err)
-	return err
 }
 
 // failSetup hands err to Open if the disk never connected yet.
@@ -528,9 +517,9 @@ func minRingSlots(order int, abi blkif.ABI) uint32 {
 	return n
 }
 
-// Attach reads the disk's geometry and starts I/O, re-issuing what was in
-// flight (xenbus Driver).
-func (d *Disk) Attach() error {
+// attach reads the disk's geometry and starts I/O, re-issuing what was in
+// flight.
+func (d *Disk) attach() error {
 	if err := d.refreshGeometry(); err != nil {
 		d.failSetup(err)
 		return err
@@ -545,8 +534,8 @@ func (d *Disk) Attach() error {
 	return nil
 }
 
-// Refresh re-reads the size after an online resize (xenbus Driver).
-func (d *Disk) Refresh() error {
+// refresh re-reads the size after an online resize.
+func (d *Disk) refresh() error {
 	old := d.Size()
 	if err := d.refreshGeometry(); err != nil {
 		return err
@@ -626,16 +615,15 @@ func (d *Disk) refreshGeometry() error {
 	return nil
 }
 
-// Disconnect stops I/O; requests in flight wait for the reconnect
-// (xenbus Driver).
-func (d *Disk) Disconnect() {
+// disconnect stops I/O; requests in flight wait for the reconnect.
+func (d *Disk) disconnect() {
 	for _, q := range d.queues {
 		q.disconnect()
 	}
 }
 
-// Remove: the device is gone; waiting callers fail (xenbus Driver).
-func (d *Disk) Remove() {
+// remove: the device is gone; waiting callers fail.
+func (d *Disk) remove() {
 	d.closed.Store(true)
 	for _, q := range d.queues {
 		q.mu.Lock()

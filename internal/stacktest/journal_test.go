@@ -12,6 +12,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
@@ -72,7 +73,7 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 	// The dead process had written a response into request 10's slot
 	// without publishing it.
 	blkif.X86_64.EncodeResponse(slotA, 0x1b1b, 27, blkif.RspError)
-	go srvA.Crash() // never returns: its queue is stuck in the dead write
+	go faultinject.CrashBackend(srvA) // never returns: its queue is stuck in the dead write
 
 	// The sim closes both ends of a channel when one closes (real Xen
 	// leaves the frontend's port bound and re-bindable); the frontend

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -163,7 +164,7 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 				_ = s.host.Store().Write(dir+"/noise", strconv.Itoa(k))
 			}
 		}()
-		srv.Crash()
+		faultinject.CrashBackend(srv)
 		returned := true
 		select {
 		case <-done:

@@ -11,6 +11,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -90,7 +91,7 @@ func newStackWith(t *testing.T, size int, fcfg blkfront.Config, bcfg blkback.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: srv.Crash, server: srv}
+	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: func() { faultinject.CrashBackend(srv) }, server: srv}
 	t.Cleanup(func() {
 		front.Close()
 		cancel()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/faultinject"
 )
 
 // A device's counters (Linux blkback's rd_req, wr_req, f_req, ds_req,
@@ -53,7 +54,7 @@ func TestDeviceStatsCountWhatWasAsked(t *testing.T) {
 	}
 	// The counters outlive the connection: once its queues are stopped,
 	// they are folded into the device's totals.
-	dev.Disconnect()
+	faultinject.DisconnectVBD(dev)
 	if after := dev.Stats(); after != got {
 		t.Errorf("after the queues stopped: %+v\nwant the same as before: %+v", after, got)
 	}
