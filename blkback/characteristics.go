@@ -23,7 +23,7 @@ const (
 )
 
 // characteristics returns the nodes describing the device.
-func (d *Device) characteristics(in storage.Info) [][2]string {
+func (d *VBD) characteristics(in storage.Info) [][2]string {
 	var kv [][2]string
 	switch {
 	case in.RotationRate == 1:

@@ -2,11 +2,11 @@ package blkback
 
 import "github.com/xenblk/xenblk/xenbus"
 
-// driver is a Device as its xenbus.Runner drives it. The handshake's
+// driver is a VBD as its xenbus.Runner drives it. The handshake's
 // steps are the Runner's alone to take, so they are not methods of
-// Device: a caller holding a Device cannot connect, disconnect or remove
+// VBD: a caller holding a VBD cannot connect, disconnect or remove
 // it behind the state machine's back.
-type driver struct{ d *Device }
+type driver struct{ d *VBD }
 
 var _ xenbus.Driver = driver{}
 

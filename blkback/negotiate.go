@@ -13,7 +13,7 @@ import (
 // The pure half of connecting: what the frontend published, read through a
 // function, against what this backend offered, gives the connection's
 // layout (ABI, rings, features) or the reason it cannot be served.
-// Device.connect then carries it out (maps, binds, starts the queues).
+// VBD.connect then carries it out (maps, binds, starts the queues).
 // Every answer is pinned in testdata/negotiate.txt.
 
 // offer is what Publish advertised: the backend's side of the negotiation.
@@ -24,8 +24,8 @@ type offer struct {
 	extraRequest     bool // feature-extra-request (the SCSI extension)
 }
 
-// offer is the Device's side, from its configuration.
-func (d *Device) offer() offer {
+// offer is the VBD's side, from its configuration.
+func (d *VBD) offer() offer {
 	return offer{
 		maxQueues:        d.cfg.MaxQueues,
 		maxRingPageOrder: max(d.cfg.MaxRingPageOrder, 0),

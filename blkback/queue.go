@@ -22,7 +22,7 @@ import (
 // allocates nothing.
 type queue struct {
 	index   int
-	dev     *Device
+	dev     *VBD
 	front   xen.DomID
 	abi     blkif.ABI
 	ringMap xen.Mapping

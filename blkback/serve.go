@@ -25,7 +25,7 @@ type Server struct {
 	Open        Opener
 
 	mu      sync.Mutex
-	devices map[string]*Device
+	devices map[string]*VBD
 	crashed chan struct{}
 	once    sync.Once
 	// crashOnce makes crash idempotent: crashed is closed once, and a
@@ -49,7 +49,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer w.Close()
 	s.mu.Lock()
-	s.devices = map[string]*Device{}
+	s.devices = map[string]*VBD{}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -97,7 +97,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				s.mu.Unlock()
 				continue
 			}
-			d, err := NewDevice(s.Config, dir, dev)
+			d, err := NewVBD(s.Config, dir, dev)
 			if err != nil {
 				_ = dev.Close()
 				s.Config.Log.Error("bad vbd; the device stays unconnected", "vbd", dir, "err", err)
@@ -152,7 +152,7 @@ func isClosed(c chan struct{}) bool {
 }
 
 // crash stops every device as a killed backend process would (see
-// Device.crash), and Serve returns. Crashing again does nothing more. It
+// VBD.crash), and Serve returns. Crashing again does nothing more. It
 // is a fault-injection hook for tests (internal/faultinject.CrashBackend),
 // not an API: a real backend ends by its context.
 func (s *Server) crash() {
@@ -162,7 +162,7 @@ func (s *Server) crash() {
 func (s *Server) crashDevices() {
 	close(s.crashChan())
 	s.mu.Lock()
-	var devs []*Device
+	var devs []*VBD
 	for _, d := range s.devices {
 		if d != nil {
 			devs = append(devs, d)
@@ -174,8 +174,8 @@ func (s *Server) crashDevices() {
 	}
 }
 
-// Devices returns the backend directories being served.
-func (s *Server) Devices() []string {
+// VBDs returns the backend directories being served.
+func (s *Server) VBDs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -187,8 +187,8 @@ func (s *Server) Devices() []string {
 	return out
 }
 
-// Device returns the running device for a backend directory.
-func (s *Server) Device(dir string) *Device {
+// VBD returns the running VBD for a backend directory.
+func (s *Server) VBD(dir string) *VBD {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.devices[dir]

@@ -19,7 +19,7 @@ type Stats struct {
 }
 
 // queueStats are one queue's counters. Only the queue's goroutine adds to
-// them; they are atomic so that Device.Stats may read them from any
+// them; they are atomic so that VBD.Stats may read them from any
 // goroutine. Uncontended, an add costs a few nanoseconds.
 type queueStats struct {
 	rdReq, wrReq, fReq, dsReq, rdSect, wrSect, scsi, pr, errs atomic.Uint64
@@ -59,7 +59,7 @@ func (s *queueStats) count(p *plan) {
 
 // Stats returns the device's counters: those of its live queues, of
 // queues being stopped, and of every earlier connection.
-func (d *Device) Stats() Stats {
+func (d *VBD) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t := d.pastStats

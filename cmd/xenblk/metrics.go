@@ -38,8 +38,8 @@ func metricsHandler(srv *blkback.Server) http.Handler {
 			stats blkback.Stats
 		}
 		var rows []row
-		for _, dir := range srv.Devices() {
-			if d := srv.Device(dir); d != nil {
+		for _, dir := range srv.VBDs() {
+			if d := srv.VBD(dir); d != nil {
 				rows = append(rows, row{dir, d.Stats()})
 			}
 		}

@@ -47,7 +47,7 @@ type fakeSCSIDisks struct {
 	opened []string
 }
 
-func (f *fakeSCSIDisks) open(path string) (sgio.Device, error) {
+func (f *fakeSCSIDisks) open(path string) (sgio.Target, error) {
 	f.opened = append(f.opened, path)
 	if d, ok := f.disks[path]; ok {
 		return d, nil

@@ -28,7 +28,7 @@ func TestSCSIEnginesReleaseTheDisk(t *testing.T) {
 	st := h.Store()
 	disk := &closingDisk{Disk: sgiotest.NewDisk(storage.NewMemory(1 << 20))}
 	opens := 0
-	open := func(string) (sgio.Device, error) { opens++; return disk, nil }
+	open := func(string) (sgio.Target, error) { opens++; return disk, nil }
 	provide := scsiEngines(st, t.TempDir(), slog.New(slog.DiscardHandler), open)
 	mem := storage.NewMemory(1 << 20)
 	a, b := vbdDir(1), vbdDir(2)

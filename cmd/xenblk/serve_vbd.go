@@ -69,9 +69,9 @@ const (
 
 // passthroughOpener opens a backing path for SG_IO, refusing anything but
 // a whole SCSI disk with an error wrapping sgio.ErrNotWholeDisk.
-type passthroughOpener func(path string) (sgio.Device, error)
+type passthroughOpener func(path string) (sgio.Target, error)
 
-func openWholeSCSIDisk(path string) (sgio.Device, error) { return sgio.Open(path) }
+func openWholeSCSIDisk(path string) (sgio.Target, error) { return sgio.Open(path) }
 
 // reservationEngines is serve's and sim's SCSI engine factory: scsiEngines
 // with the real SG_IO opener.
@@ -98,7 +98,7 @@ func reservationEngines(st xen.Store, prDir string, log *slog.Logger) blkback.SC
 func scsiEngines(st xen.Store, prDir string, log *slog.Logger, openSG passthroughOpener) blkback.SCSIProvider {
 	var mu sync.Mutex
 	units := map[string]*pr.Unit{}
-	disks := map[string]sgio.Device{} // open for SG_IO, by backing path
+	disks := map[string]sgio.Target{} // open for SG_IO, by backing path
 	users := map[string]int{}         // pass-through engines per open disk
 	// release drops one engine's hold on a disk; the last one closes it.
 	release := func(path string) func() {

@@ -15,7 +15,7 @@ var (
 	// and Serve returns. Crashing a server again does nothing more.
 	CrashBackend func(server any)
 
-	// DisconnectVBD stops the queues of a *blkback.Device and unmaps its
+	// DisconnectVBD stops the queues of a *blkback.VBD and unmaps its
 	// rings, as the xenbus handshake's Disconnect step does, without
 	// telling the frontend.
 	DisconnectVBD func(vbd any)

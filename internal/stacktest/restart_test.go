@@ -98,7 +98,7 @@ func TestBackendCrashAndRestart(t *testing.T) {
 func TestOnlineResize(t *testing.T) {
 	s := newStack(t, 4<<20, blkfront.Config{})
 	s.disk.Resize(8 << 20)
-	dev := s.server.Device(s.vbd.BackendPath())
+	dev := s.server.VBD(s.vbd.BackendPath())
 	if dev == nil {
 		t.Fatal("backend device not found")
 	}
@@ -146,7 +146,7 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 			done = d
 		}
 		deadline := time.Now().Add(20 * time.Second)
-		for srv.Device(dir) == nil {
+		for srv.VBD(dir) == nil {
 			if time.Now().After(deadline) {
 				t.Fatalf("round %d: the server did not start the vbd's device", i)
 			}
@@ -178,7 +178,7 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 			// crash runs on.
 			t.Fatalf("round %d: a crashed server's Serve did not return: it serves the vbd again", i)
 		}
-		if srv.Device(dir) != nil {
+		if srv.VBD(dir) != nil {
 			t.Fatalf("round %d: a crashed server runs a device", i)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 func TestDeviceStatsCountWhatWasAsked(t *testing.T) {
 	s := newStack(t, 4<<20, blkfront.Config{Queues: 2})
 	ctx := context.Background()
-	dev := s.server.Device(s.vbd.BackendPath())
+	dev := s.server.VBD(s.vbd.BackendPath())
 	if dev == nil {
 		t.Fatal("no device for the vbd")
 	}

@@ -6,8 +6,8 @@
 // device-mapper, loop devices or files: CVE-2011-4127, where SG_IO on a
 // partition reached the whole disk).
 //
-// Passthrough is transport-free and talks to a Device; Disk (Linux) is the
-// Device that issues the ioctl, tests inject fakes.
+// Passthrough is transport-free and talks to a Target; Disk (Linux) is the
+// Target that issues the ioctl, tests inject fakes.
 package sgio
 
 import (
@@ -36,9 +36,10 @@ type Request struct {
 	Resid        int    // dxfer_len minus bytes actually transferred
 }
 
-// Device executes SG_IO requests. A non-nil error means the request did not
-// reach the disk (ioctl failure).
-type Device interface {
+// Target is the whole SCSI disk a Passthrough drives: it executes SG_IO
+// requests. A non-nil error means the request did not reach the disk
+// (ioctl failure).
+type Target interface {
 	SGIO(r *Request) error
 }
 
@@ -60,7 +61,7 @@ type Config struct {
 // Passthrough executes guest commands on a whole SCSI disk. Safe for
 // concurrent use.
 type Passthrough struct {
-	dev     Device
+	dev     Target
 	policy  *scsi.Policy
 	res     scsi.Reservations
 	timeout time.Duration
@@ -90,7 +91,7 @@ const (
 var aborted = scsi.Code{Key: scsi.KeyAbortedCommand}
 
 // New returns a pass-through to dev and reads its capacity.
-func New(dev Device, cfg Config) (*Passthrough, error) {
+func New(dev Target, cfg Config) (*Passthrough, error) {
 	p := &Passthrough{dev: dev, policy: cfg.Policy, res: cfg.Reservations, timeout: cfg.Timeout, log: cfg.Log, release: cfg.Release}
 	if p.policy == nil {
 		p.policy = scsi.PassthroughPolicy()

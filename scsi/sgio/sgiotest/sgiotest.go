@@ -14,7 +14,7 @@ import (
 	"github.com/xenblk/xenblk/storage"
 )
 
-// Disk is a fake whole SCSI disk; it implements sgio.Device. Safe for
+// Disk is a fake whole SCSI disk; it implements sgio.Target. Safe for
 // concurrent use.
 type Disk struct {
 	mu     sync.Mutex
@@ -56,7 +56,7 @@ func (d *Disk) Fail(hostStatus uint16, err error) {
 	d.host, d.err = hostStatus, err
 }
 
-// SGIO implements sgio.Device: the command runs on the emulation, whose
+// SGIO implements sgio.Target: the command runs on the emulation, whose
 // sense comes back as the kernel would report it (DRIVER_SENSE).
 func (d *Disk) SGIO(r *sgio.Request) error {
 	d.mu.Lock()

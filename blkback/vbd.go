@@ -1,7 +1,8 @@
 // Package blkback is xenblk's blkif backend: it serves a storage.Device to
-// a Xen frontend over the block protocol. A Device is one vbd: a xenbus
-// Driver (publish features, connect rings, disconnect) plus one goroutine
-// per negotiated queue that consumes requests and answers them. The rules
+// a Xen frontend over the block protocol. A VBD is one virtual block
+// device: the handshake's steps (publish features, connect rings,
+// disconnect), taken by its xenbus.Runner, plus one goroutine per
+// negotiated queue that consumes requests and answers them. The rules
 // of the field hold throughout: every request is copied out of the ring
 // once and validated on the copy; a bad request gets an error response and
 // a log line; a ring-level violation disconnects this device only.
@@ -84,8 +85,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// Device is one vbd served by this backend.
-type Device struct {
+// VBD is one vbd served by this backend.
+type VBD struct {
 	cfg      Config
 	dir      string // our backend directory
 	frontDir string
@@ -113,9 +114,9 @@ type Device struct {
 	pastStats Stats
 }
 
-// NewDevice prepares a vbd whose backend directory is dir. The storage is
-// owned by the Device from now on and closed when it is removed.
-func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
+// NewVBD prepares a vbd whose backend directory is dir. The storage is
+// owned by the VBD from now on and closed when it is removed.
+func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	cfg.defaults()
 	st := cfg.Domain.Store()
 	frontDir, err := st.Read(dir + "/frontend")
@@ -130,7 +131,7 @@ func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blkback: %s/frontend-id %q: %w", dir, fid, err)
 	}
-	d := &Device{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
+	d := &VBD{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
 		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
 	if mode, err := st.Read(dir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
@@ -158,7 +159,7 @@ func NewDevice(cfg Config, dir string, dev storage.Device) (*Device, error) {
 
 // Run performs the handshake and serves the device until it is removed or
 // ctx is cancelled.
-func (d *Device) Run(ctx context.Context) error {
+func (d *VBD) Run(ctx context.Context) error {
 	defer close(d.removed)
 	r := &xenbus.Runner{
 		Store:   d.cfg.Domain.Store(),
@@ -177,16 +178,16 @@ func (d *Device) Run(ctx context.Context) error {
 // event channels close and the rings are unmapped, but nothing is written
 // to the store. A new backend started on the same directory re-attaches to
 // the frontend's rings and answers what was left unanswered.
-func (d *Device) crash() {
+func (d *VBD) crash() {
 	close(d.abandon)
 	<-d.removed
 	d.disconnect()
 }
 
 // Done is closed when Run has returned.
-func (d *Device) Done() <-chan struct{} { return d.removed }
+func (d *VBD) Done() <-chan struct{} { return d.removed }
 
-func (d *Device) info() uint32 {
+func (d *VBD) info() uint32 {
 	var info uint32
 	if d.readOnly {
 		info |= blkif.VdiskReadOnly
@@ -198,7 +199,7 @@ func (d *Device) info() uint32 {
 }
 
 // publish writes the features and the disk's geometry.
-func (d *Device) publish() error {
+func (d *VBD) publish() error {
 	in := d.store.Info()
 	lbs := in.LogicalBlockSize
 	if lbs == 0 {
@@ -265,7 +266,7 @@ func boolKey(b bool) string {
 }
 
 // limits snapshots what this connection may do.
-func (d *Device) limits() *limits {
+func (d *VBD) limits() *limits {
 	in := d.store.Info()
 	lbs := in.LogicalBlockSize
 	if lbs == 0 {
@@ -292,7 +293,7 @@ func (d *Device) limits() *limits {
 // connect negotiates the connection from the frontend's keys
 // (negotiate.go), maps every ring, binds every event channel and starts
 // the queues.
-func (d *Device) connect() error {
+func (d *VBD) connect() error {
 	// Every queue of a dead connection reports the loss; only the first
 	// report counted, the rest are stale now.
 	for len(d.lost) > 0 {
@@ -335,7 +336,7 @@ func (d *Device) connect() error {
 // start runs one goroutine per queue until Disconnect. A queue that
 // fails reports the loss of the frontend (and, for a ring-level protocol
 // violation, writes the reason in the vbd's error node).
-func (d *Device) start(queues []*queue) {
+func (d *VBD) start(queues []*queue) {
 	st := d.cfg.Domain.Store()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -368,7 +369,7 @@ func (d *Device) start(queues []*queue) {
 }
 
 // connectQueue maps ring i of connection c and binds its event channel.
-func (d *Device) connectQueue(i int, spec ringSpec, c connection, lim *limits) (*queue, error) {
+func (d *VBD) connectQueue(i int, spec ringSpec, c connection, lim *limits) (*queue, error) {
 	m, err := d.cfg.Domain.Mapper().Map(d.frontDom, spec.refs, false)
 	if err != nil {
 		return nil, fmt.Errorf("map ring: %w", err)
@@ -437,7 +438,7 @@ func (q *queue) close() {
 }
 
 // disconnect stops the queues and unmaps everything.
-func (d *Device) disconnect() {
+func (d *VBD) disconnect() {
 	d.mu.Lock()
 	queues, stop := d.queues, d.stop
 	d.queues, d.stop = nil, nil
@@ -464,7 +465,7 @@ func (d *Device) disconnect() {
 }
 
 // remove forgets the device and closes its storage.
-func (d *Device) remove() {
+func (d *VBD) remove() {
 	_ = d.store.Close()
 	if c, ok := d.scsi.(io.Closer); ok {
 		// An engine holding something of its own (an SG_IO disk).
@@ -485,7 +486,7 @@ func (d *Device) remove() {
 // Resize tells the frontend about a new size (online resize): it rewrites
 // `sectors` and then the Connected state, which blkfront answers by
 // re-reading the size.
-func (d *Device) Resize() error {
+func (d *VBD) Resize() error {
 	st := d.cfg.Domain.Store()
 	sectors := strconv.FormatInt(d.store.Info().Size>>sectorShift, 10)
 	d.mu.Lock()
