@@ -9,36 +9,29 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-// SCSIResult is the outcome of a command sent through the extension.
-type SCSIResult struct {
-	Status byte   // SCSI status (scsi.StatusGood, StatusCheckCondition, ...)
-	Sense  []byte // sense data, if any
-	Resid  int    // bytes of buf not transferred
-}
-
 // ExecSCSI sends one SCSI command through the blkif extension
 // (docs/PROTOCOL.md): cdb in a granted command page, buf as the data
 // (read into for scsi.DirFromDevice, sent for scsi.DirToDevice; any
 // length up to 4 MiB, not only multiples of 512). It fails with
 // ErrNotSupported when the backend does not offer the extension.
-func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (SCSIResult, error) {
+func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (scsi.Result, error) {
 	if !d.Info().ExtraRequest {
-		return SCSIResult{}, fmt.Errorf("%w: the backend does not offer %s", ErrNotSupported, blkif.KeyFeatureExtraRequest)
+		return scsi.Result{}, fmt.Errorf("%w: the backend does not offer %s", ErrNotSupported, blkif.KeyFeatureExtraRequest)
 	}
 	if len(cdb) < 6 || len(cdb) > blkif.MaxCDBLength {
-		return SCSIResult{}, fmt.Errorf("blkfront: CDB of %d bytes (want 6..%d)", len(cdb), blkif.MaxCDBLength)
+		return scsi.Result{}, fmt.Errorf("blkfront: CDB of %d bytes (want 6..%d)", len(cdb), blkif.MaxCDBLength)
 	}
 	if dir == scsi.DirNone {
 		buf = nil
 	}
 	dataPages := (len(buf) + xen.PageSize - 1) / xen.PageSize
 	if dataPages > d.segsPerReq {
-		return SCSIResult{}, fmt.Errorf("blkfront: %d bytes of SCSI data exceed one request's %d", len(buf), d.segsPerReq*xen.PageSize)
+		return scsi.Result{}, fmt.Errorf("blkfront: %d bytes of SCSI data exceed one request's %d", len(buf), d.segsPerReq*xen.PageSize)
 	}
 	q := d.pick()
 	id, err := q.acquirePair(ctx, 1+dataPages)
 	if err != nil {
-		return SCSIResult{}, err
+		return scsi.Result{}, err
 	}
 	s := &q.slots[id]
 	cmdPage := q.page(s.pages[0])
@@ -78,23 +71,23 @@ func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf
 		CmdGref: uint32(q.pool.Refs[s.pages[0]]), DataLen: uint32(len(buf))}
 	kept, err := d.wait(ctx, q, id)
 	if !kept {
-		return SCSIResult{}, err
+		return scsi.Result{}, err
 	}
 	defer q.releaseSlot(id)
 	if err != nil {
-		return SCSIResult{}, err
+		return scsi.Result{}, err
 	}
 	x := s.extraRsp
 	if x.Status != blkif.RspOkay {
-		return SCSIResult{}, fmt.Errorf("%w: extra response status %d", ErrIO, x.Status)
+		return scsi.Result{}, fmt.Errorf("%w: extra response status %d", ErrIO, x.Status)
 	}
-	res := SCSIResult{Status: x.SCSIStatus, Resid: int(x.ResidLen)}
+	res := scsi.Result{Status: x.SCSIStatus, Resid: int(x.ResidLen)}
 	if res.Resid > len(buf) {
 		res.Resid = len(buf)
 	}
 	if n := int(x.SenseLen); n > 0 {
 		n = min(n, blkif.MaxSenseLength)
-		res.Sense = append([]byte(nil), cmdPage[blkif.SenseOffset:blkif.SenseOffset+n]...)
+		res.SenseLen = copy(res.Sense[:], cmdPage[blkif.SenseOffset:blkif.SenseOffset+n])
 	}
 	if dir == scsi.DirFromDevice {
 		for i := 0; i < dataPages; i++ {

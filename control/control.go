@@ -37,7 +37,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/scsi"
 )
 
@@ -52,7 +51,7 @@ const commandTimeout = 60 * time.Second
 
 // Target executes SCSI commands; *blkfront.Disk is one.
 type Target interface {
-	ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (blkfront.SCSIResult, error)
+	ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (scsi.Result, error)
 }
 
 // Request is one line from client to server.
@@ -252,7 +251,10 @@ func handle(req *Request, devices map[string]Target, names []string) Response {
 	if err != nil {
 		return Response{Error: err.Error()}
 	}
-	resp := Response{Status: res.Status, Sense: res.Sense, Resid: res.Resid}
+	resp := Response{Status: res.Status, Resid: res.Resid}
+	if res.SenseLen > 0 {
+		resp.Sense = res.SenseBytes()
+	}
 	if req.Dir == scsi.DirFromDevice {
 		n := len(buf) - res.Resid
 		if n < 0 || n > len(buf) {

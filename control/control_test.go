@@ -16,25 +16,31 @@ import (
 	"github.com/xenblk/xenblk/scsi"
 )
 
+// A guest's disk is a Target: ExecSCSI speaks scsi's result type, which
+// any other executor (an engine, a fake) can return as well.
+var _ Target = (*blkfront.Disk)(nil)
+
 // fakeTarget answers INQUIRY with a fixed pattern, TEST UNIT READY with
 // GOOD, WRITE BUFFER by recording the data, and anything else with CHECK
 // CONDITION.
 type fakeTarget struct{ got []byte }
 
-func (f *fakeTarget) ExecSCSI(_ context.Context, cdb []byte, dir scsi.Direction, buf []byte) (blkfront.SCSIResult, error) {
+func (f *fakeTarget) ExecSCSI(_ context.Context, cdb []byte, dir scsi.Direction, buf []byte) (scsi.Result, error) {
 	switch cdb[0] {
 	case 0x12:
 		n := copy(buf, "0123456789")
-		return blkfront.SCSIResult{Resid: len(buf) - n}, nil
+		return scsi.Result{Resid: len(buf) - n}, nil
 	case 0x00:
-		return blkfront.SCSIResult{}, nil
+		return scsi.Result{}, nil
 	case 0x3b:
 		f.got = append([]byte(nil), buf...)
-		return blkfront.SCSIResult{}, nil
+		return scsi.Result{}, nil
 	case 0xff:
-		return blkfront.SCSIResult{}, errors.New("ring gone")
+		return scsi.Result{}, errors.New("ring gone")
 	}
-	return blkfront.SCSIResult{Status: scsi.StatusCheckCondition, Sense: []byte{0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0}}, nil
+	r := scsi.Result{Status: scsi.StatusCheckCondition}
+	r.SenseLen = copy(r.Sense[:], []byte{0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0})
+	return r, nil
 }
 
 func start(t *testing.T, devs map[string]Target) string {

@@ -99,7 +99,7 @@ func scsiWrite(t *testing.T, d *blkfront.Disk) byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Status != scsi.StatusCheckCondition || len(r.Sense) < 3 || r.Sense[2]&0xf != 6 {
+		if r.Status != scsi.StatusCheckCondition || len(r.SenseBytes()) < 3 || r.SenseBytes()[2]&0xf != 6 {
 			return r.Status
 		}
 	}

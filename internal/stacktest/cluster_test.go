@@ -82,7 +82,7 @@ func TestClusterOverSCSI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for r.Status == scsi.StatusCheckCondition && len(r.Sense) > 2 && r.Sense[2]&0xf == 6 {
+		for r.Status == scsi.StatusCheckCondition && len(r.SenseBytes()) > 2 && r.SenseBytes()[2]&0xf == 6 {
 			// Pending unit attentions (POWER ON RESET, RESERVATIONS
 			// PREEMPTED, ...) are reported first; the command is retried,
 			// as an initiator does.

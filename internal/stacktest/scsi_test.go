@@ -26,7 +26,7 @@ func TestSCSIThroughBlkif(t *testing.T) {
 		t.Fatal("feature-extra-request not negotiated")
 	}
 	ctx := context.Background()
-	exec := func(cdb []byte, dir scsi.Direction, buf []byte) blkfront.SCSIResult {
+	exec := func(cdb []byte, dir scsi.Direction, buf []byte) scsi.Result {
 		t.Helper()
 		r, err := s.front.ExecSCSI(ctx, cdb, dir, buf)
 		if err != nil {
@@ -35,11 +35,11 @@ func TestSCSIThroughBlkif(t *testing.T) {
 		return r
 	}
 	// The first command of a nexus reports POWER ON RESET, then GOOD.
-	if r := exec([]byte{0x00, 0, 0, 0, 0, 0}, scsi.DirNone, nil); r.Status != scsi.StatusCheckCondition || len(r.Sense) < 14 || r.Sense[12] != 0x29 {
-		t.Fatalf("first TEST UNIT READY: status %x sense % x", r.Status, r.Sense)
+	if r := exec([]byte{0x00, 0, 0, 0, 0, 0}, scsi.DirNone, nil); r.Status != scsi.StatusCheckCondition || len(r.SenseBytes()) < 14 || r.SenseBytes()[12] != 0x29 {
+		t.Fatalf("first TEST UNIT READY: status %x sense % x", r.Status, r.SenseBytes())
 	}
 	if r := exec([]byte{0x00, 0, 0, 0, 0, 0}, scsi.DirNone, nil); r.Status != scsi.StatusGood {
-		t.Fatalf("TEST UNIT READY: %x % x", r.Status, r.Sense)
+		t.Fatalf("TEST UNIT READY: %x % x", r.Status, r.SenseBytes())
 	}
 	// INQUIRY of 36 bytes: a transfer that is not a multiple of 512.
 	inq := make([]byte, 36)
@@ -80,8 +80,8 @@ func TestSCSIThroughBlkif(t *testing.T) {
 		t.Fatalf("READ(10) of 256 blocks: %+v", r)
 	}
 	// Out of range: CHECK CONDITION, LBA OUT OF RANGE, nothing touched.
-	if r := exec([]byte{0x28, 0, 0, 0, 0x40, 0, 0, 0, 1, 0}, scsi.DirFromDevice, got[:512]); r.Status != scsi.StatusCheckCondition || r.Sense[12] != 0x21 {
-		t.Fatalf("READ past the end: %x % x", r.Status, r.Sense)
+	if r := exec([]byte{0x28, 0, 0, 0, 0x40, 0, 0, 0, 1, 0}, scsi.DirFromDevice, got[:512]); r.Status != scsi.StatusCheckCondition || r.SenseBytes()[12] != 0x21 {
+		t.Fatalf("READ past the end: %x % x", r.Status, r.SenseBytes())
 	}
 	// Ordinary I/O still works beside it.
 	if _, err := s.front.WriteAt(ctx, data, 0); err != nil {
