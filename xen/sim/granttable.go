@@ -94,9 +94,9 @@ func (t *grantTable) grant(remote xen.DomID, frames []uint32, readOnly bool, ref
 		r := t.free[len(t.free)-1]
 		t.free = t.free[:len(t.free)-1]
 		off := int(r) * entrySize
-		t.word(off+4).Store(f)
+		t.word(off + 4).Store(f)
 		// flags and domid in one store, flags being the publishing half.
-		t.word(off).Store(uint32(remote)<<16|flags)
+		t.word(off).Store(uint32(remote)<<16 | flags)
 		refs[i] = r
 	}
 	return nil
@@ -117,7 +117,7 @@ func (t *grantTable) endAccess(refs []xen.GrantRef) error {
 			w := t.word(off).Load()
 			if w&(gtfReading|gtfWriting) != 0 {
 				for i, w := range saved {
-					t.word(int(refs[i])*entrySize).Store(w)
+					t.word(int(refs[i]) * entrySize).Store(w)
 				}
 				return fmt.Errorf("%w: ref %d", xen.ErrGrantInUse, r)
 			}
@@ -188,7 +188,7 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 	if write {
 		p.writers++
 	}
-	return t.word(off+4).Load(), nil
+	return t.word(off + 4).Load(), nil
 }
 
 // release undoes one acquire.
