@@ -58,8 +58,11 @@ func Blocked(t testing.TB, timeout time.Duration, fn, state string) {
 	True(t, timeout, "a goroutine blocked ["+state+"] in "+fn, func() bool {
 		n := runtime.Stack(buf, true)
 		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			header, _, _ := strings.Cut(g, "\n")
-			if strings.Contains(header, "["+state) && strings.Contains(g, fn) {
+			header, frames, _ := strings.Cut(g, "\n")
+			// The "created by" line names the goroutine's creator, not
+			// a frame it is in.
+			frames, _, _ = strings.Cut(frames, "\ncreated by ")
+			if strings.Contains(header, "["+state) && strings.Contains(frames, fn) {
 				return true
 			}
 		}

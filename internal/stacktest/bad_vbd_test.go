@@ -11,6 +11,8 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -27,16 +29,27 @@ func TestUnbuildableVBDGetsAnErrorNodeOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, _ := h.NewDomain("guest")
-	var opened, provided atomic.Int32
+	spec, _ := diskspec.Parse("vdev=xvda, target=bad")
+	vbd, _ := toolstack.NewVBD(0, g.ID(), spec)
+	// A good vbd made later shows when the server has handled the events
+	// that came before it.
+	goodSpec, _ := diskspec.Parse("vdev=xvdb, target=good")
+	good, _ := toolstack.NewVBD(0, g.ID(), goodSpec)
+	var opened, provided atomic.Int32 // for the bad vbd
 	srv := &blkback.Server{
 		Config: blkback.Config{Domain: h.Dom0(), Log: slog.New(slog.DiscardHandler),
 			SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
+				if dir != vbd.BackendPath() {
+					return emulate.New(dev, emulate.Config{Identity: dir}), nil
+				}
 				provided.Add(1)
 				return nil, errors.New("scsi-policy of " + dir + ": policy file missing")
 			}},
 		BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) {
-			opened.Add(1)
+		Open: func(_ xen.Store, dir string) (storage.Device, error) {
+			if dir == vbd.BackendPath() {
+				opened.Add(1)
+			}
 			return storage.NewMemory(1 << 20), nil
 		},
 	}
@@ -44,25 +57,23 @@ func TestUnbuildableVBDGetsAnErrorNodeOnce(t *testing.T) {
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	spec, _ := diskspec.Parse("vdev=xvda, target=bad")
-	vbd, _ := toolstack.NewVBD(0, g.ID(), spec)
 	if err := toolstack.Create(h.Store(), vbd); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually.True(t, 5*time.Second, "the error node giving the SCSI engine's reason", func() bool {
 		v, err := h.Store().Read(vbd.BackendPath() + "/error")
-		if err == nil && strings.Contains(v, "policy file missing") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("error node %q, %v: want the SCSI engine's reason", v, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	// More events in the area (another node written) must not rebuild it.
+		return err == nil && strings.Contains(v, "policy file missing")
+	})
+	// More events in the area (another node written, another vbd made)
+	// must not rebuild it. The server handles events one by one, each
+	// with a scan of the whole area: once it has started the good vbd
+	// and waits for the next event, it has scanned after the note.
 	h.Store().Write(vbd.BackendPath()+"/note", "x")
-	time.Sleep(200 * time.Millisecond)
+	if err := toolstack.Create(h.Store(), good); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 5*time.Second, "the server starting the good vbd", func() bool { return srv.VBD(good.BackendPath()) != nil })
+	eventually.Blocked(t, 5*time.Second, "blkback.(*Server).Serve", "select")
 	if o, p := opened.Load(), provided.Load(); o != 1 || p != 1 {
 		t.Errorf("disk opened %d times, engine asked for %d times: want once each", o, p)
 	}

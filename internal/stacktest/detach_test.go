@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -23,18 +24,18 @@ func TestDetachWhileConnected(t *testing.T) {
 	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
 		t.Fatalf("detach: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := s.front.Flush(ctx)
-		if errors.Is(err, blkfront.ErrClosed) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Flush after the detach: %v, want ErrClosed", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	eventually.True(t, 5*time.Second, "Flush after the detach failing with ErrClosed", func() bool {
+		return errors.Is(s.front.Flush(ctx), blkfront.ErrClosed)
+	})
+	// Stay gone: nothing that could write a node back is left running.
+	// The frontend's loop has ended and the backend's device has
+	// returned (the server forgets it only then).
+	select {
+	case <-s.front.Done():
+	case <-ctx.Done():
+		t.Fatal("the frontend did not end after the detach")
 	}
-	time.Sleep(100 * time.Millisecond)
+	eventually.True(t, 5*time.Second, "the backend's device stopped", func() bool { return s.server.VBD(s.vbd.BackendPath()) == nil })
 	for _, dir := range []string{s.vbd.FrontendPath(), s.vbd.BackendPath()} {
 		if _, err := s.host.Store().Read(dir); !errors.Is(err, xen.ErrNotFound) {
 			t.Errorf("%s after the detach: %v, want it gone", dir, err)

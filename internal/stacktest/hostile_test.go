@@ -11,6 +11,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -33,15 +34,7 @@ type rawFront struct {
 
 func waitState(t *testing.T, st xen.Store, path, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if v, _ := st.Read(path); v == want {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	v, _ := st.Read(path)
-	t.Fatalf("%s = %q, want %q", path, v, want)
+	eventually.Node(t, st, 10*time.Second, path, want)
 }
 
 func newRawFront(t *testing.T, h *sim.Host, dom *sim.Domain, vdev string) *rawFront {

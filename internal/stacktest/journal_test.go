@@ -12,6 +12,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
@@ -141,15 +142,8 @@ func TestJournalRemovedWithTheVBD(t *testing.T) {
 	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	eventually.True(t, 5*time.Second, "no journal left after the detach", func() bool {
 		files, _ := os.ReadDir(dir)
-		if len(files) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("journals left after the detach: %v", files)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(files) == 0
+	})
 }

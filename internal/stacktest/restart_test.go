@@ -3,14 +3,17 @@ package stacktest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -26,6 +29,7 @@ func TestBackendCrashAndRestart(t *testing.T) {
 	const writers = 4
 	var mu sync.Mutex
 	acked := map[int64][]byte{} // offset -> last acknowledged content
+	var acks atomic.Int64       // writes acknowledged so far
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -52,21 +56,24 @@ func TestBackendCrashAndRestart(t *testing.T) {
 				mu.Lock()
 				acked[off] = data
 				mu.Unlock()
+				acks.Add(1)
 			}
 		}(w)
 	}
-	time.Sleep(200 * time.Millisecond)
-	// Find the running server's device and crash the backend.
+	eventually.True(t, 20*time.Second, "10 writes acknowledged before the crash", func() bool { return acks.Load() >= 10 })
+	// Crash the backend under the workload; once its Serve has returned
+	// nothing of it answers, so what is acknowledged after that went
+	// through the restarted one.
 	srvCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	crash := s.crash
-	crash()
-	time.Sleep(100 * time.Millisecond)
+	s.crash()
+	<-s.done
+	before := acks.Load()
 	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0()}, BackendType: toolstack.DefaultBackendType,
 		Open: func(xen.Store, string) (storage.Device, error) { return s.disk, nil }}
 	done := make(chan struct{})
 	go func() { srv.Serve(srvCtx); close(done) }()
-	time.Sleep(500 * time.Millisecond)
+	eventually.True(t, 20*time.Second, "10 writes acknowledged by the restarted backend", func() bool { return acks.Load() >= before+10 })
 	close(stop)
 	wg.Wait()
 	if err := s.front.Flush(ctx); err != nil {
@@ -105,13 +112,7 @@ func TestOnlineResize(t *testing.T) {
 	if err := dev.Resize(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.front.Size() != 8<<20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("frontend still sees %d bytes", s.front.Size())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, 5*time.Second, "the frontend seeing the new size (8 MiB)", func() bool { return s.front.Size() == 8<<20 })
 	data := bytes.Repeat([]byte{0x5a}, 4096)
 	if _, err := s.front.WriteAt(context.Background(), data, 8<<20-4096); err != nil {
 		t.Fatalf("write into the new space: %v", err)
@@ -145,13 +146,7 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 			go func(srv *blkback.Server) { srv.Serve(ctx); close(d) }(srv)
 			done = d
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for srv.VBD(dir) == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: the server did not start the vbd's device", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		eventually.True(t, 20*time.Second, fmt.Sprintf("round %d: the server starting the vbd's device", i), func() bool { return srv.VBD(dir) != nil })
 		stop, noisy := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(noisy)

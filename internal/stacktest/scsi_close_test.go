@@ -8,6 +8,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
@@ -37,13 +38,7 @@ func TestRemovedVBDClosesItsSCSIEngine(t *testing.T) {
 	if err := toolstack.Remove(ctx, s.host.Store(), s.vbd, false); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for closed.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the removed vbd's SCSI engine was not closed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, 5*time.Second, "the removed vbd's SCSI engine closed", func() bool { return closed.Load() != 0 })
 	if n := closed.Load(); n != 1 {
 		t.Fatalf("closed %d times", n)
 	}
