@@ -14,6 +14,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/fuseexport"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -71,13 +72,9 @@ func mountUntilFree(t *testing.T, dev storage.Device) *fuseexport.Export {
 	}
 	t.Cleanup(func() {
 		var err error
-		for range 50 {
-			if err = e.Unmount(); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !eventually.Within(5*time.Second, func() bool { err = e.Unmount(); return err == nil }) {
+			t.Errorf("Unmount: %v", err)
 		}
-		t.Errorf("Unmount: %v", err)
 	})
 	return e
 }

@@ -67,19 +67,32 @@ func TestRemoveWaitsForTheBackend(t *testing.T) {
 	v, _ := NewVBD(0, g.ID(), spec)
 	Create(h.Store(), v)
 	h.Store().Write(v.BackendPath()+"/state", "4") // taken up and connected
-	// A backend that closes when asked.
+	// A backend that closes when asked: it answers Closing (5) with
+	// Closed (6), woken by a watch on its state, until the test ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st := h.Store()
+	w, err := st.Watch(v.BackendPath()+"/state", "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
 	go func() {
-		st := h.Store()
-		for i := 0; i < 500; i++ {
+		for {
+			select {
+			case _, ok := <-w.Events():
+				if !ok {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
 			if s, _ := st.Read(v.BackendPath() + "/state"); s == "5" {
 				st.Write(v.BackendPath()+"/state", "6")
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if err := Remove(ctx, h.Store(), v, false); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
@@ -126,19 +127,7 @@ func TestConformanceOnRealXen(t *testing.T) {
 
 func waitState(t *testing.T, st xen.Store, path string, want ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		v, _ := st.Read(path)
-		for _, w := range want {
-			if v == w {
-				return v
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	v, _ := st.Read(path)
-	t.Fatalf("%s = %q, want one of %q", path, v, want)
-	return ""
+	return eventually.Node(t, st, 20*time.Second, path, want...)
 }
 
 // TestHostilePeersOnRealXen: a frontend that revokes a grant under the

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xenblk/xenblk/internal/eventually"
 )
 
 // fakeSysfs builds /sys/dev/block/M:m with the given entries.
@@ -96,13 +98,7 @@ func TestOpenRefusesLoopDeviceAndItsPartition(t *testing.T) {
 	// the numbers sysfs gives.
 	sysDev := filepath.Join("/sys/block", filepath.Base(loop), filepath.Base(loop)+"p1", "dev")
 	var numbers []byte
-	for i := 0; i < 50; i++ {
-		if numbers, err = os.ReadFile(sysDev); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	if !eventually.Within(time.Second, func() bool { numbers, err = os.ReadFile(sysDev); return err == nil }) {
 		// Fall back to any partition this machine has.
 		found, _ := filepath.Glob("/sys/class/block/*/partition")
 		if len(found) == 0 {
