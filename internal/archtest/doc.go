@@ -1,0 +1,4 @@
+// Package archtest holds the test that keeps ARCHITECTURE.md's layer
+// table true: every package of the module is in exactly one row, and no
+// package imports one of a higher row. It has no code of its own.
+package archtest
