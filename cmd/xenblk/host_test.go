@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -33,16 +34,17 @@ func TestHostCommand(t *testing.T) {
 		}
 	}()
 	var g interface{ Close() error }
-	for start := time.Now(); ; {
+	var connErr error
+	if !eventually.Within(10*time.Second, func() bool {
 		d, err := sim.Connect(socket, sim.NewGuest("attached"))
-		if err == nil {
-			g = d
-			break
+		if err != nil {
+			connErr = err
+			return false
 		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("cannot attach to xenblk host: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		g = d
+		return true
+	}) {
+		t.Fatalf("cannot attach to xenblk host: %v", connErr)
 	}
 	ls := func() string {
 		cmd := exec.Command(tool, "/local/domain")
@@ -60,10 +62,5 @@ func TestHostCommand(t *testing.T) {
 		}
 	}
 	g.Close()
-	for start := time.Now(); strings.Contains(ls(), "attached"); {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("the detached guest is still in the store")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.True(t, 10*time.Second, "the detached guest gone from the store", func() bool { return !strings.Contains(ls(), "attached") })
 }
