@@ -115,6 +115,13 @@ func TestAcrossProcessesWithBackendKilled(t *testing.T) {
 	// Kill the backend while a workload runs, then start another.
 	done := make(chan error, 1)
 	go func() { done <- qio("write -P 0x22 4M 8M", "flush") }()
+	// This sleep stands in for "the workload is in flight", and often
+	// the workload has finished by the kill. Waiting for the event
+	// instead (its first block in the image, with a workload long
+	// enough to be running at the kill) fails about one run in six:
+	// the restarted backend finds the image still locked by the killed
+	// one ("another open file locks it") and does not retry. It stays
+	// until that is fixed (issue 12 item 13).
 	time.Sleep(50 * time.Millisecond)
 	serve.cmd.Process.Signal(syscall.SIGKILL)
 	serve.cmd.Wait()
