@@ -112,17 +112,27 @@ func TestAcrossProcessesWithBackendKilled(t *testing.T) {
 	if err := qio("write -P 0x11 0 4M", "flush"); err != nil {
 		t.Fatal(err)
 	}
-	// Kill the backend while a workload runs, then start another.
+	// Kill the backend while a workload runs, then start another. The
+	// workload is long (56 MiB) next to the wait for its first block in
+	// the image, so that it is still running at the kill (the restarted
+	// backend then finds the image locked by the killed one's io_uring
+	// for a moment: imagelock waits for a holder no process shows).
+	const span = 56 << 20
 	done := make(chan error, 1)
-	go func() { done <- qio("write -P 0x22 4M 8M", "flush") }()
-	// This sleep stands in for "the workload is in flight", and often
-	// the workload has finished by the kill. Waiting for the event
-	// instead (its first block in the image, with a workload long
-	// enough to be running at the kill) fails about one run in six:
-	// the restarted backend finds the image still locked by the killed
-	// one ("another open file locks it") and does not retry. It stays
-	// until that is fixed (issue 12 item 13).
-	time.Sleep(50 * time.Millisecond)
+	go func() { done <- qio(fmt.Sprintf("write -P 0x22 4M %d", span), "flush") }()
+	first, want := make([]byte, 4096), bytes.Repeat([]byte{0x22}, 4096)
+	eventually.True(t, 30*time.Second, "the workload's first block in the image", func() bool {
+		f, err := os.Open(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		_, err = f.ReadAt(first, 4<<20)
+		return (err == nil && bytes.Equal(first, want)) || len(done) > 0
+	})
+	if len(done) > 0 {
+		t.Fatalf("the workload ended before the kill: %v", <-done)
+	}
 	serve.cmd.Process.Signal(syscall.SIGKILL)
 	serve.cmd.Wait()
 	serve2 := startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal"))
@@ -138,12 +148,12 @@ func TestAcrossProcessesWithBackendKilled(t *testing.T) {
 	}
 	f, _ := os.Open(img)
 	defer f.Close()
-	got := make([]byte, 12<<20)
+	got := make([]byte, 4<<20+span)
 	io.ReadFull(f, got)
 	if sha256.Sum256(got[:4<<20]) != sha256.Sum256(bytes.Repeat([]byte{0x11}, 4<<20)) {
 		t.Fatal("data flushed before the kill is not in the image")
 	}
-	if sha256.Sum256(got[4<<20:12<<20]) != sha256.Sum256(bytes.Repeat([]byte{0x22}, 8<<20)) {
+	if sha256.Sum256(got[4<<20:]) != sha256.Sum256(bytes.Repeat([]byte{0x22}, span)) {
 		t.Fatal("writes acknowledged across the restart are not in the image")
 	}
 	if out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", fmt.Sprint(domid), "xvda", "--force", "--timeout", "5s").CombinedOutput(); err != nil {

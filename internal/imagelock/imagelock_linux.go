@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -133,7 +134,7 @@ func (e *InUseError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "disk image %s is in use: ", e.Path)
 	if len(e.Holders) == 0 {
-		b.WriteString("another open file locks it (its process is not visible from here)")
+		fmt.Fprintf(&b, "another open file locks it (its process is not visible from here, and it did not let go within %v)", invisibleHolderGrace)
 	}
 	for i, h := range e.Holders {
 		if i > 0 {
@@ -151,7 +152,37 @@ func (e *InUseError) Is(target error) bool { return target == ErrInUse }
 // The locks last as long as f's open file description. On a conflict it
 // returns an *InUseError and leaves no lock behind; on a file system
 // without locks, an error wrapping ErrUnsupported.
+//
+// A conflicting lock whose holder no process shows in /proc is most often
+// an open file description outliving its process: a killed backend's
+// io_uring drops its files only when its in-flight requests are done,
+// after the process is gone (also a descriptor in flight in a unix
+// socket). So a conflict with no visible holder is tried again for up to
+// invisibleHolderGrace before it is reported: a backend restarted at once
+// after a kill -9 must not find its own image "in use" by its dead self.
 func Acquire(f *os.File, path string, m Mode) error {
+	deadline := time.Now().Add(invisibleHolderGrace)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := acquireOnce(f, path, m)
+		var inUse *InUseError
+		if !errors.As(err, &inUse) || len(inUse.Holders) > 0 || time.Now().After(deadline) {
+			return err
+		}
+		if retryHook != nil {
+			retryHook()
+		}
+		time.Sleep(wait) // no event tells when a dead process's file goes: poll, bounded
+	}
+}
+
+// invisibleHolderGrace bounds how long Acquire waits for a holder that no
+// process shows; retryHook (tests) runs before each wait.
+var (
+	invisibleHolderGrace = 10 * time.Second
+	retryHook            func()
+)
+
+func acquireOnce(f *os.File, path string, m Mode) error {
 	hold, deny := m.perms()
 	fd := f.Fd()
 	var conflicts []int64

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 var (
@@ -265,5 +266,94 @@ func TestQEMUSeesUsAndWeSeeQEMU(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "lock") {
 		t.Errorf("qemu-nbd refused, but not for the lock: %s", out)
+	}
+}
+
+// inFlight locks a new open of img in mode m, then leaves that open file
+// description in flight in a unix socket (SCM_RIGHTS) with no process
+// holding it: a stand-in for a killed backend's file that its io_uring
+// keeps for a moment after the process is gone. Calling the returned
+// function receives and closes it, which drops the lock.
+func inFlight(t *testing.T, img string, m Mode) (drop func()) {
+	t.Helper()
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Acquire(f, img, m); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Sendmsg(pair[0], []byte{0}, syscall.UnixRights(int(f.Fd())), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dropped := false
+	drop = func() {
+		if dropped {
+			return
+		}
+		dropped = true
+		buf, oob := make([]byte, 1), make([]byte, syscall.CmsgSpace(4))
+		_, oobn, _, _, err := syscall.Recvmsg(pair[1], buf, oob, 0)
+		if err == nil {
+			if msgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil && len(msgs) == 1 {
+				if fds, err := syscall.ParseUnixRights(&msgs[0]); err == nil {
+					for _, fd := range fds {
+						syscall.Close(fd)
+					}
+				}
+			}
+		}
+		syscall.Close(pair[0])
+		syscall.Close(pair[1])
+	}
+	t.Cleanup(drop)
+	return drop
+}
+
+// TestInvisibleHolderIsWaitedFor: a lock no process shows (its file
+// outlived its process) is waited for, within a bound, and the open goes
+// through once it is let go; one never let go is reported after the bound,
+// saying so.
+func TestInvisibleHolderIsWaitedFor(t *testing.T) {
+	img := image(t)
+	drop := inFlight(t, img, readWrite)
+	retries := 0
+	retryHook = func() {
+		retries++
+		if retries == 3 {
+			drop()
+		}
+	}
+	defer func() { retryHook = nil }()
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := Acquire(f, img, readWrite); err != nil {
+		t.Fatalf("after the invisible holder let go: %v", err)
+	}
+	if retries < 3 {
+		t.Fatalf("Acquire did not wait for the invisible holder (%d retries)", retries)
+	}
+
+	img2 := image(t)
+	inFlight(t, img2, readWrite)
+	retryHook = nil
+	defer func(g time.Duration) { invisibleHolderGrace = g }(invisibleHolderGrace)
+	invisibleHolderGrace = 50 * time.Millisecond
+	g, err := os.OpenFile(img2, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	err = Acquire(g, img2, readOnly)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "did not let go within 50ms") {
+		t.Fatalf("an invisible holder that stays: %v", err)
 	}
 }
