@@ -71,7 +71,15 @@ type State struct {
 	Attentions map[string][]scsi.Code `json:",omitempty"`
 }
 
-func nexusKey(n scsi.Nexus) string { return fmt.Sprintf("%d/%s", n.Dom, n.Device) }
+func nexusKey(n scsi.Nexus) string { return string(appendNexusKey(nil, n)) }
+
+// appendNexusKey appends nexusKey(n) ("DOM/DEVICE") to b: a lookup with
+// it in a stack buffer allocates nothing (the per-command path).
+func appendNexusKey(b []byte, n scsi.Nexus) []byte {
+	b = strconv.AppendUint(b, uint64(n.Dom), 10)
+	b = append(b, '/')
+	return append(b, n.Device...)
+}
 
 // Clone returns a deep copy.
 func (s *State) Clone() State {
@@ -152,12 +160,19 @@ func (s *State) attention(n scsi.Nexus, c scsi.Code) {
 }
 
 // takeAttention pops n's oldest unit attention.
+//
+// Every command asks, so the common answer (none for n) allocates nothing.
 func (s *State) takeAttention(n scsi.Nexus) (scsi.Code, bool) {
-	k := nexusKey(n)
-	q := s.Attentions[k]
+	if len(s.Attentions) == 0 {
+		return scsi.Code{}, false
+	}
+	var buf [64]byte
+	kb := appendNexusKey(buf[:0], n)
+	q := s.Attentions[string(kb)] // a map index by string(bytes) does not allocate
 	if len(q) == 0 {
 		return scsi.Code{}, false
 	}
+	k := string(kb)
 	c := q[0]
 	if len(q) == 1 {
 		delete(s.Attentions, k)
