@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -77,7 +79,11 @@ func openDomain(simSocket, socketHint string, role sim.Role) (xen.Domain, error)
 		}
 		return d, nil
 	}
-	return sim.Connect(simSocket, role)
+	d, err := sim.Connect(simSocket, role)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, fmt.Errorf("%w (no simulated host listens there: start one with `xenblk host`, and give its socket with %s)", err, socketHint)
+	}
+	return d, err
 }
 
 // openStore connects to xenstore alone: xenstored's socket at socket on a
