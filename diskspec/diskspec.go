@@ -15,7 +15,8 @@ package diskspec
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -324,22 +325,13 @@ func (spec Spec) String() string {
 			b.WriteString(", untrusted")
 		}
 	}
-	for _, k := range sortedKeys(spec.Extra) {
+	for _, k := range slices.Sorted(maps.Keys(spec.Extra)) {
 		fmt.Fprintf(&b, ", %s=%s", k, spec.Extra[k])
 	}
 	if spec.Target != "" {
 		fmt.Fprintf(&b, ", target=%s", spec.Target)
 	}
 	return b.String()
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Block major numbers Linux's blkfront and libxl use for vdev names.

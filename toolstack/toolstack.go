@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,7 +98,7 @@ func Create(store xen.Store, v VBD) error {
 	if v.Spec.Discard != nil {
 		backend = append(backend, [2]string{"discard-enable", boolValue(*v.Spec.Discard)})
 	}
-	for _, k := range sortedKeys(v.Spec.Extra) {
+	for _, k := range slices.Sorted(maps.Keys(v.Spec.Extra)) {
 		backend = append(backend, [2]string{k, v.Spec.Extra[k]})
 	}
 	backend = append(backend, [2]string{"state", "1"})
@@ -278,13 +280,4 @@ func boolValue(b bool) string {
 		return "1"
 	}
 	return "0"
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

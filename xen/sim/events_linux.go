@@ -105,15 +105,8 @@ func (c *channel) Port() xen.Port { return c.port }
 func (c *channel) peerSide() uint32 { return 3 &^ c.side }
 
 func (c *channel) Notify() error {
-	if c.closed.Load() {
-		return xen.ErrClosed
-	}
-	s := c.status.Load()
-	if s&c.side != 0 {
-		return xen.ErrClosed
-	}
-	if s&c.peerSide() != 0 {
-		return fmt.Errorf("%w: the remote end of port %d closed", xen.ErrClosed, c.port)
+	if err := c.closedErr(); err != nil {
+		return err
 	}
 	signal(c.peer)
 	return nil
