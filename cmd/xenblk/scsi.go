@@ -13,6 +13,7 @@ import (
 
 	"github.com/xenblk/xenblk/control"
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/sgfmt"
 )
 
 // The xenblk scsi commands: sg3_utils-like tools that send SCSI commands
@@ -110,20 +111,12 @@ func (s *scsiSession) exec(cdb []byte, dir scsi.Direction, dataOut []byte, dataI
 
 func (s *scsiSession) printStatus(op byte, r control.Result) {
 	fmt.Fprintf(s.out, "%s: SCSI status %s\n", scsi.OpName(op), scsi.StatusName(r.Status))
-	if m := statusMeanings[r.Status]; m != "" {
+	if m := sgfmt.StatusMeaning(r.Status); m != "" {
 		fmt.Fprintln(s.out, m)
 	}
 	if len(r.Sense) > 0 {
-		fmt.Fprintf(s.out, "%s\n", describeSense(r.Sense))
+		fmt.Fprintf(s.out, "%s\n", sgfmt.Sense(r.Sense))
 	}
-}
-
-// statusMeanings says in plain words what a status without sense data
-// means (CHECK CONDITION's meaning is in its sense).
-var statusMeanings = map[byte]string{
-	scsi.StatusReservationConflict: "Another initiator holds a persistent reservation that excludes this command (xenblk pr read-reservation shows it).",
-	scsi.StatusBusy:                "The unit is busy; retry in a moment.",
-	scsi.StatusTaskSetFull:         "The unit has too many commands in flight; retry in a moment.",
 }
 
 // runSCSI wraps a command body with opening and closing the session.
@@ -155,7 +148,7 @@ var inquiryCmd = &cobra.Command{
 	Short:   "INQUIRY: standard data or a VPD page (like sg_inq)",
 	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		cdb := []byte{byte(scsi.OpInquiry), 0, 0, 0, 0, 0}
+		cdb := []byte{scsi.OpInquiry, 0, 0, 0, 0, 0}
 		var page byte
 		if inquiryFlags.vpd != "" {
 			p, err := parseByte(inquiryFlags.vpd)
@@ -172,14 +165,14 @@ var inquiryCmd = &cobra.Command{
 			return err
 		}
 		if inquiryFlags.hex {
-			fmt.Fprint(s.out, hexDump(r.DataIn))
+			fmt.Fprint(s.out, sgfmt.HexDump(r.DataIn))
 			return nil
 		}
 		if inquiryFlags.vpd == "" {
-			fmt.Fprint(s.out, decodeStdInquiry(r.DataIn))
+			fmt.Fprint(s.out, sgfmt.Inquiry(r.DataIn))
 			return nil
 		}
-		text, err := decodeVPD(r.DataIn, page)
+		text, err := sgfmt.VPD(r.DataIn, page)
 		if err != nil {
 			return err
 		}
@@ -201,17 +194,17 @@ var readcapCmd = &cobra.Command{
 		if readcapLong {
 			n = 32
 			cdb = make([]byte, 16)
-			cdb[0], cdb[1] = 0x9e, 0x10 // SERVICE ACTION IN (16) / READ CAPACITY (16)
+			cdb[0], cdb[1] = scsi.OpServiceActionIn16, scsi.SAReadCapacity16
 			binary.BigEndian.PutUint32(cdb[10:14], uint32(n))
 		} else {
 			cdb = make([]byte, 10)
-			cdb[0] = 0x25
+			cdb[0] = scsi.OpReadCapacity10
 		}
 		r, err := s.exec(cdb, scsi.DirFromDevice, nil, n)
 		if err != nil {
 			return err
 		}
-		text, err := decodeReadCap(r.DataIn, readcapLong)
+		text, err := sgfmt.ReadCapacity(r.DataIn, readcapLong)
 		if err != nil {
 			return err
 		}
@@ -228,13 +221,13 @@ var lunsCmd = &cobra.Command{
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		const alloc = 8192
 		cdb := make([]byte, 12)
-		cdb[0] = 0xa0
+		cdb[0] = scsi.OpReportLuns
 		binary.BigEndian.PutUint32(cdb[6:10], alloc)
 		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
 		if err != nil {
 			return err
 		}
-		fmt.Fprint(s.out, decodeLUNs(r.DataIn))
+		fmt.Fprint(s.out, sgfmt.ReportLUNs(r.DataIn))
 		return nil
 	}),
 }
@@ -245,7 +238,7 @@ var turCmd = &cobra.Command{
 	Short:   "TEST UNIT READY (like sg_turs)",
 	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		if _, err := s.exec(make([]byte, 6), scsi.DirNone, nil, 0); err != nil {
+		if _, err := s.exec([]byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}, scsi.DirNone, nil, 0); err != nil {
 			return err
 		}
 		fmt.Fprintln(s.out, "TEST UNIT READY: ready")
@@ -260,12 +253,12 @@ var senseCmd = &cobra.Command{
 	Args:    cobra.NoArgs,
 	RunE: runSCSI(func(s *scsiSession, _ []string) error {
 		const alloc = 252
-		cdb := []byte{0x03, 0, 0, 0, alloc, 0}
+		cdb := []byte{scsi.OpRequestSense, 0, 0, 0, alloc, 0}
 		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(s.out, "Decode parameter data as sense data:\n%s\n", describeSense(r.DataIn))
+		fmt.Fprintf(s.out, "Decode parameter data as sense data:\n%s\n", sgfmt.Sense(r.DataIn))
 		return nil
 	}),
 }
@@ -335,7 +328,7 @@ var rawCmd = &cobra.Command{
 		}
 		fmt.Fprintf(s.out, "SCSI Status: %s\n\n", scsi.StatusName(r.Status))
 		if len(r.Sense) > 0 {
-			fmt.Fprintf(s.out, "Sense Information:\n%s\n\n", describeSense(r.Sense))
+			fmt.Fprintf(s.out, "Sense Information:\n%s\n\n", sgfmt.Sense(r.Sense))
 		}
 		if dir == scsi.DirFromDevice && r.Status == scsi.StatusGood {
 			if rawFlags.outfile != "" {
@@ -344,7 +337,7 @@ var rawCmd = &cobra.Command{
 				}
 				fmt.Fprintf(s.out, "Received %d bytes of data, written to %s\n", len(r.DataIn), rawFlags.outfile)
 			} else {
-				fmt.Fprintf(s.out, "Received %d bytes of data:\n%s", len(r.DataIn), hexDump(r.DataIn))
+				fmt.Fprintf(s.out, "Received %d bytes of data:\n%s", len(r.DataIn), sgfmt.HexDump(r.DataIn))
 			}
 		}
 		if r.Status != scsi.StatusGood {

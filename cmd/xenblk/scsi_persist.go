@@ -11,6 +11,7 @@ import (
 
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/sgfmt"
 )
 
 // xenblk scsi persist: PERSISTENT RESERVE IN/OUT with sg_persist's flags
@@ -344,7 +345,7 @@ func decodePRIn(b []byte, sa byte) string {
 			body = body[l:]
 		}
 	default:
-		fmt.Fprintf(&w, "PR in service action 0x%x:\n%s", sa, hexDump(b))
+		fmt.Fprintf(&w, "PR in service action 0x%x:\n%s", sa, sgfmt.HexDump(b))
 	}
 	if truncated {
 		w.WriteString("  (response truncated)\n")
