@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/adaptpoll"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
@@ -104,22 +105,19 @@ var errFatal = errors.New("fatal ring error")
 // arm (RING_FINAL_CHECK_FOR_REQUESTS) and sleep. A pass that found nothing
 // (a spurious or close wake-up) arms at once: the poll follows work only.
 //
-// The window adapts as KVM's halt-polling does: a poll that finds work
-// doubles it (up to the configured window), one that expires empty halves
-// it, down to none; at none, every probeEvery-th pass polls the full
-// window once to see whether polling pays again. So a device whose frontend keeps it busy polls, and an
-// idle device, or a machine too loaded for polling to pay, sleeps.
+// The window adapts (internal/adaptpoll): a device whose frontend keeps
+// it busy polls, and an idle device, or a machine too loaded for polling
+// to pay, sleeps.
 func (q *queue) run(stop <-chan struct{}) error {
 	defer q.dropIndirectPages()
 	q.openBatch()
 	defer q.closeBatch()
-	maxWindow := q.poll
-	if maxWindow == 0 {
-		maxWindow = defaultPollWindow
+	limit := q.poll
+	if limit == 0 {
+		limit = defaultPollWindow
 	}
-	window := max(maxWindow, 0)
-	grow := func() { window = min(maxWindow, max(2*window, maxWindow/8)) }
-	probes := 0
+	var window adaptpoll.Window
+	window.Init(limit)
 	for {
 		n, waitPair, err := q.drain()
 		if err != nil {
@@ -138,21 +136,13 @@ func (q *queue) run(stop <-chan struct{}) error {
 			}
 			continue
 		}
-		if n > 0 && maxWindow > 0 {
-			w := window
-			if w == 0 {
-				if probes++; probes%probeEvery == 0 {
-					w = maxWindow // probe: would polling pay again?
-				}
-			}
-			if w > 0 {
+		if n > 0 {
+			if w := window.Next(); w > 0 {
 				if q.spin(w) {
-					grow()
+					window.Hit()
 					continue
 				}
-				if window /= 2; window < maxWindow/8 {
-					window = 0
-				}
+				window.Miss()
 			}
 		}
 		more, err := q.ring.FinalCheck()
@@ -178,9 +168,6 @@ func (q *queue) run(stop <-chan struct{}) error {
 // comes within microseconds; on an idle one it costs a few microseconds of
 // CPU per burst.
 const defaultPollWindow = 20 * time.Microsecond
-
-// probeEvery: with the window shrunk to none, one pass in this many polls.
-const probeEvery = 16
 
 // spin busy-polls the ring for up to window; reports whether work arrived.
 // The ring's index is a plain load; the event channel is not asked (a

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/adaptpoll"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -64,7 +65,7 @@ type Batch struct {
 	closed     bool
 	inCallback bool // Reap's fn is running (it must not reap or close)
 	// window is Reap's poll window, adaptive up to batchPollWindow.
-	window pollWindow
+	window adaptpoll.Window
 
 	// Under q.mu: completions arrive on whichever goroutine collects.
 	readyIDs []int // answered or aborted slots, each once
@@ -119,7 +120,7 @@ func (d *Disk) NewBatch(depth int) (*Batch, error) {
 		viewPages: make([][][]byte, len(q.slots)),
 		readyIDs:  make([]int, 0, depth),
 		wake:      make(chan struct{}, 1)}
-	b.window.init(batchPollWindow)
+	b.window.Init(batchPollWindow)
 	return b, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/adaptpoll"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -86,7 +87,7 @@ type queue struct {
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
 	// ownWindow is reapOwn's poll window (at most ownPollWindow).
-	ownWindow pollWindow
+	ownWindow adaptpoll.Window
 	// batches counts the open Batches bound to this queue (NewBatch
 	// binds a new one to the queue with fewest).
 	batches atomic.Int32
@@ -113,7 +114,7 @@ type queue struct {
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
 	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
 	q.cond = sync.NewCond(&q.mu)
-	q.ownWindow.init(ownPollWindow)
+	q.ownWindow.Init(ownPollWindow)
 	pool, err := d.dom.Granter().Grant(d.backDom, poolPages, false)
 	if err != nil {
 		return nil, fmt.Errorf("grant data pool: %w", err)
@@ -654,11 +655,11 @@ func (q *queue) reapOwn(id int) (polled, found bool) {
 // pollFor is reapOwn's poll, for up to w's window and until ready
 // reports true (a Batch's Reap polls with it too, with its own window);
 // ready must not let its closure escape.
-func (q *queue) pollFor(w *pollWindow, ready func() bool) (polled, found bool) {
+func (q *queue) pollFor(w *adaptpoll.Window, ready func() bool) (polled, found bool) {
 	if q.disk.cfg.NoPoll {
 		return false, false
 	}
-	window := w.next()
+	window := w.Next()
 	if window <= 0 {
 		return false, false
 	}
@@ -676,7 +677,7 @@ func (q *queue) pollFor(w *pollWindow, ready func() bool) (polled, found bool) {
 			q.mu.Unlock()
 		}
 		if ready() {
-			w.hit()
+			w.Hit()
 			return true, true
 		}
 		if i%8 == 0 {
@@ -684,7 +685,7 @@ func (q *queue) pollFor(w *pollWindow, ready func() bool) (polled, found bool) {
 			if i == 0 {
 				deadline = now.Add(window)
 			} else if !now.Before(deadline) {
-				w.miss()
+				w.Miss()
 				return true, false
 			}
 		}
@@ -692,50 +693,9 @@ func (q *queue) pollFor(w *pollWindow, ready func() bool) (polled, found bool) {
 	}
 }
 
-// pollWindow is a poll window that adapts as KVM's halt-polling does: a
-// poll that finds its answer doubles it (up to max), one that expires
-// halves it, down to none; at none, every probeEvery-th poll uses the
-// full window to see whether polling pays again. A machine too loaded for
-// polling to pay thus falls back to sleeping. Concurrent updates may lose
-// one another, which only delays the adaptation.
-type pollWindow struct {
-	max    time.Duration
-	cur    atomic.Int64  // nanoseconds
-	probes atomic.Uint32 // polls asked for while the window is none
-}
-
-func (w *pollWindow) init(max time.Duration) {
-	w.max = max
-	w.cur.Store(int64(max))
-}
-
-// next is how long the next poll may last (0: do not poll).
-func (w *pollWindow) next() time.Duration {
-	if d := time.Duration(w.cur.Load()); d > 0 {
-		return d
-	}
-	if w.probes.Add(1)%probeEvery != 0 {
-		return 0
-	}
-	return w.max // probe: would polling pay again?
-}
-
-func (w *pollWindow) hit() {
-	w.cur.Store(min(int64(w.max), max(2*w.cur.Load(), int64(w.max/8))))
-}
-
-func (w *pollWindow) miss() {
-	c := w.cur.Load() / 2
-	if c < int64(w.max/8) {
-		c = 0
-	}
-	w.cur.Store(c)
-}
-
 const (
 	ownPollWindow = 20 * time.Microsecond
 	maxPollers    = 2
-	probeEvery    = 16
 )
 
 // push writes the request into the ring; mu held, ring not full (one
