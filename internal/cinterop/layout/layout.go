@@ -1,10 +1,12 @@
 //go:build cinterop
 
-// Package layout checks blkif's Go layout tables against Xen's own C
-// headers: x86_64 through cgo (the compiler's sizeof/offsetof), x86_32 by
-// compiling a probe with gcc -m32 and reading the constants it emits. The
-// extension's structs, written in C from docs/PROTOCOL.md, are checked the
-// same way. Build tag cinterop; `make check` runs it and never skips it.
+// Package layout checks blkif's and vscsiif's Go layout tables against
+// Xen's own C headers: x86_64 through cgo (the compiler's sizeof/offsetof),
+// x86_32 by compiling a probe with gcc -m32 and reading the constants it
+// emits. The blkif extension's structs, written in C from docs/PROTOCOL.md,
+// are checked the same way; for vscsiif, the header's constants and rslt
+// macros too (vscsiif.go). Build tag cinterop; `make check` runs it and
+// never skips it.
 package layout
 
 /*

@@ -4,29 +4,58 @@ package layout
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/xenblk/xenblk/blkif"
 )
 
-// check is one size or offset: its C expression and what blkif's layout
-// table for an ABI says it is.
-type check struct {
+// check is one size, offset or constant: its C expression and what a Go
+// layout table L (blkif's, vscsiif's) for an ABI says it is.
+type check[L any] struct {
 	name string
 	c    string
-	want func(l *blkif.Layout) int
+	want func(l *L) int
+}
+
+// matchCgo compares the fields cgo measured with the checks, for each
+// ABI's table (named for the messages).
+func matchCgo[L any](t *testing.T, got []Field, checks []check[L], tables map[string]*L) {
+	t.Helper()
+	if len(got) != len(checks) {
+		t.Fatalf("%d cgo fields for %d checks", len(got), len(checks))
+	}
+	for abi, l := range tables {
+		for i, c := range checks {
+			if got[i].Name != c.name {
+				t.Fatalf("field %d: cgo %s, check %s", i, got[i].Name, c.name)
+			}
+			if want := c.want(l); got[i].C != want {
+				t.Errorf("%v %s: C says %d, Go's table %d", abi, c.name, got[i].C, want)
+			}
+		}
+	}
+}
+
+// matchM32 compiles the checks with gcc -m32 after the includes and
+// compares them with the x86_32 table l.
+func matchM32[L any](t *testing.T, includes []string, checks []check[L], l *L) {
+	t.Helper()
+	exprs := make([]string, len(checks))
+	for i, c := range checks {
+		exprs[i] = c.c
+	}
+	vals := probeM32(t, includes, exprs)
+	for i, c := range checks {
+		if want := c.want(l); vals[i] != want {
+			t.Errorf("x86_32 %s: gcc -m32 says %d, Go's table %d", c.name, vals[i], want)
+		}
+	}
 }
 
 func off(s, f string) string { return fmt.Sprintf("offsetof(struct %s, %s)", s, f) }
 func size(s string) string   { return fmt.Sprintf("sizeof(%s)", s) }
 
-var checks = []check{
+var checks = []check[blkif.Layout]{
 	{"sizeof(blkif_request)", size("struct blkif_request"), func(l *blkif.Layout) int { return l.RequestSize }},
 	{"blkif_request.id", off("blkif_request", "id"), func(l *blkif.Layout) int { return l.ReqID }},
 	{"blkif_request.sector_number", off("blkif_request", "sector_number"), func(l *blkif.Layout) int { return l.ReqSector }},
@@ -61,59 +90,13 @@ var checks = []check{
 }
 
 func TestX86_64MatchesTheCompiler(t *testing.T) {
-	got := Native64()
-	if len(got) != len(checks) {
-		t.Fatalf("%d cgo fields for %d checks", len(got), len(checks))
-	}
-	for _, abi := range []blkif.ABI{blkif.X86_64, blkif.ARM} {
-		l := abi.Layout()
-		for i, c := range checks {
-			if got[i].Name != c.name {
-				t.Fatalf("field %d: cgo %s, check %s", i, got[i].Name, c.name)
-			}
-			if want := c.want(l); got[i].C != want {
-				t.Errorf("%v %s: C says %d, Go's table %d", abi, c.name, got[i].C, want)
-			}
-		}
-	}
+	matchCgo(t, Native64(), checks, map[string]*blkif.Layout{"x86_64": blkif.X86_64.Layout(), "arm": blkif.ARM.Layout()})
 }
 
-// TestX86_32MatchesGCC compiles a probe with gcc -m32 -S and reads the
-// constants from the assembly: this machine need not run 32-bit code.
+// TestX86_32MatchesGCC compiles the checks' expressions with gcc -m32.
 func TestX86_32MatchesGCC(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatal("gcc is required (it is on every machine of this project)")
-	}
-	dir := t.TempDir()
-	var b strings.Builder
-	b.WriteString("#include <stddef.h>\n#include <stdint.h>\n#include <xen/xen.h>\n#include <xen/io/blkif.h>\n#include \"extension.h\"\nint probe[] = {\n")
-	for _, c := range checks {
-		fmt.Fprintf(&b, "\t(int)(%s),\n", c.c)
-	}
-	b.WriteString("};\n")
-	src := filepath.Join(dir, "probe.c")
-	if err := os.WriteFile(src, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	wd, _ := os.Getwd()
-	out, err := exec.Command("gcc", "-m32", "-S", "-o", "-", "-I", wd, src).CombinedOutput()
-	if err != nil {
-		t.Fatalf("gcc -m32 failed (is gcc-multilib installed? `make deps`): %v\n%s", err, out)
-	}
-	var vals []int
-	for _, m := range regexp.MustCompile(`(?m)^\s*\.long\s+(-?\d+)\s*$`).FindAllStringSubmatch(string(out), -1) {
-		v, _ := strconv.Atoi(m[1])
-		vals = append(vals, v)
-	}
-	if len(vals) != len(checks) {
-		t.Fatalf("read %d values from the assembly, want %d:\n%s", len(vals), len(checks), out)
-	}
 	l := blkif.X86_32.Layout()
-	for i, c := range checks {
-		if want := c.want(l); vals[i] != want {
-			t.Errorf("x86_32 %s: gcc -m32 says %d, Go's table %d", c.name, vals[i], want)
-		}
-	}
+	matchM32(t, []string{"<stddef.h>", "<stdint.h>", "<xen/xen.h>", "<xen/io/blkif.h>", `"extension.h"`}, checks, l)
 	// The values the issue pins, as a cross-check of the probe itself.
 	if l.RequestSize != 108 || l.ReqID != 4 || l.ReqSector != 12 || l.ReqSeg != 20 || l.ResponseSize != 12 {
 		t.Errorf("x86_32 table drifted: %+v", *l)
