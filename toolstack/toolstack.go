@@ -9,14 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenbus"
 )
@@ -65,58 +64,16 @@ func NewVBD(backend, frontend xen.DomID, spec diskspec.Spec) (VBD, error) {
 // device_disk_add does. It fails if the device already exists.
 func Create(store xen.Store, v VBD) error {
 	be, fe := v.BackendPath(), v.FrontendPath()
-	mode := "w"
-	if v.Spec.ReadOnly {
-		mode = "r"
-	}
-	devType := "disk"
-	removable := "0"
-	if v.Spec.CDROM {
-		devType, removable = "cdrom", "1"
-	}
-	typ := v.Spec.BackendType
-	if typ == "" {
-		typ = "file"
-		if strings.HasPrefix(v.Spec.Target, "/dev/") {
-			typ = "phy"
-		}
-	}
-	backend := [][2]string{
-		{"frontend", fe},
-		{"frontend-id", strconv.Itoa(int(v.FrontendDom))},
-		{"online", "1"},
-		{"removable", removable},
-		{"bootable", "1"},
-		{"dev", v.Spec.Vdev},
-		{"type", typ},
-		{"mode", mode},
-		{"device-type", devType},
-		{"params", v.Spec.Target},
-		{"format", string(v.Spec.Format)},
-		{"spec", v.Spec.String()},
-	}
-	if v.Spec.Discard != nil {
-		backend = append(backend, [2]string{"discard-enable", boolValue(*v.Spec.Discard)})
-	}
-	for _, k := range slices.Sorted(maps.Keys(v.Spec.Extra)) {
-		backend = append(backend, [2]string{k, v.Spec.Extra[k]})
-	}
-	backend = append(backend, [2]string{"state", "1"})
-	frontend := [][2]string{
-		{"backend", be},
-		{"backend-id", strconv.Itoa(int(v.BackendDom))},
-		{"virtual-device", strconv.Itoa(int(v.DevID))},
-		{"device-type", devType},
-		{"state", "1"},
-	}
+	backend := vbd.BackendNodes(v.Spec, fe, v.FrontendDom)
+	frontend := vbd.FrontendNodes(v.Spec, be, v.BackendDom, v.DevID)
 	// Each side owns its directory; the other side may read it.
 	bePerms := []xen.Perm{{Dom: v.BackendDom}, {Dom: v.FrontendDom, Read: true}}
 	fePerms := []xen.Perm{{Dom: v.FrontendDom}, {Dom: v.BackendDom, Read: true}}
 	return store.Transaction(func(tx xen.Tx) error {
-		if _, err := tx.Read(be + "/state"); err == nil {
+		if _, err := tx.Read(be + "/" + vbd.KeyState); err == nil {
 			return fmt.Errorf("toolstack: %s already exists; detach it first", be)
 		}
-		if _, err := tx.Read(fe + "/state"); err == nil {
+		if _, err := tx.Read(fe + "/" + vbd.KeyState); err == nil {
 			return fmt.Errorf("toolstack: guest %d already has a vbd %d (%s); pick another vdev", v.FrontendDom, v.DevID, fe)
 		}
 		if err := writeDir(tx, be, backend, bePerms); err != nil {
@@ -126,16 +83,16 @@ func Create(store xen.Store, v VBD) error {
 	})
 }
 
-func writeDir(tx xen.Tx, dir string, nodes [][2]string, perms []xen.Perm) error {
+func writeDir(tx xen.Tx, dir string, nodes []vbd.Node, perms []xen.Perm) error {
 	if err := tx.Mkdir(dir); err != nil {
 		return err
 	}
 	if err := tx.SetPerms(dir, perms); err != nil {
 		return err
 	}
-	for _, kv := range nodes {
-		p := dir + "/" + kv[0]
-		if err := tx.Write(p, kv[1]); err != nil {
+	for _, n := range nodes {
+		p := dir + "/" + n.Key
+		if err := tx.Write(p, n.Value); err != nil {
 			return err
 		}
 		if err := tx.SetPerms(p, perms); err != nil {
@@ -167,7 +124,7 @@ var ErrNotClosed = errors.New("the backend did not close in time")
 // A backend that does not close in time gives ErrNotClosed (unless force).
 func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 	be, fe := v.BackendPath(), v.FrontendPath()
-	if _, err := store.Read(be + "/state"); err != nil {
+	if _, err := store.Read(be + "/" + vbd.KeyState); err != nil {
 		if errors.Is(err, xen.ErrNotFound) {
 			_ = store.Remove(fe)
 			return fmt.Errorf("toolstack: no device %s: %w", be, err)
@@ -176,11 +133,11 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 	}
 	wait := true
 	if err := store.Transaction(func(tx xen.Tx) error {
-		state, err := tx.Read(be + "/state")
+		state, err := tx.Read(be + "/" + vbd.KeyState)
 		if err != nil {
 			return err
 		}
-		if err := tx.Write(be+"/online", "0"); err != nil {
+		if err := tx.Write(be+"/"+vbd.KeyOnline, "0"); err != nil {
 			return err
 		}
 		switch strings.TrimSpace(state) {
@@ -190,7 +147,7 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 		case xenbus.Initialising.Value():
 			wait = false
 		}
-		return tx.Write(be+"/state", xenbus.Closing.Value())
+		return tx.Write(be+"/"+vbd.KeyState, xenbus.Closing.Value())
 	}); err != nil {
 		return err
 	}
@@ -206,13 +163,13 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 
 // waitState waits until dir/state holds want or dir is gone.
 func waitState(ctx context.Context, store xen.Store, dir, want string) error {
-	w, err := store.Watch(dir+"/state", "toolstack-wait")
+	w, err := store.Watch(dir+"/"+vbd.KeyState, "toolstack-wait")
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	for {
-		v, err := store.Read(dir + "/state")
+		v, err := store.Read(dir + "/" + vbd.KeyState)
 		if errors.Is(err, xen.ErrNotFound) || err == nil && strings.TrimSpace(v) == want {
 			return nil
 		}
@@ -260,7 +217,7 @@ func List(store xen.Store, backendDom xen.DomID, backendType string) ([]VBD, err
 				continue
 			}
 			v := VBD{BackendDom: backendDom, FrontendDom: xen.DomID(fd), DevID: uint32(id), BackendType: backendType}
-			if s, err := store.Read(v.BackendPath() + "/spec"); err == nil {
+			if s, err := store.Read(v.BackendPath() + "/" + vbd.KeySpec); err == nil {
 				v.Spec, _ = diskspec.Parse(s)
 			}
 			out = append(out, v)
@@ -273,11 +230,4 @@ func List(store xen.Store, backendDom xen.DomID, backendType string) ([]VBD, err
 		return out[i].DevID < out[j].DevID
 	})
 	return out, nil
-}
-
-func boolValue(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }

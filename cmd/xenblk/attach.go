@@ -13,6 +13,7 @@ import (
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -162,7 +163,7 @@ func checkLocalDisk(spec diskspec.Spec) error {
 	if spec.Target != "" {
 		st, err := os.Stat(spec.Target)
 		if err != nil {
-			if lerr := danglingLink(spec.Target); lerr != nil {
+			if lerr := storage.DanglingLink(spec.Target); lerr != nil {
 				return fmt.Errorf("target: %w", lerr)
 			}
 			if errors.Is(err, os.ErrNotExist) {
@@ -175,7 +176,7 @@ func checkLocalDisk(spec diskspec.Spec) error {
 			if err := storage.CheckImageSize(spec.Target, st.Size(), max(o.SectorSize, 512)); err != nil {
 				return err
 			}
-			if err := qcowImage(spec.Target); err != nil {
+			if err := storage.QcowImage(spec.Target); err != nil {
 				return err
 			}
 		case mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0:
@@ -184,7 +185,7 @@ func checkLocalDisk(spec diskspec.Spec) error {
 		}
 	}
 	if path, ok := o.PolicyFile(); ok {
-		if _, err := readPolicyFile(path, scsi.EmulatedPolicy()); err != nil {
+		if _, err := scsiengine.PolicyFile(path, scsi.EmulatedPolicy()); err != nil {
 			return fmt.Errorf("%s=%s: %w", diskspec.KeySCSIPolicy, o.SCSIPolicy, err)
 		}
 	}

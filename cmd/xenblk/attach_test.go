@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
@@ -146,7 +147,7 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 		key, val, _ := strings.Cut(kv, "=")
 		st.Write(vbdDir+"/"+key, val)
 		_, errs, _ := attach("vdev=xvda, " + kv + ", target=" + raw)
-		_, serveErr := readVBDOptions(st, vbdDir)
+		_, serveErr := vbd.ReadOptions(st, vbdDir)
 		st.Remove(vbdDir)
 		if serveErr == nil {
 			t.Errorf("serve took %s", kv)

@@ -17,9 +17,8 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
-	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -121,7 +120,7 @@ func TestSharedDiskServedToTwoVBDs(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
 		Config: blkback.Config{Domain: h.Dom0(), Log: log},
-		Open:   func(st xen.Store, dir string) (storage.Device, error) { return openVBD(st, dir, log) }}
+		Open:   vbd.Opener(log)}
 	served := make(chan struct{})
 	go func() { srv.Serve(ctx); close(served) }()
 	var disks []*blkfront.Disk

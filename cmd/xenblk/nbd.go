@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/storage"
 )
 
 var nbdServeFlags struct {
@@ -51,7 +52,7 @@ func init() {
 
 func runNBDServe(cmd *cobra.Command, args []string) error {
 	if _, err := os.Stat(args[0]); err != nil {
-		if lerr := danglingLink(args[0]); lerr != nil {
+		if lerr := storage.DanglingLink(args[0]); lerr != nil {
 			err = lerr
 		}
 		return usagef("nbd serve: %v", err)

@@ -14,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -75,9 +77,10 @@ func runServe(cmd *cobra.Command, _ []string) error {
 	defer stop()
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: serveFlags.journalDir}
 	if !serveFlags.noSCSI {
-		cfg.SCSI = reservationEngines(dom.Store(), serveFlags.prDir, log)
+		engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: serveFlags.prDir}, Log: log})
+		cfg.SCSI = blkback.VBDEngines(dom.Store(), engines, log)
 	}
-	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: func(st xen.Store, dir string) (storage.Device, error) { return openVBD(st, dir, log) }}
+	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: vbd.Opener(log)}
 	if serveFlags.metrics != "" {
 		l, err := net.Listen("tcp", serveFlags.metrics)
 		if err != nil {

@@ -18,6 +18,8 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -150,7 +152,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 			// The SCSI extension, emulated over the image (an image is
 			// never a whole SCSI disk, so never passed through).
 			// Persistent reservations are kept next to the image.
-			SCSI: reservationEngines(host.Store(), path+".pr", log)},
+			SCSI: blkback.VBDEngines(host.Store(), scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: path + ".pr"}, Log: log}), log)},
 		BackendType: toolstack.DefaultBackendType,
 		Open:        func(xen.Store, string) (storage.Device, error) { return disk, nil },
 	}

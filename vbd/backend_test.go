@@ -1,4 +1,4 @@
-package main
+package vbd_test
 
 import (
 	"bytes"
@@ -10,12 +10,13 @@ import (
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // The disk spec's own keys reach the served image: attach writes them as
-// backend nodes, serve's openVBD reads them. Bad values are errors naming
+// backend nodes, a backend's vbd.Open reads them. Bad values are errors naming
 // the node, never silently the default.
 func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	h, _ := sim.NewHost()
@@ -29,7 +30,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := createVBD(t, st, g.ID(), "format=raw, vdev=xvdb, access=rw, sector-size=4096, physical-sector-size=8192, rotation-rate=7200, direct=1, target="+img)
-	dev, err := openVBD(st, dir, discardLog)
+	dev, err := vbd.Open(st, dir, discardLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 	} {
 		saved, _ := st.Read(dir + "/" + c.node)
 		st.Write(dir+"/"+c.node, c.value)
-		if d, err := openVBD(st, dir, discardLog); err == nil {
+		if d, err := vbd.Open(st, dir, discardLog); err == nil {
 			d.Close()
 			t.Errorf("%s=%s opened", c.node, c.value)
 		} else if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), dir+": ") {
@@ -82,11 +83,11 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 
 var discardLog = slog.New(slog.DiscardHandler)
 
-// serve says what is true about a disk it will not serve as the spec
+// A backend says what is true about a disk it will not serve as the spec
 // asks: format=qcow2 on any file is the spec's claim, not the file's; a
 // file that does begin with qcow2's magic under format=raw is served raw,
 // as attached, with a warning that says what the file is.
-func TestOpenVBDSaysWhatIsTrueAboutTheFormat(t *testing.T) {
+func TestOpenSaysWhatIsTrueAboutTheFormat(t *testing.T) {
 	h, _ := sim.NewHost()
 	g, _ := h.NewDomain("guest")
 	st := h.Store()
@@ -105,7 +106,7 @@ func TestOpenVBDSaysWhatIsTrueAboutTheFormat(t *testing.T) {
 		{"format=qcow2, vdev=xvdb, target=" + raw, "disk " + raw + ": the spec says format=qcow2; xenblk serves raw images only (for a raw file, say format=raw; for a qcow2 image, convert it with qemu-img convert -O raw)"},
 		{"format=vhd, vdev=xvdc, target=" + qcow, "the spec says format=vhd;"},
 	} {
-		if d, err := openVBD(st, attach(c.spec), discardLog); err == nil {
+		if d, err := vbd.Open(st, attach(c.spec), discardLog); err == nil {
 			d.Close()
 			t.Errorf("%s: served", c.spec)
 		} else if err.Error() != c.want && !strings.Contains(err.Error(), c.want) {
@@ -113,7 +114,7 @@ func TestOpenVBDSaysWhatIsTrueAboutTheFormat(t *testing.T) {
 		}
 	}
 	var logged bytes.Buffer
-	d, err := openVBD(st, attach("format=raw, vdev=xvdd, target="+qcow), slog.New(slog.NewTextHandler(&logged, nil)))
+	d, err := vbd.Open(st, attach("format=raw, vdev=xvdd, target="+qcow), slog.New(slog.NewTextHandler(&logged, nil)))
 	if err != nil {
 		t.Fatalf("a raw spec on a qcow2 file: %v", err)
 	}
@@ -122,7 +123,7 @@ func TestOpenVBDSaysWhatIsTrueAboutTheFormat(t *testing.T) {
 		t.Errorf("no warning that names the file's format and the spec's; log:\n%s", logged.String())
 	}
 	logged.Reset()
-	d, err = openVBD(st, attach("format=raw, vdev=xvde, target="+raw), slog.New(slog.NewTextHandler(&logged, nil)))
+	d, err = vbd.Open(st, attach("format=raw, vdev=xvde, target="+raw), slog.New(slog.NewTextHandler(&logged, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +141,12 @@ func createVBD(t *testing.T, st xen.Store, guest xen.DomID, spec string) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	vbd, err := toolstack.NewVBD(0, guest, s)
+	v, err := toolstack.NewVBD(0, guest, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := toolstack.Create(st, vbd); err != nil {
+	if err := toolstack.Create(st, v); err != nil {
 		t.Fatal(err)
 	}
-	return vbd.BackendPath()
+	return v.BackendPath()
 }

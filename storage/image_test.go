@@ -1,4 +1,4 @@
-package main
+package storage_test
 
 import (
 	"testing"
@@ -7,12 +7,12 @@ import (
 	"github.com/xenblk/xenblk/storage"
 )
 
-// TestOpenImageBlockDevice: a vbd whose target is a block device (xl's
-// phy:) is served as one — its size from the device, discard through
+// TestOpenImageBlockDevice: a disk whose path is a block device (xl's
+// phy:) is opened as one — its size from the device, discard through
 // BLKDISCARD — not as a zero-length file.
 func TestOpenImageBlockDevice(t *testing.T) {
 	dev, _ := looptest.Attach(t, 8<<20)
-	d, _, err := openImage(dev, 0, false)
+	d, _, err := storage.OpenImage(dev, storage.ImageOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestOpenImageBlockDevice(t *testing.T) {
 	// (The writer closes first: a reader is refused beside it.)
 	in := d.Info()
 	d.Close()
-	if d2, _, err := openImageWith(dev, 0, true, imageOptions{sectorSize: in.LogicalBlockSize, rotationRate: -1}); err != nil {
+	if d2, _, err := storage.OpenImage(dev, storage.ImageOptions{ReadOnly: true, SectorSize: in.LogicalBlockSize}); err != nil {
 		t.Errorf("its own sector size %d refused: %v", in.LogicalBlockSize, err)
 	} else {
 		d2.Close()
@@ -37,8 +37,12 @@ func TestOpenImageBlockDevice(t *testing.T) {
 	if in.LogicalBlockSize == 4096 {
 		other = 512
 	}
-	for _, o := range []imageOptions{{sectorSize: other, rotationRate: -1}, {direct: true, rotationRate: -1}} {
-		if d2, _, err := openImageWith(dev, 0, true, o); err == nil {
+	for _, o := range []storage.ImageOptions{
+		{ReadOnly: true, SectorSize: other},
+		{ReadOnly: true, Direct: true},
+		{ReadOnly: true, SetRotationRate: true, RotationRate: in.RotationRate + 1},
+	} {
+		if d2, _, err := storage.OpenImage(dev, o); err == nil {
 			d2.Close()
 			t.Errorf("%+v accepted for a block device", o)
 		}

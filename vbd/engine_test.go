@@ -1,7 +1,6 @@
-package main
+package vbd_test
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,24 +9,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/xenblk/xenblk/blkback"
-	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
+	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsi/sgio"
 	"github.com/xenblk/xenblk/scsi/sgio/sgiotest"
+	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // execPastAttentions runs cdb on e for n, retrying past unit attentions
 // (POWER ON RESET first of all), and returns the result.
-func execPastAttentions(e blkback.SCSIExecutor, n scsi.Nexus, cdb []byte, dir scsi.Direction, data []byte) scsi.Result {
+func execPastAttentions(e scsiengine.Engine, n scsi.Nexus, cdb []byte, dir scsi.Direction, data []byte) scsi.Result {
 	var r scsi.Result
 	for range 4 {
 		r.Reset(len(data))
@@ -55,6 +52,17 @@ func (f *fakeSCSIDisks) open(path string) (sgio.Target, error) {
 	return nil, fmt.Errorf("%w: %s is a partition; give the whole disk, or use emulated SCSI (scsi=emulate) for a partition", sgio.ErrNotWholeDisk, path)
 }
 
+// engines is the SCSI engine provider a backend serving vbds from st
+// uses (blkback.VBDEngines), with open as the SG_IO opener (nil: the
+// real one).
+func engines(t *testing.T, st xen.Store, open func(string) (sgio.Target, error)) func(dir string, dev storage.Device) (scsiengine.Engine, error) {
+	log := slog.New(slog.DiscardHandler)
+	reg := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: t.TempDir()}, Log: log, OpenSG: open})
+	return func(dir string, dev storage.Device) (scsiengine.Engine, error) {
+		return vbd.Engine(st, reg, dir, dev, log)
+	}
+}
+
 func vbdDir(dom int) string { return fmt.Sprintf("/local/domain/0/backend/xenblk/%d/51712", dom) }
 
 func writeVBD(t *testing.T, st xen.Store, dir string, nodes map[string]string) {
@@ -69,10 +77,9 @@ func writeVBD(t *testing.T, st xen.Store, dir string, nodes map[string]string) {
 func TestSCSIEnginesPassthroughForWholeDisks(t *testing.T) {
 	h, _ := sim.NewHost()
 	st := h.Store()
-	log := slog.New(slog.DiscardHandler)
 	sda := sgiotest.NewDisk(storage.NewMemory(1 << 20)) // 2048 blocks
 	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sda": sda}}
-	provide := scsiEngines(st, t.TempDir(), log, fake.open)
+	provide := engines(t, st, fake.open)
 	// The blkback device (used only by the emulation).
 	mem := storage.NewMemory(1 << 20)
 
@@ -216,9 +223,8 @@ func TestSCSIEnginesPassthroughForWholeDisks(t *testing.T) {
 func TestSCSIEnginesModes(t *testing.T) {
 	h, _ := sim.NewHost()
 	st := h.Store()
-	log := slog.New(slog.DiscardHandler)
 	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sdb": sgiotest.NewDisk(storage.NewMemory(1 << 20))}}
-	provide := scsiEngines(st, t.TempDir(), log, fake.open)
+	provide := engines(t, st, fake.open)
 	mem := storage.NewMemory(1 << 20)
 	for _, c := range []struct {
 		nodes map[string]string
@@ -262,7 +268,7 @@ func TestSCSIEnginesRefuseFilesForPassthrough(t *testing.T) {
 	}
 	dir := vbdDir(5)
 	writeVBD(t, st, dir, map[string]string{"params": img, "scsi": "passthrough"})
-	e, err := reservationEngines(st, t.TempDir(), slog.New(slog.DiscardHandler))(dir, storage.NewMemory(1<<20))
+	e, err := engines(t, st, nil)(dir, storage.NewMemory(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,93 +288,108 @@ func TestSCSIEnginesRefuseFilesForPassthrough(t *testing.T) {
 	}
 }
 
-// Through the whole stack: `scsi=passthrough` in the disk spec reaches the
-// backend node, the guest's SCSI commands reach the (fake) whole disk with
-// SG_IO, and a partition with the same request gets the emulation and a
-// scsi-error node, with the guest's disk working either way.
-func TestPassthroughThroughBlkif(t *testing.T) {
+// The disk spec's scsi-policy reaches the device's engine, and vbds of one
+// backing disk share their reservations.
+func TestReservationEnginesHonourPolicyAndShareUnits(t *testing.T) {
 	h, _ := sim.NewHost()
-	log := slog.New(slog.DiscardHandler)
-	sda := sgiotest.NewDisk(storage.NewMemory(1 << 20))
-	fake := &fakeSCSIDisks{disks: map[string]*sgiotest.Disk{"/dev/sda": sda}}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
-		Config: blkback.Config{Domain: h.Dom0(), SCSI: scsiEngines(h.Store(), t.TempDir(), log, fake.open)},
-		Open:   func(xen.Store, string) (storage.Device, error) { return storage.NewMemory(1 << 20), nil }}
-	served := make(chan struct{})
-	go func() { srv.Serve(ctx); close(served) }()
-	var disks []*blkfront.Disk
-	var backends []string
-	for i, target := range []string{"/dev/sda", "/dev/sda1"} {
-		g, err := h.NewDomain(fmt.Sprintf("guest-%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec, err := diskspec.Parse("vdev=xvdb, scsi=passthrough, target=" + target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := toolstack.Create(h.Store(), vbd); err != nil {
-			t.Fatal(err)
-		}
-		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-		ocancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, d)
-		backends = append(backends, vbd.BackendPath())
+	st := h.Store()
+	a, b := "/local/domain/0/backend/xenblk/1/51712", "/local/domain/0/backend/xenblk/2/51712"
+	for _, dir := range []string{a, b} {
+		st.Write(dir+"/params", "/shared/disk.img")
 	}
-	t.Cleanup(func() {
-		for _, d := range disks {
-			d.Close()
-		}
-		cancel()
-		<-served
-	})
-	inquiry := func(d *blkfront.Disk) []byte {
-		t.Helper()
-		buf := make([]byte, 36)
-		for range 4 {
-			r, err := d.ExecSCSI(context.Background(), []byte{scsi.OpInquiry, 0, 0, 0, 36, 0}, scsi.DirFromDevice, buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Status == scsi.StatusGood {
-				return buf
+	st.Write(a+"/scsi-policy", "default,-0x12")
+	provide := engines(t, st, nil)
+	ea, err := provide(a, storage.NewMemory(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, _ := provide(b, storage.NewMemory(1<<20))
+	run := func(e interface {
+		Execute(scsi.Nexus, *scsi.Command, *scsi.Result)
+	}, n scsi.Nexus, cdb []byte, dir scsi.Direction, data []byte) scsi.Result {
+		var r scsi.Result
+		for i := 0; i < 4; i++ { // past POWER ON RESET
+			r.Reset(len(data))
+			e.Execute(n, &scsi.Command{CDB: cdb, Dir: dir, Data: data}, &r)
+			if s, _, ok := scsi.ParseSense(r.SenseBytes()); !ok || s.Key != scsi.KeyUnitAttention {
+				break
 			}
 		}
-		t.Fatal("INQUIRY never succeeded")
-		return nil
+		return r
 	}
-	sda.Forget()
-	inquiry(disks[0])
-	if !sda.Saw(scsi.OpInquiry) {
-		t.Fatal("the whole disk's INQUIRY did not go through SG_IO")
+	na, nb := scsi.Nexus{Dom: 1, Device: a}, scsi.Nexus{Dom: 2, Device: b}
+	if r := run(ea, na, []byte{0x12, 0, 0, 0, 36, 0}, scsi.DirFromDevice, make([]byte, 36)); r.Status != scsi.StatusCheckCondition {
+		t.Fatalf("INQUIRY denied by the spec's policy ran: %#x", r.Status)
 	}
-	if v, _ := h.Store().Read(backends[0] + "/scsi-engine"); v != "passthrough" {
-		t.Errorf("whole disk: scsi-engine %q", v)
+	if r := run(eb, nb, []byte{0x12, 0, 0, 0, 36, 0}, scsi.DirFromDevice, make([]byte, 36)); r.Status != scsi.StatusGood {
+		t.Fatalf("INQUIRY on the other vbd (default policy): %#x", r.Status)
 	}
-	sda.Forget()
-	inquiry(disks[1])
-	if sda.Saw(scsi.OpInquiry) {
-		t.Fatal("the partition's INQUIRY reached the whole disk")
+	// A registration through one vbd is seen through the other.
+	param := make([]byte, 24)
+	param[15] = 7 // service action key 7
+	if r := run(ea, na, []byte{0x5f, 6, 0, 0, 0, 0, 0, 0, 24, 0}, scsi.DirToDevice, param); r.Status != scsi.StatusGood {
+		t.Fatalf("REGISTER AND IGNORE: %#x", r.Status)
 	}
-	if v, _ := h.Store().Read(backends[1] + "/scsi-error"); !strings.Contains(v, "partition") {
-		t.Errorf("partition: scsi-error %q", v)
+	keys := make([]byte, 16)
+	if r := run(eb, nb, []byte{0x5e, 0, 0, 0, 0, 0, 0, 0, 16, 0}, scsi.DirFromDevice, keys); r.Status != scsi.StatusGood || keys[15] != 7 {
+		t.Fatalf("READ KEYS through the other vbd: %#x % x", r.Status, keys)
 	}
-	if v, _ := h.Store().Read(backends[1] + "/scsi-engine"); v != "emulate" {
-		t.Errorf("partition: scsi-engine %q", v)
+}
+
+// scsi-policy=@/path reads a policy file on the backend's host: its items
+// apply over the engine's default exactly as inline text does, and a
+// missing, relative or malformed file is an error naming the vbd and the
+// file (the device gets no engine rather than the wrong policy).
+func TestSCSIPolicyFromAFile(t *testing.T) {
+	h, _ := sim.NewHost()
+	st := h.Store()
+	dirPath := t.TempDir()
+	good := filepath.Join(dirPath, "no-inquiry.policy")
+	if err := os.WriteFile(good, []byte("# the emulation's set, without INQUIRY\ndefault\n-0x12   # INQUIRY\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	// Both guests' disks work through the ordinary path too.
-	for _, d := range disks {
-		if _, err := d.WriteAt(context.Background(), make([]byte, 4096), 0); err != nil {
-			t.Fatal(err)
+	bad := filepath.Join(dirPath, "bad.policy")
+	if err := os.WriteFile(bad, []byte("default\n+bogus\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	provide := engines(t, st, nil)
+
+	dir := "/local/domain/0/backend/xenblk/1/51712"
+	st.Write(dir+"/params", "/shared/a.img")
+	st.Write(dir+"/scsi-policy", "@"+good)
+	e, err := provide(dir, storage.NewMemory(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := scsi.Nexus{Dom: 1, Device: dir}
+	exec := func(cdb []byte, data []byte) scsi.Result {
+		var r scsi.Result
+		for i := 0; i < 4; i++ { // past POWER ON RESET
+			r.Reset(len(data))
+			e.Execute(n, &scsi.Command{CDB: cdb, Dir: scsi.DirFromDevice, Data: data}, &r)
+			if s, _, ok := scsi.ParseSense(r.SenseBytes()); !ok || s.Key != scsi.KeyUnitAttention {
+				break
+			}
+		}
+		return r
+	}
+	if r := exec([]byte{0x12, 0, 0, 0, 36, 0}, make([]byte, 36)); r.Status != scsi.StatusCheckCondition {
+		t.Errorf("INQUIRY, denied by the policy file, ran: status %#x", r.Status)
+	}
+	if r := exec([]byte{0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0}, make([]byte, 8)); r.Status != scsi.StatusGood {
+		t.Errorf("READ CAPACITY(10), in the file's default, refused: status %#x", r.Status)
+	}
+
+	for i, c := range []struct{ node, want string }{
+		{"@" + filepath.Join(dirPath, "missing.policy"), "no such file"},
+		{"@relative.policy", "absolute path"},
+		{"@" + bad, "bad.policy"},
+	} {
+		d := "/local/domain/0/backend/xenblk/2/" + string(rune('a'+i))
+		st.Write(d+"/params", "/shared/b.img")
+		st.Write(d+"/scsi-policy", c.node)
+		if _, err := provide(d, storage.NewMemory(1<<20)); err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), d) {
+			t.Errorf("scsi-policy=%s: error %v, want one naming %s and saying %q", c.node, err, d, c.want)
 		}
 	}
 }
