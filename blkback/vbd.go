@@ -24,6 +24,7 @@ import (
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenbus"
 )
@@ -119,11 +120,11 @@ type VBD struct {
 func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	cfg.defaults()
 	st := cfg.Domain.Store()
-	frontDir, err := st.Read(dir + "/frontend")
+	frontDir, err := st.Read(dir + "/" + vbd.KeyFrontend)
 	if err != nil {
 		return nil, fmt.Errorf("blkback: %s has no frontend node: %w", dir, err)
 	}
-	fid, err := st.Read(dir + "/frontend-id")
+	fid, err := st.Read(dir + "/" + vbd.KeyFrontendID)
 	if err != nil {
 		return nil, fmt.Errorf("blkback: %s has no frontend-id: %w", dir, err)
 	}
@@ -133,7 +134,7 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	}
 	d := &VBD{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
 		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
-	if mode, err := st.Read(dir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
+	if mode, err := st.Read(dir + "/" + vbd.KeyMode); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
 	}
 	// Connected before we published anything: a predecessor served this
@@ -141,7 +142,7 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	if state, err := st.Read(dir + "/state"); err == nil && strings.TrimSpace(state) == "4" {
 		d.resume = true
 	}
-	if dt, err := st.Read(dir + "/device-type"); err == nil && dt == "cdrom" {
+	if dt, err := st.Read(dir + "/" + vbd.KeyDeviceType); err == nil && dt == "cdrom" {
 		d.cdrom, d.readOnly = true, true
 	}
 	if dev.Info().ReadOnly {
@@ -231,7 +232,7 @@ func (d *VBD) publish() error {
 	}
 	kv = append(kv, d.characteristics(in)...)
 	discard := in.CanDiscard && !d.readOnly
-	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
+	if v, err := d.cfg.Domain.Store().Read(d.dir + "/" + vbd.KeyDiscardEnable); err == nil && v == "0" {
 		discard = false
 	}
 	if discard {
@@ -281,7 +282,7 @@ func (d *VBD) limits() *limits {
 		secureDiscard: in.CanSecureDiscard,
 	}
 	l.sectors.Store(uint64(in.Size) >> sectorShift)
-	if v, err := d.cfg.Domain.Store().Read(d.dir + "/discard-enable"); err == nil && v == "0" {
+	if v, err := d.cfg.Domain.Store().Read(d.dir + "/" + vbd.KeyDiscardEnable); err == nil && v == "0" {
 		l.discard = false
 	}
 	if d.cfg.MaxIndirectSegments > 0 {
