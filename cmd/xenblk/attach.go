@@ -12,10 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/diskspec"
-	"github.com/xenblk/xenblk/scsi"
-	"github.com/xenblk/xenblk/scsiengine"
-	"github.com/xenblk/xenblk/storage"
+
 	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore"
 )
@@ -113,11 +112,11 @@ func runAttach(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer st.Close()
-	vbd, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	v, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	vbd.BackendType = attachFlags.backendType
+	v.BackendType = attachFlags.backendType
 	for _, d := range []struct {
 		flag string
 		id   int
@@ -131,10 +130,10 @@ func runAttach(cmd *cobra.Command, args []string) error {
 			return err
 		}
 	}
-	if err := toolstack.Create(st, vbd); err != nil {
+	if err := toolstack.Create(st, v); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, attachFlags.domain, vbd.BackendPath())
+	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, attachFlags.domain, v.BackendPath())
 	return nil
 }
 
@@ -150,46 +149,14 @@ func domainExists(st xen.Store, id int) error {
 }
 
 // checkLocalDisk checks what a backend in domain 0 — this host, on real
-// Xen as on the simulated one (its socket is a local path) — will open:
-// the target exists, is a raw image of whole sectors or a block device,
-// and a policy file
-// given as scsi-policy=@/path reads as serve will read it. A backend in
-// another domain opens paths of its own, which cannot be seen from here.
+// Xen as on the simulated one (its socket is a local path) — will open
+// (vbd.CheckLocal).
 func checkLocalDisk(spec diskspec.Spec) error {
 	o, err := spec.Options()
 	if err != nil {
 		return usagef("%v", err)
 	}
-	if spec.Target != "" {
-		st, err := os.Stat(spec.Target)
-		if err != nil {
-			if lerr := storage.DanglingLink(spec.Target); lerr != nil {
-				return fmt.Errorf("target: %w", lerr)
-			}
-			if errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("target %s does not exist; the backend (domain 0) opens it on this host", spec.Target)
-			}
-			return fmt.Errorf("target: %w", err)
-		}
-		switch mode := st.Mode(); {
-		case mode.IsRegular():
-			if err := storage.CheckImageSize(spec.Target, st.Size(), max(o.SectorSize, 512)); err != nil {
-				return err
-			}
-			if err := storage.QcowImage(spec.Target); err != nil {
-				return err
-			}
-		case mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0:
-		default:
-			return fmt.Errorf("target %s is not a raw image file or a block device (%s)", spec.Target, mode.Type())
-		}
-	}
-	if path, ok := o.PolicyFile(); ok {
-		if _, err := scsiengine.PolicyFile(path, scsi.EmulatedPolicy()); err != nil {
-			return fmt.Errorf("%s=%s: %w", diskspec.KeySCSIPolicy, o.SCSIPolicy, err)
-		}
-	}
-	return nil
+	return vbd.CheckLocal(spec, o)
 }
 
 func runDetach(cmd *cobra.Command, args []string) error {
@@ -199,14 +166,14 @@ func runDetach(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer st.Close()
-	vbd, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	v, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	vbd.BackendType = attachFlags.backendType
+	v.BackendType = attachFlags.backendType
 	ctx, cancel := context.WithTimeout(context.Background(), attachFlags.timeout)
 	defer cancel()
-	if err := toolstack.Remove(ctx, st, vbd, attachFlags.force); err != nil {
+	if err := toolstack.Remove(ctx, st, v, attachFlags.force); err != nil {
 		if errors.Is(err, toolstack.ErrNotClosed) {
 			return fmt.Errorf("%w (give --force to remove it anyway, or a longer --timeout)", err)
 		}
