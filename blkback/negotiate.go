@@ -3,11 +3,11 @@ package blkback
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // The pure half of connecting: what the frontend published, read through a
@@ -52,8 +52,8 @@ type ringSpec struct {
 
 // negotiate reads the frontend's keys with read, which takes a path
 // relative to the frontend's directory and reports an absent key as
-// xen.ErrNotFound (a key's default then applies, as in Linux's
-// xenbus_read_unsigned). It maps nothing and writes nothing.
+// xen.ErrNotFound (a key's default then applies: xenbus.ReadNumber). It
+// maps nothing and writes nothing.
 func negotiate(o offer, read func(key string) (string, error)) (connection, error) {
 	var c connection
 	proto, err := read(blkif.KeyProtocol)
@@ -63,7 +63,7 @@ func negotiate(o offer, read func(key string) (string, error)) (connection, erro
 	if c.abi, err = blkif.ParseProtocol(strings.TrimSpace(proto)); err != nil {
 		return c, err
 	}
-	num := func(key string, def int) (int, error) { return readNumber(read, key, def) }
+	num := func(key string, def int) (int, error) { return xenbus.ReadNumber(xenbus.ReaderFunc(read), key, def) }
 	nq, err := num(blkif.KeyNumQueues, 1)
 	if err != nil {
 		return c, err
@@ -132,20 +132,4 @@ func (r *ringSpec) read(num func(string, int) (int, error), order int) error {
 	}
 	r.port = xen.Port(port)
 	return nil
-}
-
-// readNumber reads a numeric key, def when it is absent.
-func readNumber(read func(string) (string, error), key string, def int) (int, error) {
-	v, err := read(key)
-	if errors.Is(err, xen.ErrNotFound) {
-		return def, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %q is not a number", key, v)
-	}
-	return n, nil
 }

@@ -267,49 +267,10 @@ func (d *Disk) peerLost() {
 
 // readBackend reads the backend's advertised features.
 func (d *Disk) readBackend() (*Info, error) {
-	st := d.dom.Store()
-	get := func(key string, def int64) (int64, error) {
-		v, err := st.Read(d.backDir + "/" + key)
-		if errors.Is(err, xen.ErrNotFound) {
-			return def, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("backend's %s is %q, not a number", key, v)
-		}
-		return n, nil
-	}
 	in := &Info{}
-	var err error
-	vals := map[string]*int64{}
-	for _, k := range []string{blkif.KeyFeatureFlushCache, blkif.KeyFeatureBarrier, blkif.KeyFeatureDiscard, blkif.KeyDiscardSecure,
-		blkif.KeyFeaturePersistent, blkif.KeyMaxIndirectSegs, blkif.KeyMaxQueues, blkif.KeyMaxRingPageOrder, blkif.KeyDiscardGranularity, blkif.KeyDiscardAlignment,
-		blkif.KeyFeatureExtraRequest, blkif.KeyFeatureReservations} {
-		v := new(int64)
-		def := int64(0)
-		if k == blkif.KeyMaxQueues {
-			def = 1
-		}
-		if *v, err = get(k, def); err != nil {
-			return nil, err
-		}
-		vals[k] = v
+	if err := readFeatures(d.dom.Store(), d.backDir, in, false); err != nil {
+		return nil, err
 	}
-	in.Flush = *vals[blkif.KeyFeatureFlushCache] == 1
-	in.Barrier = *vals[blkif.KeyFeatureBarrier] == 1
-	in.Discard = *vals[blkif.KeyFeatureDiscard] == 1
-	in.DiscardSecure = *vals[blkif.KeyDiscardSecure] == 1
-	in.DiscardGranularity = uint32(*vals[blkif.KeyDiscardGranularity])
-	in.DiscardAlignment = uint32(*vals[blkif.KeyDiscardAlignment])
-	in.Persistent = *vals[blkif.KeyFeaturePersistent] == 1
-	in.IndirectSegments = int(*vals[blkif.KeyMaxIndirectSegs])
-	in.Queues = int(*vals[blkif.KeyMaxQueues])
-	in.RingPageOrder = int(*vals[blkif.KeyMaxRingPageOrder])
-	in.ExtraRequest = *vals[blkif.KeyFeatureExtraRequest] >= blkif.ExtraRequestVersion
-	in.Reservations = *vals[blkif.KeyFeatureReservations] == 1
 	return in, nil
 }
 
@@ -554,21 +515,17 @@ func (d *Disk) refreshGeometry() error {
 	}
 	in := *cur
 	num := func(key string, def uint64) (uint64, error) {
-		v, err := st.Read(d.backDir + "/" + key)
-		if errors.Is(err, xen.ErrNotFound) {
-			return def, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		return xenbus.ReadNumber(st, d.backDir+"/"+key, def)
 	}
 	var err error
 	if in.Sectors, err = num(blkif.KeySectors, 0); err != nil {
 		return fmt.Errorf("backend's sectors: %w", err)
 	}
 	ss, err := num(blkif.KeySectorSize, 512)
-	if err != nil || ss < 512 || ss&(ss-1) != 0 || ss > 4096 {
+	if err != nil {
+		return fmt.Errorf("backend's sector-size: %w", err)
+	}
+	if ss < 512 || ss&(ss-1) != 0 || ss > 4096 {
 		return fmt.Errorf("backend's sector-size %d is not a power of two in 512..4096", ss)
 	}
 	in.SectorSize = uint32(ss)
@@ -587,29 +544,8 @@ func (d *Disk) refreshGeometry() error {
 	if mode, err := st.Read(d.backDir + "/mode"); err == nil && strings.HasPrefix(mode, "r") {
 		in.ReadOnly = true
 	}
-	// Linux's blkback publishes these only when it connects, not at
-	// InitWait; Linux's blkfront reads them here too. A key that is
-	// present now wins over what was read before the rings were set up.
-	for _, f := range []struct {
-		key string
-		set func(v uint64)
-	}{
-		{blkif.KeyFeatureFlushCache, func(v uint64) { in.Flush = v == 1 }},
-		{blkif.KeyFeatureBarrier, func(v uint64) { in.Barrier = v == 1 }},
-		{blkif.KeyFeatureDiscard, func(v uint64) { in.Discard = v == 1 }},
-		{blkif.KeyDiscardSecure, func(v uint64) { in.DiscardSecure = v == 1 }},
-		{blkif.KeyDiscardGranularity, func(v uint64) { in.DiscardGranularity = uint32(v) }},
-		{blkif.KeyDiscardAlignment, func(v uint64) { in.DiscardAlignment = uint32(v) }},
-		{blkif.KeyFeaturePersistent, func(v uint64) { in.Persistent = v == 1 }},
-	} {
-		if _, err := st.Read(d.backDir + "/" + f.key); err != nil {
-			continue
-		}
-		v, err := num(f.key, 0)
-		if err != nil {
-			return fmt.Errorf("backend's %s: %w", f.key, err)
-		}
-		f.set(v)
+	if err := readFeatures(st, d.backDir, &in, true); err != nil {
+		return err
 	}
 	d.info.Store(&in)
 	return nil

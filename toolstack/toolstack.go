@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/vbd"
@@ -152,39 +151,16 @@ func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
 		return err
 	}
 	if wait {
-		if err := waitState(ctx, store, be, xenbus.Closed.Value()); err != nil && !force {
+		closedOrGone := func(v string, err error) bool {
+			return errors.Is(err, xen.ErrNotFound) || xenbus.OneOf(xenbus.Closed.Value())(v, err)
+		}
+		if _, err := xenbus.WaitNode(ctx, store, be+"/"+vbd.KeyState, closedOrGone); err != nil && !force {
 			return fmt.Errorf("toolstack: backend %s did not close: %w", be, errors.Join(ErrNotClosed, err))
 		}
 	}
 	_ = store.Remove(fe)
 	_ = store.Remove(be)
 	return nil
-}
-
-// waitState waits until dir/state holds want or dir is gone.
-func waitState(ctx context.Context, store xen.Store, dir, want string) error {
-	w, err := store.Watch(dir+"/"+vbd.KeyState, "toolstack-wait")
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	for {
-		v, err := store.Read(dir + "/" + vbd.KeyState)
-		if errors.Is(err, xen.ErrNotFound) || err == nil && strings.TrimSpace(v) == want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case _, ok := <-w.Events():
-			if !ok {
-				return errors.New("store connection closed")
-			}
-		case <-time.After(time.Second):
-			// Re-read anyway: watches coalesce and state may be rewritten
-			// by a restarting peer.
-		}
-	}
 }
 
 // List returns the devices under a backend domain's backend type

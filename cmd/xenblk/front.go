@@ -16,6 +16,7 @@ import (
 	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 var frontFlags struct {
@@ -88,9 +89,15 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	ctx := signals.Requested
 	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
 	for {
-		if err := waitForNode(ctx, dom.Store(), dir+"/backend", frontFlags.wait); err != nil {
+		waitCtx, cancel := context.WithTimeout(ctx, frontFlags.wait)
+		_, err := xenbus.WaitNode(waitCtx, dom.Store(), dir+"/backend", xenbus.Exists)
+		cancel()
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil // Ctrl-C while no vbd was attached
+			}
+			if waitCtx.Err() != nil {
+				err = fmt.Errorf("timed out after %v", frontFlags.wait)
 			}
 			return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
 				frontFlags.vdev, dom.ID(), err, dom.ID(), frontFlags.vdev)
@@ -216,26 +223,4 @@ func finalFlush(disk *blkfront.Disk, wait time.Duration) error {
 		return fmt.Errorf("final flush: %w in %v (is xenblk serve running?); writes not yet flushed may not be durable", errNoAnswer, wait)
 	}
 	return fmt.Errorf("final flush: %w", err)
-}
-
-// waitForNode waits until path exists.
-func waitForNode(ctx context.Context, st xen.Store, path string, timeout time.Duration) error {
-	w, err := st.Watch(path, "wait")
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	deadline := time.After(timeout)
-	for {
-		if _, err := st.Read(path); err == nil {
-			return nil
-		}
-		select {
-		case <-w.Events():
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline:
-			return fmt.Errorf("timed out after %v", timeout)
-		}
-	}
 }

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // recorder keeps what True would have failed the test with.
@@ -63,23 +61,3 @@ func TestBlockedSeesAGoroutineBlocked(t *testing.T) {
 
 //go:noinline
 func blockOn(ch chan struct{}) { <-ch }
-
-func TestNodeSeesAWriteAndFailsWithTheLastValue(t *testing.T) {
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := h.Store()
-	if err := st.Write("/n", "1"); err != nil {
-		t.Fatal(err)
-	}
-	go st.Write("/n", "4")
-	if v := Node(t, st, 10*time.Second, "/n", "4", "5"); v != "4" {
-		t.Fatalf("Node returned %q, want 4", v)
-	}
-	r := &recorder{TB: t}
-	Node(r, st, 30*time.Millisecond, "/n", "6")
-	if !strings.Contains(r.failed, `"4"`) {
-		t.Fatalf("failure %q does not show the last value", r.failed)
-	}
-}

@@ -11,12 +11,12 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
-	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // rawFront is a hand-made frontend that writes whatever bytes a test wants
@@ -34,7 +34,11 @@ type rawFront struct {
 
 func waitState(t *testing.T, st xen.Store, path, want string) {
 	t.Helper()
-	eventually.Node(t, st, 10*time.Second, path, want)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := xenbus.WaitNode(ctx, st, path, xenbus.OneOf(want)); err != nil {
+		t.Fatalf("want %q: %v", want, err)
+	}
 }
 
 func newRawFront(t *testing.T, h *sim.Host, dom *sim.Domain, vdev string) *rawFront {

@@ -13,13 +13,13 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
-	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/linux"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // backendType keeps these tests' vbds apart from anything else in dom0.
@@ -127,7 +127,13 @@ func TestConformanceOnRealXen(t *testing.T) {
 
 func waitState(t *testing.T, st xen.Store, path string, want ...string) string {
 	t.Helper()
-	return eventually.Node(t, st, 20*time.Second, path, want...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	v, err := xenbus.WaitNode(ctx, st, path, xenbus.OneOf(want...))
+	if err != nil {
+		t.Fatalf("want one of %q: %v", want, err)
+	}
+	return v
 }
 
 // TestHostilePeersOnRealXen: a frontend that revokes a grant under the
