@@ -231,14 +231,7 @@ func (b *Batch) Submit() error {
 	q.mu.Lock()
 	pushed := false
 	for _, id := range b.placed {
-		s := &q.slots[id]
-		s.submitted = true
-		switch {
-		case s.delivered: // aborted by a close while placed
-		case q.dead:
-			q.abort(id)
-		case q.connected:
-			q.push(id)
+		if q.submitLocked(id) {
 			pushed = true
 		}
 	}
@@ -288,7 +281,7 @@ func (b *Batch) Reap(ctx context.Context, min int, fn func(tag uint64, n int, er
 			return done + b.abandon(err, fn), err
 		}
 		need := want - done
-		if _, found := b.q.pollFor(&b.window, func() bool { return b.readyCount() >= need }); found {
+		if b.q.poll(&b.window, func() bool { return b.readyCount() >= need }) {
 			continue
 		}
 		b.sleep(ctx, need)
@@ -298,29 +291,14 @@ func (b *Batch) Reap(ctx context.Context, min int, fn func(tag uint64, n int, er
 // readyCount is the length of the ready list, for polling without mu.
 func (b *Batch) readyCount() int { return int(b.readyN.Load()) }
 
-// ready puts slot id on the ready list and wakes a Reap sleeping for it;
-// q.mu held (deliver). The list never outgrows its capacity: each
-// outstanding slot is delivered once, and at most depth are outstanding.
-func (b *Batch) ready(id int) {
-	b.readyIDs = append(b.readyIDs, id)
-	b.readyN.Store(int32(len(b.readyIDs)))
-	if b.sleeping && len(b.readyIDs) >= b.wakeAt {
-		b.sleeping = false
-		select {
-		case b.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // sleep waits until need completions are ready or ctx ends. The queue's
 // reaper collects responses meanwhile (the ring's notification scheme
-// wakes it), and ready wakes this goroutine once for all of them.
+// wakes it), and deliver wakes this goroutine once for all of them.
 func (b *Batch) sleep(ctx context.Context, need int) {
 	q := b.q
 	q.mu.Lock()
 	if q.front != nil {
-		q.collectShared()
+		q.collect()
 	}
 	if len(b.readyIDs) >= need {
 		q.mu.Unlock()
@@ -340,39 +318,42 @@ func (b *Batch) sleep(ctx context.Context, need int) {
 // two ends taking turns.
 const reapChunk = 16
 
-// harvest consumes whatever responses the ring holds, takes up to
-// reapChunk from the ready list, finishes each request (a read's data is
-// copied out; a view's is pinned in its pages), frees the slots of all
-// but the views held and then calls fn for each; it returns how many.
+// harvest collects whatever responses the ring holds, takes up to
+// reapChunk outcomes off the ready list, finishes each request (a read's
+// data is copied out; a view's is pinned in its pages), frees the slots
+// of all but the views held and then calls fn for each; it returns how
+// many.
 func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	q := b.q
 	q.mu.Lock()
 	if q.front != nil {
-		q.collectShared()
+		q.collect()
 	}
 	b.sleeping = false
 	k := min(len(b.readyIDs), reapChunk)
 	b.taken = append(b.taken[:0], b.readyIDs[:k]...)
 	b.readyIDs = b.readyIDs[:copy(b.readyIDs, b.readyIDs[k:])]
 	b.readyN.Store(int32(len(b.readyIDs)))
+	b.results = b.results[:0]
+	for _, id := range b.taken {
+		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: q.slots[id].result()})
+		q.to(id, evTakeOutcome)
+	}
 	q.mu.Unlock()
 	if len(b.taken) == 0 {
 		return 0
 	}
-	// The slots stay busy until released below, so their pages are the
-	// batch's to copy from without the lock.
-	b.results = b.results[:0]
-	for _, id := range b.taken {
-		r := &b.reqs[id]
-		err := q.slots[id].result()
-		n := 0
-		if err == nil {
-			n = r.n
+	// The slots are delivered, the batch's until released below (a close
+	// aborts them no more), so their pages are its to copy from without
+	// the lock.
+	for i, id := range b.taken {
+		r, res := &b.reqs[id], &b.results[i]
+		if res.err == nil {
+			res.n = r.n
 			if r.op == blkif.OpRead && !r.view {
 				q.copyOut(id, r.p)
 			}
 		}
-		b.results = append(b.results, batchResult{tag: r.tag, n: n, err: err})
 		r.p = nil // do not keep the caller's buffer reachable
 	}
 	q.mu.Lock()
@@ -380,9 +361,8 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 		if b.reqs[id].view && b.holdLocked(id, &b.results[i]) {
 			continue
 		}
-		q.releaseLocked(id)
+		q.to(id, evRelease)
 	}
-	q.cond.Broadcast()
 	q.mu.Unlock()
 	b.outstanding -= len(b.taken)
 	b.mapViews()
@@ -392,31 +372,27 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	return len(b.results)
 }
 
-// abandon gives up every outstanding request that is not ready yet: one
-// never pushed is freed, one in flight is orphaned (freed when answered).
-// Those ready meanwhile are harvested normally. Each abandoned request is
-// reported to fn with err; it returns how many were handed to fn.
+// abandon gives up every outstanding request without an outcome yet: one
+// never pushed on the live ring is freed, one on it is orphaned (freed
+// when answered). Those with an outcome meanwhile are harvested normally.
+// Each abandoned request is reported to fn with err; it returns how many
+// were handed to fn.
 func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 	q := b.q
 	b.results = b.results[:0]
 	q.mu.Lock()
 	for id := range q.slots {
 		s := &q.slots[id]
-		if s.batch != b || s.delivered {
-			continue
+		if _, ok := s.load().on(evGiveUp); !ok || s.batch != b {
+			continue // not the batch's, or orphaned by an earlier abandon
 		}
 		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: err})
 		b.reqs[id].p = nil
 		if b.reqs[id].view {
 			b.dropView(id)
 		}
-		if s.issued {
-			s.orphaned = true
-		} else {
-			q.releaseLocked(id)
-		}
+		q.to(id, evGiveUp)
 	}
-	q.cond.Broadcast()
 	q.mu.Unlock()
 	b.placed = b.placed[:0]
 	b.outstanding -= len(b.results)

@@ -159,11 +159,12 @@ func Open(ctx context.Context, cfg Config) (*Disk, error) {
 		OnStep: d.onStep}
 	go func() {
 		d.runErr = r.Run(runCtx)
+		// Gone for good: every request ends (with ErrClosed) and every
+		// slot waiter wakes to fail. The queues are built and dropped
+		// only by the handshake (Connect), which has returned.
 		d.closed.Store(true)
 		for _, q := range d.queues {
-			q.mu.Lock()
-			q.cond.Broadcast()
-			q.mu.Unlock()
+			q.abortAll()
 		}
 		close(d.runDone)
 	}()
@@ -411,9 +412,6 @@ func (d *Disk) buildQueues(nq, order int, abi blkif.ABI, segs, indirect int) ([]
 					"queues", nq, "pool-pages", pool, "wanted", want)
 			}
 			d.segsPerReq = segs
-			for _, q := range d.queues {
-				go q.abortOnClose()
-			}
 			return pubs, nil
 		}
 		if !errors.Is(err, xen.ErrGrantTableFull) {

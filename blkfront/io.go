@@ -101,9 +101,10 @@ func (d *Disk) wait(ctx context.Context, q *queue, id int) (kept bool, err error
 	asleep := q.submit(id)
 	s := &q.slots[id]
 	if !asleep {
-		q.reapOwn(id)
+		q.poll(&q.ownWindow, func() bool { return len(s.done) > 0 })
 	}
-	// abortOnClose completes every slot when the disk closes for good.
+	// abortAll hands every request an outcome when the disk closes for
+	// good.
 	if done := ctx.Done(); done == nil {
 		<-s.done
 	} else {
@@ -119,45 +120,23 @@ func (d *Disk) wait(ctx context.Context, q *queue, id int) (kept bool, err error
 }
 
 // giveUp abandons slot id's request, whose caller's context ended: it
-// reports true if the request finished meanwhile (its token is taken:
-// the caller has the result and the slot), otherwise frees the slot if
-// the request is not on the live ring or else orphans it, and reports
-// false.
+// reports true if the request has an outcome already (its token is
+// taken: the caller has the result and the slot), otherwise frees the
+// slot if the request is not on the live ring or else orphans it, and
+// reports false.
 func (q *queue) giveUp(id int) (finished bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := &q.slots[id]
-	select {
-	case <-s.done: // deliver sends under mu: no token can come after this
+	if s.load().handedOut() {
+		select {
+		case <-s.done: // deliver sent it under mu
+		default:
+		}
 		return true
-	default:
 	}
-	if s.issued {
-		s.orphaned = true
-		return false
-	}
-	q.releaseLocked(id)
-	q.cond.Broadcast()
+	q.to(id, evGiveUp)
 	return false
-}
-
-// result is the outcome of a finished slot: ErrClosed if it was aborted,
-// else its response's status as an error (nil for success).
-func (s *slot) result() error {
-	if s.aborted.Load() {
-		return ErrClosed
-	}
-	switch s.status {
-	case blkif.RspOkay:
-		return nil
-	case blkif.RspEOPNOTSUPP:
-		return ErrNotSupported
-	case blkif.RspReservationConflict:
-		// Another node holds a reservation that fences this one off.
-		return fmt.Errorf("%w (operation %d)", ErrReservationConflict, s.req.Operation)
-	default:
-		return fmt.Errorf("%w (status %d, operation %d)", ErrIO, s.status, s.req.Operation)
-	}
 }
 
 func (d *Disk) transfer(ctx context.Context, op uint8, p []byte, off int64) (int, error) {
@@ -204,7 +183,7 @@ func pagesFor(n int) int { return (n + xen.PageSize - 1) / xen.PageSize }
 // prepare builds slot id's read or write of p at off (direct segments, or
 // indirect ones beyond blkif.MaxSegmentsPerRequest) over the pool pages
 // acquired for it, copying a write's data in. The slot is the caller's
-// (busy, not submitted), so no lock is needed.
+// (filling), so no lock is needed.
 func (q *queue) prepare(id int, op uint8, p []byte, off int64) {
 	if op == blkif.OpWrite {
 		for i, pg := range q.slots[id].pages {

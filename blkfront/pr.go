@@ -108,7 +108,7 @@ func (d *Disk) pr(ctx context.Context, r blkif.PRRequest, data []byte) error {
 	clear(page)
 	r.ID = uint64(id)
 	r.Gref = uint32(q.pool.Refs[s.pages[0]])
-	s.prReq, s.isPR = r, true
+	s.prReq, s.kind = r, kindPR
 	s.req = blkif.Request{Operation: blkif.OpReservation, ID: r.ID}
 	kept, err := d.wait(ctx, q, id)
 	if !kept {

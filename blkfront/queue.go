@@ -15,50 +15,11 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-// slot is one request in flight: its id is its index in queue.slots.
-// Everything it needs is allocated once, when the queue is built, and
-// survives reconnects so that what was in flight can be re-issued.
-type slot struct {
-	req    blkif.Request
-	pages  []int        // pool page indexes holding the data, in order
-	ipages *xen.Granted // indirect pages (granted read-only), nil if none offered
-	iviews [][]byte     // ipages.Mem split into pages
-	busy   bool
-	// submitted: its request is complete and handed to the queue (submit,
-	// Batch.Submit); only such a slot is re-issued after a reconnect (one
-	// still being filled, or a SCSI partner, is not).
-	submitted bool
-	issued    bool // pushed on the current ring; false after a disconnect
-	// scsi: the request is flagged and followed by extra (in the ring slot
-	// after it; the queue slot partner is held so ring slots never
-	// outnumber queue slots).
-	scsi     bool
-	partner  int
-	extra    blkif.ExtraRequest
-	extraRsp blkif.ExtraResponse
-	// isPR: the slot holds a reservation request (prReq), not req.
-	isPR   bool
-	prReq  blkif.PRRequest
-	status int16
-	done   chan struct{} // buffered(1): the response arrived, or aborted
-	// aborted: the disk closed for good before the response came (set
-	// before the token is sent on done; atomic because a waiter that got
-	// its response may read it while the close sets it).
-	aborted atomic.Bool
-	// batch: the Batch the request belongs to; its response (or abort)
-	// goes on the batch's ready list instead of done. nil: a goroutine
-	// waits on done. Under mu, as are delivered and orphaned.
-	batch *Batch
-	// delivered: the slot is on its batch's ready list (at most once).
-	delivered bool
-	// orphaned: its batch gave up on it while in flight (Reap's context
-	// ended, or the batch closed); the response only frees the slot.
-	orphaned bool
-}
-
 // queue is one ring of a disk, with its pool of persistently granted data
-// pages. Callers fill a slot and push it under mu; one goroutine per
-// connection collects responses and wakes the callers.
+// pages. Callers fill a slot and push it under mu; responses are taken off
+// the ring (collect) by whoever holds mu and looks: the queue's reaper
+// goroutine, a submitter polling for its own answer, a Batch's Reap. Each
+// is handed to its slot's owner (deliver).
 type queue struct {
 	disk  *Disk
 	index int
@@ -75,8 +36,8 @@ type queue struct {
 	freePage []int
 	// connected: the ring is live; requests wait while it is not.
 	connected bool
-	// dead: the disk closed for good; every waiter has been aborted and
-	// submit aborts at once.
+	// dead: the disk closed for good (abortAll); every request has been
+	// aborted, and submit aborts at once.
 	dead   bool
 	stop   chan struct{}
 	reaped chan struct{}
@@ -86,13 +47,14 @@ type queue struct {
 	submitting atomic.Int32
 	// pollers counts submitters polling the ring for their own response.
 	pollers atomic.Int32
-	// ownWindow is reapOwn's poll window (at most ownPollWindow).
+	// ownWindow is a lone request's poll window (at most ownPollWindow).
 	ownWindow adaptpoll.Window
 	// batches counts the open Batches bound to this queue (NewBatch
 	// binds a new one to the queue with fewest).
 	batches atomic.Int32
 	// reaperAsleep: the reaper armed rsp_event and sleeps (or is about
-	// to) in Wait. Under mu.
+	// to) in Wait; whoever else consumes responses re-arms (collect).
+	// Under mu.
 	reaperAsleep bool
 	// backendAsleep: the last push had to notify (the backend had armed
 	// req_event to sleep), so the answer waits for a wake-up; spinning for
@@ -109,8 +71,7 @@ type queue struct {
 	poolRevoked bool
 }
 
-// newQueue grants a queue's data pool and indirect pages. The caller
-// starts abortOnClose once the queue is kept.
+// newQueue grants a queue's data pool and indirect pages.
 func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue, error) {
 	q := &queue{disk: d, index: index, slots: make([]slot, nslots)}
 	q.cond = sync.NewCond(&q.mu)
@@ -125,6 +86,7 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 	}
 	for i := nslots - 1; i >= 0; i-- {
 		s := &q.slots[i]
+		s.state.Store(uint32(slotFree))
 		s.done = make(chan struct{}, 1)
 		if indirectPages > 0 {
 			// Writable although the backend only reads them: Linux's
@@ -146,50 +108,22 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 	return q, nil
 }
 
-// abortOnClose wakes every waiter when the disk closes for good, so that
-// a waiter blocks on its slot's done channel alone (a select on a channel
-// shared by every waiter costs a contended lock per request).
-func (q *queue) abortOnClose() {
-	<-q.disk.runDone
+// abortAll ends every request when the disk closes for good (Open's run
+// loop, once the handshake is over): each gets ErrClosed, through its
+// done token or its batch's ready list, and an orphaned one is freed. A
+// waiter thus blocks on its slot's done channel alone (a select on a
+// channel shared by every waiter would cost a contended lock per
+// request).
+func (q *queue) abortAll() {
 	q.mu.Lock()
 	q.dead = true
-	for i := range q.slots {
-		if q.slots[i].busy {
-			q.abort(i)
+	for id := range q.slots {
+		if _, ok := q.slots[id].load().on(evAbort); ok {
+			q.to(id, evAbort)
 		}
 	}
 	q.cond.Broadcast()
 	q.mu.Unlock()
-}
-
-// abort completes slot id as aborted; mu held. If its response is already
-// there, aborted still wins.
-func (q *queue) abort(id int) {
-	q.slots[id].aborted.Store(true)
-	q.deliver(id)
-}
-
-// deliver hands a finished slot (answered or aborted) to whoever waits
-// for it: its goroutine (the done token), its batch (the ready list), or
-// nobody (orphaned: the slot is freed here, and whoever waits for a slot
-// is woken). mu held.
-func (q *queue) deliver(id int) {
-	s := &q.slots[id]
-	switch {
-	case s.orphaned:
-		q.releaseLocked(id)
-		q.cond.Broadcast()
-	case s.batch != nil:
-		if !s.delivered {
-			s.delivered = true
-			s.batch.ready(id)
-		}
-	default:
-		select {
-		case s.done <- struct{}{}:
-		default: // aborted meanwhile: the token is there already
-		}
-	}
 }
 
 // release revokes everything the queue granted (on final close). The data
@@ -223,7 +157,8 @@ func (q *queue) revokePoolLocked() bool {
 }
 
 // connect grants a fresh ring and event channel and returns what to
-// publish. In-flight slots stay busy and are re-issued by start.
+// publish. Requests in flight keep their slots and are issued again by
+// start.
 func (q *queue) connect(order int, abi blkif.ABI) (refs []xen.GrantRef, port xen.Port, err error) {
 	d := q.disk
 	rm, err := d.dom.Granter().Grant(d.backDom, 1<<order, false)
@@ -258,8 +193,7 @@ func (q *queue) start() {
 	q.stop = make(chan struct{})
 	q.reaped = make(chan struct{})
 	for id := range q.slots {
-		s := &q.slots[id]
-		if s.busy && s.submitted && !s.issued && !s.delivered {
+		if st := q.slots[id].load(); st == slotSubmitted || st == slotOrphaned {
 			q.push(id)
 		}
 	}
@@ -267,18 +201,23 @@ func (q *queue) start() {
 	q.cond.Broadcast()
 	stop, reaped, ch := q.stop, q.reaped, q.ch
 	q.mu.Unlock()
-	go q.reap(stop, reaped, ch)
+	go q.reaper(stop, reaped, ch)
 }
 
-// disconnect stops the reaper and drops the ring. Busy slots stay busy,
-// marked not issued.
+// disconnect stops the reaper and drops the ring. Requests in flight keep
+// their slots: issued ones go back to submitted, orphaned ones stay
+// orphaned, and start issues both again. So while the queue is connected
+// no slot is submitted (submit pushes at once), and while it is not, none
+// is issued and no orphaned one is on a ring.
 func (q *queue) disconnect() {
 	q.mu.Lock()
 	stop, reaped, ch, rm := q.stop, q.reaped, q.ch, q.ringMem
 	q.connected = false
 	q.stop, q.ch, q.ringMem, q.front = nil, nil, nil, nil
 	for id := range q.slots {
-		q.slots[id].issued = false
+		if _, ok := q.slots[id].load().on(evDisconnect); ok {
+			q.to(id, evDisconnect)
+		}
 	}
 	q.mu.Unlock()
 	if stop != nil {
@@ -302,15 +241,17 @@ func (q *queue) disconnect() {
 	}
 }
 
-// reap collects responses until stopped. A closed channel means the
-// backend went away: the disk's runner is told, and reconnects.
+// reaper collects responses until stopped: the one goroutine per
+// connection that sleeps on the event channel, so that a response nobody
+// polls for still reaches its owner. A closed channel means the backend
+// went away: the disk's runner is told, and reconnects.
 //
 // While requests are in flight and responses keep coming, it polls the
 // ring (yielding the processor between looks) without re-arming
 // rsp_event, so a backend answering meanwhile sends no notification. Only
 // when nothing is in flight, or the poll window passes with nothing, does
 // it arm (RING_FINAL_CHECK_FOR_RESPONSES) and sleep.
-func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
+func (q *queue) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 	defer close(reaped)
 	lastWork := time.Now()
 	for {
@@ -335,8 +276,8 @@ func (q *queue) reap(stop, reaped chan struct{}, ch xen.Channel) {
 		}
 		more := !stalled && q.front.FinalCheck()
 		// Asleep from here until Wait returns: a submitter that consumes
-		// responses meanwhile re-arms rsp_event (collectShared), or the
-		// event armed here would go stale and nobody be woken.
+		// responses meanwhile re-arms rsp_event (collect), or the event
+		// armed here would go stale and nobody be woken.
 		q.reaperAsleep = !more
 		q.mu.Unlock()
 		select {
@@ -394,31 +335,36 @@ func (q *queue) pollRing(stop chan struct{}, deadline time.Time) bool {
 	}
 }
 
-// collectShared is collect for a goroutine other than the reaper; mu
-// held, q.front set. The reaper may be asleep on an rsp_event armed at the
-// rsp_cons of its last look; consuming past it would leave that event
-// behind rsp_cons, and the backend would notify nobody for what follows.
-// So while the reaper sleeps, whoever consumes re-arms
-// (RING_FINAL_CHECK_FOR_RESPONSES) and takes what the re-check finds.
-func (q *queue) collectShared() {
-	n, stalled := q.collect()
-	if n == 0 || stalled || !q.reaperAsleep {
-		return
-	}
-	for q.front.FinalCheck() {
-		if m, stalled := q.collect(); m == 0 || stalled {
-			return
-		}
-	}
-}
-
 // inFlight reports whether requests are published and unanswered; mu held.
 func (q *queue) inFlight() bool { return q.front.ReqProdPvt() != q.front.RspCons() }
 
-// collect completes every response available; mu held, q.front set. It
-// reports how many it completed, and stalled when a response pair's second
+// collect takes every response available off the ring and hands each to
+// its request's owner (complete, then deliver); mu held, q.front set. It
+// reports how many it took, and stalled when a response pair's second
 // half is not published yet (the backend is waited for, not spun on).
+//
+// Any goroutine holding mu may collect. The reaper may be asleep on an
+// rsp_event armed at the rsp_cons of its last look; consuming past it
+// would leave that event behind rsp_cons, and the backend would notify
+// nobody for what follows. So while the reaper sleeps, whoever consumes
+// re-arms (RING_FINAL_CHECK_FOR_RESPONSES) and takes what the re-check
+// finds; the reaper itself collects awake.
 func (q *queue) collect() (completed int, stalled bool) {
+	completed, stalled = q.collectOnce()
+	if completed == 0 || stalled || !q.reaperAsleep {
+		return completed, stalled
+	}
+	for q.front.FinalCheck() {
+		n, stalled := q.collectOnce()
+		if completed += n; n == 0 || stalled {
+			return completed, stalled
+		}
+	}
+	return completed, false
+}
+
+// collectOnce is one pass of collect over the responses published.
+func (q *queue) collectOnce() (completed int, stalled bool) {
 	var rsp blkif.Response
 	for m := q.front.Unconsumed(); m > 0; m-- {
 		q.abi.DecodeResponse(q.front.Response(), &rsp)
@@ -441,40 +387,30 @@ func (q *queue) collect() (completed int, stalled bool) {
 	return completed, false
 }
 
-// complete records a response; called with mu held. A response whose id
-// is not in flight is ignored (a hostile or confused backend).
+// complete records a response and hands it out; mu held. A response whose
+// id is not in flight is ignored (a hostile or confused backend).
 func (q *queue) complete(rsp *blkif.Response) {
 	if rsp.ID >= uint64(len(q.slots)) {
 		q.disk.log.Warn("response with unknown id", "id", rsp.ID)
 		return
 	}
 	s := &q.slots[rsp.ID]
-	if !s.busy || !s.issued {
+	if _, ok := s.load().on(evAnswer); !ok {
 		q.disk.log.Warn("response for a request not in flight", "id", rsp.ID)
 		return
 	}
-	s.issued = false
 	s.status = rsp.Status
-	q.deliver(int(rsp.ID))
-}
-
-// resetDone readies a freshly acquired slot's completion; mu held.
-func (s *slot) resetDone() {
-	s.aborted.Store(false)
-	select {
-	case <-s.done: // a stale abort token
-	default:
-	}
+	q.to(int(rsp.ID), evAnswer)
 }
 
 // pairOf returns the slot of a response that carries an extra response
-// after it, or nil.
+// after it (a SCSI request in flight), or nil.
 func (q *queue) pairOf(rsp *blkif.Response) *slot {
 	if rsp.ID >= uint64(len(q.slots)) {
 		return nil
 	}
 	s := &q.slots[rsp.ID]
-	if s.busy && s.issued && s.scsi {
+	if _, inFlight := s.load().on(evAnswer); inFlight && s.kind == kindSCSI {
 		return s
 	}
 	return nil
@@ -494,11 +430,10 @@ func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 	}
 	id, partner := q.free[len(q.free)-1], q.free[len(q.free)-2]
 	q.free = q.free[:len(q.free)-2]
+	q.to(partner, evPair)
+	q.takeSlot(id, npages)
 	s := &q.slots[id]
-	s.busy, s.scsi, s.partner = true, true, partner
-	s.resetDone()
-	q.slots[partner].busy = true
-	q.takePages(s, npages)
+	s.kind, s.partner = kindSCSI, partner
 	return id, nil
 }
 
@@ -575,15 +510,22 @@ func (q *queue) take(npages int) (id int, ok bool) {
 	}
 	id = q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
-	s := &q.slots[id]
-	s.busy = true
-	s.resetDone()
-	q.takePages(s, npages)
+	q.takeSlot(id, npages)
 	return id, true
 }
 
-// takePages gives slot s npages pool pages; mu held, pages free.
-func (q *queue) takePages(s *slot, npages int) {
+// takeSlot gives slot id, just taken off the free list, to a new request
+// (a data one, owned by a goroutine, until the caller says otherwise)
+// with npages pool pages; mu held, the pages free.
+func (q *queue) takeSlot(id, npages int) {
+	q.to(id, evTake)
+	s := &q.slots[id]
+	select {
+	case <-s.done:
+		// None is expected (giveUp takes the token it leaves), but a token
+		// from the slot's earlier life must not end this one.
+	default:
+	}
 	s.pages = s.pages[:0]
 	for i := 0; i < npages; i++ {
 		s.pages = append(s.pages, q.freePage[len(q.freePage)-1])
@@ -591,29 +533,11 @@ func (q *queue) takePages(s *slot, npages int) {
 	}
 }
 
-// releaseSlot returns a slot and its pages.
+// releaseSlot frees slot id, whose owner took its outcome, with its pages.
 func (q *queue) releaseSlot(id int) {
 	q.mu.Lock()
-	q.releaseLocked(id)
-	q.cond.Broadcast()
+	q.to(id, evRelease)
 	q.mu.Unlock()
-}
-
-// releaseLocked returns a slot and its pages; mu held (the caller
-// broadcasts cond, once for however many it releases).
-func (q *queue) releaseLocked(id int) {
-	s := &q.slots[id]
-	q.freePage = append(q.freePage, s.pages...)
-	s.pages = s.pages[:0]
-	s.busy, s.submitted = false, false
-	s.isPR = false
-	s.batch, s.delivered, s.orphaned = nil, false, false
-	q.free = append(q.free, id)
-	if s.scsi {
-		q.slots[s.partner].busy = false
-		q.free = append(q.free, s.partner)
-		s.scsi = false
-	}
 }
 
 // page returns pool page i.
@@ -628,12 +552,7 @@ func (q *queue) page(i int) []byte { return q.pool.Mem[i*xen.PageSize : (i+1)*xe
 func (q *queue) submit(id int) (backendAsleep bool) {
 	q.submitting.Add(1)
 	q.mu.Lock()
-	q.slots[id].submitted = true
-	if q.dead {
-		q.abort(id)
-	} else if q.connected {
-		q.push(id)
-	}
+	q.submitLocked(id)
 	if q.submitting.Add(-1) == 0 && q.connected {
 		q.flushPush()
 	}
@@ -642,43 +561,56 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 	return backendAsleep
 }
 
-// reapOwn polls the ring for slot id's response for up to the queue's
-// current own-poll window, completing whatever it finds on this goroutine;
-// reports whether it polled and whether id's response arrived (s.done
-// holds it). Only maxPollers submitters poll at once: more would only take
-// turns at mu.
-func (q *queue) reapOwn(id int) (polled, found bool) {
-	s := &q.slots[id]
-	return q.pollFor(&q.ownWindow, func() bool { return len(s.done) > 0 })
+// submitLocked hands slot id's complete request to the queue: pushed on
+// the live ring (published by the caller's flushPush), aborted at once if
+// the disk closed for good, kept for the reconnect otherwise; a request
+// aborted while it was filled stays so. It reports whether it pushed.
+// mu held.
+func (q *queue) submitLocked(id int) (pushed bool) {
+	if q.to(id, evSubmit) != slotSubmitted {
+		return false
+	}
+	if q.dead {
+		q.to(id, evAbort)
+		return false
+	}
+	if q.connected {
+		q.push(id)
+		return true
+	}
+	return false
 }
 
-// pollFor is reapOwn's poll, for up to w's window and until ready
-// reports true (a Batch's Reap polls with it too, with its own window);
-// ready must not let its closure escape.
-func (q *queue) pollFor(w *adaptpoll.Window, ready func() bool) (polled, found bool) {
+// poll looks at the ring, collecting what it finds on this goroutine,
+// until ready reports true or w's current window passes; it reports
+// whether ready did (and w adapts). A lone request polls for its own
+// answer with the queue's window, a Batch's Reap for enough answers with
+// its own. Only maxPollers goroutines poll at once: more would only take
+// turns at mu. ready must not let its closure escape.
+func (q *queue) poll(w *adaptpoll.Window, ready func() bool) (found bool) {
 	if q.disk.cfg.NoPoll {
-		return false, false
+		return false
 	}
 	window := w.Next()
 	if window <= 0 {
-		return false, false
+		return false
 	}
 	if q.pollers.Add(1) > maxPollers {
 		q.pollers.Add(-1)
-		return false, false
+		return false
 	}
 	defer q.pollers.Add(-1)
 	var deadline time.Time
 	for i := 0; ; i++ {
 		if q.mu.TryLock() {
 			if q.front != nil {
-				q.collectShared()
+				q.collect()
 			}
 			q.mu.Unlock()
 		}
 		if ready() {
 			w.Hit()
-			return true, true
+			return true
 		}
 		if i%8 == 0 {
 			now := time.Now()
@@ -686,7 +618,7 @@ func (q *queue) pollFor(w *adaptpoll.Window, ready func() bool) (polled, found b
 				deadline = now.Add(window)
 			} else if !now.Before(deadline) {
 				w.Miss()
-				return true, false
+				return false
 			}
 		}
 		runtime.Gosched()
@@ -698,25 +630,25 @@ const (
 	maxPollers    = 2
 )
 
-// push writes the request into the ring; mu held, ring not full (one
-// ring slot per queue slot, and the ring has at least as many).
+// push writes slot id's request into the ring (submitted, or orphaned and
+// re-issued); mu held, the ring live and not full (one ring slot per
+// queue slot, and the ring has at least as many).
 func (q *queue) push(id int) {
 	s := &q.slots[id]
-	if s.isPR {
+	switch s.kind {
+	case kindPR:
 		q.abi.EncodePRRequest(q.front.NextRequest(), &s.prReq)
 		q.front.Produce(1)
-		s.issued = true
-		return
-	}
-	q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
-	if s.scsi {
+	case kindSCSI:
 		// Both slots go out in the same push (docs/PROTOCOL.md).
+		q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
 		q.abi.EncodeExtraRequest(q.front.RequestAt(1), &s.extra)
 		q.front.Produce(2)
-	} else {
+	default:
+		q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
 		q.front.Produce(1)
 	}
-	s.issued = true
+	q.to(id, evPush)
 }
 
 func (q *queue) flushPush() {

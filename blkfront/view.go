@@ -148,10 +148,9 @@ func (b *Batch) releaseView(i int) {
 	b.viewPages[id] = b.viewPages[id][:0]
 	q := b.q
 	q.mu.Lock()
-	q.releaseLocked(id)
+	q.to(id, evRelease)
 	q.views--
 	revoke := q.revokePoolLocked()
-	q.cond.Broadcast()
 	q.mu.Unlock()
 	if revoke {
 		_ = q.disk.dom.Granter().Revoke(q.pool)
