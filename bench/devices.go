@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/xenblk/xenblk/blkfront"
 )
 
 // DeviceMemory is the resident memory of one backend process serving
@@ -53,30 +51,19 @@ func MeasureDevices(ctx context.Context, backend string, n int, o Options) (Devi
 	if err != nil {
 		return dm, err
 	}
-	defer s.close()
+	defer s.Close() // the frontends first, then the backend process
 	time.Sleep(settle)
-	if dm.Before, err = readRSS(s.backendPID); err != nil {
+	if dm.Before, err = readRSS(s.BackendPID); err != nil {
 		return dm, err
 	}
-	disks := make([]*blkfront.Disk, 0, n)
-	defer func() {
-		for _, d := range disks {
-			d.Close()
-		}
-	}()
 	buf := make([]byte, 4096)
 	for i := 0; i < n; i++ {
 		// A guest per device: a guest's grant table holds the pools of
 		// only a few frontends (each grants up to 4096 data pages).
-		g, err := s.host.NewDomain(fmt.Sprintf("bench%d", i))
+		d, err := attachDisk(s, fmt.Sprintf("bench%d", i), 1, o.Log)
 		if err != nil {
-			return dm, err
+			return dm, fmt.Errorf("bench: frontend xvda: %w", err)
 		}
-		d, err := attachDisk(s.host, g, "xvda", 1, o)
-		if err != nil {
-			return dm, err
-		}
-		disks = append(disks, d)
 		if _, err := d.WriteAt(ctx, buf, 0); err != nil {
 			return dm, fmt.Errorf("bench: write to device %d: %w", i, err)
 		}
@@ -88,7 +75,7 @@ func MeasureDevices(ctx context.Context, backend string, n int, o Options) (Devi
 		}
 	}
 	time.Sleep(settle)
-	if dm.After, err = readRSS(s.backendPID); err != nil {
+	if dm.After, err = readRSS(s.BackendPID); err != nil {
 		return dm, err
 	}
 	if n > 0 {
