@@ -129,6 +129,12 @@ func (s *Stack) NewGuest(name string, spec diskspec.Spec) (*Guest, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.AddVBD(d, spec)
+}
+
+// AddVBD creates a vbd from spec for the existing domain d (served by
+// dom0) as libxl does; no frontend opens it yet.
+func (s *Stack) AddVBD(d *sim.Domain, spec diskspec.Spec) (*Guest, error) {
 	vbd, err := toolstack.NewVBD(0, d.ID(), spec)
 	if err != nil {
 		return nil, err
@@ -225,3 +231,29 @@ func (b *Backend) Stop() error {
 
 // Done is closed once Serve has returned.
 func (b *Backend) Done() <-chan struct{} { return b.done }
+
+// TB is what ForTest needs of a test; testing.TB has it.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
+// ForTest is New for a test: it fails tb if the stack does not start and
+// closes the stack at tb's cleanup. A nil dev starts the host alone
+// (NewHost).
+func ForTest(tb TB, dev storage.Device, o Options) *Stack {
+	tb.Helper()
+	var s *Stack
+	var err error
+	if dev == nil {
+		s, err = NewHost(o)
+	} else {
+		s, err = New(dev, o)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}

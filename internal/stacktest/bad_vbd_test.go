@@ -1,7 +1,6 @@
 package stacktest
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -12,11 +11,11 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // A vbd the backend cannot build a device for (here its SCSI engine
@@ -24,10 +23,8 @@ import (
 // its error node, its disk is closed, and the backend does not retry it
 // on every event in its area (the error node's own write is one).
 func TestUnbuildableVBDGetsAnErrorNodeOnce(t *testing.T) {
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	h := s.Host
 	g, _ := h.NewDomain("guest")
 	spec, _ := diskspec.Parse("vdev=xvda, target=bad")
 	vbd, _ := toolstack.NewVBD(0, g.ID(), spec)
@@ -36,27 +33,19 @@ func TestUnbuildableVBDGetsAnErrorNodeOnce(t *testing.T) {
 	goodSpec, _ := diskspec.Parse("vdev=xvdb, target=good")
 	good, _ := toolstack.NewVBD(0, g.ID(), goodSpec)
 	var opened, provided atomic.Int32 // for the bad vbd
-	srv := &blkback.Server{
-		Config: blkback.Config{Domain: h.Dom0(), Log: slog.New(slog.DiscardHandler),
-			SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
-				if dir != vbd.BackendPath() {
-					return emulate.New(dev, emulate.Config{Identity: dir}), nil
-				}
-				provided.Add(1)
-				return nil, errors.New("scsi-policy of " + dir + ": policy file missing")
-			}},
-		BackendType: toolstack.DefaultBackendType,
-		Open: func(_ xen.Store, dir string) (storage.Device, error) {
-			if dir == vbd.BackendPath() {
-				opened.Add(1)
+	srv := s.Serve(blkback.Config{Log: slog.New(slog.DiscardHandler),
+		SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
+			if dir != vbd.BackendPath() {
+				return emulate.New(dev, emulate.Config{Identity: dir}), nil
 			}
-			return storage.NewMemory(1 << 20), nil
-		},
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+			provided.Add(1)
+			return nil, errors.New("scsi-policy of " + dir + ": policy file missing")
+		}}, func(_ xen.Store, dir string) (storage.Device, error) {
+		if dir == vbd.BackendPath() {
+			opened.Add(1)
+		}
+		return storage.NewMemory(1 << 20), nil
+	}).Server
 	if err := toolstack.Create(h.Store(), vbd); err != nil {
 		t.Fatal(err)
 	}

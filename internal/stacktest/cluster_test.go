@@ -5,59 +5,34 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
-	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // twoNodes attaches one disk to two guests — the two nodes of a cluster —
 // with one reservation unit for the disk.
 func twoNodes(t *testing.T) (a, b *blkfront.Disk) {
 	t.Helper()
-	h, _ := sim.NewHost()
-	disk := newMemDisk(4 << 20)
 	unit, _ := pr.Open(pr.NewMemoryStore(), "shared-disk", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
-		Config: blkback.Config{Domain: h.Dom0(), SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
+	s := simstack.ForTest(t, newMemDisk(4<<20), simstack.Options{Backend: blkback.Config{
+		SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
 			return emulate.New(dev, emulate.Config{Identity: "shared-disk", Reservations: unit}), nil
-		}},
-		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
+		}}})
 	var disks []*blkfront.Disk
 	for _, name := range []string{"node-a", "node-b"} {
-		g, _ := h.NewDomain(name)
-		spec, _ := diskspec.Parse("vdev=xvdb, target=shared")
-		vbd, _ := toolstack.NewVBD(0, g.ID(), spec)
-		if err := toolstack.Create(h.Store(), vbd); err != nil {
-			t.Fatal(err)
-		}
-		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-		ocancel()
+		g, err := s.AttachGuest(context.Background(), name, "vdev=xvdb, target=shared", blkfront.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		disks = append(disks, d)
+		disks = append(disks, g.Disk)
 	}
-	t.Cleanup(func() {
-		for _, d := range disks {
-			d.Close()
-		}
-		cancel()
-		<-done
-	})
 	return disks[0], disks[1]
 }
 

@@ -3,16 +3,12 @@ package stacktest
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // openThroughStack serves a fresh device through our backend to our
@@ -24,36 +20,12 @@ func openThroughStack(backing func(size int64) storage.Device, fcfg blkfront.Con
 // openThroughStackWith is openThroughStack with the backend's settings.
 func openThroughStackWith(backing func(size int64) storage.Device, fcfg blkfront.Config, bcfg blkback.Config) storagetest.Open {
 	return func(t *testing.T, size int64) storage.Device {
-		h, err := sim.NewHost()
+		s := simstack.ForTest(t, backing(size), simstack.Options{Backend: bcfg})
+		g, err := s.AttachGuest(context.Background(), "guest", "vdev=xvda, target=conformance", fcfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, _ := h.NewDomain("guest")
-		dev := backing(size)
-		ctx, cancel := context.WithCancel(context.Background())
-		bcfg.Domain = h.Dom0()
-		srv := &blkback.Server{Config: bcfg, BackendType: toolstack.DefaultBackendType,
-			Open: func(xen.Store, string) (storage.Device, error) { return dev, nil }}
-		done := make(chan struct{})
-		go func() { srv.Serve(ctx); close(done) }()
-		spec, _ := diskspec.Parse("vdev=xvda, target=conformance")
-		vbd, _ := toolstack.NewVBD(0, g.ID(), spec)
-		if err := toolstack.Create(h.Store(), vbd); err != nil {
-			t.Fatal(err)
-		}
-		fcfg.Domain, fcfg.Dir = g, vbd.FrontendPath()
-		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		defer ocancel()
-		d, err := blkfront.Open(octx, fcfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			d.Close()
-			cancel()
-			<-done
-		})
-		return d.Device()
+		return g.Disk.Device()
 	}
 }
 

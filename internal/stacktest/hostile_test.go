@@ -11,6 +11,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -105,32 +106,29 @@ func (r *rawFront) do(req blkif.Request) int16 {
 }
 
 func TestHostileFrontend(t *testing.T) {
-	h, _ := sim.NewHost()
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	h := s.Host
 	bad, _ := h.NewDomain("hostile")
 	good, _ := h.NewDomain("good")
 	const size = 1 << 20
 	disks := map[xen.DomID]*storage.Memory{bad.ID(): newMemDisk(size), good.ID(): newMemDisk(size)}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0(), MaxIndirectSegments: 1024}, BackendType: toolstack.DefaultBackendType,
-		Open: func(st xen.Store, dir string) (storage.Device, error) {
-			id, _ := st.Read(dir + "/frontend-id")
-			n, _ := strconv.Atoi(id)
-			return disks[xen.DomID(n)], nil
-		}}
-	go srv.Serve(ctx)
+	s.Serve(blkback.Config{MaxIndirectSegments: 1024}, func(st xen.Store, dir string) (storage.Device, error) {
+		id, _ := st.Read(dir + "/frontend-id")
+		n, _ := strconv.Atoi(id)
+		return disks[xen.DomID(n)], nil
+	})
 	raw := newRawFront(t, h, bad, "xvda")
 
 	spec, _ := diskspec.Parse("vdev=xvdb, target=memory")
-	gvbd, _ := toolstack.NewVBD(0, good.ID(), spec)
-	toolstack.Create(h.Store(), gvbd)
-	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ocancel()
-	gdisk, err := blkfront.Open(octx, blkfront.Config{Domain: good, Dir: gvbd.FrontendPath()})
+	gg, err := s.AddVBD(good, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gdisk.Close()
+	ctx := context.Background()
+	if err := s.Open(ctx, gg, blkfront.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gdisk := gg.Disk
 
 	ref := func(i int) uint32 { return uint32(raw.data.Refs[i]) }
 	okRead := blkif.Request{Operation: blkif.OpRead, NrSegments: 1, Seg: one(ref(0), 0, 7)}

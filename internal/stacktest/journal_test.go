@@ -14,11 +14,10 @@ import (
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // TestRestartReplaysFromTheJournal: a backend dies after consuming a
@@ -29,7 +28,8 @@ import (
 // the ring: it is carried out as sent and answered under its own id, and
 // the request behind it comes from the ring.
 func TestRestartReplaysFromTheJournal(t *testing.T) {
-	h, _ := sim.NewHost()
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	h := s.Host
 	g, _ := h.NewDomain("guest")
 	mem := storage.NewMemory(1 << 20)
 	// Once armed, the first write blocks forever: the backend process
@@ -45,11 +45,10 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 	}}
 	journals := t.TempDir()
 	cfg := blkback.Config{Domain: h.Dom0(), PersistentGrants: -1, JournalDir: journals}
-	srvA := &blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return dying, nil }}
-	ctxA, cancelA := context.WithCancel(context.Background())
-	defer cancelA()
-	go srvA.Serve(ctxA)
+	// Not the stack's: its Serve never returns (its queue is stuck in
+	// the dead write), so nothing may wait for it.
+	srvA := simstack.Serve(&blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
+		Open: simstack.Serving(dying)}).Server
 	raw := newRawFront(t, h, g, "xvda")
 
 	copy(raw.data.Mem[0:4096], bytes.Repeat([]byte("AAAA"), 1024))
@@ -87,11 +86,7 @@ func TestRestartReplaysFromTheJournal(t *testing.T) {
 	g.Store().Write(raw.vbd.FrontendPath()+"/event-channel", strconv.Itoa(int(ch2.Port())))
 
 	// The restarted backend. The ring slot of request 10 is garbage now.
-	srvB := &blkback.Server{Config: cfg, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return mem, nil }}
-	ctxB, cancelB := context.WithCancel(context.Background())
-	defer cancelB()
-	go srvB.Serve(ctxB)
+	s.Serve(cfg, simstack.Serving(mem))
 
 	got := map[uint64]blkif.Response{}
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,16 +1,13 @@
 package stacktest
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // TestResponseOperation: every response names the request's operation,
@@ -18,14 +15,9 @@ import (
 // what Linux's blkback sends and Linux's blkfront insists on (found in the
 // Xen lab: answering BLKIF_OP_INDIRECT made the kernel disable the disk).
 func TestResponseOperation(t *testing.T) {
-	h, _ := sim.NewHost()
-	g, _ := h.NewDomain("guest")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return storage.NewMemory(1 << 20), nil }}
-	go srv.Serve(ctx)
-	raw := newRawFront(t, h, g, "xvda")
+	s := simstack.ForTest(t, storage.NewMemory(1<<20), simstack.Options{})
+	g, _ := s.Host.NewDomain("guest")
+	raw := newRawFront(t, s.Host, g, "xvda")
 	ipage := raw.data.Mem[:xen.PageSize]
 	blkif.EncodeIndirectSegment([][]byte{ipage}, 0, blkif.Segment{Gref: uint32(raw.data.Refs[1]), FirstSect: 0, LastSect: 7})
 	for _, c := range []struct {

@@ -11,13 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
-	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
 )
 
 // A backend that crashes under a running write workload and is restarted:
@@ -64,15 +60,10 @@ func TestBackendCrashAndRestart(t *testing.T) {
 	// Crash the backend under the workload; once its Serve has returned
 	// nothing of it answers, so what is acknowledged after that went
 	// through the restarted one.
-	srvCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	s.crash()
 	<-s.done
 	before := acks.Load()
-	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0()}, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return s.disk, nil }}
-	done := make(chan struct{})
-	go func() { srv.Serve(srvCtx); close(done) }()
+	restarted := s.restart()
 	eventually.True(t, 20*time.Second, "10 writes acknowledged by the restarted backend", func() bool { return acks.Load() >= before+10 })
 	close(stop)
 	wg.Wait()
@@ -96,8 +87,7 @@ func TestBackendCrashAndRestart(t *testing.T) {
 		}
 		break
 	}
-	cancel()
-	<-done
+	restarted.Stop()
 }
 
 // Online resize: the backend's storage grows, the backend rewrites
@@ -138,13 +128,8 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 	srv, done := s.server, s.done
 	for i := 0; i < 200; i++ {
 		if i > 0 {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			srv = &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0()}, BackendType: toolstack.DefaultBackendType,
-				Open: func(xen.Store, string) (storage.Device, error) { return s.disk, nil }}
-			d := make(chan struct{})
-			go func(srv *blkback.Server) { srv.Serve(ctx); close(d) }(srv)
-			done = d
+			b := s.restart()
+			srv, done = b.Server, b.Done()
 		}
 		eventually.True(t, 20*time.Second, fmt.Sprintf("round %d: the server starting the vbd's device", i), func() bool { return srv.VBD(dir) != nil })
 		stop, noisy := make(chan struct{}), make(chan struct{})

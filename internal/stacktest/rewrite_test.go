@@ -2,18 +2,15 @@ package stacktest
 
 import (
 	"bytes"
-	"context"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // TestRequestRewrittenAfterTheBackendReadIt: a hostile guest rewrites its
@@ -23,7 +20,8 @@ import (
 // sector it read, answers that request's id, and never acts on the
 // rewritten bytes.
 func TestRequestRewrittenAfterTheBackendReadIt(t *testing.T) {
-	h, _ := sim.NewHost()
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	h := s.Host
 	g, _ := h.NewDomain("hostile")
 	const size = 1 << 20
 	// onWrite runs (once) inside the backend's first WriteAt: the moment
@@ -47,11 +45,7 @@ func TestRequestRewrittenAfterTheBackendReadIt(t *testing.T) {
 		mu.Unlock()
 		return nil
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0(), PersistentGrants: -1}, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
-	go srv.Serve(ctx)
+	s.Serve(blkback.Config{PersistentGrants: -1}, simstack.Serving(disk))
 	raw := newRawFront(t, h, g, "xvda")
 	copy(raw.data.Mem[:4096], bytes.Repeat([]byte("orig"), 1024))
 

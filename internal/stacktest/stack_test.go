@@ -6,15 +6,13 @@ import (
 	"math/rand"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/internal/faultinject"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -39,16 +37,25 @@ func diskBytes(t testing.TB, d storage.Device, off, n int64) []byte {
 }
 
 type stack struct {
+	*simstack.Stack
 	host  *sim.Host
 	guest *sim.Domain
 	disk  *storage.Memory
 	front *blkfront.Disk
 	vbd   toolstack.VBD
-	stop  context.CancelFunc
-	done  chan struct{}
-	// crash kills the backend as a dead process would.
-	crash  func()
+	// server is the first backend's; done is closed once its Serve
+	// has returned.
 	server *blkback.Server
+	done   <-chan struct{}
+}
+
+// crash kills the first backend as a dead process would.
+func (s *stack) crash() { faultinject.CrashBackend(s.server) }
+
+// restart starts another backend serving the stack's disk; the stack
+// stops it at cleanup.
+func (s *stack) restart() *simstack.Backend {
+	return s.Serve(blkback.Config{}, simstack.Serving(s.disk))
 }
 
 func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
@@ -58,46 +65,14 @@ func newStack(t *testing.T, size int, fcfg blkfront.Config) *stack {
 
 func newStackWith(t *testing.T, size int, fcfg blkfront.Config, bcfg blkback.Config) *stack {
 	t.Helper()
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := h.NewDomain("guest")
-	if err != nil {
-		t.Fatal(err)
-	}
 	disk := newMemDisk(int64(size))
-	ctx, cancel := context.WithCancel(context.Background())
-	bcfg.Domain = h.Dom0()
-	srv := &blkback.Server{Config: bcfg, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=memory")
+	ss := simstack.ForTest(t, disk, simstack.Options{Backend: bcfg})
+	g, err := ss.AttachGuest(context.Background(), "guest", "vdev=xvda, access=rw, target=memory", fcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := toolstack.Create(h.Store(), vbd); err != nil {
-		t.Fatal(err)
-	}
-	fcfg.Domain, fcfg.Dir = g, vbd.FrontendPath()
-	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ocancel()
-	front, err := blkfront.Open(octx, fcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stack{host: h, guest: g, disk: disk, front: front, vbd: vbd, stop: cancel, done: done, crash: func() { faultinject.CrashBackend(srv) }, server: srv}
-	t.Cleanup(func() {
-		front.Close()
-		cancel()
-		<-done
-	})
-	return s
+	return &stack{Stack: ss, host: ss.Host, guest: g.Domain, disk: disk, front: g.Disk, vbd: g.VBD,
+		server: ss.Backend.Server, done: ss.Backend.Done()}
 }
 
 func TestReadWriteEverySize(t *testing.T) {
