@@ -15,6 +15,7 @@ import (
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
 	"github.com/xenblk/xenblk/toolstack"
@@ -24,17 +25,19 @@ import (
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// batchStack is a simulated host in this process: blkback serving a
-// device to a guest's blkfront (as internal/stacktest's, which this
-// package cannot import).
+// batchStack is a simulated host in this process (internal/simstack):
+// blkback serving a device to a guest's blkfront.
 type batchStack struct {
+	*simstack.Stack
 	host      *sim.Host
-	guest     xen.Domain
+	guest     *sim.Domain
+	vbd       toolstack.VBD
 	dir       string // the guest's vbd directory
 	maxQueues int    // what the backend offers (0: its default)
 	front     *blkfront.Disk
 	srv       *blkback.Server
 	mem       storage.Device
+	g         *simstack.Guest
 }
 
 // newBatchStack serves mem (wrapped by wrap for the first server, if set)
@@ -42,14 +45,11 @@ type batchStack struct {
 func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg blkfront.Config) *batchStack {
 	t.Helper()
 	s := newVBDStack(t, mem, wrap, 0)
-	cfg.Domain, cfg.Dir, cfg.Log = s.guest, s.dir, quiet
-	octx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var err error
-	if s.front, err = blkfront.Open(octx, cfg); err != nil {
+	cfg.Log = quiet
+	if err := s.Open(context.Background(), s.g, cfg); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.front.Close() })
+	s.front = s.g.Disk
 	return s
 }
 
@@ -57,57 +57,42 @@ func newBatchStack(t *testing.T, mem storage.Device, wrap storage.Device, cfg bl
 // a backend offering maxQueues, and the guest's vbd attached.
 func newVBDStack(t *testing.T, mem storage.Device, wrap storage.Device, maxQueues int, opts ...sim.HostOption) *batchStack {
 	t.Helper()
-	h, g, vbd := newGuestVBD(t, opts...)
+	s := newGuestVBD(t, opts...)
 	dev := mem
 	if wrap != nil {
 		dev = wrap
 	}
-	s := &batchStack{host: h, guest: g, dir: vbd.FrontendPath(), mem: mem, maxQueues: maxQueues}
-	s.srv = s.serve(t, dev)
+	s.mem, s.maxQueues = mem, maxQueues
+	s.srv = s.serve(dev)
 	return s
 }
 
 // newGuestVBD makes a host with opts, a guest, and the guest's vbd as the
-// toolstack creates it; no backend serves it yet.
-func newGuestVBD(t *testing.T, opts ...sim.HostOption) (*sim.Host, xen.Domain, toolstack.VBD) {
+// toolstack creates it; no backend serves it yet. The stack is closed at
+// cleanup.
+func newGuestVBD(t *testing.T, opts ...sim.HostOption) *batchStack {
 	t.Helper()
-	h, err := sim.NewHost(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := h.NewDomain("guest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ss := simstack.ForTest(t, nil, simstack.Options{Host: opts})
 	spec, err := diskspec.Parse("vdev=xvda, access=rw, target=memory")
 	if err != nil {
 		t.Fatal(err)
 	}
-	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
+	g, err := ss.NewGuest("guest", spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := toolstack.Create(h.Store(), vbd); err != nil {
-		t.Fatal(err)
-	}
-	return h, g, vbd
+	return &batchStack{Stack: ss, host: ss.Host, guest: g.Domain, vbd: g.VBD, dir: g.VBD.FrontendPath(), g: g}
 }
 
 // serve starts a blkback server handing out dev; it stops at cleanup.
-func (s *batchStack) serve(t *testing.T, dev storage.Device) *blkback.Server {
-	return s.serveOpen(t, func(xen.Store, string) (storage.Device, error) { return nopClose{dev}, nil })
+func (s *batchStack) serve(dev storage.Device) *blkback.Server {
+	return s.serveOpen(func(xen.Store, string) (storage.Device, error) { return nopClose{dev}, nil })
 }
 
 // serveOpen starts a blkback server whose disks open opens; it stops at
 // cleanup.
-func (s *batchStack) serveOpen(t *testing.T, open func(xen.Store, string) (storage.Device, error)) *blkback.Server {
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{Config: blkback.Config{Domain: s.host.Dom0(), MaxQueues: s.maxQueues, Log: quiet}, BackendType: toolstack.DefaultBackendType,
-		Open: open}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv
+func (s *batchStack) serveOpen(open simstack.Opener) *blkback.Server {
+	return s.Serve(blkback.Config{MaxQueues: s.maxQueues, Log: quiet}, open).Server
 }
 
 // nopClose keeps the device open when a (crashed) backend closes it, so
@@ -640,7 +625,7 @@ func TestBatchBackendRestart(t *testing.T) {
 	// test; the new one serves the memory directly, counting writes.
 	go faultinject.CrashBackend(s.srv)
 	counted := &storagetest.Counter{Device: mem}
-	s.serve(t, counted)
+	s.serve(counted)
 	got := map[uint64]completion{}
 	reapAll(t, b, got)
 	if counted.Writes.Load() == 0 {

@@ -11,11 +11,10 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
 )
 
 // stalled is a gated device whose reads wait too: the backend's queue
@@ -54,26 +53,17 @@ func (s *stalled) buf(off int64) []byte {
 func stalledStack(t *testing.T, mem storage.Device) (*batchStack, *stalled) {
 	t.Helper()
 	st := newStalled(mem)
-	h, g, vbd := newGuestVBD(t)
-	s := &batchStack{host: h, guest: g, dir: vbd.FrontendPath(), mem: mem}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0(), Log: quiet,
+	s := newGuestVBD(t)
+	s.mem = mem
+	s.srv = s.Serve(blkback.Config{Log: quiet,
 		SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
 			return emulate.New(dev, emulate.Config{Identity: dir}), nil
-		}},
-		BackendType: toolstack.DefaultBackendType, Open: func(xen.Store, string) (storage.Device, error) { return nopClose{st}, nil }}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	s.srv = srv
-	octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer ocancel()
-	var err error
-	if s.front, err = blkfront.Open(octx, blkfront.Config{Domain: g, Dir: s.dir, Queues: 1, Log: quiet}); err != nil {
+		}}, simstack.Serving(nopClose{st})).Server
+	if err := s.Open(context.Background(), s.g, blkfront.Config{Queues: 1, Log: quiet}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.front.Close() })
-	t.Cleanup(st.release) // last in, first run: before the frontend closes
+	s.front = s.g.Disk
+	t.Cleanup(st.release) // last in, first run: before the stack closes the frontend
 	return s, st
 }
 

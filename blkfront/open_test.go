@@ -131,7 +131,8 @@ func TestQueuesAreWhatTheBackendOffersAtMost(t *testing.T) {
 // A backend that refuses the frontend's rings (Closing, the reason in its
 // error node, as blkback does) fails Open at once with that reason.
 func TestOpenFailsAtOnceWhenTheBackendRefuses(t *testing.T) {
-	h, g, vbd := newGuestVBD(t)
+	bs := newGuestVBD(t)
+	h, g, vbd := bs.host, bs.guest, bs.vbd
 	// The backend, played by hand: InitWait, then a refusal as soon as
 	// the frontend is Initialised.
 	st, be, fe := h.Store(), vbd.BackendPath(), vbd.FrontendPath()
@@ -206,9 +207,9 @@ func TestOpenOnAClosedBackendDoesNotWait(t *testing.T) {
 // in its error node: Open waits (the toolstack may fix it) and its
 // deadline's error carries that reason.
 func TestOpenDeadlineSaysWhatTheBackendReports(t *testing.T) {
-	h, g, vbd := newGuestVBD(t)
-	s := &batchStack{host: h}
-	s.serveOpen(t, func(xen.Store, string) (storage.Device, error) { return nil, errors.New("no such image /nonexistent") })
+	s := newGuestVBD(t)
+	h, g, vbd := s.host, s.guest, s.vbd
+	s.serveOpen(func(xen.Store, string) (storage.Device, error) { return nil, errors.New("no such image /nonexistent") })
 	// Open waits for the error node first, so that its deadline cannot
 	// come before the backend has reported.
 	for {

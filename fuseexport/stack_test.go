@@ -10,55 +10,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/fuseexport"
 	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // diskThroughStack serves backing through our backend to our frontend on
-// a simulated host (the setup of stacktest's openThroughStack) and returns
-// the frontend's disk. Everything is torn down at the test's end.
+// a simulated host (internal/simstack) and returns the frontend's disk.
+// Everything is torn down at the test's end.
 func diskThroughStack(t *testing.T, backing storage.Device) storage.Device {
 	t.Helper()
-	h, err := sim.NewHost()
+	s := simstack.ForTest(t, backing, simstack.Options{})
+	g, err := s.AttachGuest(context.Background(), "guest", "vdev=xvda, target=fuse", blkfront.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := h.NewDomain("guest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{Config: blkback.Config{Domain: h.Dom0()}, BackendType: toolstack.DefaultBackendType,
-		Open: func(xen.Store, string) (storage.Device, error) { return backing, nil }}
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	spec, err := diskspec.Parse("vdev=xvda, target=fuse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := toolstack.Create(h.Store(), vbd); err != nil {
-		t.Fatal(err)
-	}
-	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ocancel()
-	d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d.Device()
+	return g.Disk.Device()
 }
 
 // mountUntilFree mounts dev and, at cleanup, unmounts it, retrying for a
