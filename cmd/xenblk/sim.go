@@ -17,12 +17,12 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -131,11 +131,12 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: --size %s ignored: %s exists and is %d bytes (xenblk never resizes an image; truncate -s %s %s does)\n",
 			simFlags.size.String(), path, disk.Info().Size, simFlags.size.String(), path)
 	}
-	host, err := sim.NewHost(sim.GrantFrames(simFlags.grantFrames))
+	stack, err := simstack.NewHost(simstack.Options{Host: []sim.HostOption{sim.GrantFrames(simFlags.grantFrames)}, OpenTimeout: 30 * time.Second})
 	if err != nil {
 		disk.Close()
 		return fmt.Errorf("start the simulated host: %w", err)
 	}
+	host := stack.Host
 	guest, err := host.NewDomain("guest")
 	if err != nil {
 		disk.Close()
@@ -145,19 +146,19 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	signals := notifyStop()
 	defer signals.Release()
 	ctx := signals.Requested
-	backendCtx, stopBackend := context.WithCancel(context.Background())
-	defer stopBackend()
-	srv := &blkback.Server{
-		Config: blkback.Config{Domain: host.Dom0(), Log: log,
-			// The SCSI extension, emulated over the image (an image is
-			// never a whole SCSI disk, so never passed through).
-			// Persistent reservations are kept next to the image.
-			SCSI: blkback.VBDEngines(host.Store(), scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: path + ".pr"}, Log: log}), log)},
-		BackendType: toolstack.DefaultBackendType,
-		Open:        func(xen.Store, string) (storage.Device, error) { return disk, nil },
-	}
-	backendDone := make(chan error, 1)
-	go func() { backendDone <- srv.Serve(backendCtx) }()
+	// Until the guest's disk is exported a failure stops the stack here;
+	// from then on the shutdown below does.
+	defer func() {
+		if !exported {
+			stack.Close()
+		}
+	}()
+	stack.Serve(blkback.Config{Log: log,
+		// The SCSI extension, emulated over the image (an image is never
+		// a whole SCSI disk, so never passed through). Persistent
+		// reservations are kept next to the image.
+		SCSI: blkback.VBDEngines(host.Store(), scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: path + ".pr"}, Log: log}), log)},
+		simstack.Serving(disk))
 
 	access := "rw"
 	if simFlags.readOnly {
@@ -167,19 +168,14 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	vbd, err := toolstack.NewVBD(0, guest.ID(), spec)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	if err := toolstack.Create(host.Store(), vbd); err != nil {
-		return err
-	}
-	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
-	front, err := blkfront.Open(octx, blkfront.Config{Domain: guest, Dir: vbd.FrontendPath(), Queues: simFlags.queues, Log: log})
-	ocancel()
+	g, err := stack.AddVBD(guest, spec) // spec's vdev is checked: only the store can fail
 	if err != nil {
 		return err
 	}
+	if err := stack.Open(ctx, g, blkfront.Config{Queues: simFlags.queues, Log: log}); err != nil {
+		return err
+	}
+	front, vbd := g.Disk, g.VBD
 
 	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: simFlags.vdev, Description: "xenblk guest disk " + simFlags.vdev, Device: front.Device()}}}
 	go exportServer.Serve(l)
@@ -237,8 +233,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		rerr := toolstack.Remove(rctx, host.Store(), vbd, true)
 		rcancel()
-		stopBackend()
-		<-backendDone
+		stack.Close() // the backend; the frontend is closed already
 		return errors.Join(ferr, cerr, rerr)
 	}
 	done := make(chan error, 1)
@@ -248,6 +243,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	case err2 = <-done:
 	case <-signals.Again:
 		detachAll(holds, errOut)
+		go stack.Backend.Stop() // told to stop; nobody waits
 		return fmt.Errorf("%w during the shutdown: the image may lack the last writes not flushed", errForced)
 	}
 	switch {
