@@ -17,9 +17,8 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
-	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/vbd"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // imageState is what "nothing changed" compares: contents, size, mtime.
@@ -111,26 +110,11 @@ func TestSecondServerOfAnImageIsRefused(t *testing.T) {
 // beside them, and a shared one beside a vbd that is not; the refusal is
 // the vbd's error node, naming the image and the key to give.
 func TestSharedDiskServedToTwoVBDs(t *testing.T) {
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := h.Store()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
-		Config: blkback.Config{Domain: h.Dom0(), Log: log},
-		Open:   vbd.Opener(log)}
-	served := make(chan struct{})
-	go func() { srv.Serve(ctx); close(served) }()
-	var disks []*blkfront.Disk
-	t.Cleanup(func() {
-		for _, d := range disks {
-			d.Close()
-		}
-		cancel()
-		<-served
-	})
+	stack := simstack.ForTest(t, nil, simstack.Options{OpenTimeout: 30 * time.Second})
+	stack.Serve(blkback.Config{Log: log}, vbd.Opener(log))
+	st := stack.Host.Store()
+	ctx := context.Background()
 	newImage := func(name string) string {
 		p := filepath.Join(t.TempDir(), name)
 		if err := os.WriteFile(p, nil, 0o644); err != nil {
@@ -142,41 +126,30 @@ func TestSharedDiskServedToTwoVBDs(t *testing.T) {
 		return p
 	}
 	guest := 0
-	attach := func(spec string) (toolstack.VBD, *sim.Domain) {
+	attach := func(spec string) *simstack.Guest {
 		t.Helper()
 		guest++
-		g, err := h.NewDomain(fmt.Sprintf("guest-%d", guest))
-		if err != nil {
-			t.Fatal(err)
-		}
 		s, err := diskspec.Parse(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		vbd, err := toolstack.NewVBD(0, g.ID(), s)
+		g, err := stack.NewGuest(fmt.Sprintf("guest-%d", guest), s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := toolstack.Create(st, vbd); err != nil {
-			t.Fatal(err)
-		}
-		return vbd, g
+		return g
 	}
 	connect := func(spec string) *blkfront.Disk {
 		t.Helper()
-		vbd, g := attach(spec)
-		octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
-		defer ocancel()
-		d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-		if err != nil {
+		g := attach(spec)
+		if err := stack.Open(ctx, g, blkfront.Config{}); err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
-		disks = append(disks, d)
-		return d
+		return g.Disk
 	}
 	refused := func(spec, img string) {
 		t.Helper()
-		vbd, _ := attach(spec)
+		vbd := attach(spec).VBD
 		errNode := vbd.BackendPath() + "/error"
 		w, err := st.Watch(errNode, "refused")
 		if err != nil {

@@ -6,19 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/control"
-	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // twoGuestsOnOneDisk attaches one disk to two guests of a simulated host —
@@ -27,44 +23,22 @@ import (
 // socket as "node-a" and "node-b".
 func twoGuestsOnOneDisk(t *testing.T) (sock string, a, b *blkfront.Disk) {
 	t.Helper()
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
 	disk := storage.NewMemory(4 << 20)
 	unit, err := pr.Open(pr.NewMemoryStore(), "shared-disk", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
-		Config: blkback.Config{Domain: h.Dom0(), SCSI: func(string, storage.Device) (blkback.SCSIExecutor, error) {
+	s := simstack.ForTest(t, disk, simstack.Options{Backend: blkback.Config{
+		SCSI: func(string, storage.Device) (blkback.SCSIExecutor, error) {
 			return emulate.New(disk, emulate.Config{Identity: "shared-disk", Reservations: unit}), nil
-		}},
-		Open: func(xen.Store, string) (storage.Device, error) { return disk, nil }}
-	served := make(chan struct{})
-	go func() { srv.Serve(ctx); close(served) }()
+		}}})
 	var disks []*blkfront.Disk
 	for _, name := range []string{"node-a", "node-b"} {
-		g, err := h.NewDomain(name)
+		g, err := s.AttachGuest(context.Background(), name, "vdev=xvdb, target=shared", blkfront.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec, _ := diskspec.Parse("vdev=xvdb, target=shared")
-		vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := toolstack.Create(h.Store(), vbd); err != nil {
-			t.Fatal(err)
-		}
-		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-		ocancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, d)
+		disks = append(disks, g.Disk)
 	}
 	sock = filepath.Join(t.TempDir(), "nodes.sock")
 	l, err := control.Listen(sock)
@@ -76,14 +50,9 @@ func twoGuestsOnOneDisk(t *testing.T) (sock string, a, b *blkfront.Disk) {
 		control.Serve(l, map[string]control.Target{"node-a": disks[0], "node-b": disks[1]})
 		close(ctlDone)
 	}()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the stack's: the frontends close after the socket
 		l.Close()
 		<-ctlDone
-		for _, d := range disks {
-			d.Close()
-		}
-		cancel()
-		<-served
 	})
 	return sock, disks[0], disks[1]
 }
