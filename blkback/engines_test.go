@@ -6,20 +6,17 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsi/sgio"
 	"github.com/xenblk/xenblk/scsi/sgio/sgiotest"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
-	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
-	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // Through the whole stack: `scsi=passthrough` in the disk spec reaches the
@@ -27,7 +24,8 @@ import (
 // SG_IO, and a partition with the same request gets the emulation and a
 // scsi-error node, with the guest's disk working either way.
 func TestVBDEnginesPassthroughThroughBlkif(t *testing.T) {
-	h, _ := sim.NewHost()
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	h := s.Host
 	log := slog.New(slog.DiscardHandler)
 	sda := sgiotest.NewDisk(storage.NewMemory(1 << 20))
 	open := func(path string) (sgio.Target, error) {
@@ -37,46 +35,18 @@ func TestVBDEnginesPassthroughThroughBlkif(t *testing.T) {
 		return nil, fmt.Errorf("%w: %s is a partition; give the whole disk, or use emulated SCSI (scsi=emulate) for a partition", sgio.ErrNotWholeDisk, path)
 	}
 	engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: t.TempDir()}, Log: log, OpenSG: open})
-	ctx, cancel := context.WithCancel(context.Background())
-	srv := &blkback.Server{BackendType: toolstack.DefaultBackendType,
-		Config: blkback.Config{Domain: h.Dom0(), SCSI: blkback.VBDEngines(h.Store(), engines, log)},
-		Open:   func(xen.Store, string) (storage.Device, error) { return storage.NewMemory(1 << 20), nil }}
-	served := make(chan struct{})
-	go func() { srv.Serve(ctx); close(served) }()
+	s.Serve(blkback.Config{SCSI: blkback.VBDEngines(h.Store(), engines, log)},
+		func(xen.Store, string) (storage.Device, error) { return storage.NewMemory(1 << 20), nil })
 	var disks []*blkfront.Disk
 	var backends []string
 	for i, target := range []string{"/dev/sda", "/dev/sda1"} {
-		g, err := h.NewDomain(fmt.Sprintf("guest-%d", i))
+		g, err := s.AttachGuest(context.Background(), fmt.Sprintf("guest-%d", i), "vdev=xvdb, scsi=passthrough, target="+target, blkfront.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec, err := diskspec.Parse("vdev=xvdb, scsi=passthrough, target=" + target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vbd, err := toolstack.NewVBD(0, g.ID(), spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := toolstack.Create(h.Store(), vbd); err != nil {
-			t.Fatal(err)
-		}
-		octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := blkfront.Open(octx, blkfront.Config{Domain: g, Dir: vbd.FrontendPath()})
-		ocancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, d)
-		backends = append(backends, vbd.BackendPath())
+		disks = append(disks, g.Disk)
+		backends = append(backends, g.VBD.BackendPath())
 	}
-	t.Cleanup(func() {
-		for _, d := range disks {
-			d.Close()
-		}
-		cancel()
-		<-served
-	})
 	inquiry := func(d *blkfront.Disk) []byte {
 		t.Helper()
 		buf := make([]byte, 36)

@@ -13,6 +13,7 @@ import (
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
@@ -45,12 +46,9 @@ func open(t *testing.T) *linux.Domain {
 // devices[backend directory] names; it stops at the test's end.
 func server(t *testing.T, devices *disks) {
 	back := open(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	srv := &blkback.Server{Config: blkback.Config{Domain: back, MaxIndirectSegments: 256}, BackendType: backendType,
-		Open: func(st xen.Store, dir string) (storage.Device, error) { return devices.get(dir), nil }}
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	b := simstack.Serve(&blkback.Server{Config: blkback.Config{Domain: back, MaxIndirectSegments: 256}, BackendType: backendType,
+		Open: func(st xen.Store, dir string) (storage.Device, error) { return devices.get(dir), nil }})
+	t.Cleanup(func() { b.Stop() })
 }
 
 // disks maps backend directories to the devices the server opens.
