@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,12 +96,7 @@ sum, no copy).`,
 					return usagef("--workload %q: want randread, randwrite, seqread or seqread-view", w)
 				}
 			}
-			var wl []bench.Workload
-			for _, w := range bench.DefaultWorkloads() {
-				if (len(only) == 0 || contains(only, w.Name)) && (len(qds) == 0 || containsInt(qds, w.QD)) {
-					wl = append(wl, w)
-				}
-			}
+			wl := bench.SelectWorkloads(only, qds)
 			if len(wl) == 0 {
 				return usagef("--workload %v --qd %v select no workload (randread, randwrite at 1, 32, 128; seqread, seqread-view at 1)", only, qds)
 			}
@@ -117,87 +108,34 @@ sum, no copy).`,
 				}
 				modes = append(modes, sm)
 			}
-			o := bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
-				Submit: modes, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-			if cross {
-				self, err := os.Executable()
-				if err != nil {
-					return err
-				}
-				o.BackendCommand = func(sock, backend string) *exec.Cmd {
-					args := []string{"bench-backend", "--host", sock, "--backend", backend,
-						"--size", size.String(), "--dir", dir, "--poll", o.Poll.String()}
-					if backProf != "" {
-						args = append(args, "--cpuprofile", backProf)
-					}
-					return exec.Command(self, args...)
-				}
-			}
 			if devices < 0 || devices > 1000 {
 				return usagef("--devices %d: want 0 to 1000", devices)
 			}
 			if runs < 1 || runs > 99 {
 				return usagef("--runs %d: want 1 to 99", runs)
 			}
-			o.Runs = runs
-			rep := &bench.Report{When: time.Now(), Machine: bench.ThisMachine(), CrossProcess: cross}
-			if cases {
-				res, err := bench.Run(ctx, o)
+			suite := bench.Suite{
+				Options: bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
+					Submit: modes, Runs: runs, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))},
+				Cases: cases, CrossProcess: cross, BackendCPUProfile: backProf, Devices: devices, Baselines: baselines,
+			}
+			if cross || devices > 0 {
+				self, err := os.Executable()
 				if err != nil {
 					return err
 				}
-				rep.Results = res
-			}
-			if devices > 0 {
-				do := o
-				if do.BackendCommand == nil {
-					self, err := os.Executable()
-					if err != nil {
-						return err
+				suite.BackendCommand = func(sock, backend string, poll time.Duration, profile string) *exec.Cmd {
+					args := []string{"bench-backend", "--host", sock, "--backend", backend,
+						"--size", size.String(), "--dir", dir, "--poll", poll.String()}
+					if profile != "" {
+						args = append(args, "--cpuprofile", profile)
 					}
-					do.BackendCommand = func(sock, backend string) *exec.Cmd {
-						return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-							"--size", size.String(), "--dir", dir, "--poll", o.Poll.String())
-					}
-				}
-				dm, err := bench.MeasureDevices(ctx, "null", devices, do)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(progress, "devices: %d idle in one backend: RSS %.1f -> %.1f MiB, %.2f MiB per device\n",
-					dm.Devices, float64(dm.Before.Total)/(1<<20), float64(dm.After.Total)/(1<<20), dm.PerDevice/(1<<20))
-				rep.Devices = &dm
-			}
-			if cases && poll == 0 && contains(backends, "null") && baselines {
-				// QD1 twice more: the backend polling 50 us after work, and
-				// the backend never polling (woken by the event channel
-				// for every request).
-				for _, v := range []struct {
-					name string
-					poll time.Duration
-				}{{"null+poll", 50 * time.Microsecond}, {"null+events", -1}} {
-					po := o
-					po.Backends, po.Queues, po.Poll = []string{"null"}, []int{1}, v.poll
-					if cross {
-						self, _ := os.Executable()
-						po.BackendCommand = func(sock, backend string) *exec.Cmd {
-							return exec.Command(self, "bench-backend", "--host", sock, "--backend", backend,
-								"--size", size.String(), "--dir", dir, "--poll", v.poll.String())
-						}
-					}
-					po.Workloads = []bench.Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}}
-					pr, err := bench.Run(ctx, po)
-					if err != nil {
-						return err
-					}
-					for i := range pr {
-						pr[i].Backend = v.name
-					}
-					rep.Results = append(rep.Results, pr...)
+					return exec.Command(self, args...)
 				}
 			}
-			if baselines {
-				rep.Baselines = runBaselines(ctx, o, progress)
+			rep, err := bench.RunSuite(ctx, suite)
+			if err != nil {
+				return err
 			}
 			if svgPath != "" {
 				var pick []bench.Result
@@ -230,18 +168,7 @@ sum, no copy).`,
 			if err := bench.WriteTable(out, rep); err != nil {
 				return err
 			}
-			targets := rep.Targets()
-			nameW, measuredW := 0, 0 // columns as wide as their widest entry
-			for _, t := range targets {
-				nameW, measuredW = max(nameW, len(t.Name)), max(measuredW, len(t.Measured))
-			}
-			for _, t := range targets {
-				met := "met"
-				if t.Ratio < 1 {
-					met = fmt.Sprintf("MISSED (%.0f%% of goal)", 100*t.Ratio)
-				}
-				fmt.Fprintf(out, "target %-*s  %-*s  goal %-14s %s\n", nameW, t.Name, measuredW, t.Measured, t.Goal, met)
-			}
+			bench.WriteTargets(out, rep)
 			return nil
 		},
 	}
@@ -309,89 +236,4 @@ sum, no copy).`,
 	bf.DurationVar(&bb.poll, "poll", 0, "busy-poll window")
 	bf.StringVar(&bb.profile, "cpuprofile", "", "write a CPU profile of the backend process to this file")
 	rootCmd.AddCommand(backendCmd)
-}
-
-func medianOf(n int, run func() (bench.Baseline, error)) (bench.Baseline, error) {
-	var runs []bench.Baseline
-	for i := 0; i < n; i++ {
-		b, err := run()
-		if err != nil {
-			return b, err
-		}
-		runs = append(runs, b)
-	}
-	sort.Slice(runs, func(i, j int) bool { return runs[i].Value < runs[j].Value })
-	m := runs[n/2]
-	m.Note = fmt.Sprintf("median of %d runs, %.0f..%.0f", n, runs[0].Value, runs[n-1].Value)
-	return m, nil
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// runBaselines measures what is available; a missing tool is reported on
-// the progress stream and leaves its baseline out of the report.
-func runBaselines(ctx context.Context, o bench.Options, progress *os.File) []bench.Baseline {
-	d := o.Duration
-	var out []bench.Baseline
-	add := func(b bench.Baseline, err error) {
-		if err != nil {
-			fmt.Fprintln(progress, "baseline skipped:", err)
-			return
-		}
-		fmt.Fprintf(progress, "baseline %-40s %14.0f %s\n", b.Name, b.Value, b.Unit)
-		out = append(out, b)
-	}
-	// Every baseline is the median of o.Runs runs, interleaved with the
-	// others where it is cheap; the ring pairs take at least 5.
-	runs := max(o.Runs, 1)
-	add(medianOf(runs, func() (bench.Baseline, error) { return bench.Memcpy(d), nil }))
-	region := bench.NewRegion(o.FileSize)
-	add(medianOf(runs, func() (bench.Baseline, error) { return region.Memcpy(d), nil }))
-	add(medianOf(runs, func() (bench.Baseline, error) { return region.ReadInPlace(d), nil }))
-	// The ring pairs need both threads on CPU at once, which a noisy
-	// machine grants in bursts: take the median of interleaved runs.
-	pairs := max(runs, 5)
-	add(medianOf(pairs, func() (bench.Baseline, error) { return bench.GoRingPair(d / 5) }))
-	add(medianOf(pairs, func() (bench.Baseline, error) { return bench.CRingPair(ctx, d/5) }))
-	for _, qd := range []int{32, 128} {
-		add(medianOf(pairs, func() (bench.Baseline, error) { return bench.CNullPair(ctx, d/5, qd) }))
-	}
-	path, err := bench.BenchFile(o.Dir, o.FileSize)
-	if err != nil {
-		add(bench.Baseline{}, err)
-		return out
-	}
-	for _, c := range []struct {
-		engine string
-		qd     int
-	}{{"psync", 1}, {"psync", 32}, {"io_uring", 1}, {"io_uring", 32}, {"io_uring", 128}} {
-		b, err := medianOf(runs, func() (bench.Baseline, error) {
-			return bench.Fio(ctx, path, c.engine, "randread", 4096, c.qd, d)
-		})
-		if errors.Is(err, bench.ErrNoFio) {
-			add(b, err)
-			break
-		}
-		if err != nil && strings.Contains(err.Error(), "io_uring") {
-			err = fmt.Errorf("%w (io_uring may be disabled in this kernel)", err)
-		}
-		add(b, err)
-	}
-	return out
 }
