@@ -7,13 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/control"
 	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
-	"github.com/xenblk/xenblk/scsi/emulate"
-	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/storage"
 )
 
@@ -23,22 +20,14 @@ import (
 // socket as "node-a" and "node-b".
 func twoGuestsOnOneDisk(t *testing.T) (sock string, a, b *blkfront.Disk) {
 	t.Helper()
-	disk := storage.NewMemory(4 << 20)
-	unit, err := pr.Open(pr.NewMemoryStore(), "shared-disk", nil)
+	shared, err := simstack.SharedSCSI("shared-disk")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := simstack.ForTest(t, disk, simstack.Options{Backend: blkback.Config{
-		SCSI: func(string, storage.Device) (blkback.SCSIExecutor, error) {
-			return emulate.New(disk, emulate.Config{Identity: "shared-disk", Reservations: unit}), nil
-		}}})
-	var disks []*blkfront.Disk
-	for _, name := range []string{"node-a", "node-b"} {
-		g, err := s.AttachGuest(context.Background(), name, "vdev=xvdb, target=shared", blkfront.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, g.Disk)
+	s := simstack.ForTest(t, storage.NewMemory(4<<20), simstack.Options{Backend: shared})
+	disks, err := s.AttachGuests(context.Background(), "vdev=xvdb, target=shared", blkfront.Config{}, "node-a", "node-b")
+	if err != nil {
+		t.Fatal(err)
 	}
 	sock = filepath.Join(t.TempDir(), "nodes.sock")
 	l, err := control.Listen(sock)

@@ -14,12 +14,15 @@ package simstack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/scsi/emulate"
+	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/xen"
@@ -256,4 +259,32 @@ func ForTest(tb TB, dev storage.Device, o Options) *Stack {
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// AttachGuests is AttachGuest for each of names, with one spec and one
+// frontend configuration; it returns their frontends in that order.
+func (s *Stack) AttachGuests(ctx context.Context, spec string, cfg blkfront.Config, names ...string) ([]*blkfront.Disk, error) {
+	disks := make([]*blkfront.Disk, 0, len(names))
+	for _, name := range names {
+		g, err := s.AttachGuest(ctx, name, spec, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("guest %s: %w", name, err)
+		}
+		disks = append(disks, g.Disk)
+	}
+	return disks, nil
+}
+
+// SharedSCSI is a backend configuration for one disk shared by a
+// cluster's nodes: every vbd gets the SCSI extension emulated over its
+// device under one identity and one reservation unit (kept in memory), so
+// each node sees the others' registrations and reservations.
+func SharedSCSI(identity string) (blkback.Config, error) {
+	unit, err := pr.Open(pr.NewMemoryStore(), identity, nil)
+	if err != nil {
+		return blkback.Config{}, err
+	}
+	return blkback.Config{SCSI: func(_ string, dev storage.Device) (blkback.SCSIExecutor, error) {
+		return emulate.New(dev, emulate.Config{Identity: identity, Reservations: unit}), nil
+	}}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/internal/simstack"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -164,5 +165,45 @@ func TestCrossProcessNotReady(t *testing.T) {
 	_, err := simstack.NewCrossProcess(simstack.Options{}, func(string) *exec.Cmd { return exec.Command("true") }, ready)
 	if err == nil {
 		t.Fatal("a backend that exited at once was taken for ready")
+	}
+}
+
+// SharedSCSI's nodes share one reservation unit: a key registered
+// through one node is read back through the other.
+func TestSharedSCSIAcrossNodes(t *testing.T) {
+	shared, err := simstack.SharedSCSI("shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared.Log = quiet
+	s := simstack.ForTest(t, storage.NewMemory(1<<20), simstack.Options{Backend: shared})
+	nodes, err := s.AttachGuests(context.Background(), "vdev=xvdb, target=shared", blkfront.Config{Log: quiet}, "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 2 {
+		t.Fatalf("%d nodes", len(nodes))
+	}
+	// exec runs cdb on d past the unit attentions a new nexus gets.
+	exec := func(d *blkfront.Disk, cdb []byte, dir scsi.Direction, buf []byte) {
+		t.Helper()
+		for range 4 {
+			r, err := d.ExecSCSI(context.Background(), cdb, dir, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status == scsi.StatusGood {
+				return
+			}
+		}
+		t.Fatalf("% x never succeeded", cdb)
+	}
+	param := make([]byte, 24)
+	param[15] = 7 // REGISTER AND IGNORE EXISTING KEY: service action key 7
+	exec(nodes[0], []byte{scsi.OpPersistentReserveOut, 6, 0, 0, 0, 0, 0, 0, 24, 0}, scsi.DirToDevice, param)
+	keys := make([]byte, 16)
+	exec(nodes[1], []byte{scsi.OpPersistentReserveIn, 0, 0, 0, 0, 0, 0, 0, 16, 0}, scsi.DirFromDevice, keys) // READ KEYS
+	if keys[7] != 8 || keys[15] != 7 {
+		t.Fatalf("READ KEYS through the other node: % x; want one key, 7", keys)
 	}
 }

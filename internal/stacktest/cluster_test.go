@@ -6,32 +6,24 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
-	"github.com/xenblk/xenblk/scsi/emulate"
-	"github.com/xenblk/xenblk/scsi/pr"
-	"github.com/xenblk/xenblk/storage"
 )
 
 // twoNodes attaches one disk to two guests — the two nodes of a cluster —
 // with one reservation unit for the disk.
 func twoNodes(t *testing.T) (a, b *blkfront.Disk) {
 	t.Helper()
-	unit, _ := pr.Open(pr.NewMemoryStore(), "shared-disk", nil)
-	s := simstack.ForTest(t, newMemDisk(4<<20), simstack.Options{Backend: blkback.Config{
-		SCSI: func(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
-			return emulate.New(dev, emulate.Config{Identity: "shared-disk", Reservations: unit}), nil
-		}}})
-	var disks []*blkfront.Disk
-	for _, name := range []string{"node-a", "node-b"} {
-		g, err := s.AttachGuest(context.Background(), name, "vdev=xvdb, target=shared", blkfront.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		disks = append(disks, g.Disk)
+	shared, err := simstack.SharedSCSI("shared-disk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := simstack.ForTest(t, newMemDisk(4<<20), simstack.Options{Backend: shared})
+	disks, err := s.AttachGuests(context.Background(), "vdev=xvdb, target=shared", blkfront.Config{}, "node-a", "node-b")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return disks[0], disks[1]
 }
