@@ -1,10 +1,9 @@
 package blkback
 
 import (
-	"encoding/binary"
-
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -15,53 +14,24 @@ import (
 func (q *queue) handlePR() int16 {
 	r := &q.prReq
 	var cdb [10]byte
-	var param [24]byte
+	var param [pr.OutParamsLen]byte
 	dir := scsi.DirToDevice
 	var data []byte
-	switch r.Action {
-	case blkif.PRReadKeys, blkif.PRReadReservation:
-		cdb[0] = 0x5e // PERSISTENT RESERVE IN
-		cdb[1] = 0    // READ KEYS
-		if r.Action == blkif.PRReadReservation {
-			cdb[1] = 1 // READ RESERVATION
-		}
-		binary.BigEndian.PutUint16(cdb[7:], xen.PageSize)
+	if in, ok := prInActions[r.Action]; ok {
+		cdb = pr.InCommand{Action: in, AllocLen: xen.PageSize}.CDB()
 		dir = scsi.DirFromDevice
 		if q.scsiBuf == nil {
 			q.scsiBuf = make([]byte, maxSCSIData)
 		}
 		data = q.scsiBuf[:xen.PageSize]
-	default:
-		var sa byte
-		switch r.Action {
-		case blkif.PRRegister:
-			sa = 0x00
-		case blkif.PRReserve:
-			sa = 0x01
-		case blkif.PRRelease:
-			sa = 0x02
-		case blkif.PRClear:
-			sa = 0x03
-		case blkif.PRPreempt:
-			sa = 0x04
-		case blkif.PRPreemptAbort:
-			sa = 0x05
-		case blkif.PRRegisterIgnore:
-			sa = 0x06
-		default:
-			q.log.Warn("unknown reservation action", "action", r.Action, "id", r.ID)
-			return blkif.RspError
-		}
-		cdb[0] = 0x5f // PERSISTENT RESERVE OUT
-		cdb[1] = sa
-		cdb[2] = r.Type & 0x0f // scope LU
-		binary.BigEndian.PutUint32(cdb[5:], uint32(len(param)))
-		binary.BigEndian.PutUint64(param[0:], r.Key)
-		binary.BigEndian.PutUint64(param[8:], r.SAKey)
-		if r.Flags&blkif.PRFlagAPTPL != 0 {
-			param[20] = 1
-		}
-		data = param[:]
+	} else if out, ok := prOutActions[r.Action]; ok {
+		// Scope LU, the only one.
+		cdb = pr.OutCommand{Action: out, Type: pr.Type(r.Type), ParamLen: uint32(len(param))}.CDB()
+		p := pr.OutParams{Key: r.Key, SAKey: r.SAKey, APTPL: r.Flags&blkif.PRFlagAPTPL != 0}
+		data = p.Append(param[:0], out)
+	} else {
+		q.log.Warn("unknown reservation action", "action", r.Action, "id", r.ID)
+		return blkif.RspError
 	}
 	// The operation has no way to carry a unit attention: pending ones
 	// (POWER ON RESET, RESERVATIONS PREEMPTED, ...) are consumed, and the
@@ -92,6 +62,25 @@ func (q *queue) handlePR() int16 {
 	}
 	return blkif.RspOkay
 }
+
+// prOutActions and prInActions map the dedicated operation's actions
+// (blkif.PR*) to the PERSISTENT RESERVE OUT and IN service actions they
+// mirror.
+var (
+	prOutActions = map[uint8]pr.OutAction{
+		blkif.PRRegister:       pr.OutRegister,
+		blkif.PRRegisterIgnore: pr.OutRegisterAndIgnore,
+		blkif.PRReserve:        pr.OutReserve,
+		blkif.PRRelease:        pr.OutRelease,
+		blkif.PRPreempt:        pr.OutPreempt,
+		blkif.PRPreemptAbort:   pr.OutPreemptAndAbort,
+		blkif.PRClear:          pr.OutClear,
+	}
+	prInActions = map[uint8]pr.InAction{
+		blkif.PRReadKeys:        pr.InReadKeys,
+		blkif.PRReadReservation: pr.InReadReservation,
+	}
+)
 
 func isUnitAttention(r *scsi.Result) bool {
 	if r.Status != scsi.StatusCheckCondition {

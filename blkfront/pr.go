@@ -2,11 +2,11 @@ package blkfront
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // ErrReservationConflict: another initiator's reservation refused the
@@ -29,21 +29,21 @@ func (d *Disk) PRRegister(ctx context.Context, oldKey, newKey uint64, ignore, ap
 	return d.pr(ctx, r, nil)
 }
 
-// PRReserve takes a reservation of type typ (blkif.PRType*) with key.
-func (d *Disk) PRReserve(ctx context.Context, key uint64, typ uint8) error {
-	return d.pr(ctx, blkif.PRRequest{Action: blkif.PRReserve, Key: key, Type: typ}, nil)
+// PRReserve takes a reservation of type typ with key.
+func (d *Disk) PRReserve(ctx context.Context, key uint64, typ pr.Type) error {
+	return d.pr(ctx, blkif.PRRequest{Action: blkif.PRReserve, Key: key, Type: uint8(typ)}, nil)
 }
 
 // PRRelease releases the reservation held with key.
-func (d *Disk) PRRelease(ctx context.Context, key uint64, typ uint8) error {
-	return d.pr(ctx, blkif.PRRequest{Action: blkif.PRRelease, Key: key, Type: typ}, nil)
+func (d *Disk) PRRelease(ctx context.Context, key uint64, typ pr.Type) error {
+	return d.pr(ctx, blkif.PRRequest{Action: blkif.PRRelease, Key: key, Type: uint8(typ)}, nil)
 }
 
 // PRPreempt removes the registrations (and reservation) of oldKey's
 // holder using our key, taking a reservation of type typ; abort also
 // aborts the preempted initiators' commands.
-func (d *Disk) PRPreempt(ctx context.Context, key, oldKey uint64, typ uint8, abort bool) error {
-	r := blkif.PRRequest{Action: blkif.PRPreempt, Key: key, SAKey: oldKey, Type: typ}
+func (d *Disk) PRPreempt(ctx context.Context, key, oldKey uint64, typ pr.Type, abort bool) error {
+	r := blkif.PRRequest{Action: blkif.PRPreempt, Key: key, SAKey: oldKey, Type: uint8(typ)}
 	if abort {
 		r.Action = blkif.PRPreemptAbort
 	}
@@ -61,12 +61,8 @@ func (d *Disk) PRReadKeys(ctx context.Context) (gen uint32, keys []uint64, err e
 	if err := d.pr(ctx, blkif.PRRequest{Action: blkif.PRReadKeys}, buf); err != nil {
 		return 0, nil, err
 	}
-	gen = binary.BigEndian.Uint32(buf)
-	n := int(binary.BigEndian.Uint32(buf[4:])) / 8
-	for i := 0; i < n && 8+8*i+8 <= len(buf); i++ {
-		keys = append(keys, binary.BigEndian.Uint64(buf[8+8*i:]))
-	}
-	return gen, keys, nil
+	data, _ := pr.ParseInData(buf) // a page holds the header
+	return data.Generation, data.AppendKeys(nil), nil
 }
 
 // PRReservation is the current reservation, if any.
@@ -74,7 +70,7 @@ type PRReservation struct {
 	Generation uint32
 	Held       bool
 	Key        uint64
-	Type       uint8
+	Type       pr.Type
 }
 
 // PRReadReservation returns the current reservation.
@@ -83,13 +79,9 @@ func (d *Disk) PRReadReservation(ctx context.Context) (PRReservation, error) {
 	if err := d.pr(ctx, blkif.PRRequest{Action: blkif.PRReadReservation}, buf); err != nil {
 		return PRReservation{}, err
 	}
-	r := PRReservation{Generation: binary.BigEndian.Uint32(buf)}
-	if binary.BigEndian.Uint32(buf[4:]) >= 16 {
-		r.Held = true
-		r.Key = binary.BigEndian.Uint64(buf[8:])
-		r.Type = buf[21] & 0x0f
-	}
-	return r, nil
+	data, _ := pr.ParseInData(buf) // a page holds the header
+	res, held := data.Reservation()
+	return PRReservation{Generation: data.Generation, Held: held, Key: res.Key, Type: res.Type}, nil
 }
 
 // pr sends one reservation request; data receives the parameter data of

@@ -78,7 +78,7 @@ func FuzzDecodeExtraRequest(f *testing.F) {
 }
 
 func TestPRRequestLayout(t *testing.T) {
-	r := PRRequest{Action: PRPreemptAbort, Type: PRTypeWriteExclusiveRegOnly, Flags: PRFlagAPTPL, ID: 77, Key: 0x1111, SAKey: 0x2222, Gref: 99}
+	r := PRRequest{Action: PRPreemptAbort, Type: 5 /* SPC-4 Write Exclusive, registrants only */, Flags: PRFlagAPTPL, ID: 77, Key: 0x1111, SAKey: 0x2222, Gref: 99}
 	for abi, idOff := range map[ABI]int{X86_64: 8, ARM: 8, X86_32: 4} {
 		slot := fill(abi.SlotSize())
 		abi.EncodePRRequest(slot, &r)

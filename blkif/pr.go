@@ -36,16 +36,6 @@ const (
 	PRReadReservation = 9 // data (SPC READ RESERVATION parameter data) into Gref's page
 )
 
-// Reservation types (PRRequest.Type): SPC-4's codes.
-const (
-	PRTypeWriteExclusive         = 1
-	PRTypeExclusiveAccess        = 3
-	PRTypeWriteExclusiveRegOnly  = 5
-	PRTypeExclusiveAccessRegOnly = 6
-	PRTypeWriteExclusiveAllRegs  = 7
-	PRTypeExclusiveAccessAllRegs = 8
-)
-
 // PRFlagAPTPL asks that the registration persist through power loss.
 const PRFlagAPTPL = 1 << 0
 
@@ -54,11 +44,13 @@ const PRFlagAPTPL = 1 << 0
 // request id offset, then key u64, sa_key u64, gref u32; zero to the end.
 type PRRequest struct {
 	Action uint8
-	Type   uint8
-	Flags  uint8
-	ID     uint64
-	Key    uint64
-	SAKey  uint64
+	// Type is an SPC-4 persistent reservation type code (scsi/pr.Type)
+	// for reserve, release and preempt; 0 for the others.
+	Type  uint8
+	Flags uint8
+	ID    uint64
+	Key   uint64
+	SAKey uint64
 	// Gref is a page granted writable to the backend for the read
 	// actions' parameter data (at most one page); 0 for the others.
 	Gref uint32

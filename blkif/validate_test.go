@@ -112,7 +112,7 @@ func TestValidateExtraRequest(t *testing.T) {
 }
 
 func TestPRRequestRoundTripZeroesPadding(t *testing.T) {
-	r := PRRequest{Action: PRReadKeys, Type: PRTypeWriteExclusive, Flags: PRFlagAPTPL, ID: 9, Key: 1, SAKey: 2, Gref: 3}
+	r := PRRequest{Action: PRReadKeys, Type: 1 /* SPC-4 Write Exclusive */, Flags: PRFlagAPTPL, ID: 9, Key: 1, SAKey: 2, Gref: 3}
 	for _, abi := range []ABI{X86_64, X86_32, ARM} {
 		slot := fill(abi.SlotSize())
 		abi.EncodePRRequest(slot, &r)

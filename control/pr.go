@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // The "pr" op carries the dedicated blkif reservation operation
@@ -24,9 +25,9 @@ import (
 // with an error saying so.
 type PRTarget interface {
 	PRRegister(ctx context.Context, oldKey, newKey uint64, ignore, aptpl bool) error
-	PRReserve(ctx context.Context, key uint64, typ uint8) error
-	PRRelease(ctx context.Context, key uint64, typ uint8) error
-	PRPreempt(ctx context.Context, key, oldKey uint64, typ uint8, abort bool) error
+	PRReserve(ctx context.Context, key uint64, typ pr.Type) error
+	PRRelease(ctx context.Context, key uint64, typ pr.Type) error
+	PRPreempt(ctx context.Context, key, oldKey uint64, typ pr.Type, abort bool) error
 	PRClear(ctx context.Context, key uint64) error
 	PRReadKeys(ctx context.Context) (gen uint32, keys []uint64, err error)
 	PRReadReservation(ctx context.Context) (blkfront.PRReservation, error)
@@ -54,14 +55,14 @@ var PRActions = []string{PRRegister, PRReserve, PRRelease, PRPreempt, PRPreemptA
 
 // PRRequest is one reservation action. Key is our key (the current one
 // for register), OldKey the key being replaced (register) or preempted
-// (preempt); Type a blkif.PRType* value.
+// (preempt); Type an SPC-4 reservation type, a number in JSON.
 type PRRequest struct {
-	Action string `json:"action"`
-	Key    uint64 `json:"key,omitempty"`
-	OldKey uint64 `json:"old_key,omitempty"`
-	Type   uint8  `json:"type,omitempty"`
-	Ignore bool   `json:"ignore,omitempty"`
-	APTPL  bool   `json:"aptpl,omitempty"`
+	Action string  `json:"action"`
+	Key    uint64  `json:"key,omitempty"`
+	OldKey uint64  `json:"old_key,omitempty"`
+	Type   pr.Type `json:"type,omitempty"`
+	Ignore bool    `json:"ignore,omitempty"`
+	APTPL  bool    `json:"aptpl,omitempty"`
 }
 
 // PRResult is a successful action's answer: the read actions fill it.
@@ -70,7 +71,7 @@ type PRResult struct {
 	Keys       []uint64 `json:"keys,omitempty"`
 	Held       bool     `json:"held,omitempty"`
 	Key        uint64   `json:"key,omitempty"`
-	Type       uint8    `json:"type,omitempty"`
+	Type       pr.Type  `json:"type,omitempty"`
 }
 
 // maxPRKeys bounds the keys a response carries (a 4 KiB READ KEYS page

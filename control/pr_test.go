@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // fakePR is a PRTarget with a one-holder reservation model: enough to see
@@ -36,7 +37,7 @@ func (f *fakePR) PRRegister(_ context.Context, oldKey, newKey uint64, ignore, ap
 	return nil
 }
 
-func (f *fakePR) PRReserve(_ context.Context, key uint64, typ uint8) error {
+func (f *fakePR) PRReserve(_ context.Context, key uint64, typ pr.Type) error {
 	f.record("reserve key=%#x type=%d", key, typ)
 	if f.res.Held && f.res.Key != key {
 		return fmt.Errorf("wrapped: %w", blkfront.ErrReservationConflict)
@@ -45,13 +46,13 @@ func (f *fakePR) PRReserve(_ context.Context, key uint64, typ uint8) error {
 	return nil
 }
 
-func (f *fakePR) PRRelease(_ context.Context, key uint64, typ uint8) error {
+func (f *fakePR) PRRelease(_ context.Context, key uint64, typ pr.Type) error {
 	f.record("release key=%#x type=%d", key, typ)
 	f.res = blkfront.PRReservation{}
 	return nil
 }
 
-func (f *fakePR) PRPreempt(_ context.Context, key, oldKey uint64, typ uint8, abort bool) error {
+func (f *fakePR) PRPreempt(_ context.Context, key, oldKey uint64, typ pr.Type, abort bool) error {
 	f.record("preempt key=%#x old=%#x type=%d abort=%v", key, oldKey, typ, abort)
 	f.res = blkfront.PRReservation{Held: true, Key: key, Type: typ}
 	return nil

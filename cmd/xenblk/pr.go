@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/control"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // xenblk pr: persistent reservations through the dedicated blkif
@@ -21,38 +21,6 @@ var prFlags struct {
 	typ         string
 	ignore      bool
 	aptpl       bool
-}
-
-// prTypes maps --type names to blkif.PRType* (SPC-4's codes).
-var prTypes = []struct {
-	name string
-	typ  uint8
-	desc string
-}{
-	{"we", blkif.PRTypeWriteExclusive, "Write Exclusive"},
-	{"ea", blkif.PRTypeExclusiveAccess, "Exclusive Access"},
-	{"we-ro", blkif.PRTypeWriteExclusiveRegOnly, "Write Exclusive, registrants only"},
-	{"ea-ro", blkif.PRTypeExclusiveAccessRegOnly, "Exclusive Access, registrants only"},
-	{"we-ar", blkif.PRTypeWriteExclusiveAllRegs, "Write Exclusive, all registrants"},
-	{"ea-ar", blkif.PRTypeExclusiveAccessAllRegs, "Exclusive Access, all registrants"},
-}
-
-func prTypeByName(name string) (uint8, bool) {
-	for _, t := range prTypes {
-		if t.name == strings.ToLower(name) {
-			return t.typ, true
-		}
-	}
-	return 0, false
-}
-
-func prTypeLabel(typ uint8) string {
-	for _, t := range prTypes {
-		if t.typ == typ {
-			return t.name
-		}
-	}
-	return fmt.Sprintf("type-%d", typ)
 }
 
 // prConflictError is a RESERVATION CONFLICT: exit status 3.
@@ -105,7 +73,7 @@ func init() {
 			f.StringVar(&prFlags.oldKey, "old-key", "", a.oldKeyHelp)
 		}
 		if a.flags&prType != 0 {
-			f.StringVar(&prFlags.typ, "type", "", "reservation type: we, ea, we-ro, ea-ro, we-ar, ea-ar")
+			f.StringVar(&prFlags.typ, "type", "", "reservation type: "+strings.Join(pr.TypeAbbrevs(), ", "))
 		}
 		if a.name == control.PRRegister {
 			f.BoolVar(&prFlags.ignore, "ignore", false, "replace whatever key is registered (REGISTER AND IGNORE EXISTING KEY)")
@@ -176,9 +144,9 @@ func prRequest(action string, flags int) (control.PRRequest, error) {
 	}
 	if flags&prType != 0 {
 		if prFlags.typ == "" {
-			return r, usagef("%s needs --type (we, ea, we-ro, ea-ro, we-ar, ea-ar)", action)
+			return r, usagef("%s needs --type (%s)", action, strings.Join(pr.TypeAbbrevs(), ", "))
 		}
-		t, ok := prTypeByName(prFlags.typ)
+		t, ok := pr.ParseTypeAbbrev(prFlags.typ)
 		if !ok {
 			return r, usagef("--type %q: want we, ea, we-ro, ea-ro, we-ar or ea-ar", prFlags.typ)
 		}
@@ -216,7 +184,7 @@ func runPR(a prAction) func(*cobra.Command, []string) error {
 			if !res.Held {
 				fmt.Fprintf(s.out, "generation=%#x no reservation\n", res.Generation)
 			} else {
-				fmt.Fprintf(s.out, "generation=%#x key=%#x type=%s\n", res.Generation, res.Key, prTypeLabel(res.Type))
+				fmt.Fprintf(s.out, "generation=%#x key=%#x type=%s\n", res.Generation, res.Key, res.Type.Abbrev())
 			}
 		default:
 			fmt.Fprintf(s.out, "%s: ok\n", a.name)

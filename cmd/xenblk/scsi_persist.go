@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -29,45 +28,6 @@ var persistFlags struct {
 	transportID string
 	rtpi        int
 	unreg       bool
-}
-
-// PERSISTENT RESERVE IN service actions.
-const (
-	prInReadKeys        = 0
-	prInReadReservation = 1
-	prInReportCaps      = 2
-	prInReadFullStatus  = 3
-)
-
-// PERSISTENT RESERVE OUT service actions.
-const (
-	prOutRegister       = 0
-	prOutReserve        = 1
-	prOutRelease        = 2
-	prOutClear          = 3
-	prOutPreempt        = 4
-	prOutPreemptAbort   = 5
-	prOutRegisterIgnore = 6
-	prOutRegisterMove   = 7
-)
-
-var prTypeNames = map[byte]string{
-	1: "Write Exclusive", 3: "Exclusive Access", 5: "Write Exclusive, registrants only",
-	6: "Exclusive Access, registrants only", 7: "Write Exclusive, all registrants", 8: "Exclusive Access, all registrants",
-}
-
-func prTypeName(t byte) string {
-	if n, ok := prTypeNames[t]; ok {
-		return n
-	}
-	return fmt.Sprintf("obsolete [%d]", t)
-}
-
-func prScopeName(s byte) string {
-	if s == 0 {
-		return "LU_SCOPE"
-	}
-	return fmt.Sprintf("reserved [0x%x]", s)
 }
 
 var persistCmd = &cobra.Command{
@@ -105,32 +65,30 @@ var persistCmd = &cobra.Command{
 				return err
 			}
 			return runSCSI(func(s *scsiSession, _ []string) error {
-				if _, err := s.exec(cdb, scsi.DirToDevice, param, 0); err != nil {
+				if _, err := s.exec(cdb[:], scsi.DirToDevice, param, 0); err != nil {
 					return err
 				}
-				fmt.Fprintf(s.out, "PR out: command (%s) successful\n", prOutName(cdb[1]&0x1f))
+				fmt.Fprintf(s.out, "PR out: command (%s) successful\n", pr.ParseOutCDB(cdb[:]).Action)
 				return nil
 			})(cmd, nil)
 		}
-		sa := byte(prInReadKeys) // sg_persist's default
+		sa := pr.InReadKeys // sg_persist's default
 		switch {
 		case pf.readReservation:
-			sa = prInReadReservation
+			sa = pr.InReadReservation
 		case pf.readFullStatus:
-			sa = prInReadFullStatus
+			sa = pr.InReadFullStatus
 		case pf.reportCaps:
-			sa = prInReportCaps
+			sa = pr.InReportCapabilities
 		}
 		const alloc = 8192
-		cdb := make([]byte, 10)
-		cdb[0], cdb[1] = scsi.OpPersistentReserveIn, sa
-		binary.BigEndian.PutUint16(cdb[7:9], alloc)
+		cdb := pr.InCommand{Action: sa, AllocLen: alloc}.CDB()
 		return runSCSI(func(s *scsiSession, _ []string) error {
-			r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+			r, err := s.exec(cdb[:], scsi.DirFromDevice, nil, alloc)
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(s.out, decodePRIn(r.DataIn, sa))
+			fmt.Fprint(s.out, sgfmt.PRIn(r.DataIn, sa))
 			return nil
 		})(cmd, nil)
 	},
@@ -146,12 +104,6 @@ func countTrue(bs ...bool) int {
 	return n
 }
 
-func prOutName(sa byte) string {
-	return map[byte]string{prOutRegister: "register", prOutReserve: "reserve", prOutRelease: "release",
-		prOutClear: "clear", prOutPreempt: "preempt", prOutPreemptAbort: "preempt and abort",
-		prOutRegisterIgnore: "register and ignore existing key", prOutRegisterMove: "register and move"}[sa]
-}
-
 // parseKey parses a reservation key as sg_persist does: hex, 0x optional.
 func parseKey(flag, v string) (uint64, error) {
 	if v == "" {
@@ -164,73 +116,58 @@ func parseKey(flag, v string) (uint64, error) {
 	return k, nil
 }
 
-// buildPROut makes the PR OUT CDB and its 24-byte parameter list.
-func buildPROut() (cdb, param []byte, err error) {
+// buildPROut makes the PR OUT CDB and its parameter list.
+func buildPROut() (cdb [10]byte, param []byte, err error) {
 	pf := &persistFlags
-	var sa byte
+	var sa pr.OutAction
 	switch {
 	case pf.register:
-		sa = prOutRegister
+		sa = pr.OutRegister
 	case pf.registerIgnore:
-		sa = prOutRegisterIgnore
+		sa = pr.OutRegisterAndIgnore
 	case pf.reserve:
-		sa = prOutReserve
+		sa = pr.OutReserve
 	case pf.release:
-		sa = prOutRelease
+		sa = pr.OutRelease
 	case pf.clear:
-		sa = prOutClear
+		sa = pr.OutClear
 	case pf.preempt:
-		sa = prOutPreempt
+		sa = pr.OutPreempt
 	case pf.preemptAbort:
-		sa = prOutPreemptAbort
+		sa = pr.OutPreemptAndAbort
 	case pf.registerMove:
-		sa = prOutRegisterMove
+		sa = pr.OutRegisterAndMove
 	}
 	if pf.prType < 0 || pf.prType > 15 {
-		return nil, nil, usagef("--prout-type %d (0..15)", pf.prType)
+		return cdb, nil, usagef("--prout-type %d (0..15)", pf.prType)
 	}
 	rk, err := parseKey("--param-rk", pf.rk)
 	if err != nil {
-		return nil, nil, err
+		return cdb, nil, err
 	}
 	sark, err := parseKey("--param-sark", pf.sark)
 	if err != nil {
-		return nil, nil, err
+		return cdb, nil, err
 	}
-	if sa != prOutRegisterMove && (pf.transportID != "" || pf.unreg) {
-		return nil, nil, usagef("--transport-id and --unreg go with --register-move")
+	if sa != pr.OutRegisterAndMove && (pf.transportID != "" || pf.unreg) {
+		return cdb, nil, usagef("--transport-id and --unreg go with --register-move")
 	}
-	param = make([]byte, 24)
-	binary.BigEndian.PutUint64(param[0:8], rk)
-	binary.BigEndian.PutUint64(param[8:16], sark)
-	if sa == prOutRegisterMove {
-		// Parameter list of SPC-4 6.17.4: UNREG and APTPL in byte 17, the
-		// relative target port, then the destination's TransportID.
+	p := pr.OutParams{Key: rk, SAKey: sark, APTPL: pf.aptpl}
+	if sa == pr.OutRegisterAndMove {
 		if pf.transportID == "" {
-			return nil, nil, usagef("--register-move needs --transport-id (the destination, e.g. xen:dom2:/local/domain/0/backend/vbd/2/51712, or its hex as --read-full-status prints it)")
+			return cdb, nil, usagef("--register-move needs --transport-id (the destination, e.g. xen:dom2:/local/domain/0/backend/vbd/2/51712, or its hex as --read-full-status prints it)")
 		}
 		if pf.rtpi < 0 || pf.rtpi > 0xffff {
-			return nil, nil, usagef("--relative-target-port %d (0..65535)", pf.rtpi)
+			return cdb, nil, usagef("--relative-target-port %d (0..65535)", pf.rtpi)
 		}
-		tid, err := parseTransportID(pf.transportID)
-		if err != nil {
-			return nil, nil, err
+		if p.TransportID, err = parseTransportID(pf.transportID); err != nil {
+			return cdb, nil, err
 		}
-		if pf.aptpl {
-			param[17] |= 1
-		}
-		if pf.unreg {
-			param[17] |= 2
-		}
-		binary.BigEndian.PutUint16(param[18:20], uint16(pf.rtpi))
-		binary.BigEndian.PutUint32(param[20:24], uint32(len(tid)))
-		param = append(param, tid...)
-	} else if pf.aptpl {
-		param[20] |= 1
+		p.Unreg, p.RelativeTargetPort = pf.unreg, uint16(pf.rtpi)
 	}
-	cdb = make([]byte, 10)
-	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, sa, byte(pf.prType)&0x0f // scope LU_SCOPE
-	binary.BigEndian.PutUint32(cdb[5:9], uint32(len(param)))
+	param = p.Append(nil, sa)
+	// Scope LU_SCOPE, the only one.
+	cdb = pr.OutCommand{Action: sa, Type: pr.Type(pf.prType), ParamLen: uint32(len(param))}.CDB()
 	return cdb, param, nil
 }
 
@@ -251,113 +188,6 @@ func parseTransportID(v string) ([]byte, error) {
 		return nil, usagef("--transport-id %q: want xen:dom<N>:<device> or hex bytes", v)
 	}
 	return b, nil
-}
-
-// decodePRIn renders PERSISTENT RESERVE IN data like sg_persist.
-func decodePRIn(b []byte, sa byte) string {
-	var w strings.Builder
-	if sa == prInReportCaps {
-		if len(b) < 8 {
-			return fmt.Sprintf("Report capabilities response: short (%d bytes)\n", len(b))
-		}
-		bit := func(v byte, n uint) int { return int(v>>n) & 1 }
-		w.WriteString("Report capabilities response:\n")
-		fmt.Fprintf(&w, "  Compatible Reservation Handling(CRH): %d\n", bit(b[2], 4))
-		fmt.Fprintf(&w, "  Specify Initiator Ports Capable(SIP_C): %d\n", bit(b[2], 3))
-		fmt.Fprintf(&w, "  All Target Ports Capable(ATP_C): %d\n", bit(b[2], 2))
-		fmt.Fprintf(&w, "  Persist Through Power Loss Capable(PTPL_C): %d\n", bit(b[2], 0))
-		fmt.Fprintf(&w, "  Type Mask Valid(TMV): %d\n", bit(b[3], 7))
-		fmt.Fprintf(&w, "  Allow Commands: %d\n", b[3]>>4&7)
-		fmt.Fprintf(&w, "  Persist Through Power Loss Active(PTPL_A): %d\n", bit(b[3], 0))
-		if b[3]&0x80 != 0 {
-			w.WriteString("    Support indicated in Type mask:\n")
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[7], bit(b[4], 7))
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[6], bit(b[4], 6))
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[5], bit(b[4], 5))
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[3], bit(b[4], 3))
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[1], bit(b[4], 1))
-			fmt.Fprintf(&w, "      %s: %d\n", prTypeNames[8], bit(b[5], 0))
-		}
-		return w.String()
-	}
-	if len(b) < 8 {
-		return fmt.Sprintf("PR in: short response (%d bytes)\n", len(b))
-	}
-	gen := binary.BigEndian.Uint32(b[0:4])
-	n := int(binary.BigEndian.Uint32(b[4:8]))
-	body := b[8:]
-	truncated := false
-	if n < len(body) {
-		body = body[:n]
-	} else if n > len(body) {
-		truncated = true
-	}
-	switch sa {
-	case prInReadKeys:
-		keys := len(body) / 8
-		if n == 0 {
-			fmt.Fprintf(&w, "  PR generation=0x%x, there are NO registered reservation keys\n", gen)
-			break
-		}
-		fmt.Fprintf(&w, "  PR generation=0x%x, %d registered reservation key%s follow%s:\n", gen, n/8, plural(n/8), map[bool]string{true: "s", false: ""}[n/8 == 1])
-		for i := 0; i < keys; i++ {
-			fmt.Fprintf(&w, "    0x%x\n", binary.BigEndian.Uint64(body[i*8:]))
-		}
-	case prInReadReservation:
-		if n == 0 || len(body) < 16 {
-			fmt.Fprintf(&w, "  PR generation=0x%x, there is NO reservation held\n", gen)
-			break
-		}
-		fmt.Fprintf(&w, "  PR generation=0x%x, Reservation follows:\n", gen)
-		fmt.Fprintf(&w, "    Key=0x%x\n", binary.BigEndian.Uint64(body[0:8]))
-		fmt.Fprintf(&w, "    scope: %s,  type: %s\n", prScopeName(body[13]>>4), prTypeName(body[13]&0xf))
-	case prInReadFullStatus:
-		fmt.Fprintf(&w, "  PR generation=0x%x\n", gen)
-		if n == 0 {
-			w.WriteString("  No full status descriptors\n")
-		}
-		for len(body) >= 24 {
-			d := body
-			l := 24 + int(binary.BigEndian.Uint32(d[20:24]))
-			if l > len(d) || l < 24 {
-				truncated = true
-				break
-			}
-			fmt.Fprintf(&w, "    Key=0x%x\n", binary.BigEndian.Uint64(d[0:8]))
-			if d[12]&2 != 0 {
-				w.WriteString("      All target ports bit set\n")
-			} else {
-				w.WriteString("      All target ports bit clear\n")
-				fmt.Fprintf(&w, "      Relative port address: 0x%x\n", binary.BigEndian.Uint16(d[18:20]))
-			}
-			if d[12]&1 != 0 {
-				w.WriteString("      << Reservation holder >>\n")
-				fmt.Fprintf(&w, "      scope: %s,  type: %s\n", prScopeName(d[13]>>4), prTypeName(d[13]&0xf))
-			} else {
-				w.WriteString("      not reservation holder\n")
-			}
-			if l > 24 {
-				fmt.Fprintf(&w, "      Transport Id of initiator:\n        %s\n", hex.EncodeToString(d[24:l]))
-				if n, ok := pr.ParseTransportID(d[24:l]); ok {
-					fmt.Fprintf(&w, "        (%s)\n", pr.TransportName(n))
-				}
-			}
-			body = body[l:]
-		}
-	default:
-		fmt.Fprintf(&w, "PR in service action 0x%x:\n%s", sa, sgfmt.HexDump(b))
-	}
-	if truncated {
-		w.WriteString("  (response truncated)\n")
-	}
-	return w.String()
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }
 
 func init() {

@@ -1,24 +1,41 @@
 package main
 
-import "testing"
+import (
+	"encoding/hex"
+	"testing"
+)
 
-func TestDecodePRIn(t *testing.T) {
-	keys := []byte{0, 0, 0, 1, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2}
-	if got, want := decodePRIn(keys, prInReadKeys), "  PR generation=0x1, 2 registered reservation keys follow:\n    0x1\n    0x2\n"; got != want {
-		t.Errorf("read keys: %q, want %q", got, want)
-	}
-	if got := decodePRIn([]byte{0, 0, 0, 3, 0, 0, 0, 0}, prInReadReservation); got != "  PR generation=0x3, there is NO reservation held\n" {
-		t.Errorf("no reservation: %q", got)
-	}
-}
-
-// FuzzDecodePRIn feeds device answers to the PR IN decoder: it may not panic.
-func FuzzDecodePRIn(f *testing.F) {
-	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2}, byte(0))
-	f.Add([]byte{0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0x0a}, byte(0x5e))
-	f.Fuzz(func(t *testing.T, b []byte, page byte) {
-		for _, sa := range []byte{0, 1, 2, 3, page} {
-			decodePRIn(b, sa)
+// TestBuildPROut pins the CDB and parameter list xenblk scsi persist --out
+// sends for the basic list and for REGISTER AND MOVE's.
+func TestBuildPROut(t *testing.T) {
+	saved := persistFlags
+	t.Cleanup(func() { persistFlags = saved })
+	for _, c := range []struct {
+		name       string
+		set        func()
+		cdb, param string
+	}{
+		{"reserve", func() {
+			persistFlags.reserve, persistFlags.rk, persistFlags.prType, persistFlags.aptpl = true, "0x1", 5, true
+		}, "5f010500000000001800", "0000000000000001" + "0000000000000000" + "00000000" + "01000000"},
+		{"register-move", func() {
+			persistFlags.registerMove, persistFlags.rk, persistFlags.sark = true, "1", "2"
+			persistFlags.aptpl, persistFlags.unreg, persistFlags.rtpi = true, true, 1
+			persistFlags.transportID = "05 00 00 0c 78 65 6e 3a 64 6f 6d 32 3a 78 61 00"
+		}, "5f070000000000002800", "0000000000000001" + "0000000000000002" + "0003" + "0001" + "00000010" +
+			"0500000c78656e3a646f6d323a786100"},
+	} {
+		persistFlags = saved
+		c.set()
+		cdb, param, err := buildPROut()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
 		}
-	})
+		if got := hex.EncodeToString(cdb[:]); got != c.cdb {
+			t.Errorf("%s: CDB %s, want %s", c.name, got, c.cdb)
+		}
+		if got := hex.EncodeToString(param); got != c.param {
+			t.Errorf("%s: parameter list %s, want %s", c.name, got, c.param)
+		}
+	}
 }

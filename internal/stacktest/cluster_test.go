@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // twoNodes attaches one disk to two guests — the two nodes of a cluster —
@@ -29,11 +29,9 @@ func twoNodes(t *testing.T) (a, b *blkfront.Disk) {
 }
 
 func prOutCDB(sa, typ byte, key, saKey uint64) (cdb, param []byte) {
-	cdb = []byte{0x5f, sa, typ, 0, 0, 0, 0, 0, 24, 0}
-	param = make([]byte, 24)
-	binary.BigEndian.PutUint64(param, key)
-	binary.BigEndian.PutUint64(param[8:], saKey)
-	return
+	c := pr.OutCommand{Action: pr.OutAction(sa), Type: pr.Type(typ), ParamLen: pr.OutParamsLen}.CDB()
+	p := pr.OutParams{Key: key, SAKey: saKey}
+	return c[:], p.Append(nil, pr.OutAction(sa))
 }
 
 // The Windows failover cluster validation sequence, over the SCSI
@@ -118,10 +116,10 @@ func TestClusterOverReservationOp(t *testing.T) {
 	if err := b.PRRegister(ctx, 0, 0x2, true, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.PRReserve(ctx, 0x1, blkif.PRTypeExclusiveAccess); err != nil {
+	if err := a.PRReserve(ctx, 0x1, pr.TypeExclusiveAccess); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PRReserve(ctx, 0x2, blkif.PRTypeExclusiveAccess); !errors.Is(err, blkfront.ErrReservationConflict) {
+	if err := b.PRReserve(ctx, 0x2, pr.TypeExclusiveAccess); !errors.Is(err, blkfront.ErrReservationConflict) {
 		t.Fatalf("second reserve: %v", err)
 	}
 	gen, keys, err := b.PRReadKeys(ctx)
@@ -129,7 +127,7 @@ func TestClusterOverReservationOp(t *testing.T) {
 		t.Fatalf("read keys: gen %d keys %x err %v", gen, keys, err)
 	}
 	res, err := b.PRReadReservation(ctx)
-	if err != nil || !res.Held || res.Key != 0x1 || res.Type != blkif.PRTypeExclusiveAccess {
+	if err != nil || !res.Held || res.Key != 0x1 || res.Type != pr.TypeExclusiveAccess {
 		t.Fatalf("read reservation: %+v %v", res, err)
 	}
 	// Exclusive access: B cannot even read through the SCSI path.
@@ -140,10 +138,10 @@ func TestClusterOverReservationOp(t *testing.T) {
 	if rd.Status != scsi.StatusReservationConflict {
 		t.Fatalf("READ under someone else's EXCLUSIVE ACCESS: %#x", rd.Status)
 	}
-	if err := b.PRPreempt(ctx, 0x2, 0x1, blkif.PRTypeExclusiveAccess, true); err != nil {
+	if err := b.PRPreempt(ctx, 0x2, 0x1, pr.TypeExclusiveAccess, true); err != nil {
 		t.Fatalf("preempt and abort: %v", err)
 	}
-	if err := a.PRRelease(ctx, 0x1, blkif.PRTypeExclusiveAccess); !errors.Is(err, blkfront.ErrReservationConflict) {
+	if err := a.PRRelease(ctx, 0x1, pr.TypeExclusiveAccess); !errors.Is(err, blkfront.ErrReservationConflict) {
 		t.Fatalf("the preempted node's release: %v", err)
 	}
 	if err := b.PRClear(ctx, 0x2); err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/xenblk/xenblk/blkfront"
-	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/scsi/pr"
 )
 
 // TestReservationsFenceThePlainBlockPath: reservations bind a guest's
@@ -34,16 +34,16 @@ func TestReservationsFenceThePlainBlockPath(t *testing.T) {
 	}
 	works("B writes before any reservation", write(b))
 	works("A registers", a.PRRegister(ctx, 0, 0xA, true, false))
-	works("A reserves WRITE EXCLUSIVE", a.PRReserve(ctx, 0xA, blkif.PRTypeWriteExclusive))
+	works("A reserves WRITE EXCLUSIVE", a.PRReserve(ctx, 0xA, pr.TypeWriteExclusive))
 	works("A writes as the holder", write(a))
 	conflict("B writes under A's WRITE EXCLUSIVE", write(b))
 	works("B reads under WRITE EXCLUSIVE", read(b))
 	conflict("B discards under A's WRITE EXCLUSIVE", b.Discard(ctx, 0, 4096, false))
-	works("A releases", a.PRRelease(ctx, 0xA, blkif.PRTypeWriteExclusive))
-	works("A reserves EXCLUSIVE ACCESS", a.PRReserve(ctx, 0xA, blkif.PRTypeExclusiveAccess))
+	works("A releases", a.PRRelease(ctx, 0xA, pr.TypeWriteExclusive))
+	works("A reserves EXCLUSIVE ACCESS", a.PRReserve(ctx, 0xA, pr.TypeExclusiveAccess))
 	conflict("B reads under A's EXCLUSIVE ACCESS", read(b))
 	works("B registers", b.PRRegister(ctx, 0, 0xB, true, false))
-	works("B preempts A", b.PRPreempt(ctx, 0xB, 0xA, blkif.PRTypeExclusiveAccess, false))
+	works("B preempts A", b.PRPreempt(ctx, 0xB, 0xA, pr.TypeExclusiveAccess, false))
 	conflict("A, preempted, writes", write(a))
 	conflict("A, preempted, reads", read(a))
 	works("B writes as the new holder", write(b))

@@ -17,10 +17,10 @@ func TestAPTPLSurvivesSIGKILL(t *testing.T) {
 		if err != nil {
 			os.Exit(3)
 		}
-		cdb, param := prOut(saRegisterIgnore, 0, 0, 0xfeed, true)
+		cdb, param := prOut(OutRegisterAndIgnore, 0, 0, 0xfeed, true)
 		var res scsi.Result
 		u.Execute(nexuses["A"], &scsi.Command{CDB: cdb, Dir: scsi.DirToDevice, Data: param}, &res, false)
-		cdb, param = prOut(saReserve, TypeWriteExclusiveRegOnly, 0xfeed, 0, false)
+		cdb, param = prOut(OutReserve, TypeWriteExclusiveRegOnly, 0xfeed, 0, false)
 		u.Execute(nexuses["A"], &scsi.Command{CDB: cdb, Dir: scsi.DirToDevice, Data: param}, &res, false)
 		if res.Status != scsi.StatusGood {
 			os.Exit(4)
@@ -53,7 +53,7 @@ func TestAPTPLSurvivesSIGKILL(t *testing.T) {
 	if s.Generation != 0 {
 		t.Fatalf("PRgeneration %d after a power on, want 0", s.Generation)
 	}
-	cdb, param := prOut(saRegisterIgnore, 0, 0, 0xbeef, true)
+	cdb, param := prOut(OutRegisterAndIgnore, 0, 0, 0xbeef, true)
 	var res scsi.Result
 	u.Execute(nexuses["B"], &scsi.Command{CDB: cdb, Dir: scsi.DirToDevice, Data: param}, &res, false)
 	if res.Status != scsi.StatusGood || u.State().Generation != 1 {

@@ -18,9 +18,9 @@ var nexuses = map[string]scsi.Nexus{
 	"C": {Dom: 3, Device: "/local/domain/0/backend/xenblk/3/51712"},
 }
 
-var typeNames = map[string]uint8{"WE": 1, "EA": 3, "WERO": 5, "EARO": 6, "WEAR": 7, "EAAR": 8}
+var typeNames = map[string]Type{"WE": 1, "EA": 3, "WERO": 5, "EARO": 6, "WEAR": 7, "EAAR": 8}
 
-func typeName(t uint8) string {
+func typeName(t Type) string {
 	for k, v := range typeNames {
 		if v == t {
 			return k
@@ -29,12 +29,12 @@ func typeName(t uint8) string {
 	return fmt.Sprint(t)
 }
 
-var outActions = map[string]byte{"register": 0, "reserve": 1, "release": 2, "clear": 3, "preempt": 4,
+var outActions = map[string]OutAction{"register": 0, "reserve": 1, "release": 2, "clear": 3, "preempt": 4,
 	"preempt-abort": 5, "register-ignore": 6, "register-move": 7}
 
-func prOut(sa byte, typ uint8, key, saKey uint64, aptpl bool) (cdb, param []byte) {
+func prOut(sa OutAction, typ Type, key, saKey uint64, aptpl bool) (cdb, param []byte) {
 	cdb = make([]byte, 10)
-	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, sa, typ
+	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, byte(sa), byte(typ)
 	binary.BigEndian.PutUint32(cdb[5:], 24)
 	param = make([]byte, 24)
 	binary.BigEndian.PutUint64(param, key)
@@ -84,7 +84,7 @@ func registerMove(d *datadriven.TestData, num func(string) uint64, arg func(stri
 		plen = uint32(num("plen"))
 	}
 	cdb = make([]byte, 10)
-	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, 7, typeNames[arg("type")]|uint8(num("scope"))<<4
+	cdb[0], cdb[1], cdb[2] = scsi.OpPersistentReserveOut, 7, byte(typeNames[arg("type")])|uint8(num("scope"))<<4
 	binary.BigEndian.PutUint32(cdb[5:], plen)
 	return cdb, param
 }
@@ -159,7 +159,7 @@ func TestTranscripts(t *testing.T) {
 				if binary.BigEndian.Uint32(buf[4:]) == 0 {
 					return fmt.Sprintf("generation=%d no reservation", binary.BigEndian.Uint32(buf))
 				}
-				return fmt.Sprintf("generation=%d key=%#x type=%s", binary.BigEndian.Uint32(buf), binary.BigEndian.Uint64(buf[8:]), typeName(buf[21]&0xf))
+				return fmt.Sprintf("generation=%d key=%#x type=%s", binary.BigEndian.Uint32(buf), binary.BigEndian.Uint64(buf[8:]), typeName(Type(buf[21]&0xf)))
 			case "capabilities":
 				buf := make([]byte, 8)
 				exec(prIn(2, 8), scsi.DirFromDevice, buf)

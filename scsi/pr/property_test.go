@@ -18,13 +18,13 @@ import (
 // encoding.
 func TestInvariants(t *testing.T) {
 	names := []string{"A", "B", "C"}
-	types := []uint8{1, 3, 5, 6, 7, 8}
+	types := []Type{1, 3, 5, 6, 7, 8}
 	rapid.Check(t, func(rt *rapid.T) {
 		var s State
 		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
 		for i := 0; i < steps; i++ {
 			n := nexuses[rapid.SampledFrom(names).Draw(rt, "nexus")]
-			sa := byte(rapid.IntRange(0, 7).Draw(rt, "sa"))
+			sa := OutAction(rapid.IntRange(0, 7).Draw(rt, "sa"))
 			typ := rapid.SampledFrom(types).Draw(rt, "type")
 			key := rapid.Uint64Range(0, 3).Draw(rt, "key")
 			saKey := rapid.Uint64Range(0, 3).Draw(rt, "saKey")
@@ -32,7 +32,7 @@ func TestInvariants(t *testing.T) {
 			cdb, param := prOut(sa, typ, key, saKey, aptpl)
 			var dest scsi.Nexus
 			typeBefore := s.Type
-			if sa == saRegisterAndMove {
+			if sa == OutRegisterAndMove {
 				// A well-formed move to a random nexus (possibly the
 				// caller), with or without UNREG; mostly from the holder
 				// with its key, so that moves succeed often enough.
@@ -64,7 +64,7 @@ func TestInvariants(t *testing.T) {
 			if out.Status != scsi.StatusGood && s.Generation != before {
 				rt.Fatalf("failed command (status %#x) bumped the generation", out.Status)
 			}
-			if sa == saRegisterAndMove && out.Status == scsi.StatusGood {
+			if sa == OutRegisterAndMove && out.Status == scsi.StatusGood {
 				if !s.Reserved || s.Holder != dest || s.Type != typeBefore {
 					rt.Fatalf("after a move to %+v: reserved=%v holder=%+v type %d (was %d)", dest, s.Reserved, s.Holder, s.Type, typeBefore)
 				}
@@ -72,7 +72,7 @@ func TestInvariants(t *testing.T) {
 					rt.Fatalf("destination not registered with %#x: %+v", saKey, s.Registrations)
 				}
 			}
-			if (sa == saReserve || sa == saRelease) && s.Generation != before {
+			if (sa == OutReserve || sa == OutRelease) && s.Generation != before {
 				rt.Fatalf("RESERVE/RELEASE bumped the generation")
 			}
 			seen := map[string]bool{}
@@ -86,13 +86,13 @@ func TestInvariants(t *testing.T) {
 				seen[nexusKey(r.Nexus)] = true
 			}
 			if s.Reserved {
-				if !validType(s.Type) {
+				if !s.Type.Valid() {
 					rt.Fatalf("reserved with invalid type %d", s.Type)
 				}
 				if len(s.Registrations) == 0 {
 					rt.Fatalf("reservation without registrants")
 				}
-				if !allRegistrants(s.Type) && s.find(s.Holder) < 0 {
+				if !s.Type.allRegistrants() && s.find(s.Holder) < 0 {
 					rt.Fatalf("holder %+v is not a registrant", s.Holder)
 				}
 			}

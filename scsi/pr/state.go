@@ -17,37 +17,6 @@ import (
 	"github.com/xenblk/xenblk/scsi"
 )
 
-// Reservation types (SPC-4 table 212).
-const (
-	TypeWriteExclusive         = 1
-	TypeExclusiveAccess        = 3
-	TypeWriteExclusiveRegOnly  = 5
-	TypeExclusiveAccessRegOnly = 6
-	TypeWriteExclusiveAllRegs  = 7
-	TypeExclusiveAccessAllRegs = 8
-)
-
-// PR OUT service actions.
-const (
-	saRegister            = 0
-	saReserve             = 1
-	saRelease             = 2
-	saClear               = 3
-	saPreempt             = 4
-	saPreemptAndAbort     = 5
-	saRegisterIgnore      = 6
-	saRegisterAndMove     = 7
-	saReplaceLostReserved = 8
-)
-
-// PR IN service actions.
-const (
-	saReadKeys           = 0
-	saReadReservation    = 1
-	saReportCapabilities = 2
-	saReadFullStatus     = 3
-)
-
 // Registration is one I_T nexus's key.
 type Registration struct {
 	Nexus scsi.Nexus
@@ -62,7 +31,7 @@ type State struct {
 	// Reserved: a persistent reservation exists, of Type, held by Holder
 	// (for the all-registrants types every registrant holds it).
 	Reserved bool
-	Type     uint8
+	Type     Type
 	Holder   scsi.Nexus
 	APTPL    bool
 	// Legacy is the SPC-2 RESERVE(6/10) holder, if any.
@@ -107,23 +76,6 @@ func (s *State) find(n scsi.Nexus) int {
 	return -1
 }
 
-func allRegistrants(t uint8) bool {
-	return t == TypeWriteExclusiveAllRegs || t == TypeExclusiveAccessAllRegs
-}
-
-func registrantsOnly(t uint8) bool {
-	return t == TypeWriteExclusiveRegOnly || t == TypeExclusiveAccessRegOnly
-}
-
-func validType(t uint8) bool {
-	switch t {
-	case TypeWriteExclusive, TypeExclusiveAccess, TypeWriteExclusiveRegOnly,
-		TypeExclusiveAccessRegOnly, TypeWriteExclusiveAllRegs, TypeExclusiveAccessAllRegs:
-		return true
-	}
-	return false
-}
-
 // PowerOn is the state a logical unit comes up with after a power on
 // (a backend started on a stored state). With APTPL the registrations,
 // the reservation and APTPL survive (SPC-4 5.14.3), otherwise nothing
@@ -143,7 +95,7 @@ func (s *State) isHolder(n scsi.Nexus) bool {
 	if !s.Reserved {
 		return false
 	}
-	if allRegistrants(s.Type) {
+	if s.Type.allRegistrants() {
 		return s.find(n) >= 0
 	}
 	return s.Holder == n
@@ -191,7 +143,7 @@ func (s *State) removeRegistration(i int) {
 	if !s.Reserved {
 		return
 	}
-	if allRegistrants(s.Type) {
+	if s.Type.allRegistrants() {
 		if len(s.Registrations) == 0 {
 			s.Reserved = false
 		}
@@ -199,7 +151,7 @@ func (s *State) removeRegistration(i int) {
 	}
 	if s.Holder == n {
 		s.Reserved = false
-		if registrantsOnly(s.Type) {
+		if s.Type.registrantsOnly() {
 			for _, r := range s.Registrations {
 				s.attention(r.Nexus, scsi.ReservationsReleased)
 			}
@@ -224,26 +176,23 @@ func check(c scsi.Code) Outcome { return Outcome{Status: scsi.StatusCheckConditi
 // Out applies a PERSISTENT RESERVE OUT. cdb is the 10-byte CDB, param
 // the parameter list (its length already checked against the CDB).
 func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
-	sa := cdb[1] & 0x1f
-	scope, typ := cdb[2]>>4, cdb[2]&0x0f
-	plen := binary.BigEndian.Uint32(cdb[5:9])
-	if sa == saRegisterAndMove {
+	c := ParseOutCDB(cdb)
+	sa, scope, typ := c.Action, c.Scope, c.Type
+	if sa == OutRegisterAndMove {
 		if s.Legacy != nil && *s.Legacy != n {
 			return conflict
 		}
-		return s.registerAndMove(n, scope, plen, param)
+		return s.registerAndMove(n, c, param)
 	}
-	if sa > saRegisterIgnore {
+	if sa > OutRegisterAndIgnore {
 		return check(scsi.InvalidFieldInCDB)
 	}
-	if plen != 24 || len(param) < 24 {
+	p, ok := ParseOutParams(sa, param)
+	if c.ParamLen != OutParamsLen || !ok {
 		return check(scsi.ParamListLengthError)
 	}
-	key := binary.BigEndian.Uint64(param[0:])
-	saKey := binary.BigEndian.Uint64(param[8:])
-	flags := param[20]
-	specIPT, allTgPt, aptpl := flags&0x08 != 0, flags&0x04 != 0, flags&0x01 != 0
-	if specIPT || allTgPt {
+	key, saKey, aptpl := p.Key, p.SAKey, p.APTPL
+	if p.SpecIPT || p.AllTgPt {
 		// One target port per device; no initiator ports to specify.
 		return check(scsi.InvalidFieldInParamList)
 	}
@@ -252,8 +201,8 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 	}
 	i := s.find(n)
 	switch sa {
-	case saRegister, saRegisterIgnore:
-		if sa == saRegister {
+	case OutRegister, OutRegisterAndIgnore:
+		if sa == OutRegister {
 			if i < 0 && key != 0 {
 				return conflict
 			}
@@ -280,8 +229,8 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 		return conflict
 	}
 	switch sa {
-	case saReserve:
-		if scope != 0 || !validType(typ) {
+	case OutReserve:
+		if scope != 0 || !typ.Valid() {
 			return check(scsi.InvalidFieldInCDB)
 		}
 		if !s.Reserved {
@@ -292,7 +241,7 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 			return good
 		}
 		return conflict
-	case saRelease:
+	case OutRelease:
 		if !s.Reserved || !s.isHolder(n) {
 			return good
 		}
@@ -300,7 +249,7 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 			return check(scsi.InvalidReleaseOfReservation)
 		}
 		s.Reserved = false
-		if registrantsOnly(s.Type) || allRegistrants(s.Type) {
+		if s.Type.registrantsOnly() || s.Type.allRegistrants() {
 			for _, r := range s.Registrations {
 				if r.Nexus != n {
 					s.attention(r.Nexus, scsi.ReservationsReleased)
@@ -308,7 +257,7 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 			}
 		}
 		return good
-	case saClear:
+	case OutClear:
 		for _, r := range s.Registrations {
 			if r.Nexus != n {
 				s.attention(r.Nexus, scsi.ReservationsPreempted)
@@ -317,8 +266,8 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 		s.Registrations, s.Reserved = nil, false
 		s.Generation++
 		return good
-	case saPreempt, saPreemptAndAbort:
-		if !validType(typ) && s.Reserved {
+	case OutPreempt, OutPreemptAndAbort:
+		if !typ.Valid() && s.Reserved {
 			return check(scsi.InvalidFieldInCDB)
 		}
 		return s.preempt(n, saKey, typ)
@@ -327,7 +276,7 @@ func (s *State) Out(n scsi.Nexus, cdb, param []byte) Outcome {
 }
 
 // preempt implements SPC-4 5.9.11.4.
-func (s *State) preempt(n scsi.Nexus, saKey uint64, typ uint8) Outcome {
+func (s *State) preempt(n scsi.Nexus, saKey uint64, typ Type) Outcome {
 	removeKey := func() bool {
 		removed := false
 		for j := len(s.Registrations) - 1; j >= 0; j-- {
@@ -348,7 +297,7 @@ func (s *State) preempt(n scsi.Nexus, saKey uint64, typ uint8) Outcome {
 		if !removeKey() {
 			return conflict
 		}
-	case allRegistrants(s.Type):
+	case s.Type.allRegistrants():
 		if saKey == 0 {
 			for _, r := range s.Registrations {
 				if r.Nexus != n {
@@ -390,42 +339,35 @@ const RelativeTargetPort = 1
 // 6.17.4): the holder registers another I_T nexus, named by a TransportID,
 // with the service action reservation key and hands it the reservation
 // with the same type and scope, optionally unregistering itself.
-//
-// Parameter list: key (0-7), service action key (8-15), reserved (16),
-// UNREG bit 1 and APTPL bit 0 (17), relative target port (18-19),
-// TransportID parameter data length (20-23), the TransportID (24-).
-func (s *State) registerAndMove(n scsi.Nexus, scope uint8, plen uint32, param []byte) Outcome {
-	if plen < 24 || len(param) < 24 {
+func (s *State) registerAndMove(n scsi.Nexus, c OutCommand, param []byte) Outcome {
+	p, ok := ParseOutParams(OutRegisterAndMove, param)
+	if c.ParamLen < OutParamsLen || !ok {
 		return check(scsi.ParamListLengthError)
 	}
-	key := binary.BigEndian.Uint64(param[0:])
-	saKey := binary.BigEndian.Uint64(param[8:])
-	unreg, aptpl := param[17]&0x02 != 0, param[17]&0x01 != 0
-	rtpi := binary.BigEndian.Uint16(param[18:])
-	tidLen := binary.BigEndian.Uint32(param[20:])
+	key, saKey, unreg, aptpl := p.Key, p.SAKey, p.Unreg, p.APTPL
 	// The caller must hold a registration with the right key and the
 	// reservation (table 52 "register behaviors for REGISTER AND MOVE").
 	i := s.find(n)
 	if i < 0 || s.Registrations[i].Key != key {
 		return conflict
 	}
-	if !s.Reserved || allRegistrants(s.Type) {
+	if !s.Reserved || s.Type.allRegistrants() {
 		// Nothing to move, or a reservation every registrant holds.
 		return check(scsi.InvalidFieldInCDB)
 	}
 	if !s.isHolder(n) {
 		return conflict
 	}
-	if scope != 0 {
+	if c.Scope != 0 {
 		return check(scsi.InvalidFieldInCDB)
 	}
-	if uint64(tidLen)+24 != uint64(plen) {
+	if uint64(p.TransportIDLen)+OutParamsLen != uint64(c.ParamLen) {
 		return check(scsi.ParamListLengthError)
 	}
-	if saKey == 0 || rtpi != RelativeTargetPort {
+	if saKey == 0 || p.RelativeTargetPort != RelativeTargetPort {
 		return check(scsi.InvalidFieldInParamList)
 	}
-	dest, ok := ParseTransportID(param[24:])
+	dest, ok := ParseTransportID(p.TransportID)
 	if !ok || dest == n {
 		return check(scsi.InvalidFieldInParamList)
 	}
@@ -448,60 +390,55 @@ func (s *State) registerAndMove(n scsi.Nexus, scope uint8, plen uint32, param []
 
 // In answers a PERSISTENT RESERVE IN with its full parameter data.
 func (s *State) In(n scsi.Nexus, cdb []byte) Outcome {
-	switch cdb[1] & 0x1f {
-	case saReadKeys:
-		d := make([]byte, 8, 8+8*len(s.Registrations))
-		binary.BigEndian.PutUint32(d[0:], s.Generation)
-		binary.BigEndian.PutUint32(d[4:], uint32(8*len(s.Registrations)))
+	switch ParseInCDB(cdb).Action {
+	case InReadKeys:
+		d := make([]byte, inHeaderLen, inHeaderLen+8*len(s.Registrations))
 		for _, r := range s.Registrations {
 			d = binary.BigEndian.AppendUint64(d, r.Key)
 		}
-		return Outcome{Status: scsi.StatusGood, Data: d}
-	case saReadReservation:
-		d := make([]byte, 8, 24)
-		binary.BigEndian.PutUint32(d[0:], s.Generation)
+		return s.inData(d)
+	case InReadReservation:
+		d := make([]byte, inHeaderLen, inHeaderLen+reservationLen)
 		if s.Reserved {
-			binary.BigEndian.PutUint32(d[4:], 16)
-			desc := make([]byte, 16)
-			if !allRegistrants(s.Type) {
+			r := Reservation{Type: s.Type}
+			if !s.Type.allRegistrants() {
 				if h := s.find(s.Holder); h >= 0 {
-					binary.BigEndian.PutUint64(desc, s.Registrations[h].Key)
+					r.Key = s.Registrations[h].Key
 				}
 			}
-			desc[13] = s.Type
-			d = append(d, desc...)
+			d = r.append(d)
 		}
-		return Outcome{Status: scsi.StatusGood, Data: d}
-	case saReportCapabilities:
-		d := make([]byte, 8)
-		binary.BigEndian.PutUint16(d[0:], 8)
-		d[2] = 1<<4 | 1 // CRH: RESERVE/RELEASE handled as SPC-3; PTPL_C
-		d[3] = 1 << 7   // TMV: the type mask is valid
-		if s.APTPL {
-			d[3] |= 1 // PTPL_A
+		return s.inData(d)
+	case InReportCapabilities:
+		c := Capabilities{
+			CRH:   true, // RESERVE/RELEASE handled as SPC-3 has it
+			PTPLC: true,
+			TMV:   true,
+			PTPLA: s.APTPL,
+			TypeMask: MaskOf(TypeWriteExclusive, TypeExclusiveAccess, TypeWriteExclusiveRegOnly,
+				TypeExclusiveAccessRegOnly, TypeWriteExclusiveAllRegs, TypeExclusiveAccessAllRegs),
 		}
-		d[4] = 1<<7 | 1<<6 | 1<<5 | 1<<3 | 1<<1 // WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX
-		d[5] = 1                                // EX_AC_AR
-		return Outcome{Status: scsi.StatusGood, Data: d}
-	case saReadFullStatus:
-		d := make([]byte, 8)
-		binary.BigEndian.PutUint32(d[0:], s.Generation)
+		return Outcome{Status: scsi.StatusGood, Data: c.Append(nil)}
+	case InReadFullStatus:
+		d := make([]byte, inHeaderLen)
 		for _, r := range s.Registrations {
-			tid := TransportID(r.Nexus)
-			desc := make([]byte, 24, 24+len(tid))
-			binary.BigEndian.PutUint64(desc, r.Key)
+			sd := StatusDescriptor{Key: r.Key, RelativeTargetPort: RelativeTargetPort, TransportID: TransportID(r.Nexus)}
 			if s.isHolder(r.Nexus) {
-				desc[12] = 1 // R_HOLDER
-				desc[13] = s.Type
+				sd.Holder, sd.Type = true, s.Type
 			}
-			binary.BigEndian.PutUint16(desc[18:], RelativeTargetPort)
-			binary.BigEndian.PutUint32(desc[20:], uint32(len(tid)))
-			d = append(d, append(desc, tid...)...)
+			d = appendStatusDescriptor(d, &sd)
 		}
-		binary.BigEndian.PutUint32(d[4:], uint32(len(d)-8))
-		return Outcome{Status: scsi.StatusGood, Data: d}
+		return s.inData(d)
 	}
 	return check(scsi.InvalidFieldInCDB)
+}
+
+// inData fills the header of d, PR IN parameter data whose body follows
+// its first inHeaderLen bytes, with s's generation and the body's length.
+func (s *State) inData(d []byte) Outcome {
+	binary.BigEndian.PutUint32(d[0:4], s.Generation)
+	binary.BigEndian.PutUint32(d[4:8], uint32(len(d)-inHeaderLen))
+	return Outcome{Status: scsi.StatusGood, Data: d}
 }
 
 // TransportID names a nexus in READ FULL STATUS and REGISTER AND MOVE: an
