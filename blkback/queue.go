@@ -4,11 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
-	"github.com/xenblk/xenblk/internal/adaptpoll"
+	"github.com/xenblk/xenblk/internal/backring"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
@@ -86,7 +85,7 @@ type queue struct {
 
 	// poll: how long to keep polling the ring after a pass that found
 	// work before arming the event index and sleeping (0: the default
-	// window, defaultPollWindow; negative: never poll).
+	// window, backring.DefaultPoll; negative: never poll).
 	poll time.Duration
 
 	stats queueStats
@@ -94,109 +93,28 @@ type queue struct {
 
 // errFatal marks a ring-level protocol violation: the device is
 // disconnected (only this one).
-var errFatal = errors.New("fatal ring error")
+var errFatal = backring.ErrFatal
 
-// run serves the ring until the channel closes or stop is closed.
-//
-// After a pass that found work it keeps polling the ring for the poll
-// window without re-arming req_event: a frontend pushing meanwhile sees a
-// stale event index and sends no notification, so under load neither end
-// makes an event-channel call. Only when the window passes empty does it
-// arm (RING_FINAL_CHECK_FOR_REQUESTS) and sleep. A pass that found nothing
-// (a spurious or close wake-up) arms at once: the poll follows work only.
-//
-// The window adapts (internal/adaptpoll): a device whose frontend keeps
-// it busy polls, and an idle device, or a machine too loaded for polling
-// to pay, sleeps.
+// run serves the ring until the channel closes or stop is closed, with
+// the notification scheme and adaptive poll of internal/backring: after
+// a pass that found work the queue polls the ring before it arms
+// req_event and sleeps, so under load neither end makes an
+// event-channel call.
 func (q *queue) run(stop <-chan struct{}) error {
 	defer q.dropIndirectPages()
 	q.openBatch()
 	defer q.closeBatch()
-	limit := q.poll
-	if limit == 0 {
-		limit = defaultPollWindow
-	}
-	var window adaptpoll.Window
-	window.Init(limit)
-	for {
-		n, waitPair, err := q.drain()
-		if err != nil {
-			return err
-		}
-		select {
-		case <-stop:
-			return nil
-		default:
-		}
-		if waitPair {
-			// Half of a request pair is published; the frontend's push of
-			// the other half notifies (or the timeout retries).
-			if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
-				return err
-			}
-			continue
-		}
-		if n > 0 {
-			if w := window.Next(); w > 0 {
-				if q.spin(w) {
-					window.Hit()
-					continue
-				}
-				window.Miss()
-			}
-		}
-		more, err := q.ring.FinalCheck()
-		if err != nil {
-			return fmt.Errorf("%w: %v", errFatal, err)
-		}
-		if more {
-			continue
-		}
-		// The timeout is a safety net, not the stop signal (Disconnect
-		// closes the channel): under the race detector Go's atomics are
-		// acquire/release, not sequentially consistent, so the ring's
-		// store-then-load notification check can miss, and the look it
-		// forces then finds the work.
-		if _, err := q.ch.Wait(200 * time.Millisecond); err != nil {
-			return err
-		}
-	}
+	return backring.Serve(q.ring, q.ch, q.poll, stop, q.drain)
 }
-
-// defaultPollWindow is how long a queue polls after a pass that found work
-// when Config.Poll is unset. Short: on a busy frontend the next request
-// comes within microseconds; on an idle one it costs a few microseconds of
-// CPU per burst.
-const defaultPollWindow = 20 * time.Microsecond
-
-// spin busy-polls the ring for up to window; reports whether work arrived.
-// The ring's index is a plain load; the event channel is not asked (a
-// system call): nothing but ring work is signalled on it, and a close is
-// seen by the Wait that follows the window. Each turn yields the
-// processor, so in one process the frontend's goroutines run.
-func (q *queue) spin(window time.Duration) bool {
-	deadline := time.Now().Add(window)
-	for i := 1; ; i++ {
-		if n, _ := q.ring.Unconsumed(); n > 0 {
-			return true
-		}
-		if i%spinClockEvery == 0 && !time.Now().Before(deadline) {
-			return false
-		}
-		runtime.Gosched()
-	}
-}
-
-const spinClockEvery = 8
 
 // drain answers every request available in one pass, publishes the
 // responses and notifies if the frontend asked. It reports how many
 // requests it consumed, and waitPair when the frontend published only the
 // first slot of a request pair.
 func (q *queue) drain() (handled int, waitPair bool, err error) {
-	n, err := q.ring.Unconsumed()
+	n, err := backring.Unconsumed(q.ring)
 	if err != nil {
-		return 0, false, fmt.Errorf("%w: %v", errFatal, err)
+		return 0, false, err
 	}
 	for ; n > 0; n-- {
 		// Copy the request out of the slot once; from here on only the

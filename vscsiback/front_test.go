@@ -1,0 +1,271 @@
+package vscsiback_test
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsiengine"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/vscsiback"
+	"github.com/xenblk/xenblk/vscsiif"
+	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xen/sim"
+)
+
+// The tests drive vscsiback as a guest would: a small frontend of their
+// own (testFront) puts vscsiif requests on a ring granted by a guest of a
+// simulated host, with data in pages the guest granted, and reads the
+// responses back; the backend runs in dom0 with engines from
+// scsiengine, as the server will give them.
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// rig is one simulated host with one guest and an engine registry whose
+// units share a reservation store.
+type rig struct {
+	t     *testing.T
+	host  *sim.Host
+	guest *sim.Domain
+	reg   *scsiengine.Registry
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	h, err := sim.NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := h.NewDomain("guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{t: t, host: h, guest: g, reg: scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: quiet})}
+}
+
+// engine is the emulation over dev as the registry gives a unit whose
+// backing disk is id.
+func (r *rig) engine(id string, dev storage.Device) scsiengine.Engine {
+	r.t.Helper()
+	e, _, err := r.reg.Open(scsiengine.Unit{Name: id, ID: id}, dev)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return e
+}
+
+// at is a guest's channel:target:lun.
+type at struct{ channel, target, lun uint16 }
+
+// testFront is the guest's end of one vhost: the ring it granted, its
+// event channel, and data pages granted once (writable, and a few
+// read-only ones).
+type testFront struct {
+	t     *testing.T
+	dom   xen.Domain
+	abi   blkif.ABI
+	ring  *ring.Front
+	ch    xen.Channel
+	v     *vscsiback.Vhost
+	data  *xen.Granted // dataPages writable pages
+	ro    *xen.Granted // 4 read-only pages
+	lists *xen.Granted // listPages writable pages for SG_GRANT lists
+	done  chan error
+	next  uint16 // the next rqid
+}
+
+const (
+	dataPages = 1100
+	listPages = 4
+)
+
+// vhost connects a new vhost of r's guest, named name, serving luns.
+func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront {
+	t := r.t
+	t.Helper()
+	g := r.guest
+	f := &testFront{t: t, dom: g, abi: blkif.X86_64, done: make(chan error, 1), next: 1}
+	rg, err := g.Granter().Grant(0, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.ring, err = ring.InitFront(rg.Mem, vscsiif.SlotSize(f.abi)); err != nil {
+		t.Fatal(err)
+	}
+	if f.ch, err = g.Events().AllocUnbound(0); err != nil {
+		t.Fatal(err)
+	}
+	if f.data, err = g.Granter().Grant(0, dataPages, false); err != nil {
+		t.Fatal(err)
+	}
+	if f.ro, err = g.Granter().Grant(0, 4, true); err != nil {
+		t.Fatal(err)
+	}
+	if f.lists, err = g.Granter().Grant(0, listPages, false); err != nil {
+		t.Fatal(err)
+	}
+	f.v, err = vscsiback.Connect(vscsiback.Config{
+		Domain: r.host.Dom0(), Front: g.ID(), Vhost: "backend/vscsi/" + name,
+		RingRef: rg.Refs[0], Port: f.ch.Port(), ABI: f.abi, SGGrant: sgGrant, Log: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.v.SetLUNs(luns)
+	go func() { f.done <- f.v.Run() }()
+	t.Cleanup(func() {
+		_ = f.v.Close()
+		if err := <-f.done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		_ = f.ch.Close()
+		for _, gr := range []*xen.Granted{f.data, f.ro, f.lists, rg} {
+			if err := g.Granter().Revoke(gr); err != nil {
+				t.Errorf("revoke: %v", err)
+			}
+		}
+	})
+	return f
+}
+
+// rqid hands out the next request id.
+func (f *testFront) rqid() uint16 {
+	id := f.next
+	f.next++
+	return id
+}
+
+// push puts reqs on the ring with one publication, notifying if the
+// backend asked.
+func (f *testFront) push(reqs ...*vscsiif.Request) {
+	for _, r := range reqs {
+		vscsiif.EncodeRequest(f.abi, f.ring.NextRequest(), r)
+		f.ring.Produce(1)
+	}
+	if f.ring.Push() {
+		if err := f.ch.Notify(); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// collect waits for n responses (bounded: a backend that never answers
+// fails the test) and returns them in ring order.
+func (f *testFront) collect(n int) []vscsiif.Response {
+	f.t.Helper()
+	out := make([]vscsiif.Response, 0, n)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out) < n {
+		for f.ring.Unconsumed() > 0 && len(out) < n {
+			var rsp vscsiif.Response
+			vscsiif.DecodeResponse(f.abi, f.ring.Response(), &rsp)
+			f.ring.Consume(1)
+			out = append(out, rsp)
+		}
+		if len(out) == n {
+			break
+		}
+		if f.ring.FinalCheck() {
+			continue
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%d of %d responses after 10s", len(out), n)
+		}
+		if _, err := f.ch.Wait(100 * time.Millisecond); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// do sends one request and returns its response.
+func (f *testFront) do(r *vscsiif.Request) vscsiif.Response {
+	f.t.Helper()
+	f.push(r)
+	rsp := f.collect(1)[0]
+	if rsp.RqID != r.RqID {
+		f.t.Fatalf("response for rqid %d, want %d", rsp.RqID, r.RqID)
+	}
+	return rsp
+}
+
+// page is data page i of the front's pool.
+func (f *testFront) page(i int) []byte { return f.data.Mem[i*xen.PageSize : (i+1)*xen.PageSize] }
+
+// cdb builds a SCSI_CDB request for lun a whose data is n bytes in the
+// pool's pages from page 0 on, page-aligned: direct segments, or SG_GRANT
+// lists in the front's list pages when over vscsiif.SGTableSize pages.
+func (f *testFront) cdb(a at, cdb []byte, dir uint8, n int) *vscsiif.Request {
+	r := &vscsiif.Request{RqID: f.rqid(), Act: vscsiif.ActSCSICDB, CmdLen: uint8(len(cdb)),
+		Channel: a.channel, ID: a.target, LUN: a.lun, DataDirection: dir}
+	copy(r.Cmnd[:], cdb)
+	var segs []vscsiif.Segment
+	for off, i := 0, 0; off < n; off, i = off+xen.PageSize, i+1 {
+		segs = append(segs, vscsiif.Segment{Gref: uint32(f.data.Refs[i]), Length: uint16(min(n-off, xen.PageSize))})
+	}
+	f.setSegments(r, segs)
+	return r
+}
+
+// setSegments gives r its data segments: in seg[] when they fit, else
+// as SG_GRANT lists, one list page after another.
+func (f *testFront) setSegments(r *vscsiif.Request, segs []vscsiif.Segment) {
+	if len(segs) <= vscsiif.SGTableSize {
+		copy(r.Seg[:], segs)
+		r.NrSegments = uint8(len(segs))
+		return
+	}
+	lists := 0
+	for len(segs) > 0 {
+		k := min(len(segs), vscsiif.SGPerPage)
+		page := f.lists.Mem[lists*xen.PageSize:]
+		for i, s := range segs[:k] {
+			vscsiif.EncodeSegment(page[i*vscsiif.SegmentSize:], s)
+		}
+		r.Seg[lists] = vscsiif.Segment{Gref: uint32(f.lists.Refs[lists]), Length: uint16(k * vscsiif.SegmentSize)}
+		lists++
+		segs = segs[k:]
+	}
+	r.NrSegments = vscsiif.SGGrant | uint8(lists)
+}
+
+// Checks of a response.
+
+func good(t *testing.T, rsp vscsiif.Response) {
+	t.Helper()
+	if rsp.Rslt != 0 {
+		t.Fatalf("rqid %d: rslt %#x (host %d, status %#x), sense % x; want GOOD", rsp.RqID, rsp.Rslt,
+			vscsiif.HostOf(rsp.Rslt), vscsiif.StatusOf(rsp.Rslt), rsp.Sense[:rsp.SenseLen])
+	}
+}
+
+func rslt(t *testing.T, rsp vscsiif.Response, want int32) {
+	t.Helper()
+	if rsp.Rslt != want {
+		t.Fatalf("rqid %d: rslt %#x, want %#x", rsp.RqID, rsp.Rslt, want)
+	}
+}
+
+// checkCondition fails unless rsp is host OK, CHECK CONDITION, with
+// sense code c in at most 96 bytes of fixed or descriptor sense.
+func checkCondition(t *testing.T, rsp vscsiif.Response, c scsi.Code) {
+	t.Helper()
+	if rsp.Rslt != vscsiif.Result(vscsiif.HostOK, scsi.StatusCheckCondition) {
+		t.Fatalf("rqid %d: rslt %#x, want CHECK CONDITION", rsp.RqID, rsp.Rslt)
+	}
+	if rsp.SenseLen == 0 || rsp.SenseLen > vscsiif.SenseBufferSize {
+		t.Fatalf("rqid %d: sense_len %d", rsp.RqID, rsp.SenseLen)
+	}
+	s, _, ok := scsi.ParseSense(rsp.Sense[:rsp.SenseLen])
+	if !ok || s.Code != c {
+		t.Fatalf("rqid %d: sense % x, want %x/%02x/%02x", rsp.RqID, rsp.Sense[:rsp.SenseLen], c.Key, c.ASC, c.ASCQ)
+	}
+}
+
+// CDBs.
+
+var tur = []byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}

@@ -1,0 +1,188 @@
+package vscsiback
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/backring"
+	"github.com/xenblk/xenblk/ring"
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/vscsiif"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// queue is a vhost's ring, served by one goroutine. A pass takes every
+// request the ring holds in two rounds:
+//
+//  1. accept: each request is copied out of its slot once (XSA-155), its
+//     SG_GRANT lists copied out of their pages, and checked (check.go). A
+//     refused one is answered at once; a SCSI_CDB joins the pass's
+//     pending list; a TASK_ABORT or RESET acts at once on what is pending
+//     (task management overtakes the commands queued before it, as on a
+//     target, so an abort reaches a command still queued).
+//  2. execute: each pending command, in ring order, gets its data pages
+//     mapped, runs on its LUN's engine and is answered.
+//
+// The pass then publishes its responses with one push and notifies if
+// the frontend asked. Everything a request needs is preallocated here,
+// so the steady state allocates nothing of its own (the hypervisor's
+// mapping of the data pages is its implementation's).
+type queue struct {
+	v      *Vhost
+	front  xen.DomID
+	abi    blkif.ABI
+	ring   *ring.Back
+	ch     xen.Channel
+	mapper xen.Mapper
+	lim    limits
+	nexus  scsi.Nexus
+	log    *slog.Logger
+	poll   time.Duration
+
+	// table is the LUN table of the pass under way (plans index it).
+	table []LUN
+	// pend[:npend] are the pass's accepted commands, in ring order;
+	// pend[npend] is where the request being accepted is copied.
+	pend  []pending
+	npend int
+
+	// SG_GRANT: the list pages of the request being accepted, and the
+	// data segments copied out of them.
+	lrefs  [vscsiif.SGTableSize]xen.GrantRef
+	listed [maxSGGrant]vscsiif.Segment
+
+	// The command being executed: its data grants, its buffer when its
+	// segments are not one run of the mapping (allocated at the first
+	// such command), the command and its result.
+	refs   [maxSGGrant]xen.GrantRef
+	bounce []byte
+	cmd    scsi.Command
+	res    scsi.Result
+	rsp    vscsiif.Response
+}
+
+// pending is one accepted request of the pass.
+type pending struct {
+	req  vscsiif.Request
+	plan plan
+	// answered: a TASK_ABORT or RESET of this pass answered it already.
+	answered bool
+}
+
+func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
+	cfg := &v.cfg
+	return &queue{
+		v: v, front: cfg.Front, abi: cfg.ABI, ring: r, ch: ch, mapper: cfg.Domain.Mapper(),
+		lim:   limits{sgGrant: cfg.SGGrant},
+		nexus: scsi.Nexus{Dom: uint16(cfg.Front), Device: cfg.Vhost},
+		log:   cfg.Log.With("vhost", cfg.Vhost, "frontend", cfg.Front),
+		poll:  cfg.Poll,
+		pend:  make([]pending, r.Size()), // a pass consumes at most the ring's slots
+	}
+}
+
+func (q *queue) close() { q.bounce = nil }
+
+// run serves the ring until the channel closes, with the notification
+// scheme and adaptive poll of internal/backring.
+func (q *queue) run() error {
+	return backring.Serve(q.ring, q.ch, q.poll, nil, q.drain)
+}
+
+// drain is one pass: accept every request available, execute the
+// accepted commands, publish the responses and notify if the frontend
+// asked. It reports how many requests it consumed.
+func (q *queue) drain() (handled int, waitPair bool, err error) {
+	n, err := backring.Unconsumed(q.ring)
+	if err != nil || n == 0 {
+		return 0, false, err
+	}
+	q.table = *q.v.luns.Load()
+	for k := uint32(0); k < n; k++ {
+		p := &q.pend[q.npend]
+		vscsiif.DecodeRequest(q.abi, q.ring.Request(0), &p.req)
+		q.ring.Consume(1)
+		q.accept(p)
+	}
+	for i := range q.pend[:q.npend] {
+		if p := &q.pend[i]; !p.answered {
+			q.execute(p)
+		}
+	}
+	q.npend = 0
+	q.table = nil
+	if q.ring.Push() {
+		if err := q.ch.Notify(); err != nil {
+			return int(n), false, err
+		}
+	}
+	return int(n), false, nil
+}
+
+// accept checks p.req, just copied out of the ring, and answers it, queues
+// it (a SCSI_CDB) or carries it out (task management).
+func (q *queue) accept(p *pending) {
+	r := &p.req
+	var listed []vscsiif.Segment
+	if n, total, err := segmentLists(r, &q.lim); err == nil && n > 0 {
+		// An error here is check's to answer (it derives it again).
+		if listed, err = q.fetchLists(r, n, total); err != nil {
+			q.log.Warn("bad request", "rqid", r.RqID, "err", err)
+			q.respond(r.RqID, rsltError, 0, nil)
+			return
+		}
+	}
+	rslt, err := check(r, listed, &q.lim, q, &p.plan)
+	if err != nil {
+		if errors.Is(err, errNotAttached) {
+			// A guest's scan of the targets meets this all the time.
+			q.log.Debug("no such LUN", "rqid", r.RqID, "channel", r.Channel, "id", r.ID, "lun", r.LUN)
+		} else {
+			q.log.Warn("bad request", "rqid", r.RqID, "act", r.Act, "err", err)
+		}
+		q.respond(r.RqID, rslt, 0, nil)
+		return
+	}
+	switch p.plan.kind {
+	case kindCDB:
+		p.answered = false
+		q.npend++
+	case kindAbort:
+		q.abort(&p.plan)
+	case kindReset:
+		q.reset(&p.plan)
+	}
+}
+
+// lun implements check's vhost over the pass's table.
+func (q *queue) lun(channel, id, lun uint16) (int, bool) {
+	for i := range q.table {
+		if l := &q.table[i]; l.Channel == channel && l.Target == id && l.LUN == lun && l.Engine != nil {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// inFlight implements check's vhost: the pass's commands not yet
+// answered. (A pass answers everything it accepted before the next one
+// starts, so no other request is in flight.)
+func (q *queue) inFlight(rqid uint16) (int, bool) {
+	for i := range q.pend[:q.npend] {
+		if p := &q.pend[i]; p.req.RqID == rqid && !p.answered {
+			return p.plan.lun, true
+		}
+	}
+	return 0, false
+}
+
+// respond fills the next response slot (published at the pass's push).
+// Every byte of the slot is written (vscsiif.EncodeResponse: XSA-216).
+func (q *queue) respond(rqid uint16, rslt int32, resid uint32, sense []byte) {
+	q.rsp = vscsiif.Response{RqID: rqid, Rslt: rslt, ResidualLen: resid}
+	q.rsp.SenseLen = uint8(copy(q.rsp.Sense[:], sense))
+	vscsiif.EncodeResponse(q.abi, q.ring.NextResponse(), &q.rsp)
+	q.ring.Produce(1)
+}
