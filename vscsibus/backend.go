@@ -16,6 +16,7 @@ type Backend struct {
 	// hostErr: the toolstack's feature-host asks for what is not served;
 	// the vhost is refused at connect, as a frontend that cannot be.
 	hostErr error
+	started bool
 	pass    pass
 	// scanning: the pass waits for the EvLUNs it asked for.
 	scanning bool
@@ -83,6 +84,13 @@ func (b *Backend) Step(ev Event) []Action {
 	b.e.out = nil
 	switch ev.Kind {
 	case EvStart:
+		if b.started {
+			// The driver takes a vhost once; a second start could undo
+			// a refusal.
+			b.e.warn("started twice: ignored")
+			return b.e.out
+		}
+		b.started = true
 		b.hostErr = featureHost(ev.FeatureHost)
 	case EvPeerState:
 		b.peer = ev.State
@@ -126,8 +134,11 @@ func (b *Backend) step(ev xenbus.Event) {
 		a := fromVhost(va)
 		switch {
 		case a.Kind == ActConnect && b.hostErr != nil:
+			// Closing even when xenbus would wait for a frontend that was
+			// there before us: no frontend can be served.
 			b.e.emit(Action{Kind: ActFail, Reason: b.hostErr.Error()})
 			b.step(xenbus.Event{Kind: xenbus.EvConnectDone, Err: b.hostErr})
+			b.e.setState(xenbus.Closing)
 		case a.Kind == ActSetState && a.State == xenbus.Connected:
 			b.start(passConnect)
 		default:

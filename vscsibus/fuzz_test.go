@@ -176,6 +176,7 @@ func FuzzBackend(f *testing.F) {
 	f.Add([]byte{0, 0, 1, 3, 2, 0, 7, 0, 5, 0, 6, 0, 5, 0, 1, 4, 5, 0})
 	f.Add([]byte{7, 0, 7, 0x11, 1, 3, 0, 0, 5, 0, 6, 0, 6, 1, 5, 0, 1, 7, 7, 2, 5, 0, 1, 4, 5, 0})
 	f.Add([]byte{0, 1, 1, 3, 1, 2, 1, 8, 1, 9, 3, 0, 4, 0})
+	f.Add([]byte("7!Z2Z020")) // started twice: the second start must not undo the refusal of feature-host=1
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b := NewBackend()
 		fuzzDrive(t, b, data, backendMove, func(a Action) bool {

@@ -80,13 +80,27 @@ type ActionKind int
 
 const (
 	// The vhost's handshake, as xenbus's actions of the same names.
-	ActPublish ActionKind = iota // backend: write feature-sg-grant
+	//
+	// ActPublish: backend — write feature-sg-grant (the most data
+	// segments of an SG_GRANT request it serves).
+	ActPublish ActionKind = iota
+	// ActConnect: backend — read the frontend's ring-ref, event-channel
+	// and protocol (a single-page ring), map the ring, bind the channel;
+	// frontend — grant a ring page, allocate the channel, write them.
+	// Answer EvConnectDone before feeding any other event.
 	ActConnect
-	ActAttach // frontend: start I/O; Segments is the most data segments per request
+	// ActAttach: frontend — start I/O, with at most Segments data
+	// segments a request (the backend's feature-sg-grant read by
+	// SGLimit). LUNs are added after it: adding one may send commands.
+	ActAttach
+	// ActRefresh: frontend — the backend rewrote Connected; Segments as
+	// it now stands.
 	ActRefresh
 	ActDisconnect
 	ActSetState
-	ActRemove // forget the vhost and close every LUN it holds, open or opening
+	// ActRemove: forget the vhost and close every LUN it holds, attached
+	// or still opening.
+	ActRemove
 	// ActScanLUNs: read every directory under the backend's vscsi-devs
 	// (and, for a frontend, the backend's feature-sg-grant) and answer
 	// EvLUNs.
