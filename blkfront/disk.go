@@ -318,6 +318,14 @@ func (d *Disk) connect() error {
 	}
 	in.Queues, in.RingPageOrder, in.IndirectSegments = nq, order, indirect
 	in.ExtraRequest = in.ExtraRequest && !d.cfg.NoSCSI
+	if cur := d.info.Load(); cur != nil {
+		// A reconnect: callers go on checking ranges against the geometry
+		// the last connection gave until the backend, Connected again,
+		// says otherwise (refreshGeometry). A fresh Info would say a
+		// sector size of 0 and a disk of none in between.
+		in.Sectors, in.SectorSize, in.PhysicalSectorSize = cur.Sectors, cur.SectorSize, cur.PhysicalSectorSize
+		in.ReadOnly, in.CDROM, in.Removable = cur.ReadOnly, cur.CDROM, cur.Removable
+	}
 	abi := blkif.Native
 
 	var pubs []ringPub

@@ -2,6 +2,7 @@ package blkfront
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/xenblk/xenblk/blkif"
@@ -59,6 +60,9 @@ func (d *Disk) Discard(ctx context.Context, off, n int64, secure bool) error {
 func (d *Disk) checkRange(off, n int64) error {
 	in := d.Info()
 	ss := int64(in.SectorSize)
+	if ss == 0 {
+		return errors.New("blkfront: the backend has not said the disk's geometry yet")
+	}
 	if off < 0 || n < 0 || off%ss != 0 || n%ss != 0 {
 		return fmt.Errorf("blkfront: range %d+%d not aligned to the %d-byte sector", off, n, ss)
 	}

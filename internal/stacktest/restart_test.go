@@ -163,3 +163,35 @@ func TestCrashedServerStartsNothing(t *testing.T) {
 		}
 	}
 }
+
+// A reconnect keeps the disk's geometry: between the frontend setting up
+// rings for a restarted backend and that backend saying Connected, I/O
+// callers still check their ranges against the size and sector size the
+// last connection gave. (connect used to publish a fresh Info with a
+// sector size of 0 in that window, and a write arriving then divided by
+// it.) A backend that reached InitWait and went no further holds the
+// window open.
+func TestReconnectKeepsGeometry(t *testing.T) {
+	s := newStack(t, 4<<20, blkfront.Config{})
+	want := s.front.Info()
+	s.crash()
+	<-s.done
+	st := s.host.Store()
+	back := s.vbd.BackendPath()
+	if err := st.Write(back+"/state", "2"); err != nil { // InitWait, as a restarted backend writes
+		t.Fatal(err)
+	}
+	waitState(t, st, s.vbd.FrontendPath()+"/state", "3") // the frontend set up rings for it
+	got := s.front.Info()
+	if got.SectorSize != want.SectorSize || got.Sectors != want.Sectors {
+		t.Fatalf("while reconnecting: sector size %d, %d sectors; the last connection said %d, %d",
+			got.SectorSize, got.Sectors, want.SectorSize, want.Sectors)
+	}
+	if _, err := s.front.WriteAt(context.Background(), make([]byte, 4096), 1<<20+4096*(1<<30)); err == nil {
+		t.Fatal("a write beyond the disk was taken while reconnecting")
+	}
+	s.restart()
+	if _, err := s.front.WriteAt(context.Background(), bytes.Repeat([]byte{7}, 4096), 4096); err != nil {
+		t.Fatalf("write through the restarted backend: %v", err)
+	}
+}
