@@ -200,29 +200,34 @@ func (q *queue) prepare(id int, op uint8, p []byte, off int64) {
 // build fills slot id's request for n bytes at off over its pool pages
 // (prepare without the data: a Batch's ReadView has no caller buffer).
 func (q *queue) build(id int, op uint8, n int, off int64) {
-	npages := pagesFor(n)
 	s := &q.slots[id]
+	s.req = blkif.Request{ID: uint64(id), Sector: uint64(off) / blkif.SectorSize}
+	q.fillSegments(s, op, 0, s.pages[:pagesFor(n)], n)
+}
+
+// fillSegments sets s's request's operation (op, with flag's bits) and its
+// segments for n bytes over the pool pages given, in order: in the request
+// when they fit, else in s's indirect pages (op becomes the indirect op).
+func (q *queue) fillSegments(s *slot, op, flag uint8, pages []int, n int) {
 	r := &s.req
-	*r = blkif.Request{ID: uint64(id), Sector: uint64(off) / blkif.SectorSize}
-	seg := func(i int) blkif.Segment {
-		k := min(n-i*xen.PageSize, xen.PageSize)
-		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[i]]), FirstSect: 0, LastSect: uint8((k - 1) / blkif.SectorSize)}
-	}
-	if npages <= blkif.MaxSegmentsPerRequest {
-		r.Operation = op
-		r.NrSegments = uint16(npages)
-		for i := 0; i < npages; i++ {
-			r.Seg[i] = seg(i)
-		}
+	direct := len(pages) <= blkif.MaxSegmentsPerRequest
+	r.NrSegments = uint16(len(pages))
+	if direct {
+		r.Operation = op | flag
 	} else {
-		r.Operation = blkif.OpIndirect
+		r.Operation = blkif.OpIndirect | flag
 		r.IndirectOp = op
-		r.NrSegments = uint16(npages)
-		for k := 0; k < blkif.IndirectPages(npages); k++ {
+		for k := 0; k < blkif.IndirectPages(len(pages)); k++ {
 			r.IndirectGrefs[k] = uint32(s.ipages.Refs[k])
 		}
-		for i := 0; i < npages; i++ {
-			blkif.EncodeIndirectSegment(s.iviews, i, seg(i))
+	}
+	for i, pg := range pages {
+		k := min(n-i*xen.PageSize, xen.PageSize)
+		sg := blkif.Segment{Gref: uint32(q.pool.Refs[pg]), LastSect: uint8((k - 1) / blkif.SectorSize)}
+		if direct {
+			r.Seg[i] = sg
+		} else {
+			blkif.EncodeIndirectSegment(s.iviews, i, sg)
 		}
 	}
 }

@@ -44,29 +44,8 @@ func (d *Disk) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf
 			copy(q.page(s.pages[1+i]), buf[i*xen.PageSize:])
 		}
 	}
-	r := &s.req
-	*r = blkif.Request{ID: uint64(id)}
-	seg := func(i int) blkif.Segment {
-		n := min(len(buf)-i*xen.PageSize, xen.PageSize)
-		return blkif.Segment{Gref: uint32(q.pool.Refs[s.pages[1+i]]), LastSect: uint8((n - 1) / blkif.SectorSize)}
-	}
-	if dataPages <= blkif.MaxSegmentsPerRequest {
-		r.Operation = base | blkif.OpExtraFlag
-		r.NrSegments = uint16(dataPages)
-		for i := 0; i < dataPages; i++ {
-			r.Seg[i] = seg(i)
-		}
-	} else {
-		r.Operation = blkif.OpIndirect | blkif.OpExtraFlag
-		r.IndirectOp = base
-		r.NrSegments = uint16(dataPages)
-		for k := 0; k < blkif.IndirectPages(dataPages); k++ {
-			r.IndirectGrefs[k] = uint32(s.ipages.Refs[k])
-		}
-		for i := 0; i < dataPages; i++ {
-			blkif.EncodeIndirectSegment(s.iviews, i, seg(i))
-		}
-	}
+	s.req = blkif.Request{ID: uint64(id)}
+	q.fillSegments(s, base, blkif.OpExtraFlag, s.pages[1:1+dataPages], len(buf))
 	s.extra = blkif.ExtraRequest{Type: blkif.ExtraTypeSCSI, CmdLen: uint8(len(cdb)), ID: uint64(id),
 		CmdGref: uint32(q.pool.Refs[s.pages[0]]), DataLen: uint32(len(buf))}
 	kept, err := d.wait(ctx, q, id)
