@@ -38,6 +38,7 @@ var (
 	WriteError                        = Code{KeyMediumError, 0x0c, 0x00}
 	InternalTargetFailure             = Code{KeyHardwareError, 0x44, 0x00}
 	PowerOnReset                      = Code{KeyUnitAttention, 0x29, 0x00}
+	BusDeviceReset                    = Code{KeyUnitAttention, 0x29, 0x03} // BUS DEVICE RESET FUNCTION OCCURRED: a logical unit reset
 	ModeParametersChanged             = Code{KeyUnitAttention, 0x2a, 0x01}
 	ReservationsPreempted             = Code{KeyUnitAttention, 0x2a, 0x03}
 	ReservationsReleased              = Code{KeyUnitAttention, 0x2a, 0x04}

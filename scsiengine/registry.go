@@ -2,8 +2,8 @@
 // backend serves, from what its toolstack configured (diskspec's scsi, pr
 // and scsi-policy keys): the emulation over the unit's storage, or a
 // guarded SG_IO pass-through to a whole SCSI disk; and it gives every unit
-// of one backing disk the same identity and the same persistent-
-// reservation unit. It knows no driver and no xenstore: blkback's vbds and
+// of one backing disk the same identity, the same persistent-
+// reservation unit and one count of logical unit resets. It knows no driver and no xenstore: blkback's vbds and
 // a PVSCSI backend's LUNs describe their units as a Unit, and whoever
 // reads the configuration reports the Choice where it belongs.
 package scsiengine
@@ -69,11 +69,12 @@ type Config struct {
 // Registry makes the units' engines. Its methods are safe for concurrent
 // use.
 type Registry struct {
-	cfg   Config
-	mu    sync.Mutex
-	units map[string]*pr.Unit    // by Unit.ID
-	disks map[string]sgio.Target // open for SG_IO, by backing path
-	users map[string]int         // pass-through engines per open disk
+	cfg    Config
+	mu     sync.Mutex
+	units  map[string]*pr.Unit     // by Unit.ID
+	resets map[string]*scsi.Resets // by Unit.ID
+	disks  map[string]sgio.Target  // open for SG_IO, by backing path
+	users  map[string]int          // pass-through engines per open disk
 }
 
 // New returns a Registry with no unit yet.
@@ -84,7 +85,7 @@ func New(cfg Config) *Registry {
 	if cfg.OpenSG == nil {
 		cfg.OpenSG = func(path string) (sgio.Target, error) { return sgio.Open(path) }
 	}
-	return &Registry{cfg: cfg, units: map[string]*pr.Unit{}, disks: map[string]sgio.Target{}, users: map[string]int{}}
+	return &Registry{cfg: cfg, units: map[string]*pr.Unit{}, resets: map[string]*scsi.Resets{}, disks: map[string]sgio.Target{}, users: map[string]int{}}
 }
 
 // Open returns u's engine over dev, or nil for a unit with scsi=off.
@@ -115,6 +116,7 @@ func (r *Registry) Open(u Unit, dev storage.Device) (Engine, Choice, error) {
 			return nil, c, err
 		}
 		r.units[u.ID] = unit
+		r.resets[u.ID] = new(scsi.Resets)
 	}
 	if o.SCSI == diskspec.SCSIPassthrough {
 		disk, ok := r.disks[u.Path]
@@ -154,7 +156,7 @@ func (r *Registry) Open(u Unit, dev storage.Device) (Engine, Choice, error) {
 	if o.SCSI == diskspec.SCSIPassthrough {
 		c.Engine = diskspec.SCSIEmulate
 	}
-	return emulate.New(dev, emulate.Config{Identity: u.ID, Reservations: unit, Policy: policy, Log: r.cfg.Log}), c, nil
+	return emulate.New(dev, emulate.Config{Identity: u.ID, Reservations: unit, Resets: r.resets[u.ID], Policy: policy, Log: r.cfg.Log}), c, nil
 }
 
 // release drops one engine's hold on the disk at path; the last one

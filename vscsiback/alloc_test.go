@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/scsi/scsitest"
-	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/vscsiif"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -16,10 +15,8 @@ import (
 // simulated host's Map allocates its own bookkeeping: the bound is what
 // one Map and Unmap of that page allocate alone, measured beside it.
 func TestServedReadAllocations(t *testing.T) {
-	r := newRig(t)
-	lun := at{0, 0, 0}
-	f := r.vhost("1/0", 0, vscsiback.LUN{Engine: r.engine("disk", newDisk(t))})
-	f.do(f.cdb(lun, tur, vscsiif.DirNone, 0)) // the power-on unit attention
+	r, _, f := oneLUN(t, 0)
+	lun := at{}
 
 	req := f.cdb(lun, scsitest.Read10(0, 8), vscsiif.DirFromDevice, 4096)
 	var rsp vscsiif.Response

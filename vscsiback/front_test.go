@@ -61,6 +61,11 @@ func (r *rig) engine(id string, dev storage.Device) scsiengine.Engine {
 // at is a guest's channel:target:lun.
 type at struct{ channel, target, lun uint16 }
 
+// lun is a LUN at a whose engine is the registry's for disk id on dev.
+func (r *rig) lun(a at, id string, dev storage.Device) vscsiback.LUN {
+	return vscsiback.LUN{Channel: a.channel, Target: a.target, LUN: a.lun, Engine: r.engine(id, dev)}
+}
+
 // testFront is the guest's end of one vhost: the ring it granted, its
 // event channel, and data pages granted once (writable, and a few
 // read-only ones).
@@ -130,6 +135,25 @@ func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront 
 		}
 	})
 	return f
+}
+
+// oneLUN is a rig with one vhost serving one LUN at 0:0:0 over a fresh
+// disk, whose nexus has had its power-on unit attention.
+func oneLUN(t *testing.T, sgGrant int) (*rig, *storage.Memory, *testFront) {
+	r := newRig(t)
+	dev := newDisk(t)
+	f := r.vhost("1/0", sgGrant, vscsiback.LUN{Engine: r.engine("disk", dev)})
+	f.spoken(at{})
+	return r, dev, f
+}
+
+// spoken has the vhost's nexus meet the power-on unit attention of each
+// LUN, so that what follows starts clean.
+func (f *testFront) spoken(luns ...at) {
+	f.t.Helper()
+	for _, a := range luns {
+		checkCondition(f.t, f.do(f.cdb(a, tur, vscsiif.DirNone, 0)), scsi.PowerOnReset)
+	}
 }
 
 // rqid hands out the next request id.

@@ -102,11 +102,8 @@ func TestBasicCommands(t *testing.T) {
 // CHECK CONDITION with its sense (ILLEGAL REQUEST, INVALID COMMAND
 // OPERATION CODE) in the response, host OK, no data.
 func TestIllegalRequestSense(t *testing.T) {
-	r := newRig(t)
-	lun := at{0, 0, 0}
-	f := r.vhost("1/0", 0, vscsiback.LUN{Engine: r.engine("disk", newDisk(t))})
-	f.do(f.cdb(lun, tur, vscsiif.DirNone, 0)) // the power-on unit attention
-	rsp := f.do(f.cdb(lun, []byte{0xc5, 0, 0, 0, 0, 0}, vscsiif.DirFromDevice, 512))
+	_, _, f := oneLUN(t, 0)
+	rsp := f.do(f.cdb(at{}, []byte{0xc5, 0, 0, 0, 0, 0}, vscsiif.DirFromDevice, 512))
 	checkCondition(t, rsp, scsi.InvalidOpcode)
 	if rsp.ResidualLen != 512 {
 		t.Fatalf("residual %d, want 512 (nothing moved)", rsp.ResidualLen)

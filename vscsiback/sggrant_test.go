@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/xenblk/xenblk/scsi/scsitest"
-	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/vscsiif"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -15,11 +14,8 @@ import (
 // list page, and a WRITE whose 600 segments span two list pages, the
 // data checked against the image both ways.
 func TestSGGrant(t *testing.T) {
-	r := newRig(t)
-	dev := newDisk(t)
-	lun := at{0, 0, 0}
-	f := r.vhost("1/0", 1024, vscsiback.LUN{Engine: r.engine("disk", dev)})
-	f.do(f.cdb(lun, tur, vscsiif.DirNone, 0)) // the power-on unit attention
+	_, dev, f := oneLUN(t, 1024)
+	lun := at{}
 
 	const n = 1 << 20
 	req := f.cdb(lun, scsitest.Read10(512, n/512), vscsiif.DirFromDevice, n)
@@ -48,11 +44,8 @@ func TestSGGrant(t *testing.T) {
 // (512 bytes in the middle of each page, as a guest's scattered buffer
 // gives) go through the bounce buffer, both ways, direct and SG_GRANT.
 func TestScatteredSegments(t *testing.T) {
-	r := newRig(t)
-	dev := newDisk(t)
-	lun := at{0, 0, 0}
-	f := r.vhost("1/0", 128, vscsiback.LUN{Engine: r.engine("disk", dev)})
-	f.do(f.cdb(lun, tur, vscsiif.DirNone, 0))
+	_, dev, f := oneLUN(t, 128)
+	lun := at{}
 
 	for _, count := range []int{8, 40} { // in seg[]; in a list
 		var segs []vscsiif.Segment

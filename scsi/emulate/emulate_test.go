@@ -10,6 +10,7 @@ import (
 
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
+	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/storage/storagetest"
@@ -340,5 +341,60 @@ func TestUnmapParameterListIsFetchedOnce(t *testing.T) {
 	}
 	if mem.Discards.Load() != 2 {
 		t.Fatalf("%d discards, want 2", mem.Discards.Load())
+	}
+}
+
+// TestLogicalUnitResetTellsEveryOtherNexus: a reset received on one
+// nexus is reported once, as BUS DEVICE RESET FUNCTION OCCURRED, to every
+// other nexus of the logical unit, of this engine and of another engine
+// sharing its Resets (a second vbd or vhost on the disk), never to the
+// nexus that reset; an SPC-2 reservation ends with it, a nexus that has
+// not spoken yet gets only POWER ON RESET.
+func TestLogicalUnitResetTellsEveryOtherNexus(t *testing.T) {
+	dev := memDev(512, 64)
+	unit, err := pr.Open(pr.NewMemoryStore(), "lu", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resets := new(scsi.Resets)
+	e1 := emulate.New(dev, emulate.Config{Reservations: unit, Resets: resets, Log: quiet()})
+	e2 := emulate.New(dev, emulate.Config{Reservations: unit, Resets: resets, Log: quiet()})
+	a, b := scsi.Nexus{Dom: 1, Device: "vhost0"}, scsi.Nexus{Dom: 1, Device: "vhost1"}
+	c, late := scsi.Nexus{Dom: 2, Device: "vhost0"}, scsi.Nexus{Dom: 3, Device: "vhost0"}
+	tur := []byte{0, 0, 0, 0, 0, 0}
+	on := map[scsi.Nexus]*emulate.Engine{a: e1, b: e1, c: e2, late: e2}
+	for _, n := range []scsi.Nexus{a, b, c} {
+		if code := senseOf(t, exec(on[n], n, tur, scsi.DirNone, nil)); code != scsi.PowerOnReset {
+			t.Fatalf("%v's first command: %v", n, code)
+		}
+	}
+	if r := exec(e2, c, []byte{scsi.OpReserve6, 0, 0, 0, 0, 0}, scsi.DirNone, nil); !r.Good() {
+		t.Fatalf("RESERVE(6): %v", senseOf(t, r))
+	}
+	write := scsitest.Write10(0, 1)
+	if r := exec(e1, b, write, scsi.DirToDevice, make([]byte, 512)); r.Status != scsi.StatusReservationConflict {
+		t.Fatalf("WRITE against another's SPC-2 reservation: status %s", scsi.StatusName(r.Status))
+	}
+
+	e1.LogicalUnitReset(a)
+	if r := exec(e1, a, tur, scsi.DirNone, nil); !r.Good() {
+		t.Fatalf("the nexus that reset: %v", senseOf(t, r))
+	}
+	for _, n := range []scsi.Nexus{b, c} {
+		if code := senseOf(t, exec(on[n], n, tur, scsi.DirNone, nil)); code != scsi.BusDeviceReset {
+			t.Fatalf("%v after another's reset: %v, want BUS DEVICE RESET FUNCTION OCCURRED", n, code)
+		}
+		if r := exec(on[n], n, tur, scsi.DirNone, nil); !r.Good() {
+			t.Fatalf("%v told twice: %v", n, senseOf(t, r))
+		}
+	}
+	if code := senseOf(t, exec(e2, late, tur, scsi.DirNone, nil)); code != scsi.PowerOnReset {
+		t.Fatalf("a nexus first speaking after the reset: %v, want POWER ON RESET", code)
+	}
+	if r := exec(e2, late, tur, scsi.DirNone, nil); !r.Good() {
+		t.Fatalf("a nexus first speaking after the reset, told twice: %v", senseOf(t, r))
+	}
+	if r := exec(e1, b, write, scsi.DirToDevice, make([]byte, 512)); !r.Good() {
+		t.Fatalf("WRITE after the reset ended the SPC-2 reservation: status %s", scsi.StatusName(r.Status))
 	}
 }

@@ -41,6 +41,9 @@ type Config struct {
 	// Reservations handles PERSISTENT RESERVE IN/OUT and RESERVE/RELEASE;
 	// nil makes them unsupported opcodes.
 	Reservations scsi.Reservations
+	// Resets counts the logical unit's resets, shared by every engine
+	// serving it (as Reservations is); nil gives the engine its own.
+	Resets *scsi.Resets
 	// MaxTransferBlocks bounds one READ/WRITE (B0 page); 0 means 8 MiB worth.
 	MaxTransferBlocks uint32
 	Log               *slog.Logger
@@ -79,6 +82,8 @@ type Engine struct {
 	dsense atomic.Bool // control mode page D_SENSE: descriptor sense
 	wcd    atomic.Bool // caching mode page WCE cleared: write through
 
+	resets *scsi.Resets
+
 	// modeGen counts MODE SELECTs that changed a page; each nexus is told
 	// (MODE PARAMETERS CHANGED) once per change made by another nexus.
 	modeGen atomic.Uint64
@@ -98,6 +103,10 @@ func New(dev storage.Device, cfg Config) *Engine {
 		revision: cfg.Revision,
 		maxXfer:  cfg.MaxTransferBlocks,
 		nexuses:  make(map[scsi.Nexus]*nexusState),
+		resets:   cfg.Resets,
+	}
+	if e.resets == nil {
+		e.resets = new(scsi.Resets)
 	}
 	if e.policy == nil {
 		e.policy = scsi.EmulatedPolicy()
@@ -198,23 +207,30 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 // nexusState is what one nexus has been told.
 type nexusState struct {
 	modeGen uint64 // mode page generation last reported
+	resets  uint64 // logical unit resets reported
 	size    int64  // capacity last reported
 }
 
 // unitAttention pops the unit attention pending for n, in order: POWER ON
-// RESET at the nexus's first command, CAPACITY DATA HAS CHANGED after a
+// RESET at the nexus's first command, BUS DEVICE RESET FUNCTION OCCURRED
+// after another nexus's logical unit reset, CAPACITY DATA HAS CHANGED after a
 // resize, MODE PARAMETERS CHANGED after another nexus's MODE SELECT, then
 // whatever the reservation engine queued.
 func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
 	size := e.dev.Info().Size
 	gen := e.modeGen.Load()
+	resets := e.resets.Count()
 	e.mu.Lock()
 	st := e.nexuses[n]
 	switch {
 	case st == nil:
-		e.nexuses[n] = &nexusState{modeGen: gen, size: size}
+		e.nexuses[n] = &nexusState{modeGen: gen, size: size, resets: resets}
 		e.mu.Unlock()
 		return scsi.PowerOnReset, true
+	case st.resets != resets:
+		st.resets = resets
+		e.mu.Unlock()
+		return scsi.BusDeviceReset, true
 	case st.size != size:
 		st.size = size
 		e.mu.Unlock()
@@ -229,6 +245,25 @@ func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
 		return e.res.UnitAttention(n)
 	}
 	return scsi.Code{}, false
+}
+
+// LogicalUnitReset implements scsi.LogicalUnitResetter: every nexus of
+// the logical unit but n (of this engine and of every engine sharing its
+// Resets) is told BUS DEVICE RESET FUNCTION OCCURRED at its next
+// command, and the reservations release an SPC-2 reservation. The
+// engine has no task set of its own (its transport clears it) and its
+// mode pages keep their values: they are not saved apart from current
+// ones.
+func (e *Engine) LogicalUnitReset(n scsi.Nexus) {
+	count := e.resets.Add()
+	e.mu.Lock()
+	if st := e.nexuses[n]; st != nil {
+		st.resets = count
+	}
+	e.mu.Unlock()
+	if r, ok := e.res.(scsi.LogicalUnitResetter); ok {
+		r.LogicalUnitReset(n)
+	}
 }
 
 // modeChanged records a mode page change made by n: every other nexus gets

@@ -156,6 +156,21 @@ func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descri
 	}
 }
 
+// LogicalUnitReset implements scsi.LogicalUnitResetter: a logical unit
+// reset ends an SPC-2 reservation (the change stored as any other);
+// persistent reservations and registrations stay (SPC-4 5.13).
+func (u *Unit) LogicalUnitReset(scsi.Nexus) {
+	u.mu.Lock()
+	held := u.state.Legacy != nil
+	u.mu.Unlock()
+	if held {
+		u.apply(func(s *State) Outcome {
+			s.Legacy = nil
+			return good
+		})
+	}
+}
+
 // apply runs fn on a copy of the state and, if it succeeded and changed
 // something, stores the copy before making it current: a command is
 // acknowledged only once its effect is durable. A version conflict (a

@@ -31,6 +31,7 @@ var ascNames = map[[2]byte]string{
 	{0x26, 0x04}: "Invalid release of persistent reservation",
 	{0x27, 0x00}: "Write protected",
 	{0x29, 0x00}: "Power on, reset, or bus device reset occurred",
+	{0x29, 0x03}: "Bus device reset function occurred",
 	{0x2a, 0x01}: "Mode parameters changed",
 	{0x2a, 0x03}: "Reservations preempted",
 	{0x2a, 0x04}: "Reservations released",
