@@ -1,7 +1,9 @@
 package vscsiback
 
 import (
+	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/vscsiif"
@@ -69,6 +71,9 @@ func (q *queue) execute(p *pending) {
 	res := &q.res
 	res.Reset(len(data))
 	q.table[pl.lun].Engine.Execute(q.nexus, &q.cmd, res)
+	if pl.cdb[0] == scsi.OpReportLuns && res.Status == scsi.StatusGood && pl.dir == scsi.DirFromDevice {
+		q.reportLUNs(&p.req, data, res)
+	}
 	q.cmd.Data = nil // the guest's pages are unmapped below
 	if res.Resid < 0 || res.Resid > len(data) {
 		res.Resid = len(data)
@@ -87,6 +92,35 @@ func (q *queue) execute(p *pending) {
 		sense = sense[:vscsiif.SenseBufferSize]
 	}
 	q.respond(rqid, vscsiif.Result(vscsiif.HostOK, res.Status), uint32(res.Resid), sense)
+}
+
+// reportLUNs puts the target's LUN list in the data of a REPORT LUNS
+// its engine answered GOOD (the engine checked the CDB under its policy,
+// but knows only its own unit): every LUN of the vhost at the request's
+// channel and target, ascending, each as the guest addresses it (its
+// 16-bit number in the first two bytes, which Linux's scsilun_to_int
+// reads back as that number), for the selections of all logical units
+// (0 and 2). Well-known LUNs (1) are none, as the engine said.
+func (q *queue) reportLUNs(r *vscsiif.Request, data []byte, res *scsi.Result) {
+	cdb := &q.cmd.CDB
+	if sel := (*cdb)[2]; sel != 0x00 && sel != 0x02 {
+		return
+	}
+	var luns []uint16
+	for _, l := range q.table {
+		if l.Channel == r.Channel && l.Target == r.ID && l.Engine != nil {
+			luns = append(luns, l.LUN)
+		}
+	}
+	slices.Sort(luns)
+	list := make([]byte, 8+8*len(luns))
+	binary.BigEndian.PutUint32(list, uint32(8*len(luns)))
+	for i, lun := range luns {
+		binary.BigEndian.PutUint16(list[8+8*i:], lun)
+	}
+	alloc := int(binary.BigEndian.Uint32((*cdb)[6:10]))
+	n := copy(data[:min(alloc, len(data))], list)
+	res.Resid = len(data) - n
 }
 
 // dataBuffer is the command's data buffer over mem, its segments' pages

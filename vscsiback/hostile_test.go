@@ -3,6 +3,7 @@ package vscsiback_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/vscsiif"
@@ -103,4 +104,34 @@ func TestHostileRequests(t *testing.T) {
 	}
 	good(t, f.do(read(lun0, 0)))
 	good(t, f.do(read(lun1, 0)))
+}
+
+// TestRingOverflowStopsOnlyThatVhost: a req_prod claiming more requests
+// than the ring holds breaks the ring itself: that vhost's Run returns
+// an error (nothing of the claim is served), and another vhost of the
+// same guest on the same disk keeps serving.
+func TestRingOverflowStopsOnlyThatVhost(t *testing.T) {
+	r := newRig(t)
+	disk := newDisk(t)
+	bad := r.vhost("1/0", 0, r.lun(at{}, "disk", disk))
+	good0 := r.vhost("1/1", 0, r.lun(at{}, "disk", disk))
+	bad.spoken(at{})
+	good0.spoken(at{})
+
+	bad.ring.Produce(bad.ring.Free() + 1)
+	bad.push()
+	select {
+	case err := <-bad.done:
+		if err == nil {
+			t.Fatal("Run returned nil for an overflowing req_prod")
+		}
+		bad.done <- nil // what the cleanup waits for
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still serving 10s after req_prod overflowed the ring")
+	}
+	read := good0.cdb(at{}, scsitest.Read10(8, 8), vscsiif.DirFromDevice, 4096)
+	good(t, good0.do(read))
+	if !bytes.Equal(good0.page(0), image(t, disk, 8*512, 4096)) {
+		t.Fatal("the other vhost's READ: data differs from the image")
+	}
 }

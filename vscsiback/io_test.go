@@ -109,3 +109,29 @@ func TestIllegalRequestSense(t *testing.T) {
 		t.Fatalf("residual %d, want 512 (nothing moved)", rsp.ResidualLen)
 	}
 }
+
+// TestReportLUNs: REPORT LUNS lists the vhost's LUNs at the addressed
+// channel and target (the engine alone knows only its own unit), as the
+// guest addresses them, and truncates to the allocation length.
+func TestReportLUNs(t *testing.T) {
+	r := newRig(t)
+	f := r.vhost("1/0", 0,
+		r.lun(at{0, 0, 5}, "d5", newDisk(t)), r.lun(at{0, 0, 0}, "d0", newDisk(t)),
+		r.lun(at{0, 1, 0}, "t1", newDisk(t)), r.lun(at{0, 0, 300}, "d300", newDisk(t)), r.lun(at{1, 0, 1}, "c1", newDisk(t)))
+	reportLUNs := func(a at, alloc byte) ([]byte, vscsiif.Response) {
+		clear(f.data.Mem[:4096])
+		rsp := f.do(f.cdb(a, []byte{scsi.OpReportLuns, 0, 0, 0, 0, 0, 0, 0, 0, alloc, 0, 0}, vscsiif.DirFromDevice, 256))
+		good(t, rsp)
+		return f.data.Mem[:256-rsp.ResidualLen], rsp
+	}
+	want := []byte{0, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 1, 44, 0, 0, 0, 0, 0, 0}
+	if got, _ := reportLUNs(at{0, 0, 5}, 255); !bytes.Equal(got, want) {
+		t.Fatalf("REPORT LUNS at 0:0:5: % x\nwant % x", got, want)
+	}
+	if got, _ := reportLUNs(at{0, 0, 0}, 16); !bytes.Equal(got, want[:16]) {
+		t.Fatalf("REPORT LUNS with 16 bytes allocated: % x", got)
+	}
+	if got, _ := reportLUNs(at{0, 1, 0}, 255); !bytes.Equal(got, []byte{0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}) {
+		t.Fatalf("REPORT LUNS at 0:1:0: % x", got)
+	}
+}
