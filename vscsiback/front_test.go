@@ -177,30 +177,35 @@ func (f *testFront) push(reqs ...*vscsiif.Request) {
 	}
 }
 
-// collect waits for n responses (bounded: a backend that never answers
-// fails the test) and returns them in ring order.
-func (f *testFront) collect(n int) []vscsiif.Response {
-	f.t.Helper()
-	out := make([]vscsiif.Response, 0, n)
+// await waits for the next response and decodes it into rsp; false when
+// none came within 10s (or the channel failed). It allocates nothing,
+// for the allocation tests.
+func (f *testFront) await(rsp *vscsiif.Response) bool {
 	deadline := time.Now().Add(10 * time.Second)
-	for len(out) < n {
-		for f.ring.Unconsumed() > 0 && len(out) < n {
-			var rsp vscsiif.Response
-			vscsiif.DecodeResponse(f.abi, f.ring.Response(), &rsp)
-			f.ring.Consume(1)
-			out = append(out, rsp)
-		}
-		if len(out) == n {
-			break
-		}
+	for f.ring.Unconsumed() == 0 {
 		if f.ring.FinalCheck() {
 			continue
 		}
 		if time.Now().After(deadline) {
-			f.t.Fatalf("%d of %d responses after 10s", len(out), n)
+			return false
 		}
 		if _, err := f.ch.Wait(100 * time.Millisecond); err != nil {
-			f.t.Fatal(err)
+			return false
+		}
+	}
+	vscsiif.DecodeResponse(f.abi, f.ring.Response(), rsp)
+	f.ring.Consume(1)
+	return true
+}
+
+// collect waits for n responses (bounded: a backend that never answers
+// fails the test) and returns them in ring order.
+func (f *testFront) collect(n int) []vscsiif.Response {
+	f.t.Helper()
+	out := make([]vscsiif.Response, n)
+	for i := range out {
+		if !f.await(&out[i]) {
+			f.t.Fatalf("%d of %d responses after 10s", i, n)
 		}
 	}
 	return out

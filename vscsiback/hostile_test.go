@@ -52,6 +52,9 @@ func TestHostileRequests(t *testing.T) {
 	listNotGranted.Seg[0] = vscsiif.Segment{Gref: 30001, Length: 8}
 	listNotGranted.NrSegments = vscsiif.SGGrant | 1
 	notAttached := read(at{0, 2, 0}, 0)
+	listNotAttached := f.cdb(at{0, 2, 0}, scsitest.Read10(0, 8), vscsiif.DirFromDevice, 0)
+	listNotAttached.Seg[0] = vscsiif.Segment{Gref: 30001, Length: 8}
+	listNotAttached.NrSegments = vscsiif.SGGrant | 1
 	longCDB := f.cdb(lun0, tur, vscsiif.DirNone, 0)
 	longCDB.CmdLen = 17
 	unknownAct := f.cdb(lun0, tur, vscsiif.DirNone, 0)
@@ -72,6 +75,7 @@ func TestHostileRequests(t *testing.T) {
 		{readOnlyForData, hostError},
 		{listNotGranted, hostError},
 		{notAttached, vscsiif.Result(vscsiif.HostNoConnect, 0)},
+		{listNotAttached, vscsiif.Result(vscsiif.HostNoConnect, 0)},
 		{longCDB, hostError},
 		{unknownAct, hostError},
 		{contradiction, hostError},

@@ -1,6 +1,7 @@
 package vscsiback
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -126,8 +127,11 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 func (q *queue) accept(p *pending) {
 	r := &p.req
 	var listed []vscsiif.Segment
-	if n, total, err := segmentLists(r, &q.lim); err == nil && n > 0 {
-		// An error here is check's to answer (it derives it again).
+	n, total, err := segmentLists(r, &q.lim)
+	if _, attached := q.lun(r.Channel, r.ID, r.LUN); err == nil && n > 0 && attached {
+		// An error of segmentLists is check's to answer (it derives it
+		// again), and so is a LUN not attached: no page is mapped for
+		// either.
 		if listed, err = q.fetchLists(r, n, total); err != nil {
 			q.log.Warn("bad request", "rqid", r.RqID, "err", err)
 			q.respond(r.RqID, rsltError, 0, nil)
@@ -136,9 +140,14 @@ func (q *queue) accept(p *pending) {
 	}
 	rslt, err := check(r, listed, &q.lim, q, &p.plan)
 	if err != nil {
-		if errors.Is(err, errNotAttached) {
-			// A guest's scan of the targets meets this all the time.
-			q.log.Debug("no such LUN", "rqid", r.RqID, "channel", r.Channel, "id", r.ID, "lun", r.LUN)
+		if errors.Is(err, errNotAttached) || errors.Is(err, errUnknownTask) {
+			// A guest's scan of the targets meets the first all the
+			// time, an abort racing its command's answer the second:
+			// not worth a warning, and a flood of either allocates
+			// nothing (the log's arguments would).
+			if q.log.Enabled(context.Background(), slog.LevelDebug) {
+				q.log.Debug("refused", "rqid", r.RqID, "channel", r.Channel, "id", r.ID, "lun", r.LUN, "err", err)
+			}
 		} else {
 			q.log.Warn("bad request", "rqid", r.RqID, "act", r.Act, "err", err)
 		}
