@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/xenblk/xenblk/diskspec"
 
@@ -19,8 +20,11 @@ import (
 	"github.com/xenblk/xenblk/xenstore"
 )
 
-var attachFlags struct {
+// vbdOptions is the flags of one attach or detach command: which vbd,
+// through which xenstore; detach's own at the end.
+type vbdOptions struct {
 	xenstore    string
+	xen         xenMode
 	domain      int
 	backend     int
 	backendType string
@@ -28,10 +32,21 @@ var attachFlags struct {
 	timeout     time.Duration
 }
 
-var attachCmd = &cobra.Command{
-	Use:   "attach DISKSPEC",
-	Short: "Create a vbd for a guest from an xl disk spec, as libxl does",
-	Long: `attach writes a vbd's backend and frontend directories in xenstore, each
+// addFlags registers on f the flags attach and detach share.
+func (o *vbdOptions) addFlags(f *pflag.FlagSet) {
+	socketPathVar(f, &o.xenstore, "xenstore", "", "xenstored socket of a simulated host (default $XENSTORED_PATH); omit on real Xen")
+	addXenFlag(f, &o.xen, "--xenstore (or XENSTORED_PATH)")
+	f.IntVar(&o.domain, "domain", -1, "the guest's domain id (required)")
+	f.IntVar(&o.backend, "backend-domain", 0, "the backend's domain id")
+	f.StringVar(&o.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
+}
+
+func newAttachCmd() *cobra.Command {
+	o := &vbdOptions{}
+	cmd := &cobra.Command{
+		Use:   "attach DISKSPEC",
+		Short: "Create a vbd for a guest from an xl disk spec, as libxl does",
+		Long: `attach writes a vbd's backend and frontend directories in xenstore, each
 owned by its domain and readable by the other, exactly as libxl's
 block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
 positional or named; xenblk's own keys may be added (docs/PROTOCOL.md):
@@ -53,47 +68,44 @@ not exist exits 1. With the backend in domain 0 (this host), the target
 must exist and be a block device or a raw image (a whole number of
 sectors, not a qcow2 file), and a policy file must read as serve will
 read it (exit 1 otherwise).`,
-	Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
+		Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
   xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'
   xenblk attach --domain 2 'vdev=xvdb, access=rw, shared=1, target=/dev/vg/cluster'`,
-	Args: cobra.ExactArgs(1),
-	RunE: runAttach,
-}
-
-var detachCmd = &cobra.Command{
-	Use:     "detach VDEV",
-	Short:   "Remove a guest's vbd: Closing, wait for the backend, remove both directories",
-	Example: `  xenblk detach --domain 1 xvda`,
-	Args:    cobra.ExactArgs(1),
-	RunE:    runDetach,
-}
-
-func init() {
-	for _, c := range []*cobra.Command{attachCmd, detachCmd} {
-		f := c.Flags()
-		socketPathVar(f, &attachFlags.xenstore, "xenstore", "", "xenstored socket of a simulated host (default $XENSTORED_PATH); omit on real Xen")
-		addXenFlag(f, "--xenstore (or XENSTORED_PATH)")
-		f.IntVar(&attachFlags.domain, "domain", -1, "the guest's domain id (required)")
-		f.IntVar(&attachFlags.backend, "backend-domain", 0, "the backend's domain id")
-		f.StringVar(&attachFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
-		rootCmd.AddCommand(c)
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runAttach(cmd, o, args) },
 	}
-	detachCmd.Flags().BoolVar(&attachFlags.force, "force", false, "remove the nodes even if the backend does not close")
-	detachCmd.Flags().DurationVar(&attachFlags.timeout, "timeout", 10*time.Second, "how long to wait for the backend to close")
+	o.addFlags(cmd.Flags())
+	return cmd
 }
 
-func attachTarget() (xen.Store, error) {
-	if attachFlags.domain < 0 || attachFlags.domain > 0x7fef {
+func newDetachCmd() *cobra.Command {
+	o := &vbdOptions{}
+	cmd := &cobra.Command{
+		Use:     "detach VDEV",
+		Short:   "Remove a guest's vbd: Closing, wait for the backend, remove both directories",
+		Example: `  xenblk detach --domain 1 xvda`,
+		Args:    cobra.ExactArgs(1),
+		RunE:    func(cmd *cobra.Command, args []string) error { return runDetach(cmd, o, args) },
+	}
+	o.addFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&o.force, "force", false, "remove the nodes even if the backend does not close")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the backend to close")
+	return cmd
+}
+
+// store checks --domain and opens the xenstore o names.
+func (o *vbdOptions) store() (xen.Store, error) {
+	if o.domain < 0 || o.domain > 0x7fef {
 		return nil, usagef("--domain is required (the guest's domain id)")
 	}
-	socket := attachFlags.xenstore
+	socket := o.xenstore
 	if socket == "" {
 		socket = os.Getenv("XENSTORED_PATH")
 	}
-	return openStore(socket, "--xenstore (or XENSTORED_PATH)")
+	return openStore(o.xen, socket, "--xenstore (or XENSTORED_PATH)")
 }
 
-func runAttach(cmd *cobra.Command, args []string) error {
+func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 	// Everything the spec says is checked before anything is written:
 	// syntax and xenblk's own keys (diskspec.Parse, with the words serve
 	// would log), then what xenblk can serve.
@@ -107,25 +119,25 @@ func runAttach(cmd *cobra.Command, args []string) error {
 	if spec.Target != "" && !strings.HasPrefix(spec.Target, "/") {
 		return usagef("target %q must be an absolute path: the backend runs elsewhere", spec.Target)
 	}
-	st, err := attachTarget()
+	st, err := o.store()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	v, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	v, err := toolstack.NewVBD(xen.DomID(o.backend), xen.DomID(o.domain), spec)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	v.BackendType = attachFlags.backendType
+	v.BackendType = o.backendType
 	for _, d := range []struct {
 		flag string
 		id   int
-	}{{"--domain", attachFlags.domain}, {"--backend-domain", attachFlags.backend}} {
+	}{{"--domain", o.domain}, {"--backend-domain", o.backend}} {
 		if err := domainExists(st, d.id); err != nil {
 			return fmt.Errorf("%s %d: %w", d.flag, d.id, err)
 		}
 	}
-	if attachFlags.backend == 0 {
+	if o.backend == 0 {
 		if err := checkLocalDisk(spec); err != nil {
 			return err
 		}
@@ -133,7 +145,7 @@ func runAttach(cmd *cobra.Command, args []string) error {
 	if err := toolstack.Create(st, v); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, attachFlags.domain, v.BackendPath())
+	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, o.domain, v.BackendPath())
 	return nil
 }
 
@@ -159,27 +171,27 @@ func checkLocalDisk(spec diskspec.Spec) error {
 	return vbd.CheckLocal(spec, o)
 }
 
-func runDetach(cmd *cobra.Command, args []string) error {
+func runDetach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 	spec := diskspec.Spec{Vdev: args[0]}
-	st, err := attachTarget()
+	st, err := o.store()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	v, err := toolstack.NewVBD(xen.DomID(attachFlags.backend), xen.DomID(attachFlags.domain), spec)
+	v, err := toolstack.NewVBD(xen.DomID(o.backend), xen.DomID(o.domain), spec)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	v.BackendType = attachFlags.backendType
-	ctx, cancel := context.WithTimeout(context.Background(), attachFlags.timeout)
+	v.BackendType = o.backendType
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	if err := toolstack.Remove(ctx, st, v, attachFlags.force); err != nil {
+	if err := toolstack.Remove(ctx, st, v, o.force); err != nil {
 		if errors.Is(err, toolstack.ErrNotClosed) {
 			return fmt.Errorf("%w (give --force to remove it anyway, or a longer --timeout)", err)
 		}
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "detached %s from domain %d\n", args[0], attachFlags.domain)
+	fmt.Fprintf(cmd.OutOrStdout(), "detached %s from domain %d\n", args[0], o.domain)
 	return nil
 }
 

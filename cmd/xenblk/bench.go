@@ -13,7 +13,9 @@ import (
 	"github.com/xenblk/xenblk/bench"
 )
 
-func init() {
+// newBenchCmd builds xenblk bench: its flags are checked into a
+// bench.Suite, whose Report it prints.
+func newBenchCmd() *cobra.Command {
 	var (
 		dur       time.Duration
 		backends  []string
@@ -193,8 +195,12 @@ sum, no copy).`,
 	f.StringVar(&backProf, "backend-cpuprofile", "", "with --cross-process: write a CPU profile of the backend process here (the last stack's)")
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
-	rootCmd.AddCommand(cmd)
+	return cmd
+}
 
+// newBenchBackendCmd builds the backend process of xenblk bench
+// --cross-process, which bench runs as its own binary.
+func newBenchBackendCmd() *cobra.Command {
 	var bb struct {
 		host, backend, dir string
 		size               sizeValue
@@ -235,5 +241,5 @@ sum, no copy).`,
 	bf.Var(&bb.size, "size", "device size (K, M, G, T suffixes)")
 	bf.DurationVar(&bb.poll, "poll", 0, "busy-poll window")
 	bf.StringVar(&bb.profile, "cpuprofile", "", "write a CPU profile of the backend process to this file")
-	rootCmd.AddCommand(backendCmd)
+	return backendCmd
 }

@@ -12,11 +12,11 @@ import (
 
 func TestBenchJSON(t *testing.T) {
 	var out strings.Builder
-	rootCmd.SetArgs([]string{"bench", "--backend", "null", "--queues", "1", "--workload", "seqread",
+	root := newCLI()
+	root.SetArgs([]string{"bench", "--backend", "null", "--queues", "1", "--workload", "seqread",
 		"--duration", "100ms", "--baselines=false", "--size", "16777216", "--dir", t.TempDir(), "--json"})
-	rootCmd.SetOut(&out)
-	defer rootCmd.SetOut(nil)
-	if err := rootCmd.Execute(); err != nil {
+	root.SetOut(&out)
+	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
 	var rep bench.Report
@@ -30,9 +30,8 @@ func TestBenchJSON(t *testing.T) {
 }
 
 func TestBenchUsageErrors(t *testing.T) {
-	// Cobra keeps flag values between runs of rootCmd, so each case is
-	// checked for its own message, and the cases go from the last check
-	// in RunE to the first.
+	// Each case runs in a tree of its own (flags start from their
+	// defaults) and is checked for its own message.
 	for _, c := range []struct {
 		args []string
 		want string
@@ -43,8 +42,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "--queues", "9"}, "--queues"},
 		{[]string{"bench", "--backend", "tape"}, "--backend"},
 	} {
-		rootCmd.SetArgs(c.args)
-		err := rootCmd.Execute()
+		root := newCLI()
+		root.SetArgs(c.args)
+		err := root.Execute()
 		var ue usageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want a usage error about %s", c.args, err, c.want)

@@ -19,8 +19,10 @@ import (
 	"github.com/xenblk/xenblk/xenbus"
 )
 
-var frontFlags struct {
+// frontOptions is one front command's flags.
+type frontOptions struct {
 	host     string
+	xen      xenMode
 	name     string
 	vdev     string
 	nbd      string
@@ -33,10 +35,12 @@ var frontFlags struct {
 	verbose  bool
 }
 
-var frontCmd = &cobra.Command{
-	Use:   "front",
-	Short: "Be a guest: attach a vbd with our blkif frontend and export it over NBD",
-	Long: `front attaches to a simulated Xen host as a new guest domain, waits for a
+func newFrontCmd() *cobra.Command {
+	o := &frontOptions{}
+	cmd := &cobra.Command{
+		Use:   "front",
+		Short: "Be a guest: attach a vbd with our blkif frontend and export it over NBD",
+		Long: `front attaches to a simulated Xen host as a new guest domain, waits for a
 vbd to be attached to it (xenblk attach --domain N), connects our blkif
 frontend to whatever backend serves it, and exports the disk over NBD.
 It prints the guest's domain id first, so a script can attach to it.
@@ -46,38 +50,36 @@ connections cleanly (answers first) and exits 0; with --reattach it waits
 for the next vbd instead. Ctrl-C waits while the --fuse file is in use (a
 loop device on it), says what holds it and stops once it is released; a
 second Ctrl-C, or --force, tears it down and exits 1.`,
-	Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810`,
-	Args:    cobra.NoArgs,
-	RunE:    runFront,
-}
-
-func init() {
-	f := frontCmd.Flags()
-	socketPathVar(f, &frontFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
-	addXenFlag(f, "--host")
-	f.StringVar(&frontFlags.name, "name", "guest", "guest domain name")
-	f.StringVar(&frontFlags.vdev, "vdev", "xvda", "virtual device to attach")
-	tcpAddrVar(f, &frontFlags.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
-	f.StringVar(&frontFlags.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
-	socketPathVar(f, &frontFlags.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
-	f.DurationVar(&frontFlags.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
-	intRangeVar(f, &frontFlags.queues, "queues", blkfront.DefaultQueues, 1, blkfront.MaxQueues, "",
+		Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810`,
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runFront(cmd, o) },
+	}
+	f := cmd.Flags()
+	socketPathVar(f, &o.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	addXenFlag(f, &o.xen, "--host")
+	f.StringVar(&o.name, "name", "guest", "guest domain name")
+	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device to attach")
+	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
+	f.StringVar(&o.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
+	socketPathVar(f, &o.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
+	f.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
+	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkfront.MaxQueues, "",
 		fmt.Sprintf("queues to ask for, 1 to %d (a backend offering fewer gets what it offers)", blkfront.MaxQueues))
-	f.BoolVar(&frontFlags.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
-	f.BoolVar(&frontFlags.reattach, "reattach", false, "when the vbd is detached, wait for the next one instead of exiting")
-	f.BoolVar(&frontFlags.verbose, "verbose", false, "log handshake steps")
-	rootCmd.AddCommand(frontCmd)
+	f.BoolVar(&o.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
+	f.BoolVar(&o.reattach, "reattach", false, "when the vbd is detached, wait for the next one instead of exiting")
+	f.BoolVar(&o.verbose, "verbose", false, "log handshake steps")
+	return cmd
 }
 
-func runFront(cmd *cobra.Command, _ []string) error {
-	devid, err := diskspec.VirtualDevice(frontFlags.vdev)
+func runFront(cmd *cobra.Command, o *frontOptions) error {
+	devid, err := diskspec.VirtualDevice(o.vdev)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	if err := checkFuseDir(frontFlags.fuse); err != nil {
+	if err := checkFuseDir(o.fuse); err != nil {
 		return err
 	}
-	dom, err := openDomain(frontFlags.host, "--host", sim.NewGuest(frontFlags.name))
+	dom, err := openDomain(o.xen, o.host, "--host", sim.NewGuest(o.name))
 	if err != nil {
 		return err
 	}
@@ -89,7 +91,7 @@ func runFront(cmd *cobra.Command, _ []string) error {
 	ctx := signals.Requested
 	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, frontFlags.wait)
+		waitCtx, cancel := context.WithTimeout(ctx, o.wait)
 		_, err := xenbus.WaitNode(waitCtx, dom.Store(), dir+"/backend", xenbus.Exists)
 		cancel()
 		if err != nil {
@@ -97,25 +99,25 @@ func runFront(cmd *cobra.Command, _ []string) error {
 				return nil // Ctrl-C while no vbd was attached
 			}
 			if waitCtx.Err() != nil {
-				err = fmt.Errorf("timed out after %v", frontFlags.wait)
+				err = fmt.Errorf("timed out after %v", o.wait)
 			}
 			return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
-				frontFlags.vdev, dom.ID(), err, dom.ID(), frontFlags.vdev)
+				o.vdev, dom.ID(), err, dom.ID(), o.vdev)
 		}
-		detached, err := frontServe(ctx, signals, dom, dir, out, cmd.ErrOrStderr())
-		if err != nil || !detached || !frontFlags.reattach {
+		detached, err := frontServe(ctx, o, signals, dom, dir, out, cmd.ErrOrStderr())
+		if err != nil || !detached || !o.reattach {
 			return err
 		}
 		fmt.Fprintf(out, "waiting for the next vbd %s (xenblk attach --domain %d 'vdev=%s, target=IMAGE')\n",
-			frontFlags.vdev, dom.ID(), frontFlags.vdev)
+			o.vdev, dom.ID(), o.vdev)
 	}
 }
 
 // frontServe connects to the vbd at dir and exports it until Ctrl-C or
 // until the vbd is detached (detached true).
-func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir string, out, errOut io.Writer) (detached bool, err error) {
+func frontServe(ctx context.Context, o *frontOptions, signals stopSignals, dom xen.Domain, dir string, out, errOut io.Writer) (detached bool, err error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Queues: frontFlags.queues, Log: newLogger(frontFlags.verbose)})
+	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Queues: o.queues, Log: newLogger(o.verbose)})
 	cancel()
 	if err != nil {
 		return false, err
@@ -126,35 +128,35 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 			disk.Close()
 		}
 	}()
-	l, err := net.Listen("tcp", frontFlags.nbd)
+	l, err := net.Listen("tcp", o.nbd)
 	if err != nil {
-		return false, fmt.Errorf("NBD export on %s: %w", frontFlags.nbd, err)
+		return false, fmt.Errorf("NBD export on %s: %w", o.nbd, err)
 	}
-	srv := &nbd.Server{Exports: []nbd.Export{{Name: frontFlags.vdev, Device: disk.Device()}}}
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Device: disk.Device()}}}
 	go srv.Serve(l)
 	in := disk.Info()
 	fmt.Fprintf(out, "connected %s: %d bytes, %d queue(s), indirect %d, persistent %v, scsi %v\nNBD %s\n",
-		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, frontFlags.vdev))
+		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, o.vdev))
 	var stops []stopper
 	var holds []holdable
 	stop := func() { stopExports(stops, l, srv) }
-	if frontFlags.fuse != "" {
-		m, err := mountFuse(frontFlags.fuse, frontFlags.vdev, disk, out)
+	if o.fuse != "" {
+		m, err := mountFuse(o.fuse, o.vdev, disk, out)
 		if err != nil {
 			stop()
 			return false, err
 		}
 		stops, holds = append(stops, m), append(holds, m)
 	}
-	if frontFlags.control != "" {
-		cl, err := control.Listen(frontFlags.control)
+	if o.control != "" {
+		cl, err := control.Listen(o.control)
 		if err != nil {
 			stop()
 			return false, fmt.Errorf("control socket: %w", err)
 		}
-		go control.Serve(cl, map[string]control.Target{frontFlags.vdev: disk})
+		go control.Serve(cl, map[string]control.Target{o.vdev: disk})
 		stops = append(stops, stopFunc(func() { cl.Close() }))
-		fmt.Fprintf(out, "control %s (xenblk scsi --control %s ...)\n", frontFlags.control, frontFlags.control)
+		fmt.Fprintf(out, "control %s (xenblk scsi --control %s ...)\n", o.control, o.control)
 	}
 
 	select {
@@ -165,7 +167,7 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 			stop()
 			return false, fmt.Errorf("vbd %s: %w", dir, err)
 		}
-		fmt.Fprintf(errOut, "xenblk front: vbd %s was detached (%s removed); ending its exports\n", frontFlags.vdev, dir)
+		fmt.Fprintf(errOut, "xenblk front: vbd %s was detached (%s removed); ending its exports\n", o.vdev, dir)
 		for _, h := range holds {
 			if what, _ := h.InUse(); what != "" {
 				fmt.Fprintf(errOut, "xenblk front: the disk is gone: %s; taking it away\n", what)
@@ -178,7 +180,7 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 		return true, nil
 	case <-ctx.Done():
 	}
-	heldBy := waitUntilReleased("front", holds, signals.Again, frontFlags.force, out)
+	heldBy := waitUntilReleased("front", holds, signals.Again, o.force, out)
 	if heldBy != "" {
 		detachAll(holds, errOut)
 	}
@@ -196,7 +198,7 @@ func frontServe(ctx context.Context, signals stopSignals, dom xen.Domain, dir st
 		return false, fmt.Errorf("%w during the shutdown: the last writes may not be flushed", errForced)
 	}
 	switch {
-	case heldBy != "" && frontFlags.force:
+	case heldBy != "" && o.force:
 		return false, errors.Join(fmt.Errorf("tore the FUSE export down while in use (--force): %s", heldBy), err)
 	case heldBy != "":
 		return false, errors.Join(fmt.Errorf("%w while in use: %s", errForced, heldBy), err)

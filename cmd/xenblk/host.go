@@ -14,53 +14,54 @@ import (
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
-var hostFlags struct {
+// hostOptions is one host command's flags.
+type hostOptions struct {
 	socket      string
 	xenstored   string
 	grantFrames int
 }
 
-var hostCmd = &cobra.Command{
-	Use:   "host",
-	Short: "Run a simulated Xen host that domains in other processes attach to",
-	Long: `host runs a simulated Xen host: it owns domain ids, domain memory (memfds),
+func newHostCmd() *cobra.Command {
+	o := &hostOptions{}
+	cmd := &cobra.Command{
+		Use:   "host",
+		Short: "Run a simulated Xen host that domains in other processes attach to",
+		Long: `host runs a simulated Xen host: it owns domain ids, domain memory (memfds),
 grant tables, event channels and xenstore. A process attaches to it as dom0
 or as a fresh guest (sim.Connect in Go) over --socket; the guest lives as
 long as its connection, and when it goes (even killed) the host releases it:
 channels close, /local/domain/N is removed, @releaseDomain fires.
 
 Xen's C xenstore tools reach the store through --xenstored.`,
-	Example: `  xenblk host --socket /run/xenblk/host.sock
+		Example: `  xenblk host --socket /run/xenblk/host.sock
   XENSTORED_PATH=/run/xenblk/xenstored xenstore-ls -p`,
-	Args: cobra.NoArgs,
-	RunE: runHost,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runHost(cmd, o) },
+	}
+	f := cmd.Flags()
+	socketPathVar(f, &o.socket, "socket", "", "unix socket domains attach to (required)")
+	socketPathVar(f, &o.xenstored, "xenstored", "", "xenstored socket for Xen's C tools (default: \"xenstored\" next to --socket)")
+	grantFramesVar(f, &o.grantFrames)
+	return cmd
 }
 
-func init() {
-	f := hostCmd.Flags()
-	socketPathVar(f, &hostFlags.socket, "socket", "", "unix socket domains attach to (required)")
-	socketPathVar(f, &hostFlags.xenstored, "xenstored", "", "xenstored socket for Xen's C tools (default: \"xenstored\" next to --socket)")
-	grantFramesVar(f, &hostFlags.grantFrames)
-	rootCmd.AddCommand(hostCmd)
-}
-
-func runHost(cmd *cobra.Command, _ []string) error {
-	if hostFlags.socket == "" {
+func runHost(cmd *cobra.Command, o *hostOptions) error {
+	if o.socket == "" {
 		return usagef("--socket is required")
 	}
-	xsPath := hostFlags.xenstored
+	xsPath := o.xenstored
 	if xsPath == "" {
-		xsPath = filepath.Join(filepath.Dir(hostFlags.socket), "xenstored")
+		xsPath = filepath.Join(filepath.Dir(o.socket), "xenstored")
 	}
-	h, err := sim.NewHost(sim.GrantFrames(hostFlags.grantFrames))
+	h, err := sim.NewHost(sim.GrantFrames(o.grantFrames))
 	if err != nil {
 		return err
 	}
-	l, err := sim.Listen(hostFlags.socket)
+	l, err := sim.Listen(o.socket)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", hostFlags.socket, err)
+		return fmt.Errorf("listen on %s: %w", o.socket, err)
 	}
-	defer os.Remove(hostFlags.socket)
+	defer os.Remove(o.socket)
 	if fi, err := os.Lstat(xsPath); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(xsPath)
 	}
@@ -76,8 +77,8 @@ func runHost(cmd *cobra.Command, _ []string) error {
 	errs := make(chan error, 2)
 	go func() { errs <- h.Serve(l) }()
 	go func() { errs <- h.ServeXenstore(xl) }()
-	slog.Info("simulated Xen host ready", "socket", hostFlags.socket, "xenstored", xsPath)
-	fmt.Fprintf(cmd.OutOrStdout(), "host: %s\nxenstored: %s\n", hostFlags.socket, xsPath)
+	slog.Info("simulated Xen host ready", "socket", o.socket, "xenstored", xsPath)
+	fmt.Fprintf(cmd.OutOrStdout(), "host: %s\nxenstored: %s\n", o.socket, xsPath)
 	select {
 	case <-ctx.Done():
 	case err = <-errs:

@@ -24,9 +24,10 @@ func TestHostCommand(t *testing.T) {
 	socket := filepath.Join(dir, "host.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	rootCmd.SetArgs([]string{"host", "--socket", socket})
-	rootCmd.SetOut(&strings.Builder{})
-	go func() { done <- rootCmd.ExecuteContext(ctx) }()
+	root := newCLI()
+	root.SetArgs([]string{"host", "--socket", socket})
+	root.SetOut(&strings.Builder{})
+	go func() { done <- root.ExecuteContext(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,7 +1,9 @@
 // Command xenblk is the Xen paravirtual block stack: backend, frontend,
 // simulated Xen host, exports and SCSI tools. Each subcommand lives in its
-// own file and registers itself on rootCmd from an init function; this file
-// holds only the root and the exit-code convention.
+// own file, built by its constructor (newSimCmd, ...) with its flags in a
+// struct of its own; newRootCmd assembles the tree, so every call gives a
+// fresh tree with nothing shared. This file holds only the root and the
+// exit-code convention.
 package main
 
 import (
@@ -35,23 +37,44 @@ func usagef(format string, args ...any) error {
 // exitCoder lets a command choose its exit status (for example exitConflict).
 type exitCoder interface{ ExitCode() int }
 
-var rootCmd = &cobra.Command{
-	Use:   "xenblk",
-	Short: "A Xen paravirtual block stack: blkback, blkfront, a simulated Xen host, NBD and FUSE exports, SCSI over blkif",
-	Long: `xenblk serves virtual disks to Xen guests over the blkif protocol (blkback),
+// newRootCmd builds the whole command tree.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "xenblk",
+		Short: "A Xen paravirtual block stack: blkback, blkfront, a simulated Xen host, NBD and FUSE exports, SCSI over blkif",
+		Long: `xenblk serves virtual disks to Xen guests over the blkif protocol (blkback),
 attaches to blkif backends as a guest (blkfront), and runs both against a
 simulated Xen host on any Linux machine.
 
 Start with:
   xenblk sim              run a simulated host, our backend and our frontend,
                           and export the disk over NBD`,
-	SilenceUsage:  true,
-	SilenceErrors: true,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	setVersion(root)
+	root.AddCommand(
+		newSimCmd(),
+		newHostCmd(),
+		newServeCmd(),
+		newFrontCmd(),
+		newAttachCmd(),
+		newDetachCmd(),
+		newNBDCmd(),
+		newXenstoreCmd(),
+		newSCSICmd(),
+		newPRCmd(),
+		newSCSIPolicyCmd(),
+		newBenchCmd(),
+		newBenchBackendCmd(),
+	)
+	return root
 }
 
 func main() {
-	enforceUsage(rootCmd)
-	err := rootCmd.Execute()
+	root := newRootCmd()
+	enforceUsage(root)
+	err := root.Execute()
 	if err == nil {
 		os.Exit(exitOK)
 	}

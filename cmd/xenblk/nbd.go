@@ -15,54 +15,58 @@ import (
 	"github.com/xenblk/xenblk/storage"
 )
 
-var nbdServeFlags struct {
+// nbdServeOptions is one nbd serve command's flags.
+type nbdServeOptions struct {
 	listen   string
 	name     string
 	readOnly bool
 }
 
-var nbdCmd = &cobra.Command{
-	Use:   "nbd",
-	Short: "NBD tools: export a raw image with xenblk's NBD server",
+func newNBDCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "nbd",
+		Short: "NBD tools: export a raw image with xenblk's NBD server",
+	}
+	cmd.AddCommand(newNBDServeCmd())
+	return cmd
 }
 
-var nbdServeCmd = &cobra.Command{
-	Use:   "serve FILE",
-	Short: "Export an existing raw image file over NBD until interrupted",
-	Example: `  xenblk nbd serve disk.img                       # nbd://127.0.0.1:10809/
+func newNBDServeCmd() *cobra.Command {
+	o := &nbdServeOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve FILE",
+		Short: "Export an existing raw image file over NBD until interrupted",
+		Example: `  xenblk nbd serve disk.img                       # nbd://127.0.0.1:10809/
   xenblk nbd serve --listen unix:/tmp/d.sock --name d --read-only disk.img
   nbdinfo nbd+unix:///d?socket=/tmp/d.sock`,
-	Args: func(_ *cobra.Command, args []string) error {
-		if len(args) != 1 {
-			return usagef("nbd serve takes exactly one FILE, got %d arguments", len(args))
-		}
-		return nil
-	},
-	RunE: runNBDServe,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("nbd serve takes exactly one FILE, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runNBDServe(cmd, o, args) },
+	}
+	f := cmd.Flags()
+	listenAddrVar(f, &o.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
+	f.StringVar(&o.name, "name", "", "export name (clients asking for the empty name get it too)")
+	f.BoolVar(&o.readOnly, "read-only", false, "refuse writes")
+	return cmd
 }
 
-func init() {
-	f := nbdServeCmd.Flags()
-	listenAddrVar(f, &nbdServeFlags.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
-	f.StringVar(&nbdServeFlags.name, "name", "", "export name (clients asking for the empty name get it too)")
-	f.BoolVar(&nbdServeFlags.readOnly, "read-only", false, "refuse writes")
-	nbdCmd.AddCommand(nbdServeCmd)
-	rootCmd.AddCommand(nbdCmd)
-}
-
-func runNBDServe(cmd *cobra.Command, args []string) error {
+func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 	if _, err := os.Stat(args[0]); err != nil {
 		if lerr := storage.DanglingLink(args[0]); lerr != nil {
 			err = lerr
 		}
 		return usagef("nbd serve: %v", err)
 	}
-	dev, _, err := openImage(args[0], 0, nbdServeFlags.readOnly)
+	dev, _, err := openImage(args[0], 0, o.readOnly, ownRotationRate)
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	network, addr := "tcp", nbdServeFlags.listen
+	network, addr := "tcp", o.listen
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, addr = "unix", p
 	}
@@ -70,8 +74,8 @@ func runNBDServe(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("nbd serve: %w", err)
 	}
-	srv := &nbd.Server{Exports: []nbd.Export{{Name: nbdServeFlags.name, Description: args[0], Device: dev, ReadOnly: nbdServeFlags.readOnly}}}
-	fmt.Fprintf(cmd.OutOrStdout(), "serving %s at %s\n", args[0], nbd.ListenerURL(l, nbdServeFlags.name))
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.name, Description: args[0], Device: dev, ReadOnly: o.readOnly}}}
+	fmt.Fprintf(cmd.OutOrStdout(), "serving %s at %s\n", args[0], nbd.ListenerURL(l, o.name))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; l.Close(); srv.Close() }()

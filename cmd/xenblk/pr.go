@@ -16,7 +16,8 @@ import (
 // vocabulary of Linux's pr_ops and blkpr(8). It reaches the disk through
 // the same control socket as xenblk scsi.
 
-var prFlags struct {
+// prOptions is one pr action command's flags.
+type prOptions struct {
 	key, oldKey string
 	typ         string
 	ignore      bool
@@ -29,10 +30,12 @@ type prConflictError struct{ action string }
 func (e prConflictError) Error() string { return e.action + ": reservation conflict" }
 func (e prConflictError) ExitCode() int { return exitConflict }
 
-var prCmd = &cobra.Command{
-	Use:   "pr",
-	Short: "Persistent reservations through the blkif reservation operation (like blkpr)",
-	Long: `pr registers, reserves, releases, preempts and clears persistent reservations on
+func newPRCmd() *cobra.Command {
+	t := &scsiTarget{}
+	cmd := &cobra.Command{
+		Use:   "pr",
+		Short: "Persistent reservations through the blkif reservation operation (like blkpr)",
+		Long: `pr registers, reserves, releases, preempts and clears persistent reservations on
 the guest disk of a running xenblk process (xenblk sim) through the dedicated
 blkif reservation operation, and reads the keys and the reservation back.
 Actions and flags follow Linux's pr_ops (and blkpr): keys are hex (0x
@@ -44,7 +47,7 @@ Output: the actions print one line "ACTION: ok"; read-keys prints
 
 Exit status: 0 done; 3 RESERVATION CONFLICT; 1 failure (no socket, the
 backend does not offer the operation, ...); 2 usage mistakes.`,
-	Example: `  # node A (xvdb in its guest) takes a write-exclusive, registrants-only reservation
+		Example: `  # node A (xvdb in its guest) takes a write-exclusive, registrants-only reservation
   xenblk pr register --key 0xa --device xvdb
   xenblk pr reserve --key 0xa --type we-ro
   # node B fences A off: registers, then preempts A's key and aborts its commands
@@ -55,33 +58,35 @@ backend does not offer the operation, ...); 2 usage mistakes.`,
   xenblk pr register --key 0x2 --old-key 0xa     # replace key 0xa by 0x2
   xenblk pr register --key 0x2 --ignore --aptpl  # whatever is registered; persist through power loss
   xenblk pr clear --key 0x2`,
+	}
+	pf := cmd.PersistentFlags()
+	socketPathVar(pf, &t.control, "control", "", "control socket of the xenblk process (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
+	pf.StringVar(&t.device, "device", "", "device name (default: the only one served)")
+	for _, a := range prActions {
+		cmd.AddCommand(newPRActionCmd(t, a))
+	}
+	return cmd
 }
 
-func init() {
-	pf := prCmd.PersistentFlags()
-	// The same variables as xenblk scsi's flags: both reach the disk
-	// through openSCSI.
-	socketPathVar(pf, &scsiFlags.control, "control", "", "control socket of the xenblk process (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
-	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one served)")
-	for _, a := range prActions {
-		c := &cobra.Command{Use: a.name, Short: a.short, Example: a.example, Args: noPRArgs, RunE: runPR(a)}
-		f := c.Flags()
-		if a.flags&prKey != 0 {
-			f.StringVar(&prFlags.key, "key", "", "our reservation key (hex)")
-		}
-		if a.flags&prOldKey != 0 {
-			f.StringVar(&prFlags.oldKey, "old-key", "", a.oldKeyHelp)
-		}
-		if a.flags&prType != 0 {
-			f.StringVar(&prFlags.typ, "type", "", "reservation type: "+strings.Join(pr.TypeAbbrevs(), ", "))
-		}
-		if a.name == control.PRRegister {
-			f.BoolVar(&prFlags.ignore, "ignore", false, "replace whatever key is registered (REGISTER AND IGNORE EXISTING KEY)")
-			f.BoolVar(&prFlags.aptpl, "aptpl", false, "persist the registrations and reservation through power loss")
-		}
-		prCmd.AddCommand(c)
+// newPRActionCmd builds the command of action a, reaching the disk t.
+func newPRActionCmd(t *scsiTarget, a prAction) *cobra.Command {
+	o := &prOptions{}
+	c := &cobra.Command{Use: a.name, Short: a.short, Example: a.example, Args: noPRArgs, RunE: runPR(t, o, a)}
+	f := c.Flags()
+	if a.flags&prKey != 0 {
+		f.StringVar(&o.key, "key", "", "our reservation key (hex)")
 	}
-	rootCmd.AddCommand(prCmd)
+	if a.flags&prOldKey != 0 {
+		f.StringVar(&o.oldKey, "old-key", "", a.oldKeyHelp)
+	}
+	if a.flags&prType != 0 {
+		f.StringVar(&o.typ, "type", "", "reservation type: "+strings.Join(pr.TypeAbbrevs(), ", "))
+	}
+	if a.name == control.PRRegister {
+		f.BoolVar(&o.ignore, "ignore", false, "replace whatever key is registered (REGISTER AND IGNORE EXISTING KEY)")
+		f.BoolVar(&o.aptpl, "aptpl", false, "persist the registrations and reservation through power loss")
+	}
+	return c
 }
 
 const (
@@ -116,52 +121,52 @@ func noPRArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// prRequest validates the flags of action a into a control request.
-func prRequest(action string, flags int) (control.PRRequest, error) {
-	r := control.PRRequest{Action: action, Ignore: prFlags.ignore, APTPL: prFlags.aptpl}
+// prRequest validates the flags o of action into a control request.
+func prRequest(o *prOptions, action string, flags int) (control.PRRequest, error) {
+	r := control.PRRequest{Action: action, Ignore: o.ignore, APTPL: o.aptpl}
 	var err error
 	if flags&prKey != 0 {
-		if prFlags.key == "" && action != control.PRRegister {
+		if o.key == "" && action != control.PRRegister {
 			return r, usagef("%s needs --key", action)
 		}
-		if r.Key, err = parseKey("--key", prFlags.key); err != nil {
+		if r.Key, err = parseKey("--key", o.key); err != nil {
 			return r, err
 		}
 	}
 	if flags&prOldKey != 0 {
-		if prFlags.oldKey == "" && action != control.PRRegister {
+		if o.oldKey == "" && action != control.PRRegister {
 			return r, usagef("%s needs --old-key (the key to preempt)", action)
 		}
-		if r.OldKey, err = parseKey("--old-key", prFlags.oldKey); err != nil {
+		if r.OldKey, err = parseKey("--old-key", o.oldKey); err != nil {
 			return r, err
 		}
 	}
-	if action == control.PRRegister && prFlags.key == "" {
+	if action == control.PRRegister && o.key == "" {
 		return r, usagef("register needs --key (0 unregisters)")
 	}
-	if action == control.PRRegister && prFlags.ignore && prFlags.oldKey != "" {
+	if action == control.PRRegister && o.ignore && o.oldKey != "" {
 		return r, usagef("--ignore replaces whatever is registered: no --old-key")
 	}
 	if flags&prType != 0 {
-		if prFlags.typ == "" {
+		if o.typ == "" {
 			return r, usagef("%s needs --type (%s)", action, strings.Join(pr.TypeAbbrevs(), ", "))
 		}
-		t, ok := pr.ParseTypeAbbrev(prFlags.typ)
+		t, ok := pr.ParseTypeAbbrev(o.typ)
 		if !ok {
-			return r, usagef("--type %q: want we, ea, we-ro, ea-ro, we-ar or ea-ar", prFlags.typ)
+			return r, usagef("--type %q: want we, ea, we-ro, ea-ro, we-ar or ea-ar", o.typ)
 		}
 		r.Type = t
 	}
 	return r, nil
 }
 
-func runPR(a prAction) func(*cobra.Command, []string) error {
+func runPR(t *scsiTarget, o *prOptions, a prAction) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
-		req, err := prRequest(a.name, a.flags)
+		req, err := prRequest(o, a.name, a.flags)
 		if err != nil {
 			return err
 		}
-		s, err := openSCSI(cmd)
+		s, err := t.open(cmd)
 		if err != nil {
 			return err
 		}

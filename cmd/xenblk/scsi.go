@@ -22,24 +22,35 @@ import (
 // for any other SCSI status (CHECK CONDITION, RESERVATION CONFLICT, ...),
 // 1 when the command could not be sent, 2 for usage mistakes.
 
-var scsiFlags struct {
+// scsiTarget is the disk a command of xenblk scsi or xenblk pr reaches:
+// its --control and --device flags, which each of those two groups gives
+// all its commands.
+type scsiTarget struct {
 	control string
 	device  string
 }
 
-var scsiCmd = &cobra.Command{
-	Use:   "scsi",
-	Short: "Send SCSI commands to a running xenblk sim's disk (sg3_utils-like)",
-	Long: `scsi sends SCSI commands to the guest disk of a running xenblk sim over its
+func newSCSICmd() *cobra.Command {
+	t := &scsiTarget{}
+	cmd := &cobra.Command{
+		Use:   "scsi",
+		Short: "Send SCSI commands to a running xenblk sim's disk (sg3_utils-like)",
+		Long: `scsi sends SCSI commands to the guest disk of a running xenblk sim over its
 control socket, and decodes the answers much like sg3_utils does.
 
 Exit status: 0 GOOD; 3 CHECK CONDITION, RESERVATION CONFLICT or another
 non-GOOD status; 1 the command could not be sent; 2 usage mistakes.`,
-	Example: `  xenblk scsi inquiry
+		Example: `  xenblk scsi inquiry
   xenblk scsi inquiry --vpd 0xb1
   xenblk scsi readcap --16
   xenblk scsi persist --in --read-keys
   xenblk scsi raw 12 00 00 00 24 00 --request 36`,
+	}
+	pf := cmd.PersistentFlags()
+	socketPathVar(pf, &t.control, "control", "", "control socket of the xenblk sim (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
+	pf.StringVar(&t.device, "device", "", "device name (default: the only one the sim serves)")
+	cmd.AddCommand(newInquiryCmd(t), newReadcapCmd(t), newLunsCmd(t), newTurCmd(t), newSenseCmd(t), newRawCmd(t), newPersistCmd(t))
+	return cmd
 }
 
 // scsiStatusError is a command the device answered with a status other
@@ -51,13 +62,6 @@ func (e scsiStatusError) Error() string {
 }
 func (e scsiStatusError) ExitCode() int { return exitConflict }
 
-func init() {
-	pf := scsiCmd.PersistentFlags()
-	socketPathVar(pf, &scsiFlags.control, "control", "", "control socket of the xenblk sim (default $XENBLK_CONTROL or "+control.DefaultPath()+")")
-	pf.StringVar(&scsiFlags.device, "device", "", "device name (default: the only one the sim serves)")
-	rootCmd.AddCommand(scsiCmd)
-}
-
 // scsiSession is one connection to the control socket with the device chosen.
 type scsiSession struct {
 	c      *control.Client
@@ -65,8 +69,9 @@ type scsiSession struct {
 	out    io.Writer
 }
 
-func openSCSI(cmd *cobra.Command) (*scsiSession, error) {
-	path := scsiFlags.control
+// open connects to t's control socket and chooses its device.
+func (t *scsiTarget) open(cmd *cobra.Command) (*scsiSession, error) {
+	path := t.control
 	if path == "" {
 		path = control.DefaultPath()
 	}
@@ -74,7 +79,7 @@ func openSCSI(cmd *cobra.Command) (*scsiSession, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w (is xenblk sim running? see --control)", path, err)
 	}
-	dev := scsiFlags.device
+	dev := t.device
 	if dev == "" {
 		devs, err := c.Devices()
 		if err != nil {
@@ -119,10 +124,10 @@ func (s *scsiSession) printStatus(op byte, r control.Result) {
 	}
 }
 
-// runSCSI wraps a command body with opening and closing the session.
-func runSCSI(body func(s *scsiSession, args []string) error) func(*cobra.Command, []string) error {
+// runSCSI wraps a command body with opening and closing a session to t.
+func runSCSI(t *scsiTarget, body func(s *scsiSession, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		s, err := openSCSI(cmd)
+		s, err := t.open(cmd)
 		if err != nil {
 			return err
 		}
@@ -137,225 +142,233 @@ func parseByte(v string) (byte, error) {
 	return byte(n), err
 }
 
-var inquiryFlags struct {
-	vpd string
-	hex bool
-}
-
-var inquiryCmd = &cobra.Command{
-	Use:     "inquiry",
-	Example: "  xenblk scsi inquiry\n  xenblk scsi inquiry --vpd 0xb1\n  xenblk scsi inquiry --vpd 0x83 --control /run/xenblk/sim.sock",
-	Short:   "INQUIRY: standard data or a VPD page (like sg_inq)",
-	Args:    cobra.NoArgs,
-	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		cdb := []byte{scsi.OpInquiry, 0, 0, 0, 0, 0}
-		var page byte
-		if inquiryFlags.vpd != "" {
-			p, err := parseByte(inquiryFlags.vpd)
-			if err != nil {
-				return usagef("--vpd %q: %v", inquiryFlags.vpd, err)
+func newInquiryCmd(t *scsiTarget) *cobra.Command {
+	var o struct {
+		vpd string
+		hex bool
+	}
+	cmd := &cobra.Command{
+		Use:     "inquiry",
+		Example: "  xenblk scsi inquiry\n  xenblk scsi inquiry --vpd 0xb1\n  xenblk scsi inquiry --vpd 0x83 --control /run/xenblk/sim.sock",
+		Short:   "INQUIRY: standard data or a VPD page (like sg_inq)",
+		Args:    cobra.NoArgs,
+		RunE: runSCSI(t, func(s *scsiSession, _ []string) error {
+			cdb := []byte{scsi.OpInquiry, 0, 0, 0, 0, 0}
+			var page byte
+			if o.vpd != "" {
+				p, err := parseByte(o.vpd)
+				if err != nil {
+					return usagef("--vpd %q: %v", o.vpd, err)
+				}
+				page = p
+				cdb[1], cdb[2] = 1, page
 			}
-			page = p
-			cdb[1], cdb[2] = 1, page
-		}
-		const alloc = 1024
-		binary.BigEndian.PutUint16(cdb[3:5], alloc)
-		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
-		if err != nil {
-			return err
-		}
-		if inquiryFlags.hex {
-			fmt.Fprint(s.out, sgfmt.HexDump(r.DataIn))
-			return nil
-		}
-		if inquiryFlags.vpd == "" {
-			fmt.Fprint(s.out, sgfmt.Inquiry(r.DataIn))
-			return nil
-		}
-		text, err := sgfmt.VPD(r.DataIn, page)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(s.out, text)
-		return nil
-	}),
-}
-
-var readcapLong bool
-
-var readcapCmd = &cobra.Command{
-	Use:     "readcap",
-	Example: "  xenblk scsi readcap",
-	Short:   "READ CAPACITY (10) or, with --16, (16) (like sg_readcap)",
-	Args:    cobra.NoArgs,
-	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		var cdb []byte
-		n := 8
-		if readcapLong {
-			n = 32
-			cdb = make([]byte, 16)
-			cdb[0], cdb[1] = scsi.OpServiceActionIn16, scsi.SAReadCapacity16
-			binary.BigEndian.PutUint32(cdb[10:14], uint32(n))
-		} else {
-			cdb = make([]byte, 10)
-			cdb[0] = scsi.OpReadCapacity10
-		}
-		r, err := s.exec(cdb, scsi.DirFromDevice, nil, n)
-		if err != nil {
-			return err
-		}
-		text, err := sgfmt.ReadCapacity(r.DataIn, readcapLong)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(s.out, text)
-		return nil
-	}),
-}
-
-var lunsCmd = &cobra.Command{
-	Use:     "luns",
-	Example: "  xenblk scsi luns",
-	Short:   "REPORT LUNS (like sg_luns)",
-	Args:    cobra.NoArgs,
-	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		const alloc = 8192
-		cdb := make([]byte, 12)
-		cdb[0] = scsi.OpReportLuns
-		binary.BigEndian.PutUint32(cdb[6:10], alloc)
-		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(s.out, sgfmt.ReportLUNs(r.DataIn))
-		return nil
-	}),
-}
-
-var turCmd = &cobra.Command{
-	Use:     "tur",
-	Example: "  xenblk scsi tur",
-	Short:   "TEST UNIT READY (like sg_turs)",
-	Args:    cobra.NoArgs,
-	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		if _, err := s.exec([]byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}, scsi.DirNone, nil, 0); err != nil {
-			return err
-		}
-		fmt.Fprintln(s.out, "TEST UNIT READY: ready")
-		return nil
-	}),
-}
-
-var senseCmd = &cobra.Command{
-	Use:     "sense",
-	Example: "  xenblk scsi sense",
-	Short:   "REQUEST SENSE, decoded (like sg_requests)",
-	Args:    cobra.NoArgs,
-	RunE: runSCSI(func(s *scsiSession, _ []string) error {
-		const alloc = 252
-		cdb := []byte{scsi.OpRequestSense, 0, 0, 0, alloc, 0}
-		r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(s.out, "Decode parameter data as sense data:\n%s\n", sgfmt.Sense(r.DataIn))
-		return nil
-	}),
-}
-
-var rawFlags struct {
-	request int
-	send    int
-	infile  string
-	outfile string
-}
-
-var rawCmd = &cobra.Command{
-	Use:   "raw CDB-HEX...",
-	Short: "Send any CDB (like sg_raw); prints the status, the sense and the data-in",
-	Example: `  xenblk scsi raw 12 00 00 00 24 00 --request 36
-  xenblk scsi raw 3b 02 00 00 00 00 00 02 00 00 --infile buf.bin`,
-	Args: cobra.MinimumNArgs(1),
-	RunE: func(cmd *cobra.Command, args []string) error {
-		cdb, err := hex.DecodeString(strings.Join(args, ""))
-		if err != nil {
-			return usagef("CDB: %v", err)
-		}
-		if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
-			return usagef("CDB of %d bytes (1..%d)", len(cdb), scsi.MaxCDB)
-		}
-		if rawFlags.request < 0 || rawFlags.request > control.MaxData {
-			return usagef("--request %d (0..%d)", rawFlags.request, control.MaxData)
-		}
-		var dataOut []byte
-		if rawFlags.infile != "" || rawFlags.send > 0 {
-			if rawFlags.request > 0 {
-				return usagef("--request and --send/--infile: a command has one data direction")
-			}
-			if rawFlags.infile == "" {
-				return usagef("--send needs --infile")
-			}
-			data, err := os.ReadFile(rawFlags.infile)
+			const alloc = 1024
+			binary.BigEndian.PutUint16(cdb[3:5], alloc)
+			r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
 			if err != nil {
 				return err
 			}
-			if rawFlags.send > 0 {
-				if rawFlags.send > len(data) {
-					return usagef("--send %d: %s has %d bytes", rawFlags.send, rawFlags.infile, len(data))
-				}
-				data = data[:rawFlags.send]
+			if o.hex {
+				fmt.Fprint(s.out, sgfmt.HexDump(r.DataIn))
+				return nil
 			}
-			if len(data) > control.MaxData {
-				return usagef("%s: %d bytes, at most %d", rawFlags.infile, len(data), control.MaxData)
+			if o.vpd == "" {
+				fmt.Fprint(s.out, sgfmt.Inquiry(r.DataIn))
+				return nil
 			}
-			dataOut = data
-		}
-		dir := scsi.DirNone
-		switch {
-		case rawFlags.request > 0:
-			dir = scsi.DirFromDevice
-		case dataOut != nil:
-			dir = scsi.DirToDevice
-		}
-		s, err := openSCSI(cmd)
-		if err != nil {
-			return err
-		}
-		defer s.c.Close()
-		r, err := s.c.Exec(s.device, cdb, dir, dataOut, rawFlags.request)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(s.out, "SCSI Status: %s\n\n", scsi.StatusName(r.Status))
-		if len(r.Sense) > 0 {
-			fmt.Fprintf(s.out, "Sense Information:\n%s\n\n", sgfmt.Sense(r.Sense))
-		}
-		if dir == scsi.DirFromDevice && r.Status == scsi.StatusGood {
-			if rawFlags.outfile != "" {
-				if err := os.WriteFile(rawFlags.outfile, r.DataIn, 0o644); err != nil {
-					return err
-				}
-				fmt.Fprintf(s.out, "Received %d bytes of data, written to %s\n", len(r.DataIn), rawFlags.outfile)
-			} else {
-				fmt.Fprintf(s.out, "Received %d bytes of data:\n%s", len(r.DataIn), sgfmt.HexDump(r.DataIn))
+			text, err := sgfmt.VPD(r.DataIn, page)
+			if err != nil {
+				return err
 			}
-		}
-		if r.Status != scsi.StatusGood {
-			return scsiStatusError{r.Status}
-		}
-		return nil
-	},
+			fmt.Fprint(s.out, text)
+			return nil
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.vpd, "vpd", "", "VPD page to fetch (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2, ...)")
+	f.BoolVar(&o.hex, "hex", false, "print the response in hex instead of decoding it")
+	return cmd
 }
 
-func init() {
-	f := inquiryCmd.Flags()
-	f.StringVar(&inquiryFlags.vpd, "vpd", "", "VPD page to fetch (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2, ...)")
-	f.BoolVar(&inquiryFlags.hex, "hex", false, "print the response in hex instead of decoding it")
-	readcapCmd.Flags().BoolVar(&readcapLong, "16", false, "use READ CAPACITY (16)")
-	rf := rawCmd.Flags()
-	rf.IntVar(&rawFlags.request, "request", 0, "data-in length to ask for")
-	rf.IntVar(&rawFlags.send, "send", 0, "data-out length to send from --infile (default: the whole file)")
-	rf.StringVar(&rawFlags.infile, "infile", "", "file holding the data-out to send")
-	rf.StringVar(&rawFlags.outfile, "outfile", "", "write the data-in to this file instead of a hex dump")
-	scsiCmd.AddCommand(inquiryCmd, readcapCmd, lunsCmd, turCmd, senseCmd, rawCmd)
+func newReadcapCmd(t *scsiTarget) *cobra.Command {
+	var long bool
+	cmd := &cobra.Command{
+		Use:     "readcap",
+		Example: "  xenblk scsi readcap",
+		Short:   "READ CAPACITY (10) or, with --16, (16) (like sg_readcap)",
+		Args:    cobra.NoArgs,
+		RunE: runSCSI(t, func(s *scsiSession, _ []string) error {
+			var cdb []byte
+			n := 8
+			if long {
+				n = 32
+				cdb = make([]byte, 16)
+				cdb[0], cdb[1] = scsi.OpServiceActionIn16, scsi.SAReadCapacity16
+				binary.BigEndian.PutUint32(cdb[10:14], uint32(n))
+			} else {
+				cdb = make([]byte, 10)
+				cdb[0] = scsi.OpReadCapacity10
+			}
+			r, err := s.exec(cdb, scsi.DirFromDevice, nil, n)
+			if err != nil {
+				return err
+			}
+			text, err := sgfmt.ReadCapacity(r.DataIn, long)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(s.out, text)
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVar(&long, "16", false, "use READ CAPACITY (16)")
+	return cmd
+}
+
+func newLunsCmd(t *scsiTarget) *cobra.Command {
+	return &cobra.Command{
+		Use:     "luns",
+		Example: "  xenblk scsi luns",
+		Short:   "REPORT LUNS (like sg_luns)",
+		Args:    cobra.NoArgs,
+		RunE: runSCSI(t, func(s *scsiSession, _ []string) error {
+			const alloc = 8192
+			cdb := make([]byte, 12)
+			cdb[0] = scsi.OpReportLuns
+			binary.BigEndian.PutUint32(cdb[6:10], alloc)
+			r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(s.out, sgfmt.ReportLUNs(r.DataIn))
+			return nil
+		}),
+	}
+}
+
+func newTurCmd(t *scsiTarget) *cobra.Command {
+	return &cobra.Command{
+		Use:     "tur",
+		Example: "  xenblk scsi tur",
+		Short:   "TEST UNIT READY (like sg_turs)",
+		Args:    cobra.NoArgs,
+		RunE: runSCSI(t, func(s *scsiSession, _ []string) error {
+			if _, err := s.exec([]byte{scsi.OpTestUnitReady, 0, 0, 0, 0, 0}, scsi.DirNone, nil, 0); err != nil {
+				return err
+			}
+			fmt.Fprintln(s.out, "TEST UNIT READY: ready")
+			return nil
+		}),
+	}
+}
+
+func newSenseCmd(t *scsiTarget) *cobra.Command {
+	return &cobra.Command{
+		Use:     "sense",
+		Example: "  xenblk scsi sense",
+		Short:   "REQUEST SENSE, decoded (like sg_requests)",
+		Args:    cobra.NoArgs,
+		RunE: runSCSI(t, func(s *scsiSession, _ []string) error {
+			const alloc = 252
+			cdb := []byte{scsi.OpRequestSense, 0, 0, 0, alloc, 0}
+			r, err := s.exec(cdb, scsi.DirFromDevice, nil, alloc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(s.out, "Decode parameter data as sense data:\n%s\n", sgfmt.Sense(r.DataIn))
+			return nil
+		}),
+	}
+}
+
+func newRawCmd(t *scsiTarget) *cobra.Command {
+	var o struct {
+		request int
+		send    int
+		infile  string
+		outfile string
+	}
+	cmd := &cobra.Command{
+		Use:   "raw CDB-HEX...",
+		Short: "Send any CDB (like sg_raw); prints the status, the sense and the data-in",
+		Example: `  xenblk scsi raw 12 00 00 00 24 00 --request 36
+  xenblk scsi raw 3b 02 00 00 00 00 00 02 00 00 --infile buf.bin`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cdb, err := hex.DecodeString(strings.Join(args, ""))
+			if err != nil {
+				return usagef("CDB: %v", err)
+			}
+			if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
+				return usagef("CDB of %d bytes (1..%d)", len(cdb), scsi.MaxCDB)
+			}
+			if o.request < 0 || o.request > control.MaxData {
+				return usagef("--request %d (0..%d)", o.request, control.MaxData)
+			}
+			var dataOut []byte
+			if o.infile != "" || o.send > 0 {
+				if o.request > 0 {
+					return usagef("--request and --send/--infile: a command has one data direction")
+				}
+				if o.infile == "" {
+					return usagef("--send needs --infile")
+				}
+				data, err := os.ReadFile(o.infile)
+				if err != nil {
+					return err
+				}
+				if o.send > 0 {
+					if o.send > len(data) {
+						return usagef("--send %d: %s has %d bytes", o.send, o.infile, len(data))
+					}
+					data = data[:o.send]
+				}
+				if len(data) > control.MaxData {
+					return usagef("%s: %d bytes, at most %d", o.infile, len(data), control.MaxData)
+				}
+				dataOut = data
+			}
+			dir := scsi.DirNone
+			switch {
+			case o.request > 0:
+				dir = scsi.DirFromDevice
+			case dataOut != nil:
+				dir = scsi.DirToDevice
+			}
+			s, err := t.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer s.c.Close()
+			r, err := s.c.Exec(s.device, cdb, dir, dataOut, o.request)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(s.out, "SCSI Status: %s\n\n", scsi.StatusName(r.Status))
+			if len(r.Sense) > 0 {
+				fmt.Fprintf(s.out, "Sense Information:\n%s\n\n", sgfmt.Sense(r.Sense))
+			}
+			if dir == scsi.DirFromDevice && r.Status == scsi.StatusGood {
+				if o.outfile != "" {
+					if err := os.WriteFile(o.outfile, r.DataIn, 0o644); err != nil {
+						return err
+					}
+					fmt.Fprintf(s.out, "Received %d bytes of data, written to %s\n", len(r.DataIn), o.outfile)
+				} else {
+					fmt.Fprintf(s.out, "Received %d bytes of data:\n%s", len(r.DataIn), sgfmt.HexDump(r.DataIn))
+				}
+			}
+			if r.Status != scsi.StatusGood {
+				return scsiStatusError{r.Status}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.request, "request", 0, "data-in length to ask for")
+	f.IntVar(&o.send, "send", 0, "data-out length to send from --infile (default: the whole file)")
+	f.StringVar(&o.infile, "infile", "", "file holding the data-out to send")
+	f.StringVar(&o.outfile, "outfile", "", "write the data-in to this file instead of a hex dump")
+	return cmd
 }

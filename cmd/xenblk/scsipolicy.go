@@ -10,10 +10,10 @@ import (
 	"github.com/xenblk/xenblk/scsi"
 )
 
-// scsi-policy checks a SCSI command policy (the disk spec's scsi-policy=
-// value or a policy file) and lists what it allows, so an administrator
-// sees the effect before a guest does.
-func init() {
+// newSCSIPolicyCmd builds scsi-policy, which checks a SCSI command policy
+// (the disk spec's scsi-policy= value or a policy file) and lists what it
+// allows, so an administrator sees the effect before a guest does.
+func newSCSIPolicyCmd() *cobra.Command {
 	var base, file string
 	cmd := &cobra.Command{
 		Use:     "scsi-policy [SPEC]",
@@ -63,7 +63,7 @@ passthrough (the conservative set for whole SCSI disks).`,
 	}
 	cmd.Flags().StringVar(&base, "base", "emulated", `what "default" means: emulated or passthrough`)
 	cmd.Flags().StringVar(&file, "file", "", "read the policy from this file")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func printPolicy(w io.Writer, p *scsi.Policy) error {

@@ -22,8 +22,10 @@ import (
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
-var serveFlags struct {
+// serveOptions is one serve command's flags.
+type serveOptions struct {
 	host        string
+	xen         xenMode
 	backendType string
 	noSCSI      bool
 	prDir       string
@@ -32,57 +34,57 @@ var serveFlags struct {
 	metrics     string
 }
 
-var serveCmd = &cobra.Command{
-	Use:   "serve",
-	Short: "Run the backend daemon: serve every vbd assigned to this backend domain",
-	Long: `serve attaches to a simulated Xen host as dom0 and serves every vbd that
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the backend daemon: serve every vbd assigned to this backend domain",
+		Long: `serve attaches to a simulated Xen host as dom0 and serves every vbd that
 appears under /local/domain/0/backend/<type> (default type "xenblk", which
 no kernel driver claims), many at once, each with its own goroutines; a
 vbd whose disk cannot be opened gets an error node and the others go on.
 
 Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
-	Example: `  xenblk host --socket /tmp/x/host.sock &
+		Example: `  xenblk host --socket /tmp/x/host.sock &
   xenblk serve --host /tmp/x/host.sock &
   xenblk front --host /tmp/x/host.sock --name guest1 --nbd 127.0.0.1:10810 &
   xenblk attach --xenstore /tmp/x/xenstored --domain 1 'vdev=xvda, target=/tmp/x/disk.img'
   xenblk serve --metrics 127.0.0.1:9469 &   # then: curl http://127.0.0.1:9469/metrics`,
-	Args: cobra.NoArgs,
-	RunE: runServe,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, o) },
+	}
+	f := cmd.Flags()
+	socketPathVar(f, &o.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
+	addXenFlag(f, &o.xen, "--host")
+	f.StringVar(&o.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
+	f.BoolVar(&o.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
+	f.StringVar(&o.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
+	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
+	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
+	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
+	return cmd
 }
 
-func init() {
-	f := serveCmd.Flags()
-	socketPathVar(f, &serveFlags.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
-	addXenFlag(f, "--host")
-	f.StringVar(&serveFlags.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
-	f.BoolVar(&serveFlags.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
-	f.StringVar(&serveFlags.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
-	f.StringVar(&serveFlags.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
-	f.BoolVar(&serveFlags.verbose, "verbose", false, "log every request error and handshake step")
-	tcpAddrVar(f, &serveFlags.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
-	rootCmd.AddCommand(serveCmd)
-}
-
-func runServe(cmd *cobra.Command, _ []string) error {
-	dom, err := openDomain(serveFlags.host, "--host", sim.AsDom0())
+func runServe(cmd *cobra.Command, o *serveOptions) error {
+	dom, err := openDomain(o.xen, o.host, "--host", sim.AsDom0())
 	if err != nil {
 		return err
 	}
 	defer dom.Close()
-	log := newLogger(serveFlags.verbose)
+	log := newLogger(o.verbose)
 	if err := storage.IOUringAvailable(); err != nil {
 		log.Warn("io_uring is not available: image files and block devices are served one system call per request", "err", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: serveFlags.journalDir}
-	if !serveFlags.noSCSI {
-		engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: serveFlags.prDir}, Log: log})
+	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: o.journalDir}
+	if !o.noSCSI {
+		engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: o.prDir}, Log: log})
 		cfg.SCSI = blkback.VBDEngines(dom.Store(), engines, log)
 	}
-	srv := &blkback.Server{Config: cfg, BackendType: serveFlags.backendType, Open: vbd.Opener(log)}
-	if serveFlags.metrics != "" {
-		l, err := net.Listen("tcp", serveFlags.metrics)
+	srv := &blkback.Server{Config: cfg, BackendType: o.backendType, Open: vbd.Opener(log)}
+	if o.metrics != "" {
+		l, err := net.Listen("tcp", o.metrics)
 		if err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
@@ -93,7 +95,7 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		defer hs.Close()
 		fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: metrics at http://%s/metrics\n", l.Addr())
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: serving /local/domain/%d/backend/%s\n", dom.ID(), serveFlags.backendType)
+	fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: serving /local/domain/%d/backend/%s\n", dom.ID(), o.backendType)
 	return srv.Serve(ctx)
 }
 

@@ -26,7 +26,8 @@ import (
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
-var simFlags struct {
+// simOptions is one sim command's flags.
+type simOptions struct {
 	disk        string
 	size        sizeValue
 	nbd         string
@@ -35,14 +36,15 @@ var simFlags struct {
 	queues      int
 	grantFrames int
 	verbose     bool
+	scsi        simSCSI // --control, --rotation-rate (scsi_control.go)
+	fuse        simFuse // --fuse, --force (sim_fuse.go)
 }
 
 // simExtra starts something more on the guest's disk once it is connected
 // (another export, a control socket); it prints its banner line to out and
 // returns how to stop it (nil when it has nothing to start). One that
 // something outside the process can hold (the FUSE file) is also a
-// holdable: the first Ctrl-C waits until it is released. Files that add
-// one register it in their init.
+// holdable: the first Ctrl-C waits until it is released.
 type simExtra func(ctx context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stopper, error)
 
 // stopper is a started extra; Stop ends it before the disk closes.
@@ -53,12 +55,15 @@ type stopFunc func()
 
 func (f stopFunc) Stop() { f() }
 
-var simExtras []simExtra
-
-var simCmd = &cobra.Command{
-	Use:   "sim",
-	Short: "Run a simulated Xen host with our backend serving a disk to our frontend, exported over NBD",
-	Long: `sim runs the whole stack on one machine: a simulated Xen host, our blkif
+// newSimCmd builds xenblk sim. Its control socket (scsi_control.go) and
+// FUSE export (sim_fuse.go) are parts of it: their flags, their checks
+// before anything starts, and the extras runSim starts on the guest's disk.
+func newSimCmd() *cobra.Command {
+	o := &simOptions{size: 1 << 30, scsi: simSCSI{rotationRate: ownRotationRate}}
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Run a simulated Xen host with our backend serving a disk to our frontend, exported over NBD",
+		Long: `sim runs the whole stack on one machine: a simulated Xen host, our blkif
 backend in dom0 serving a disk image, a guest domain whose blkif frontend
 attaches to it, and an NBD export of the guest's disk on 127.0.0.1.
 
@@ -69,49 +74,56 @@ Ctrl-C: the frontend flushes and closes, the backend closes, the vbd is
 removed. While the --fuse file is in use (a loop device on it), Ctrl-C
 says what holds it and waits until it is released; a second Ctrl-C, or
 --force, tears it down and exits 1.`,
-	Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
+		Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
   nbdinfo nbd://127.0.0.1:10809               # from another terminal`,
-	Args: cobra.NoArgs,
-	RunE: runSim,
-}
-
-func init() {
-	f := simCmd.Flags()
-	f.StringVar(&simFlags.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
-	simFlags.size = 1 << 30
-	f.Var(&simFlags.size, "size", "size of the image when it is created (K, M, G, T suffixes); an existing image keeps its own")
-	tcpAddrVar(f, &simFlags.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
-	f.StringVar(&simFlags.vdev, "vdev", "xvda", "virtual device name the guest sees")
-	f.BoolVar(&simFlags.readOnly, "read-only", false, "attach the disk read-only")
-	intRangeVar(f, &simFlags.queues, "queues", blkfront.DefaultQueues, 1, blkback.DefaultMaxQueues, "what the backend offers",
+		Args: cobra.NoArgs,
+		// Refused before the disk is opened: another live sim answering
+		// on the control socket, a --fuse that cannot be mounted.
+		PreRunE: func(*cobra.Command, []string) error {
+			if err := o.scsi.checkFree(); err != nil {
+				return err
+			}
+			return checkFuseDir(o.fuse.dir)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSim(cmd, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
+	f.Var(&o.size, "size", "size of the image when it is created (K, M, G, T suffixes); an existing image keeps its own")
+	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
+	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device name the guest sees")
+	f.BoolVar(&o.readOnly, "read-only", false, "attach the disk read-only")
+	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkback.DefaultMaxQueues, "what the backend offers",
 		fmt.Sprintf("frontend queues, 1 to %d (what the backend offers)", blkback.DefaultMaxQueues))
-	grantFramesVar(f, &simFlags.grantFrames)
-	f.BoolVar(&simFlags.verbose, "verbose", false, "log every handshake step")
-	rootCmd.AddCommand(simCmd)
+	grantFramesVar(f, &o.grantFrames)
+	f.BoolVar(&o.verbose, "verbose", false, "log every handshake step")
+	o.scsi.addFlags(f)
+	o.fuse.addFlags(f)
+	return cmd
 }
 
-func runSim(cmd *cobra.Command, _ []string) error {
+func runSim(cmd *cobra.Command, o *simOptions) error {
 	level := slog.LevelWarn
-	if simFlags.verbose {
+	if o.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	exported := false // the guest's disk is out: the image is no longer this run's to remove
-	path, err := filepath.Abs(simFlags.disk)
+	path, err := filepath.Abs(o.disk)
 	if err != nil {
 		return err
 	}
 	// Listen first: a port that is taken must not leave a new image behind.
-	l, err := net.Listen("tcp", simFlags.nbd)
+	l, err := net.Listen("tcp", o.nbd)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", simFlags.nbd, err)
+			return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", o.nbd, err)
 		}
-		return fmt.Errorf("NBD export on %s: %w", simFlags.nbd, err)
+		return fmt.Errorf("NBD export on %s: %w", o.nbd, err)
 	}
-	disk, created, err := openImage(path, int64(simFlags.size), simFlags.readOnly)
+	disk, created, err := openImage(path, int64(o.size), o.readOnly, o.scsi.rotationRate)
 	if err != nil {
 		l.Close()
 		if se := (*storage.ImageSizeError)(nil); errors.As(err, &se) && se.Size == 0 {
@@ -127,11 +139,11 @@ func runSim(cmd *cobra.Command, _ []string) error {
 				os.Remove(path)
 			}
 		}()
-	} else if cmd.Flags().Changed("size") && int64(simFlags.size) != disk.Info().Size {
+	} else if cmd.Flags().Changed("size") && int64(o.size) != disk.Info().Size {
 		fmt.Fprintf(cmd.ErrOrStderr(), "xenblk sim: --size %s ignored: %s exists and is %d bytes (xenblk never resizes an image; truncate -s %s %s does)\n",
-			simFlags.size.String(), path, disk.Info().Size, simFlags.size.String(), path)
+			o.size.String(), path, disk.Info().Size, o.size.String(), path)
 	}
-	stack, err := simstack.NewHost(simstack.Options{Host: []sim.HostOption{sim.GrantFrames(simFlags.grantFrames)}, OpenTimeout: 30 * time.Second})
+	stack, err := simstack.NewHost(simstack.Options{Host: []sim.HostOption{sim.GrantFrames(o.grantFrames)}, OpenTimeout: 30 * time.Second})
 	if err != nil {
 		disk.Close()
 		return fmt.Errorf("start the simulated host: %w", err)
@@ -161,10 +173,10 @@ func runSim(cmd *cobra.Command, _ []string) error {
 		simstack.Serving(disk))
 
 	access := "rw"
-	if simFlags.readOnly {
+	if o.readOnly {
 		access = "ro"
 	}
-	spec, err := diskspec.Parse(fmt.Sprintf("format=raw, vdev=%s, access=%s, target=%s", simFlags.vdev, access, path))
+	spec, err := diskspec.Parse(fmt.Sprintf("format=raw, vdev=%s, access=%s, target=%s", o.vdev, access, path))
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -172,12 +184,12 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	if err := stack.Open(ctx, g, blkfront.Config{Queues: simFlags.queues, Log: log}); err != nil {
+	if err := stack.Open(ctx, g, blkfront.Config{Queues: o.queues, Log: log}); err != nil {
 		return err
 	}
 	front, vbd := g.Disk, g.VBD
 
-	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: simFlags.vdev, Description: "xenblk guest disk " + simFlags.vdev, Device: front.Device()}}}
+	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Description: "xenblk guest disk " + o.vdev, Device: front.Device()}}}
 	go exportServer.Serve(l)
 	exported = true
 
@@ -191,18 +203,17 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	fmt.Fprintf(out, "  dom0     blkback %s %s (%d bytes) at %s\n", verb, path, in.Size(), vbd.BackendPath())
 	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v, scsi %v\n",
 		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
-	url := nbd.ListenerURL(l, simFlags.vdev)
+	url := nbd.ListenerURL(l, o.vdev)
 	fmt.Fprintf(out, "  NBD      %s\n", url)
 
-	// Further exports (FUSE, the control socket) plug in through simExtras
-	// and print their lines here, before the banner's end; they stop
-	// before the disk closes.
+	// Further exports print their lines here, before the banner's end, in
+	// this order; they stop before the disk closes.
 	errOut := cmd.ErrOrStderr()
 	var stops []stopper
 	var holds []holdable
 	var extraErr error
-	for _, extra := range simExtras {
-		s, err := extra(ctx, front, simFlags.vdev, out)
+	for _, extra := range []simExtra{o.scsi.start, o.fuse.start} {
+		s, err := extra(ctx, front, o.vdev, out)
 		if err != nil {
 			extraErr = err
 			break
@@ -219,7 +230,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	if extraErr == nil {
 		fmt.Fprintf(out, "\nTry:\n  nbdinfo %s\n  qemu-img info %s\n  nbdcopy %s out.img\n\nCtrl-C to stop.\n", url, url, url)
 		<-ctx.Done()
-		heldBy = waitUntilReleased("sim", holds, signals.Again, simForce, out)
+		heldBy = waitUntilReleased("sim", holds, signals.Again, o.fuse.force, out)
 		if heldBy != "" {
 			detachAll(holds, errOut)
 		}
@@ -249,7 +260,7 @@ func runSim(cmd *cobra.Command, _ []string) error {
 	switch {
 	case extraErr != nil:
 		return errors.Join(extraErr, err2)
-	case heldBy != "" && simForce:
+	case heldBy != "" && o.fuse.force:
 		return errors.Join(fmt.Errorf("tore the FUSE export down while in use (--force): %s", heldBy), err2)
 	case heldBy != "":
 		return errors.Join(fmt.Errorf("%w while in use: %s", errForced, heldBy), err2)

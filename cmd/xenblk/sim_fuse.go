@@ -13,32 +13,23 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/fuseexport"
 )
 
-// simFuseDir is sim's --fuse flag: where the guest's disk appears as a
-// file; simForce (--force) lets Ctrl-C tear it down while it is in use.
-var (
-	simFuseDir string
-	simForce   bool
-)
+// simFuse is sim's FUSE export: --fuse, where the guest's disk appears
+// as a file, and --force, which lets Ctrl-C tear it down while it is in
+// use.
+type simFuse struct {
+	dir   string
+	force bool
+}
 
-func init() {
-	simCmd.Flags().StringVar(&simFuseDir, "fuse", "", "also export the guest's disk as the file `DIR`/VDEV through FUSE (needs /dev/fuse, usually root)")
-	simCmd.Flags().BoolVar(&simForce, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
-	simExtras = append(simExtras, startSimFuse)
-	prev := simCmd.PreRunE
-	simCmd.PreRunE = func(cmd *cobra.Command, args []string) error {
-		if prev != nil {
-			if err := prev(cmd, args); err != nil {
-				return err
-			}
-		}
-		return checkFuseDir(simFuseDir)
-	}
+func (s *simFuse) addFlags(f *pflag.FlagSet) {
+	f.StringVar(&s.dir, "fuse", "", "also export the guest's disk as the file `DIR`/VDEV through FUSE (needs /dev/fuse, usually root)")
+	f.BoolVar(&s.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
 }
 
 // checkFuseDir refuses, before anything starts, a --fuse that cannot be
@@ -61,12 +52,12 @@ func checkFuseDir(dir string) error {
 	return nil
 }
 
-// startSimFuse mounts the FUSE export when --fuse was given.
-func startSimFuse(_ context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stopper, error) {
-	if simFuseDir == "" {
+// start mounts the FUSE export when --fuse was given (a simExtra).
+func (s *simFuse) start(_ context.Context, disk *blkfront.Disk, vdev string, out io.Writer) (stopper, error) {
+	if s.dir == "" {
 		return nil, nil
 	}
-	m, err := mountFuse(simFuseDir, vdev, disk, out)
+	m, err := mountFuse(s.dir, vdev, disk, out)
 	if err != nil {
 		return nil, err
 	}

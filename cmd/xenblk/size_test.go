@@ -62,7 +62,7 @@ func TestEverySizeFlagTakesUnits(t *testing.T) {
 			walk(sub)
 		}
 	}
-	walk(rootCmd)
+	walk(newRootCmd())
 	if found < 3 {
 		t.Errorf("%d --size flags found; sim, bench and bench-backend have one", found)
 	}

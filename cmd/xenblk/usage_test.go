@@ -29,16 +29,17 @@ type cliRun struct {
 // cliHarness runs the built binary in an empty working directory with a
 // controlled environment: no simulated host, no control socket, no Xen.
 type cliHarness struct {
-	t   *testing.T
-	bin string
-	cwd string
-	env []string
+	t    *testing.T
+	root *cobra.Command // a tree like the binary's, to walk
+	bin  string
+	cwd  string
+	env  []string
 }
 
 func newCLIHarness(t *testing.T) *cliHarness {
 	t.Helper()
 	dir := t.TempDir()
-	h := &cliHarness{t: t, bin: filepath.Join(dir, "xenblk"), cwd: filepath.Join(dir, "cwd")}
+	h := &cliHarness{t: t, root: newCLI(), bin: filepath.Join(dir, "xenblk"), cwd: filepath.Join(dir, "cwd")}
 	if out, err := exec.Command("go", "build", "-o", h.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -51,7 +52,6 @@ func newCLIHarness(t *testing.T) *cliHarness {
 		}
 	}
 	h.env = append(h.env, "XENBLK_CONTROL="+filepath.Join(dir, "no-control", "sim.sock"))
-	enforceUsage(rootCmd) // the tree the binary runs, help and completion included
 	return h
 }
 
@@ -91,8 +91,17 @@ func (h *cliHarness) wantUsage(args ...string) {
 	}
 }
 
-// visibleCommands is every command a user can reach, the root included.
-func visibleCommands() []*cobra.Command {
+// newCLI builds the tree as main does: newRootCmd, then enforceUsage (help
+// and completion included).
+func newCLI() *cobra.Command {
+	root := newRootCmd()
+	enforceUsage(root)
+	return root
+}
+
+// visibleCommands is every command of root's tree a user can reach, root
+// included.
+func visibleCommands(root *cobra.Command) []*cobra.Command {
 	var all []*cobra.Command
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -103,12 +112,12 @@ func visibleCommands() []*cobra.Command {
 			}
 		}
 	}
-	walk(rootCmd)
+	walk(root)
 	return all
 }
 
 func pathArgs(c *cobra.Command) []string {
-	return strings.Fields(strings.TrimPrefix(c.CommandPath(), rootCmd.Name()))
+	return strings.Fields(strings.TrimPrefix(c.CommandPath(), c.Root().Name()))
 }
 
 // checkedFlagTypes refuse "not-a-value" when parsed; freeFormFlagTypes take
@@ -129,7 +138,7 @@ var (
 func TestUsageMistakesExitTwo(t *testing.T) {
 	h := newCLIHarness(t)
 	groups, leaves := 0, 0
-	for _, c := range visibleCommands() {
+	for _, c := range visibleCommands(h.root) {
 		path := pathArgs(c)
 		if c.HasSubCommands() {
 			groups++
@@ -227,7 +236,7 @@ var flagToken = regexp.MustCompile(`^--([a-z][a-z0-9-]*)`)
 func checkFlagsNamed(t *testing.T, cmd *cobra.Command, where, text string) {
 	t.Helper()
 	for _, line := range strings.Split(text, "\n") {
-		checkLineFlags(t, cmd, where, strings.TrimPrefix(line, rootCmd.Name()+": "))
+		checkLineFlags(t, cmd, where, strings.TrimPrefix(line, cmd.Root().Name()+": "))
 	}
 }
 
@@ -238,8 +247,8 @@ func checkLineFlags(t *testing.T, cmd *cobra.Command, where, text string) {
 	for _, w := range strings.Fields(text) {
 		word := strings.Trim(w, "()[]'\"`,;:.")
 		switch {
-		case word == rootCmd.Name():
-			cur, descending = rootCmd, true
+		case word == cmd.Root().Name():
+			cur, descending = cmd.Root(), true
 		case descending && subcommand(cur, word) != nil:
 			cur = subcommand(cur, word)
 		case flagToken.MatchString(word):
@@ -323,7 +332,7 @@ func TestHintsNameFlagsTheCommandHas(t *testing.T) {
 	h := newCLIHarness(t)
 	scenarios := hintScenarios(t)
 	runs := 0
-	for _, c := range visibleCommands() {
+	for _, c := range visibleCommands(h.root) {
 		if !strings.HasPrefix(c.CommandPath(), "xenblk completion") { // cobra's text, naming other tools' flags
 			checkFlagsNamed(t, c, c.CommandPath()+"'s help", c.Long)
 		}

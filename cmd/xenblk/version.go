@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // version is a release's name, set when linking
@@ -12,10 +14,12 @@ import (
 // recorded is shown ("(devel)" for a build from a checkout).
 var version string
 
-func init() {
+// setVersion gives root its --version, from what the Go linker stamped
+// into the binary.
+func setVersion(root *cobra.Command) {
 	info, _ := debug.ReadBuildInfo()
-	rootCmd.Version = versionText(info)
-	rootCmd.SetVersionTemplate("xenblk {{.Version}}\n")
+	root.Version = versionText(info)
+	root.SetVersionTemplate("xenblk {{.Version}}\n")
 }
 
 // versionText is what --version prints after "xenblk ": the version, the

@@ -13,35 +13,42 @@ import (
 )
 
 // xenMode is the --xen flag of the commands that talk to a hypervisor:
-// which one. Only those commands have the flag (addXenFlag); the value is
-// checked when the flag is parsed.
-var xenMode = "auto"
+// which one, "auto", "linux" or "sim". Only those commands have the flag
+// (addXenFlag); the value is checked when the flag is parsed.
+type xenMode string
 
-type xenModeValue struct{}
+type xenModeValue struct{ p *xenMode }
 
-func (xenModeValue) String() string { return xenMode }
-func (xenModeValue) Type() string   { return "auto|linux|sim" }
-func (xenModeValue) Set(s string) error {
+func (v xenModeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return string(*v.p)
+}
+func (xenModeValue) Type() string { return "auto|linux|sim" }
+func (v xenModeValue) Set(s string) error {
 	switch s {
 	case "auto", "linux", "sim":
-		xenMode = s
+		*v.p = xenMode(s)
 		return nil
 	}
 	return fmt.Errorf("want auto, linux or sim")
 }
 
-// addXenFlag gives a command the --xen flag; socketHint says how that
-// command is given a simulated host's socket (its flag, e.g. "--host").
-func addXenFlag(f *pflag.FlagSet, socketHint string) {
-	f.Var(xenModeValue{}, "xen", "which Xen: linux (real Xen through /dev/xen), sim (a simulated host: "+socketHint+
+// addXenFlag gives a command the --xen flag, read into *p ("auto" until
+// given); socketHint says how that command is given a simulated host's
+// socket (its flag, e.g. "--host").
+func addXenFlag(f *pflag.FlagSet, p *xenMode, socketHint string) {
+	*p = "auto"
+	f.Var(xenModeValue{p}, "xen", "which Xen: linux (real Xen through /dev/xen), sim (a simulated host: "+socketHint+
 		"), or auto (sim when "+socketHint+" is given, else linux when "+linux.DevPrivcmd+" exists)")
 }
 
-// realXen decides between the real hypervisor and a simulated host whose
-// socket is simSocket ("" when none was given); socketHint says how the
-// command is given that socket, for the messages.
-func realXen(simSocket, socketHint string) (bool, error) {
-	switch xenMode {
+// realXen decides, as mode says, between the real hypervisor and a
+// simulated host whose socket is simSocket ("" when none was given);
+// socketHint says how the command is given that socket, for the messages.
+func realXen(mode xenMode, simSocket, socketHint string) (bool, error) {
+	switch mode {
 	case "linux":
 		if simSocket != "" {
 			return false, usagef("--xen=linux and %s contradict each other: %s names a simulated host", socketHint, socketHint)
@@ -61,14 +68,14 @@ func realXen(simSocket, socketHint string) (bool, error) {
 		}
 		return false, usagef("not on Xen (%s is missing): give %s, the socket of a simulated host started with `xenblk host`", linux.DevPrivcmd, socketHint)
 	default:
-		return false, usagef("--xen must be auto, linux or sim, not %q", xenMode)
+		return false, usagef("--xen must be auto, linux or sim, not %q", mode)
 	}
 }
 
 // openDomain opens this process's domain: dom0 or a driver domain on real
-// Xen, or role on the simulated host at simSocket.
-func openDomain(simSocket, socketHint string, role sim.Role) (xen.Domain, error) {
-	real, err := realXen(simSocket, socketHint)
+// Xen, or role on the simulated host at simSocket (realXen decides which).
+func openDomain(mode xenMode, simSocket, socketHint string, role sim.Role) (xen.Domain, error) {
+	real, err := realXen(mode, simSocket, socketHint)
 	if err != nil {
 		return nil, err
 	}
@@ -88,8 +95,8 @@ func openDomain(simSocket, socketHint string, role sim.Role) (xen.Domain, error)
 
 // openStore connects to xenstore alone: xenstored's socket at socket on a
 // simulated host, or the real one.
-func openStore(socket, socketHint string) (xen.Store, error) {
-	real, err := realXen(socket, socketHint)
+func openStore(mode xenMode, socket, socketHint string) (xen.Store, error) {
+	real, err := realXen(mode, socket, socketHint)
 	if err != nil {
 		return nil, err
 	}

@@ -14,47 +14,30 @@ import (
 	"github.com/xenblk/xenblk/xenstore"
 )
 
-var xenstoreFlags struct {
+// xenstoreOptions is the flags one xenstore command gives all its
+// commands: which store.
+type xenstoreOptions struct {
 	socket string
-	count  int
+	xen    xenMode
 }
 
-var xenstoreCmd = &cobra.Command{
-	Use:   "xenstore",
-	Short: "Read and change a xenstore (a real xenstored or `xenblk host`'s) over its unix socket",
-	Example: `  XENSTORED_PATH=/tmp/host.xs xenblk xenstore ls /local/domain
+func newXenstoreCmd() *cobra.Command {
+	o := &xenstoreOptions{}
+	cmd := &cobra.Command{
+		Use:   "xenstore",
+		Short: "Read and change a xenstore (a real xenstored or `xenblk host`'s) over its unix socket",
+		Example: `  XENSTORED_PATH=/tmp/host.xs xenblk xenstore ls /local/domain
   xenblk xenstore --socket /tmp/host.xs write /tool/x hello
   xenblk xenstore read /tool/x
   xenblk xenstore watch -n 2 /tool
   xenblk xenstore rm /tool`,
-}
-
-func xenstoreArgs(n int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != n {
-			return usagef("xenstore %s takes %s, got %d arguments", cmd.Name(), what, len(args))
-		}
-		return nil
 	}
-}
-
-func dialXenstore() (*xenstore.Client, error) {
-	if xenstoreFlags.socket == "" && os.Getenv("XENSTORED_PATH") == "" && xenMode != "sim" && linux.Available() {
-		return linux.DialStore() // xenstored's socket, else /dev/xen/xenbus
-	}
-	c, err := xenstore.Dial(xenstoreFlags.socket)
-	if err != nil {
-		return nil, fmt.Errorf("%w (set --socket or XENSTORED_PATH)", err)
-	}
-	return c, nil
-}
-
-func init() {
-	socketPathVar(xenstoreCmd.PersistentFlags(), &xenstoreFlags.socket, "socket", "", "xenstored's socket (default $XENSTORED_PATH, else "+xenstore.DefaultSocket+")")
-	addXenFlag(xenstoreCmd.PersistentFlags(), "--socket (or XENSTORED_PATH)")
+	socketPathVar(cmd.PersistentFlags(), &o.socket, "socket", "", "xenstored's socket (default $XENSTORED_PATH, else "+xenstore.DefaultSocket+")")
+	addXenFlag(cmd.PersistentFlags(), &o.xen, "--socket (or XENSTORED_PATH)")
+	var count int // watch's -n
 	read := &cobra.Command{Use: "read PATH", Short: "Print a node's value", Example: "  xenblk xenstore read /local/domain/0/name", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialXenstore()
+			c, err := o.dial()
 			if err != nil {
 				return err
 			}
@@ -68,7 +51,7 @@ func init() {
 		}}
 	write := &cobra.Command{Use: "write PATH VALUE", Short: "Set a node's value, creating it and missing parents", Example: "  xenblk xenstore write /tool/xenblk/note hello", Args: xenstoreArgs(2, "PATH and VALUE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialXenstore()
+			c, err := o.dial()
 			if err != nil {
 				return err
 			}
@@ -77,7 +60,7 @@ func init() {
 		}}
 	rm := &cobra.Command{Use: "rm PATH", Short: "Remove a node and everything below it", Example: "  xenblk xenstore rm /tool/xenblk", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialXenstore()
+			c, err := o.dial()
 			if err != nil {
 				return err
 			}
@@ -90,7 +73,7 @@ func init() {
 			if len(args) == 1 {
 				p = args[0]
 			}
-			c, err := dialXenstore()
+			c, err := o.dial()
 			if err != nil {
 				return err
 			}
@@ -99,10 +82,10 @@ func init() {
 		}}
 	watch := &cobra.Command{Use: "watch PATH", Short: "Print the path of every change at or below PATH (the first is the registration)", Example: "  xenblk xenstore watch -n 3 /local/domain/0/backend", Args: xenstoreArgs(1, "one PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if xenstoreFlags.count < 0 {
-				return usagef("xenstore watch: -n must be >= 0, got %d", xenstoreFlags.count)
+			if count < 0 {
+				return usagef("xenstore watch: -n must be >= 0, got %d", count)
 			}
-			c, err := dialXenstore()
+			c, err := o.dial()
 			if err != nil {
 				return err
 			}
@@ -114,15 +97,36 @@ func init() {
 			seen := 0
 			for ev := range w.Events() {
 				fmt.Fprintln(cmd.OutOrStdout(), ev.Path)
-				if seen++; xenstoreFlags.count > 0 && seen >= xenstoreFlags.count {
+				if seen++; count > 0 && seen >= count {
 					return nil
 				}
 			}
 			return fmt.Errorf("xenstore watch: the connection closed")
 		}}
-	watch.Flags().IntVarP(&xenstoreFlags.count, "count", "n", 0, "exit after this many events (0: never)")
-	xenstoreCmd.AddCommand(read, write, rm, ls, watch)
-	rootCmd.AddCommand(xenstoreCmd)
+	watch.Flags().IntVarP(&count, "count", "n", 0, "exit after this many events (0: never)")
+	cmd.AddCommand(read, write, rm, ls, watch)
+	return cmd
+}
+
+func xenstoreArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("xenstore %s takes %s, got %d arguments", cmd.Name(), what, len(args))
+		}
+		return nil
+	}
+}
+
+// dial connects to the store o names.
+func (o *xenstoreOptions) dial() (*xenstore.Client, error) {
+	if o.socket == "" && os.Getenv("XENSTORED_PATH") == "" && o.xen != "sim" && linux.Available() {
+		return linux.DialStore() // xenstored's socket, else /dev/xen/xenbus
+	}
+	c, err := xenstore.Dial(o.socket)
+	if err != nil {
+		return nil, fmt.Errorf("%w (set --socket or XENSTORED_PATH)", err)
+	}
+	return c, nil
 }
 
 // printTree prints each child of dir as `name = "value"`, indented one

@@ -14,9 +14,10 @@ import (
 func runXenblk(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out strings.Builder
-	rootCmd.SetArgs(args)
-	rootCmd.SetOut(&out)
-	err := rootCmd.Execute()
+	root := newCLI()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	err := root.Execute()
 	return out.String(), err
 }
 
