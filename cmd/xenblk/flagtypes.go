@@ -138,3 +138,26 @@ func derefString(p *string) string {
 	}
 	return *p
 }
+
+// pageCodeValue is an optional one-byte code (a VPD page): decimal, or
+// hex with 0x; the string stays empty when the flag is not given.
+type pageCodeValue struct{ p *string }
+
+func pageCodeVar(f *pflag.FlagSet, p *string, name, usage string) {
+	f.Var(pageCodeValue{p}, name, usage)
+}
+
+func (v pageCodeValue) String() string { return derefString(v.p) }
+func (v pageCodeValue) Type() string   { return "page" }
+func (v pageCodeValue) Set(s string) error {
+	if _, ok := parsePageCode(s); !ok {
+		return fmt.Errorf("want a page code from 0 to 255, decimal or hex (0x00 to 0xff)")
+	}
+	*v.p = s
+	return nil
+}
+
+func parsePageCode(s string) (byte, bool) {
+	n, err := strconv.ParseUint(s, 0, 8)
+	return byte(n), err == nil
+}

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit codes scripts can rely on.
@@ -101,7 +103,7 @@ func main() {
 //   - whatever an argument rule or the flag parser refuses is a usage
 //     mistake, reported in one line.
 func enforceUsage(root *cobra.Command) {
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{plainFlagError(err)} })
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	var walk func(c *cobra.Command)
@@ -190,4 +192,30 @@ func usageRule(rule cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return usagef("%s: %v (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())
 	}
+}
+
+// plainFlagError says what a flag of one of pflag's own types wants
+// instead of what Go's parser said of the value ("strconv.ParseBool:
+// parsing ...: invalid syntax"). The flag types of flagtypes.go say it
+// themselves.
+func plainFlagError(err error) error {
+	var ive *pflag.InvalidValueError
+	var num *strconv.NumError
+	if !errors.As(err, &ive) || !errors.As(err, &num) {
+		return err
+	}
+	f := ive.GetFlag()
+	want := "a number"
+	switch t := f.Value.Type(); {
+	case t == "bool":
+		want = "true or false"
+	case strings.HasSuffix(t, "Slice"):
+		want = "numbers separated by commas"
+	case strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint") || t == "count":
+		want = "a whole number"
+	}
+	if errors.Is(num.Err, strconv.ErrRange) {
+		want += " in range"
+	}
+	return fmt.Errorf("invalid argument %q for \"--%s\" flag: want %s", ive.GetValue(), f.Name, want)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -136,12 +135,6 @@ func runSCSI(t *scsiTarget, body func(s *scsiSession, args []string) error) func
 	}
 }
 
-// parseByte parses a page code or similar: decimal, or hex with 0x.
-func parseByte(v string) (byte, error) {
-	n, err := strconv.ParseUint(v, 0, 8)
-	return byte(n), err
-}
-
 func newInquiryCmd(t *scsiTarget) *cobra.Command {
 	var o struct {
 		vpd string
@@ -156,11 +149,7 @@ func newInquiryCmd(t *scsiTarget) *cobra.Command {
 			cdb := []byte{scsi.OpInquiry, 0, 0, 0, 0, 0}
 			var page byte
 			if o.vpd != "" {
-				p, err := parseByte(o.vpd)
-				if err != nil {
-					return usagef("--vpd %q: %v", o.vpd, err)
-				}
-				page = p
+				page, _ = parsePageCode(o.vpd) // checked when the flag was parsed
 				cdb[1], cdb[2] = 1, page
 			}
 			const alloc = 1024
@@ -186,7 +175,7 @@ func newInquiryCmd(t *scsiTarget) *cobra.Command {
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.vpd, "vpd", "", "VPD page to fetch (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2, ...)")
+	pageCodeVar(f, &o.vpd, "vpd", "VPD page to fetch (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2, ...)")
 	f.BoolVar(&o.hex, "hex", false, "print the response in hex instead of decoding it")
 	return cmd
 }
@@ -298,7 +287,7 @@ func newRawCmd(t *scsiTarget) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cdb, err := hex.DecodeString(strings.Join(args, ""))
 			if err != nil {
-				return usagef("CDB: %v", err)
+				return usagef("CDB %q: want hex bytes, e.g. 12 00 00 00 24 00", strings.Join(args, " "))
 			}
 			if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
 				return usagef("CDB of %d bytes (1..%d)", len(cdb), scsi.MaxCDB)

@@ -89,7 +89,14 @@ func (h *cliHarness) wantUsage(args ...string) {
 	if r.code != exitUsage || !strings.HasPrefix(msg, "xenblk: ") || strings.Contains(msg, "\n") {
 		h.t.Errorf("xenblk %q: exit %d, stderr %q; want exit 2 and one line \"xenblk: reason\"", args, r.code, r.stderr)
 	}
+	if goInternals.MatchString(msg) {
+		h.t.Errorf("xenblk %q: stderr %q speaks of Go's parsers, not of what the flag wants", args, msg)
+	}
 }
+
+// goInternals matches what Go's parsers say of a bad value (a user should
+// read what the flag or argument wants instead).
+var goInternals = regexp.MustCompile(`strconv\.|encoding/hex|invalid syntax|value out of range`)
 
 // newCLI builds the tree as main does: newRootCmd, then enforceUsage (help
 // and completion included).
@@ -125,7 +132,7 @@ func pathArgs(c *cobra.Command) []string {
 var (
 	checkedFlagTypes = map[string]bool{
 		"bool": true, "int": true, "intSlice": true, "duration": true, "size": true, "rpm": true,
-		"host:port": true, "host:port|unix:path": true, "auto|linux|sim": true,
+		"host:port": true, "host:port|unix:path": true, "auto|linux|sim": true, "page": true,
 	}
 	freeFormFlagTypes = map[string]bool{"string": true, "stringSlice": true, "path": true}
 )
@@ -178,6 +185,7 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"host", "--socket", "/" + strings.Repeat("d", maxSocketPath)},
 		{"sim", "--rotation-rate", "65536"}, {"sim", "--rotation-rate", "-2"},
 		{"help", "pr", "reserv"},
+		{"scsi", "inquiry", "--vpd", "0x1ff"}, {"scsi", "raw", "12", "zz"}, {"pr", "register", "--key", "zz"},
 	} {
 		h.wantUsage(args...)
 	}
