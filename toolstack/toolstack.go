@@ -1,8 +1,9 @@
-// Package toolstack creates and removes virtual block devices in xenstore
-// the way libxl does: the backend's directory under the backend domain,
-// the frontend's under the guest, each owned by its domain and readable by
-// the other, and the removal handshake (online=0, Closing, wait for Closed,
-// then remove both). It knows paths and permissions, not blkif.
+// Package toolstack creates and removes virtual block devices, and PVSCSI
+// vhosts and their LUNs (vscsi.go), in xenstore the way libxl does: the
+// backend's directory under the backend domain, the frontend's under the
+// guest, each owned by its domain and readable by the other, and the
+// removal handshake (online=0, Closing, wait for Closed, then remove
+// both). It knows paths and permissions, not blkif nor vscsiif's ring.
 package toolstack
 
 import (
@@ -65,20 +66,42 @@ func Create(store xen.Store, v VBD) error {
 	be, fe := v.BackendPath(), v.FrontendPath()
 	backend := vbd.BackendNodes(v.Spec, fe, v.FrontendDom)
 	frontend := vbd.FrontendNodes(v.Spec, be, v.BackendDom, v.DevID)
-	// Each side owns its directory; the other side may read it.
-	bePerms := []xen.Perm{{Dom: v.BackendDom}, {Dom: v.FrontendDom, Read: true}}
-	fePerms := []xen.Perm{{Dom: v.FrontendDom}, {Dom: v.BackendDom, Read: true}}
+	bePerms, fePerms := devicePerms(v.BackendDom, v.FrontendDom)
+	return createDevice(store, newDevice{
+		be: be, fe: fe, backend: backend, frontend: frontend,
+		bePerms: bePerms, fePerms: fePerms,
+		taken: fmt.Sprintf("guest %d already has a vbd %d (%s); pick another vdev", v.FrontendDom, v.DevID, fe),
+	})
+}
+
+// newDevice is a device's two directories, to be written.
+type newDevice struct {
+	be, fe            string
+	backend, frontend []vbd.Node
+	bePerms, fePerms  []xen.Perm
+	taken             string                // the error when the frontend directory exists
+	more              func(tx xen.Tx) error // writes more into the backend directory (a vhost's LUNs)
+}
+
+// createDevice writes a device in one transaction; it fails if either
+// directory exists.
+func createDevice(store xen.Store, d newDevice) error {
 	return store.Transaction(func(tx xen.Tx) error {
-		if _, err := tx.Read(be + "/" + vbd.KeyState); err == nil {
-			return fmt.Errorf("toolstack: %s already exists; detach it first", be)
+		if _, err := tx.Read(d.be + "/" + vbd.KeyState); err == nil {
+			return fmt.Errorf("toolstack: %s already exists; detach it first", d.be)
 		}
-		if _, err := tx.Read(fe + "/" + vbd.KeyState); err == nil {
-			return fmt.Errorf("toolstack: guest %d already has a vbd %d (%s); pick another vdev", v.FrontendDom, v.DevID, fe)
+		if _, err := tx.Read(d.fe + "/" + vbd.KeyState); err == nil {
+			return errors.New("toolstack: " + d.taken)
 		}
-		if err := writeDir(tx, be, backend, bePerms); err != nil {
+		if err := writeDir(tx, d.be, d.backend, d.bePerms); err != nil {
 			return err
 		}
-		return writeDir(tx, fe, frontend, fePerms)
+		if d.more != nil {
+			if err := d.more(tx); err != nil {
+				return err
+			}
+		}
+		return writeDir(tx, d.fe, d.frontend, d.fePerms)
 	})
 }
 
@@ -122,7 +145,12 @@ var ErrNotClosed = errors.New("the backend did not close in time")
 //
 // A backend that does not close in time gives ErrNotClosed (unless force).
 func Remove(ctx context.Context, store xen.Store, v VBD, force bool) error {
-	be, fe := v.BackendPath(), v.FrontendPath()
+	return removeDevice(ctx, store, v.BackendPath(), v.FrontendPath(), force)
+}
+
+// removeDevice is Remove for any device with a backend directory be and
+// a frontend directory fe: vbds and vhosts go the same way.
+func removeDevice(ctx context.Context, store xen.Store, be, fe string, force bool) error {
 	if _, err := store.Read(be + "/" + vbd.KeyState); err != nil {
 		if errors.Is(err, xen.ErrNotFound) {
 			_ = store.Remove(fe)
@@ -170,28 +198,17 @@ func List(store xen.Store, backendDom xen.DomID, backendType string) ([]VBD, err
 		backendType = DefaultBackendType
 	}
 	root := fmt.Sprintf("/local/domain/%d/backend/%s", backendDom, backendType)
-	doms, err := store.Directory(root)
-	if errors.Is(err, xen.ErrNotFound) {
-		return nil, nil
-	}
+	doms, err := numbered(store, root, 16)
 	if err != nil {
 		return nil, err
 	}
 	var out []VBD
-	for _, d := range doms {
-		fd, err := strconv.ParseUint(d, 10, 16)
+	for _, fd := range doms {
+		devs, err := numbered(store, fmt.Sprintf("%s/%d", root, fd), 32)
 		if err != nil {
 			continue
 		}
-		devs, err := store.Directory(root + "/" + d)
-		if err != nil {
-			continue
-		}
-		for _, dev := range devs {
-			id, err := strconv.ParseUint(dev, 10, 32)
-			if err != nil {
-				continue
-			}
+		for _, id := range devs {
 			v := VBD{BackendDom: backendDom, FrontendDom: xen.DomID(fd), DevID: uint32(id), BackendType: backendType}
 			if s, err := store.Read(v.BackendPath() + "/" + vbd.KeySpec); err == nil {
 				v.Spec, _ = diskspec.Parse(s)
@@ -205,5 +222,24 @@ func List(store xen.Store, backendDom xen.DomID, backendType string) ([]VBD, err
 		}
 		return out[i].DevID < out[j].DevID
 	})
+	return out, nil
+}
+
+// numbered returns the children of dir named by a decimal number of at
+// most bits bits, skipping the others; none when dir does not exist.
+func numbered(store xen.Store, dir string, bits int) ([]uint64, error) {
+	names, err := store.Directory(dir)
+	if errors.Is(err, xen.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, name := range names {
+		if n, err := strconv.ParseUint(name, 10, bits); err == nil {
+			out = append(out, n)
+		}
+	}
 	return out, nil
 }

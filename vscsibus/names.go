@@ -34,10 +34,17 @@ func (v VDev) sameAddr(o VDev) bool {
 // can address). Everything else is refused with the reason: Linux's
 // sscanf("%u:%u:%u:%u") accepts a prefix ("0:0") and leaves the rest of
 // its tuple unset, and wraps "-1".
-func ParseVDev(s string) (VDev, error) {
+func ParseVDev(s string) (VDev, error) { return parseHCTL(vscsiif.KeyVDev, s) }
+
+// ParseHostAddr reads a host SCSI device's address "h:c:t:l" given as a
+// p-dev, by ParseVDev's rules and with its words, naming p-dev.
+func ParseHostAddr(s string) (VDev, error) { return parseHCTL(vscsiif.KeyPDev, s) }
+
+// parseHCTL reads "h:c:t:l" from the node named node.
+func parseHCTL(node, s string) (VDev, error) {
 	f := strings.Split(s, ":")
 	if len(f) != 4 {
-		return VDev{}, fmt.Errorf("v-dev %q: want host:channel:target:lun, four numbers", clip(s))
+		return VDev{}, fmt.Errorf("%s %q: want host:channel:target:lun, four numbers", node, clip(s))
 	}
 	var n [4]uint64
 	for i, part := range f {
@@ -47,7 +54,7 @@ func ParseVDev(s string) (VDev, error) {
 		}
 		v, err := parseDecimal(part, bits)
 		if err != nil {
-			return VDev{}, fmt.Errorf("v-dev %q: %s %w", clip(s), [4]string{"host", "channel", "target", "lun"}[i], err)
+			return VDev{}, fmt.Errorf("%s %q: %s %w", node, clip(s), [4]string{"host", "channel", "target", "lun"}[i], err)
 		}
 		n[i] = v
 	}
