@@ -4,7 +4,8 @@
 // Backend and a Frontend. Like xenbus.Machine, which each wraps for the
 // vhost's own state, a machine holds no store, no goroutine and no
 // clock: the driver feeds it events and carries out the actions it
-// returns, in order.
+// returns, in order. Runner (run.go) is that loop over a xen.Store, for
+// either end, calling a Driver for the device's own work (rings, LUNs).
 //
 // What the machines add to xenbus's handshake:
 //   - LUNs are read only when the protocol says to (Linux's scsiback and
@@ -115,8 +116,10 @@ const (
 	ActDetachLUN
 	// ActSetLUNState: write vscsi-devs/dev-LUN/state = State in this
 	// end's directory, in a transaction that first checks that the
-	// directory exists and, unless From is Unknown, that the node still
-	// reads From; otherwise write nothing (the next scan shows why).
+	// directory exists (a backend's dev-LUN; a frontend's own vhost
+	// directory, under which it keeps its own dev-LUN/state) and, unless
+	// From is Unknown, that the node still reads From; otherwise write
+	// nothing (the next scan shows why).
 	ActSetLUNState
 	// ActFail: the vhost cannot be served; write Reason to the error node.
 	ActFail
