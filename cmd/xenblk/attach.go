@@ -20,16 +20,19 @@ import (
 	"github.com/xenblk/xenblk/xenstore"
 )
 
-// vbdOptions is the flags of one attach or detach command: which vbd,
-// through which xenstore; detach's own at the end.
+// vbdOptions is the flags of one attach or detach command: which vbd
+// (or PVSCSI LUN or vhost), through which xenstore; detach's own at the
+// end.
 type vbdOptions struct {
 	xenstore    string
 	xen         xenMode
 	domain      int
 	backend     int
 	backendType string
+	vscsi       string        // attach: a LUN's spec; detach: its v-dev
+	timeout     time.Duration // detach; attach with --vscsi
+	vhost       int           // detach: a whole vhost (-1: not given)
 	force       bool
-	timeout     time.Duration
 }
 
 // addFlags registers on f the flags attach and detach share.
@@ -41,11 +44,24 @@ func (o *vbdOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory (xenblk; vbd is Linux's blkback)")
 }
 
+// domainsExist checks that --domain and --backend-domain are running.
+func (o *vbdOptions) domainsExist(st xen.Store) error {
+	for _, d := range []struct {
+		flag string
+		id   int
+	}{{"--domain", o.domain}, {"--backend-domain", o.backend}} {
+		if err := domainExists(st, d.id); err != nil {
+			return fmt.Errorf("%s %d: %w", d.flag, d.id, err)
+		}
+	}
+	return nil
+}
+
 func newAttachCmd() *cobra.Command {
 	o := &vbdOptions{}
 	cmd := &cobra.Command{
 		Use:   "attach DISKSPEC",
-		Short: "Create a vbd for a guest from an xl disk spec, as libxl does",
+		Short: "Create a vbd (or a PVSCSI LUN) for a guest from an xl spec, as libxl does",
 		Long: `attach writes a vbd's backend and frontend directories in xenstore, each
 owned by its domain and readable by the other, exactly as libxl's
 block-attach does. DISKSPEC is xl's disk syntax (xl-disk-configuration(5)),
@@ -67,29 +83,61 @@ or a format other than raw, exits 2; a guest or backend domain that does
 not exist exits 1. With the backend in domain 0 (this host), the target
 must exist and be a block device or a raw image (a whole number of
 sectors, not a qcow2 file), and a policy file must read as serve will
-read it (exit 1 otherwise).`,
+read it (exit 1 otherwise).
+
+With --vscsi instead of a DISKSPEC, attach gives the guest a PVSCSI LUN
+(vscsiif), in the syntax of xl's proposed vscsi-attach: 'PDEV, VDEV[,
+OPTION...]'. PDEV is an image file or a block device (absolute path), a
+whole host SCSI disk passed through (h:c:t:l or /dev/sgN), or an NBD
+export (nbd://host[:port]/export, nbd+unix:///export?socket=/path). VDEV
+is the guest's h:c:t:l; its host number picks the vhost, as in xl: the
+guest's vhost of that host gets the LUN (added while it runs: the vhost
+goes through Reconfiguring and attach waits up to --timeout for the
+backend), or a new vhost is created. OPTIONs are xenblk's own keys above
+(shared=1 for a disk two vhosts share); xl's feature-host is refused, as
+serve refuses it. The nodes are vscsiif.h's, under backend/vscsi
+(docs/PROTOCOL.md, Part 4, "Creating a vhost"). The same checks apply
+before anything is written.`,
 		Example: `  xenblk attach --domain 1 'format=raw, vdev=xvda, access=rw, target=/var/lib/xen/disk.img'
   xenblk attach --domain 1 '/var/lib/xen/cd.iso,,hdc,cdrom'
-  xenblk attach --domain 2 'vdev=xvdb, access=rw, shared=1, target=/dev/vg/cluster'`,
-		Args: cobra.ExactArgs(1),
+  xenblk attach --domain 2 'vdev=xvdb, access=rw, shared=1, target=/dev/vg/cluster'
+  xenblk attach --domain 2 --vscsi '/dev/vg/cluster, 0:0:0:0, shared=1'
+  xenblk attach --domain 2 --vscsi 'nbd://storage:10809/db, 0:0:1:0'
+  xenblk attach --domain 3 --vscsi '/dev/sg2, 1:0:0:0'`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runAttach(cmd, o, args) },
 	}
 	o.addFlags(cmd.Flags())
+	cmd.Flags().StringVar(&o.vscsi, "vscsi", "", "a PVSCSI LUN instead of a DISKSPEC: 'PDEV, VDEV[, OPTION...]'")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "with --vscsi, how long to wait for the backend to take a LUN added to a running vhost")
 	return cmd
 }
 
 func newDetachCmd() *cobra.Command {
 	o := &vbdOptions{}
 	cmd := &cobra.Command{
-		Use:     "detach VDEV",
-		Short:   "Remove a guest's vbd: Closing, wait for the backend, remove both directories",
-		Example: `  xenblk detach --domain 1 xvda`,
-		Args:    cobra.ExactArgs(1),
-		RunE:    func(cmd *cobra.Command, args []string) error { return runDetach(cmd, o, args) },
+		Use:   "detach VDEV",
+		Short: "Remove a guest's vbd (or PVSCSI LUN or vhost): Closing, wait for the backend, remove the nodes",
+		Long: `detach removes a vbd as xl's block-detach does: online=0 and Closing in
+its backend directory, a wait (up to --timeout) for the backend to close,
+then both directories removed.
+
+With --vscsi VDEV instead, detach removes the guest's PVSCSI LUN at that
+h:c:t:l as xl's proposed vscsi-detach does: the LUN's state 5 and its
+vhost's Reconfiguring, a wait for the backend's 6, then its dev-N
+removed; a vhost's last LUN takes the vhost with it. --vhost N removes
+the guest's vhost N (device id) with all its LUNs, as a vbd goes.`,
+		Example: `  xenblk detach --domain 1 xvda
+  xenblk detach --domain 2 --vscsi 0:0:1:0
+  xenblk detach --domain 2 --vhost 0 --timeout 30s`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runDetach(cmd, o, args) },
 	}
 	o.addFlags(cmd.Flags())
-	cmd.Flags().BoolVar(&o.force, "force", false, "remove the nodes even if the backend does not close")
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the backend to close")
+	cmd.Flags().StringVar(&o.vscsi, "vscsi", "", "a PVSCSI LUN's VDEV (h:c:t:l) instead of a vbd's")
+	cmd.Flags().IntVar(&o.vhost, "vhost", -1, "a whole PVSCSI vhost, by device id, instead of a vbd")
+	cmd.Flags().BoolVar(&o.force, "force", false, "remove the nodes even if the backend does not answer")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the backend to answer")
 	return cmd
 }
 
@@ -106,6 +154,12 @@ func (o *vbdOptions) store() (xen.Store, error) {
 }
 
 func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
+	switch {
+	case o.vscsi != "":
+		return runAttachVscsi(cmd, o, args)
+	case len(args) == 0:
+		return usagef("attach needs a DISKSPEC (a vbd) or --vscsi 'PDEV, VDEV' (a PVSCSI LUN)")
+	}
 	// Everything the spec says is checked before anything is written:
 	// syntax and xenblk's own keys (diskspec.Parse, with the words serve
 	// would log), then what xenblk can serve.
@@ -129,13 +183,8 @@ func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 		return usagef("%v", err)
 	}
 	v.BackendType = o.backendType
-	for _, d := range []struct {
-		flag string
-		id   int
-	}{{"--domain", o.domain}, {"--backend-domain", o.backend}} {
-		if err := domainExists(st, d.id); err != nil {
-			return fmt.Errorf("%s %d: %w", d.flag, d.id, err)
-		}
+	if err := o.domainsExist(st); err != nil {
+		return err
 	}
 	if o.backend == 0 {
 		if err := checkLocalDisk(spec); err != nil {
@@ -172,6 +221,14 @@ func checkLocalDisk(spec diskspec.Spec) error {
 }
 
 func runDetach(cmd *cobra.Command, o *vbdOptions, args []string) error {
+	switch {
+	case o.vscsi != "" || o.vhost >= 0:
+		return runDetachVscsi(cmd, o, args)
+	case cmd.Flags().Changed("vhost"):
+		return usagef("--vhost %d: a vhost's device id is 0 or more", o.vhost)
+	case len(args) == 0:
+		return usagef("detach needs a VDEV (a vbd), --vscsi VDEV (a PVSCSI LUN) or --vhost N (a vhost)")
+	}
 	spec := diskspec.Spec{Vdev: args[0]}
 	st, err := o.store()
 	if err != nil {

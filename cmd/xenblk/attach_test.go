@@ -46,6 +46,27 @@ func dirListing(t *testing.T, dir string) string {
 	return b.String()
 }
 
+// simGuest is a simulated host with one guest, its xenstored served on
+// the socket xs until the test ends.
+func simGuest(t *testing.T) (h *sim.Host, g *sim.Domain, xs string) {
+	t.Helper()
+	h, err := sim.NewHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, err = h.NewDomain("guest"); err != nil {
+		t.Fatal(err)
+	}
+	xs = filepath.Join(t.TempDir(), "xenstored")
+	l, err := net.Listen("unix", xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go h.ServeXenstore(l)
+	return h, g, xs
+}
+
 // TestAttachChecksBeforeWriting runs `xenblk attach` against a simulated
 // host with every kind of bad spec issue 11 found written without a word:
 // each exits 2 (a bad value) or 1 (a domain or a disk that is not there),
@@ -53,23 +74,8 @@ func dirListing(t *testing.T, dir string) string {
 // and the files exactly as they were. Then good specs attach.
 func TestAttachChecksBeforeWriting(t *testing.T) {
 	bin := buildXenblk(t)
-	h, err := sim.NewHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := h.NewDomain("guest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, g, xs := simGuest(t)
 	st := h.Store()
-	sockDir := t.TempDir()
-	xs := filepath.Join(sockDir, "xenstored")
-	l, err := net.Listen("unix", xs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go h.ServeXenstore(l)
 
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "disk.img")

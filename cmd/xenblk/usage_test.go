@@ -177,6 +177,8 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 	for _, args := range [][]string{
 		{"bogus"}, {"pr", "reserv"}, {"sim", "extra-arg"},
 		{"attach", "--domain", "1"}, {"detach", "--domain", "1"},
+		{"attach", "--domain", "1", "--vscsi", "/x.img"}, {"attach", "--domain", "1", "--vscsi", "/x.img, 0:0:0:0, feature-host"},
+		{"detach", "--domain", "1", "--vscsi", "xvda"}, {"detach", "--domain", "1", "--vhost", "-5"},
 		{"attach", "--xen=bogus", "--domain", "1", "vdev=xvda, target=/x.img"},
 		{"sim", "--nbd", "127.0.0.1:99999"}, {"sim", "--nbd", "bogus"}, {"sim", "--nbd", "no_such host:1"},
 		{"front", "--nbd", "127.0.0.1:-1"}, {"serve", "--metrics", "9469"},
@@ -318,11 +320,14 @@ func hintScenarios(t *testing.T) map[string][][]string {
 	missing := filepath.Join(dir, "missing", "x.sock")
 	return map[string][][]string{
 		"xenblk attach": {{"--domain", "1", "vdev=xvda, target=/nonexistent.img"},
-			{"--domain", "1", "--xenstore", missing, "vdev=xvda, target=/nonexistent.img"}},
-		"xenblk detach": {{"--domain", "1", "xvda"}, {"--domain", "1", "--xenstore", missing, "xvda"}},
-		"xenblk front":  {{"--host", missing}, {"--vdev", "bogus"}},
-		"xenblk serve":  {{"--host", missing}},
-		"xenblk host":   {{"--socket", missing}},
+			{"--domain", "1", "--xenstore", missing, "vdev=xvda, target=/nonexistent.img"},
+			{"--domain", "1", "--vscsi", "/nonexistent.img, 0:0:0:0"},
+			{"--domain", "1", "--xenstore", missing, "--vscsi", "/nonexistent.img, 0:0:0:0"}},
+		"xenblk detach": {{"--domain", "1", "xvda"}, {"--domain", "1", "--xenstore", missing, "xvda"},
+			{"--domain", "1", "--xenstore", missing, "--vscsi", "0:0:0:0"}, {"--domain", "1", "--xenstore", missing, "--vhost", "0"}},
+		"xenblk front": {{"--host", missing}, {"--vdev", "bogus"}},
+		"xenblk serve": {{"--host", missing}},
+		"xenblk host":  {{"--socket", missing}},
 		"xenblk sim": {{"--disk", filepath.Join(dir, "d.img"), "--size", "16M", "--nbd", taken.Addr().String(), "--control", filepath.Join(dir, "c.sock")},
 			{"--disk", empty, "--control", filepath.Join(dir, "c2.sock")}, {"--size", "-5G"}},
 		"xenblk bench":     {{"--backend", "bogus"}, {"--queues", "9"}, {"--workload", "bogus"}, {"--duration", "1ms"}},
