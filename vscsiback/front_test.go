@@ -70,17 +70,19 @@ func (r *rig) lun(a at, id string, dev storage.Device) vscsiback.LUN {
 // event channel, and data pages granted once (writable, and a few
 // read-only ones).
 type testFront struct {
-	t     *testing.T
-	dom   xen.Domain
-	abi   blkif.ABI
-	ring  *ring.Front
-	ch    xen.Channel
-	v     *vscsiback.Vhost
-	data  *xen.Granted // dataPages writable pages
-	ro    *xen.Granted // 4 read-only pages
-	lists *xen.Granted // listPages writable pages for SG_GRANT lists
-	done  chan error
-	next  uint16 // the next rqid
+	t       *testing.T
+	dom     xen.Domain
+	abi     blkif.ABI
+	ring    *ring.Front
+	ringMem []byte
+	ringRef xen.GrantRef
+	ch      xen.Channel
+	v       *vscsiback.Vhost // nil when a Server serves the vhost
+	data    *xen.Granted     // dataPages writable pages
+	ro      *xen.Granted     // 4 read-only pages
+	lists   *xen.Granted     // listPages writable pages for SG_GRANT lists
+	done    chan error
+	next    uint16 // the next rqid
 }
 
 const (
@@ -92,12 +94,38 @@ const (
 func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront {
 	t := r.t
 	t.Helper()
-	g := r.guest
+	f := newGuestFront(t, r.guest)
+	var err error
+	f.v, err = vscsiback.Connect(vscsiback.Config{
+		Domain: r.host.Dom0(), Front: r.guest.ID(), Vhost: "backend/vscsi/" + name,
+		RingRef: f.ringRef, Port: f.ch.Port(), ABI: f.abi, SGGrant: sgGrant, Log: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.v.SetLUNs(luns)
+	go func() { f.done <- f.v.Run() }()
+	t.Cleanup(func() {
+		_ = f.v.Close()
+		if err := <-f.done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return f
+}
+
+// newGuestFront is guest g's end of a vhost before any backend has it:
+// the ring granted to dom0 and initialised, an unbound channel, the data
+// and list pages; the test's cleanup revokes them (after the backend's,
+// registered later, has let go).
+func newGuestFront(t *testing.T, g xen.Domain) *testFront {
+	t.Helper()
 	f := &testFront{t: t, dom: g, abi: blkif.X86_64, done: make(chan error, 1), next: 1}
 	rg, err := g.Granter().Grant(0, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.ringRef, f.ringMem = rg.Refs[0], rg.Mem
 	if f.ring, err = ring.InitFront(rg.Mem, vscsiif.SlotSize(f.abi)); err != nil {
 		t.Fatal(err)
 	}
@@ -113,20 +141,7 @@ func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront 
 	if f.lists, err = g.Granter().Grant(0, listPages, false); err != nil {
 		t.Fatal(err)
 	}
-	f.v, err = vscsiback.Connect(vscsiback.Config{
-		Domain: r.host.Dom0(), Front: g.ID(), Vhost: "backend/vscsi/" + name,
-		RingRef: rg.Refs[0], Port: f.ch.Port(), ABI: f.abi, SGGrant: sgGrant, Log: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.v.SetLUNs(luns)
-	go func() { f.done <- f.v.Run() }()
 	t.Cleanup(func() {
-		_ = f.v.Close()
-		if err := <-f.done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
 		_ = f.ch.Close()
 		for _, gr := range []*xen.Granted{f.data, f.ro, f.lists, rg} {
 			if err := g.Granter().Revoke(gr); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
@@ -43,7 +44,10 @@ type queue struct {
 	poll   time.Duration
 
 	// table is the LUN table of the pass under way (plans index it).
+	// pass is held for the whole of a pass, so that SetLUNs can wait
+	// until no pass uses the table it replaced.
 	table []LUN
+	pass  sync.Mutex
 	// pend[:npend] are the pass's accepted commands, in ring order;
 	// pend[npend] is where the request being accepted is copied.
 	pend  []pending
@@ -100,6 +104,8 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 	if err != nil || n == 0 {
 		return 0, false, err
 	}
+	q.pass.Lock()
+	defer q.pass.Unlock()
 	q.table = *q.v.luns.Load()
 	for k := uint32(0); k < n; k++ {
 		p := &q.pend[q.npend]

@@ -100,9 +100,16 @@ func Connect(cfg Config) (*Vhost, error) {
 }
 
 // SetLUNs replaces the vhost's LUN table. A pass over the ring already
-// under way finishes with the table it started with; a LUN removed gets
-// no command after that pass. luns is the Vhost's from now on.
-func (v *Vhost) SetLUNs(luns []LUN) { v.luns.Store(&luns) }
+// under way finishes with the table it started with; SetLUNs returns
+// once it has, so a LUN removed gets no command after SetLUNs returns
+// and its engine may be closed. luns is the Vhost's from now on.
+func (v *Vhost) SetLUNs(luns []LUN) {
+	v.luns.Store(&luns)
+	// Taking the pass lock waits for the pass under way, if any; the
+	// next one loads the new table.
+	v.q.pass.Lock()
+	v.q.pass.Unlock()
+}
 
 // Nexus is the I_T nexus this vhost's commands run as.
 func (v *Vhost) Nexus() scsi.Nexus { return v.q.nexus }

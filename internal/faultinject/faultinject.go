@@ -15,6 +15,11 @@ var (
 	// and Serve returns. Crashing a server again does nothing more.
 	CrashBackend func(server any)
 
+	// CrashVscsiBackend stops a *vscsiback.Server as a killed backend
+	// process would: every vhost stops serving and writes nothing to the
+	// store, its disks are closed, and Serve returns.
+	CrashVscsiBackend func(server any)
+
 	// DisconnectVBD stops the queues of a *blkback.VBD and unmaps its
 	// rings, as the xenbus handshake's Disconnect step does, without
 	// telling the frontend.

@@ -1,0 +1,251 @@
+package vscsiback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xenblk/xenblk/scsiengine"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/vbd"
+	"github.com/xenblk/xenblk/xen"
+)
+
+// BackendType is vscsiif.h's backend type directory, the one libxl's
+// vscsi series writes vhosts under and Linux's scsifront expects.
+const BackendType = "vscsi"
+
+// MaxSGGrant is the most data segments of an SG_GRANT request a vhost
+// serves: what a Server offers (feature-sg-grant) unless told less.
+const MaxSGGrant = maxSGGrant
+
+// Server is the PVSCSI backend daemon: it watches its domain's
+// backend/vscsi directory and serves every vhost that appears there, each
+// driven by its own vscsibus.Runner on its own goroutine, each failing
+// alone: a vhost whose ring or LUN fails, or that blocks in an open,
+// holds up no other vhost.
+type Server struct {
+	// Domain is the backend's own domain.
+	Domain xen.Domain
+	// Engines makes every LUN's SCSI engine. Give it the registry the
+	// blkif backend uses, so that a disk served over both has one
+	// identity and one set of reservations.
+	Engines *scsiengine.Registry
+	// OpenNBD opens a p-dev that is an NBD URL; nil refuses them.
+	OpenNBD func(url string) (storage.Device, error)
+	// SGGrant is the feature-sg-grant offered: 0 means MaxSGGrant,
+	// negative none (requests then carry at most vscsiif.SGTableSize
+	// segments).
+	SGGrant int
+	// Poll bounds each ring's adaptive busy-poll (Config.Poll).
+	Poll time.Duration
+	// Sysfs is where host SCSI devices named by p-dev are looked up; ""
+	// is /sys.
+	Sysfs string
+	// Grace bounds how long a vhost keeps its handshake going at
+	// shutdown (vscsibus.Runner.Grace).
+	Grace time.Duration
+	Log   *slog.Logger
+
+	mu sync.Mutex
+	// vhosts by backend directory; nil for one that could not be
+	// started, which is not tried again until its directory goes.
+	vhosts    map[string]*vhostDriver
+	crashed   chan struct{}
+	crashInit sync.Once
+	crashOnce sync.Once
+}
+
+func (s *Server) crashChan() chan struct{} {
+	s.crashInit.Do(func() { s.crashed = make(chan struct{}) })
+	return s.crashed
+}
+
+func (s *Server) sgGrant() int {
+	switch {
+	case s.SGGrant == 0:
+		return MaxSGGrant
+	case s.SGGrant < 0:
+		return 0
+	}
+	return min(s.SGGrant, MaxSGGrant)
+}
+
+// Serve runs until ctx is cancelled; each vhost then closes with its
+// frontend (within Grace) and Serve returns once all have.
+//
+// A watch on backend/vscsi says what changed; an event inside a vhost's
+// directory concerns that vhost alone, and any other (the first firing,
+// a frontend domain's directory) has the whole tree scanned. A vhost
+// being served is its runner's: the server only starts vhosts (once the
+// toolstack has written state and online=1) and forgets those that
+// ended, looking at their directory again since the toolstack may have
+// created the vhost anew.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.Domain == nil || s.Engines == nil {
+		return errors.New("vscsiback: a Server needs a Domain and an Engines registry")
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	st := s.Domain.Store()
+	root := fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType)
+	w, err := st.Watch(root, "vscsiback")
+	if err != nil {
+		return fmt.Errorf("vscsiback: watch %s: %w", root, err)
+	}
+	defer w.Close()
+	s.mu.Lock()
+	s.vhosts = map[string]*vhostDriver{}
+	s.mu.Unlock()
+	crashed := s.crashChan()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ended, stopped := make(chan string), make(chan struct{})
+	defer close(stopped)
+	for {
+		var dirs []string
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-crashed:
+			return nil
+		case dir := <-ended:
+			dirs = []string{dir}
+		case ev, ok := <-w.Events():
+			if !ok {
+				return errors.New("vscsiback: store connection closed")
+			}
+			dirs = s.concerned(st, root, ev.Path)
+		}
+		for _, dir := range dirs {
+			if isClosed(crashed) {
+				return nil
+			}
+			d := s.consider(st, dir)
+			if d == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.run(ctx, crashed)
+				s.mu.Lock()
+				delete(s.vhosts, dir)
+				s.mu.Unlock()
+				select {
+				case ended <- dir:
+				case <-stopped:
+				}
+			}()
+		}
+	}
+}
+
+// concerned lists the vhost directories an event at path concerns: the
+// vhost whose directory path is in, or else every vhost there is and
+// every one that failed (which may be gone).
+func (s *Server) concerned(st xen.Store, root, path string) []string {
+	rel, _ := strings.CutPrefix(path, root+"/")
+	if f := strings.SplitN(rel, "/", 3); len(f) >= 2 && f[0] != "" && f[1] != "" && rel != path {
+		return []string{root + "/" + f[0] + "/" + f[1]}
+	}
+	var dirs []string
+	doms, _ := st.Directory(root)
+	for _, dom := range doms {
+		ids, _ := st.Directory(root + "/" + dom)
+		for _, id := range ids {
+			dirs = append(dirs, root+"/"+dom+"/"+id)
+		}
+	}
+	s.mu.Lock()
+	for dir, d := range s.vhosts {
+		if d == nil {
+			dirs = append(dirs, dir)
+		}
+	}
+	s.mu.Unlock()
+	return dirs
+}
+
+// consider returns a vhost to run for dir, or nil: a vhost served is
+// its runner's, one that failed waits for its directory to go, and a
+// new one waits for its state and online=1.
+func (s *Server) consider(st xen.Store, dir string) *vhostDriver {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, known := s.vhosts[dir]; known {
+		if _, err := st.Read(dir + "/" + vbd.KeyState); d == nil && errors.Is(err, xen.ErrNotFound) {
+			delete(s.vhosts, dir)
+		}
+		return nil
+	}
+	if _, err := st.Read(dir + "/" + vbd.KeyState); err != nil {
+		return nil
+	}
+	if v, err := st.Read(dir + "/" + vbd.KeyOnline); err != nil || strings.TrimSpace(v) != "1" {
+		return nil
+	}
+	d, err := s.newVhost(st, dir)
+	if err != nil {
+		s.Log.Error("bad vhost; it stays unconnected", "vhost", dir, "err", err)
+		_ = st.Write(dir+"/error", err.Error())
+		s.vhosts[dir] = nil // its error node's event must not retry it
+		return nil
+	}
+	s.vhosts[dir] = d
+	return d
+}
+
+// newVhost reads who the vhost's frontend is.
+func (s *Server) newVhost(st xen.Store, dir string) (*vhostDriver, error) {
+	front, err := st.Read(dir + "/" + vbd.KeyFrontend)
+	if err != nil {
+		return nil, fmt.Errorf("no %s node: %w", vbd.KeyFrontend, err)
+	}
+	idText, err := st.Read(dir + "/" + vbd.KeyFrontendID)
+	if err != nil {
+		return nil, fmt.Errorf("no %s node: %w", vbd.KeyFrontendID, err)
+	}
+	id, err := strconv.ParseUint(strings.TrimSpace(idText), 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q is not a domain id", vbd.KeyFrontendID, idText)
+	}
+	return &vhostDriver{s: s, dir: dir, frontDir: strings.TrimSpace(front), front: xen.DomID(id),
+		log: s.Log.With("vhost", dir), luns: map[int]*openLUN{}}, nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// crash stops every vhost as a killed backend process would: nothing
+// is written to the store, rings are unmapped, event channels unbound
+// and every LUN's disk closed (its lock released); Serve returns. It is
+// a fault-injection hook (internal/faultinject.CrashVscsiBackend).
+func (s *Server) crash() {
+	s.crashOnce.Do(func() { close(s.crashChan()) })
+}
+
+// Vhosts returns the backend directories of the vhosts being served.
+func (s *Server) Vhosts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for dir, d := range s.vhosts {
+		if d != nil {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
