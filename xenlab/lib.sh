@@ -3,9 +3,15 @@ fail=0
 step() { echo; echo "=== $* ($(date +%T))"; }
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
-# check COMMAND...: run it (at most STEP_TIMEOUT seconds) and report.
+# check COMMAND...: run it (at most STEP_TIMEOUT seconds) and report. A
+# shell function runs in a child bash, so it (and what it calls) must be
+# exported with export -f.
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
-check() { if timeout "$STEP_TIMEOUT" "$@"; then ok "$*"; else bad "$* (status $?)"; fi; }
+check() {
+  local run=(timeout "$STEP_TIMEOUT")
+  declare -F "$1" >/dev/null && run+=(bash -c '"$@"' _)
+  if "${run[@]}" "$@"; then ok "$*"; else bad "$* (status $?)"; fi
+}
 # wait_for SECONDS COMMAND...: until the command succeeds.
 wait_for() {
   local t=$1; shift

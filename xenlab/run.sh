@@ -5,7 +5,9 @@
 #                device tests, and a backend restart under the kernel's I/O)
 #   frontend.sh  our frontend on Linux's xen-blkback, and on our backend with
 #                SCSI over real grants (dom0 booted without xen_blkfront)
-# XENLAB_SCENARIOS picks some (default: "backend frontend").
+#   scsi.sh      PVSCSI under Linux's xen-scsifront: the reference run on
+#                Linux's xen-scsiback with a LIO fileio backstore
+# XENLAB_SCENARIOS picks some (default: "backend frontend scsi").
 # Logs land in xenlab/out/<scenario>/. Exit status: 0 only if every scenario
 # passed.
 set -uo pipefail
@@ -37,10 +39,11 @@ run() { # NAME SCRIPT [DOM0_EXTRA]
   [ $r = 0 ] || rc=1
 }
 mkdir -p xenlab/out
-for s in ${XENLAB_SCENARIOS:-backend frontend}; do
+for s in ${XENLAB_SCENARIOS:-backend frontend scsi}; do
   case $s in
     backend) run backend backend.sh ;;
     frontend) run frontend frontend.sh module_blacklist=xen_blkfront ;;
+    scsi) run scsi scsi.sh ;;
     *) echo "xenlab: no scenario $s"; rc=1 ;;
   esac
 done
