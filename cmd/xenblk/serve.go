@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,11 +15,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/vbd"
+	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -28,6 +31,7 @@ type serveOptions struct {
 	xen         xenMode
 	backendType string
 	noSCSI      bool
+	noVscsi     bool
 	prDir       string
 	journalDir  string
 	verbose     bool
@@ -38,13 +42,21 @@ func newServeCmd() *cobra.Command {
 	o := &serveOptions{}
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the backend daemon: serve every vbd assigned to this backend domain",
+		Short: "Run the backend daemon: serve every vbd and PVSCSI vhost assigned to this backend domain",
 		Long: `serve attaches to a simulated Xen host as dom0 and serves every vbd that
 appears under /local/domain/0/backend/<type> (default type "xenblk", which
 no kernel driver claims), many at once, each with its own goroutines; a
 vbd whose disk cannot be opened gets an error node and the others go on.
 
-Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
+It also serves every PVSCSI vhost under /local/domain/0/backend/vscsi
+(vscsiif.h's directory; --no-vscsi leaves it to another backend, such as
+Linux's xen-scsiback): each LUN's p-dev is an image file or block device,
+an NBD URL, or a host SCSI disk (h:c:t:l or /dev/sgN) passed through. A
+disk served over both shares one SCSI identity and one set of
+reservations; a LUN that cannot be opened is refused alone.
+
+Create vbds with "xenblk attach", vhosts with "xenblk attach --vscsi".
+Stop with Ctrl-C (devices close cleanly).`,
 		Example: `  xenblk host --socket /tmp/x/host.sock &
   xenblk serve --host /tmp/x/host.sock &
   xenblk front --host /tmp/x/host.sock --name guest1 --nbd 127.0.0.1:10810 &
@@ -57,7 +69,8 @@ Create vbds with "xenblk attach". Stop with Ctrl-C (devices close cleanly).`,
 	socketPathVar(f, &o.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
 	addXenFlag(f, &o.xen, "--host")
 	f.StringVar(&o.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
-	f.BoolVar(&o.noSCSI, "no-scsi", false, "do not offer the SCSI extension")
+	f.BoolVar(&o.noSCSI, "no-scsi", false, "do not offer the SCSI extension over blkif (vhosts are SCSI all the same)")
+	f.BoolVar(&o.noVscsi, "no-vscsi", false, "do not serve PVSCSI vhosts (backend/vscsi)")
 	f.StringVar(&o.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
 	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
@@ -77,12 +90,18 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// One registry for vbds and LUNs: a disk served over both is one
+	// logical unit, with one set of reservations.
+	engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: o.prDir}, Log: log})
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: o.journalDir}
 	if !o.noSCSI {
-		engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: o.prDir}, Log: log})
 		cfg.SCSI = blkback.VBDEngines(dom.Store(), engines, log)
 	}
 	srv := &blkback.Server{Config: cfg, BackendType: o.backendType, Open: vbd.Opener(log)}
+	var vsrv *vscsiback.Server
+	if !o.noVscsi {
+		vsrv = &vscsiback.Server{Domain: dom, Engines: engines, OpenNBD: openNBD, Log: log}
+	}
 	if o.metrics != "" {
 		l, err := net.Listen("tcp", o.metrics)
 		if err != nil {
@@ -96,8 +115,26 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 		fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: metrics at http://%s/metrics\n", l.Addr())
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: serving /local/domain/%d/backend/%s\n", dom.ID(), o.backendType)
-	return srv.Serve(ctx)
+	if vsrv == nil {
+		return srv.Serve(ctx)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: serving /local/domain/%d/backend/%s\n", dom.ID(), vscsiback.BackendType)
+	// Either server ending (its store connection lost) ends the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	vscsiDone := make(chan error, 1)
+	go func() {
+		defer cancel()
+		vscsiDone <- vsrv.Serve(ctx)
+	}()
+	err = srv.Serve(ctx)
+	cancel()
+	return errors.Join(err, <-vscsiDone)
 }
+
+// openNBD opens a LUN's NBD p-dev (nbd://, nbd+unix://): the export the
+// URL names.
+func openNBD(url string) (storage.Device, error) { return nbd.Dial(url, "") }
 
 func newLogger(verbose bool) *slog.Logger {
 	level := slog.LevelInfo
