@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,11 +19,13 @@ import (
 	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/internal/faultinject"
 	"github.com/xenblk/xenblk/internal/simstack"
+	"github.com/xenblk/xenblk/nbd"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/scsiengine"
+	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/vscsiback"
@@ -51,9 +54,16 @@ type server struct {
 
 func startServer(t *testing.T, host *sim.Host, reg *scsiengine.Registry) *server {
 	t.Helper()
+	return newServer(t, host, reg, func(*vscsiback.Server) {})
+}
+
+// newServer is startServer with the server configured by config first.
+func newServer(t *testing.T, host *sim.Host, reg *scsiengine.Registry, config func(*vscsiback.Server)) *server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{srv: &vscsiback.Server{Domain: host.Dom0(), Engines: reg, Log: quiet, Grace: 5 * time.Second, Sysfs: t.TempDir()},
 		cancel: cancel, done: make(chan struct{})}
+	config(s.srv)
 	go func() {
 		s.err = s.srv.Serve(ctx)
 		close(s.done)
@@ -523,5 +533,64 @@ func TestServerSharesReservationsWithBlkif(t *testing.T) {
 	}
 	if !slices.Equal(got, []uint64{blkKey, scsiKey}) {
 		t.Fatalf("READ KEYS over blkif: %#x; want both keys", got)
+	}
+}
+
+// TestServerIsolatesVhosts: a vhost whose LUN's open never finishes (an
+// NBD export that does not answer) holds up no other vhost: a second
+// vhost of the same guest connects and serves meanwhile; the stuck one
+// stays short of Connected, and the server still stops (its open's
+// result, when it comes, is dropped and closed).
+func TestServerIsolatesVhosts(t *testing.T) {
+	h := newRig(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	srv := newServer(t, h.host, h.reg, func(s *vscsiback.Server) {
+		s.OpenNBD = func(string) (storage.Device, error) {
+			<-release
+			return storage.NewMemory(1 << 20), nil
+		}
+	})
+	stop := func() {
+		releaseOnce.Do(func() { close(release) })
+		srv.stop()
+	}
+	st := h.host.Store()
+	stuck := createVhost(t, h.host, h.guest, 0, stop, "nbd://127.0.0.1:1/never, 0:0:0:0")
+	v := createVhost(t, h.host, h.guest, 1, stop, imageFile(t, 1)+", 1:0:0:0")
+	v.connected(t, st, 0)
+	lun := at{0, 0, 0}
+	v.spoken(lun)
+	good(t, v.do(v.cdb(lun, scsitest.Read10(0, 8), vscsiif.DirFromDevice, 4096)))
+	if s, _ := st.Read(stuck.vh.BackendPath() + "/state"); strings.TrimSpace(s) == "4" {
+		t.Fatal("the vhost whose LUN is still opening went Connected")
+	}
+}
+
+// TestServerServesAnNBDExport: a LUN whose p-dev is an NBD URL is the
+// export, opened through the server's OpenNBD (here the NBD client):
+// what the guest writes is in the export's device.
+func TestServerServesAnNBDExport(t *testing.T) {
+	h := newRig(t)
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := newDisk(t)
+	ns := &nbd.Server{Exports: []nbd.Export{{Name: "lun", Device: dev}}}
+	go ns.Serve(l)
+	t.Cleanup(func() { ns.Close() })
+	srv := newServer(t, h.host, h.reg, func(s *vscsiback.Server) {
+		s.OpenNBD = func(url string) (storage.Device, error) { return nbd.Dial(url, "") }
+	})
+	v := createVhost(t, h.host, h.guest, 0, srv.stop, "nbd+unix:///lun?socket="+sock+", 0:0:0:0")
+	v.connected(t, h.host.Store(), 0)
+	lun := at{0, 0, 0}
+	v.spoken(lun)
+	pattern(v.data.Mem[:4096], 77)
+	good(t, v.do(v.cdb(lun, scsitest.Write10(40, 8), vscsiif.DirToDevice, 4096)))
+	if !bytes.Equal(v.data.Mem[:4096], image(t, dev, 40*512, 4096)) {
+		t.Fatal("the guest's write is not in the export")
 	}
 }

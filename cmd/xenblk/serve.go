@@ -132,9 +132,31 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	return errors.Join(err, <-vscsiDone)
 }
 
+// nbdOpenTimeout bounds the connect and handshake of a LUN's NBD
+// export: its vhost waits for every LUN's open before it moves on.
+const nbdOpenTimeout = 30 * time.Second
+
 // openNBD opens a LUN's NBD p-dev (nbd://, nbd+unix://): the export the
-// URL names.
-func openNBD(url string) (storage.Device, error) { return nbd.Dial(url, "") }
+// URL names, within nbdOpenTimeout.
+func openNBD(url string) (storage.Device, error) {
+	t, err := nbd.ParseTarget(url)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout(t.Network, t.Address, nbdOpenTimeout)
+	if err != nil {
+		return nil, err
+	}
+	// The deadline covers the handshake only; the client owns c after.
+	_ = c.SetDeadline(time.Now().Add(nbdOpenTimeout))
+	cl, err := nbd.NewClient(c, t.Export)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return cl, nil
+}
 
 func newLogger(verbose bool) *slog.Logger {
 	level := slog.LevelInfo
