@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // Opener opens the storage for a vbd, given its backend directory (where
@@ -40,104 +40,47 @@ func (s *Server) crashChan() chan struct{} {
 }
 
 // Serve runs until ctx is cancelled; then it closes every device cleanly.
-//
-// A watch on the backend type directory tells it what changed: an event
-// inside one vbd's directory (root/<frontend-domid>/<devid>/...) concerns
-// that vbd alone, and only its nodes are read. The watch's first firing
-// (root itself) and an event naming a frontend domain's directory (its
-// removal, which takes every vbd in it) rescan what they cover. A vbd
-// whose device ended is looked at again: events for it while it ran were
-// its runner's, and it may have been attached anew meanwhile.
+// xenbus.Devices watches the backend type directory and says which vbd
+// directories to look at (consider); each vbd runs on its own goroutine.
 func (s *Server) Serve(ctx context.Context) error {
 	s.Config.defaults()
 	st := s.Config.Domain.Store()
-	root := fmt.Sprintf("/local/domain/%d/backend/%s", s.Config.Domain.ID(), s.BackendType)
-	w, err := st.Watch(root, "blkback")
-	if err != nil {
-		return fmt.Errorf("blkback: watch %s: %w", root, err)
-	}
-	defer w.Close()
 	s.mu.Lock()
 	s.devices = map[string]*VBD{}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	// ended hears the directory of each device whose Run returned, until
-	// Serve's loop stops (then nobody listens: stopped is closed first).
-	ended, stopped := make(chan string), make(chan struct{})
-	defer close(stopped)
 	crashed := s.crashChan()
-	for {
-		var dirs []string
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-crashed:
-			return nil
-		case dir := <-ended:
-			dirs = []string{dir}
-		case ev, ok := <-w.Events():
-			if !ok {
-				return errors.New("blkback: store connection closed")
-			}
-			dirs = s.concerned(st, root, ev.Path)
-		}
-		// select picks among ready cases at random: an event (another
-		// backend writing in the area) may win over the crash.
-		if isClosed(crashed) {
-			return nil
-		}
-		for _, dir := range dirs {
+	devs := &xenbus.Devices{
+		Store: st, Name: "blkback", Stop: crashed,
+		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Config.Domain.ID(), s.BackendType),
+		Failed: s.failed,
+		Start: func(dir string) (func(), bool) {
 			d, stop := s.consider(st, dir, crashed)
-			if stop {
-				return nil
-			}
 			if d == nil {
-				continue
+				return nil, stop
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			return func() {
 				if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 					s.Config.Log.Error("device stopped", "vbd", dir, "err", err)
 				}
 				s.mu.Lock()
 				delete(s.devices, dir)
 				s.mu.Unlock()
-				select {
-				case ended <- dir:
-				case <-stopped:
-				}
-			}()
-		}
+			}, false
+		},
 	}
+	return devs.Serve(ctx)
 }
 
-// concerned lists the vbd directories a watch event at path concerns:
-// the one vbd whose directory path lies in, or, for root or a frontend
-// domain's directory, every vbd listed under it now and every failed one
-// remembered there (which may be gone).
-func (s *Server) concerned(st xen.Store, root, path string) []string {
-	rel, ok := strings.CutPrefix(path, root+"/")
-	if !ok {
-		rel = "" // root itself (the first firing), or its removal
-	}
-	dom, rest, inDom := strings.Cut(rel, "/")
-	if dev, _, _ := strings.Cut(rest, "/"); inDom && dom != "" && dev != "" {
-		return []string{root + "/" + dom + "/" + dev}
-	}
-	prefix := root + "/"
-	if dom != "" {
-		prefix += dom + "/"
-	}
-	dirs := s.scan(st, root, dom)
+// failed lists the vbds under prefix that failed to start.
+func (s *Server) failed(prefix string) []string {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	var dirs []string
 	for dir, d := range s.devices {
-		if d == nil && strings.HasPrefix(dir, prefix) && !slices.Contains(dirs, dir) {
+		if d == nil && strings.HasPrefix(dir, prefix) {
 			dirs = append(dirs, dir)
 		}
 	}
-	s.mu.Unlock()
 	return dirs
 }
 
@@ -251,30 +194,4 @@ func (s *Server) VBD(dir string) *VBD {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.devices[dir]
-}
-
-// scan lists the vbd directories root/<frontend-domid>/<devid>, of one
-// frontend domain if dom is not "".
-func (s *Server) scan(st xen.Store, root, dom string) []string {
-	doms := []string{dom}
-	if dom == "" {
-		var err error
-		if doms, err = st.Directory(root); err != nil {
-			return nil
-		}
-	}
-	var out []string
-	for _, dom := range doms {
-		devs, err := st.Directory(root + "/" + dom)
-		if err != nil {
-			continue
-		}
-		for _, dev := range devs {
-			if strings.ContainsAny(dev, "/") {
-				continue
-			}
-			out = append(out, root+"/"+dom+"/"+dev)
-		}
-	}
-	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/vbd"
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // BackendType is vscsiif.h's backend type directory, the one libxl's
@@ -79,13 +80,10 @@ func (s *Server) sgGrant() int {
 // Serve runs until ctx is cancelled; each vhost then closes with its
 // frontend (within Grace) and Serve returns once all have.
 //
-// A watch on backend/vscsi says what changed; an event inside a vhost's
-// directory concerns that vhost alone, and any other (the first firing,
-// a frontend domain's directory) has the whole tree scanned. A vhost
-// being served is its runner's: the server only starts vhosts (once the
-// toolstack has written state and online=1) and forgets those that
-// ended, looking at their directory again since the toolstack may have
-// created the vhost anew.
+// xenbus.Devices watches backend/vscsi and says which vhost directories
+// to look at (consider). A vhost being served is its runner's: the
+// server only starts vhosts (once the toolstack has written state and
+// online=1) and forgets those that ended.
 func (s *Server) Serve(ctx context.Context) error {
 	if s.Domain == nil || s.Engines == nil {
 		return errors.New("vscsiback: a Server needs a Domain and an Engines registry")
@@ -94,82 +92,40 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log = slog.Default()
 	}
 	st := s.Domain.Store()
-	root := fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType)
-	w, err := st.Watch(root, "vscsiback")
-	if err != nil {
-		return fmt.Errorf("vscsiback: watch %s: %w", root, err)
-	}
-	defer w.Close()
 	s.mu.Lock()
 	s.vhosts = map[string]*vhostDriver{}
 	s.mu.Unlock()
 	crashed := s.crashChan()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ended, stopped := make(chan string), make(chan struct{})
-	defer close(stopped)
-	for {
-		var dirs []string
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-crashed:
-			return nil
-		case dir := <-ended:
-			dirs = []string{dir}
-		case ev, ok := <-w.Events():
-			if !ok {
-				return errors.New("vscsiback: store connection closed")
-			}
-			dirs = s.concerned(st, root, ev.Path)
-		}
-		for _, dir := range dirs {
-			if isClosed(crashed) {
-				return nil
-			}
+	devs := &xenbus.Devices{
+		Store: st, Name: "vscsiback", Stop: crashed,
+		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType),
+		Failed: s.failed,
+		Start: func(dir string) (func(), bool) {
 			d := s.consider(st, dir)
 			if d == nil {
-				continue
+				return nil, false
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			return func() {
 				d.run(ctx, crashed)
 				s.mu.Lock()
 				delete(s.vhosts, dir)
 				s.mu.Unlock()
-				select {
-				case ended <- dir:
-				case <-stopped:
-				}
-			}()
-		}
+			}, false
+		},
 	}
+	return devs.Serve(ctx)
 }
 
-// concerned lists the vhost directories an event at path concerns: the
-// vhost whose directory path is in, or else every vhost there is and
-// every one that failed (which may be gone).
-func (s *Server) concerned(st xen.Store, root, path string) []string {
-	rel, _ := strings.CutPrefix(path, root+"/")
-	if f := strings.SplitN(rel, "/", 3); len(f) >= 2 && f[0] != "" && f[1] != "" && rel != path {
-		return []string{root + "/" + f[0] + "/" + f[1]}
-	}
-	var dirs []string
-	doms, _ := st.Directory(root)
-	for _, dom := range doms {
-		ids, _ := st.Directory(root + "/" + dom)
-		for _, id := range ids {
-			dirs = append(dirs, root+"/"+dom+"/"+id)
-		}
-	}
+// failed lists the vhosts under prefix that could not be started.
+func (s *Server) failed(prefix string) []string {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	var dirs []string
 	for dir, d := range s.vhosts {
-		if d == nil {
+		if d == nil && strings.HasPrefix(dir, prefix) {
 			dirs = append(dirs, dir)
 		}
 	}
-	s.mu.Unlock()
 	return dirs
 }
 
@@ -218,15 +174,6 @@ func (s *Server) newVhost(st xen.Store, dir string) (*vhostDriver, error) {
 	}
 	return &vhostDriver{s: s, dir: dir, frontDir: strings.TrimSpace(front), front: xen.DomID(id),
 		log: s.Log.With("vhost", dir), luns: map[int]*openLUN{}}, nil
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // crash stops every vhost as a killed backend process would: nothing
