@@ -384,13 +384,14 @@ func (v *Vhost) changed() {
 }
 
 // Remove ends the vhost for good (vscsibus.Driver): every command
-// without an outcome fails with ErrClosed, every LUN is gone, and the
-// pools are revoked once no caller holds a slot.
+// without an outcome fails with ErrClosed at once, every LUN is gone,
+// the ring is dropped, and the pools are revoked once no caller holds a
+// slot.
 func (v *Vhost) Remove() {
-	v.Disconnect()
 	v.mu.Lock()
 	if v.dead {
 		v.mu.Unlock()
+		v.Disconnect()
 		return
 	}
 	v.dead = true
@@ -405,12 +406,15 @@ func (v *Vhost) Remove() {
 		delete(v.luns, n)
 	}
 	v.cond.Broadcast()
+	v.mu.Unlock()
+	v.changed()
+	v.Disconnect()
+	v.mu.Lock()
 	release := v.releaseDueLocked()
 	v.mu.Unlock()
 	if release {
 		v.releasePools()
 	}
-	v.changed()
 }
 
 // releaseDueLocked reports whether the pools are to be revoked now (the
