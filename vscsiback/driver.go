@@ -56,6 +56,7 @@ func (d *vhostDriver) run(ctx context.Context, crashed chan struct{}) {
 // Connect implements vscsibus.Driver: map the ring the frontend
 // published, bind its channel and serve the LUNs attached.
 func (d *vhostDriver) Connect(ring vscsibus.Ring) (vscsibus.Ring, error) {
+	d.Disconnect() // the machine disconnects first; never leak a ring
 	v, err := Connect(Config{
 		Domain: d.s.Domain, Front: d.front, Vhost: d.dir,
 		RingRef: ring.Ref, Port: ring.Port, ABI: ring.ABI,
