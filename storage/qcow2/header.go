@@ -181,7 +181,8 @@ func ParseHeader(b []byte, fileSize int64) (*Header, error) {
 		return nil, fmt.Errorf("%w: encryption method %d; decrypt with qemu-img convert first", ErrUnsupported, h.CryptMethod)
 	}
 	if h.BackingOffset != 0 {
-		if h.BackingSize == 0 || h.BackingSize > maxBackingName || h.BackingOffset > uint64(len(b)) || uint64(h.BackingSize) > uint64(len(b))-h.BackingOffset {
+		first := uint64(min(int64(len(b)), cs))
+		if h.BackingSize == 0 || h.BackingSize > maxBackingName || h.BackingOffset > first || uint64(h.BackingSize) > first-h.BackingOffset {
 			return nil, fmt.Errorf("%w: backing file name (%d bytes at %d) is not inside the first cluster", ErrCorrupt, h.BackingSize, h.BackingOffset)
 		}
 		name := string(b[h.BackingOffset : h.BackingOffset+uint64(h.BackingSize)])
