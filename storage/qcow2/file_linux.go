@@ -74,7 +74,7 @@ func Open(path string, opt Options) (*Image, error) {
 // must not exist), with 64 KiB clusters and 16-bit refcounts, as
 // `qemu-img create -f qcow2` makes one.
 func Create(path string, size int64) error {
-	b, err := newImageBytes(size, 16)
+	b, err := newImageBytes(size, 16, 4)
 	if err != nil {
 		return err
 	}
@@ -96,8 +96,9 @@ func Create(path string, size int64) error {
 }
 
 // newImageBytes lays out an empty image: the header cluster, the refcount
-// table (one cluster), one refcount block, and the L1 table.
-func newImageBytes(size int64, clusterBits uint32) ([]byte, error) {
+// table (one cluster), one refcount block, and the L1 table; refcounts
+// are 1<<refOrder bits wide (3..6).
+func newImageBytes(size int64, clusterBits, refOrder uint32) ([]byte, error) {
 	cs := int64(1) << clusterBits
 	if size <= 0 || size%512 != 0 || size > 1<<50 {
 		return nil, fmt.Errorf("qcow2: image size %d (want a positive multiple of 512, at most 1 PiB)", size)
@@ -106,16 +107,17 @@ func newImageBytes(size int64, clusterBits uint32) ([]byte, error) {
 	l1Size := (size + cs*perL2 - 1) / (cs * perL2)
 	l1Clusters := (l1Size*8 + cs - 1) / cs
 	total := 3 + l1Clusters
-	if total > cs/2 { // one refcount block of 16-bit entries covers the metadata
+	w := int64(1) << refOrder >> 3
+	if total > cs/w { // one refcount block covers the metadata
 		return nil, fmt.Errorf("qcow2: image size %d needs too large an L1 table", size)
 	}
 	h := &Header{ClusterBits: clusterBits, Size: uint64(size), L1Size: uint32(l1Size), L1Offset: uint64(3 * cs),
-		RefTableOffset: uint64(cs), RefTableClusters: 1, RefcountOrder: 4}
+		RefTableOffset: uint64(cs), RefTableClusters: 1, RefcountOrder: refOrder}
 	b := make([]byte, total*cs)
 	encodeHeaderV3(b, h)
 	binary.BigEndian.PutUint64(b[cs:], uint64(2*cs))
 	for i := int64(0); i < total; i++ {
-		binary.BigEndian.PutUint16(b[2*cs+2*i:], 1)
+		putRef(b[2*cs+w*i:][:w], 1)
 	}
 	return b, nil
 }

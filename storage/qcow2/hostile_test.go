@@ -48,7 +48,7 @@ func (m *memFile) Close() error             { return nil }
 // tiny is an empty image of 1 MiB with 512-byte clusters: header at 0,
 // refcount table at 512, refcount block at 1024, L1 table at 1536.
 func tiny(t testing.TB) []byte {
-	b, err := newImageBytes(1<<20, 9)
+	b, err := newImageBytes(1<<20, 9, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestHostileHeadersAreRefused(t *testing.T) {
 // multiples of 512 but not of the cluster size.
 func TestUnalignedTablesAreRefused(t *testing.T) {
 	img := func() []byte {
-		b, err := newImageBytes(1<<20, 12)
+		b, err := newImageBytes(1<<20, 12, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
