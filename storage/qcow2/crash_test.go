@@ -97,6 +97,12 @@ func TestCrashLeavesLeaksAtMost(t *testing.T) {
 		states = append(states, bytes.Clone(model))
 		ends = append(ends, len(r.log))
 	}
+	during := func(k int) string {
+		if k < len(ops) {
+			return ops[k].what
+		}
+		return "after the last op"
+	}
 	dir := t.TempDir()
 	checked := 0
 	for cut := 0; cut <= len(r.log); cut++ {
@@ -133,7 +139,7 @@ func TestCrashLeavesLeaksAtMost(t *testing.T) {
 			out, err := exec.Command("qemu-img", "check", "-f", "qcow2", path).CombinedOutput()
 			var ee *exec.ExitError
 			if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 3) { // 3: leaks only
-				t.Fatalf("cut %d (variant %d, during %q): qemu-img check: %v\n%s", cut, vi, opName(ops, k), err, out)
+				t.Fatalf("cut %d (variant %d, during %q): qemu-img check: %v\n%s", cut, vi, during(k), err, out)
 			}
 			c, _, err := openMem(img, true)
 			if err != nil {
@@ -147,18 +153,11 @@ func TestCrashLeavesLeaksAtMost(t *testing.T) {
 			for i := range got {
 				if got[i] != before[i] && got[i] != after[i] {
 					t.Fatalf("cut %d (variant %d, during %q): byte %d is %#x, neither %#x (flushed) nor %#x (being written)",
-						cut, vi, opName(ops, k), i, got[i], before[i], after[i])
+						cut, vi, during(k), i, got[i], before[i], after[i])
 				}
 			}
 			checked++
 		}
 	}
 	t.Logf("%d events, %d crashed images checked", len(r.log), checked)
-}
-
-func opName[T any](ops []T, k int) any {
-	if k < len(ops) {
-		return ops[k]
-	}
-	return "after the last op"
 }

@@ -37,7 +37,8 @@
 //  2. the cluster's data is written (the whole cluster: the new bytes
 //     merged with what the guest saw there before — zeros, or a
 //     compressed or shared cluster's bytes);
-//  3. fdatasync: a refcount must be durable before any table names the
+//  3. fdatasync (one for all the clusters a write allocates, up to 256):
+//     a refcount must be durable before any table names the
 //     cluster (else a crash leaves a cluster in use with refcount 0, which
 //     a later allocation would hand out twice — corruption, not a leak);
 //     the data must be durable before the L2 entry points at it (else a
@@ -47,7 +48,7 @@
 //     durable, and only then entered in the L1 table; L1 entries thus
 //     never point at a table that is not on disk.
 //  5. only after the entry that named it is gone from L2 (and that is
-//     durable) is an old cluster's refcount lowered: lowered first, a
+//     durable: another fdatasync) is an old cluster's refcount lowered: lowered first, a
 //     crash would leave an L2 entry naming a free cluster.
 //
 // Overwriting an allocated cluster (refcount 1, the COPIED flag) writes
@@ -102,7 +103,9 @@ type Image struct {
 	zbuf  []byte // a cluster of scratch for merges
 	cbuf  []byte // compressed bytes
 	dirty bool   // refcount or data written since the last fdatasync
-	err   error  // sticky: a metadata write failed half way
+	// pending: L2 entries of the write in progress, written by commit.
+	pending []pendingL2
+	err     error // sticky: a metadata write failed half way
 }
 
 // l2Cache holds a bounded number of L2 tables, least recently used out.

@@ -25,7 +25,55 @@ func (d *Image) WriteAt(p []byte, off int64) (int, error) {
 	return d.write(p, off)
 }
 
-func (d *Image) write(p []byte, off int64) (int, error) { return d.eachCluster(p, off, true) }
+func (d *Image) write(p []byte, off int64) (int, error) {
+	n, err := d.eachCluster(p, off, true)
+	if cerr := d.commit(); err == nil && cerr != nil {
+		return 0, d.fail(cerr)
+	}
+	return n, err
+}
+
+// pendingL2 is an L2 entry to write once the cluster it names is durable.
+type pendingL2 struct {
+	l2off  int64
+	i      int
+	e, old uint64
+}
+
+// maxPending bounds the L2 updates one fdatasync covers.
+const maxPending = 256
+
+// commit writes the pending L2 entries of a write after one fdatasync
+// has made their clusters (and refcounts) durable, then frees what they
+// replaced after another.
+func (d *Image) commit() error {
+	if len(d.pending) == 0 {
+		return nil
+	}
+	defer func() { d.pending = d.pending[:0] }()
+	if err := d.sync(); err != nil {
+		return err
+	}
+	freed := false
+	for _, u := range d.pending {
+		if err := d.setL2(u.l2off, u.i, u.e); err != nil {
+			return err
+		}
+		freed = freed || u.old&(flagComp|offsetMask) != 0
+	}
+	if !freed {
+		return nil
+	}
+	if err := d.sync(); err != nil {
+		return err
+	}
+	for _, u := range d.pending {
+		if err := d.free(u.old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // writePiece writes piece at within in the guest cluster at pos mapped by m.
 func (d *Image) writePiece(piece []byte, pos, within int64, m mapping) error {
@@ -105,18 +153,16 @@ func (d *Image) writeNewCluster(pos, within int64, piece []byte, m mapping) erro
 	if err := d.writeHost(data, host); err != nil {
 		return err
 	}
-	if err := d.setL2(l2off, m.l2i, uint64(host)|flagCopied); err != nil {
-		return err
+	d.pending = append(d.pending, pendingL2{l2off, m.l2i, uint64(host) | flagCopied, m.entry})
+	if len(d.pending) == maxPending {
+		return d.commit()
 	}
-	return d.release(m.entry)
+	return nil
 }
 
-// setL2 makes the L2 entry i of the table at l2off e, after everything
-// written so far is durable (the cluster e names and its refcount).
+// setL2 makes the L2 entry i of the table at l2off e; the caller has
+// made durable the cluster e names and its refcount.
 func (d *Image) setL2(l2off int64, i int, e uint64) error {
-	if err := d.sync(); err != nil {
-		return err
-	}
 	tab, err := d.l2Table(l2off)
 	if err != nil {
 		return err
@@ -127,18 +173,6 @@ func (d *Image) setL2(l2off int64, i int, e uint64) error {
 		return err
 	}
 	return nil
-}
-
-// release lowers the refcounts of the clusters an L2 entry no longer
-// names, once that is durable.
-func (d *Image) release(old uint64) error {
-	if old&(flagComp|offsetMask) == 0 {
-		return nil
-	}
-	if err := d.sync(); err != nil {
-		return err
-	}
-	return d.free(old)
 }
 
 // free lowers the refcounts of the clusters old names; the caller has
