@@ -246,3 +246,35 @@ func TestWritesPassQemuCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestSteadyStateAllocatesNothing: reads of any kind of cluster but a
+// compressed one, and writes into allocated clusters, allocate nothing.
+func TestSteadyStateAllocatesNothing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "disk.qcow2")
+	if err := Create(p, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 4096)
+	if _, err := d.WriteAt(make([]byte, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		op   func() error
+	}{
+		{"read allocated", func() error { _, err := d.ReadAt(buf, 8192); return err }},
+		{"read across clusters", func() error { _, err := d.ReadAt(buf, 64<<10-100); return err }},
+		{"read unallocated", func() error { _, err := d.ReadAt(buf, 4<<20); return err }},
+		{"write in place", func() error { _, err := d.WriteAt(buf, 12288); return err }},
+	} {
+		var err error
+		if n := testing.AllocsPerRun(100, func() { err = c.op() }); n != 0 || err != nil {
+			t.Errorf("%s: %v allocations per op, err %v", c.name, n, err)
+		}
+	}
+}
