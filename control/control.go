@@ -134,15 +134,59 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
+// Devices is the set of named targets a server executes commands on;
+// a process adds and removes devices while it serves (a PVSCSI LUN
+// hot-added or removed). Its methods are safe for concurrent use.
+type Devices struct {
+	mu sync.Mutex
+	m  map[string]Target
+}
+
+// NewDevices is a set holding the targets of m (m itself is not kept).
+func NewDevices(m map[string]Target) *Devices {
+	d := &Devices{m: make(map[string]Target, len(m))}
+	for n, t := range m {
+		d.m[n] = t
+	}
+	return d
+}
+
+// Add serves t as name, replacing a device of that name.
+func (d *Devices) Add(name string, t Target) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.m[name] = t
+}
+
+// Remove stops serving name; a command running on it finishes.
+func (d *Devices) Remove(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.m, name)
+}
+
+// lookup is the device named name, with every name, sorted.
+func (d *Devices) lookup(name string) (Target, []string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.m))
+	for n := range d.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	t, ok := d.m[name]
+	return t, names, ok
+}
+
 // Serve answers clients on l until l is closed, executing commands on the
 // named devices. It returns nil once l is closed, and closes open
 // connections on the way out.
 func Serve(l net.Listener, devices map[string]Target) error {
-	names := make([]string, 0, len(devices))
-	for n := range devices {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	return ServeDevices(l, NewDevices(devices))
+}
+
+// ServeDevices is Serve on a set that may change while it serves.
+func ServeDevices(l net.Listener, devices *Devices) error {
 	var (
 		mu    sync.Mutex
 		conns = map[net.Conn]bool{}
@@ -174,7 +218,7 @@ func Serve(l net.Listener, devices map[string]Target) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveConn(c, devices, names)
+			serveConn(c, devices)
 			mu.Lock()
 			delete(conns, c)
 			mu.Unlock()
@@ -183,7 +227,7 @@ func Serve(l net.Listener, devices map[string]Target) error {
 	}
 }
 
-func serveConn(c net.Conn, devices map[string]Target, names []string) {
+func serveConn(c net.Conn, devices *Devices) {
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 4096), MaxLine)
 	enc := json.NewEncoder(c)
@@ -193,7 +237,7 @@ func serveConn(c net.Conn, devices map[string]Target, names []string) {
 			enc.Encode(Response{Error: "bad request: " + err.Error()})
 			return
 		}
-		if enc.Encode(handle(&req, devices, names)) != nil {
+		if enc.Encode(handle(&req, devices)) != nil {
 			return
 		}
 	}
@@ -202,7 +246,8 @@ func serveConn(c net.Conn, devices map[string]Target, names []string) {
 	}
 }
 
-func handle(req *Request, devices map[string]Target, names []string) Response {
+func handle(req *Request, devices *Devices) Response {
+	t, names, ok := devices.lookup(req.Device)
 	switch req.Op {
 	case "list":
 		return Response{Devices: names}
@@ -210,7 +255,6 @@ func handle(req *Request, devices map[string]Target, names []string) Response {
 	default:
 		return Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}
-	t, ok := devices[req.Device]
 	if !ok {
 		return Response{Error: fmt.Sprintf("no device %q (have %v)", req.Device, names)}
 	}

@@ -202,3 +202,38 @@ func TestDefaultPath(t *testing.T) {
 		t.Fatalf("DefaultPath = %q", p)
 	}
 }
+
+// TestDevicesChangeWhileServing: a device added while the server runs is
+// listed and answers on a connection opened before; one removed is
+// neither listed nor reachable.
+func TestDevicesChangeWhileServing(t *testing.T) {
+	devs := NewDevices(map[string]Target{"xvda": &fakeTarget{}})
+	path := filepath.Join(t.TempDir(), "c.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ServeDevices(l, devs) }()
+	defer func() { l.Close(); <-done }()
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tur := []byte{0, 0, 0, 0, 0, 0}
+	devs.Add("0:0:0:0", &fakeTarget{})
+	if names, err := c.Devices(); err != nil || strings.Join(names, ",") != "0:0:0:0,xvda" {
+		t.Fatalf("after Add: Devices = %v, %v", names, err)
+	}
+	if _, err := c.Exec("0:0:0:0", tur, scsi.DirNone, nil, 0); err != nil {
+		t.Fatalf("the added device: %v", err)
+	}
+	devs.Remove("0:0:0:0")
+	if names, err := c.Devices(); err != nil || strings.Join(names, ",") != "xvda" {
+		t.Fatalf("after Remove: Devices = %v, %v", names, err)
+	}
+	if _, err := c.Exec("0:0:0:0", tur, scsi.DirNone, nil, 0); err == nil || !strings.Contains(err.Error(), `no device "0:0:0:0"`) {
+		t.Fatalf("the removed device answered: %v", err)
+	}
+}

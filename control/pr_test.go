@@ -163,7 +163,7 @@ func FuzzHandle(f *testing.F) {
 			return
 		}
 		devs := map[string]Target{"xvda": &fakePR{}, "plain": &fakeTarget{}}
-		resp := handle(&req, devs, []string{"plain", "xvda"})
+		resp := handle(&req, NewDevices(devs))
 		if req.Op == "pr" && resp.Error == "" && !resp.Conflict && resp.PR == nil {
 			t.Fatalf("pr %+v: empty success", req.PR)
 		}

@@ -28,7 +28,8 @@ type Export struct {
 // Server serves exports over NBD's fixed newstyle handshake.
 type Server struct {
 	// Exports are looked up by name; the empty name selects the first
-	// export unless one is named "".
+	// export unless one is named "". Set it before Serve; while serving,
+	// change it only with AddExport and RemoveExport.
 	Exports []Export
 	// Workers bounds the requests served concurrently per connection
 	// (default 16). The reader stops reading when all are busy.
@@ -146,14 +147,52 @@ func (s *Server) stopping() bool {
 	return s.draining
 }
 
+// AddExport adds e, or replaces the export of its name, for the
+// connections that come from now on.
+func (s *Server) AddExport(e Export) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.Exports {
+		if s.Exports[i].Name == e.Name {
+			s.Exports[i] = e
+			return
+		}
+	}
+	s.Exports = append(s.Exports, e)
+}
+
+// RemoveExport removes the export named name, if there is one: no new
+// connection opens it; those open on it go on with its device.
+func (s *Server) RemoveExport(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.Exports {
+		if s.Exports[i].Name == name {
+			// A fresh slice: a snapshot taken earlier stays as it was.
+			s.Exports = append(s.Exports[:i:i], s.Exports[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// exports is the current export list; callers only read it (AddExport
+// replaces in place, so it copies).
+func (s *Server) exports() []Export {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Export(nil), s.Exports...)
+}
+
 func (s *Server) lookup(name string) (Export, bool) {
-	for _, e := range s.Exports {
+	exports := s.exports()
+	for _, e := range exports {
 		if e.Name == name {
 			return e, true
 		}
 	}
-	if name == "" && len(s.Exports) > 0 {
-		return s.Exports[0], true
+	if name == "" && len(exports) > 0 {
+		return exports[0], true
 	}
 	return Export{}, false
 }
@@ -292,7 +331,7 @@ func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (Export, error) {
 				}
 				continue
 			}
-			for _, e := range s.Exports {
+			for _, e := range s.exports() {
 				d := binary.BigEndian.AppendUint32(nil, uint32(len(e.Name)))
 				d = append(d, e.Name...)
 				if err := optReply(bw, opt, repServer, d); err != nil {

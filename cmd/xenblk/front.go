@@ -25,6 +25,7 @@ type frontOptions struct {
 	xen      xenMode
 	name     string
 	vdev     string
+	vhost    int // a PVSCSI vhost's device id instead of a vbd (-1: not given)
 	nbd      string
 	fuse     string
 	control  string
@@ -49,16 +50,26 @@ When the vbd is detached (xenblk detach), front says so, ends its NBD
 connections cleanly (answers first) and exits 0; with --reattach it waits
 for the next vbd instead. Ctrl-C waits while the --fuse file is in use (a
 loop device on it), says what holds it and stops once it is released; a
-second Ctrl-C, or --force, tears it down and exits 1.`,
-		Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810`,
-		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, _ []string) error { return runFront(cmd, o) },
+second Ctrl-C, or --force, tears it down and exits 1.
+
+With --vhost N instead, front attaches the guest's PVSCSI vhost N
+(xenblk attach --vscsi 'PDEV, VDEV') with our vscsi frontend and exports
+each of its LUNs by its v-dev, h:c:t:l: an NBD export of that name and,
+with --control, a device of that name for xenblk scsi --device. A LUN
+attached or detached while front runs gets or loses its exports (front
+prints a line for each); when the vhost is detached front exits 0.`,
+		Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810
+  xenblk front --host /tmp/x/host.sock --name guest2 --vhost 0 --control /tmp/x/guest2.sock
+  xenblk scsi inquiry --control /tmp/x/guest2.sock --device 0:0:0:0 --vpd 0x83`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runFront(cmd, o) },
 	}
 	f := cmd.Flags()
 	socketPathVar(f, &o.host, "host", "", "simulated host socket (xenblk host --socket); omit on real Xen")
 	addXenFlag(f, &o.xen, "--host")
 	f.StringVar(&o.name, "name", "guest", "guest domain name")
 	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device to attach")
+	f.IntVar(&o.vhost, "vhost", -1, "attach the guest's PVSCSI vhost `N` (device id) instead of a vbd; each LUN is exported by its v-dev")
 	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
 	f.StringVar(&o.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
 	socketPathVar(f, &o.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
@@ -72,12 +83,20 @@ second Ctrl-C, or --force, tears it down and exits 1.`,
 }
 
 func runFront(cmd *cobra.Command, o *frontOptions) error {
-	devid, err := diskspec.VirtualDevice(o.vdev)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	if err := checkFuseDir(o.fuse); err != nil {
-		return err
+	vhost := cmd.Flags().Changed("vhost")
+	var devid uint32
+	if vhost {
+		if err := checkFrontVhost(cmd, o); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if devid, err = diskspec.VirtualDevice(o.vdev); err != nil {
+			return usagef("%v", err)
+		}
+		if err := checkFuseDir(o.fuse); err != nil {
+			return err
+		}
 	}
 	dom, err := openDomain(o.xen, o.host, "--host", sim.NewGuest(o.name))
 	if err != nil {
@@ -89,17 +108,14 @@ func runFront(cmd *cobra.Command, o *frontOptions) error {
 	signals := notifyStop()
 	defer signals.Release()
 	ctx := signals.Requested
+	if vhost {
+		return runFrontVhost(ctx, o, dom, out)
+	}
 	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, o.wait)
-		_, err := xenbus.WaitNode(waitCtx, dom.Store(), dir+"/backend", xenbus.Exists)
-		cancel()
-		if err != nil {
+		if err := waitForDevice(ctx, dom, dir, o.wait); err != nil {
 			if ctx.Err() != nil {
 				return nil // Ctrl-C while no vbd was attached
-			}
-			if waitCtx.Err() != nil {
-				err = fmt.Errorf("timed out after %v", o.wait)
 			}
 			return fmt.Errorf("no vbd %s attached to domain %d: %w (run: xenblk attach --domain %d 'vdev=%s, target=IMAGE')",
 				o.vdev, dom.ID(), err, dom.ID(), o.vdev)
@@ -111,6 +127,18 @@ func runFront(cmd *cobra.Command, o *frontOptions) error {
 		fmt.Fprintf(out, "waiting for the next vbd %s (xenblk attach --domain %d 'vdev=%s, target=IMAGE')\n",
 			o.vdev, dom.ID(), o.vdev)
 	}
+}
+
+// waitForDevice waits, at most wait, until the device directory dir has
+// its backend node (the toolstack writes it last).
+func waitForDevice(ctx context.Context, dom xen.Domain, dir string, wait time.Duration) error {
+	waitCtx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	_, err := xenbus.WaitNode(waitCtx, dom.Store(), dir+"/backend", xenbus.Exists)
+	if err != nil && ctx.Err() == nil && waitCtx.Err() != nil {
+		return fmt.Errorf("timed out after %v", wait)
+	}
+	return err
 }
 
 // frontServe connects to the vbd at dir and exports it until Ctrl-C or
