@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -33,9 +35,19 @@ func (f osFile) Punch(off, n int64) error {
 }
 
 // Open opens the qcow2 image at path, locked as opt.Lock says (before
-// anything is read, as storage.OpenFile does), and checks its header and
-// tables.
+// anything is read, as storage.OpenFile does), checks its header and
+// tables, and opens its backing chain read-only (each file locked as a
+// reader: other readers may share it, writers may not).
 func Open(path string, opt Options) (*Image, error) {
+	return openChain(path, opt, nil)
+}
+
+// maxChain bounds a backing chain's length.
+const maxChain = 64
+
+// openChain opens the image at path, below the images in above (whose
+// files it must not be: a chain that loops is refused).
+func openChain(path string, opt Options, above []os.FileInfo) (*Image, error) {
 	flags := os.O_RDWR
 	if opt.ReadOnly {
 		flags = os.O_RDONLY
@@ -44,30 +56,84 @@ func Open(path string, opt Options) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qcow2: open image: %w", err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("qcow2: %s is not a regular file", path)
-	}
-	if opt.Lock > storage.LockShared {
-		f.Close()
-		return nil, fmt.Errorf("qcow2: lock mode %d (want LockExclusive or LockShared)", opt.Lock)
-	}
-	err = imagelock.Acquire(f, path, imagelock.Mode{Write: !opt.ReadOnly, Shared: opt.Lock == storage.LockShared})
-	if err != nil && !errors.Is(err, imagelock.ErrUnsupported) {
-		f.Close()
-		return nil, err
-	}
-	d, err := open(osFile{f}, path, st.Size(), opt)
+	d, err := openFile(f, path, opt, above)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+func openFile(f *os.File, path string, opt Options, above []os.FileInfo) (*Image, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("qcow2: %s is not a regular file", path)
+	}
+	for _, a := range above {
+		if os.SameFile(a, st) {
+			return nil, fmt.Errorf("%w: backing chain loops: %s is its own backing file", ErrCorrupt, path)
+		}
+	}
+	if len(above) >= maxChain {
+		return nil, fmt.Errorf("%w: backing chain longer than %d images (at %s)", ErrUnsupported, maxChain, path)
+	}
+	if opt.Lock > storage.LockShared {
+		return nil, fmt.Errorf("qcow2: lock mode %d (want LockExclusive or LockShared)", opt.Lock)
+	}
+	err = imagelock.Acquire(f, path, imagelock.Mode{Write: !opt.ReadOnly, Shared: opt.Lock == storage.LockShared})
+	if err != nil && !errors.Is(err, imagelock.ErrUnsupported) {
+		return nil, err
+	}
+	d, err := open(osFile{f}, path, st.Size(), opt)
+	if err != nil {
+		return nil, err
+	}
+	if d.h.BackingFile == "" {
+		return d, nil
+	}
+	bpath := d.h.BackingFile
+	if !filepath.IsAbs(bpath) {
+		bpath = filepath.Join(filepath.Dir(path), bpath)
+	}
+	b, err := openBacking(bpath, d.h.BackingFormat, opt.LogicalBlockSize, append(above[:len(above):len(above)], st))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: backing file %s: %w", path, bpath, err)
+	}
+	d.backing, d.backingSize = b, b.Info().Size
+	return d, nil
+}
+
+// openBacking opens a backing file read-only, as its format says, or as
+// its first bytes say when the image names no format.
+func openBacking(path, format string, lbs uint32, above []os.FileInfo) (storage.Device, error) {
+	if format == "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		var m [4]byte
+		_, err = io.ReadFull(f, m[:])
+		f.Close()
+		format = "raw"
+		if err == nil && binary.BigEndian.Uint32(m[:]) == magic {
+			format = "qcow2"
+		}
+	}
+	switch format {
+	case "qcow2":
+		return openChain(path, Options{ReadOnly: true, LogicalBlockSize: lbs}, above)
+	case "raw":
+		for _, a := range above {
+			if st, err := os.Stat(path); err == nil && os.SameFile(a, st) {
+				return nil, fmt.Errorf("%w: backing chain loops: %s is its own backing file", ErrCorrupt, path)
+			}
+		}
+		return storage.OpenFile(path, storage.FileOptions{ReadOnly: true, LogicalBlockSize: lbs})
+	}
+	return nil, fmt.Errorf("%w: backing file format %q (this reads qcow2 and raw)", ErrUnsupported, format)
 }
 
 // Create makes a new, empty version 3 image of size bytes at path (which

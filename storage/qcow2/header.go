@@ -96,6 +96,41 @@ type Header struct {
 	RefcountOrder    uint32
 	HeaderLength     uint32
 	CompressionType  uint8
+
+	BackingFile   string // "" when there is none
+	BackingFormat string // from the header extension; "" when not given
+}
+
+// Header extension types.
+const (
+	extEnd           = 0
+	extBackingFormat = 0xe2792aca
+	maxFormatName    = 32
+)
+
+// parseExtensions reads the header extensions that follow the header
+// in the first cluster (first): each a type, a length, and data padded
+// to 8 bytes, until type 0. Only the backing format is used.
+func (h *Header) parseExtensions(first []byte) error {
+	off := int64(h.HeaderLength)
+	for off+8 <= int64(len(first)) {
+		typ := binary.BigEndian.Uint32(first[off:])
+		n := int64(binary.BigEndian.Uint32(first[off+4:]))
+		if typ == extEnd {
+			return nil
+		}
+		if n > int64(len(first))-off-8 {
+			return fmt.Errorf("%w: header extension %#x of %d bytes at %d runs past the first cluster", ErrCorrupt, typ, n, off)
+		}
+		if typ == extBackingFormat {
+			if n == 0 || n > maxFormatName {
+				return fmt.Errorf("%w: backing format name of %d bytes", ErrCorrupt, n)
+			}
+			h.BackingFormat = string(first[off+8 : off+8+n])
+		}
+		off += 8 + (n+7)&^7
+	}
+	return nil
 }
 
 // ClusterSize is 1<<ClusterBits.
@@ -180,13 +215,15 @@ func ParseHeader(b []byte, fileSize int64) (*Header, error) {
 	if h.CryptMethod != 0 {
 		return nil, fmt.Errorf("%w: encryption method %d; decrypt with qemu-img convert first", ErrUnsupported, h.CryptMethod)
 	}
+	first := min(int64(len(b)), cs)
 	if h.BackingOffset != 0 {
-		first := uint64(min(int64(len(b)), cs))
-		if h.BackingSize == 0 || h.BackingSize > maxBackingName || h.BackingOffset > first || uint64(h.BackingSize) > first-h.BackingOffset {
+		if h.BackingSize == 0 || h.BackingSize > maxBackingName || h.BackingOffset > uint64(first) || uint64(h.BackingSize) > uint64(first)-h.BackingOffset {
 			return nil, fmt.Errorf("%w: backing file name (%d bytes at %d) is not inside the first cluster", ErrCorrupt, h.BackingSize, h.BackingOffset)
 		}
-		name := string(b[h.BackingOffset : h.BackingOffset+uint64(h.BackingSize)])
-		return nil, fmt.Errorf("%w: the image has a backing file (%q); backing files are not served yet: flatten it with qemu-img convert -O qcow2", ErrUnsupported, name)
+		h.BackingFile = string(b[h.BackingOffset : h.BackingOffset+uint64(h.BackingSize)])
+	}
+	if err := h.parseExtensions(b[:first]); err != nil {
+		return nil, err
 	}
 	if h.Size > 1<<62 {
 		return nil, fmt.Errorf("%w: virtual size %d", ErrCorrupt, h.Size)

@@ -92,8 +92,15 @@ func TestHostileHeadersAreRefused(t *testing.T) {
 			return put32(b, offHeaderLength, 112)
 		}, ErrUnsupported, "compression type 1"},
 		{"encrypted", func(b []byte) []byte { return put32(b, offCryptMethod, 2) }, ErrUnsupported, "encryption"},
-		{"backing file", withBacking, ErrUnsupported, `"base.qcow2"`},
 		{"backing name outside", func(b []byte) []byte { withBacking(b); return put64(b, offBackingOffset, 510) }, ErrCorrupt, "backing file name"},
+		{"extension past the first cluster", func(b []byte) []byte {
+			put32(b, headerV3Len, extBackingFormat)
+			return put32(b, headerV3Len+4, 1000)
+		}, ErrCorrupt, "runs past the first cluster"},
+		{"backing format name too long", func(b []byte) []byte {
+			put32(b, headerV3Len, extBackingFormat)
+			return put32(b, headerV3Len+4, 100)
+		}, ErrCorrupt, "backing format name of 100 bytes"},
 		{"header length odd", func(b []byte) []byte { return put32(b, offHeaderLength, 105) }, ErrCorrupt, "header length 105"},
 		{"header length past cluster", func(b []byte) []byte { return put32(b, offHeaderLength, 1<<20) }, ErrCorrupt, "header length"},
 		{"L1 outside the file", func(b []byte) []byte { return put64(b, offL1Offset, 1<<40) }, ErrCorrupt, "L1 table"},
@@ -240,6 +247,13 @@ func workedImage(t testing.TB) []byte {
 
 func FuzzParseHeader(f *testing.F) {
 	f.Add(tiny(f))
+	withExt := tiny(f)
+	put32(withExt, headerV3Len, extBackingFormat)
+	put32(withExt, headerV3Len+4, 3)
+	copy(withExt[headerV3Len+8:], "raw")
+	copy(withExt[400:], "base.raw")
+	put64(withExt, offBackingOffset, 400)
+	f.Add(put32(withExt, offBackingSize, 8))
 	f.Add(workedImage(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b, int64(len(b)))

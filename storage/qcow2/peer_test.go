@@ -232,19 +232,26 @@ func TestWritesPassQemuCheck(t *testing.T) {
 			if h := d.Header(); c.name == "grows-refcount-table" && h.RefTableClusters < 4 {
 				t.Fatalf("the refcount table has %d clusters: the test did not make it grow", h.RefTableClusters)
 			}
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(raw, model, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			out := run(t, "qemu-img", "check", "-f", "qcow2", img)
-			if !strings.Contains(out, "No errors were found") || strings.Contains(out, "leaked") {
-				t.Fatalf("qemu-img check:\n%s", out)
-			}
-			run(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", img, raw)
+			closeAndCheck(t, d, img, raw, model)
 		})
 	}
+}
+
+// closeAndCheck closes d, open on img, and has qemu-img find no error
+// and no leak in it, and its content equal to model (written to raw).
+func closeAndCheck(t *testing.T, d *Image, img, raw string, model []byte) {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(raw, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "qemu-img", "check", "-f", "qcow2", img)
+	if !strings.Contains(out, "No errors were found") || strings.Contains(out, "leaked") {
+		t.Fatalf("qemu-img check:\n%s", out)
+	}
+	run(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", img, raw)
 }
 
 // TestSteadyStateAllocatesNothing: reads of any kind of cluster but a

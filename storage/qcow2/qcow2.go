@@ -2,20 +2,31 @@
 // and version 2 images), read and written natively.
 //
 // Supported: versions 2 and 3; cluster sizes 512 B to 2 MiB; reading
-// unallocated clusters (as zeros), zero clusters (v3), standard and
-// compressed clusters (zlib, raw deflate as QEMU writes them); writing
-// with clusters and L2 tables allocated at the end of the file and
-// refcounts kept exact (refcount widths of 8 to 64 bits; the refcount
-// table grows when needed); discard and write-zeroes deallocate whole
-// clusters (the freed clusters' bytes are punched out of the file) and
+// unallocated clusters (as zeros, or the backing file's bytes), zero
+// clusters (v3), standard and compressed clusters (zlib, raw deflate as
+// QEMU writes them); backing files (chains of qcow2 and raw images,
+// named relative to the image or absolute, their format from the header
+// extension or probed; each opened read-only and locked as a reader;
+// a chain that loops is refused); writing with clusters and L2 tables
+// allocated at the end of the file and refcounts kept exact (refcount
+// widths of 8 to 64 bits; the refcount table grows when needed), a
+// partial write into an unallocated cluster copying up the backing
+// file's bytes; discard and write-zeroes deallocate whole clusters (the
+// freed clusters' bytes are punched out of the file) — as zero clusters
+// where a backing file would show through, and on a v2 image with a
+// backing file, which has no zero clusters, by writing zeros — and
 // write zeros over partial ones; images with internal snapshots, or
 // marked dirty or corrupt by QEMU, are opened read-only only.
 // Not supported (refused with ErrUnsupported, naming the feature):
-// backing files, encryption, external data files, extended L2 entries
-// (subclusters), zstd compression; writing compressed clusters;
-// creating, reading or reverting snapshots; bitmaps (a writer clears the
-// autoclear bit so QEMU knows they are stale); lazy refcounts (never
-// used: the dirty bit is never set).
+// encryption, external data files, extended L2 entries (subclusters),
+// zstd compression, backing formats other than qcow2 and raw; writing
+// compressed clusters; creating, reading or reverting snapshots; bitmaps
+// (a writer clears the autoclear bit so QEMU knows they are stale); lazy
+// refcounts (never used: the dirty bit is never set).
+//
+// A backing file is opened as the image names it: an image from an
+// untrusted source can name any file the backend may read, as with QEMU
+// (qemu-img info --backing-chain shows the chain before serving it).
 //
 // Freed clusters are not reused: allocation always appends. The file
 // keeps its length but not its blocks (the hole is punched).
@@ -98,6 +109,11 @@ type Image struct {
 
 	l1 []uint64
 	rt []uint64 // refcount table
+
+	// backing: the image unallocated clusters show (nil: they read as
+	// zeros), opened read-only; backingSize is its size.
+	backing     storage.Device
+	backingSize int64
 
 	l2    l2Cache
 	zbuf  []byte // a cluster of scratch for merges
@@ -308,6 +324,7 @@ func (d *Image) forgetL2(off int64) {
 
 // mapping is where a guest cluster's bytes are.
 type mapping struct {
+	guest int64  // the guest cluster's offset
 	l2off int64  // the L2 table's host offset; 0 when L1 has none
 	l2i   int    // the entry's index in it
 	entry uint64 // the L2 entry; 0 when unallocated
@@ -318,7 +335,7 @@ func (d *Image) lookup(off int64) (mapping, error) {
 	vc := uint64(off) >> d.cb
 	perL2 := uint64(d.cs / 8)
 	l1i := vc / perL2
-	m := mapping{l2i: int(vc % perL2)}
+	m := mapping{guest: int64(vc) << d.cb, l2i: int(vc % perL2)}
 	if l1i >= uint64(len(d.l1)) {
 		return m, fmt.Errorf("%w: guest offset %d is beyond the L1 table", ErrCorrupt, off)
 	}
@@ -348,7 +365,11 @@ func (d *Image) readCluster(p []byte, within int64, m mapping) error {
 		if e&l2Reserved != 0 {
 			return fmt.Errorf("%w: L2 entry %#x has reserved bits set", ErrCorrupt, e)
 		}
-		clear(p)
+		if e&flagZero != 0 || d.backing == nil {
+			clear(p)
+			return nil
+		}
+		return d.readBacking(p, m.guest+within)
 	default:
 		host, err := d.standardHost(e)
 		if err != nil {
@@ -358,6 +379,19 @@ func (d *Image) readCluster(p []byte, within int64, m mapping) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// readBacking reads p from the backing image at guest offset off; what
+// lies past the backing image's end reads as zeros.
+func (d *Image) readBacking(p []byte, off int64) error {
+	n := max(0, min(int64(len(p)), d.backingSize-off))
+	if n > 0 {
+		if _, err := d.backing.ReadAt(p[:n], off); err != nil {
+			return fmt.Errorf("qcow2: image %s: read backing file %s: %w", d.name, d.h.BackingFile, err)
+		}
+	}
+	clear(p[n:])
 	return nil
 }
 
@@ -440,7 +474,16 @@ func (d *Image) eachCluster(p []byte, off int64, write bool) (int, error) {
 	return done, nil
 }
 
-// Close closes the file (and releases its lock). It does not flush.
-func (d *Image) Close() error { return d.f.Close() }
+// Close closes the file (and releases its lock), and the backing chain.
+// It does not flush.
+func (d *Image) Close() error {
+	err := d.f.Close()
+	if d.backing != nil {
+		if berr := d.backing.Close(); err == nil {
+			err = berr
+		}
+	}
+	return err
+}
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }

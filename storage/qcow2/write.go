@@ -467,8 +467,9 @@ func (d *Image) Discard(off, n int64, secure bool) error {
 }
 
 // WriteZeroes makes [off, off+n) read as zeros: whole clusters become
-// unallocated (there is no backing file for them to show), partial ones
-// are written.
+// unallocated, or zero clusters where a backing file would show through
+// (on a version 2 image, which has none, they are written with zeros);
+// partial ones are written.
 func (d *Image) WriteZeroes(off, n int64) error {
 	if d.readOnly {
 		return storage.ErrReadOnly
@@ -484,7 +485,7 @@ func (d *Image) WriteZeroes(off, n int64) error {
 	end := off + n
 	first := (off + d.cs - 1) &^ (d.cs - 1)
 	last := end &^ (d.cs - 1)
-	if first >= last { // no whole cluster
+	if first >= last || (d.backing != nil && d.h.Version < 3) {
 		return d.zeroBytes(off, end)
 	}
 	if err := d.zeroBytes(off, first); err != nil {
@@ -501,6 +502,12 @@ func (d *Image) WriteZeroes(off, n int64) error {
 			return err
 		}
 		k := min(int((last-pos)>>d.cb), int(d.cs/8)-m.l2i)
+		if m.l2off == 0 && d.backing != nil {
+			// zero clusters need a table to be written in
+			if m.l2off, err = d.ensureL2(pos); err != nil {
+				return d.fail(err)
+			}
+		}
 		pos += int64(k) << d.cb
 		if m.l2off == 0 {
 			continue
@@ -521,7 +528,7 @@ func (d *Image) zeroBytes(off, end int64) error {
 		if err != nil {
 			return err
 		}
-		if m.entry&^flagZero != 0 || (m.entry == flagZero && d.h.Version < 3) {
+		if !d.readsZeros(m.entry) {
 			if _, err := d.write(make([]byte, n), off); err != nil {
 				return err
 			}
@@ -531,6 +538,21 @@ func (d *Image) zeroBytes(off, end int64) error {
 	return nil
 }
 
+// readsZeros reports whether a cluster with L2 entry e reads as zeros
+// without reading it.
+func (d *Image) readsZeros(e uint64) bool {
+	return e == 0 && d.backing == nil || e == flagZero && d.h.Version >= 3
+}
+
+// unmapped is the L2 entry of a deallocated cluster: unallocated, or a
+// zero cluster where a backing file would show through.
+func (d *Image) unmapped() uint64 {
+	if d.backing != nil {
+		return flagZero
+	}
+	return 0
+}
+
 // unmap clears entries [i, i+k) of the L2 table at l2off and frees what
 // they named.
 func (d *Image) unmap(l2off int64, i, k int) error {
@@ -538,17 +560,20 @@ func (d *Image) unmap(l2off int64, i, k int) error {
 	if err != nil {
 		return err
 	}
+	z := d.unmapped()
 	old := make([]uint64, 0, k)
+	changed := false
 	for j := i; j < i+k; j++ {
 		e := binary.BigEndian.Uint64(tab[j*8:])
-		if e != 0 {
+		if e != z {
 			old = append(old, e)
+			changed = true
+			binary.BigEndian.PutUint64(tab[j*8:], z)
 		}
 	}
-	if len(old) == 0 {
+	if !changed {
 		return nil
 	}
-	clear(tab[i*8 : (i+k)*8])
 	if err := d.writeHost(tab[i*8:(i+k)*8], l2off+int64(i)*8); err != nil {
 		d.forgetL2(l2off)
 		return err
