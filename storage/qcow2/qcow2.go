@@ -115,10 +115,13 @@ type Image struct {
 	backing     storage.Device
 	backingSize int64
 
-	l2    l2Cache
-	zbuf  []byte // a cluster of scratch for merges
-	cbuf  []byte // compressed bytes
-	dirty bool   // refcount or data written since the last fdatasync
+	l2   l2Cache
+	zbuf []byte // a cluster of scratch for merges
+	cbuf []byte // compressed bytes
+	// inflate reads inflateSrc, both reused for every compressed cluster.
+	inflate    io.ReadCloser
+	inflateSrc *bytes.Reader
+	dirty      bool // refcount or data written since the last fdatasync
 	// pending: L2 entries of the write in progress, written by commit.
 	pending []pendingL2
 	err     error // sticky: a metadata write failed half way
@@ -433,8 +436,15 @@ func (d *Image) decompress(e uint64) error {
 	if err := d.readHost(cb, off); err != nil {
 		return err
 	}
-	r := flate.NewReader(bytes.NewReader(cb))
-	if _, err := io.ReadFull(r, d.zbuf); err != nil {
+	// One inflater, reset per cluster: a fresh one costs tens of KiB.
+	if d.inflate == nil {
+		d.inflateSrc = bytes.NewReader(cb)
+		d.inflate = flate.NewReader(d.inflateSrc)
+	} else {
+		d.inflateSrc.Reset(cb)
+		d.inflate.(flate.Resetter).Reset(d.inflateSrc, nil)
+	}
+	if _, err := io.ReadFull(d.inflate, d.zbuf); err != nil {
 		return fmt.Errorf("%w: compressed cluster at %#x does not inflate to a cluster: %v", ErrCorrupt, off, err)
 	}
 	return nil
