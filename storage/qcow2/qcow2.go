@@ -92,8 +92,9 @@ type backend interface {
 	Close() error
 }
 
-// Image is an open qcow2 image, safe for concurrent use (one mutex: the
-// L2 cache and the allocator are shared state).
+// Image is an open qcow2 image, safe for concurrent use: one mutex
+// guards the metadata (L2 cache, tables, allocator) and every write;
+// reads of standard clusters' bytes happen outside it (readPiece).
 type Image struct {
 	mu       sync.Mutex
 	f        backend
@@ -263,14 +264,19 @@ func (d *Image) checkCluster(what string, off uint64, zeroOK bool) error {
 // file reads as zeros (a cluster QEMU allocated but wrote only in part),
 // and nothing past it is touched.
 func (d *Image) readHost(p []byte, off int64) error {
+	return d.readClamped(p, off, d.fileSize)
+}
+
+// readClamped is readHost for a file of fileSize bytes.
+func (d *Image) readClamped(p []byte, off, fileSize int64) error {
 	n := int64(len(p))
-	if off >= d.fileSize {
+	if off >= fileSize {
 		n = 0
 	} else {
-		n = min(n, d.fileSize-off)
+		n = min(n, fileSize-off)
 	}
 	if n > 0 {
-		if _, err := d.f.ReadAt(p[:n], off); err != nil && !(isEOF(err)) {
+		if _, err := d.f.ReadAt(p[:n], off); err != nil && !isEOF(err) {
 			return fmt.Errorf("qcow2: image %s: read at %#x: %w", d.name, off, err)
 		}
 	}
@@ -455,26 +461,23 @@ func (d *Image) ReadAt(p []byte, off int64) (int, error) {
 	if err := storage.CheckRange(off, int64(len(p)), int64(d.h.Size)); err != nil {
 		return 0, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	return d.eachCluster(p, off, false)
 }
 
 // eachCluster reads p from, or writes p to, guest offset off, one
-// cluster's piece at a time.
+// cluster's piece at a time. A writer holds d.mu throughout; a reader
+// takes it per piece (readPiece).
 func (d *Image) eachCluster(p []byte, off int64, write bool) (int, error) {
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)
 		within := pos & (d.cs - 1)
 		piece := p[done : done+int(min(int64(len(p)-done), d.cs-within))]
-		m, err := d.lookup(pos)
-		if err == nil {
-			if write {
-				err = d.writePiece(piece, pos, within, m)
-			} else {
-				err = d.readCluster(piece, within, m)
-			}
+		var err error
+		if write {
+			err = d.writePiece(piece, pos, within)
+		} else {
+			err = d.readPiece(piece, pos, within)
 		}
 		if err != nil {
 			return done, err
@@ -482,6 +485,33 @@ func (d *Image) eachCluster(p []byte, off int64, write bool) (int, error) {
 		done += len(piece)
 	}
 	return done, nil
+}
+
+// readPiece reads piece at within in the guest cluster at pos. The bytes
+// of a standard cluster are read outside d.mu, so that reads overlap
+// each other and the metadata work of writes: this is safe because a
+// host cluster, once freed, is never allocated again (allocation only
+// appends), so a read racing the discard or rewrite of its range sees
+// the old bytes or zeros (the freed cluster punched), as a read racing a
+// write on any disk may.
+func (d *Image) readPiece(piece []byte, pos, within int64) error {
+	d.mu.Lock()
+	m, err := d.lookup(pos)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if e := m.entry; e&(flagComp|flagZero) == 0 && e&offsetMask != 0 {
+		host, err := d.standardHost(e)
+		fileSize := d.fileSize
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		return d.readClamped(piece, host+within, fileSize)
+	}
+	defer d.mu.Unlock()
+	return d.readCluster(piece, within, m)
 }
 
 // Close closes the file (and releases its lock), and the backing chain.

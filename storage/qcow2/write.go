@@ -75,8 +75,12 @@ func (d *Image) commit() error {
 	return nil
 }
 
-// writePiece writes piece at within in the guest cluster at pos mapped by m.
-func (d *Image) writePiece(piece []byte, pos, within int64, m mapping) error {
+// writePiece writes piece at within in the guest cluster at pos.
+func (d *Image) writePiece(piece []byte, pos, within int64) error {
+	m, err := d.lookup(pos)
+	if err != nil {
+		return err
+	}
 	e := m.entry
 	if e&flagCopied != 0 && e&flagComp == 0 && e&flagZero == 0 && e&offsetMask != 0 {
 		host, err := d.standardHost(e)
