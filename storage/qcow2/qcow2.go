@@ -49,18 +49,21 @@
 //     merged with what the guest saw there before — zeros, or a
 //     compressed or shared cluster's bytes);
 //  3. fdatasync (one for all the clusters a write allocates, up to 256):
-//     a refcount must be durable before any table names the
-//     cluster (else a crash leaves a cluster in use with refcount 0, which
-//     a later allocation would hand out twice — corruption, not a leak);
-//     the data must be durable before the L2 entry points at it (else a
-//     crash could show a copied-on-write cluster's old, flushed bytes as
-//     zeros);
+//     a refcount must be durable before any table names the cluster
+//     (else a crash leaves a cluster in use with refcount 0, which QEMU
+//     would hand out again — corruption, not a leak); the data must be
+//     durable before the L2 entry points at it (else a crash could show
+//     a copied-on-write cluster's old, flushed bytes as zeros);
 //  4. the L2 entry is written. A new L2 table is written whole, made
 //     durable, and only then entered in the L1 table; L1 entries thus
-//     never point at a table that is not on disk.
-//  5. only after the entry that named it is gone from L2 (and that is
-//     durable: another fdatasync) is an old cluster's refcount lowered: lowered first, a
-//     crash would leave an L2 entry naming a free cluster.
+//     never point at a table that is not on disk;
+//  5. an old cluster's refcount is lowered only after the entry that
+//     named it is gone from L2 and that is durable (another fdatasync):
+//     lowered first, a crash would leave an L2 entry naming a free
+//     cluster.
+//
+// TestCrashLeavesLeaksAtMost replays a workload cut at every write, in
+// both crash models, through qemu-img check.
 //
 // Overwriting an allocated cluster (refcount 1, the COPIED flag) writes
 // in place and touches no metadata. Flush is one fdatasync.
