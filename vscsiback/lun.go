@@ -81,7 +81,12 @@ func (s *Server) openLUN(vhostDir string, l vscsibus.LUN) (*openLUN, error) {
 		u.Options.SCSI = diskspec.SCSIPassthrough
 		dev, err = vbd.Disk{Name: dir, Path: disk, Options: u.Options}.Open(s.Log)
 	default:
-		dev, err = vbd.Disk{Name: dir, Path: p.Name, Options: o}.Open(s.Log)
+		d := vbd.Disk{Name: dir, Path: p.Name, Options: o}
+		if s.OpenDisk != nil {
+			dev, err = s.OpenDisk(d)
+		} else {
+			dev, err = d.Open(s.Log)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("p-dev %s: %w", p.Name, err)

@@ -39,6 +39,11 @@ type Server struct {
 	Engines *scsiengine.Registry
 	// OpenNBD opens a p-dev that is an NBD URL; nil refuses them.
 	OpenNBD func(url string) (storage.Device, error)
+	// OpenDisk, if not nil, opens a p-dev that is a path (an image or a
+	// block device) instead of d.Open: a process that holds the disk
+	// open already (xenblk sim) hands out what it holds. The device it
+	// returns is closed when the LUN goes.
+	OpenDisk func(d vbd.Disk) (storage.Device, error)
 	// SGGrant is the feature-sg-grant offered: 0 means MaxSGGrant,
 	// negative none (requests then carry at most vscsiif.SGTableSize
 	// segments).

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/spf13/pflag"
@@ -19,6 +21,9 @@ import (
 type simSCSI struct {
 	control      string
 	rotationRate int // ownRotationRate: the image's filesystem device's
+	// more are devices served beside the guest's disk (sim --vscsi's
+	// LUN), by name; set before start.
+	more map[string]control.Target
 }
 
 func (s *simSCSI) addFlags(f *pflag.FlagSet) {
@@ -75,12 +80,21 @@ func (s *simSCSI) start(_ context.Context, disk *blkfront.Disk, vdev string, out
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
+	devices := control.NewDevices(s.more)
+	devices.Add(vdev, disk)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		control.Serve(l, map[string]control.Target{vdev: disk})
+		control.ServeDevices(l, devices)
 	}()
-	fmt.Fprintf(out, "  SCSI     xenblk scsi --control %s inquiry --vpd 0xb1\n", path)
+	if len(s.more) == 0 {
+		fmt.Fprintf(out, "  SCSI     xenblk scsi --control %s inquiry --vpd 0xb1\n", path)
+	} else {
+		fmt.Fprintf(out, "  SCSI     xenblk scsi --control %s --device %s inquiry --vpd 0xb1\n", path, vdev)
+		for _, name := range slices.Sorted(maps.Keys(s.more)) {
+			fmt.Fprintf(out, "  SCSI     xenblk scsi --control %s --device %s inquiry --vpd 0x83\n", path, name)
+		}
+	}
 	return stopFunc(func() {
 		l.Close()
 		<-done

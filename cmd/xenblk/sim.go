@@ -16,6 +16,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/control"
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/internal/simstack"
 	"github.com/xenblk/xenblk/nbd"
@@ -23,6 +24,7 @@ import (
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
+	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
@@ -36,6 +38,7 @@ type simOptions struct {
 	queues      int
 	grantFrames int
 	verbose     bool
+	vscsi       bool    // also serve the disk to the guest as a PVSCSI LUN
 	scsi        simSCSI // --control, --rotation-rate (scsi_control.go)
 	fuse        simFuse // --fuse, --force (sim_fuse.go)
 }
@@ -73,16 +76,27 @@ sectors (a partial last sector is refused, not cut off). Stop with
 Ctrl-C: the frontend flushes and closes, the backend closes, the vbd is
 removed. While the --fuse file is in use (a loop device on it), Ctrl-C
 says what holds it and waits until it is released; a second Ctrl-C, or
---force, tears it down and exits 1.`,
+--force, tears it down and exits 1.
+
+With --vscsi the guest also gets the same disk over PVSCSI: our vscsi
+backend serves it as LUN ` + simLUN + ` of a vhost, our vscsi frontend attaches
+it, and the LUN is exported over NBD and on the control socket under
+that name (xenblk scsi --device ` + simLUN + `). Both paths share one SCSI
+identity and one set of reservations.`,
 		Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
-  nbdinfo nbd://127.0.0.1:10809               # from another terminal`,
+  nbdinfo nbd://127.0.0.1:10809               # from another terminal
+  xenblk sim --vscsi                          # and nbd://127.0.0.1:10809/` + simLUN + ` over PVSCSI
+  xenblk scsi --device ` + simLUN + ` persist --in --read-keys`,
 		Args: cobra.NoArgs,
 		// Refused before the disk is opened: another live sim answering
 		// on the control socket, a --fuse that cannot be mounted.
 		PreRunE: func(*cobra.Command, []string) error {
 			if err := o.scsi.checkFree(); err != nil {
 				return err
+			}
+			if o.vscsi && o.readOnly {
+				return usagef("--vscsi serves the disk read-write; leave --read-only out with it")
 			}
 			return checkFuseDir(o.fuse.dir)
 		},
@@ -98,6 +112,7 @@ says what holds it and waits until it is released; a second Ctrl-C, or
 		fmt.Sprintf("frontend queues, 1 to %d (what the backend offers)", blkback.DefaultMaxQueues))
 	grantFramesVar(f, &o.grantFrames)
 	f.BoolVar(&o.verbose, "verbose", false, "log every handshake step")
+	f.BoolVar(&o.vscsi, "vscsi", false, "also give the guest the disk as PVSCSI LUN "+simLUN+" (vscsiback, vscsifront), exported over NBD and --control by that name")
 	o.scsi.addFlags(f)
 	o.fuse.addFlags(f)
 	return cmd
@@ -165,12 +180,15 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 			stack.Close()
 		}
 	}()
-	stack.Serve(blkback.Config{Log: log,
-		// The SCSI extension, emulated over the image (an image is never
-		// a whole SCSI disk, so never passed through). Persistent
-		// reservations are kept next to the image.
-		SCSI: blkback.VBDEngines(host.Store(), scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: path + ".pr"}, Log: log}), log)},
-		simstack.Serving(disk))
+	// The SCSI extension, emulated over the image (an image is never a
+	// whole SCSI disk, so never passed through). Persistent reservations
+	// are kept next to the image. The vscsi LUN's engine comes from the
+	// same registry: one identity, one set of reservations.
+	engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: path + ".pr"}, Log: log})
+	stack.Serve(blkback.Config{Log: log, SCSI: blkback.VBDEngines(host.Store(), engines, log)}, simstack.Serving(disk))
+	if o.vscsi {
+		stack.ServeVscsi(&vscsiback.Server{Engines: engines, OpenDisk: simstack.ServingDisk(path, disk), Log: log})
+	}
 
 	access := "rw"
 	if o.readOnly {
@@ -190,6 +208,14 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	front, vbd := g.Disk, g.VBD
 
 	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Description: "xenblk guest disk " + o.vdev, Device: front.Device()}}}
+	var lun *simVscsiLUN
+	if o.vscsi {
+		if lun, err = attachSimLUN(ctx, stack, guest, path, log); err != nil {
+			return err
+		}
+		exportServer.Exports = append(exportServer.Exports, nbd.Export{Name: simLUN, Description: "xenblk guest LUN " + simLUN + " over PVSCSI", Device: lun.dev})
+		o.scsi.more = map[string]control.Target{simLUN: lun.lun}
+	}
 	go exportServer.Serve(l)
 	exported = true
 
@@ -205,6 +231,10 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
 	url := nbd.ListenerURL(l, o.vdev)
 	fmt.Fprintf(out, "  NBD      %s\n", url)
+	if lun != nil {
+		fmt.Fprintf(out, "  dom%d     vscsifront LUN %s of %s connected: %d bytes\n", guest.ID(), simLUN, lun.vhost, lun.dev.Info().Size)
+		fmt.Fprintf(out, "  NBD      %s\n", nbd.ListenerURL(l, simLUN))
+	}
 
 	// Further exports print their lines here, before the banner's end, in
 	// this order; they stop before the disk closes.

@@ -70,6 +70,9 @@ type Stack struct {
 	mu       sync.Mutex
 	disks    []*blkfront.Disk
 	backends []*Backend
+	// The PVSCSI variant's (vscsi.go): each ends a vhost's frontend, or
+	// stops a vscsiback server, and returns how it ended.
+	vhostStops, vscsiStops []func() error
 	// stopProcess ends the backend process and waits for it (nil: none).
 	stopProcess func()
 }
@@ -188,14 +191,22 @@ func (s *Stack) AttachGuest(ctx context.Context, name, spec string, cfg blkfront
 func (s *Stack) Close() error {
 	s.mu.Lock()
 	disks, backends, stop := s.disks, s.backends, s.stopProcess
+	vhosts, vscsi := s.vhostStops, s.vscsiStops
 	s.disks, s.backends, s.stopProcess = nil, nil, nil
+	s.vhostStops, s.vscsiStops = nil, nil
 	s.mu.Unlock()
 	for _, d := range disks {
 		d.Close()
 	}
 	var errs []error
+	for _, v := range vhosts {
+		errs = append(errs, v())
+	}
 	for _, b := range backends {
 		errs = append(errs, b.Stop())
+	}
+	for _, v := range vscsi {
+		errs = append(errs, v())
 	}
 	if stop != nil {
 		stop()
