@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/xenblk/xenblk/control"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/scsitest"
 	"github.com/xenblk/xenblk/storage"
@@ -111,3 +112,6 @@ func TestStorageConformance(t *testing.T) {
 		return r.device(r.lun(addr("0:0:0:0")))
 	})
 }
+
+// A LUN is what the control socket serves (`xenblk scsi`, `xenblk pr`).
+var _ control.Target = (*vscsifront.LUN)(nil)

@@ -35,28 +35,16 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // milliseconds.
 const waitFor = 10 * time.Second
 
-// rig is one vhost between a guest's frontend and dom0's backend.
-type rig struct {
+// simHost is a simulated host with one guest, and the engine registry
+// of dom0's backend.
+type simHost struct {
 	t     *testing.T
 	host  *sim.Host
 	guest *sim.Domain
-	tv    toolstack.Vhost
-	back  *backDriver
-	front *vscsifront.Vhost
+	reg   *scsiengine.Registry
 }
 
-// rigConfig shapes a rig: the backend's feature-sg-grant (0: none), the
-// frontend's Config (Domain and Backend are set), and the disks by p-dev.
-type rigConfig struct {
-	sgGrant int
-	front   vscsifront.Config
-	disks   map[string]storage.Device
-}
-
-// newRig makes a vhost with a LUN per spec ("PDEV, VDEV"), each PDEV a
-// disk of cfg.disks, starts both runners, and waits until the frontend
-// holds every LUN.
-func newRig(t *testing.T, cfg rigConfig, specs ...string) *rig {
+func newSimHost(t *testing.T) *simHost {
 	t.Helper()
 	h, err := sim.NewHost()
 	if err != nil {
@@ -67,27 +55,61 @@ func newRig(t *testing.T, cfg rigConfig, specs ...string) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	r := &rig{t: t, host: h, guest: g, tv: toolstack.Vhost{BackendDom: 0, FrontendDom: g.ID(), DevID: 0}}
+	return &simHost{t: t, host: h, guest: g, reg: scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: quiet})}
+}
+
+// rig is one vhost between a guest's frontend and dom0's backend.
+type rig struct {
+	*simHost
+	tv    toolstack.Vhost
+	back  *backDriver
+	front *vscsifront.Vhost
+}
+
+// rigConfig shapes a rig: the backend's feature-sg-grant (0: none), the
+// frontend's Config (Domain and Backend are set), the disks by p-dev,
+// and, if not nil, what makes a LUN's engine (else the registry).
+type rigConfig struct {
+	sgGrant int
+	front   vscsifront.Config
+	disks   map[string]storage.Device
+	engine  func(pdev string, dev storage.Device) scsiengine.Engine
+}
+
+// newRig makes a vhost on a host of its own: see simHost.vhost.
+func newRig(t *testing.T, cfg rigConfig, specs ...string) *rig {
+	t.Helper()
+	return newSimHost(t).vhost(0, cfg, specs...)
+}
+
+// vhost makes vhost devID with a LUN per spec ("PDEV, VDEV"), each PDEV
+// a disk of cfg.disks, starts both runners, and waits until the
+// frontend holds every LUN.
+func (h *simHost) vhost(devID uint32, cfg rigConfig, specs ...string) *rig {
+	t := h.t
+	t.Helper()
+	r := &rig{simHost: h, tv: toolstack.Vhost{BackendDom: 0, FrontendDom: h.guest.ID(), DevID: devID}}
 	var sp []vscsispec.Spec
 	for _, s := range specs {
 		sp = append(sp, spec(t, s))
 	}
-	if err := toolstack.CreateVhost(h.Store(), r.tv, sp...); err != nil {
+	if err := toolstack.CreateVhost(h.host.Store(), r.tv, sp...); err != nil {
 		t.Fatal(err)
 	}
-	r.back = &backDriver{dom: h.Dom0(), front: g.ID(), dir: r.tv.BackendPath(), sgGrant: cfg.sgGrant, disks: cfg.disks,
-		reg: scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: quiet}), luns: map[int]vscsiback.LUN{}}
+	r.back = &backDriver{dom: h.host.Dom0(), front: h.guest.ID(), dir: r.tv.BackendPath(), sgGrant: cfg.sgGrant, disks: cfg.disks,
+		reg: h.reg, engine: cfg.engine, luns: map[int]vscsiback.LUN{}}
 	fc := cfg.front
-	fc.Domain, fc.Backend = g, 0
+	fc.Domain, fc.Backend = h.guest, 0
 	if fc.Log == nil {
 		fc.Log = quiet
 	}
+	var err error
 	if r.front, err = vscsifront.New(fc); err != nil {
 		t.Fatal(err)
 	}
-	back := &vscsibus.Runner{Store: h.Dom0().Store(), Self: r.tv.BackendPath(), Peer: r.tv.FrontendPath(),
+	back := &vscsibus.Runner{Store: h.host.Dom0().Store(), Self: r.tv.BackendPath(), Peer: r.tv.FrontendPath(),
 		Machine: vscsibus.NewBackend(), Driver: r.back, SGGrant: cfg.sgGrant, Log: quiet}
-	front := r.front.Runner(g.Store(), r.tv.FrontendPath(), r.tv.BackendPath())
+	front := r.front.Runner(h.guest.Store(), r.tv.FrontendPath(), r.tv.BackendPath())
 	stopFront := run(t, "frontend", front)
 	stopBack := run(t, "backend", back)
 	t.Cleanup(func() { stopFront(); stopBack() })
@@ -162,6 +184,7 @@ type backDriver struct {
 	sgGrant int
 	disks   map[string]storage.Device
 	reg     *scsiengine.Registry
+	engine  func(pdev string, dev storage.Device) scsiengine.Engine
 
 	mu   sync.Mutex
 	v    *vscsiback.Vhost
@@ -206,15 +229,20 @@ func (b *backDriver) Disconnect() {
 }
 
 func (b *backDriver) AttachLUN(l vscsibus.LUN, done func(error)) {
-	dev := b.disks[l.PDev]
-	if dev == nil {
+	dev, ok := b.disks[l.PDev]
+	if !ok {
 		done(fmt.Errorf("no disk %q", l.PDev))
 		return
 	}
-	e, _, err := b.reg.Open(scsiengine.Unit{Name: b.dir, ID: l.PDev}, dev)
-	if err != nil {
-		done(err)
-		return
+	var e scsiengine.Engine
+	if b.engine != nil {
+		e = b.engine(l.PDev, dev)
+	} else {
+		var err error
+		if e, _, err = b.reg.Open(scsiengine.Unit{Name: b.dir, ID: l.PDev}, dev); err != nil {
+			done(err)
+			return
+		}
 	}
 	b.mu.Lock()
 	b.luns[l.Index] = vscsiback.LUN{Channel: l.VDev.Channel, Target: l.VDev.Target, LUN: l.VDev.LUN, Engine: e}
