@@ -136,3 +136,62 @@ func TestBackingChainLoopIsRefused(t *testing.T) {
 		t.Fatalf("open with a vmdk backing file: %v", err)
 	}
 }
+
+// TestSnapshotsListedAndRead: snapshots qemu-img takes are listed with
+// their IDs and names and read as qemu-img converts them; the image
+// with them opens read-only.
+func TestSnapshotsListedAndRead(t *testing.T) {
+	needTool(t, "qemu-img")
+	needTool(t, "qemu-io")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "s.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1m", "-c", "write -c 2m 64k", img)
+	run(t, "qemu-img", "snapshot", "-c", "first", img)
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x22 512k 1m", "-c", "discard 0 64k", img)
+	run(t, "qemu-img", "snapshot", "-c", "second", img)
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x33 3m 4k", img)
+	if _, err := Open(img, Options{}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("open for writing: %v, want ErrUnsupported", err)
+	}
+	d, err := Open(img, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ss := d.Snapshots()
+	if len(ss) != 2 || ss[0].ID != "1" || ss[0].Name != "first" || ss[1].ID != "2" || ss[1].Name != "second" || ss[1].Size != 4<<20 {
+		t.Fatalf("snapshots %+v", ss)
+	}
+	for _, c := range []struct{ by, name string }{{"first", "first"}, {"2", "second"}} {
+		name := c.by
+		want := filepath.Join(dir, "want.raw")
+		os.Remove(want)
+		run(t, "qemu-img", "convert", "-l", "snapshot.name="+c.name, "-f", "qcow2", "-O", "raw", img, want)
+		wb, err := os.ReadFile(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := d.OpenSnapshot(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.Info().ReadOnly || !bytes.Equal(readAll(t, s), wb) {
+			t.Fatalf("snapshot %s reads differently from qemu-img convert -l", name)
+		}
+		if _, err := s.WriteAt([]byte{1}, 0); !errors.Is(err, storage.ErrReadOnly) {
+			t.Fatalf("write to a snapshot: %v", err)
+		}
+		s.Close()
+	}
+	if _, err := d.OpenSnapshot("third"); err == nil || !strings.Contains(err.Error(), `no snapshot "third"`) {
+		t.Fatalf("open a missing snapshot: %v", err)
+	}
+	want := filepath.Join(dir, "want.raw")
+	os.Remove(want)
+	run(t, "qemu-img", "convert", "-f", "qcow2", "-O", "raw", img, want)
+	wb, _ := os.ReadFile(want)
+	if !bytes.Equal(readAll(t, d), wb) {
+		t.Fatal("the image reads differently from qemu-img convert after closing its snapshots")
+	}
+}

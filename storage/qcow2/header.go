@@ -229,10 +229,7 @@ func ParseHeader(b []byte, fileSize int64) (*Header, error) {
 		return nil, fmt.Errorf("%w: virtual size %d", ErrCorrupt, h.Size)
 	}
 	// The L1 table must map every cluster of the virtual disk.
-	l2Entries := uint64(cs / 8)
-	clusters := (h.Size + uint64(cs) - 1) >> h.ClusterBits
-	need := (clusters + l2Entries - 1) / l2Entries
-	if uint64(h.L1Size) < need {
+	if need := l1Needed(h.Size, h.ClusterBits); uint64(h.L1Size) < need {
 		return nil, fmt.Errorf("%w: L1 table of %d entries cannot map %d bytes (needs %d)", ErrCorrupt, h.L1Size, h.Size, need)
 	}
 	if uint64(h.L1Size)*8 > maxL1Bytes {
@@ -253,6 +250,14 @@ func ParseHeader(b []byte, fileSize int64) (*Header, error) {
 		}
 	}
 	return h, nil
+}
+
+// l1Needed is the number of L1 entries that map size bytes with
+// clusters of 1<<cb bytes (size at most 1<<62).
+func l1Needed(size uint64, cb uint32) uint64 {
+	perL2 := uint64(1) << (cb - 3)
+	clusters := (size + 1<<cb - 1) >> cb
+	return (clusters + perL2 - 1) / perL2
 }
 
 // checkTable checks that a table of n bytes at off is aligned to align

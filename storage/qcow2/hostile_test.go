@@ -166,6 +166,89 @@ func TestUnalignedTablesAreRefused(t *testing.T) {
 	}
 }
 
+// withSnapshot appends to a tiny image a snapshot table of one entry,
+// ID "1", name "s1", sharing the image's L1 table.
+func withSnapshot(b []byte) []byte {
+	at := len(b)
+	e := make([]byte, snapHeaderLen+16+1+2)
+	put64(e, 0, 1536)
+	put32(e, 8, 32)
+	binary.BigEndian.PutUint16(e[12:], 1)
+	binary.BigEndian.PutUint16(e[14:], 2)
+	put32(e, 16, 1700000000)
+	put32(e, 36, 16)
+	put64(e, snapHeaderLen+8, 1<<20)
+	copy(e[snapHeaderLen+16:], "1s1")
+	b = append(b, e...)
+	b = append(b, make([]byte, 512-len(e))...)
+	put32(b, offNbSnapshots, 1)
+	return put64(b, offSnapshotsOff, uint64(at))
+}
+
+// TestHostileSnapshotTables: a snapshot table or a snapshot's L1 table
+// that does not fit is refused.
+func TestHostileSnapshotTables(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		edit func([]byte) []byte
+		says string
+	}{
+		{"table past the file", func(b []byte) []byte { return put64(withSnapshot(b), offSnapshotsOff, 1<<20) }, "snapshot table"},
+		{"too many", func(b []byte) []byte { return put32(withSnapshot(b), offNbSnapshots, 1<<20) }, "snapshots (at most"},
+		{"entry past the file", func(b []byte) []byte { return put32(withSnapshot(b), offNbSnapshots, 20) }, "cut short"},
+		{"extra data absurd", func(b []byte) []byte { return put32(withSnapshot(b), 2048+36, 1<<30) }, "extra data"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, m, err := openMem(c.edit(tiny(t)), true)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("open: %v; want ErrCorrupt saying %q", err, c.says)
+			}
+			if len(m.outside) > 0 {
+				t.Fatalf("accesses outside the file: %v", m.outside)
+			}
+		})
+	}
+	for _, c := range []struct {
+		name string
+		edit func([]byte) []byte
+		says string
+	}{
+		{"L1 past the file", func(b []byte) []byte { return put64(b, 2048, 1<<30) }, "snapshot L1 table"},
+		{"L1 too small", func(b []byte) []byte { return put32(b, 2048+8, 1) }, "L1 table of 1 entries"},
+		{"L1 entry outside", func(b []byte) []byte { return put64(b, 1536, 1<<30) }, "past the end"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, m, err := openMem(c.edit(withSnapshot(tiny(t))), true)
+			if err != nil && c.name != "L1 entry outside" {
+				t.Fatal(err)
+			}
+			if err == nil {
+				_, err = d.OpenSnapshot("s1")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("open snapshot: %v; want ErrCorrupt saying %q", err, c.says)
+			}
+			if len(m.outside) > 0 {
+				t.Fatalf("accesses outside the file: %v", m.outside)
+			}
+		})
+	}
+}
+
+func FuzzSnapshotEntry(f *testing.F) {
+	b := withSnapshot(tiny(f))
+	f.Add(b[2048:])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, n, err := parseSnapshotEntry(b, 1<<20)
+		if err != nil {
+			return
+		}
+		if n < snapHeaderLen || n > (len(b)+7)&^7 || s.Size < 0 {
+			t.Fatalf("entry of %d bytes from %d: %+v", n, len(b), s)
+		}
+	})
+}
+
 // TestWriteRefusedButReadAllowed: features that only forbid writing.
 func TestWriteRefusedButReadAllowed(t *testing.T) {
 	for _, c := range []struct {
@@ -175,7 +258,7 @@ func TestWriteRefusedButReadAllowed(t *testing.T) {
 	}{
 		{"dirty", func(b []byte) []byte { return put64(b, offIncompatible, incDirty) }, "qemu-img check -r all"},
 		{"corrupt", func(b []byte) []byte { return put64(b, offIncompatible, incCorrupt) }, "marked it corrupt"},
-		{"snapshots", func(b []byte) []byte { put32(b, offNbSnapshots, 1); return put64(b, offSnapshotsOff, 2048) }, "snapshots"},
+		{"snapshots", withSnapshot, "snapshots"},
 		{"1-bit refcounts", func(b []byte) []byte { return put32(b, offRefcountOrder, 0) }, "1 bits wide"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -275,6 +358,7 @@ func FuzzParseHeader(f *testing.F) {
 func FuzzImage(f *testing.F) {
 	f.Add(tiny(f))
 	f.Add(workedImage(f))
+	f.Add(withSnapshot(workedImage(f)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, m, err := openMem(bytes.Clone(b), true)
 		if err != nil {
@@ -284,6 +368,11 @@ func FuzzImage(f *testing.F) {
 		buf := make([]byte, 64<<10)
 		for off := int64(0); off < size && off < 4<<20; off += int64(len(buf)) {
 			d.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		}
+		for _, s := range d.Snapshots() {
+			if v, err := d.OpenSnapshot(s.ID); err == nil {
+				v.ReadAt(buf[:min(int64(len(buf)), v.Info().Size)], 0)
+			}
 		}
 		if len(m.outside) > 0 {
 			t.Fatalf("reads outside the file: %v", m.outside)

@@ -15,12 +15,13 @@
 // freed clusters' bytes are punched out of the file) — as zero clusters
 // where a backing file would show through, and on a v2 image with a
 // backing file, which has no zero clusters, by writing zeros — and
-// write zeros over partial ones; images with internal snapshots, or
-// marked dirty or corrupt by QEMU, are opened read-only only.
+// write zeros over partial ones; internal snapshots listed (Snapshots)
+// and read (OpenSnapshot); images with internal snapshots, or marked
+// dirty or corrupt by QEMU, are opened read-only only.
 // Not supported (refused with ErrUnsupported, naming the feature):
 // encryption, external data files, extended L2 entries (subclusters),
 // zstd compression, backing formats other than qcow2 and raw; writing
-// compressed clusters; creating, reading or reverting snapshots; bitmaps
+// compressed clusters; creating, deleting or reverting snapshots; bitmaps
 // (a writer clears the autoclear bit so QEMU knows they are stale); lazy
 // refcounts (never used: the dirty bit is never set).
 //
@@ -111,8 +112,9 @@ type Image struct {
 	fileSize int64  // bytes of the file that exist (grows with allocation)
 	end      int64  // next cluster to allocate, cluster-aligned, >= fileSize
 
-	l1 []uint64
-	rt []uint64 // refcount table
+	l1        []uint64
+	rt        []uint64 // refcount table
+	snapshots []Snapshot
 
 	// backing: the image unallocated clusters show (nil: they read as
 	// zeros), opened read-only; backingSize is its size.
@@ -215,6 +217,11 @@ func open(f backend, name string, fileSize int64, opt Options) (*Image, error) {
 		}
 		if err := d.checkCluster("refcount block", e, true); err != nil {
 			return nil, fmt.Errorf("image %s: refcount table entry %d: %w", name, i, err)
+		}
+	}
+	if h.NbSnapshots != 0 {
+		if err := d.readSnapshots(); err != nil {
+			return nil, fmt.Errorf("image %s: %w", name, err)
 		}
 	}
 	d.l2.slots = make([]l2Slot, l2CacheSlots)
