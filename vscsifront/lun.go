@@ -35,7 +35,8 @@ var wireDir = [...]uint8{scsi.DirNone: vscsiif.DirNone, scsi.DirToDevice: vscsii
 
 // ExecSCSI sends one SCSI command to the LUN: cdb (1 to 16 bytes), buf
 // as its data (read into for scsi.DirFromDevice, sent for
-// scsi.DirToDevice; any length up to the vhost's MaxTransfer). A status
+// scsi.DirToDevice; any length up to the vhost's MaxTransfer; of a
+// data-in buffer, only the bytes the device transferred are written). A status
 // from the device, CHECK CONDITION included, is a Result; a command the
 // transport did not deliver is a *HostError. When ctx ends while the
 // command is on the ring, the backend is asked to abort it (TASK_ABORT)
@@ -91,8 +92,14 @@ func (l *LUN) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf 
 	res.SenseLen = copy(res.Sense[:], rsp.Sense[:min(int(rsp.SenseLen), vscsiif.SenseBufferSize)])
 	res.Resid = min(int(rsp.ResidualLen), len(buf))
 	if dir == scsi.DirFromDevice {
+		// Only what the device transferred: past it, a pool page holds
+		// an earlier command's bytes.
+		n := len(buf) - res.Resid
 		for i, p := range s.pages {
-			copy(buf[i*xen.PageSize:], v.pool.Mem[p*xen.PageSize:(p+1)*xen.PageSize])
+			if i*xen.PageSize >= n {
+				break
+			}
+			copy(buf[i*xen.PageSize:n], v.pool.Mem[p*xen.PageSize:(p+1)*xen.PageSize])
 		}
 	}
 	return res, nil

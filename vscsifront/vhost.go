@@ -294,7 +294,9 @@ func (v *Vhost) Disconnect() {
 	v.stop, v.reaped, v.ch, v.ringMem, v.front = nil, nil, nil, nil, nil
 	for id := range v.slots {
 		s := &v.slots[id]
-		s.abortOut = false
+		if s.abortOut { // its abort goes with the ring
+			s.abortOut = false
+		}
 		if _, ok := s.state.on(evDisconnect); ok {
 			v.to(id, evDisconnect)
 		}
@@ -767,8 +769,10 @@ func (v *Vhost) tmfAnswered(rslt int32) {
 	case vscsiif.ActSCSIReset:
 		v.resetAnswered(resetOutcome{seq: t.seq, rslt: rslt})
 	}
-	v.kickTMF()
-	v.flush()
+	if v.connected {
+		v.kickTMF()
+		v.flush()
+	}
 }
 
 // resetAnswered hands a reset's outcome to its caller, replacing one
