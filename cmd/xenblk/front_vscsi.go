@@ -142,7 +142,7 @@ func frontServeVhost(ctx context.Context, o *frontOptions, dom xen.Domain, dir s
 			}
 			exported[n] = lunExport{lun: lun, name: name}
 			srv.AddExport(nbd.Export{Name: name, Device: dev})
-			devices.Add(name, lun)
+			devices.Add(name, control.SCSIPR(lun))
 			fmt.Fprintf(out, "LUN %s: %d bytes, NBD %s\n", name, dev.Info().Size, nbd.ListenerURL(l, name))
 		}
 	}

@@ -104,6 +104,10 @@ func TestFrontVhostAcrossProcesses(t *testing.T) {
 	if out, code := scsi(ctl2, "persist", "--in", "--read-keys"); code != 0 || !strings.Contains(out, "0x1") {
 		t.Fatalf("node2 read-keys: exit %d\n%s", code, out)
 	}
+	// xenblk pr carries the same actions as PERSISTENT RESERVE commands.
+	if out, code := xenblkRun(t, bin, "pr", "read-keys", "--control", ctl2, "--device", "0:0:0:0"); code != 0 || !strings.Contains(out, "0x1") {
+		t.Fatalf("node2 pr read-keys: exit %d\n%s", code, out)
+	}
 	block := filepath.Join(dir, "block.bin")
 	if err := os.WriteFile(block, make([]byte, 512), 0o644); err != nil {
 		t.Fatal(err)

@@ -38,6 +38,8 @@ func newPRCmd() *cobra.Command {
 		Long: `pr registers, reserves, releases, preempts and clears persistent reservations on
 the guest disk of a running xenblk process (xenblk sim) through the dedicated
 blkif reservation operation, and reads the keys and the reservation back.
+On a PVSCSI LUN (xenblk front --vhost, xenblk sim --vscsi) the same
+actions travel as PERSISTENT RESERVE OUT and IN commands.
 Actions and flags follow Linux's pr_ops (and blkpr): keys are hex (0x
 optional), --type is we, ea, we-ro, ea-ro, we-ar or ea-ar.
 

@@ -214,7 +214,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 			return err
 		}
 		exportServer.Exports = append(exportServer.Exports, nbd.Export{Name: simLUN, Description: "xenblk guest LUN " + simLUN + " over PVSCSI", Device: lun.dev})
-		o.scsi.more = map[string]control.Target{simLUN: lun.lun}
+		o.scsi.more = map[string]control.Target{simLUN: control.SCSIPR(lun.lun)}
 	}
 	go exportServer.Serve(l)
 	exported = true

@@ -43,6 +43,9 @@ func TestSimVscsi(t *testing.T) {
 	if out, code := xenblkRun(t, bin, "scsi", "persist", "--control", ctl, "--device", "0:0:0:0", "--in", "--read-keys"); code != 0 || !strings.Contains(out, "0x5") {
 		t.Fatalf("the LUN's keys: exit %d\n%s", code, out)
 	}
+	if out, code := xenblkRun(t, bin, "pr", "read-keys", "--control", ctl, "--device", "0:0:0:0"); code != 0 || !strings.Contains(out, "0x5") {
+		t.Fatalf("pr read-keys on the LUN: exit %d\n%s", code, out)
+	}
 	s.cmd.Process.Signal(syscall.SIGINT)
 	if code, _ := waitExit(t, s, time.Now(), 30*time.Second); code != 0 {
 		t.Fatalf("sim --vscsi exited %d after Ctrl-C: %s", code, s.errb.String())
