@@ -14,3 +14,6 @@ func (v *Vhost) Slots() (states map[string]int, tmfOnRing bool) {
 
 // CommandSlots is the number of command slots.
 func (v *Vhost) CommandSlots() int { return len(v.slots) }
+
+// TMFRqID is the rqid of task management requests.
+func (v *Vhost) TMFRqID() int { return v.tmfID }
