@@ -5,8 +5,9 @@
 #                device tests, and a backend restart under the kernel's I/O)
 #   frontend.sh  our frontend on Linux's xen-blkback, and on our backend with
 #                SCSI over real grants (dom0 booted without xen_blkfront)
-#   scsi.sh      PVSCSI under Linux's xen-scsifront: the reference run on
-#                Linux's xen-scsiback with a LIO fileio backstore
+#   scsi.sh      PVSCSI under Linux's xen-scsifront: our serve (two vhosts
+#                on one disk, fencing, hot-plug), then Linux's xen-scsiback
+#                over LIO fileio as the reference
 # XENLAB_SCENARIOS picks some (default: "backend frontend scsi").
 # Logs land in xenlab/out/<scenario>/. Exit status: 0 only if every scenario
 # passed.
