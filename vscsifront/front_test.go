@@ -14,7 +14,7 @@ import (
 	"github.com/xenblk/xenblk/vscsifront"
 )
 
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	t.Cleanup(cancel)
 	return ctx

@@ -38,13 +38,13 @@ const waitFor = 10 * time.Second
 // simHost is a simulated host with one guest, and the engine registry
 // of dom0's backend.
 type simHost struct {
-	t     *testing.T
+	t     testing.TB
 	host  *sim.Host
 	guest *sim.Domain
 	reg   *scsiengine.Registry
 }
 
-func newSimHost(t *testing.T) *simHost {
+func newSimHost(t testing.TB) *simHost {
 	t.Helper()
 	h, err := sim.NewHost()
 	if err != nil {
@@ -77,7 +77,7 @@ type rigConfig struct {
 }
 
 // newRig makes a vhost on a host of its own: see simHost.vhost.
-func newRig(t *testing.T, cfg rigConfig, specs ...string) *rig {
+func newRig(t testing.TB, cfg rigConfig, specs ...string) *rig {
 	t.Helper()
 	return newSimHost(t).vhost(0, cfg, specs...)
 }
@@ -120,7 +120,7 @@ func (h *simHost) vhost(devID uint32, cfg rigConfig, specs ...string) *rig {
 }
 
 // run starts a runner and returns what stops it and waits for its end.
-func run(t *testing.T, what string, r *vscsibus.Runner) func() {
+func run(t testing.TB, what string, r *vscsibus.Runner) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -134,7 +134,7 @@ func run(t *testing.T, what string, r *vscsibus.Runner) func() {
 	}
 }
 
-func spec(t *testing.T, s string) vscsispec.Spec {
+func spec(t testing.TB, s string) vscsispec.Spec {
 	t.Helper()
 	sp, err := vscsispec.Parse(s)
 	if err != nil {
