@@ -62,8 +62,44 @@ func FuzzDecodeInfoRequest(f *testing.F) {
 	})
 }
 
-// serverSeed is a valid client stream: flags, OPT_LIST, OPT_INFO, OPT_GO,
-// then a write, a read, a flush and a disconnect.
+func FuzzDecodeChunkHeader(f *testing.F) {
+	var b [chunkHeaderSize]byte
+	encodeChunkHeader(&b, chunkHeader{flags: chunkFlagDone, typ: chunkOffsetData, handle: 9, length: 4104})
+	f.Add(b[:])
+	f.Add(make([]byte, chunkHeaderSize))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var b [chunkHeaderSize]byte
+		copy(b[:], in)
+		h, err := decodeChunkHeader(&b)
+		if err != nil {
+			return
+		}
+		var back [chunkHeaderSize]byte
+		encodeChunkHeader(&back, h)
+		if back != b {
+			t.Fatalf("chunk header does not round-trip: %x -> %+v -> %x", b, h, back)
+		}
+	})
+}
+
+func FuzzDecodeMetaRequest(f *testing.F) {
+	f.Add(encodeMetaRequest(metaRequest{name: "d", queries: []string{contextAllocation, "base:"}}))
+	f.Add(encodeMetaRequest(metaRequest{}))
+	f.Add([]byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := decodeMetaRequest(in)
+		if err != nil {
+			return
+		}
+		if back := encodeMetaRequest(r); string(back) != string(in) {
+			t.Fatalf("meta request does not round-trip: %x -> %+v -> %x", in, r, back)
+		}
+	})
+}
+
+// serverSeed is a valid client stream: flags, OPT_LIST, OPT_INFO,
+// structured replies, meta contexts, OPT_GO, then a write, a read, zeroes,
+// a trim, a flush, block status, a cache and a disconnect.
 func serverSeed() []byte {
 	b := binary.BigEndian.AppendUint32(nil, flagFixedNewstyle|flagNoZeroes)
 	opt := func(o uint32, data []byte) {
@@ -76,6 +112,8 @@ func serverSeed() []byte {
 	info := []byte{0, 0, 0, 1, 'd', 0, 2, 0, 1, 0, 2}
 	opt(optInfo, info)
 	opt(optStructuredReply, nil)
+	opt(optListMetaContext, encodeMetaRequest(metaRequest{name: "d"}))
+	opt(optSetMetaContext, encodeMetaRequest(metaRequest{name: "d", queries: []string{contextAllocation}}))
 	opt(optGo, info)
 	req := func(r request, payload []byte) {
 		var h [requestSize]byte
@@ -88,6 +126,9 @@ func serverSeed() []byte {
 	req(request{cmd: cmdWriteZeroes, flags: cmdFlagNoHole, handle: 3, offset: 0, length: 100}, nil)
 	req(request{cmd: cmdTrim, handle: 4, offset: 4000, length: 200}, nil)
 	req(request{cmd: cmdFlush, handle: 5}, nil)
+	req(request{cmd: cmdBlockStatus, handle: 7, offset: 100, length: 3000}, nil)
+	req(request{cmd: cmdBlockStatus, flags: cmdFlagReqOne, handle: 8, length: 4096}, nil)
+	req(request{cmd: cmdCache, handle: 9, length: 4096}, nil)
 	req(request{cmd: cmdDisc, handle: 6}, nil)
 	return b
 }

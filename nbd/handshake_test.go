@@ -71,8 +71,12 @@ func TestHandshakeOptions(t *testing.T) {
 		}
 		return p
 	}
+	sendOpt(t, c, optSetMetaContext, encodeMetaRequest(metaRequest{name: "d", queries: []string{contextAllocation}}))
+	expect(optSetMetaContext, repErrInvalid) // structured replies first
+	sendOpt(t, c, optStructuredReply, []byte{1})
+	expect(optStructuredReply, repErrInvalid)
 	sendOpt(t, c, optStructuredReply, nil)
-	expect(optStructuredReply, repErrUnsup)
+	expect(optStructuredReply, repAck)
 	sendOpt(t, c, optStartTLS, nil)
 	expect(optStartTLS, repErrUnsup)
 	sendOpt(t, c, 0x7777, []byte("xyz"))

@@ -1,5 +1,5 @@
 // Package nbd speaks the Network Block Device protocol (fixed newstyle
-// handshake, simple replies): a server exporting storage.Device values and a
+// handshake, simple and structured replies, block status): a server exporting storage.Device values and a
 // pipelined client. The wire format follows NetworkBlockDevice/nbd
 // doc/proto.md; every integer is big-endian.
 package nbd
@@ -35,9 +35,12 @@ const (
 	optInfo             = 6
 	optGo               = 7
 	optStructuredReply  = 8
+	optListMetaContext  = 9
+	optSetMetaContext   = 10
 	repAck              = 1
 	repServer           = 2
 	repInfo             = 3
+	repMetaContext      = 4
 	repErrBit           = 1 << 31
 	repErrUnsup         = repErrBit | 1
 	repErrPolicy        = repErrBit | 2
@@ -63,6 +66,7 @@ const (
 	FlagSendTrim        = 1 << 5
 	FlagSendWriteZeroes = 1 << 6
 	FlagCanMultiConn    = 1 << 8
+	FlagSendCache       = 1 << 10
 )
 
 // Commands and command flags.
@@ -72,10 +76,31 @@ const (
 	cmdDisc        = 2
 	cmdFlush       = 3
 	cmdTrim        = 4
+	cmdCache       = 5
 	cmdWriteZeroes = 6
+	cmdBlockStatus = 7
 
 	cmdFlagFUA    = 1 << 0
 	cmdFlagNoHole = 1 << 1
+	cmdFlagReqOne = 1 << 3
+)
+
+// Structured reply chunks: types, the flag ending a reply, and the
+// block status descriptor flags of base:allocation.
+const (
+	chunkFlagDone     = 1 << 0
+	chunkNone         = 0
+	chunkOffsetData   = 1
+	chunkOffsetHole   = 2
+	chunkBlockStatus  = 5
+	chunkError        = 1<<15 | 1
+	chunkErrorOffset  = 1<<15 | 2
+	chunkHeaderSize   = 20
+	stateHole         = 1 << 0
+	stateZero         = 1 << 1
+	contextAllocation = "base:allocation"
+	// allocationID is the id our server gives base:allocation.
+	allocationID = 1
 )
 
 // Errno values on the wire (Linux numbering, as the protocol mandates).
@@ -152,6 +177,98 @@ func decodeReply(b *[replySize]byte) (errno uint32, handle uint64, err error) {
 		return 0, 0, errBadMagic
 	}
 	return binary.BigEndian.Uint32(b[4:]), binary.BigEndian.Uint64(b[8:]), nil
+}
+
+// chunkHeader is a decoded structured reply chunk header.
+type chunkHeader struct {
+	flags  uint16
+	typ    uint16
+	handle uint64
+	length uint32
+}
+
+func encodeChunkHeader(b *[chunkHeaderSize]byte, h chunkHeader) {
+	binary.BigEndian.PutUint32(b[0:], magicStructRep)
+	binary.BigEndian.PutUint16(b[4:], h.flags)
+	binary.BigEndian.PutUint16(b[6:], h.typ)
+	binary.BigEndian.PutUint64(b[8:], h.handle)
+	binary.BigEndian.PutUint32(b[16:], h.length)
+}
+
+// decodeChunkHeader decodes a structured reply chunk header; it fails only
+// on a bad magic.
+func decodeChunkHeader(b *[chunkHeaderSize]byte) (chunkHeader, error) {
+	if binary.BigEndian.Uint32(b[0:]) != magicStructRep {
+		return chunkHeader{}, errBadMagic
+	}
+	return chunkHeader{
+		flags:  binary.BigEndian.Uint16(b[4:]),
+		typ:    binary.BigEndian.Uint16(b[6:]),
+		handle: binary.BigEndian.Uint64(b[8:]),
+		length: binary.BigEndian.Uint32(b[16:]),
+	}, nil
+}
+
+// metaRequest is the decoded data of NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT.
+type metaRequest struct {
+	name    string
+	queries []string
+}
+
+// maxMetaQueries bounds the queries of one option; each names a context
+// of at most maxNameLength bytes, and the whole option is bounded anyway.
+const maxMetaQueries = 1024
+
+// decodeMetaRequest decodes meta context option data: a 32-bit export name
+// length and the name, a 32-bit query count and that many queries, each a
+// 32-bit length and the string. The lengths must account for every byte.
+func decodeMetaRequest(data []byte) (metaRequest, error) {
+	str := func() (string, bool) {
+		if len(data) < 4 {
+			return "", false
+		}
+		n := binary.BigEndian.Uint32(data)
+		if n > maxNameLength || uint64(n) > uint64(len(data)-4) {
+			return "", false
+		}
+		s := string(data[4 : 4+n])
+		data = data[4+n:]
+		return s, true
+	}
+	var r metaRequest
+	var ok bool
+	if r.name, ok = str(); !ok || len(data) < 4 {
+		return metaRequest{}, errBadOption
+	}
+	count := binary.BigEndian.Uint32(data)
+	data = data[4:]
+	// Each query takes at least 4 bytes, so a count the data cannot hold
+	// is refused before anything is allocated.
+	if count > maxMetaQueries || uint64(count)*4 > uint64(len(data)) {
+		return metaRequest{}, errBadOption
+	}
+	r.queries = make([]string, count)
+	for i := range r.queries {
+		if r.queries[i], ok = str(); !ok {
+			return metaRequest{}, errBadOption
+		}
+	}
+	if len(data) != 0 {
+		return metaRequest{}, errBadOption
+	}
+	return r, nil
+}
+
+func encodeMetaRequest(r metaRequest) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(r.name)))
+	b = append(b, r.name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.queries)))
+	for _, q := range r.queries {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+		b = append(b, q...)
+	}
+	return b
 }
 
 // infoRequest is the decoded data of NBD_OPT_INFO and NBD_OPT_GO.

@@ -200,7 +200,7 @@ func (s *Server) lookup(name string) (Export, bool) {
 // transmissionFlags derives the flags advertised for e from its device.
 func transmissionFlags(e Export) uint16 {
 	info := e.Device.Info()
-	f := uint16(FlagHasFlags | FlagSendWriteZeroes | FlagCanMultiConn)
+	f := uint16(FlagHasFlags | FlagSendWriteZeroes | FlagCanMultiConn | FlagSendCache)
 	if e.ReadOnly || info.ReadOnly {
 		f |= FlagReadOnly
 	}
@@ -242,7 +242,7 @@ func (s *Server) ServeConn(c net.Conn) (err error) {
 	s.mu.Unlock()
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 64<<10)
-	exp, err := s.handshake(br, bw)
+	exp, neg, err := s.handshake(br, bw)
 	if err == errAbort {
 		return nil
 	}
@@ -256,10 +256,27 @@ func (s *Server) ServeConn(c net.Conn) (err error) {
 	}
 	c.SetDeadline(time.Time{})
 	s.mu.Unlock()
-	return s.transmit(br, bw, exp)
+	return s.transmit(br, bw, exp, neg)
 }
 
-func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (Export, error) {
+// negotiated is what the option haggling settled besides the export.
+type negotiated struct {
+	structured bool // NBD_OPT_STRUCTURED_REPLY was acknowledged
+	// allocation: base:allocation was selected for the export in use, so
+	// NBD_CMD_BLOCK_STATUS is allowed.
+	allocation bool
+	// metaExport is the export name SET_META_CONTEXT selected contexts
+	// for; metaSet whether any were selected.
+	metaExport string
+	metaSet    bool
+}
+
+func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (exp Export, neg negotiated, err error) {
+	exp, err = s.haggle(br, bw, &neg)
+	return exp, neg, err
+}
+
+func (s *Server) haggle(br *bufio.Reader, bw *bufio.Writer, neg *negotiated) (Export, error) {
 	var hello [18]byte
 	binary.BigEndian.PutUint64(hello[0:], magicNBD)
 	binary.BigEndian.PutUint64(hello[8:], magicOpt)
@@ -320,6 +337,7 @@ func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (Export, error) {
 				n = 10
 			}
 			bw.Write(r[:n])
+			neg.allocation = neg.metaSet && neg.metaExport == string(data)
 			return e, bw.Flush()
 		case optAbort:
 			optReply(bw, opt, repAck, nil)
@@ -347,9 +365,25 @@ func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (Export, error) {
 				return Export{}, err
 			}
 			if ok && opt == optGo {
+				name, _ := decodeInfoRequest(data) // info decoded it already
+				neg.allocation = neg.metaSet && neg.metaExport == name.name
 				return e, nil
 			}
-		default: // STARTTLS, STRUCTURED_REPLY and anything newer
+		case optStructuredReply:
+			typ := uint32(repAck)
+			if length != 0 {
+				typ = repErrInvalid
+			} else {
+				neg.structured = true
+			}
+			if err := optReply(bw, opt, typ, nil); err != nil {
+				return Export{}, err
+			}
+		case optListMetaContext, optSetMetaContext:
+			if err := s.metaContext(bw, opt, data, neg); err != nil {
+				return Export{}, err
+			}
+		default: // STARTTLS and anything newer
 			if err := optReply(bw, opt, repErrUnsup, nil); err != nil {
 				return Export{}, err
 			}
@@ -407,6 +441,43 @@ func (s *Server) info(bw *bufio.Writer, opt uint32, data []byte) (Export, bool, 
 	return e, true, optReply(bw, opt, repAck, nil)
 }
 
+// metaContext answers LIST_META_CONTEXT and SET_META_CONTEXT. The only
+// context served is base:allocation; queries for others are answered with
+// nothing, as the protocol asks. A SET replaces what an earlier SET chose,
+// even when it fails.
+func (s *Server) metaContext(bw *bufio.Writer, opt uint32, data []byte, neg *negotiated) error {
+	set := opt == optSetMetaContext
+	if set {
+		neg.metaSet, neg.metaExport = false, ""
+	}
+	if !neg.structured {
+		return optReply(bw, opt, repErrInvalid, nil)
+	}
+	req, err := decodeMetaRequest(data)
+	if err != nil {
+		return optReply(bw, opt, repErrInvalid, nil)
+	}
+	if _, ok := s.lookup(req.name); !ok {
+		return optReply(bw, opt, repErrUnknown, nil)
+	}
+	match := !set && len(req.queries) == 0 // an empty LIST lists all
+	for _, q := range req.queries {
+		if q == contextAllocation || (!set && q == "base:") {
+			match = true
+		}
+	}
+	if match {
+		d := binary.BigEndian.AppendUint32(nil, allocationID)
+		if err := optReply(bw, opt, repMetaContext, append(d, contextAllocation...)); err != nil {
+			return err
+		}
+		if set {
+			neg.metaSet, neg.metaExport = true, req.name
+		}
+	}
+	return optReply(bw, opt, repAck, nil)
+}
+
 func optReply(bw *bufio.Writer, opt, typ uint32, data []byte) error {
 	var h [20]byte
 	binary.BigEndian.PutUint64(h[0:], magicOptReply)
@@ -428,18 +499,20 @@ type job struct {
 type conn struct {
 	exp      Export
 	readOnly bool
-	wmu      sync.Mutex // serialises replies; guards bw, hdr and werr
+	neg      negotiated
+	wmu      sync.Mutex // serialises replies; guards bw, hdr, chunk, werr
 	bw       *bufio.Writer
 	hdr      [replySize]byte
-	werr     error // first reply write failure, under wmu
+	chunk    [chunkHeaderSize + 8]byte // a chunk header and its first field
+	werr     error                     // first reply write failure, under wmu
 }
 
-func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export) error {
+func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export, neg negotiated) error {
 	workers := s.Workers
 	if workers <= 0 {
 		workers = 16
 	}
-	cn := &conn{exp: exp, bw: bw, readOnly: transmissionFlags(exp)&FlagReadOnly != 0}
+	cn := &conn{exp: exp, bw: bw, neg: neg, readOnly: transmissionFlags(exp)&FlagReadOnly != 0}
 	jobs := make(chan job, workers)
 	var wg sync.WaitGroup
 	for range workers {
@@ -498,10 +571,42 @@ func (cn *conn) readLoop(br *bufio.Reader, jobs chan<- job) error {
 	}
 }
 
+// reply answers a request. With structured replies, an error becomes an
+// ERROR chunk, a READ's data one OFFSET_DATA chunk (offset is the
+// request's), and other successes stay simple replies, which the protocol
+// allows for every command but READ and BLOCK_STATUS.
 func (cn *conn) reply(handle uint64, errno uint32, data []byte) {
+	cn.replyAt(handle, 0, false, errno, data)
+}
+
+func (cn *conn) replyAt(handle, offset uint64, isRead bool, errno uint32, data []byte) {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
 	if cn.werr != nil {
+		return
+	}
+	if cn.neg.structured && (errno != 0 || isRead) {
+		h := chunkHeader{flags: chunkFlagDone, handle: handle}
+		var first []byte
+		switch {
+		case errno != 0:
+			// errno and an empty message.
+			h.typ, h.length = chunkError, 6
+			binary.BigEndian.PutUint32(cn.chunk[chunkHeaderSize:], errno)
+			binary.BigEndian.PutUint16(cn.chunk[chunkHeaderSize+4:], 0)
+			first, data = cn.chunk[chunkHeaderSize:chunkHeaderSize+6], nil
+		case len(data) == 0:
+			h.typ = chunkNone
+		default:
+			h.typ, h.length = chunkOffsetData, uint32(8+len(data))
+			binary.BigEndian.PutUint64(cn.chunk[chunkHeaderSize:], offset)
+			first = cn.chunk[chunkHeaderSize:]
+		}
+		encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), h)
+		cn.bw.Write(cn.chunk[:chunkHeaderSize])
+		cn.bw.Write(first)
+		cn.bw.Write(data)
+		cn.werr = cn.bw.Flush()
 		return
 	}
 	encodeReply(&cn.hdr, errno, handle)
@@ -515,6 +620,57 @@ func (cn *conn) reply(handle uint64, errno uint32, data []byte) {
 // zeroes is written for WRITE_ZEROES with NO_HOLE; never modified.
 var zeroes = make([]byte, 1<<20)
 
+// replyStatus answers BLOCK_STATUS with one chunk of descriptors.
+func (cn *conn) replyStatus(handle uint64, payload []byte) {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return
+	}
+	encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), chunkHeader{
+		flags: chunkFlagDone, typ: chunkBlockStatus, handle: handle, length: uint32(len(payload))})
+	cn.bw.Write(cn.chunk[:chunkHeaderSize])
+	cn.bw.Write(payload)
+	cn.werr = cn.bw.Flush()
+}
+
+// blockStatus describes [off, off+n) in base:allocation's terms: one Map
+// answer, which may stop short of the range (the client asks again), and
+// only its first extent with REQ_ONE.
+func blockStatus(dev storage.Device, off, n int64, one bool) ([]byte, error) {
+	es, err := storage.Map(dev, off, n)
+	if err != nil {
+		return nil, err
+	}
+	if one && len(es) > 1 {
+		es = es[:1]
+	}
+	p := binary.BigEndian.AppendUint32(make([]byte, 0, 4+8*len(es)), allocationID)
+	var covered int64
+	for _, e := range es {
+		// Clipped to the request: a device's answer must not make us
+		// describe bytes nobody asked about or overflow a descriptor.
+		k := min(e.Length, n-covered)
+		if k <= 0 {
+			break
+		}
+		var flags uint32
+		if e.Hole {
+			flags |= stateHole
+		}
+		if e.Zero {
+			flags |= stateZero
+		}
+		p = binary.BigEndian.AppendUint32(p, uint32(k))
+		p = binary.BigEndian.AppendUint32(p, flags)
+		covered += k
+	}
+	if covered == 0 {
+		return nil, fmt.Errorf("nbd: device mapped nothing at %d", off)
+	}
+	return p, nil
+}
+
 func (cn *conn) serve(j job) {
 	r := j.req
 	dev := cn.exp.Device
@@ -523,6 +679,18 @@ func (cn *conn) serve(j job) {
 	var data []byte
 	if r.offset > uint64(size) || uint64(r.length) > uint64(size)-r.offset {
 		errno = EINVAL
+	} else if r.cmd == cmdBlockStatus {
+		if !cn.neg.allocation || r.length == 0 {
+			cn.reply(r.handle, EINVAL, nil)
+			return
+		}
+		p, err := blockStatus(dev, int64(r.offset), int64(r.length), r.flags&cmdFlagReqOne != 0)
+		if err != nil {
+			cn.reply(r.handle, errnoFor(err), nil)
+			return
+		}
+		cn.replyStatus(r.handle, p)
+		return
 	} else {
 		off, n := int64(r.offset), int64(r.length)
 		var err error
@@ -541,17 +709,16 @@ func (cn *conn) serve(j job) {
 			case cmdTrim:
 				err = dev.Discard(off, n, false)
 			case cmdWriteZeroes:
-				if r.flags&cmdFlagNoHole != 0 {
-					err = writeZeroesNoHole(dev, off, n)
-				} else {
-					err = dev.WriteZeroes(off, n)
-				}
+				err = writeZeroes(dev, off, n, r.flags&cmdFlagNoHole != 0)
 			}
 			if err == nil && r.flags&cmdFlagFUA != 0 {
 				err = dev.Flush()
 			}
 		case cmdFlush:
 			err = dev.Flush()
+		case cmdCache:
+			// Advisory: every device here reads as fast as it ever
+			// will, so there is nothing to prefetch.
 		default:
 			errno = EINVAL
 		}
@@ -559,10 +726,26 @@ func (cn *conn) serve(j job) {
 			errno = errnoFor(err)
 		}
 	}
-	cn.reply(r.handle, errno, data)
+	cn.replyAt(r.handle, r.offset, r.cmd == cmdRead, errno, data)
 	if j.buf != nil {
 		putBuf(j.buf)
 	}
+}
+
+// writeZeroes serves WRITE_ZEROES. Without NO_HOLE the client allows
+// the range to be deallocated: a device whose discard reads back as zeros
+// punches a hole; others zero it as they can. With NO_HOLE, zeros are
+// written, so the range stays allocated.
+func writeZeroes(dev storage.Device, off, n int64, noHole bool) error {
+	if noHole {
+		return writeZeroesNoHole(dev, off, n)
+	}
+	if info := dev.Info(); info.CanDiscard && info.DiscardZeroes {
+		if err := dev.Discard(off, n, false); err == nil {
+			return nil
+		}
+	}
+	return dev.WriteZeroes(off, n)
 }
 
 func writeZeroesNoHole(dev storage.Device, off, n int64) error {

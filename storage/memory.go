@@ -167,3 +167,21 @@ func (z Null) Flush() error                            { return nil }
 func (z Null) Discard(off, n int64, secure bool) error { return CheckRange(off, n, z.Size) }
 func (z Null) WriteZeroes(off, n int64) error          { return CheckRange(off, n, z.Size) }
 func (z Null) Close() error                            { return nil }
+
+// Map reports unallocated chunks as holes that read as zeros.
+func (m *Memory) Map(off, n int64) ([]Extent, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if err := CheckRange(off, n, m.size); err != nil {
+		return nil, err
+	}
+	var es []Extent
+	for end := off + n; off < end && len(es) < maxExtents; {
+		c := off / chunkSize
+		k := min(end-off, (c+1)*chunkSize-off)
+		hole := m.chunks[c] == nil
+		es = appendExtent(es, Extent{Length: k, Hole: hole, Zero: hole})
+		off += k
+	}
+	return es, nil
+}

@@ -157,3 +157,9 @@ func (g *Guard) WriteZeroes(off, n int64) error {
 	}
 	return g.Device.WriteZeroes(off, n)
 }
+
+// Map passes through to Device's map, so that a counted device shows its
+// holes.
+func (c *Counter) Map(off, n int64) ([]storage.Extent, error) {
+	return storage.Map(c.Device, off, n)
+}

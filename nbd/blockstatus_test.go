@@ -1,0 +1,306 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/xenblk/xenblk/storage"
+)
+
+// sparseFile makes a raw image of size bytes holding 0xaa in each of
+// data's [offset, offset+length) ranges and holes elsewhere.
+func sparseFile(t *testing.T, size int64, data ...[2]int64) *storage.File {
+	t.Helper()
+	f, err := storage.OpenFile(filepath.Join(t.TempDir(), "sparse.raw"), storage.FileOptions{Create: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	for _, d := range data {
+		b := make([]byte, 1<<20)
+		for i := range b {
+			b[i] = 0xaa
+		}
+		for off := d[0]; off < d[0]+d[1]; off += int64(len(b)) {
+			if _, err := f.WriteAt(b[:min(int64(len(b)), d[0]+d[1]-off)], off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return f
+}
+
+// dataRanges merges the data extents of a map into [offset, length) pairs.
+func dataRanges(es []mapEntry) [][2]int64 {
+	var out [][2]int64
+	for _, e := range es {
+		if e.data {
+			if k := len(out) - 1; k >= 0 && out[k][0]+out[k][1] == e.off {
+				out[k][1] += e.len
+			} else {
+				out = append(out, [2]int64{e.off, e.len})
+			}
+		}
+	}
+	return out
+}
+
+type mapEntry struct {
+	off, len int64
+	data     bool
+}
+
+func sameRanges(a, b [][2]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+var sparseLayout = [][2]int64{{1 << 20, 64 << 10}, {8 << 20, 3 << 20}}
+
+func TestNbdinfoMapShowsHoles(t *testing.T) {
+	l := tcpServer(t, Export{Name: "s", Device: sparseFile(t, 16<<20, sparseLayout...)})
+	out := run(t, "nbdinfo", "--map", "--json", ListenerURL(l, "s"))
+	var m []struct {
+		Offset, Length int64
+		Type           int
+	}
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("nbdinfo --map: %v\n%s", err, out)
+	}
+	var es []mapEntry
+	var end int64
+	for _, e := range m {
+		es = append(es, mapEntry{e.Offset, e.Length, e.Type&stateHole == 0})
+		end = e.Offset + e.Length
+	}
+	if got := dataRanges(es); !sameRanges(got, sparseLayout) || end != 16<<20 {
+		t.Fatalf("nbdinfo mapped data %v up to %d, want %v up to %d\n%s", got, end, sparseLayout, 16<<20, out)
+	}
+}
+
+func TestQemuImgMapShowsHoles(t *testing.T) {
+	l := tcpServer(t, Export{Name: "s", Device: sparseFile(t, 16<<20, sparseLayout...)})
+	out := run(t, "qemu-img", "map", "--output=json", "-f", "raw", ListenerURL(l, "s"))
+	var m []struct {
+		Start, Length int64
+		Data, Zero    bool
+	}
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("qemu-img map: %v\n%s", err, out)
+	}
+	var es []mapEntry
+	for _, e := range m {
+		if !e.Data && !e.Zero {
+			t.Fatalf("extent %+v neither data nor zero\n%s", e, out)
+		}
+		es = append(es, mapEntry{e.Start, e.Length, e.Data})
+	}
+	if got := dataRanges(es); !sameRanges(got, sparseLayout) {
+		t.Fatalf("qemu-img mapped data %v, want %v\n%s", got, sparseLayout, out)
+	}
+}
+
+// byteCounter counts the bytes read from a device, keeping its map.
+type byteCounter struct {
+	storage.Device
+	read atomic.Int64
+}
+
+func (c *byteCounter) ReadAt(p []byte, off int64) (int, error) {
+	c.read.Add(int64(len(p)))
+	return c.Device.ReadAt(p, off)
+}
+
+func (c *byteCounter) Map(off, n int64) ([]storage.Extent, error) {
+	return storage.Map(c.Device, off, n)
+}
+
+// nbdcopy of a sparse image reads its data, not its holes.
+func TestNbdcopySkipsHoles(t *testing.T) {
+	const size, data = 1 << 30, 100 << 20
+	dev := &byteCounter{Device: sparseFile(t, size, [2]int64{200 << 20, data})}
+	l := tcpServer(t, Export{Name: "s", Device: dev})
+	run(t, "nbdcopy", ListenerURL(l, "s"), "null:")
+	read := dev.read.Load()
+	t.Logf("nbdcopy read %d MiB of a %d MiB image holding %d MiB", read>>20, size>>20, data>>20)
+	if read < data || read > 2*data {
+		t.Fatalf("nbdcopy read %d bytes, want about %d", read, data)
+	}
+}
+
+// qemu-io's write -z sends WRITE_ZEROES with NO_HOLE (the range stays
+// allocated); with -u, without it (the range becomes a hole).
+func TestQemuIOWriteZeroes(t *testing.T) {
+	f := sparseFile(t, 8<<20, [2]int64{0, 8 << 20})
+	l := tcpServer(t, Export{Name: "s", Device: f})
+	out := run(t, "qemu-io", "-f", "raw", "-c", "write -z 1M 1M", "-c", "write -z -u 4M 1M",
+		"-c", "read -P 0 1M 1M", "-c", "read -P 0 4M 1M", "-c", "read -P 0xaa 0 1M", ListenerURL(l, "s"))
+	if strings.Contains(out, "failed") || strings.Contains(out, "error") {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
+	es, err := f.Map(0, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []mapEntry
+	var off int64
+	for _, e := range es {
+		got = append(got, mapEntry{off, e.Length, !e.Hole})
+		off += e.Length
+	}
+	want := [][2]int64{{0, 4 << 20}, {5 << 20, 3 << 20}}
+	if r := dataRanges(got); !sameRanges(r, want) {
+		t.Fatalf("after write -z and write -z -u the file holds data at %v, want %v", r, want)
+	}
+}
+
+// structuredConn negotiates structured replies and, when meta is set,
+// base:allocation, then enters transmission on export "d".
+func structuredConn(t *testing.T, l net.Listener, meta bool) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, br := rawConn(t, l)
+	c.Write([]byte{0, 0, 0, flagFixedNewstyle | flagNoZeroes})
+	expect := func(opt, typ uint32) []byte {
+		t.Helper()
+		got, p, err := readOptReply(br, opt)
+		if err != nil || got != typ {
+			t.Fatalf("option %d: reply %#x %v, want %#x", opt, got, err, typ)
+		}
+		return p
+	}
+	sendOpt(t, c, optStructuredReply, nil)
+	expect(optStructuredReply, repAck)
+	// LIST answers base:allocation for an empty query list and for "base:".
+	for _, qs := range [][]string{nil, {"base:"}, {"other:x", contextAllocation}} {
+		sendOpt(t, c, optListMetaContext, encodeMetaRequest(metaRequest{name: "d", queries: qs}))
+		if p := expect(optListMetaContext, repMetaContext); string(p[4:]) != contextAllocation {
+			t.Fatalf("listed context %q", p)
+		}
+		expect(optListMetaContext, repAck)
+	}
+	sendOpt(t, c, optListMetaContext, encodeMetaRequest(metaRequest{name: "d", queries: []string{"other:x"}}))
+	expect(optListMetaContext, repAck)
+	sendOpt(t, c, optSetMetaContext, encodeMetaRequest(metaRequest{name: "nope", queries: []string{contextAllocation}}))
+	expect(optSetMetaContext, repErrUnknown)
+	sendOpt(t, c, optSetMetaContext, []byte{0, 0, 0, 1, 'd', 0, 0, 0, 9})
+	expect(optSetMetaContext, repErrInvalid)
+	if meta {
+		sendOpt(t, c, optSetMetaContext, encodeMetaRequest(metaRequest{name: "d", queries: []string{contextAllocation}}))
+		if p := expect(optSetMetaContext, repMetaContext); binary.BigEndian.Uint32(p) != allocationID {
+			t.Fatalf("context id %x", p)
+		}
+		expect(optSetMetaContext, repAck)
+	}
+	sendOpt(t, c, optGo, []byte{0, 0, 0, 1, 'd', 0, 0})
+	for {
+		typ, _, err := readOptReply(br, optGo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ == repAck {
+			break
+		}
+	}
+	return c, br
+}
+
+func readChunk(t *testing.T, br *bufio.Reader) (chunkHeader, []byte) {
+	t.Helper()
+	var h [chunkHeaderSize]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := decodeChunkHeader(&h)
+	if err != nil {
+		t.Fatalf("chunk header %x: %v", h, err)
+	}
+	p := make([]byte, ch.length)
+	if _, err := io.ReadFull(br, p); err != nil {
+		t.Fatal(err)
+	}
+	return ch, p
+}
+
+func TestStructuredRepliesAndBlockStatus(t *testing.T) {
+	dev := newMemDev(1 << 20)
+	dev.WriteAt([]byte("hello"), 128<<10+3)
+	l := startServer(t, Export{Name: "d", Device: dev})
+	c, br := structuredConn(t, l, true)
+	send := func(r request) {
+		var h [requestSize]byte
+		encodeRequest(&h, r)
+		c.Write(h[:])
+	}
+	// A read: one OFFSET_DATA chunk that ends the reply.
+	send(request{cmd: cmdRead, handle: 1, offset: 128<<10 + 3, length: 5})
+	if h, p := readChunk(t, br); h.typ != chunkOffsetData || h.flags != chunkFlagDone || h.handle != 1 ||
+		binary.BigEndian.Uint64(p) != 128<<10+3 || string(p[8:]) != "hello" {
+		t.Fatalf("read chunk %+v %q", h, p)
+	}
+	// An error: an ERROR chunk.
+	send(request{cmd: cmdRead, handle: 2, offset: 1 << 20, length: 5})
+	if h, p := readChunk(t, br); h.typ != chunkError || h.flags != chunkFlagDone || binary.BigEndian.Uint32(p) != EINVAL {
+		t.Fatalf("error chunk %+v %x", h, p)
+	}
+	// Block status: hole, the written chunk, hole; REQ_ONE: the first only.
+	want := []uint32{allocationID, 128 << 10, stateHole | stateZero, 64 << 10, 0, 1<<20 - 192<<10, stateHole | stateZero}
+	for _, one := range []bool{false, true} {
+		var flags uint16
+		if one {
+			flags = cmdFlagReqOne
+		}
+		send(request{cmd: cmdBlockStatus, flags: flags, handle: 3, length: 1 << 20})
+		h, p := readChunk(t, br)
+		var got []uint32
+		for i := 0; i+4 <= len(p); i += 4 {
+			got = append(got, binary.BigEndian.Uint32(p[i:]))
+		}
+		w := want
+		if one {
+			w = want[:3]
+		}
+		if h.typ != chunkBlockStatus || h.flags != chunkFlagDone || len(got) != len(w) {
+			t.Fatalf("block status (REQ_ONE %v) %+v %v, want %v", one, h, got, w)
+		}
+		for i := range w {
+			if got[i] != w[i] {
+				t.Fatalf("block status (REQ_ONE %v) %v, want %v", one, got, w)
+			}
+		}
+	}
+	// CACHE is served; other successes stay simple replies.
+	send(request{cmd: cmdCache, handle: 4, length: 4096})
+	var r [replySize]byte
+	if _, err := io.ReadFull(br, r[:]); err != nil {
+		t.Fatal(err)
+	}
+	if errno, handle, err := decodeReply(&r); err != nil || errno != 0 || handle != 4 {
+		t.Fatalf("cache reply %d %d %v", errno, handle, err)
+	}
+}
+
+// BLOCK_STATUS without base:allocation negotiated is refused.
+func TestBlockStatusNeedsMetaContext(t *testing.T) {
+	l := startServer(t, Export{Name: "d", Device: newMemDev(1 << 20)})
+	c, br := structuredConn(t, l, false)
+	var h [requestSize]byte
+	encodeRequest(&h, request{cmd: cmdBlockStatus, handle: 9, length: 4096})
+	c.Write(h[:])
+	if ch, p := readChunk(t, br); ch.typ != chunkError || ch.handle != 9 || binary.BigEndian.Uint32(p) != EINVAL {
+		t.Fatalf("block status without a context: %+v %x", ch, p)
+	}
+}
