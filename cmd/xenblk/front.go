@@ -54,8 +54,9 @@ second Ctrl-C, or --force, tears it down and exits 1.
 
 With --vhost N instead, front attaches the guest's PVSCSI vhost N
 (xenblk attach --vscsi 'PDEV, VDEV') with our vscsi frontend and exports
-each of its LUNs by its v-dev, h:c:t:l: an NBD export of that name and,
-with --control, a device of that name for xenblk scsi --device. A LUN
+each of its LUNs by its v-dev, h:c:t:l: an NBD export of that name,
+with --control a device of that name for xenblk scsi --device, and with
+--fuse the file DIR/H:C:T:L/disk. A LUN
 attached or detached while front runs gets or loses its exports (front
 prints a line for each); when the vhost is detached front exits 0.`,
 		Example: `  xenblk front --host /tmp/x/host.sock --name guest1 --vdev xvda --nbd 127.0.0.1:10810
@@ -71,7 +72,7 @@ prints a line for each); when the vhost is detached front exits 0.`,
 	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device to attach")
 	f.IntVar(&o.vhost, "vhost", -1, "attach the guest's PVSCSI vhost `N` (device id) instead of a vbd; each LUN is exported by its v-dev")
 	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
-	f.StringVar(&o.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE")
+	f.StringVar(&o.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE (with --vhost: DIR/H:C:T:L/disk per LUN)")
 	socketPathVar(f, &o.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
 	f.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
 	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkfront.MaxQueues, "",
@@ -109,7 +110,7 @@ func runFront(cmd *cobra.Command, o *frontOptions) error {
 	defer signals.Release()
 	ctx := signals.Requested
 	if vhost {
-		return runFrontVhost(ctx, o, dom, out)
+		return runFrontVhost(ctx, o, signals, dom, out)
 	}
 	dir := fmt.Sprintf("/local/domain/%d/device/vbd/%d", dom.ID(), devid)
 	for {
@@ -169,7 +170,7 @@ func frontServe(ctx context.Context, o *frontOptions, signals stopSignals, dom x
 	var holds []holdable
 	stop := func() { stopExports(stops, l, srv) }
 	if o.fuse != "" {
-		m, err := mountFuse(o.fuse, o.vdev, disk, out)
+		m, err := mountFuse(o.fuse, o.vdev, disk.Device(), out)
 		if err != nil {
 			stop()
 			return false, err

@@ -7,16 +7,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // startFrontVhost starts `xenblk front --vhost 0` as a new guest with a
 // control socket, attaches img to it over PVSCSI at 0:0:0:0 with opts,
 // and returns it with its control socket and the LUN's NBD URL.
-func startFrontVhost(t *testing.T, bin, sock, xs, dir, name, img, opts string) (front *proc, domid int, ctl, url string) {
+func startFrontVhost(t *testing.T, bin, sock, xs, dir, name, img, opts string, args ...string) (front *proc, domid int, ctl, url string) {
 	t.Helper()
 	ctl = filepath.Join(dir, name+".sock")
-	front = startProc(t, bin, "front", "--host", sock, "--name", name, "--vhost", "0", "--nbd", freePort(t), "--control", ctl)
+	front = startProc(t, bin, append([]string{"front", "--host", sock, "--name", name, "--vhost", "0", "--nbd", freePort(t), "--control", ctl}, args...)...)
 	fmt.Sscanf(front.expect(t, "domain "), "domain %d", &domid)
 	attachVscsi(t, bin, xs, domid, img+", 0:0:0:0"+opts)
 	line := front.expect(t, "LUN 0:0:0:0: ")
@@ -145,5 +147,55 @@ func TestFrontVhostAcrossProcesses(t *testing.T) {
 	front1.expect(t, "vhost 0 was detached")
 	if err := front1.cmd.Wait(); err != nil {
 		t.Fatalf("front after its vhost was detached: %v: %s", err, front1.errb.String())
+	}
+}
+
+// TestFrontVhostFuse: with --fuse, each LUN is the file DIR/H:C:T:L/disk
+// holding the image's bytes; detached, the file goes, and Ctrl-C with
+// nothing holding a file stops front cleanly.
+func TestFrontVhostFuse(t *testing.T) {
+	needFuseRoot(t)
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	img, img2 := filepath.Join(dir, "disk.img"), filepath.Join(dir, "second.img")
+	newImage(t, img, 4<<20)
+	newImage(t, img2, 4<<20)
+	pattern := []byte("a LUN through FUSE")
+	if err := os.WriteFile(img2, pattern, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img2, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	sock, xs := crossProcHost(t, bin, dir)
+	mnt := filepath.Join(dir, "mnt")
+	front, dom, _, _ := startFrontVhost(t, bin, sock, xs, dir, "guest", img, "", "--fuse", mnt)
+	front.expect(t, "  FUSE     "+filepath.Join(mnt, "0:0:0:0", "disk"))
+	attachVscsi(t, bin, xs, dom, img2+", 0:0:1:0")
+	file := filepath.Join(mnt, "0:0:1:0", "disk")
+	front.expect(t, "  FUSE     "+file)
+	got := make([]byte, len(pattern))
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(got, 0)
+	f.Close()
+	if err != nil || string(got) != string(pattern) {
+		t.Fatalf("%s begins %q (%v), want %q", file, got, err, pattern)
+	}
+	if out, code := xenblkRun(t, bin, "detach", "--xenstore", xs, "--domain", fmt.Sprint(dom), "--vscsi", "0:0:1:0"); code != 0 {
+		t.Fatalf("detach --vscsi 0:0:1:0: exit %d\n%s", code, out)
+	}
+	front.expect(t, "LUN 0:0:1:0 removed")
+	if _, err := os.Stat(file); err == nil {
+		t.Fatalf("%s is still there after its LUN was detached", file)
+	}
+	front.cmd.Process.Signal(syscall.SIGINT)
+	if code, _ := waitExit(t, front, time.Now(), 30*time.Second); code != 0 {
+		t.Fatalf("front exited %d after Ctrl-C: %s", code, front.errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "0:0:0:0", "disk")); err == nil {
+		t.Fatal("the LUN's FUSE file is still there after front stopped")
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/fuseexport"
+	"github.com/xenblk/xenblk/storage"
 )
 
 // simFuse is sim's FUSE export: --fuse, where the guest's disk appears
@@ -57,7 +58,7 @@ func (s *simFuse) start(_ context.Context, disk *blkfront.Disk, vdev string, out
 	if s.dir == "" {
 		return nil, nil
 	}
-	m, err := mountFuse(s.dir, vdev, disk, out)
+	m, err := mountFuse(s.dir, vdev, disk.Device(), out)
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +73,8 @@ type fuseMount struct {
 	detached atomic.Bool // Detach ran: nothing is left to unmount or wait for
 }
 
-// mountFuse exports disk as the file dir/vdev, creating dir if needed.
-func mountFuse(dir, vdev string, disk *blkfront.Disk, out io.Writer) (*fuseMount, error) {
+// mountFuse exports dev as the file dir/name, creating dir if needed.
+func mountFuse(dir, name string, dev storage.Device, out io.Writer) (*fuseMount, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--fuse: %w", err)
@@ -81,7 +82,7 @@ func mountFuse(dir, vdev string, disk *blkfront.Disk, out io.Writer) (*fuseMount
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--fuse: %w", err)
 	}
-	e, err := fuseexport.Mount(dir, vdev, disk.Device(), fuseexport.Options{})
+	e, err := fuseexport.Mount(dir, name, dev, fuseexport.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("--fuse: %w", err)
 	}

@@ -182,7 +182,7 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"attach", "--xen=bogus", "--domain", "1", "vdev=xvda, target=/x.img"},
 		{"sim", "--nbd", "127.0.0.1:99999"}, {"sim", "--nbd", "bogus"}, {"sim", "--nbd", "no_such host:1"},
 		{"front", "--nbd", "127.0.0.1:-1"}, {"serve", "--metrics", "9469"},
-		{"sim", "--vscsi", "--read-only"}, {"front", "--vhost", "-5"}, {"front", "--vhost", "0", "--vdev", "xvdb"}, {"front", "--vhost", "0", "--fuse", "/tmp"},
+		{"sim", "--vscsi", "--read-only"}, {"front", "--vhost", "-5"}, {"front", "--vhost", "0", "--vdev", "xvdb"}, {"front", "--vhost", "0", "--reattach"},
 		{"nbd", "serve", "--listen", "bogus", "disk.img"}, {"nbd", "serve", "--listen", "unix:", "disk.img"},
 		{"sim", "--control", "/" + strings.Repeat("d", maxSocketPath)},
 		{"host", "--socket", "/" + strings.Repeat("d", maxSocketPath)},
