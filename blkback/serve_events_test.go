@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -148,10 +149,7 @@ func TestServeReadsOnlyTheVBDAnEventNames(t *testing.T) {
 	// The first firing: the vbds already there.
 	waitState(served, "2")
 	remembered := func(dir string) bool {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		_, ok := srv.devices[dir]
-		return ok
+		return slices.Contains(srv.devices.Failed(dir), dir)
 	}
 	if !eventually.Within(10*time.Second, func() bool {
 		return remembered(failed.BackendPath()) && remembered(failedElsewhere.BackendPath())

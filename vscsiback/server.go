@@ -58,10 +58,7 @@ type Server struct {
 	Grace time.Duration
 	Log   *slog.Logger
 
-	mu sync.Mutex
-	// vhosts by backend directory; nil for one that could not be
-	// started, which is not tried again until its directory goes.
-	vhosts    map[string]*vhostDriver
+	vhosts    xenbus.DeviceTable[vhostDriver]
 	crashed   chan struct{}
 	crashInit sync.Once
 	crashOnce sync.Once
@@ -97,14 +94,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.Log = slog.Default()
 	}
 	st := s.Domain.Store()
-	s.mu.Lock()
-	s.vhosts = map[string]*vhostDriver{}
-	s.mu.Unlock()
+	s.vhosts.Reset()
 	crashed := s.crashChan()
 	devs := &xenbus.Devices{
 		Store: st, Name: "vscsiback", Stop: crashed,
 		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType),
-		Failed: s.failed,
+		Failed: s.vhosts.Failed,
 		Start: func(dir string) (func(), bool) {
 			d := s.consider(st, dir)
 			if d == nil {
@@ -112,54 +107,23 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return func() {
 				d.run(ctx, crashed)
-				s.mu.Lock()
-				delete(s.vhosts, dir)
-				s.mu.Unlock()
+				s.vhosts.Remove(dir)
 			}, false
 		},
 	}
 	return devs.Serve(ctx)
 }
 
-// failed lists the vhosts under prefix that could not be started.
-func (s *Server) failed(prefix string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var dirs []string
-	for dir, d := range s.vhosts {
-		if d == nil && strings.HasPrefix(dir, prefix) {
-			dirs = append(dirs, dir)
-		}
-	}
-	return dirs
-}
-
-// consider returns a vhost to run for dir, or nil: a vhost served is
-// its runner's, one that failed waits for its directory to go, and a
-// new one waits for its state and online=1.
+// consider returns a vhost to run for dir, or nil
+// (xenbus.DeviceTable.Consider).
 func (s *Server) consider(st xen.Store, dir string) *vhostDriver {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if d, known := s.vhosts[dir]; known {
-		if _, err := st.Read(dir + "/" + vbd.KeyState); d == nil && errors.Is(err, xen.ErrNotFound) {
-			delete(s.vhosts, dir)
+	d, _ := s.vhosts.Consider(st, dir, nil, func() (*vhostDriver, error) {
+		d, err := s.newVhost(st, dir)
+		if err != nil {
+			s.Log.Error("bad vhost; it stays unconnected", "vhost", dir, "err", err)
 		}
-		return nil
-	}
-	if _, err := st.Read(dir + "/" + vbd.KeyState); err != nil {
-		return nil
-	}
-	if v, err := st.Read(dir + "/" + vbd.KeyOnline); err != nil || strings.TrimSpace(v) != "1" {
-		return nil
-	}
-	d, err := s.newVhost(st, dir)
-	if err != nil {
-		s.Log.Error("bad vhost; it stays unconnected", "vhost", dir, "err", err)
-		_ = st.Write(dir+"/error", err.Error())
-		s.vhosts[dir] = nil // its error node's event must not retry it
-		return nil
-	}
-	s.vhosts[dir] = d
+		return d, err
+	})
 	return d
 }
 
@@ -190,14 +154,4 @@ func (s *Server) crash() {
 }
 
 // Vhosts returns the backend directories of the vhosts being served.
-func (s *Server) Vhosts() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for dir, d := range s.vhosts {
-		if d != nil {
-			out = append(out, dir)
-		}
-	}
-	return out
-}
+func (s *Server) Vhosts() []string { return s.vhosts.Dirs() }
