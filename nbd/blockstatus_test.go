@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"path/filepath"
@@ -302,5 +303,128 @@ func TestBlockStatusNeedsMetaContext(t *testing.T) {
 	c.Write(h[:])
 	if ch, p := readChunk(t, br); ch.typ != chunkError || ch.handle != 9 || binary.BigEndian.Uint32(p) != EINVAL {
 		t.Fatalf("block status without a context: %+v %x", ch, p)
+	}
+}
+
+// clientMap maps a whole device through Map calls, as a caller would.
+func clientMap(t *testing.T, m storage.Mapper, size int64) []mapEntry {
+	t.Helper()
+	var out []mapEntry
+	for off := int64(0); off < size; {
+		es, err := m.Map(off, size-off)
+		if err != nil || len(es) == 0 {
+			t.Fatalf("Map(%d): %v %v", off, es, err)
+		}
+		for _, e := range es {
+			out = append(out, mapEntry{off, e.Length, !e.Hole})
+			off += e.Length
+		}
+	}
+	return out
+}
+
+// Our client reads the holes of a file our server exports.
+func TestClientMapsOurServer(t *testing.T) {
+	l := startServer(t, Export{Name: "s", Device: sparseFile(t, 16<<20, sparseLayout...)})
+	cl, err := Dial(ListenerURL(l, "s"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if !cl.structured || !cl.hasAllocation {
+		t.Fatalf("structured %v, base:allocation %v", cl.structured, cl.hasAllocation)
+	}
+	if got := dataRanges(clientMap(t, cl, 16<<20)); !sameRanges(got, sparseLayout) {
+		t.Fatalf("client mapped data %v, want %v", got, sparseLayout)
+	}
+	// Reads come back as structured chunks.
+	b := make([]byte, 8)
+	if _, err := cl.ReadAt(b, 8<<20-4); err != nil || string(b) != "\x00\x00\x00\x00\xaa\xaa\xaa\xaa" {
+		t.Fatalf("read %x %v", b, err)
+	}
+}
+
+// Our client reads the holes of nbdkit's memory plugin.
+func TestClientMapsNbdkit(t *testing.T) {
+	cl := startNbdkit(t, 64<<20)
+	if !cl.structured || !cl.hasAllocation {
+		t.Fatalf("structured %v, base:allocation %v", cl.structured, cl.hasAllocation)
+	}
+	if got := dataRanges(clientMap(t, cl, 64<<20)); len(got) != 0 {
+		t.Fatalf("an empty nbdkit memory disk has data at %v", got)
+	}
+	buf := make([]byte, 1<<20)
+	randomFill(buf, 3)
+	if _, err := cl.WriteAt(buf, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]int64{{32 << 20, 1 << 20}}
+	if got := dataRanges(clientMap(t, cl, 64<<20)); !sameRanges(got, want) {
+		t.Fatalf("nbdkit memory mapped data %v, want %v", got, want)
+	}
+	got := make([]byte, len(buf))
+	if _, err := cl.ReadAt(got, 32<<20); err != nil || string(got) != string(buf) {
+		t.Fatalf("read back over structured replies: %v", err)
+	}
+}
+
+// The client assembles a read from hole and data chunks, takes an error
+// chunk as the call's error, and drops a server whose chunk strays
+// outside its request.
+func TestClientReadsChunks(t *testing.T) {
+	seed := clientSeed()
+	handshake := seed[:len(seed)-len(readChunks(0))]
+	replies := []func(handle uint64) []byte{
+		readChunks,
+		func(handle uint64) []byte {
+			var h [chunkHeaderSize]byte
+			encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkErrorOffset, handle: handle, length: 6 + 3 + 8})
+			return append(h[:], 0, 0, 0, ENOSPC, 0, 3, 'b', 'a', 'd', 0, 0, 0, 0, 0, 0, 0, 0)
+		},
+		func(handle uint64) []byte { // bytes 8..24 of a 16-byte read
+			var h [chunkHeaderSize]byte
+			encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkOffsetData, handle: handle, length: 24})
+			return append(append(h[:], 0, 0, 0, 0, 0, 0, 0, 8), make([]byte, 16)...)
+		},
+	}
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		server.Write(handshake)
+		br := bufio.NewReader(server)
+		io.ReadFull(br, make([]byte, 4)) // client flags
+		for range 3 {                    // STRUCTURED_REPLY, SET_META_CONTEXT, GO
+			var h [16]byte
+			io.ReadFull(br, h[:])
+			io.ReadFull(br, make([]byte, binary.BigEndian.Uint32(h[12:])))
+		}
+		for _, reply := range replies {
+			var h [requestSize]byte
+			if _, err := io.ReadFull(br, h[:]); err != nil {
+				return
+			}
+			r, _ := decodeRequest(&h)
+			server.Write(reply(r.handle))
+		}
+		io.Copy(io.Discard, br)
+	}()
+	cl, err := NewClient(client, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if !cl.hasAllocation || cl.allocation != 7 {
+		t.Fatalf("base:allocation %v id %d", cl.hasAllocation, cl.allocation)
+	}
+	b := []byte("xxxxxxxxxxxxxxxx")
+	if _, err := cl.ReadAt(b, 0); err != nil || string(b) != "\x00\x00\x00\x00\x00\x00\x00\x00abcdefgh" {
+		t.Fatalf("read %q %v", b, err)
+	}
+	var ne *Error
+	if _, err := cl.ReadAt(b, 0); !errors.As(err, &ne) || ne.Errno != ENOSPC {
+		t.Fatalf("error chunk gave %v", err)
+	}
+	if _, err := cl.ReadAt(b, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a chunk outside the request gave %v", err)
 	}
 }

@@ -46,9 +46,16 @@ type call struct {
 	busy bool
 	gen  uint32
 	cmd  uint16
+	off  uint64 // the request's range, which chunks must lie in
+	n    uint32
 	buf  []byte // READ destination
-	err  error
-	done chan struct{}
+	// got counts the READ bytes chunks delivered; errno is the first
+	// error a chunk reported; extents are BLOCK_STATUS's descriptors.
+	got     uint32
+	errno   uint32
+	extents []storage.Extent
+	err     error
+	done    chan struct{}
 }
 
 // Client is a pipelined NBD client; its methods are safe for concurrent use
@@ -60,6 +67,14 @@ type Client struct {
 	minBlock  uint32
 	prefBlock uint32
 	maxBlock  uint32
+	// structured: the server agreed to structured replies; allocation
+	// is base:allocation's id, when the server chose it (hasAllocation).
+	structured    bool
+	hasAllocation bool
+	allocation    uint32
+	// fields is the reply reader's scratch for a chunk's fixed fields;
+	// here, not on its stack, so that reading into it does not allocate.
+	fields [12]byte
 
 	free chan int // indices of idle slots
 
@@ -149,6 +164,9 @@ func (cl *Client) handshake(br *bufio.Reader, export string) error {
 	var cf [4]byte
 	binary.BigEndian.PutUint32(cf[:], cflags)
 	cl.bw.Write(cf[:])
+	if err := cl.negotiateStructured(br, export); err != nil {
+		return err
+	}
 	cl.writeOption(optGo, data)
 	if err := cl.bw.Flush(); err != nil {
 		return err
@@ -175,6 +193,50 @@ func (cl *Client) handshake(br *bufio.Reader, export string) error {
 			return fmt.Errorf("nbd: server refused export %q: %s (%#x) %s", export, repErrName(typ), typ, payload)
 		default:
 			return fmt.Errorf("nbd: unexpected option reply %#x", typ)
+		}
+	}
+}
+
+// negotiateStructured asks for structured replies and then for
+// base:allocation on export. A server refusing either is served without
+// them: reads still work, and Map reports all data.
+func (cl *Client) negotiateStructured(br *bufio.Reader, export string) error {
+	cl.writeOption(optStructuredReply, nil)
+	if err := cl.bw.Flush(); err != nil {
+		return err
+	}
+	typ, _, err := readOptReply(br, optStructuredReply)
+	if err != nil {
+		return err
+	}
+	if typ != repAck {
+		return nil
+	}
+	cl.structured = true
+	cl.writeOption(optSetMetaContext, encodeMetaRequest(metaRequest{name: export, queries: []string{contextAllocation}}))
+	if err := cl.bw.Flush(); err != nil {
+		return err
+	}
+	for {
+		typ, p, err := readOptReply(br, optSetMetaContext)
+		if err != nil {
+			return err
+		}
+		switch {
+		case typ == repAck:
+			return nil
+		case typ == repMetaContext:
+			if len(p) < 4 {
+				return errBadOption
+			}
+			if string(p[4:]) == contextAllocation {
+				cl.hasAllocation, cl.allocation = true, binary.BigEndian.Uint32(p)
+			}
+		case typ&repErrBit != 0:
+			cl.hasAllocation = false
+			return nil
+		default:
+			return fmt.Errorf("nbd: unexpected option reply %#x to SET_META_CONTEXT", typ)
 		}
 	}
 }
@@ -293,42 +355,187 @@ func (cl *Client) BlockSizes() (minimum, preferred, maximum uint32) {
 
 // readLoop matches replies to calls by handle until the connection fails.
 func (cl *Client) readLoop(br *bufio.Reader) {
-	var h [replySize]byte
+	var h [chunkHeaderSize]byte
 	var err error
 	for {
-		if _, err = io.ReadFull(br, h[:]); err != nil {
+		if _, err = io.ReadFull(br, h[:4]); err != nil {
+			break
+		}
+		if cl.structured && binary.BigEndian.Uint32(h[:]) == magicStructRep {
+			if _, err = io.ReadFull(br, h[4:]); err != nil {
+				break
+			}
+			if err = cl.readChunk(br, &h); err != nil {
+				break
+			}
+			continue
+		}
+		if _, err = io.ReadFull(br, h[4:replySize]); err != nil {
 			break
 		}
 		var errno uint32
 		var handle uint64
-		if errno, handle, err = decodeReply(&h); err != nil {
+		if errno, handle, err = decodeReply((*[replySize]byte)(h[:replySize])); err != nil {
 			break
 		}
-		slot, gen := int(handle&0xffffffff), uint32(handle>>32)
-		cl.mu.Lock()
-		if slot >= clientSlots || !cl.calls[slot].busy || cl.calls[slot].gen != gen {
-			cl.mu.Unlock()
-			err = fmt.Errorf("nbd: reply for unknown handle %#x", handle)
+		var c *call
+		if c, err = cl.callFor(handle); err != nil {
 			break
 		}
-		c := &cl.calls[slot]
-		c.busy = false
-		cmd, buf := c.cmd, c.buf
-		cl.mu.Unlock()
-		var cerr error
-		if errno != 0 {
-			cerr = &Error{Op: cmdName(cmd), Errno: errno}
-		} else if cmd == cmdRead {
-			if _, err = io.ReadFull(br, buf); err != nil {
+		if errno == 0 && c.cmd == cmdRead {
+			if _, err = io.ReadFull(br, c.buf); err != nil {
 				break
 			}
+			c.got = c.n
 		}
-		cl.mu.Lock()
-		c.err = cerr
-		cl.mu.Unlock()
-		c.done <- struct{}{}
+		cl.complete(c, errno)
 	}
 	cl.fail(err)
+}
+
+// callFor finds the call a reply's handle names.
+func (cl *Client) callFor(handle uint64) (*call, error) {
+	slot, gen := int(handle&0xffffffff), uint32(handle>>32)
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if slot >= clientSlots || !cl.calls[slot].busy || cl.calls[slot].gen != gen {
+		return nil, fmt.Errorf("nbd: reply for unknown handle %#x", handle)
+	}
+	return &cl.calls[slot], nil
+}
+
+// complete ends a call with errno, its first error, or, for a READ
+// whose chunks did not cover the request, EIO.
+func (cl *Client) complete(c *call, errno uint32) {
+	if c.errno != 0 {
+		errno = c.errno
+	}
+	if errno == 0 && c.cmd == cmdRead && c.got != c.n {
+		errno = EIO
+	}
+	var cerr error
+	if errno != 0 {
+		cerr = &Error{Op: cmdName(c.cmd), Errno: errno}
+	}
+	cl.mu.Lock()
+	c.busy = false
+	c.err = cerr
+	cl.mu.Unlock()
+	c.done <- struct{}{}
+}
+
+// maxChunkMeta bounds a chunk that is not READ data (errors, block
+// status); a longer one ends the connection before it is allocated.
+const maxChunkMeta = 1 << 20
+
+var errBadChunk = errors.New("nbd: malformed structured reply chunk")
+
+// readChunk reads one structured reply chunk, delivering it to its call;
+// a chunk with DONE completes the call. A chunk that does not fit its
+// call's request is a protocol error, which ends the connection.
+func (cl *Client) readChunk(br *bufio.Reader, h *[chunkHeaderSize]byte) error {
+	ch, err := decodeChunkHeader(h)
+	if err != nil {
+		return err
+	}
+	c, err := cl.callFor(ch.handle)
+	if err != nil {
+		return err
+	}
+	be := &cl.fields
+	switch {
+	case ch.typ == chunkNone:
+		if ch.length != 0 || ch.flags&chunkFlagDone == 0 {
+			return errBadChunk
+		}
+	case ch.typ == chunkOffsetData:
+		if c.cmd != cmdRead || ch.length <= 8 {
+			return errBadChunk
+		}
+		if _, err := io.ReadFull(br, be[:8]); err != nil {
+			return err
+		}
+		at, n := binary.BigEndian.Uint64(be[:]), ch.length-8
+		if at < c.off || at-c.off > uint64(c.n) || uint64(n) > uint64(c.n)-(at-c.off) {
+			return errBadChunk
+		}
+		if _, err := io.ReadFull(br, c.buf[at-c.off:][:n]); err != nil {
+			return err
+		}
+		c.got += n
+	case ch.typ == chunkOffsetHole:
+		if c.cmd != cmdRead || ch.length != 12 {
+			return errBadChunk
+		}
+		if _, err := io.ReadFull(br, be[:12]); err != nil {
+			return err
+		}
+		at, n := binary.BigEndian.Uint64(be[:]), binary.BigEndian.Uint32(be[8:])
+		if n == 0 || at < c.off || at-c.off > uint64(c.n) || uint64(n) > uint64(c.n)-(at-c.off) {
+			return errBadChunk
+		}
+		clear(c.buf[at-c.off:][:n])
+		c.got += n
+	case ch.typ == chunkBlockStatus:
+		if c.cmd != cmdBlockStatus || ch.length < 12 || (ch.length-4)%8 != 0 || ch.length > maxChunkMeta {
+			return errBadChunk
+		}
+		p := make([]byte, ch.length)
+		if _, err := io.ReadFull(br, p); err != nil {
+			return err
+		}
+		if !cl.hasAllocation || binary.BigEndian.Uint32(p) != cl.allocation || len(c.extents) != 0 {
+			return errBadChunk
+		}
+		if err := c.takeStatus(p[4:]); err != nil {
+			return err
+		}
+	case ch.typ&(1<<15) != 0: // an error chunk, known type or not
+		if ch.length < 6 || ch.length > maxChunkMeta {
+			return errBadChunk
+		}
+		if _, err := io.ReadFull(br, be[:6]); err != nil {
+			return err
+		}
+		msg := binary.BigEndian.Uint16(be[4:])
+		if uint32(msg) > ch.length-6 {
+			return errBadChunk
+		}
+		// The message, and ERROR_OFFSET's offset, say nothing the
+		// caller acts on.
+		if _, err := io.CopyN(io.Discard, br, int64(ch.length-6)); err != nil {
+			return err
+		}
+		errno := binary.BigEndian.Uint32(be[:])
+		if errno == 0 {
+			errno = EIO // an error chunk must carry an error
+		}
+		if c.errno == 0 {
+			c.errno = errno
+		}
+	default:
+		return fmt.Errorf("nbd: unknown structured reply chunk type %d", ch.typ)
+	}
+	if ch.flags&chunkFlagDone != 0 {
+		cl.complete(c, 0)
+	}
+	return nil
+}
+
+// takeStatus turns base:allocation descriptors into extents, clipped to
+// the request; a zero-length descriptor is a protocol error.
+func (c *call) takeStatus(p []byte) error {
+	var covered uint64
+	for ; len(p) >= 8 && covered < uint64(c.n); p = p[8:] {
+		n, flags := uint64(binary.BigEndian.Uint32(p)), binary.BigEndian.Uint32(p[4:])
+		if n == 0 {
+			return errBadChunk
+		}
+		n = min(n, uint64(c.n)-covered)
+		c.extents = append(c.extents, storage.Extent{Length: int64(n), Hole: flags&stateHole != 0, Zero: flags&stateZero != 0})
+		covered += n
+	}
+	return nil
 }
 
 func (cl *Client) fail(err error) {
@@ -353,6 +560,8 @@ func cmdName(cmd uint16) string {
 		return "trim"
 	case cmdWriteZeroes:
 		return "write zeroes"
+	case cmdBlockStatus:
+		return "block status"
 	}
 	return "command"
 }
@@ -360,15 +569,22 @@ func cmdName(cmd uint16) string {
 // do sends one request and waits for its reply. For READ, buf receives the
 // data; for WRITE, buf is the payload.
 func (cl *Client) do(cmd, flags uint16, off uint64, length uint32, buf []byte) error {
+	_, err := cl.send(cmd, flags, off, length, buf)
+	return err
+}
+
+// send is do, returning BLOCK_STATUS's extents too.
+func (cl *Client) send(cmd, flags uint16, off uint64, length uint32, buf []byte) ([]storage.Extent, error) {
 	var slot int
 	select {
 	case slot = <-cl.free:
 	case <-cl.dead:
-		return cl.deadErr()
+		return nil, cl.deadErr()
 	}
 	cl.mu.Lock()
 	c := &cl.calls[slot]
 	c.busy, c.cmd, c.err = true, cmd, nil
+	c.off, c.n, c.got, c.errno, c.extents = off, length, 0, 0, nil
 	c.gen++
 	c.buf = nil
 	if cmd == cmdRead {
@@ -387,20 +603,21 @@ func (cl *Client) do(cmd, flags uint16, off uint64, length uint32, buf []byte) e
 	cl.wmu.Unlock()
 	if err != nil {
 		cl.fail(err)
-		return cl.deadErr()
+		return nil, cl.deadErr()
 	}
 	select {
 	case <-c.done:
 	case <-cl.dead:
 		// The slot may still be referenced by a late reply; never reuse it.
-		return cl.deadErr()
+		return nil, cl.deadErr()
 	}
 	cl.mu.Lock()
 	err = c.err
-	c.buf = nil
+	extents := c.extents
+	c.buf, c.extents = nil, nil
 	cl.mu.Unlock()
 	cl.free <- slot
-	return err
+	return extents, err
 }
 
 func (cl *Client) deadErr() error {

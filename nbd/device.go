@@ -44,3 +44,26 @@ func (cl *Client) Discard(off, n int64, secure bool) error {
 	}
 	return cl.Trim(off, n)
 }
+
+// Map asks the server for base:allocation's extents of [off, off+n) (at
+// most one request's worth: the answer may end short). A server that did
+// not agree to base:allocation has every byte reported as data.
+func (cl *Client) Map(off, n int64) ([]storage.Extent, error) {
+	if err := cl.checkRange(off, n); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if !cl.hasAllocation {
+		return []storage.Extent{{Length: n}}, nil
+	}
+	es, err := cl.send(cmdBlockStatus, 0, uint64(off), uint32(min(n, maxRangeChunk)), nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) == 0 {
+		return nil, &Error{Op: "block status", Errno: EIO}
+	}
+	return es, nil
+}

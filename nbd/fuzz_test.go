@@ -152,25 +152,39 @@ func FuzzServerConn(f *testing.F) {
 	})
 }
 
-// clientSeed is a server's side of a successful OPT_GO handshake.
+// clientSeed is a server's side of a successful handshake (structured
+// replies and base:allocation agreed, then OPT_GO) and of the replies to
+// a 16-byte read at 0: a hole chunk, then a data chunk ending the reply.
 func clientSeed() []byte {
 	b := binary.BigEndian.AppendUint64(nil, magicNBD)
 	b = binary.BigEndian.AppendUint64(b, magicOpt)
 	b = binary.BigEndian.AppendUint16(b, flagFixedNewstyle|flagNoZeroes)
-	rep := func(typ uint32, data []byte) {
+	rep := func(opt, typ uint32, data []byte) {
 		b = binary.BigEndian.AppendUint64(b, magicOptReply)
-		b = binary.BigEndian.AppendUint32(b, optGo)
+		b = binary.BigEndian.AppendUint32(b, opt)
 		b = binary.BigEndian.AppendUint32(b, typ)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 		b = append(b, data...)
 	}
-	rep(repInfo, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 5})
-	rep(repInfo, []byte{0, 3, 0, 0, 0, 1, 0, 0, 16, 0, 0, 1, 0, 0})
-	rep(repAck, nil)
-	var r [replySize]byte
-	encodeReply(&r, 0, 1<<32) // reply to the first read (slot 0, generation 1)
-	b = append(b, r[:]...)
-	return append(b, make([]byte, 16)...)
+	rep(optStructuredReply, repAck, nil)
+	rep(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 7}, contextAllocation...))
+	rep(optSetMetaContext, repAck, nil)
+	rep(optGo, repInfo, []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 5})
+	rep(optGo, repInfo, []byte{0, 3, 0, 0, 0, 1, 0, 0, 16, 0, 0, 1, 0, 0})
+	rep(optGo, repAck, nil)
+	return append(b, readChunks(1<<32)...)
+}
+
+// readChunks answers a 16-byte read at 0 with handle: 8 bytes of hole,
+// then 8 bytes "abcdefgh".
+func readChunks(handle uint64) []byte {
+	var h [chunkHeaderSize]byte
+	encodeChunkHeader(&h, chunkHeader{typ: chunkOffsetHole, handle: handle, length: 12})
+	b := append(h[:], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8)
+	encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkOffsetData, handle: handle, length: 16})
+	b = append(b, h[:]...)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 8)
+	return append(b, "abcdefgh"...)
 }
 
 // FuzzClient feeds arbitrary server bytes to the client's handshake and
@@ -193,6 +207,7 @@ func FuzzClient(f *testing.F) {
 		}
 		if cl.Size() >= 16 {
 			cl.ReadAt(make([]byte, 16), 0)
+			cl.Map(0, 16)
 		}
 		cl.Close()
 	})

@@ -242,7 +242,8 @@ func BenchmarkRead4KUnix(b *testing.B) {
 	})
 }
 
-// A server without OPT_GO gets OPT_EXPORT_NAME instead.
+// A server without OPT_GO gets OPT_EXPORT_NAME instead (and one without
+// structured replies simple requests).
 func TestClientFallsBackToExportName(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
@@ -257,7 +258,7 @@ func TestClientFallsBackToExportName(t *testing.T) {
 			}
 			br := bufio.NewReader(server)
 			io.ReadFull(br, make([]byte, 4))
-			for _, wantOpt := range []uint32{optGo, optExportName} {
+			for _, wantOpt := range []uint32{optStructuredReply, optGo, optExportName} {
 				var h [16]byte
 				if _, err := io.ReadFull(br, h[:]); err != nil {
 					return err
@@ -268,9 +269,9 @@ func TestClientFallsBackToExportName(t *testing.T) {
 				if opt != wantOpt {
 					return fmt.Errorf("option %d, want %d", opt, wantOpt)
 				}
-				if opt == optGo {
+				if opt == optGo || opt == optStructuredReply {
 					r := binary.BigEndian.AppendUint64(nil, magicOptReply)
-					r = binary.BigEndian.AppendUint32(r, optGo)
+					r = binary.BigEndian.AppendUint32(r, opt)
 					r = binary.BigEndian.AppendUint32(r, repErrUnsup)
 					r = binary.BigEndian.AppendUint32(r, 0)
 					server.Write(r)
