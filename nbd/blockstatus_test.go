@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -291,6 +292,37 @@ func TestStructuredRepliesAndBlockStatus(t *testing.T) {
 	}
 	if errno, handle, err := decodeReply(&r); err != nil || errno != 0 || handle != 4 {
 		t.Fatalf("cache reply %d %d %v", errno, handle, err)
+	}
+}
+
+// FAST_ZERO is served by punching a hole, and refused at once with
+// NO_HOLE, which only writing could honour.
+func TestFastZero(t *testing.T) {
+	dev := newMemDev(1 << 20)
+	dev.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
+	l := startServer(t, Export{Name: "d", Device: dev})
+	c, br := structuredConn(t, l, false)
+	var h [requestSize]byte
+	encodeRequest(&h, request{cmd: cmdWriteZeroes, flags: cmdFlagFastZero | cmdFlagNoHole, handle: 1, length: 64 << 10})
+	c.Write(h[:])
+	if ch, p := readChunk(t, br); ch.typ != chunkError || binary.BigEndian.Uint32(p) != ENOTSUP {
+		t.Fatalf("FAST_ZERO with NO_HOLE: %+v %x", ch, p)
+	}
+	if dev.Writes.Load() != 1 || dev.Zeroings.Load() != 0 {
+		t.Fatal("a refused FAST_ZERO touched the device")
+	}
+	encodeRequest(&h, request{cmd: cmdWriteZeroes, flags: cmdFlagFastZero, handle: 2, length: 64 << 10})
+	c.Write(h[:])
+	var r [replySize]byte
+	if _, err := io.ReadFull(br, r[:]); err != nil {
+		t.Fatal(err)
+	}
+	if errno, _, err := decodeReply(&r); err != nil || errno != 0 {
+		t.Fatalf("FAST_ZERO: errno %d %v", errno, err)
+	}
+	es, _ := storage.Map(dev, 0, 1<<20)
+	if len(es) != 2 || !es[0].Hole || es[0].Length != 64<<10 {
+		t.Fatalf("after FAST_ZERO the device maps as %+v", es)
 	}
 }
 

@@ -45,7 +45,7 @@ func TestClientServerRoundTrip(t *testing.T) {
 	if cl.Size() != 8<<20 {
 		t.Fatalf("size %d", cl.Size())
 	}
-	want := uint16(FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn | FlagSendCache)
+	want := uint16(FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn | FlagSendCache | FlagSendFastZero)
 	if cl.Flags() != want {
 		t.Fatalf("flags %#x, want %#x", cl.Flags(), want)
 	}

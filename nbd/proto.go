@@ -67,6 +67,7 @@ const (
 	FlagSendWriteZeroes = 1 << 6
 	FlagCanMultiConn    = 1 << 8
 	FlagSendCache       = 1 << 10
+	FlagSendFastZero    = 1 << 11
 )
 
 // Commands and command flags.
@@ -82,7 +83,8 @@ const (
 
 	cmdFlagFUA    = 1 << 0
 	cmdFlagNoHole = 1 << 1
-	cmdFlagReqOne = 1 << 3
+	cmdFlagReqOne   = 1 << 3
+	cmdFlagFastZero = 1 << 4
 )
 
 // Structured reply chunks: types, the flag ending a reply, and the

@@ -210,6 +210,9 @@ func transmissionFlags(e Export) uint16 {
 	if info.CanDiscard {
 		f |= FlagSendTrim
 	}
+	if info.CanDiscard && info.DiscardZeroes {
+		f |= FlagSendFastZero // a punched hole is the fast zero
+	}
 	if info.RotationRate > 1 {
 		f |= FlagRotational
 	}
@@ -709,7 +712,7 @@ func (cn *conn) serve(j job) {
 			case cmdTrim:
 				err = dev.Discard(off, n, false)
 			case cmdWriteZeroes:
-				err = writeZeroes(dev, off, n, r.flags&cmdFlagNoHole != 0)
+				err = writeZeroes(dev, off, n, r.flags)
 			}
 			if err == nil && r.flags&cmdFlagFUA != 0 {
 				err = dev.Flush()
@@ -732,18 +735,31 @@ func (cn *conn) serve(j job) {
 	}
 }
 
+// errSlowZero refuses a FAST_ZERO request that only a slow zeroing could
+// serve (ENOTSUP, as the protocol asks).
+var errSlowZero = fmt.Errorf("nbd: no fast zero here: %w", storage.ErrNotSupported)
+
 // writeZeroes serves WRITE_ZEROES. Without NO_HOLE the client allows
 // the range to be deallocated: a device whose discard reads back as zeros
 // punches a hole; others zero it as they can. With NO_HOLE, zeros are
-// written, so the range stays allocated.
-func writeZeroes(dev storage.Device, off, n int64, noHole bool) error {
-	if noHole {
+// written, so the range stays allocated. With FAST_ZERO only the punched
+// hole counts as fast: anything else fails at once, touching nothing.
+func writeZeroes(dev storage.Device, off, n int64, flags uint16) error {
+	fast := flags&cmdFlagFastZero != 0
+	if flags&cmdFlagNoHole != 0 {
+		if fast {
+			return errSlowZero
+		}
 		return writeZeroesNoHole(dev, off, n)
 	}
 	if info := dev.Info(); info.CanDiscard && info.DiscardZeroes {
-		if err := dev.Discard(off, n, false); err == nil {
-			return nil
+		err := dev.Discard(off, n, false)
+		if err == nil || errors.Is(err, storage.ErrOutOfRange) {
+			return err
 		}
+	}
+	if fast {
+		return errSlowZero
 	}
 	return dev.WriteZeroes(off, n)
 }

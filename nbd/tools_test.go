@@ -67,6 +67,8 @@ func TestNbdinfo(t *testing.T) {
 			CanFUA      bool   `json:"can_fua"`
 			CanTrim     bool   `json:"can_trim"`
 			CanZero     bool   `json:"can_zero"`
+			CanFastZero bool   `json:"can_fast_zero"`
+			CanCache    bool   `json:"can_cache"`
 			CanMulti    bool   `json:"can_multi_conn"`
 			MinBlock    int    `json:"block_size_minimum"`
 			MaxBlock    int    `json:"block_size_maximum"`
@@ -77,7 +79,7 @@ func TestNbdinfo(t *testing.T) {
 	}
 	e := info.Exports[0]
 	if e.Name != "disk" || e.Description != "a test disk" || e.Size != 3<<20 || e.ReadOnly ||
-		!e.CanFlush || !e.CanFUA || !e.CanTrim || !e.CanZero || !e.CanMulti || e.MinBlock != 1 || e.MaxBlock != MaxPayload {
+		!e.CanFlush || !e.CanFUA || !e.CanTrim || !e.CanZero || !e.CanFastZero || !e.CanCache || !e.CanMulti || e.MinBlock != 1 || e.MaxBlock != MaxPayload {
 		t.Fatalf("nbdinfo saw %+v\n%s", e, out)
 	}
 	out = run(t, "nbdinfo", "--json", ListenerURL(l, "ro"))
