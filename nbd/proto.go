@@ -81,8 +81,8 @@ const (
 	cmdWriteZeroes = 6
 	cmdBlockStatus = 7
 
-	cmdFlagFUA    = 1 << 0
-	cmdFlagNoHole = 1 << 1
+	cmdFlagFUA      = 1 << 0
+	cmdFlagNoHole   = 1 << 1
 	cmdFlagReqOne   = 1 << 3
 	cmdFlagFastZero = 1 << 4
 )
