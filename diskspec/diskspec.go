@@ -24,7 +24,7 @@ import (
 // Format is the disk image format.
 type Format string
 
-// Formats xl knows. xenblk serves raw only; the others parse so that a
+// Formats xl knows. xenblk serves raw and qcow2; the others parse so that a
 // spec written for xl gives a clear error instead of a syntax error.
 const (
 	FormatRaw   Format = "raw"

@@ -176,15 +176,15 @@ func checkPolicy(v string) error {
 func (spec Spec) Options() (Options, error) { return ParseOptions(spec.Extra) }
 
 // Servable says whether xenblk can serve what the spec describes: it
-// serves raw images only. The error says what the spec says, not what the
-// file is (the file may be raw whatever the spec claims).
+// serves raw and qcow2 images. The error says what the spec says, not
+// what the file is (the file may be raw whatever the spec claims).
 func (spec Spec) Servable() error {
 	switch spec.Format {
-	case FormatRaw, "":
+	case FormatRaw, FormatQcow2, "":
 		return nil
 	case FormatEmpty:
-		return fmt.Errorf("the spec says format=empty; xenblk serves raw images only (an empty CD-ROM drive is not served: give a raw image as the target)")
+		return fmt.Errorf("the spec says format=empty; xenblk serves raw and qcow2 images only (an empty CD-ROM drive is not served: give an image as the target)")
 	default:
-		return fmt.Errorf("the spec says format=%s; xenblk serves raw images only (for a raw file, say format=raw; for a %s image, convert it with qemu-img convert -O raw)", spec.Format, spec.Format)
+		return fmt.Errorf("the spec says format=%s; xenblk serves raw and qcow2 images only (for a raw file, say format=raw; for a %s image, convert it with qemu-img convert -O qcow2)", spec.Format, spec.Format)
 	}
 }

@@ -115,17 +115,17 @@ func TestParseChecksOwnKeys(t *testing.T) {
 	}
 }
 
-// Servable says what the spec says: xenblk serves raw only, and the
-// message cannot be read as a claim about the file.
+// Servable says what the spec says: xenblk serves raw and qcow2 only,
+// and the message cannot be read as a claim about the file.
 func TestServable(t *testing.T) {
-	for _, f := range []Format{FormatRaw, ""} {
+	for _, f := range []Format{FormatRaw, FormatQcow2, ""} {
 		if err := (Spec{Format: f}).Servable(); err != nil {
 			t.Errorf("format %q: %v", f, err)
 		}
 	}
-	for _, f := range []Format{FormatQcow, FormatQcow2, FormatVHD, FormatQED, FormatEmpty} {
+	for _, f := range []Format{FormatQcow, FormatVHD, FormatQED, FormatEmpty} {
 		err := (Spec{Format: f}).Servable()
-		if err == nil || !strings.Contains(err.Error(), "the spec says format="+string(f)+";") || !strings.Contains(err.Error(), "raw images only") {
+		if err == nil || !strings.Contains(err.Error(), "the spec says format="+string(f)+";") || !strings.Contains(err.Error(), "raw and qcow2 images only") {
 			t.Errorf("format %s: %v", f, err)
 		}
 		if f != FormatEmpty && !strings.Contains(err.Error(), "for a raw file, say format=raw") {

@@ -39,8 +39,10 @@ func ReadOptions(st xen.Store, dir string) (diskspec.Options, error) {
 type Disk struct {
 	// Name is where it is configured (a vbd's backend directory): logs
 	// name it.
-	Name     string
-	Path     string // the backing path: an image file or a block device
+	Name string
+	Path string // the backing path: an image file or a block device
+	// Format is raw (also when not given) or qcow2.
+	Format   diskspec.Format
 	ReadOnly bool
 	// Options are xenblk's own keys, checked. Options.Shared lets several
 	// users open the disk together (storage.LockShared); without it a
@@ -49,38 +51,45 @@ type Disk struct {
 }
 
 // ReadDisk reads what a vbd's backend directory says of its disk, as
-// libxl wrote it (params, mode) and shaped by xenblk's own keys. A spec
-// whose format is not raw is refused. libxl's mode "w!" (xl's access=w!)
-// is a disk shared writable on purpose, as shared=1 is.
+// libxl wrote it (params, mode) and shaped by xenblk's own keys. Its
+// format is the spec's (the format node's when there is no spec; raw
+// when neither is there); a format other than raw or qcow2 is refused.
+// libxl's mode "w!" (xl's access=w!) is a disk shared writable on
+// purpose, as shared=1 is.
 func ReadDisk(st xen.Store, dir string) (Disk, error) {
 	params, err := st.Read(dir + "/" + KeyParams)
 	if err != nil {
 		return Disk{}, fmt.Errorf("%s has no params node: %w", dir, err)
 	}
 	mode, _ := st.Read(dir + "/" + KeyMode)
+	format := diskspec.FormatRaw
+	if f, err := st.Read(dir + "/" + KeyFormat); err == nil && f != "" {
+		format = diskspec.Format(f)
+	}
 	if specText, err := st.Read(dir + "/" + KeySpec); err == nil {
 		if spec, err := diskspec.Parse(specText); err == nil {
-			if err := spec.Servable(); err != nil {
-				return Disk{}, fmt.Errorf("disk %s: %w", params, err)
-			}
+			format = spec.Format
 		}
+	}
+	if err := (diskspec.Spec{Format: format}).Servable(); err != nil {
+		return Disk{}, fmt.Errorf("disk %s: %w", params, err)
 	}
 	o, err := ReadOptions(st, dir)
 	if err != nil {
 		return Disk{}, err
 	}
 	o.Shared = o.Shared || mode == "w!"
-	return Disk{Name: dir, Path: params, ReadOnly: strings.HasPrefix(mode, "r"), Options: o}, nil
+	return Disk{Name: dir, Path: params, Format: format, ReadOnly: strings.HasPrefix(mode, "r"), Options: o}, nil
 }
 
-// Open opens the disk (storage.OpenImage), locked against its other users.
-// A file that begins with qcow's magic is served raw, as configured, with
-// a warning: the toolstack refuses it when it can see the file (xenblk
+// Open opens the disk (OpenImage, as its format says), locked against
+// its other users. Under format=raw, a file that begins with qcow's
+// magic is served raw, as configured, with a warning: the toolstack refuses it when it can see the file (xenblk
 // attach does), but by the time a backend opens it the bytes may be the
 // guest's own, and a guest must not be able to take its disk away by
 // writing them.
 func (d Disk) Open(log *slog.Logger) (storage.Device, error) {
-	if err := storage.QcowImage(d.Path); err != nil {
+	if err := storage.QcowImage(d.Path); err != nil && d.Format != diskspec.FormatQcow2 {
 		log.Warn("serving as raw, as the spec says", "vbd", d.Name, "warning", err)
 	}
 	o := d.Options
@@ -92,7 +101,8 @@ func (d Disk) Open(log *slog.Logger) (storage.Device, error) {
 	if o.RotationRate >= 0 {
 		io.RotationRate, io.SetRotationRate = uint16(o.RotationRate), true
 	}
-	dev, _, err := storage.OpenImage(d.Path, io)
+	dev, _, err := OpenImage(d.Path, d.Format, io)
+	err = specSaysQcow2(err)
 	if errors.Is(err, storage.ErrInUse) {
 		return nil, fmt.Errorf("%w; a disk that guests share on purpose takes shared=1 in the disk spec of every vbd given it", err)
 	}

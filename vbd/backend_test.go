@@ -84,7 +84,7 @@ func TestVBDImageOptionsFromTheDiskSpec(t *testing.T) {
 var discardLog = slog.New(slog.DiscardHandler)
 
 // A backend says what is true about a disk it will not serve as the spec
-// asks: format=qcow2 on any file is the spec's claim, not the file's; a
+// asks: format=qcow2 on a raw file is the spec's claim, not the file's; a
 // file that does begin with qcow2's magic under format=raw is served raw,
 // as attached, with a warning that says what the file is.
 func TestOpenSaysWhatIsTrueAboutTheFormat(t *testing.T) {
@@ -103,7 +103,7 @@ func TestOpenSaysWhatIsTrueAboutTheFormat(t *testing.T) {
 	}
 	attach := func(spec string) string { return createVBD(t, st, g.ID(), spec) }
 	for _, c := range []struct{ spec, want string }{
-		{"format=qcow2, vdev=xvdb, target=" + raw, "disk " + raw + ": the spec says format=qcow2; xenblk serves raw images only (for a raw file, say format=raw; for a qcow2 image, convert it with qemu-img convert -O raw)"},
+		{"format=qcow2, vdev=xvdb, target=" + raw, raw + " is not a qcow2 image (it does not begin with QFI\\xfb and version 2 or 3), but the spec says format=qcow2; for a raw image, say format=raw"},
 		{"format=vhd, vdev=xvdc, target=" + qcow, "the spec says format=vhd;"},
 	} {
 		if d, err := vbd.Open(st, attach(c.spec), discardLog); err == nil {

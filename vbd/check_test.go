@@ -31,7 +31,7 @@ func TestCheckLocal(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "gone.img"), dangling); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct{ spec, want string }{
+	checkLocalCases(t, []checkLocalCase{
 		{"vdev=xvda, target=" + raw, ""},
 		{"vdev=xvda, sector-size=4096, target=" + raw, ""},
 		{"vdev=xvda, scsi-policy=@" + good + ", target=" + raw, ""},
@@ -43,7 +43,16 @@ func TestCheckLocal(t *testing.T) {
 		{"vdev=xvda, target=" + dir, "is not a raw image file or a block device"},
 		{"vdev=xvda, scsi-policy=@" + bad + ", target=" + raw, "scsi-policy=@" + bad + ": " + bad + ": line 2"},
 		{"vdev=xvda, scsi-policy=@" + filepath.Join(dir, "none.policy") + ", target=" + raw, "no such file"},
-	} {
+	})
+}
+
+// checkLocalCase is a spec and what CheckLocal says of it: "" nothing,
+// else a part of its error.
+type checkLocalCase struct{ spec, want string }
+
+func checkLocalCases(t *testing.T, cases []checkLocalCase) {
+	t.Helper()
+	for _, c := range cases {
 		spec, err := diskspec.Parse(c.spec)
 		if err != nil {
 			t.Fatal(err)

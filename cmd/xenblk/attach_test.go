@@ -109,7 +109,9 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 		code  int
 		want  string
 	}{
-		{"format=qcow2, vdev=xvda, target=" + raw, nil, 2, "the spec says format=qcow2; xenblk serves raw images only (for a raw file, say format=raw; for a qcow2 image, convert it with qemu-img convert -O raw)"},
+		{"format=qcow2, vdev=xvda, target=" + raw, nil, 1, raw + " is not a qcow2 image (it does not begin with QFI\\xfb and version 2 or 3), but the spec says format=qcow2; for a raw image, say format=raw"},
+		{"format=qcow2, vdev=xvda, target=" + qcow, nil, 1, "qcow2 image " + qcow + ": qcow2: corrupt image"},
+		{"format=qed, vdev=xvda, target=" + raw, nil, 2, "the spec says format=qed; xenblk serves raw and qcow2 images only"},
 		{"format=vhd, vdev=xvda, target=" + raw, nil, 2, "the spec says format=vhd;"},
 		{"vdev=xvda, sector-size=1000, target=" + raw, nil, 2, "sector-size=1000: want 512 or 4096"},
 		{"vdev=xvda, scsi=maybe, target=" + raw, nil, 2, "scsi=maybe: want emulate, passthrough or off"},

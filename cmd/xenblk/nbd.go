@@ -20,12 +20,13 @@ type nbdServeOptions struct {
 	listen   string
 	name     string
 	readOnly bool
+	format   imageFormat
 }
 
 func newNBDCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nbd",
-		Short: "NBD tools: export a raw image with xenblk's NBD server",
+		Short: "NBD tools: export a raw or qcow2 image with xenblk's NBD server",
 	}
 	cmd.AddCommand(newNBDServeCmd())
 	return cmd
@@ -35,7 +36,7 @@ func newNBDServeCmd() *cobra.Command {
 	o := &nbdServeOptions{}
 	cmd := &cobra.Command{
 		Use:   "serve FILE",
-		Short: "Export an existing raw image file over NBD until interrupted",
+		Short: "Export an existing raw or qcow2 image file over NBD until interrupted",
 		Example: `  xenblk nbd serve disk.img                       # nbd://127.0.0.1:10809/
   xenblk nbd serve --listen unix:/tmp/d.sock --name d --read-only disk.img
   nbdinfo nbd+unix:///d?socket=/tmp/d.sock`,
@@ -51,6 +52,7 @@ func newNBDServeCmd() *cobra.Command {
 	listenAddrVar(f, &o.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
 	f.StringVar(&o.name, "name", "", "export name (clients asking for the empty name get it too)")
 	f.BoolVar(&o.readOnly, "read-only", false, "refuse writes")
+	imageFormatVar(f, &o.format, "the image's format: raw, qcow2, or auto (qcow2 when the file begins with qcow2's magic, else raw)")
 	return cmd
 }
 
@@ -61,7 +63,7 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 		}
 		return usagef("nbd serve: %v", err)
 	}
-	dev, _, err := openImage(args[0], 0, o.readOnly, ownRotationRate)
+	dev, format, _, err := openImage(args[0], o.format, 0, o.readOnly, ownRotationRate)
 	if err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 		return fmt.Errorf("nbd serve: %w", err)
 	}
 	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.name, Description: args[0], Device: dev, ReadOnly: o.readOnly}}}
-	fmt.Fprintf(cmd.OutOrStdout(), "serving %s at %s\n", args[0], nbd.ListenerURL(l, o.name))
+	fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) at %s\n", args[0], format, nbd.ListenerURL(l, o.name))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; l.Close(); srv.Close() }()

@@ -35,6 +35,7 @@ type simOptions struct {
 	nbd         string
 	vdev        string
 	readOnly    bool
+	format      imageFormat // --format: the image's, or what a new one is made as
 	queues      int
 	grantFrames int
 	verbose     bool
@@ -72,7 +73,9 @@ attaches to it, and an NBD export of the guest's disk on 127.0.0.1.
 
 The image is created sparse, --size large, if it does not exist; an
 existing one keeps its size, which must be a whole number of 512-byte
-sectors (a partial last sector is refused, not cut off). Stop with
+sectors (a partial last sector is refused, not cut off). An existing
+qcow2 image is served as qcow2 (--format says otherwise); a new image
+is raw unless --format qcow2 says so. Stop with
 Ctrl-C: the frontend flushes and closes, the backend closes, the vbd is
 removed. While the --fuse file is in use (a loop device on it), Ctrl-C
 says what holds it and waits until it is released; a second Ctrl-C, or
@@ -108,6 +111,7 @@ identity and one set of reservations.`,
 	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
 	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&o.readOnly, "read-only", false, "attach the disk read-only")
+	imageFormatVar(f, &o.format, "the image's format: raw, qcow2, or auto (an existing file's first bytes say; a new image is raw)")
 	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkback.DefaultMaxQueues, "what the backend offers",
 		fmt.Sprintf("frontend queues, 1 to %d (what the backend offers)", blkback.DefaultMaxQueues))
 	grantFramesVar(f, &o.grantFrames)
@@ -138,7 +142,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 		}
 		return fmt.Errorf("NBD export on %s: %w", o.nbd, err)
 	}
-	disk, created, err := openImage(path, int64(o.size), o.readOnly, o.scsi.rotationRate)
+	disk, format, created, err := openImage(path, o.format, int64(o.size), o.readOnly, o.scsi.rotationRate)
 	if err != nil {
 		l.Close()
 		if se := (*storage.ImageSizeError)(nil); errors.As(err, &se) && se.Size == 0 {
@@ -194,7 +198,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	if o.readOnly {
 		access = "ro"
 	}
-	spec, err := diskspec.Parse(fmt.Sprintf("format=raw, vdev=%s, access=%s, target=%s", o.vdev, access, path))
+	spec, err := diskspec.Parse(fmt.Sprintf("format=%s, vdev=%s, access=%s, target=%s", format, o.vdev, access, path))
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -226,7 +230,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 		verb = "created and serving"
 	}
 	fmt.Fprintf(out, "xenblk sim: simulated Xen host running\n")
-	fmt.Fprintf(out, "  dom0     blkback %s %s (%d bytes) at %s\n", verb, path, in.Size(), vbd.BackendPath())
+	fmt.Fprintf(out, "  dom0     blkback %s %s (%s, %d bytes) at %s\n", verb, path, format, in.Size(), vbd.BackendPath())
 	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v, scsi %v\n",
 		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
 	url := nbd.ListenerURL(l, o.vdev)
