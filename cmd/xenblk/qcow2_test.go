@@ -126,9 +126,9 @@ func TestNBDServeQcow2(t *testing.T) {
 }
 
 // TestSimQcow2: `xenblk sim --format qcow2 --size` makes a qcow2 image;
-// a later sim finds it qcow2 by itself and says so; what qemu-io wrote
-// through the guest's NBD export is in the image, which qemu-img finds
-// clean.
+// a later sim finds it qcow2 by itself and says so, as it does an image
+// qemu-img made over it as a backing file; what qemu-io wrote through
+// the guest's NBD export is in the image, which qemu-img finds clean.
 func TestSimQcow2(t *testing.T) {
 	bin := buildXenblk(t)
 	dir := t.TempDir()
@@ -164,6 +164,23 @@ func TestSimQcow2(t *testing.T) {
 	stopProc(t, p)
 	writeAt(t, want, bytes.Repeat([]byte{0x55}, 64<<10), 8<<20)
 	checkQcow2(t, img, want)
+
+	// An image qemu-img made over a backing file (the image above,
+	// named relative to it): sim serves the disk with the backing
+	// file's bytes showing through, and writes land in the top image.
+	top := filepath.Join(dir, "top.qcow2")
+	runTool(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "disk.qcow2", "-F", "qcow2", top)
+	img = top
+	p, banner, url = sim()
+	if !strings.Contains(banner, "serving "+top+" (qcow2, 33554432 bytes)") {
+		t.Errorf("banner %q does not say it serves a qcow2 image", banner)
+	}
+	qemuIO(t, url, "read -P 0x55 8M 64k", "write -P 0x66 8M 4k", "write -P 0x77 30M 1k", "flush")
+	stopProc(t, p)
+	writeAt(t, want, bytes.Repeat([]byte{0x66}, 4<<10), 8<<20)
+	writeAt(t, want, bytes.Repeat([]byte{0x77}, 1<<10), 30<<20)
+	checkQcow2(t, top, want)
+	runTool(t, "qemu-img", "check", "-f", "qcow2", filepath.Join(dir, "disk.qcow2"))
 
 	// --format qcow2 on a raw file says what the file is not.
 	raw := filepath.Join(dir, "raw.img")
@@ -251,7 +268,11 @@ func TestNBDServeQcow2KilledUnderWrites(t *testing.T) {
 	}
 	srv.cmd.Process.Signal(syscall.SIGKILL)
 	srv.cmd.Wait()
-	<-done // the client sees the connection go
+	select { // the client sees the connection go
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("qemu-io did not end in 30s after the server was killed")
+	}
 
 	out, err := exec.Command("qemu-img", "check", "-f", "qcow2", img).CombinedOutput()
 	var ee *exec.ExitError
