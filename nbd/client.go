@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -91,6 +92,12 @@ type Client struct {
 // Dial connects to target (see ParseTarget) and opens export; an empty
 // export uses the name in the URI.
 func Dial(target, export string) (*Client, error) {
+	return DialTLS(target, export, nil)
+}
+
+// DialTLS is Dial over TLS when cfg is not nil (NBD_OPT_STARTTLS; a
+// server refusing it fails the dial).
+func DialTLS(target, export string, cfg *tls.Config) (*Client, error) {
 	t, err := ParseTarget(target)
 	if err != nil {
 		return nil, err
@@ -102,7 +109,7 @@ func Dial(target, export string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := NewClient(c, export)
+	cl, err := NewClientTLS(c, export, cfg)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -113,6 +120,12 @@ func Dial(target, export string) (*Client, error) {
 // NewClient runs the handshake on c (OPT_GO, falling back to
 // OPT_EXPORT_NAME) and starts the reply reader. The client owns c.
 func NewClient(c net.Conn, export string) (*Client, error) {
+	return NewClientTLS(c, export, nil)
+}
+
+// NewClientTLS is NewClient, first starting TLS with cfg when it is not
+// nil.
+func NewClientTLS(c net.Conn, export string, cfg *tls.Config) (*Client, error) {
 	if len(export) > maxNameLength {
 		return nil, errors.New("nbd: export name too long")
 	}
@@ -120,8 +133,8 @@ func NewClient(c net.Conn, export string) (*Client, error) {
 		conn: c, free: make(chan int, clientSlots), dead: make(chan struct{}),
 		bw: bufio.NewWriterSize(c, 64<<10), minBlock: 1, prefBlock: 4096, maxBlock: MaxPayload,
 	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	if err := cl.handshake(br, export); err != nil {
+	br, err := cl.handshake(bufio.NewReaderSize(c, 64<<10), export, cfg)
+	if err != nil {
 		return nil, err
 	}
 	for i := range cl.calls {
@@ -134,7 +147,15 @@ func NewClient(c net.Conn, export string) (*Client, error) {
 
 var errOldstyle = errors.New("nbd: server speaks oldstyle negotiation, which is not supported")
 
-func (cl *Client) handshake(br *bufio.Reader, export string) error {
+// handshake negotiates the export; it returns the reader of the session
+// (TLS's, when cfg started it).
+func (cl *Client) handshake(br *bufio.Reader, export string, cfg *tls.Config) (*bufio.Reader, error) {
+	err := cl.haggle(&br, export, cfg)
+	return br, err
+}
+
+func (cl *Client) haggle(brp **bufio.Reader, export string, cfg *tls.Config) error {
+	br := *brp
 	var hello [18]byte
 	if _, err := io.ReadFull(br, hello[:]); err != nil {
 		return err
@@ -164,6 +185,13 @@ func (cl *Client) handshake(br *bufio.Reader, export string) error {
 	var cf [4]byte
 	binary.BigEndian.PutUint32(cf[:], cflags)
 	cl.bw.Write(cf[:])
+	if cfg != nil {
+		if err := cl.startTLS(br, cfg); err != nil {
+			return err
+		}
+		br = bufio.NewReaderSize(cl.conn, 64<<10)
+		*brp = br
+	}
 	if err := cl.negotiateStructured(br, export); err != nil {
 		return err
 	}
@@ -195,6 +223,31 @@ func (cl *Client) handshake(br *bufio.Reader, export string) error {
 			return fmt.Errorf("nbd: unexpected option reply %#x", typ)
 		}
 	}
+}
+
+// startTLS asks for NBD_OPT_STARTTLS and runs the TLS handshake; the
+// client's connection and writer then go through the session.
+func (cl *Client) startTLS(br *bufio.Reader, cfg *tls.Config) error {
+	cl.writeOption(optStartTLS, nil)
+	if err := cl.bw.Flush(); err != nil {
+		return err
+	}
+	typ, _, err := readOptReply(br, optStartTLS)
+	if err != nil {
+		return err
+	}
+	if typ != repAck {
+		return fmt.Errorf("nbd: server refused TLS: %s (%#x)", repErrName(typ), typ)
+	}
+	if br.Buffered() != 0 {
+		return errors.New("nbd: server sent plaintext after agreeing to STARTTLS")
+	}
+	tc := tls.Client(cl.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("nbd: TLS handshake: %w", err)
+	}
+	cl.conn, cl.bw = tc, bufio.NewWriterSize(tc, 64<<10)
+	return nil
 }
 
 // negotiateStructured asks for structured replies and then for
@@ -249,6 +302,10 @@ func repErrName(typ uint32) string {
 		return "policy"
 	case repErrInvalid:
 		return "invalid"
+	case repErrUnsup:
+		return "unsupported"
+	case repErrTLSReqd:
+		return "TLS required"
 	}
 	return "error"
 }

@@ -45,6 +45,7 @@ const (
 	repErrUnsup         = repErrBit | 1
 	repErrPolicy        = repErrBit | 2
 	repErrInvalid       = repErrBit | 3
+	repErrTLSReqd       = repErrBit | 5
 	repErrUnknown       = repErrBit | 6
 	repErrTooBig        = repErrBit | 9
 	infoExport          = 0

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,6 +39,12 @@ type Server struct {
 	HandshakeTimeout time.Duration
 	// Logf, when set, receives one line per failed connection.
 	Logf func(format string, args ...any)
+	// TLSConfig, when set, is offered with NBD_OPT_STARTTLS (it holds the
+	// server's certificate, and client CAs when clients must present
+	// one); with TLSRequired, a client that does not start TLS is told
+	// NBD_REP_ERR_TLS_REQD for every option but STARTTLS and ABORT.
+	TLSConfig   *tls.Config
+	TLSRequired bool
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -245,7 +252,7 @@ func (s *Server) ServeConn(c net.Conn) (err error) {
 	s.mu.Unlock()
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 64<<10)
-	exp, neg, err := s.handshake(br, bw)
+	exp, neg, err := s.handshake(c, br, bw)
 	if err == errAbort {
 		return nil
 	}
@@ -259,7 +266,7 @@ func (s *Server) ServeConn(c net.Conn) (err error) {
 	}
 	c.SetDeadline(time.Time{})
 	s.mu.Unlock()
-	return s.transmit(br, bw, exp, neg)
+	return s.transmit(neg.br, neg.bw, exp, neg)
 }
 
 // negotiated is what the option haggling settled besides the export.
@@ -272,14 +279,20 @@ type negotiated struct {
 	// for; metaSet whether any were selected.
 	metaExport string
 	metaSet    bool
+	// tls: STARTTLS succeeded; br and bw are then over the TLS session.
+	tls bool
+	br  *bufio.Reader
+	bw  *bufio.Writer
 }
 
-func (s *Server) handshake(br *bufio.Reader, bw *bufio.Writer) (exp Export, neg negotiated, err error) {
-	exp, err = s.haggle(br, bw, &neg)
+func (s *Server) handshake(c net.Conn, br *bufio.Reader, bw *bufio.Writer) (Export, negotiated, error) {
+	neg := negotiated{br: br, bw: bw}
+	exp, err := s.haggle(c, &neg)
 	return exp, neg, err
 }
 
-func (s *Server) haggle(br *bufio.Reader, bw *bufio.Writer, neg *negotiated) (Export, error) {
+func (s *Server) haggle(c net.Conn, neg *negotiated) (Export, error) {
+	br, bw := neg.br, neg.bw
 	var hello [18]byte
 	binary.BigEndian.PutUint64(hello[0:], magicNBD)
 	binary.BigEndian.PutUint64(hello[8:], magicOpt)
@@ -325,6 +338,15 @@ func (s *Server) haggle(br *bufio.Reader, bw *bufio.Writer, neg *negotiated) (Ex
 		data := make([]byte, length)
 		if _, err := io.ReadFull(br, data); err != nil {
 			return Export{}, err
+		}
+		if s.TLSRequired && !neg.tls && opt != optStartTLS && opt != optAbort {
+			if opt == optExportName { // no way to refuse it but hanging up
+				return Export{}, errors.New("nbd: client chose an export without TLS, which is required")
+			}
+			if err := optReply(bw, opt, repErrTLSReqd, nil); err != nil {
+				return Export{}, err
+			}
+			continue
 		}
 		switch opt {
 		case optExportName:
@@ -386,7 +408,12 @@ func (s *Server) haggle(br *bufio.Reader, bw *bufio.Writer, neg *negotiated) (Ex
 			if err := s.metaContext(bw, opt, data, neg); err != nil {
 				return Export{}, err
 			}
-		default: // STARTTLS and anything newer
+		case optStartTLS:
+			if err := s.startTLS(c, neg, length); err != nil {
+				return Export{}, err
+			}
+			br, bw = neg.br, neg.bw
+		default: // anything newer
 			if err := optReply(bw, opt, repErrUnsup, nil); err != nil {
 				return Export{}, err
 			}
@@ -442,6 +469,31 @@ func (s *Server) info(bw *bufio.Writer, opt uint32, data []byte) (Export, bool, 
 		}
 	}
 	return e, true, optReply(bw, opt, repAck, nil)
+}
+
+// startTLS answers NBD_OPT_STARTTLS and, when it agrees, runs the TLS
+// handshake on c and moves neg's reader and writer onto the session.
+// Nothing negotiated before TLS survives it, as the protocol asks.
+func (s *Server) startTLS(c net.Conn, neg *negotiated, length uint32) error {
+	switch {
+	case s.TLSConfig == nil:
+		return optReply(neg.bw, optStartTLS, repErrUnsup, nil)
+	case neg.tls || length != 0:
+		return optReply(neg.bw, optStartTLS, repErrInvalid, nil)
+	}
+	if err := optReply(neg.bw, optStartTLS, repAck, nil); err != nil {
+		return err
+	}
+	if neg.br.Buffered() != 0 {
+		// Bytes sent after STARTTLS before the TLS session.
+		return errors.New("nbd: client sent plaintext after STARTTLS")
+	}
+	tc := tls.Server(c, s.TLSConfig)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("nbd: TLS handshake: %w", err)
+	}
+	*neg = negotiated{tls: true, br: bufio.NewReaderSize(tc, 64<<10), bw: bufio.NewWriterSize(tc, 64<<10)}
+	return nil
 }
 
 // metaContext answers LIST_META_CONTEXT and SET_META_CONTEXT. The only
