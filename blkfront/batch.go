@@ -9,6 +9,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/adaptpoll"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -337,7 +338,7 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 	b.results = b.results[:0]
 	for _, id := range b.taken {
 		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: q.slots[id].result()})
-		q.to(id, evTakeOutcome)
+		q.to(id, slotlife.TakeOutcome)
 	}
 	q.mu.Unlock()
 	if len(b.taken) == 0 {
@@ -361,7 +362,7 @@ func (b *Batch) harvest(fn func(tag uint64, n int, err error)) int {
 		if b.reqs[id].view && b.holdLocked(id, &b.results[i]) {
 			continue
 		}
-		q.to(id, evRelease)
+		q.to(id, slotlife.Release)
 	}
 	q.mu.Unlock()
 	b.outstanding -= len(b.taken)
@@ -383,7 +384,7 @@ func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 	q.mu.Lock()
 	for id := range q.slots {
 		s := &q.slots[id]
-		if _, ok := s.load().on(evGiveUp); !ok || s.batch != b {
+		if _, ok := slotTable.On(s.load(), slotlife.GiveUp); !ok || s.batch != b {
 			continue // not the batch's, or orphaned by an earlier abandon
 		}
 		b.results = append(b.results, batchResult{tag: b.reqs[id].tag, err: err})
@@ -391,7 +392,7 @@ func (b *Batch) abandon(err error, fn func(tag uint64, n int, err error)) int {
 		if b.reqs[id].view {
 			b.dropView(id)
 		}
-		q.to(id, evGiveUp)
+		q.to(id, slotlife.GiveUp)
 	}
 	q.mu.Unlock()
 	b.placed = b.placed[:0]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -132,14 +133,14 @@ func (q *queue) giveUp(id int) (finished bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := &q.slots[id]
-	if s.load().handedOut() {
+	if s.load().HandedOut() {
 		select {
 		case <-s.done: // deliver sent it under mu
 		default:
 		}
 		return true
 	}
-	q.to(id, evGiveUp)
+	q.to(id, slotlife.GiveUp)
 	return false
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/adaptpoll"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/xen"
 )
@@ -86,7 +87,7 @@ func newQueue(d *Disk, index, nslots, poolPages int, indirectPages int) (*queue,
 	}
 	for i := nslots - 1; i >= 0; i-- {
 		s := &q.slots[i]
-		s.state.Store(uint32(slotFree))
+		s.state.Store(uint32(slotlife.Free))
 		s.done = make(chan struct{}, 1)
 		if indirectPages > 0 {
 			// Writable although the backend only reads them: Linux's
@@ -118,8 +119,8 @@ func (q *queue) abortAll() {
 	q.mu.Lock()
 	q.dead = true
 	for id := range q.slots {
-		if _, ok := q.slots[id].load().on(evAbort); ok {
-			q.to(id, evAbort)
+		if _, ok := slotTable.On(q.slots[id].load(), slotlife.Abort); ok {
+			q.to(id, slotlife.Abort)
 		}
 	}
 	q.cond.Broadcast()
@@ -193,7 +194,7 @@ func (q *queue) start() {
 	q.stop = make(chan struct{})
 	q.reaped = make(chan struct{})
 	for id := range q.slots {
-		if st := q.slots[id].load(); st == slotSubmitted || st == slotOrphaned {
+		if st := q.slots[id].load(); st == slotlife.Submitted || st == slotlife.Orphaned {
 			q.push(id)
 		}
 	}
@@ -215,8 +216,8 @@ func (q *queue) disconnect() {
 	q.connected = false
 	q.stop, q.ch, q.ringMem, q.front = nil, nil, nil, nil
 	for id := range q.slots {
-		if _, ok := q.slots[id].load().on(evDisconnect); ok {
-			q.to(id, evDisconnect)
+		if _, ok := slotTable.On(q.slots[id].load(), slotlife.Disconnect); ok {
+			q.to(id, slotlife.Disconnect)
 		}
 	}
 	q.mu.Unlock()
@@ -395,12 +396,12 @@ func (q *queue) complete(rsp *blkif.Response) {
 		return
 	}
 	s := &q.slots[rsp.ID]
-	if _, ok := s.load().on(evAnswer); !ok {
+	if _, ok := slotTable.On(s.load(), slotlife.Answer); !ok {
 		q.disk.log.Warn("response for a request not in flight", "id", rsp.ID)
 		return
 	}
 	s.status = rsp.Status
-	q.to(int(rsp.ID), evAnswer)
+	q.to(int(rsp.ID), slotlife.Answer)
 }
 
 // pairOf returns the slot of a response that carries an extra response
@@ -410,7 +411,7 @@ func (q *queue) pairOf(rsp *blkif.Response) *slot {
 		return nil
 	}
 	s := &q.slots[rsp.ID]
-	if _, inFlight := s.load().on(evAnswer); inFlight && s.kind == kindSCSI {
+	if _, inFlight := slotTable.On(s.load(), slotlife.Answer); inFlight && s.kind == kindSCSI {
 		return s
 	}
 	return nil
@@ -430,7 +431,7 @@ func (q *queue) acquirePair(ctx context.Context, npages int) (int, error) {
 	}
 	id, partner := q.free[len(q.free)-1], q.free[len(q.free)-2]
 	q.free = q.free[:len(q.free)-2]
-	q.to(partner, evPair)
+	q.to(partner, slotlife.Pair)
 	q.takeSlot(id, npages)
 	s := &q.slots[id]
 	s.kind, s.partner = kindSCSI, partner
@@ -518,7 +519,7 @@ func (q *queue) take(npages int) (id int, ok bool) {
 // (a data one, owned by a goroutine, until the caller says otherwise)
 // with npages pool pages; mu held, the pages free.
 func (q *queue) takeSlot(id, npages int) {
-	q.to(id, evTake)
+	q.to(id, slotlife.Take)
 	s := &q.slots[id]
 	select {
 	case <-s.done:
@@ -536,7 +537,7 @@ func (q *queue) takeSlot(id, npages int) {
 // releaseSlot frees slot id, whose owner took its outcome, with its pages.
 func (q *queue) releaseSlot(id int) {
 	q.mu.Lock()
-	q.to(id, evRelease)
+	q.to(id, slotlife.Release)
 	q.mu.Unlock()
 }
 
@@ -567,11 +568,11 @@ func (q *queue) submit(id int) (backendAsleep bool) {
 // aborted while it was filled stays so. It reports whether it pushed.
 // mu held.
 func (q *queue) submitLocked(id int) (pushed bool) {
-	if q.to(id, evSubmit) != slotSubmitted {
+	if q.to(id, slotlife.Submit) != slotlife.Submitted {
 		return false
 	}
 	if q.dead {
-		q.to(id, evAbort)
+		q.to(id, slotlife.Abort)
 		return false
 	}
 	if q.connected {
@@ -648,7 +649,7 @@ func (q *queue) push(id int) {
 		q.abi.EncodeRequest(q.front.NextRequest(), &s.req)
 		q.front.Produce(1)
 	}
-	q.to(id, evPush)
+	q.to(id, slotlife.Push)
 }
 
 func (q *queue) flushPush() {

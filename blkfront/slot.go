@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -12,7 +13,7 @@ import (
 // Everything it needs is allocated once, when the queue is built, and
 // survives reconnects so that what was in flight can be re-issued.
 type slot struct {
-	// state is where the slot is in its life (slotState). It changes only
+	// state is where the slot is in its life (slotlife.State). It changes only
 	// through queue.to, under the queue's mu; it is stored atomically so
 	// that a waiter holding its done token reads the outcome (answered or
 	// aborted) without the lock.
@@ -28,13 +29,13 @@ type slot struct {
 	ipages *xen.Granted // indirect pages (granted read-only), nil if none offered
 	iviews [][]byte     // ipages.Mem split into pages
 	// kindSCSI: the extra request follows req in the ring slot after it;
-	// the queue slot partner (slotExtra) is held so that ring slots never
+	// the queue slot partner (slotlife.Extra) is held so that ring slots never
 	// outnumber queue slots.
 	partner  int
 	extra    blkif.ExtraRequest
 	extraRsp blkif.ExtraResponse
 	prReq    blkif.PRRequest // kindPR: sent instead of req
-	status   int16           // the response's status (slotAnswered)
+	status   int16           // the response's status (slotlife.Answered)
 }
 
 // slotKind is what a slot's request is on the ring.
@@ -46,137 +47,28 @@ const (
 	kindPR                   // prReq (blkif.OpReservation)
 )
 
-// slotState is a slot's place in its life:
-//
-//	free → filling → submitted ⇄ issued → answered | aborted → delivered → free
-//
-// with orphaned for a request whose owner gave up while it was on the
-// ring, and extra for the second queue slot a SCSI request holds.
-// slotTable says which events move which states, and where.
-type slotState uint32
+// slotTable is a blkfront slot's life: slotlife.Core, and more. A
+// Batch's placed requests wait in filling for Submit, and its outcomes
+// are delivered (taken off the ready list) before release; a SCSI request holds a second slot (pair, extra)
+// for its extra ring slot; an orphan is re-issued by a reconnect like any
+// request in flight, and freed by its answer or the disk's close.
+// testdata/slots.txt prints it whole.
+var slotTable = func() slotlife.Table {
+	t := slotlife.Core()
+	t[slotlife.Free][slotlife.Pair] = slotlife.Extra
+	t[slotlife.Extra][slotlife.Release] = slotlife.Free
+	t[slotlife.Orphaned][slotlife.Push] = slotlife.Orphaned // re-issued by a reconnect
+	t[slotlife.Orphaned][slotlife.Answer] = slotlife.Free
+	t[slotlife.Orphaned][slotlife.Abort] = slotlife.Free
+	// A close wins over an answer not taken yet: the pool may be gone.
+	t[slotlife.Answered][slotlife.Abort] = slotlife.Aborted
+	t[slotlife.Answered][slotlife.TakeOutcome] = slotlife.Delivered
+	t[slotlife.Aborted][slotlife.TakeOutcome] = slotlife.Delivered
+	t[slotlife.Delivered][slotlife.Release] = slotlife.Free
+	return t
+}()
 
-const (
-	slotNone slotState = iota // not a state: the table's "no such move"
-	// slotFree: on the queue's free list.
-	slotFree
-	// slotFilling: taken; its owner builds the request, and nothing else
-	// touches it. A Batch's placed requests wait here for Submit.
-	slotFilling
-	// slotSubmitted: complete and handed to the queue, not on a live ring
-	// (the queue is disconnected); the reconnect issues it.
-	slotSubmitted
-	// slotIssued: on the live ring, unanswered.
-	slotIssued
-	// slotOrphaned: in flight, its owner gone (its context ended, or its
-	// batch closed). The backend may still write its pages, so it keeps
-	// them until it is answered (or the disk closes), then is freed; a
-	// reconnect issues it again like any request in flight.
-	slotOrphaned
-	// slotAnswered: the response is recorded and handed to the owner (the
-	// done token, or the batch's ready list), who has not taken it yet.
-	slotAnswered
-	// slotAborted: the disk closed for good before the owner took an
-	// outcome; handed out as slotAnswered is (a close wins over an answer
-	// not taken yet: the pool may be gone).
-	slotAborted
-	// slotDelivered: a Batch took the outcome off its ready list; the slot
-	// is its until released (a held view keeps it here).
-	slotDelivered
-	// slotExtra: held as the ring slot of its partner's extra request;
-	// freed with the partner.
-	slotExtra
-
-	slotStates
-)
-
-var slotStateNames = [slotStates]string{"none", "free", "filling", "submitted", "issued", "orphaned", "answered", "aborted", "delivered", "extra"}
-
-func (s slotState) String() string { return nameOf(s, slotStateNames[:], "slotState") }
-
-// slotEvent is what happens to a slot.
-type slotEvent uint8
-
-const (
-	evTake        slotEvent = iota // acquire, take: a free slot for a new request
-	evPair                         // acquirePair: a free slot held for the extra request
-	evSubmit                       // the request is complete (submit, Batch.Submit)
-	evPush                         // written on the live ring (push)
-	evAnswer                       // its response came (collect)
-	evDisconnect                   // the ring went away (disconnect)
-	evGiveUp                       // its owner stops waiting (giveUp, Batch.abandon)
-	evAbort                        // the disk closed for good (abortAll; submit after it)
-	evTakeOutcome                  // a Batch took it off its ready list (harvest)
-	evRelease                      // its owner (or its partner) frees it
-
-	slotEvents
-)
-
-var slotEventNames = [slotEvents]string{"take", "pair", "submit", "push", "answer", "disconnect", "give-up", "abort", "take-outcome", "release"}
-
-func (e slotEvent) String() string { return nameOf(e, slotEventNames[:], "slotEvent") }
-
-// nameOf is v's name in names, or typ(v) for a value out of range.
-func nameOf[T slotState | slotEvent](v T, names []string, typ string) string {
-	if int(v) < len(names) {
-		return names[v]
-	}
-	return fmt.Sprintf("%s(%d)", typ, v)
-}
-
-// slotTable[state][event] is where event moves a slot in state; slotNone:
-// the state does not take the event. testdata/slots.txt prints it whole.
-var slotTable = [slotStates][slotEvents]slotState{
-	slotFree: {evTake: slotFilling, evPair: slotExtra},
-	slotFilling: {
-		evSubmit: slotSubmitted,
-		evGiveUp: slotFree, // a Batch abandons a placed request
-		evAbort:  slotAborted,
-	},
-	slotSubmitted: {
-		evPush:   slotIssued,
-		evGiveUp: slotFree, // never on the live ring: nothing can write its pages
-		evAbort:  slotAborted,
-	},
-	slotIssued: {
-		evAnswer:     slotAnswered,
-		evDisconnect: slotSubmitted,
-		evGiveUp:     slotOrphaned,
-		evAbort:      slotAborted,
-	},
-	slotOrphaned: {
-		evPush:       slotOrphaned, // re-issued by a reconnect
-		evAnswer:     slotFree,
-		evDisconnect: slotOrphaned,
-		evAbort:      slotFree,
-	},
-	slotAnswered: {
-		evAbort:       slotAborted,
-		evTakeOutcome: slotDelivered,
-		evRelease:     slotFree,
-	},
-	slotAborted: {
-		evSubmit:      slotAborted, // aborted while being filled
-		evTakeOutcome: slotDelivered,
-		evRelease:     slotFree,
-	},
-	slotDelivered: {evRelease: slotFree},
-	slotExtra:     {evRelease: slotFree},
-}
-
-// on is where ev moves a slot in state s, and whether s takes ev at all.
-func (s slotState) on(ev slotEvent) (slotState, bool) {
-	if s >= slotStates || ev >= slotEvents {
-		return slotNone, false
-	}
-	next := slotTable[s][ev]
-	return next, next != slotNone
-}
-
-// handedOut reports whether a slot in state s has an outcome its owner was
-// given (or will take): answered or aborted.
-func (s slotState) handedOut() bool { return s == slotAnswered || s == slotAborted }
-
-func (s *slot) load() slotState { return slotState(s.state.Load()) }
+func (s *slot) load() slotlife.State { return slotlife.State(s.state.Load()) }
 
 // to moves slot id by ev and carries out what its new state asks: a
 // request that comes to an outcome (answered, aborted) is handed to its
@@ -185,18 +77,18 @@ func (s *slot) load() slotState { return slotState(s.state.Load()) }
 // them. mu held. An event the slot's state does not take is a bug in this
 // package (a response the backend sends for no request in flight is
 // refused before it gets here): it panics.
-func (q *queue) to(id int, ev slotEvent) slotState {
+func (q *queue) to(id int, ev slotlife.Event) slotlife.State {
 	s := &q.slots[id]
 	from := s.load()
-	next, ok := from.on(ev)
+	next, ok := slotTable.On(from, ev)
 	if !ok {
 		panic(fmt.Sprintf("blkfront: slot %d: %v on a %v slot", id, ev, from))
 	}
 	s.state.Store(uint32(next))
 	switch {
-	case next == slotFree:
+	case next == slotlife.Free:
 		q.freeLocked(id)
-	case next.handedOut() && !from.handedOut():
+	case next.HandedOut() && !from.HandedOut():
 		q.deliver(id)
 	}
 	return next
@@ -211,7 +103,7 @@ func (q *queue) freeLocked(id int) {
 	s.batch = nil
 	q.free = append(q.free, id)
 	if s.kind == kindSCSI {
-		q.to(s.partner, evRelease)
+		q.to(s.partner, slotlife.Release)
 	}
 	s.kind = kindData
 	q.cond.Broadcast()
@@ -246,7 +138,7 @@ func (q *queue) deliver(id int) {
 // result is the outcome of a slot its owner took: ErrClosed if it was
 // aborted, else its response's status as an error (nil for success).
 func (s *slot) result() error {
-	if s.load() == slotAborted {
+	if s.load() == slotlife.Aborted {
 		return ErrClosed
 	}
 	switch s.status {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/datadriven"
+
+	"github.com/xenblk/xenblk/internal/slotlife"
 )
 
 // TestSlotTranscripts runs testdata/slots.txt: a slot's life, event by
@@ -27,17 +29,7 @@ func TestSlotTranscripts(t *testing.T) {
 	datadriven.RunTest(t, "testdata/slots.txt", func(t *testing.T, d *datadriven.TestData) string {
 		switch d.Cmd {
 		case "table":
-			var out strings.Builder
-			for st := slotFree; st < slotStates; st++ {
-				fmt.Fprintf(&out, "%s:", st)
-				for ev := slotEvent(0); ev < slotEvents; ev++ {
-					if next, ok := st.on(ev); ok {
-						fmt.Fprintf(&out, " %s->%s", ev, next)
-					}
-				}
-				out.WriteString("\n")
-			}
-			return out.String()
+			return slotTable.String()
 		case "life":
 			return slotLife(t, d)
 		default:
@@ -51,17 +43,13 @@ func slotLife(t *testing.T, d *datadriven.TestData) string {
 	q := &queue{slots: make([]slot, 2), freePage: []int{3, 2, 1, 0}}
 	q.cond = sync.NewCond(&q.mu)
 	for i := range q.slots {
-		q.slots[i].state.Store(uint32(slotFree))
+		q.slots[i].state.Store(uint32(slotlife.Free))
 		q.slots[i].done = make(chan struct{}, 1)
 	}
 	q.free = []int{1, 0}
 	var b *Batch
 	if d.HasArg("batch") {
 		b = &Batch{q: q, readyIDs: make([]int, 0, 2), wake: make(chan struct{}, 1)}
-	}
-	events := map[string]slotEvent{}
-	for ev := slotEvent(0); ev < slotEvents; ev++ {
-		events[ev.String()] = ev
 	}
 	var out strings.Builder
 	q.mu.Lock()
@@ -81,16 +69,16 @@ func slotLife(t *testing.T, d *datadriven.TestData) string {
 		} else if len(f) != 1 {
 			d.Fatalf(t, "%q: want an event and maybe a slot", line)
 		}
-		ev, ok := events[f[0]]
+		ev, ok := slotlife.ParseEvent(f[0])
 		if !ok {
 			d.Fatalf(t, "unknown event %q", f[0])
 		}
 		s := &q.slots[id]
-		if _, ok := s.load().on(ev); !ok && (ev == evTake || ev == evPair) {
+		if _, ok := slotTable.On(s.load(), ev); !ok && (ev == slotlife.Take || ev == slotlife.Pair) {
 			fmt.Fprintf(&out, "%s %d: %s refuses it\n", ev, id, s.load())
 			continue
 		}
-		if ev == evTake {
+		if ev == slotlife.Take {
 			// Take as queue.take does, with two pages, for the batch if any.
 			q.free = removeID(q.free, id)
 			q.takeSlot(id, 2)
@@ -98,7 +86,7 @@ func slotLife(t *testing.T, d *datadriven.TestData) string {
 			fmt.Fprintf(&out, "take %d: free -> %s, pages %v\n", id, s.load(), s.pages)
 			continue
 		}
-		if ev == evPair {
+		if ev == slotlife.Pair {
 			q.free = removeID(q.free, id)
 		}
 		from := s.load()
@@ -124,7 +112,7 @@ func slotLife(t *testing.T, d *datadriven.TestData) string {
 }
 
 // slotMove is q.to, reporting a refused event instead of panicking.
-func slotMove(q *queue, id int, ev slotEvent) (next slotState, refused bool) {
+func slotMove(q *queue, id int, ev slotlife.Event) (next slotlife.State, refused bool) {
 	defer func() {
 		if recover() != nil {
 			refused = true
@@ -149,30 +137,14 @@ func removeID(ids []int, id int) []int {
 	return ids
 }
 
-// TestSlotTableRefuses: every (state, event) pair the table does not name
-// is refused, and slotNone and out-of-range values take nothing; so a
-// move the lifecycle does not draw cannot happen silently.
-func TestSlotTableRefuses(t *testing.T) {
-	legal := 0
-	for st := slotState(0); st <= slotStates; st++ {
-		for ev := slotEvent(0); ev <= slotEvents; ev++ {
-			next, ok := st.on(ev)
-			switch {
-			case st == slotNone || st == slotStates || ev == slotEvents:
-				if ok {
-					t.Errorf("%v on %v: moved to %v, want refused", ev, st, next)
-				}
-			case ok:
-				legal++
-				if next == slotNone || next >= slotStates {
-					t.Errorf("%v on %v: moved to %v", ev, st, next)
-				}
-			}
-		}
+// TestSlotTable: the table draws no move from or to a state that is
+// not one, and exactly the moves slot.go's table draws; a new one must be
+// added there and to testdata/slots.txt deliberately.
+func TestSlotTable(t *testing.T) {
+	if err := slotTable.Check(); err != nil {
+		t.Error(err)
 	}
-	// The moves drawn in slot.go's table; a new one must be added there
-	// and to testdata/slots.txt deliberately.
-	if legal != 24 {
-		t.Errorf("%d legal moves, want 24", legal)
+	if n := slotTable.Moves(); n != 24 {
+		t.Errorf("%d legal moves, want 24", n)
 	}
 }

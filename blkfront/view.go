@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -148,7 +149,7 @@ func (b *Batch) releaseView(i int) {
 	b.viewPages[id] = b.viewPages[id][:0]
 	q := b.q
 	q.mu.Lock()
-	q.to(id, evRelease)
+	q.to(id, slotlife.Release)
 	q.views--
 	revoke := q.revokePoolLocked()
 	q.mu.Unlock()

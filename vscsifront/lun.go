@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/vscsibus"
 	"github.com/xenblk/xenblk/vscsiif"
@@ -77,7 +78,7 @@ func (l *LUN) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf 
 	defer v.release(id)
 	// The outcome is stable from here until release: nothing moves an
 	// answered or aborted slot but its owner.
-	if s.state == slotAborted {
+	if s.state == slotlife.Aborted {
 		return scsi.Result{}, ErrClosed
 	}
 	rsp := &s.rsp

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/vscsibus"
 	"github.com/xenblk/xenblk/vscsiif"
@@ -170,7 +171,7 @@ func New(cfg Config) (*Vhost, error) {
 		v.freePage = append(v.freePage, i)
 	}
 	for i := len(v.slots) - 1; i >= 0; i-- {
-		v.slots[i] = slot{state: slotFree, done: make(chan struct{}, 1), pages: make([]int, 0, cfg.MaxSegments)}
+		v.slots[i] = slot{state: slotlife.Free, done: make(chan struct{}, 1), pages: make([]int, 0, cfg.MaxSegments)}
 		v.free = append(v.free, i)
 	}
 	return v, nil
@@ -260,7 +261,7 @@ func (v *Vhost) Attach(segments int) error {
 	v.connected = true
 	v.stop, v.reaped = make(chan struct{}), make(chan struct{})
 	for id := range v.slots {
-		if v.slots[id].state == slotSubmitted {
+		if v.slots[id].state == slotlife.Submitted {
 			v.push(id)
 		}
 	}
@@ -297,8 +298,8 @@ func (v *Vhost) Disconnect() {
 		if s.abortOut { // its abort goes with the ring
 			s.abortOut = false
 		}
-		if _, ok := s.state.on(evDisconnect); ok {
-			v.to(id, evDisconnect)
+		if _, ok := slotTable.On(s.state, slotlife.Disconnect); ok {
+			v.to(id, slotlife.Disconnect)
 		}
 	}
 	if v.tmfBusy && v.tmfCur.act == vscsiif.ActSCSIReset {
@@ -329,8 +330,8 @@ func (v *Vhost) Disconnect() {
 	}
 	v.mu.Lock()
 	for id := range v.slots {
-		if v.slots[id].state == slotOrphaned {
-			v.to(id, evRelease)
+		if v.slots[id].state == slotlife.Orphaned {
+			v.to(id, slotlife.Release)
 		}
 	}
 	v.mu.Unlock()
@@ -399,8 +400,8 @@ func (v *Vhost) Remove() {
 	v.dead = true
 	close(v.closed)
 	for id := range v.slots {
-		if _, ok := v.slots[id].state.on(evAbort); ok {
-			v.to(id, evAbort)
+		if _, ok := slotTable.On(v.slots[id].state, slotlife.Abort); ok {
+			v.to(id, slotlife.Abort)
 		}
 	}
 	for n, l := range v.luns {
@@ -426,7 +427,7 @@ func (v *Vhost) releaseDueLocked() bool {
 		return false
 	}
 	for i := range v.slots {
-		if v.slots[i].state.owned() {
+		if owned(v.slots[i].state) {
 			return false
 		}
 	}
@@ -445,22 +446,22 @@ func (v *Vhost) releasePools() {
 // pages; one come to an outcome hands it to its owner. An event the
 // state does not take is a bug in this package (a response for no
 // command in flight is refused before it gets here): it panics.
-func (v *Vhost) to(id int, ev slotEvent) {
+func (v *Vhost) to(id int, ev slotlife.Event) {
 	s := &v.slots[id]
 	from := s.state
-	next, ok := from.on(ev)
+	next, ok := slotTable.On(from, ev)
 	if !ok {
 		panic(fmt.Sprintf("vscsifront: slot %d: %v on a %v slot", id, ev, from))
 	}
 	s.state = next
 	switch {
-	case next == slotFree:
+	case next == slotlife.Free:
 		v.freePage = append(v.freePage, s.pages...)
 		s.pages = s.pages[:0]
 		s.answered, s.abortOut = false, false
 		v.free = append(v.free, id)
 		v.cond.Broadcast()
-	case (next == slotAnswered || next == slotAborted) && from != next:
+	case (next == slotlife.Answered || next == slotlife.Aborted) && from != next:
 		select {
 		case s.done <- struct{}{}:
 		default:
@@ -528,17 +529,17 @@ func (v *Vhost) complete(rsp *vscsiif.Response) {
 	}
 	s := &v.slots[id]
 	switch s.state {
-	case slotIssued:
+	case slotlife.Issued:
 		s.rsp = *rsp
-		v.to(id, evAnswer)
-	case slotOrphaned:
+		v.to(id, slotlife.Answer)
+	case slotlife.Orphaned:
 		if s.answered {
 			v.log.Warn("second response for a cancelled command", "rqid", id)
 			return
 		}
 		s.answered = true
 		if !s.abortOut {
-			v.to(id, evRelease)
+			v.to(id, slotlife.Release)
 		}
 	default:
 		v.log.Warn("response for a command not in flight", "rqid", id, "state", s.state.String())
@@ -560,14 +561,14 @@ func (v *Vhost) push(id int) {
 	s := &v.slots[id]
 	if len(s.pages) > v.segments {
 		s.rsp = vscsiif.Response{RqID: uint16(id), Rslt: tooLarge}
-		v.to(id, evPush)
-		v.to(id, evAnswer)
+		v.to(id, slotlife.Push)
+		v.to(id, slotlife.Answer)
 		return
 	}
 	v.fillSegments(id)
 	vscsiif.EncodeRequest(v.abi, v.front.NextRequest(), &s.req)
 	v.front.Produce(1)
-	v.to(id, evPush)
+	v.to(id, slotlife.Push)
 }
 
 // tooLarge marks a response made up by push: no backend sends a host
@@ -630,7 +631,7 @@ func (v *Vhost) acquire(ctx context.Context, npages int) (int, error) {
 		if len(v.free) > 0 && len(v.freePage) >= npages {
 			id := v.free[len(v.free)-1]
 			v.free = v.free[:len(v.free)-1]
-			v.to(id, evTake)
+			v.to(id, slotlife.Take)
 			s := &v.slots[id]
 			s.gen++
 			select {
@@ -664,12 +665,12 @@ func (v *Vhost) acquire(ctx context.Context, npages int) (int, error) {
 func (v *Vhost) submit(id int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.to(id, evSubmit)
-	if v.slots[id].state != slotSubmitted {
+	v.to(id, slotlife.Submit)
+	if v.slots[id].state != slotlife.Submitted {
 		return // aborted while filled
 	}
 	if v.dead {
-		v.to(id, evAbort)
+		v.to(id, slotlife.Abort)
 		return
 	}
 	if v.connected {
@@ -690,14 +691,14 @@ func (v *Vhost) wait(ctx context.Context, id int) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch s.state {
-	case slotAnswered, slotAborted:
+	case slotlife.Answered, slotlife.Aborted:
 		<-s.done // sent under mu with the state
 		return true
-	case slotIssued:
-		v.to(id, evGiveUp)
+	case slotlife.Issued:
+		v.to(id, slotlife.GiveUp)
 		v.queueTMF(tmf{act: vscsiif.ActSCSIAbort, addr: s.addr, ref: id, gen: s.gen})
 	default:
-		v.to(id, evGiveUp)
+		v.to(id, slotlife.GiveUp)
 	}
 	return false
 }
@@ -705,7 +706,7 @@ func (v *Vhost) wait(ctx context.Context, id int) bool {
 // release frees slot id, whose owner is done with its outcome.
 func (v *Vhost) release(id int) {
 	v.mu.Lock()
-	v.to(id, evRelease)
+	v.to(id, slotlife.Release)
 	release := v.releaseDueLocked()
 	v.mu.Unlock()
 	if release {
@@ -738,7 +739,7 @@ func (v *Vhost) kickTMF() {
 		v.tmfQ = v.tmfQ[:len(v.tmfQ)-1]
 		if t.act == vscsiif.ActSCSIAbort {
 			s := &v.slots[t.ref]
-			if s.gen != t.gen || s.state != slotOrphaned || s.answered {
+			if s.gen != t.gen || s.state != slotlife.Orphaned || s.answered {
 				continue
 			}
 			s.abortOut = true
@@ -759,10 +760,10 @@ func (v *Vhost) tmfAnswered(rslt int32) {
 	switch t.act {
 	case vscsiif.ActSCSIAbort:
 		s := &v.slots[t.ref]
-		if s.gen == t.gen && s.state == slotOrphaned {
+		if s.gen == t.gen && s.state == slotlife.Orphaned {
 			s.abortOut = false
 			if s.answered {
-				v.to(t.ref, evRelease)
+				v.to(t.ref, slotlife.Release)
 			}
 		}
 		v.log.Debug("abort answered", "rqid", t.ref, "rslt", rslt)
