@@ -21,6 +21,7 @@ type nbdServeOptions struct {
 	name     string
 	readOnly bool
 	format   imageFormat
+	tls      nbdTLSOptions
 }
 
 func newNBDCmd() *cobra.Command {
@@ -39,7 +40,8 @@ func newNBDServeCmd() *cobra.Command {
 		Short: "Export an existing raw or qcow2 image file over NBD until interrupted",
 		Example: `  xenblk nbd serve disk.img                       # nbd://127.0.0.1:10809/
   xenblk nbd serve --listen unix:/tmp/d.sock --name d --read-only disk.img
-  nbdinfo nbd+unix:///d?socket=/tmp/d.sock`,
+  nbdinfo nbd+unix:///d?socket=/tmp/d.sock
+  xenblk nbd serve --tls-cert server-cert.pem --tls-key server-key.pem --tls-required disk.img`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("nbd serve takes exactly one FILE, got %d arguments", len(args))
@@ -52,11 +54,16 @@ func newNBDServeCmd() *cobra.Command {
 	listenAddrVar(f, &o.listen, "listen", "127.0.0.1:"+nbd.DefaultPort, "host:port, or unix:PATH for a unix socket")
 	f.StringVar(&o.name, "name", "", "export name (clients asking for the empty name get it too)")
 	f.BoolVar(&o.readOnly, "read-only", false, "refuse writes")
+	o.tls.addFlags(f)
 	imageFormatVar(f, &o.format, "the image's format: raw, qcow2, or auto (qcow2 when the file begins with qcow2's magic, else raw)")
 	return cmd
 }
 
 func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
+	tlsConfig, err := o.tls.config()
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(args[0]); err != nil {
 		if lerr := storage.DanglingLink(args[0]); lerr != nil {
 			err = lerr
@@ -76,8 +83,13 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("nbd serve: %w", err)
 	}
-	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.name, Description: args[0], Device: dev, ReadOnly: o.readOnly}}}
-	fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) at %s\n", args[0], format, nbd.ListenerURL(l, o.name))
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.name, Description: args[0], Device: dev, ReadOnly: o.readOnly}},
+		TLSConfig: tlsConfig, TLSRequired: o.tls.required}
+	url := nbd.ListenerURL(l, o.name)
+	if o.tls.required {
+		url = tlsURL(url)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) at %s\n", args[0], format, url)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; l.Close(); srv.Close() }()
