@@ -11,6 +11,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkif"
 	"github.com/xenblk/xenblk/internal/adaptpoll"
+	"github.com/xenblk/xenblk/internal/reaper"
 	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/xen"
@@ -221,15 +222,7 @@ func (q *queue) disconnect() {
 		}
 	}
 	q.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
-	if ch != nil {
-		_ = ch.Close()
-	}
-	if reaped != nil {
-		<-reaped
-	}
+	reaper.Stop(stop, reaped, ch)
 	if rm != nil {
 		// The backend may still map the ring for a moment; retry briefly,
 		// then leave it (it is one page) rather than block forever.
@@ -289,15 +282,8 @@ func (q *queue) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 		if more {
 			continue
 		}
-		// The timeout is a safety net, not the stop signal (disconnect
-		// closes the channel): under the race detector Go's atomics are
-		// acquire/release, not sequentially consistent, so the ring's
-		// store-then-load notification check can miss, and the look it
-		// forces then finds the work.
-		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
-			select {
-			case <-stop:
-			default:
+		if again, lost := reaper.Sleep(ch, stop); !again {
+			if lost {
 				q.disk.peerLost()
 			}
 			return

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/reaper"
 	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/ring"
 	"github.com/xenblk/xenblk/vscsibus"
@@ -312,15 +313,7 @@ func (v *Vhost) Disconnect() {
 	}
 	v.tmfBusy, v.tmfQ = false, v.tmfQ[:0]
 	v.mu.Unlock()
-	if stop != nil {
-		close(stop)
-	}
-	if ch != nil {
-		_ = ch.Close()
-	}
-	if reaped != nil {
-		<-reaped
-	}
+	reaper.Stop(stop, reaped, ch)
 	if rm == nil {
 		return
 	}
@@ -486,13 +479,8 @@ func (v *Vhost) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 		if more {
 			continue
 		}
-		// The timeout is a safety net against a missed notification
-		// (see blkfront's reaper), not the stop signal: Disconnect
-		// closes the channel.
-		if _, err := ch.Wait(500 * time.Millisecond); err != nil {
-			select {
-			case <-stop:
-			default:
+		if again, lost := reaper.Sleep(ch, stop); !again {
+			if lost {
 				select {
 				case v.lost <- struct{}{}:
 				default:
