@@ -2,21 +2,19 @@ package blkfront
 
 import (
 	"context"
-	"sync"
 
 	"github.com/xenblk/xenblk/storage"
 )
 
 // Device returns the disk as a storage.Device, for the exports (NBD, FUSE)
 // and the conformance suite. It accepts unaligned offsets and lengths:
-// the partial sectors at either end are read, merged and written back,
-// under a lock striped by sector so that two unaligned writes into the same
-// sector cannot lose each other's bytes.
+// the partial sectors at either end are read, merged and written back
+// (storage.Unaligned).
 func (d *Disk) Device() storage.Device { return &device{d: d} }
 
 type device struct {
-	d       *Disk
-	stripes [64]sync.Mutex
+	d         *Disk
+	unaligned storage.Unaligned
 }
 
 func (v *device) Info() storage.Info {
@@ -46,13 +44,7 @@ func (v *device) ReadAt(p []byte, off int64) (int, error) {
 	if off%ss == 0 && int64(len(p))%ss == 0 {
 		return v.d.ReadAt(context.Background(), p, off)
 	}
-	start := off / ss * ss
-	end := (off + int64(len(p)) + ss - 1) / ss * ss
-	buf := make([]byte, end-start)
-	if _, err := v.d.ReadAt(context.Background(), buf, start); err != nil {
-		return 0, err
-	}
-	return copy(p, buf[off-start:]), nil
+	return v.unaligned.ReadAt(v.rw, ss, p, off)
 }
 
 func (v *device) WriteAt(p []byte, off int64) (int, error) {
@@ -66,33 +58,18 @@ func (v *device) WriteAt(p []byte, off int64) (int, error) {
 	if off%ss == 0 && int64(len(p))%ss == 0 {
 		return v.d.WriteAt(context.Background(), p, off)
 	}
-	start := off / ss * ss
-	end := (off + int64(len(p)) + ss - 1) / ss * ss
-	// Lock the stripes of the first and last sector (in order, once).
-	a, b := (start/ss)%int64(len(v.stripes)), ((end-ss)/ss)%int64(len(v.stripes))
-	if a > b {
-		a, b = b, a
+	return v.unaligned.WriteAt(v.rw, ss, p, off)
+}
+
+// rw moves whole sectors (storage.BlockRW).
+func (v *device) rw(p []byte, off int64, write bool) error {
+	var err error
+	if write {
+		_, err = v.d.WriteAt(context.Background(), p, off)
+	} else {
+		_, err = v.d.ReadAt(context.Background(), p, off)
 	}
-	v.stripes[a].Lock()
-	defer v.stripes[a].Unlock()
-	if b != a {
-		v.stripes[b].Lock()
-		defer v.stripes[b].Unlock()
-	}
-	buf := make([]byte, end-start)
-	if _, err := v.d.ReadAt(context.Background(), buf[:ss], start); err != nil {
-		return 0, err
-	}
-	if end-ss > start {
-		if _, err := v.d.ReadAt(context.Background(), buf[len(buf)-int(ss):], end-ss); err != nil {
-			return 0, err
-		}
-	}
-	copy(buf[off-start:], p)
-	if _, err := v.d.WriteAt(context.Background(), buf, start); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return err
 }
 
 func (v *device) Flush() error { return v.d.Flush(context.Background()) }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/storage"
@@ -73,7 +72,8 @@ type device struct {
 	blocks   int64
 	info     storage.Info
 	maxUnmap uint32 // blocks one UNMAP descriptor may name
-	stripes  [64]sync.Mutex
+	// unaligned serves the reads and writes not block-aligned.
+	unaligned storage.Unaligned
 }
 
 func (d *device) Info() storage.Info { return d.info }
@@ -137,13 +137,7 @@ func (d *device) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	start := off / d.bs * d.bs
-	end := (off + int64(len(p)) + d.bs - 1) / d.bs * d.bs
-	buf := make([]byte, end-start)
-	if err := d.rw(buf, start, false); err != nil {
-		return 0, err
-	}
-	return copy(p, buf[off-start:]), nil
+	return d.unaligned.ReadAt(d.rw, d.bs, p, off)
 }
 
 func (d *device) WriteAt(p []byte, off int64) (int, error) {
@@ -159,34 +153,7 @@ func (d *device) WriteAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	start := off / d.bs * d.bs
-	end := (off + int64(len(p)) + d.bs - 1) / d.bs * d.bs
-	// Two unaligned writes into one block must not lose each other's
-	// bytes: the stripes of the first and last block are held (in order).
-	a, b := (start/d.bs)%int64(len(d.stripes)), ((end-d.bs)/d.bs)%int64(len(d.stripes))
-	if a > b {
-		a, b = b, a
-	}
-	d.stripes[a].Lock()
-	defer d.stripes[a].Unlock()
-	if b != a {
-		d.stripes[b].Lock()
-		defer d.stripes[b].Unlock()
-	}
-	buf := make([]byte, end-start)
-	if err := d.rw(buf[:d.bs], start, false); err != nil {
-		return 0, err
-	}
-	if end-d.bs > start {
-		if err := d.rw(buf[len(buf)-int(d.bs):], end-d.bs, false); err != nil {
-			return 0, err
-		}
-	}
-	copy(buf[off-start:], p)
-	if err := d.rw(buf, start, true); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return d.unaligned.WriteAt(d.rw, d.bs, p, off)
 }
 
 func (d *device) Flush() error {
