@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
@@ -25,16 +24,9 @@ type Server struct {
 	Open        Opener
 
 	devices xenbus.DeviceTable[VBD]
-	crashed chan struct{}
-	once    sync.Once
-	// crashOnce makes crash idempotent: crashed is closed once, and a
-	// caller racing the first waits until it has stopped every device.
-	crashOnce sync.Once
-}
-
-func (s *Server) crashChan() chan struct{} {
-	s.once.Do(func() { s.crashed = make(chan struct{}) })
-	return s.crashed
+	// crashed makes crash idempotent: a caller racing the first waits
+	// until it has stopped every device.
+	crashed xenbus.Crash
 }
 
 // Serve runs until ctx is cancelled; then it closes every device cleanly.
@@ -44,7 +36,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.Config.defaults()
 	st := s.Config.Domain.Store()
 	s.devices.Reset()
-	crashed := s.crashChan()
+	crashed := s.crashed.Chan()
 	devs := &xenbus.Devices{
 		Store: st, Name: "blkback", Stop: crashed,
 		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Config.Domain.ID(), s.BackendType),
@@ -100,14 +92,11 @@ func (s *Server) consider(st xen.Store, dir string, crashed chan struct{}) (d *V
 // is a fault-injection hook for tests (internal/faultinject.CrashBackend),
 // not an API: a real backend ends by its context.
 func (s *Server) crash() {
-	s.crashOnce.Do(s.crashDevices)
-}
-
-func (s *Server) crashDevices() {
-	close(s.crashChan())
-	for _, d := range s.devices.Running() {
-		d.crash()
-	}
+	s.crashed.Do(func() {
+		for _, d := range s.devices.Running() {
+			d.crash()
+		}
+	})
 }
 
 // VBDs returns the backend directories being served.

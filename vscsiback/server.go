@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/xenblk/xenblk/scsiengine"
@@ -58,15 +57,8 @@ type Server struct {
 	Grace time.Duration
 	Log   *slog.Logger
 
-	vhosts    xenbus.DeviceTable[vhostDriver]
-	crashed   chan struct{}
-	crashInit sync.Once
-	crashOnce sync.Once
-}
-
-func (s *Server) crashChan() chan struct{} {
-	s.crashInit.Do(func() { s.crashed = make(chan struct{}) })
-	return s.crashed
+	vhosts  xenbus.DeviceTable[vhostDriver]
+	crashed xenbus.Crash
 }
 
 func (s *Server) sgGrant() int {
@@ -95,7 +87,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	st := s.Domain.Store()
 	s.vhosts.Reset()
-	crashed := s.crashChan()
+	crashed := s.crashed.Chan()
 	devs := &xenbus.Devices{
 		Store: st, Name: "vscsiback", Stop: crashed,
 		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType),
@@ -150,7 +142,7 @@ func (s *Server) newVhost(st xen.Store, dir string) (*vhostDriver, error) {
 // and every LUN's disk closed (its lock released); Serve returns. It is
 // a fault-injection hook (internal/faultinject.CrashVscsiBackend).
 func (s *Server) crash() {
-	s.crashOnce.Do(func() { close(s.crashChan()) })
+	s.crashed.Do(nil)
 }
 
 // Vhosts returns the backend directories of the vhosts being served.
