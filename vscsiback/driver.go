@@ -9,6 +9,7 @@ import (
 
 	"github.com/xenblk/xenblk/vscsibus"
 	"github.com/xenblk/xenblk/xen"
+	"github.com/xenblk/xenblk/xenbus"
 )
 
 // vhostDriver is one vhost of a Server: the vscsibus.Driver its runner
@@ -25,8 +26,9 @@ type vhostDriver struct {
 	log      *slog.Logger
 
 	mu sync.Mutex
-	// v is the connection, nil while there is none; serving is closed
-	// when its Run has returned.
+	// v is the connection, nil while there is none; serving is nil
+	// until its ring is served (serve), then closed when its Run has
+	// returned.
 	v       *Vhost
 	serving chan struct{}
 	luns    map[int]*openLUN // attached, by dev-N index
@@ -43,6 +45,11 @@ func (d *vhostDriver) run(ctx context.Context, crashed chan struct{}) {
 		Store: d.s.Domain.Store(), Self: d.dir, Peer: d.frontDir,
 		Machine: vscsibus.NewBackend(), Driver: d, SGGrant: d.s.sgGrant(),
 		Abandon: crashed, Grace: d.s.Grace, Log: d.s.Log,
+		OnStep: func(self, _ xenbus.State) {
+			if self == xenbus.Connected {
+				d.serve()
+			}
+		},
 	}
 	err := r.Run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -54,7 +61,8 @@ func (d *vhostDriver) run(ctx context.Context, crashed chan struct{}) {
 }
 
 // Connect implements vscsibus.Driver: map the ring the frontend
-// published, bind its channel and serve the LUNs attached.
+// published and bind its channel, with the LUNs attached as its table;
+// the ring is served from serve on.
 func (d *vhostDriver) Connect(ring vscsibus.Ring) (vscsibus.Ring, error) {
 	d.Disconnect() // the machine disconnects first; never leak a ring
 	v, err := Connect(Config{
@@ -65,11 +73,28 @@ func (d *vhostDriver) Connect(ring vscsibus.Ring) (vscsibus.Ring, error) {
 	if err != nil {
 		return ring, err
 	}
-	serving := make(chan struct{})
 	d.mu.Lock()
-	d.v, d.serving = v, serving
+	d.v, d.serving = v, nil
 	v.SetLUNs(d.table())
 	d.mu.Unlock()
+	return ring, nil
+}
+
+// serve starts serving the connection's ring, once: the runner calls it
+// when the machine has written Connected, which it does only after every
+// LUN of its connect pass has been opened. Until then requests wait on
+// the ring: a restarted backend maps the ring of a frontend that never
+// stopped (Linux's scsifront does not notice a backend's death), and a
+// request it took before reopening the LUNs found attached would be
+// answered NO_CONNECT, which the guest takes as the disk gone.
+func (d *vhostDriver) serve() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.v == nil || d.serving != nil {
+		return
+	}
+	v, serving := d.v, make(chan struct{})
+	d.serving = serving
 	go func() {
 		defer close(serving)
 		if err := v.Run(); err != nil {
@@ -78,7 +103,6 @@ func (d *vhostDriver) Connect(ring vscsibus.Ring) (vscsibus.Ring, error) {
 			d.log.Error("vhost ring stopped", "err", err)
 		}
 	}()
-	return ring, nil
 }
 
 // Attach and Refresh are a frontend's.
@@ -94,7 +118,9 @@ func (d *vhostDriver) Disconnect() {
 	d.mu.Unlock()
 	if v != nil {
 		_ = v.Close()
-		<-serving
+		if serving != nil {
+			<-serving
+		}
 	}
 }
 

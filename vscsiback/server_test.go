@@ -482,6 +482,94 @@ func TestServerRestart(t *testing.T) {
 	}
 }
 
+// TestServerRestartUnderQueuedWrites: the server is killed under a
+// frontend that, as Linux's scsifront, neither notices nor reconnects:
+// its ring stays published with writes queued on it, and a new server
+// maps that ring again. No write for the attached LUN is answered
+// NO_CONNECT (the new server serves the ring only once it has reopened
+// the LUNs it found attached), every write answered GOOD is on the disk,
+// and READ CAPACITY is what it was.
+func TestServerRestartUnderQueuedWrites(t *testing.T) {
+	h := newRig(t)
+	store := pr.NewMemoryStore()
+	srv := startServer(t, h.host, newRegistry(store))
+	st := h.host.Store()
+	img := imageFile(t, 1)
+	stopped := make(chan struct{})
+	var srv2 *server
+	v := createVhost(t, h.host, h.guest, 0, func() {
+		<-stopped
+		srv2.stop()
+	}, img+", 0:0:0:0")
+	v.connected(t, st, 0)
+	lun := at{0, 0, 0}
+	v.spoken(lun)
+	readCap := func() []byte {
+		t.Helper()
+		rc := []byte{scsi.OpServiceActionIn16, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}
+		clear(v.data.Mem[:32])
+		good(t, v.do(v.cdb(lun, rc, vscsiif.DirFromDevice, 32)))
+		return bytes.Clone(v.data.Mem[:12])
+	}
+	capBefore := readCap()
+
+	faultinject.CrashVscsiBackend(srv.srv)
+	if <-srv.done; srv.err != nil {
+		t.Fatalf("Serve after the crash: %v", srv.err)
+	}
+	// The simulated host closed the channel with the backend's end; the
+	// frontend offers a new one in place, its ring and state untouched.
+	_ = v.ch.Close()
+	var err error
+	if v.ch, err = v.dom.Events().AllocUnbound(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Write(v.vh.FrontendPath()+"/"+vscsiif.KeyEventChannel, fmt.Sprint(v.ch.Port())); err != nil {
+		t.Fatal(err)
+	}
+	const writes = 8
+	pattern(v.data.Mem[:4096], 77)
+	reqs := make([]*vscsiif.Request, writes)
+	for i := range reqs {
+		reqs[i] = v.cdb(lun, scsitest.Write10(uint32(64+8*i), 8), vscsiif.DirToDevice, 4096)
+	}
+	v.push(reqs...)
+
+	srv2 = startServer(t, h.host, newRegistry(store))
+	close(stopped)
+	rsps := v.collect(writes)
+	acked := 0
+	for _, rsp := range rsps {
+		if vscsiif.HostOf(rsp.Rslt) == vscsiif.HostNoConnect {
+			t.Fatalf("rqid %d: a write for the attached LUN answered NO_CONNECT", rsp.RqID)
+		}
+		if rsp.Rslt == 0 {
+			acked++
+		}
+	}
+	v.connected(t, st, 0)
+	if acked == 0 {
+		t.Fatal("no queued write answered GOOD after the restart")
+	}
+	disk, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := v.data.Mem[:4096]
+	for _, rsp := range rsps {
+		i := slices.IndexFunc(reqs, func(r *vscsiif.Request) bool { return r.RqID == rsp.RqID })
+		if i < 0 {
+			t.Fatalf("response for rqid %d, which was not queued", rsp.RqID)
+		}
+		if rsp.Rslt == 0 && !bytes.Equal(disk[(64+8*i)*512:][:4096], want) {
+			t.Fatalf("write %d answered GOOD is not on the disk", i)
+		}
+	}
+	if capAfter := readCap(); !bytes.Equal(capAfter, capBefore) {
+		t.Fatalf("READ CAPACITY(16) after the restart: % x, before % x", capAfter, capBefore)
+	}
+}
+
 // TestServerSharesReservationsWithBlkif: one image given to one guest
 // over blkif (blkback with the same engine registry) and to another over
 // vscsi, shared=1 in both specs, is one logical unit: a registration
