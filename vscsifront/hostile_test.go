@@ -2,6 +2,7 @@ package vscsifront_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -149,13 +150,22 @@ func TestHostileBackend(t *testing.T) {
 
 	c, cOut := send(tur, scsi.DirNone, nil)
 	b.answer(vscsiif.Response{RqID: uint16(v.TMFRqID())}, -1) // no task management on the ring
-	_, dOut := send(tur, scsi.DirNone, nil)
+	dReq, dOut := send(tur, scsi.DirNone, nil)
 	b.answer(vscsiif.Response{RqID: bReq.RqID}, -1)
 	if o := got(bOut); o.err != nil || o.res.Status != scsi.StatusGood {
 		t.Fatalf("TEST UNIT READY b: %+v", o)
 	}
-	_, eOut := send(tur, scsi.DirNone, nil)
-	b.answer(vscsiif.Response{RqID: a.RqID}, -1) // a second answer, to a command done with
+	eReq, eOut := send(tur, scsi.DirNone, nil)
+	// An answer for an in-range rqid no command holds. a's and b's are
+	// taken again by now (slots go lowest first, and rqids carry no
+	// generation: an answer for a reused rqid belongs to the new command),
+	// so the highest command slot, which neither these nor f (sent before
+	// the frontend need have read this answer) will take.
+	done := uint16(v.TMFRqID() - 1)
+	if inFlight := []uint16{c.RqID, dReq.RqID, eReq.RqID}; slices.Contains(inFlight, done) {
+		t.Fatalf("rqid %d is in flight: %v", done, inFlight)
+	}
+	b.answer(vscsiif.Response{RqID: done}, -1)
 	_, fOut := send(tur, scsi.DirNone, nil)
 	b.answer(vscsiif.Response{RqID: c.RqID}, -1)
 	if o := got(cOut); o.err != nil || o.res.Status != scsi.StatusGood {
