@@ -13,10 +13,13 @@ import (
 	"time"
 )
 
-// WriteTable prints one line per result and one per baseline.
+// WriteTable prints one line per result (under a header, when there are
+// any) and one per baseline.
 func WriteTable(w io.Writer, r *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tq\tworkload\tbs\tqd\tIOPS\tMB/s\tp50\tp99\tp99.9\tsubmit\t")
+	if len(r.Results) > 0 {
+		fmt.Fprintln(tw, "backend\tq\tworkload\tbs\tqd\tIOPS\tMB/s\tp50\tp99\tp99.9\tsubmit\t")
+	}
 	for _, x := range r.Results {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%dK\t%d\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t\n", x.Backend, x.Queues, x.Workload,
 			x.BlockSize>>10, x.QD, x.IOPS, x.MBps, us(x.P50), us(x.P99), us(x.P999), x.Submit)

@@ -6,8 +6,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -15,10 +17,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/storage/qcow2"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
@@ -59,7 +63,7 @@ func DefaultWorkloads() []Workload {
 // Options select what Run measures.
 type Options struct {
 	Duration  time.Duration // per case
-	Backends  []string      // null, memory, file
+	Backends  []string      // of Backends
 	Queues    []int
 	Workloads []Workload
 	Poll      time.Duration // blkback's busy-poll window
@@ -165,6 +169,8 @@ type Report struct {
 	Baselines    []Baseline `json:"baselines"`
 	// Devices, when measured, is one backend process serving many vbds.
 	Devices *DeviceMemory `json:"devices,omitempty"`
+	// Comparisons are Suite.Compare's, each workload on both sides.
+	Comparisons []Comparison `json:"comparisons,omitempty"`
 }
 
 // Run measures every backend x queues x workload case in this process.
@@ -267,8 +273,39 @@ func openBackend(name string, o Options) (storage.Device, error) {
 			return nil, err
 		}
 		return storage.OpenFile(path, storage.FileOptions{})
+	case "qcow2", "qcow2-fresh":
+		return openQcow2(o.Dir, o.FileSize, name == "qcow2")
 	}
-	return nil, fmt.Errorf("bench: unknown backend %q (null, memory, file)", name)
+	return nil, fmt.Errorf("bench: unknown backend %q (%s)", name, strings.Join(Backends, ", "))
+}
+
+// Backends are the storage backends a case or a comparison can run on.
+var Backends = []string{"null", "memory", "file", "qcow2", "qcow2-fresh"}
+
+// openQcow2 creates a new qcow2 image of size bytes in dir
+// (xenblk-bench.qcow2, replacing any there) and opens it; allocated,
+// every cluster of it is written first (non-zero data, as BenchFile's),
+// so the workloads measure the mapped path; otherwise every first write
+// to a cluster allocates it.
+func openQcow2(dir string, size int64, allocated bool) (storage.Device, error) {
+	path := filepath.Join(dir, "xenblk-bench.qcow2")
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := qcow2.Create(path, size); err != nil {
+		return nil, err
+	}
+	img, err := qcow2.Open(path, qcow2.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if allocated {
+		if err := fill(img, size); err != nil {
+			img.Close()
+			return nil, fmt.Errorf("bench: allocate %s: %w", path, err)
+		}
+	}
+	return img, nil
 }
 
 // fill writes non-zero data everywhere so reads copy real pages.
@@ -314,7 +351,7 @@ func runCase(ctx context.Context, s *stack, w Workload, m SubmitMode, o Options)
 	if m == SubmitBatch {
 		r, err = runBatchCase(ctx, s, w, o)
 	} else {
-		r, err = runGoroutineCase(ctx, s, w, o)
+		r, err = runGoroutineCase(ctx, s.front, w, o)
 	}
 	r.Submit = m
 	return r, err
@@ -350,9 +387,16 @@ func (win window) result(w Workload, o Options, hists []Histogram, ends []time.T
 	return r
 }
 
-// runGoroutineCase keeps QD requests in flight with QD goroutines, each
-// calling ReadAt or WriteAt in a loop.
-func runGoroutineCase(ctx context.Context, s *stack, w Workload, o Options) (Result, error) {
+// target is what a goroutine case reads and writes: blkfront's disk, or
+// a vscsifront LUN (lunTarget).
+type target interface {
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// runGoroutineCase keeps QD requests in flight to t with QD goroutines,
+// each calling ReadAt or WriteAt in a loop.
+func runGoroutineCase(ctx context.Context, t target, w Workload, o Options) (Result, error) {
 	span := o.FileSize / int64(w.BlockSize)
 	hists := make([]Histogram, w.QD)
 	ends := make([]time.Time, w.QD)
@@ -381,9 +425,9 @@ func runGoroutineCase(ctx context.Context, s *stack, w Workload, o Options) (Res
 				}
 				var err error
 				if w.Write {
-					_, err = s.front.WriteAt(ctx, buf, blk*int64(w.BlockSize))
+					_, err = t.WriteAt(ctx, buf, blk*int64(w.BlockSize))
 				} else {
-					_, err = s.front.ReadAt(ctx, buf, blk*int64(w.BlockSize))
+					_, err = t.ReadAt(ctx, buf, blk*int64(w.BlockSize))
 				}
 				t1 := time.Now()
 				if err != nil {

@@ -36,6 +36,10 @@ type Suite struct {
 	// blkback's poll window poll, writing a CPU profile to profile when
 	// that is not "". Needed for CrossProcess and Devices.
 	BackendCommand func(sock, backend string, poll time.Duration, profile string) *exec.Cmd
+	// Compare runs every workload of Options on both sides of each pair,
+	// in Pairs interleaved pairs of runs (Compare), in this process.
+	Compare []Pair
+	Pairs   int
 }
 
 // backendCommand is s.BackendCommand bound to a poll window and profile,
@@ -101,6 +105,15 @@ func RunSuite(ctx context.Context, s Suite) (*Report, error) {
 				pr[i].Backend = v.name
 			}
 			rep.Results = append(rep.Results, pr...)
+		}
+	}
+	for _, p := range s.Compare {
+		for _, w := range o.Workloads {
+			c, err := Compare(ctx, s.Options, p, w, s.Pairs)
+			if err != nil {
+				return nil, err
+			}
+			rep.Comparisons = append(rep.Comparisons, c)
 		}
 	}
 	if s.Baselines {

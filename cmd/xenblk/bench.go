@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +40,8 @@ func newBenchCmd() *cobra.Command {
 		cases     bool
 		runs      int
 		submit    []string
+		compare   comparePairs
+		pairs     int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -58,18 +63,30 @@ one 1 MiB buffer that stays in the CPU caches: the fastest a 1 MiB read
 could be delivered, the goal's yardstick) two baselines walk a region of
 --size bytes, as a read of the memory backend must: "memcpy 1 MiB from
 a N MiB region" and "read 1 MiB in place from a N MiB region" (the same
-sum, no copy).`,
+sum, no copy).
+
+--compare A:B (repeatable; each side TRANSPORT/BACKEND, transport blkif
+or vscsi) runs every selected workload on both sides in --pairs
+interleaved pairs of runs (A B A B ...), QD goroutines with one request
+each, and prints the median of the pairs' B/A IOPS ratios with their
+range. Both transports of one backend serve one device on one stack;
+qcow2 is an image whose clusters are all written before the runs,
+qcow2-fresh a new empty image for every run (its writes allocate).`,
 		Example: `  xenblk bench --duration 2s --svg lat.svg
   xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s --baselines=false
   xenblk bench --json > result.json
   xenblk bench --backend null --queues 1 --workload randread --submit batch,goroutines --baselines=false
-  xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3`,
+  xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3
+  xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
-				if b != "null" && b != "memory" && b != "file" {
-					return usagef("--backend %q: want null, memory or file", b)
+				if !slices.Contains(bench.Backends, b) {
+					return usagef("--backend %q: want one of %s", b, strings.Join(bench.Backends, ", "))
 				}
+			}
+			if pairs < 1 || pairs > 99 {
+				return usagef("--pairs %d: want 1 to 99", pairs)
 			}
 			for _, q := range queues {
 				if q < 1 || q > 4 {
@@ -120,6 +137,7 @@ sum, no copy).`,
 				Options: bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
 					Submit: modes, Runs: runs, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))},
 				Cases: cases, CrossProcess: cross, BackendCPUProfile: backProf, Devices: devices, Baselines: baselines,
+				Compare: compare, Pairs: pairs,
 			}
 			if cross || devices > 0 {
 				self, err := os.Executable()
@@ -171,12 +189,13 @@ sum, no copy).`,
 				return err
 			}
 			bench.WriteTargets(out, rep)
+			bench.WriteComparisons(out, rep)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.DurationVar(&dur, "duration", 2*time.Second, "measured time per case (after a short warm-up)")
-	f.StringSliceVar(&backends, "backend", []string{"null", "memory", "file"}, "backends: null, memory, file")
+	f.StringSliceVar(&backends, "backend", []string{"null", "memory", "file"}, "backends: "+strings.Join(bench.Backends, ", "))
 	f.IntSliceVar(&queues, "queues", []int{1, 2}, "queue counts to run")
 	f.DurationVar(&poll, "poll", 0, "backend poll window after work for every case (0: blkback's default, negative: never poll)")
 	f.StringVar(&dir, "dir", os.TempDir(), "directory for the file backend's image (xenblk-bench.img), also fio's file")
@@ -195,6 +214,8 @@ sum, no copy).`,
 	f.StringVar(&backProf, "backend-cpuprofile", "", "with --cross-process: write a CPU profile of the backend process here (the last stack's)")
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
+	f.Var(&compare, "compare", "also compare two sides, TRANSPORT/BACKEND:TRANSPORT/BACKEND (e.g. blkif/null:vscsi/null), on every selected workload; repeatable")
+	f.IntVar(&pairs, "pairs", 5, "with --compare: interleaved pairs of runs per workload; the ratio is their median")
 	return cmd
 }
 
@@ -243,3 +264,27 @@ func newBenchBackendCmd() *cobra.Command {
 	bf.StringVar(&bb.profile, "cpuprofile", "", "write a CPU profile of the backend process to this file")
 	return backendCmd
 }
+
+// comparePairs is --compare: each use adds a pair, checked as it is
+// parsed.
+type comparePairs []bench.Pair
+
+func (v *comparePairs) Set(s string) error {
+	p, err := bench.ParsePair(s)
+	if err != nil {
+		return fmt.Errorf("want TRANSPORT/BACKEND:TRANSPORT/BACKEND (transports %s; backends %s)",
+			strings.Join(bench.Transports, ", "), strings.Join(bench.Backends, ", "))
+	}
+	*v = append(*v, p)
+	return nil
+}
+
+func (v *comparePairs) String() string {
+	var out []string
+	for _, p := range *v {
+		out = append(out, p.A.String()+":"+p.B.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (v *comparePairs) Type() string { return "A:B" }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -29,6 +30,38 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
+// TestBenchCompare: --compare alone (no cases, no baselines) reports
+// one comparison per selected workload, in the JSON and in the table
+// (with no header for the cases that did not run).
+func TestBenchCompare(t *testing.T) {
+	for _, jsonOut := range []bool{true, false} {
+		var out strings.Builder
+		root := newCLI()
+		root.SetArgs([]string{"bench", "--cases=false", "--baselines=false", "--workload", "randread", "--qd", "1,32",
+			"--compare", "blkif/null:vscsi/null", "--pairs", "1", "--duration", "100ms", "--size", "4194304", "--dir", t.TempDir(),
+			"--json=" + strconv.FormatBool(jsonOut)})
+		root.SetOut(&out)
+		if err := root.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		if !jsonOut {
+			if n := strings.Count(out.String(), "compare randread"); n != 2 || !strings.Contains(out.String(), "vscsi/null") ||
+				strings.Contains(out.String(), "workload") {
+				t.Errorf("table: %d comparison lines, want 2:\n%s", n, out.String())
+			}
+			continue
+		}
+		var rep bench.Report
+		if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+			t.Fatalf("%v in %q", err, out.String())
+		}
+		if len(rep.Results) != 0 || len(rep.Comparisons) != 2 || rep.Comparisons[1].QD != 32 || rep.Comparisons[1].B.Transport != "vscsi" ||
+			rep.Comparisons[0].Ratio <= 0 {
+			t.Fatalf("comparisons %+v", rep.Comparisons)
+		}
+	}
+}
+
 func TestBenchUsageErrors(t *testing.T) {
 	// Each case runs in a tree of its own (flags start from their
 	// defaults) and is checked for its own message.
@@ -41,6 +74,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "--duration", "1ms"}, "--duration"},
 		{[]string{"bench", "--queues", "9"}, "--queues"},
 		{[]string{"bench", "--backend", "tape"}, "--backend"},
+		{[]string{"bench", "--compare", "blkif/null"}, "--compare"},
+		{[]string{"bench", "--compare", "nvme/null:vscsi/null"}, "--compare"},
+		{[]string{"bench", "--compare", "blkif/null:vscsi/null", "--pairs", "0"}, "--pairs"},
 	} {
 		root := newCLI()
 		root.SetArgs(c.args)

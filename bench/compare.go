@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkfront"
+	"github.com/xenblk/xenblk/internal/simstack"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsiengine"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/vscsiback"
+	"github.com/xenblk/xenblk/vscsifront"
+	"github.com/xenblk/xenblk/vscsispec"
+)
+
+// Transports a comparison's side can use: blkif (blkfront to blkback) or
+// vscsi (a vscsifront LUN's storage.Device to vscsiback).
+var Transports = []string{"blkif", "vscsi"}
+
+// Side is one arm of a comparison: a backend reached over a transport.
+type Side struct {
+	Transport string `json:"transport"`
+	Backend   string `json:"backend"`
+}
+
+func (s Side) String() string { return s.Transport + "/" + s.Backend }
+
+// ParseSide reads "transport/backend".
+func ParseSide(s string) (Side, error) {
+	t, b, ok := strings.Cut(s, "/")
+	if !ok || !slices.Contains(Transports, t) || !slices.Contains(Backends, b) {
+		return Side{}, fmt.Errorf("bench: side %q: want TRANSPORT/BACKEND, a transport of %s and a backend of %s",
+			s, strings.Join(Transports, ", "), strings.Join(Backends, ", "))
+	}
+	return Side{Transport: t, Backend: b}, nil
+}
+
+// Pair is a comparison asked for: B measured against A.
+type Pair struct{ A, B Side }
+
+// ParsePair reads "A:B", each a side (ParseSide).
+func ParsePair(s string) (Pair, error) {
+	a, b, ok := strings.Cut(s, ":")
+	if !ok {
+		return Pair{}, fmt.Errorf("bench: comparison %q: want SIDE:SIDE, e.g. blkif/null:vscsi/null", s)
+	}
+	var p Pair
+	var err error
+	if p.A, err = ParseSide(a); err != nil {
+		return p, err
+	}
+	if p.B, err = ParseSide(b); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// Comparison is one workload run on both sides of a pair, the runs
+// interleaved (A B A B ...) so that both see the same machine.
+type Comparison struct {
+	A         Side   `json:"a"`
+	B         Side   `json:"b"`
+	Workload  string `json:"workload"`
+	BlockSize int    `json:"block_size"`
+	QD        int    `json:"qd"`
+	Pairs     int    `json:"pairs"`
+	// AIOPS and BIOPS are each side's median IOPS over its runs.
+	AIOPS float64 `json:"a_iops"`
+	BIOPS float64 `json:"b_iops"`
+	// Ratio is the median of the pairs' B/A IOPS ratios; RatioMin and
+	// RatioMax their spread.
+	Ratio    float64 `json:"ratio"`
+	RatioMin float64 `json:"ratio_min"`
+	RatioMax float64 `json:"ratio_max"`
+}
+
+// Compare runs w on p.A and p.B in pairs interleaved pairs (at least 1),
+// each run o.Duration long with w.QD goroutines each holding one request
+// in flight (the submit mode both transports share). Both transports of
+// one backend serve one device on one stack; a qcow2-fresh side gets a
+// new image (and stack) for every run, so its writes allocate.
+func Compare(ctx context.Context, o Options, p Pair, w Workload, pairs int) (Comparison, error) {
+	o.defaults()
+	pairs = max(pairs, 1)
+	if !w.runsIn(SubmitGoroutines) {
+		return Comparison{}, fmt.Errorf("bench: %s runs in the %s submit mode only: not compared", w.Name, SubmitBatch)
+	}
+	c := Comparison{A: p.A, B: p.B, Workload: w.Name, BlockSize: w.BlockSize, QD: w.QD, Pairs: pairs}
+	stacks := map[string]*dualStack{}
+	defer func() {
+		for _, s := range stacks {
+			s.close()
+		}
+	}()
+	run := func(sd Side) (Result, error) {
+		s := stacks[sd.Backend]
+		if s != nil && sd.Backend == "qcow2-fresh" {
+			s.close()
+			s = nil
+		}
+		if s == nil {
+			var err error
+			if s, err = openDual(ctx, sd.Backend, o); err != nil {
+				delete(stacks, sd.Backend)
+				return Result{}, err
+			}
+			stacks[sd.Backend] = s
+		}
+		var t target = s.blk
+		if sd.Transport == "vscsi" {
+			t = s.lun
+		}
+		r, err := runGoroutineCase(ctx, t, w, o)
+		if err != nil {
+			return r, fmt.Errorf("bench: %s %s qd%d: %w", sd, w.Name, w.QD, err)
+		}
+		return r, nil
+	}
+	var as, bs, ratios []float64
+	for i := 0; i < pairs; i++ {
+		if err := ctx.Err(); err != nil {
+			return c, err
+		}
+		a, err := run(p.A)
+		if err != nil {
+			return c, err
+		}
+		b, err := run(p.B)
+		if err != nil {
+			return c, err
+		}
+		if a.IOPS <= 0 {
+			return c, fmt.Errorf("bench: %s %s qd%d: no request completed", p.A, w.Name, w.QD)
+		}
+		as, bs, ratios = append(as, a.IOPS), append(bs, b.IOPS), append(ratios, b.IOPS/a.IOPS)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "compare %s %s qd%d pair %d of %d: %.0f vs %.0f IOPS = %.2fx\n",
+				p.B, w.Name, w.QD, i+1, pairs, b.IOPS, a.IOPS, b.IOPS/a.IOPS)
+		}
+	}
+	c.AIOPS, c.BIOPS = mid(as), mid(bs)
+	c.Ratio, c.RatioMin, c.RatioMax = mid(ratios), slices.Min(ratios), slices.Max(ratios)
+	return c, nil
+}
+
+// mid is the median of v (the upper one of an even count), v sorted in place.
+func mid(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// dualStack is one device served over both transports on one simulated
+// host: blkback to a guest's blkfront, and vscsiback to a vhost of the
+// same guest, whose one LUN is the device.
+type dualStack struct {
+	ss  *simstack.Stack
+	blk *blkfront.Disk
+	lun lunTarget
+}
+
+// openDual opens a fresh device of backend and serves it over both
+// transports; the stack's Close closes the device (blkback's), the LUN
+// leaving it open.
+func openDual(ctx context.Context, backend string, o Options) (*dualStack, error) {
+	dev, err := openBackend(backend, o)
+	if err != nil {
+		return nil, err
+	}
+	ss, err := simstack.NewHost(simstack.Options{})
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	s := &dualStack{ss: ss}
+	const path = "/bench/disk"
+	reg := scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: o.Log})
+	ss.Serve(blkback.Config{Poll: o.Poll, Log: o.Log}, simstack.Serving(dev))
+	ss.ServeVscsi(&vscsiback.Server{Engines: reg, OpenDisk: simstack.ServingDisk(path, dev), Log: o.Log})
+	g, err := ss.AttachGuest(ctx, "bench", "vdev=xvda, access=rw, target="+path, blkfront.Config{Queues: 1, Log: o.Log})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("bench: blkif frontend: %w", err)
+	}
+	s.blk = g.Disk
+	spec, err := vscsispec.Parse(path + ", 0:0:0:0")
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	vg, err := ss.AttachVhost(ctx, g.Domain, vscsifront.Config{Log: o.Log}, spec)
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("bench: vscsi frontend: %w", err)
+	}
+	if s.lun.d, err = vg.LUNs[0].Device(ctx); err != nil {
+		s.close()
+		return nil, fmt.Errorf("bench: vscsi LUN: %w", err)
+	}
+	return s, nil
+}
+
+func (s *dualStack) close() { s.ss.Close() }
+
+// lunTarget is a LUN's storage.Device as a target; its requests carry no
+// context of their own.
+type lunTarget struct{ d storage.Device }
+
+func (l lunTarget) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	return l.d.ReadAt(p, off)
+}
+
+func (l lunTarget) WriteAt(_ context.Context, p []byte, off int64) (int, error) {
+	return l.d.WriteAt(p, off)
+}
+
+// WriteComparisons prints one line per comparison: each side's median
+// IOPS and the median B/A ratio of the interleaved pairs, with its range.
+func WriteComparisons(w io.Writer, r *Report) {
+	for _, c := range r.Comparisons {
+		fmt.Fprintf(w, "compare %-12s qd%-3d %-18s %10.0f IOPS vs %-18s %10.0f IOPS: %.2fx (pairs %d, %.2f..%.2f)\n",
+			c.Workload, c.QD, c.B, c.BIOPS, c.A, c.AIOPS, c.Ratio, c.Pairs, c.RatioMin, c.RatioMax)
+	}
+}
