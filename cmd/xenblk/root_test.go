@@ -9,7 +9,7 @@ import (
 
 // flagTrials are values to give a flag until its Set takes one: each
 // flag type accepts at least one of them.
-var flagTrials = []string{"7", "1", "true", "false", "2s", "5s", "127.0.0.1:7", "/tmp/xenblk-tree-test.sock", "sim", "64M", "xvdq", "qcow2", "blkif/null:vscsi/null"}
+var flagTrials = []string{"7", "1", "true", "false", "2s", "5s", "127.0.0.1:7", "/tmp/xenblk-tree-test.sock", "sim", "64M", "xvdq", "qcow2", "blkif/null:vscsi/null", "d=/tmp/xenblk-tree-test.img"}
 
 // TestTreesShareNoFlags: every flag of every command, hidden ones
 // included, lives in the tree newRootCmd built. Two trees are built; each

@@ -133,7 +133,7 @@ var (
 	checkedFlagTypes = map[string]bool{
 		"bool": true, "int": true, "intSlice": true, "duration": true, "size": true, "rpm": true,
 		"host:port": true, "host:port|unix:path": true, "auto|linux|sim": true, "page": true, "raw|qcow2|auto": true,
-		"A:B": true,
+		"A:B": true, "NAME=FILE": true,
 	}
 	freeFormFlagTypes = map[string]bool{"string": true, "stringSlice": true, "path": true}
 )
