@@ -173,16 +173,15 @@ func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 	if spec.Target != "" && !strings.HasPrefix(spec.Target, "/") {
 		return usagef("target %q must be an absolute path: the backend runs elsewhere", spec.Target)
 	}
+	v, err := o.newVBD(spec)
+	if err != nil {
+		return err
+	}
 	st, err := o.store()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	v, err := toolstack.NewVBD(xen.DomID(o.backend), xen.DomID(o.domain), spec)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	v.BackendType = o.backendType
 	if err := o.domainsExist(st); err != nil {
 		return err
 	}
@@ -230,16 +229,15 @@ func runDetach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 		return usagef("detach needs a VDEV (a vbd), --vscsi VDEV (a PVSCSI LUN) or --vhost N (a vhost)")
 	}
 	spec := diskspec.Spec{Vdev: args[0]}
+	v, err := o.newVBD(spec)
+	if err != nil {
+		return err
+	}
 	st, err := o.store()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	v, err := toolstack.NewVBD(xen.DomID(o.backend), xen.DomID(o.domain), spec)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	v.BackendType = o.backendType
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	if err := toolstack.Remove(ctx, st, v, o.force); err != nil {
@@ -265,4 +263,15 @@ func dialStore(path string) (xen.Store, error) {
 		return nil, fmt.Errorf("connect to xenstore at %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// newVBD names the vbd spec describes for the guest and backend the flags
+// give; a spec that names none is the user's mistake.
+func (o *vbdOptions) newVBD(spec diskspec.Spec) (toolstack.VBD, error) {
+	v, err := toolstack.NewVBD(xen.DomID(o.backend), xen.DomID(o.domain), spec)
+	if err != nil {
+		return v, usagef("%v", err)
+	}
+	v.BackendType = o.backendType
+	return v, nil
 }
