@@ -105,7 +105,7 @@ func newNBDServeCmd() *cobra.Command {
 }
 
 func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
-	tlsConfig, err := o.tls.config()
+	tlsConfig, err := o.tls.config("nbd serve")
 	if err != nil {
 		return err
 	}
@@ -144,10 +144,7 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 	}
 	srv := &nbd.Server{Exports: exports, TLSConfig: tlsConfig, TLSRequired: o.tls.required}
 	for i, e := range exports {
-		url := nbd.ListenerURL(l, e.Name)
-		if o.tls.required {
-			url = tlsURL(url)
-		}
+		url := o.tls.url(nbd.ListenerURL(l, e.Name))
 		fmt.Fprintf(cmd.OutOrStdout(), "serving %s (%s) at %s\n", e.Description, formats[i], url)
 	}
 	sig := make(chan os.Signal, 1)

@@ -9,7 +9,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// nbdTLSOptions are nbd serve's TLS flags.
+// nbdTLSOptions are the TLS flags of a command that serves NBD (nbd
+// serve, sim): one set of flags, one meaning, whichever command.
 type nbdTLSOptions struct {
 	cert, key, ca string
 	required      bool
@@ -22,36 +23,38 @@ func (o *nbdTLSOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.required, "tls-required", false, "refuse clients that do not start TLS (needs --tls-cert)")
 }
 
-// config is the server's TLS configuration, nil without --tls-cert.
-func (o *nbdTLSOptions) config() (*tls.Config, error) {
+// config is the server's TLS configuration, nil without --tls-cert;
+// command names the command in usage errors.
+func (o *nbdTLSOptions) config(command string) (*tls.Config, error) {
 	switch {
 	case o.cert == "" && o.key == "" && o.ca == "" && !o.required:
 		return nil, nil
 	case o.cert == "" || o.key == "":
-		return nil, usagef("nbd serve: TLS needs both --tls-cert and --tls-key")
+		return nil, usagef("%s: TLS needs both --tls-cert and --tls-key", command)
 	}
 	cert, err := tls.LoadX509KeyPair(o.cert, o.key)
 	if err != nil {
-		return nil, usagef("nbd serve: --tls-cert %s --tls-key %s: %v", o.cert, o.key, err)
+		return nil, usagef("%s: --tls-cert %s --tls-key %s: %v", command, o.cert, o.key, err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if o.ca != "" {
 		pem, err := os.ReadFile(o.ca)
 		if err != nil {
-			return nil, usagef("nbd serve: --tls-ca: %v", err)
+			return nil, usagef("%s: --tls-ca: %v", command, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usagef("nbd serve: --tls-ca %s holds no PEM certificate", o.ca)
+			return nil, usagef("%s: --tls-ca %s holds no PEM certificate", command, o.ca)
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
 }
 
-// tlsURL is url with the scheme that tells NBD clients to start TLS.
-func tlsURL(url string) string {
-	if rest, ok := strings.CutPrefix(url, "nbd"); ok {
+// url is the URL clients are told for an export at url: with TLS
+// required, nbds://, the scheme that tells them to start it.
+func (o *nbdTLSOptions) url(url string) string {
+	if rest, ok := strings.CutPrefix(url, "nbd"); ok && o.required {
 		return "nbds" + rest
 	}
 	return url

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,19 +28,43 @@ func TestNBDServeTLS(t *testing.T) {
 		"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("server-key.pem"),
 		"--tls-ca", p.Path("ca-cert.pem"), "--tls-required", img)
 	line := srv.expect(t, "serving ")
+	checkTLSOnly(t, line, p, 8<<20)
+	stopProc(t, srv)
+}
+
+// TestSimTLS: xenblk sim takes nbd serve's --tls-* flags: its export of
+// the guest's disk answers nbdinfo with the certificates and refuses
+// plaintext.
+func TestSimTLS(t *testing.T) {
+	bin := buildXenblk(t)
+	p := testpki.New(t)
+	dir := t.TempDir()
+	sim := startProc(t, bin, "sim", "--disk", filepath.Join(dir, "disk.img"), "--size", "16M",
+		"--nbd", freePort(t), "--control", filepath.Join(dir, "control.sock"),
+		"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("server-key.pem"),
+		"--tls-ca", p.Path("ca-cert.pem"), "--tls-required")
+	line := sim.expect(t, "  NBD ")
+	checkTLSOnly(t, line, p, 16<<20)
+	stopProc(t, sim)
+}
+
+// checkTLSOnly: the URL ending the banner line is nbds://, nbdinfo with
+// p's certificates sees an export of size bytes there, and nbdinfo
+// without TLS is refused.
+func checkTLSOnly(t *testing.T, line string, p *testpki.PKI, size int64) {
+	t.Helper()
 	url := line[strings.LastIndex(line, " ")+1:]
 	if !strings.HasPrefix(url, "nbds://") {
 		t.Fatalf("banner %q does not give an nbds:// URL", line)
 	}
 	out := runTool(t, "nbdinfo", "--size", url+"?tls-certificates="+p.Dir)
-	if strings.TrimSpace(out) != "8388608" {
-		t.Fatalf("nbdinfo over TLS: %q", out)
+	if strings.TrimSpace(out) != fmt.Sprint(size) {
+		t.Fatalf("nbdinfo over TLS: %q, want %d", out, size)
 	}
 	plain := "nbd" + strings.TrimPrefix(url, "nbds")
 	if out, err := exec.Command("nbdinfo", "--size", plain).CombinedOutput(); err == nil {
 		t.Fatalf("plaintext nbdinfo got in: %s", out)
 	}
-	stopProc(t, srv)
 }
 
 func TestNBDServeTLSFlags(t *testing.T) {
@@ -54,10 +80,20 @@ func TestNBDServeTLSFlags(t *testing.T) {
 		{[]string{"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("client-key.pem")}, "--tls-cert"},
 		{[]string{"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("server-key.pem"), "--tls-ca", p.Path("server-key.pem")}, "no PEM certificate"},
 	} {
-		args := append([]string{"nbd", "serve", "--listen", "127.0.0.1:0"}, c.args...)
-		_, errs, code := runXenblkCode(t, bin, append(args, img)...)
-		if code != exitUsage || !strings.Contains(errs, c.want) {
-			t.Errorf("xenblk %v: exit %d, stderr %q; want %d and %q", args, code, errs, exitUsage, c.want)
+		// Both commands that serve NBD check their flags alike, before
+		// anything is opened or created.
+		for _, cmd := range [][]string{{"nbd", "serve", "--listen", "127.0.0.1:0"}, {"sim", "--disk", img, "--nbd", "127.0.0.1:0"}} {
+			args := append(cmd, c.args...)
+			if cmd[0] == "nbd" {
+				args = append(args, img)
+			}
+			_, errs, code := runXenblkCode(t, bin, args...)
+			if code != exitUsage || !strings.Contains(errs, c.want) {
+				t.Errorf("xenblk %v: exit %d, stderr %q; want %d and %q", args, code, errs, exitUsage, c.want)
+			}
 		}
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Errorf("sim created %s before refusing its TLS flags", img)
 	}
 }

@@ -42,6 +42,7 @@ type simOptions struct {
 	vscsi       bool    // also serve the disk to the guest as a PVSCSI LUN
 	scsi        simSCSI // --control, --rotation-rate (scsi_control.go)
 	fuse        simFuse // --fuse, --force (sim_fuse.go)
+	tls         nbdTLSOptions
 }
 
 // simExtra starts something more on the guest's disk once it is connected
@@ -90,6 +91,7 @@ identity and one set of reservations.`,
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
   nbdinfo nbd://127.0.0.1:10809               # from another terminal
   xenblk sim --vscsi                          # and nbd://127.0.0.1:10809/` + simLUN + ` over PVSCSI
+  xenblk sim --tls-cert server-cert.pem --tls-key server-key.pem --tls-required  # nbds://127.0.0.1:10809
   xenblk scsi --device ` + simLUN + ` persist --in --read-keys`,
 		Args: cobra.NoArgs,
 		// Refused before the disk is opened: another live sim answering
@@ -119,6 +121,7 @@ identity and one set of reservations.`,
 	f.BoolVar(&o.vscsi, "vscsi", false, "also give the guest the disk as PVSCSI LUN "+simLUN+" (vscsiback, vscsifront), exported over NBD and --control by that name")
 	o.scsi.addFlags(f)
 	o.fuse.addFlags(f)
+	o.tls.addFlags(f)
 	return cmd
 }
 
@@ -129,6 +132,10 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	tlsConfig, err := o.tls.config("sim")
+	if err != nil {
+		return err
+	}
 	exported := false // the guest's disk is out: the image is no longer this run's to remove
 	path, err := filepath.Abs(o.disk)
 	if err != nil {
@@ -211,7 +218,8 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	}
 	front, vbd := g.Disk, g.VBD
 
-	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Description: "xenblk guest disk " + o.vdev, Device: front.Device()}}}
+	exportServer := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Description: "xenblk guest disk " + o.vdev, Device: front.Device()}},
+		TLSConfig: tlsConfig, TLSRequired: o.tls.required}
 	var lun *simVscsiLUN
 	if o.vscsi {
 		if lun, err = attachSimLUN(ctx, stack, guest, path, log); err != nil {
@@ -233,11 +241,11 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	fmt.Fprintf(out, "  dom0     blkback %s %s (%s, %d bytes) at %s\n", verb, path, format, in.Size(), vbd.BackendPath())
 	fmt.Fprintf(out, "  dom%d     blkfront %s connected: %d queue(s), indirect %d, persistent %v, flush %v, discard %v, scsi %v\n",
 		guest.ID(), vbd.FrontendPath(), in.Queues, in.IndirectSegments, in.Persistent, in.Flush, in.Discard, in.ExtraRequest)
-	url := nbd.ListenerURL(l, o.vdev)
+	url := o.tls.url(nbd.ListenerURL(l, o.vdev))
 	fmt.Fprintf(out, "  NBD      %s\n", url)
 	if lun != nil {
 		fmt.Fprintf(out, "  dom%d     vscsifront LUN %s of %s connected: %d bytes\n", guest.ID(), simLUN, lun.vhost, lun.dev.Info().Size)
-		fmt.Fprintf(out, "  NBD      %s\n", nbd.ListenerURL(l, simLUN))
+		fmt.Fprintf(out, "  NBD      %s\n", o.tls.url(nbd.ListenerURL(l, simLUN)))
 	}
 
 	// Further exports print their lines here, before the banner's end, in
