@@ -84,6 +84,7 @@ const (
 
 	cmdFlagFUA      = 1 << 0
 	cmdFlagNoHole   = 1 << 1
+	cmdFlagDF       = 1 << 2 // a READ's data in one chunk: no holes
 	cmdFlagReqOne   = 1 << 3
 	cmdFlagFastZero = 1 << 4
 )

@@ -558,8 +558,8 @@ type conn struct {
 	wmu      sync.Mutex // serialises replies; guards bw, hdr, chunk, werr
 	bw       *bufio.Writer
 	hdr      [replySize]byte
-	chunk    [chunkHeaderSize + 8]byte // a chunk header and its first field
-	werr     error                     // first reply write failure, under wmu
+	chunk    [chunkHeaderSize + 12]byte // a chunk header and its fixed fields
+	werr     error                      // first reply write failure, under wmu
 }
 
 func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export, neg negotiated) error {
@@ -655,7 +655,7 @@ func (cn *conn) replyAt(handle, offset uint64, isRead bool, errno uint32, data [
 		default:
 			h.typ, h.length = chunkOffsetData, uint32(8+len(data))
 			binary.BigEndian.PutUint64(cn.chunk[chunkHeaderSize:], offset)
-			first = cn.chunk[chunkHeaderSize:]
+			first = cn.chunk[chunkHeaderSize : chunkHeaderSize+8]
 		}
 		encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), h)
 		cn.bw.Write(cn.chunk[:chunkHeaderSize])
@@ -752,6 +752,13 @@ func (cn *conn) serve(j job) {
 		switch r.cmd {
 		case cmdRead:
 			data = *j.buf
+			if cn.sparseRead(r) {
+				if m, ok := dev.(storage.Mapper); ok {
+					cn.serveSparseRead(m, r, data)
+					putBuf(j.buf)
+					return
+				}
+			}
 			_, err = dev.ReadAt(data, off)
 		case cmdWrite, cmdTrim, cmdWriteZeroes:
 			if cn.readOnly {
@@ -785,6 +792,117 @@ func (cn *conn) serve(j job) {
 	if j.buf != nil {
 		putBuf(j.buf)
 	}
+}
+
+// sparseReadMin is the shortest READ whose zeros are sent as hole
+// chunks: below it, asking the device for its map costs more than the
+// zeros it could save.
+const sparseReadMin = 64 << 10
+
+// sparseRead reports whether READ r may be answered in pieces, its
+// zeros as hole chunks: the client agreed to structured replies and did
+// not ask for the data in one chunk (DF).
+func (cn *conn) sparseRead(r request) bool {
+	return cn.neg.structured && r.flags&cmdFlagDF == 0 && r.length >= sparseReadMin
+}
+
+// serveSparseRead answers READ r from buf (its length): the runs the
+// device's map says read as zeros are sent as hole chunks without reading
+// them, the rest read and sent as data chunks. Every device read happens
+// before the first chunk is sent, so that a failure is one error chunk.
+// A write concurrent with the read may land between the map and the
+// reads, as it may between the reads of any two runs: NBD orders nothing
+// between requests in flight together; a write answered before the READ
+// was sent is in the map.
+func (cn *conn) serveSparseRead(m storage.Mapper, r request, buf []byte) {
+	var pieces []readPiece
+	if es, err := m.Map(int64(r.offset), int64(len(buf))); err == nil {
+		pieces = sparsePieces(es, int64(len(buf)))
+	}
+	if len(pieces) == 0 { // no map: all of it is data
+		pieces = []readPiece{{n: int64(len(buf))}}
+	}
+	for _, p := range pieces {
+		if p.zero {
+			continue
+		}
+		if _, err := cn.exp.Device.ReadAt(buf[p.off:p.off+p.n], int64(r.offset)+p.off); err != nil {
+			cn.reply(r.handle, errnoFor(err), nil)
+			return
+		}
+	}
+	cn.replyPieces(r.handle, r.offset, buf, pieces)
+}
+
+// readPiece is a run of a READ's range, from off bytes into it: data, or
+// zeros the client is sent as a hole chunk.
+type readPiece struct {
+	off, n int64
+	zero   bool
+}
+
+// sparsePieces lays out a READ of n bytes from the device's map of it
+// (es, from the read's first byte): runs that read as zeros become holes,
+// everything else data, and so does whatever the map stops short of or
+// describes beyond n. Neighbours of one kind merge, so pieces alternate.
+func sparsePieces(es []storage.Extent, n int64) []readPiece {
+	var pieces []readPiece
+	add := func(k int64, zero bool) {
+		if last := len(pieces) - 1; last >= 0 && pieces[last].zero == zero {
+			pieces[last].n += k
+			return
+		}
+		var off int64
+		if last := len(pieces) - 1; last >= 0 {
+			off = pieces[last].off + pieces[last].n
+		}
+		pieces = append(pieces, readPiece{off: off, n: k, zero: zero})
+	}
+	var covered int64
+	for _, e := range es {
+		k := min(e.Length, n-covered)
+		if k <= 0 {
+			break
+		}
+		add(k, e.Zero)
+		covered += k
+	}
+	if covered < n {
+		add(n-covered, false)
+	}
+	return pieces
+}
+
+// replyPieces answers a READ at offset with one chunk per piece of buf:
+// OFFSET_HOLE for zeros, OFFSET_DATA for data; the last carries DONE.
+func (cn *conn) replyPieces(handle, offset uint64, buf []byte, pieces []readPiece) {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return
+	}
+	for i, p := range pieces {
+		h := chunkHeader{handle: handle}
+		if i == len(pieces)-1 {
+			h.flags = chunkFlagDone
+		}
+		fields := cn.chunk[chunkHeaderSize:]
+		binary.BigEndian.PutUint64(fields, offset+uint64(p.off))
+		var data []byte
+		if p.zero {
+			h.typ, h.length = chunkOffsetHole, 12
+			binary.BigEndian.PutUint32(fields[8:], uint32(p.n))
+			fields = fields[:12]
+		} else {
+			h.typ, h.length = chunkOffsetData, uint32(8+p.n)
+			fields, data = fields[:8], buf[p.off:p.off+p.n]
+		}
+		encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), h)
+		cn.bw.Write(cn.chunk[:chunkHeaderSize])
+		cn.bw.Write(fields)
+		cn.bw.Write(data)
+	}
+	cn.werr = cn.bw.Flush()
 }
 
 // errSlowZero refuses a FAST_ZERO request that only a slow zeroing could

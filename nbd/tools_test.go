@@ -180,30 +180,10 @@ func TestQemuIO(t *testing.T) {
 }
 
 // startNbdkit runs nbdkit's memory plugin with size bytes and connects
-// to it. nbdkit inherits a socket we already listen on (socket
-// activation), so the dial succeeds at once: no waiting for it to start.
+// to it.
 func startNbdkit(t *testing.T, size int64) *Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "kit.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// LISTEN_PID must name nbdkit itself: the shell execs it.
-	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" memory "$1"`, tool(t, "nbdkit"), fmt.Sprint(size))
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
-	cmd.ExtraFiles = []*os.File{f} // descriptor 3, as LISTEN_FDS says
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); l.Close() })
-	cl, err := Dial("unix:"+sock, "")
+	cl, err := Dial("unix:"+socketActivated(t, "nbdkit", "memory", fmt.Sprint(size)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
