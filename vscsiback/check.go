@@ -19,7 +19,7 @@ import (
 // does I/O.
 //
 //	n, total, err := segmentLists(r, l)   an SGGrant request's list pages
-//	segs := fetch(r.Seg[:n], total)       map them, copy the segments out once, unmap
+//	segs := fetchLists(r, n, total)       grant-copy them out once
 //	check(r, segs, l, v, p)               every check, over the copies only
 //
 // so the other domain cannot change a segment between its check and its

@@ -21,77 +21,140 @@ var (
 	rsltReset   = vscsiif.Result(vscsiif.HostReset, 0)
 )
 
-// fetchLists maps the n list pages of r, an SG_GRANT request whose lists
-// segmentLists accepted, read-only, copies their total segments out into
-// q.listed once and unmaps them before anything else happens: the copy
-// is all check ever reads (XSA-155).
+// fetchLists copies the n list pages of r, an SG_GRANT request whose
+// lists segmentLists accepted, out of the guest with one grant copy, and
+// decodes their total segments into q.listed once: the copy is all check
+// ever reads (XSA-155).
 func (q *queue) fetchLists(r *vscsiif.Request, n, total int) ([]vscsiif.Segment, error) {
-	for i := range n {
-		q.lrefs[i] = xen.GrantRef(r.Seg[i].Gref)
+	q.csegs = q.csegs[:0]
+	at := 0
+	for _, s := range r.Seg[:n] {
+		q.csegs = append(q.csegs, xen.GrantCopySegment{
+			Dom: q.front, Ref: xen.GrantRef(s.Gref), Offset: s.Offset,
+			Local: q.listBytes[at : at+int(s.Length)],
+		})
+		at += int(s.Length)
 	}
-	m, err := q.mapper.Map(q.front, q.lrefs[:n], true)
-	if err != nil {
-		return nil, fmt.Errorf("map SG_GRANT list pages: %w", err)
+	if err := q.mapper.Copy(q.csegs); err != nil {
+		return nil, fmt.Errorf("copy SG_GRANT list pages: %w", err)
 	}
-	mem := m.Bytes()
-	k := 0
-	for i, s := range r.Seg[:n] {
-		page := mem[i*xen.PageSize : (i+1)*xen.PageSize]
-		k += vscsiif.DecodeSegments(page[s.Offset:int(s.Offset)+int(s.Length)], q.listed[k:total])
-	}
-	_ = m.Unmap()
-	return q.listed[:total], nil
+	k := vscsiif.DecodeSegments(q.listBytes[:at], q.listed[:total])
+	return q.listed[:k], nil
 }
 
-// execute runs the pending command p on its LUN's engine and answers it:
-// the data grants mapped for its duration (read-only for data-out, as
-// scsifront grants them), the engine's status as rslt's status byte with
-// host OK, its sense (at most 96 bytes travel) and its residual.
+// prepare gives every command of the pass that moves data its buffer:
+// the slot's own, grown to the request's length (kept across passes up
+// to keepBuffer, so the steady state allocates nothing).
+func (q *queue) prepare() {
+	for i := range q.pend[:q.npend] {
+		p := &q.pend[i]
+		p.failed, p.data = false, nil
+		if p.answered || p.plan.nsegs == 0 {
+			continue
+		}
+		n := int(p.plan.length)
+		if cap(p.buf) < n {
+			p.buf = make([]byte, n)
+		}
+		p.data = p.buf[:n]
+	}
+}
+
+// keepBuffer bounds the data buffer a slot keeps after its pass: a
+// guest's largest requests would otherwise pin ring-size times 4 MiB.
+const keepBuffer = 1 << 20
+
+// release drops the buffers over keepBuffer and the pass's references to
+// guest data.
+func (q *queue) release() {
+	for i := range q.pend[:q.npend] {
+		p := &q.pend[i]
+		p.data, p.cmd.Data = nil, nil
+		if cap(p.buf) > keepBuffer {
+			p.buf = nil
+		}
+	}
+	clear(q.csegs)
+	q.csegs = q.csegs[:0]
+}
+
+// copyData moves the data of the pass's commands between their buffers
+// and the guest's granted pages with one grant copy: data-out into the
+// buffers before any command runs (toGuest false), data-in out of them
+// after all have (toGuest true; the bytes transferred only, not the
+// residual). A command one of whose segments fails to copy is marked
+// failed, answered with a host error: the guest granted it wrongly
+// (read-only for data-in, a ref not granted to us, revoked).
+func (q *queue) copyData(toGuest bool) {
+	q.csegs, q.cowner = q.csegs[:0], q.cowner[:0]
+	for i := range q.pend[:q.npend] {
+		p := &q.pend[i]
+		if p.answered || p.failed || p.data == nil || toGuest != (p.plan.dir == scsi.DirFromDevice) {
+			continue
+		}
+		n := len(p.data)
+		if toGuest {
+			n -= p.res.Resid
+		}
+		at := 0
+		for _, sg := range p.plan.segs[:p.plan.nsegs] {
+			if at >= n {
+				break
+			}
+			l := min(int(sg.end-sg.start), n-at)
+			q.csegs = append(q.csegs, xen.GrantCopySegment{
+				Dom: q.front, Ref: sg.ref, Offset: sg.start, Local: p.data[at : at+l], ToForeign: toGuest,
+			})
+			q.cowner = append(q.cowner, int32(i))
+			at += l
+		}
+	}
+	if len(q.csegs) == 0 || q.mapper.Copy(q.csegs) == nil {
+		return
+	}
+	for k := range q.csegs {
+		if err := q.csegs[k].Err; err != nil {
+			if p := &q.pend[q.cowner[k]]; !p.failed {
+				p.failed = true
+				q.log.Warn("data grants", "rqid", p.req.RqID, "segments", p.plan.nsegs, "err", err)
+			}
+		}
+	}
+}
+
+// execute runs the pending command p on its LUN's engine over its
+// buffer, leaving the engine's result in p.res for answer.
 func (q *queue) execute(p *pending) {
 	pl := &p.plan
-	rqid := p.req.RqID
-	var (
-		data    []byte
-		m       xen.Mapping
-		bounced bool
-	)
-	if pl.nsegs > 0 {
-		for i := range pl.nsegs {
-			q.refs[i] = pl.segs[i].ref
-		}
-		var err error
-		if m, err = q.mapper.Map(q.front, q.refs[:pl.nsegs], pl.dir != scsi.DirFromDevice); err != nil {
-			q.log.Warn("data grants", "rqid", rqid, "segments", pl.nsegs, "err", err)
-			q.respond(rqid, rsltError, 0, nil)
-			return
-		}
-		data, bounced = q.dataBuffer(pl, m.Bytes())
-	}
-	q.cmd = scsi.Command{CDB: pl.cdb[:pl.cdbLen], Dir: pl.dir, Data: data}
-	res := &q.res
-	res.Reset(len(data))
-	q.table[pl.lun].Engine.Execute(q.nexus, &q.cmd, res)
+	p.cmd = scsi.Command{CDB: pl.cdb[:pl.cdbLen], Dir: pl.dir, Data: p.data}
+	res := &p.res
+	res.Reset(len(p.data))
+	q.table[pl.lun].Engine.Execute(q.nexus, &p.cmd, res)
 	if pl.cdb[0] == scsi.OpReportLuns && res.Status == scsi.StatusGood && pl.dir == scsi.DirFromDevice {
-		q.reportLUNs(&p.req, data, res)
+		q.reportLUNs(&p.req, p.cmd.CDB, p.data, res)
 	}
-	q.cmd.Data = nil // the guest's pages are unmapped below
-	if res.Resid < 0 || res.Resid > len(data) {
-		res.Resid = len(data)
-	}
-	if bounced && pl.dir == scsi.DirFromDevice {
-		scatter(pl, m.Bytes(), data[:len(data)-res.Resid])
-	}
-	if m != nil {
-		_ = m.Unmap()
+	if res.Resid < 0 || res.Resid > len(p.data) {
+		res.Resid = len(p.data)
 	}
 	if res.SenseLen < 0 || res.SenseLen > scsi.MaxSense {
 		res.SenseLen = 0
 	}
+}
+
+// answer responds to the executed command p: the engine's status as
+// rslt's status byte with host OK, its sense (at most 96 bytes travel)
+// and its residual; or a host error if its data could not be copied.
+func (q *queue) answer(p *pending) {
+	if p.failed {
+		q.respond(p.req.RqID, rsltError, 0, nil)
+		return
+	}
+	res := &p.res
 	sense := res.SenseBytes()
 	if len(sense) > vscsiif.SenseBufferSize {
 		sense = sense[:vscsiif.SenseBufferSize]
 	}
-	q.respond(rqid, vscsiif.Result(vscsiif.HostOK, res.Status), uint32(res.Resid), sense)
+	q.respond(p.req.RqID, vscsiif.Result(vscsiif.HostOK, res.Status), uint32(res.Resid), sense)
 }
 
 // reportLUNs puts the target's LUN list in the data of a REPORT LUNS
@@ -101,9 +164,8 @@ func (q *queue) execute(p *pending) {
 // 16-bit number in the first two bytes, which Linux's scsilun_to_int
 // reads back as that number), for the selections of all logical units
 // (0 and 2). Well-known LUNs (1) are none, as the engine said.
-func (q *queue) reportLUNs(r *vscsiif.Request, data []byte, res *scsi.Result) {
-	cdb := &q.cmd.CDB
-	if sel := (*cdb)[2]; sel != 0x00 && sel != 0x02 {
+func (q *queue) reportLUNs(r *vscsiif.Request, cdb, data []byte, res *scsi.Result) {
+	if sel := cdb[2]; sel != 0x00 && sel != 0x02 {
 		return
 	}
 	var luns []uint16
@@ -118,63 +180,9 @@ func (q *queue) reportLUNs(r *vscsiif.Request, data []byte, res *scsi.Result) {
 	for i, lun := range luns {
 		binary.BigEndian.PutUint16(list[8+8*i:], lun)
 	}
-	alloc := int(binary.BigEndian.Uint32((*cdb)[6:10]))
+	alloc := int(binary.BigEndian.Uint32(cdb[6:10]))
 	n := copy(data[:min(alloc, len(data))], list)
 	res.Resid = len(data) - n
-}
-
-// dataBuffer is the command's data buffer over mem, its segments' pages
-// mapped in order. Segments that are one run of the mapping (each but
-// the first starting at its page's start, each but the last ending at
-// its page's end: what a guest's page-aligned buffer gives) are the
-// buffer itself, and the engine reads or writes the guest's pages;
-// otherwise the buffer is the vhost's bounce buffer, data-out gathered
-// into it (bounced).
-func (q *queue) dataBuffer(pl *plan, mem []byte) (data []byte, bounced bool) {
-	n := pl.nsegs
-	if contiguous(pl.segs[:n]) {
-		return mem[pl.segs[0].start : (n-1)*xen.PageSize+int(pl.segs[n-1].end)], false
-	}
-	if q.bounce == nil {
-		q.bounce = make([]byte, maxSGGrant*xen.PageSize)
-	}
-	data = q.bounce[:pl.length]
-	if pl.dir == scsi.DirToDevice {
-		gather(pl, mem, data)
-	}
-	return data, true
-}
-
-// contiguous reports whether segs, each in its own page of a mapping,
-// are one run of bytes in it.
-func contiguous(segs []segment) bool {
-	for i, s := range segs {
-		if (i > 0 && s.start != 0) || (i < len(segs)-1 && s.end != xen.PageSize) {
-			return false
-		}
-	}
-	return true
-}
-
-// gather copies the segments' bytes (segment i in page i of mem) into buf.
-func gather(pl *plan, mem, buf []byte) {
-	off := 0
-	for i, s := range pl.segs[:pl.nsegs] {
-		page := mem[i*xen.PageSize:]
-		off += copy(buf[off:], page[s.start:s.end])
-	}
-}
-
-// scatter copies buf into the segments (segment i in page i of mem).
-func scatter(pl *plan, mem, buf []byte) {
-	off := 0
-	for i, s := range pl.segs[:pl.nsegs] {
-		if off >= len(buf) {
-			return
-		}
-		page := mem[i*xen.PageSize:]
-		off += copy(page[s.start:s.end], buf[off:])
-	}
 }
 
 // abort answers the pending command pl.ref (check found it pending on

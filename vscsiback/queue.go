@@ -24,13 +24,17 @@ import (
 //     pending list; a TASK_ABORT or RESET acts at once on what is pending
 //     (task management overtakes the commands queued before it, as on a
 //     target, so an abort reaches a command still queued).
-//  2. execute: each pending command, in ring order, gets its data pages
-//     mapped, runs on its LUN's engine and is answered.
+//  2. execute: the data-out of every pending command is copied in from
+//     the guest with one grant copy, each command runs on its LUN's
+//     engine over its slot's buffer, the data-in of all goes back with
+//     one grant copy, and each is answered in ring order.
 //
-// The pass then publishes its responses with one push and notifies if
-// the frontend asked. Everything a request needs is preallocated here,
-// so the steady state allocates nothing of its own (the hypervisor's
-// mapping of the data pages is its implementation's).
+// The guest's pages are never mapped: grant copy, as QEMU's qdisk does,
+// since vscsiif has no persistent grants and a map and unmap per request
+// would cost more than the copy. The pass then publishes its responses
+// with one push and notifies if the frontend asked. Everything a request
+// needs is preallocated here or kept from earlier passes, so the steady
+// state allocates nothing.
 type queue struct {
 	v      *Vhost
 	front  xen.DomID
@@ -53,18 +57,15 @@ type queue struct {
 	pend  []pending
 	npend int
 
-	// SG_GRANT: the list pages of the request being accepted, and the
-	// data segments copied out of them.
-	lrefs  [vscsiif.SGTableSize]xen.GrantRef
-	listed [maxSGGrant]vscsiif.Segment
+	// SG_GRANT: the list pages' bytes of the request being accepted,
+	// and the data segments decoded from them.
+	listBytes [maxSGGrant * vscsiif.SegmentSize]byte
+	listed    [maxSGGrant]vscsiif.Segment
 
-	// The command being executed: its data grants, its buffer when its
-	// segments are not one run of the mapping (allocated at the first
-	// such command), the command and its result.
-	refs   [maxSGGrant]xen.GrantRef
-	bounce []byte
-	cmd    scsi.Command
-	res    scsi.Result
+	// The pass's grant copy: its segments and, for each, the index in
+	// pend of the command it serves. Their capacity is kept.
+	csegs  []xen.GrantCopySegment
+	cowner []int32
 	rsp    vscsiif.Response
 }
 
@@ -74,6 +75,16 @@ type pending struct {
 	plan plan
 	// answered: a TASK_ABORT or RESET of this pass answered it already.
 	answered bool
+	// failed: its data could not be copied; it is answered a host error.
+	failed bool
+
+	// buf is the slot's data buffer, kept across passes; data is the
+	// command's bytes in it (nil without data). cmd and res are its
+	// command and result.
+	buf  []byte
+	data []byte
+	cmd  scsi.Command
+	res  scsi.Result
 }
 
 func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
@@ -88,7 +99,11 @@ func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
 	}
 }
 
-func (q *queue) close() { q.bounce = nil }
+func (q *queue) close() {
+	for i := range q.pend {
+		q.pend[i].buf = nil
+	}
+}
 
 // run serves the ring until the channel closes, with the notification
 // scheme and adaptive poll of internal/backring.
@@ -113,11 +128,20 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 		q.ring.Consume(1)
 		q.accept(p)
 	}
+	q.prepare()
+	q.copyData(false)
 	for i := range q.pend[:q.npend] {
-		if p := &q.pend[i]; !p.answered {
+		if p := &q.pend[i]; !p.answered && !p.failed {
 			q.execute(p)
 		}
 	}
+	q.copyData(true)
+	for i := range q.pend[:q.npend] {
+		if p := &q.pend[i]; !p.answered {
+			q.answer(p)
+		}
+	}
+	q.release()
 	q.npend = 0
 	q.table = nil
 	if q.ring.Push() {

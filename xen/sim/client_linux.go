@@ -223,6 +223,9 @@ func (d *remoteDomain) Close() error {
 	for c := range d.chans {
 		chans = append(chans, c)
 	}
+	for _, f := range d.foreigns {
+		f.window.close()
+	}
 	d.fmu.Unlock()
 	for _, c := range chans {
 		_ = c.Close()

@@ -63,6 +63,7 @@ func (g *granter) Revoke(gr *xen.Granted) error {
 type foreign struct {
 	mem    *os.File
 	grants *grantTable
+	window copyWindow
 }
 
 // mapper implements xen.Mapper for domain self.
@@ -123,11 +124,28 @@ func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Ma
 	return &mapping{mem: mem, grants: g.grants, refs: append([]xen.GrantRef(nil), refs...), write: write}, nil
 }
 
+// Copy performs every segment as Xen's GNTTABOP_copy does: each one's
+// grant is validated and held in use (GTF_reading, and GTF_writing for a
+// copy into the page) for the copy's duration only, and the bytes move
+// through the domain's copy window, so nothing is mapped or unmapped per
+// segment and the steady state allocates nothing.
 func (mp *mapper) Copy(segs []xen.GrantCopySegment) error {
-	var firstErr error
+	var (
+		firstErr error
+		g        *foreign
+		gdom     xen.DomID
+		gerr     error
+	)
 	for i := range segs {
 		s := &segs[i]
-		s.Err = mp.copyOne(s)
+		if i == 0 || s.Dom != gdom {
+			gdom = s.Dom
+			g, gerr = mp.foreign(s.Dom)
+		}
+		s.Err = gerr
+		if gerr == nil {
+			s.Err = mp.copyOne(g, s)
+		}
 		if s.Err != nil && firstErr == nil {
 			firstErr = s.Err
 		}
@@ -137,20 +155,39 @@ func (mp *mapper) Copy(segs []xen.GrantCopySegment) error {
 
 // copyOne goes through the same validation and pinning as Map, so a copy
 // can never touch a page the mapper could not map.
-func (mp *mapper) copyOne(s *xen.GrantCopySegment) error {
+func (mp *mapper) copyOne(g *foreign, s *xen.GrantCopySegment) error {
 	if int(s.Offset)+len(s.Local) > xen.PageSize {
 		return fmt.Errorf("%w: copy of %d bytes at %d crosses the page", xen.ErrBadGrant, len(s.Local), s.Offset)
 	}
-	m, err := mp.Map(s.Dom, []xen.GrantRef{s.Ref}, !s.ToForeign)
+	frame, err := g.grants.acquire(mp.self, s.Ref, s.ToForeign)
 	if err != nil {
 		return err
 	}
-	defer m.Unmap()
-	page := m.Bytes()[s.Offset : int(s.Offset)+len(s.Local)]
-	if s.ToForeign {
-		copy(page, s.Local)
-	} else {
-		copy(s.Local, page)
+	defer g.grants.release(s.Ref, s.ToForeign)
+	page, ok := g.window.page(g.mem, frame)
+	if !ok {
+		return copyMapped(g, frame, s)
 	}
+	copyPage(page, s)
+	g.window.mu.RUnlock()
 	return nil
+}
+
+// copyMapped is copyOne's slow path: the frame mapped alone.
+func copyMapped(g *foreign, frame uint32, s *xen.GrantCopySegment) error {
+	mem, err := mapFrames(g.mem, []uint32{frame}, s.ToForeign)
+	if err != nil {
+		return err
+	}
+	copyPage(mem, s)
+	return unmapFrames(mem)
+}
+
+func copyPage(page []byte, s *xen.GrantCopySegment) {
+	at := page[s.Offset : int(s.Offset)+len(s.Local)]
+	if s.ToForeign {
+		copy(at, s.Local)
+	} else {
+		copy(s.Local, at)
+	}
 }

@@ -51,7 +51,7 @@ type grantTable struct {
 	free []xen.GrantRef // refs not in use by the granter
 	// pins counts live mappings per ref (Xen's maptrack): the in-use
 	// flags stay set until the last one goes.
-	pins map[xen.GrantRef]*pin
+	pins map[xen.GrantRef]pin
 }
 
 type pin struct{ readers, writers int }
@@ -61,7 +61,7 @@ type pin struct{ readers, writers int }
 func (t *grantTable) word(off int) *atomic.Uint32 { return shmem.MustUint32(t.mem, off) }
 
 func newGrantTable(mem []byte) *grantTable {
-	t := &grantTable{mem: mem, entries: len(mem) / entrySize, pins: map[xen.GrantRef]*pin{}}
+	t := &grantTable{mem: mem, entries: len(mem) / entrySize, pins: map[xen.GrantRef]pin{}}
 	for r := t.entries - 1; r >= reservedRefs; r-- {
 		t.free = append(t.free, xen.GrantRef(r))
 	}
@@ -179,15 +179,13 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 			break
 		}
 	}
+	// pins holds values, so a ref's first pin allocates nothing.
 	p := t.pins[ref]
-	if p == nil {
-		p = &pin{}
-		t.pins[ref] = p
-	}
 	p.readers++
 	if write {
 		p.writers++
 	}
+	t.pins[ref] = p
 	return t.word(off + 4).Load(), nil
 }
 
@@ -195,8 +193,8 @@ func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (ui
 func (t *grantTable) release(ref xen.GrantRef, write bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p := t.pins[ref]
-	if p == nil {
+	p, ok := t.pins[ref]
+	if !ok {
 		return
 	}
 	p.readers--
@@ -219,5 +217,7 @@ func (t *grantTable) release(ref xen.GrantRef, write bool) {
 	}
 	if p.readers == 0 {
 		delete(t.pins, ref)
+	} else {
+		t.pins[ref] = p
 	}
 }

@@ -105,6 +105,7 @@ func (h *Host) newDomain(id xen.DomID, name string) (*Domain, error) {
 		return nil, err
 	}
 	d := &Domain{host: h, id: id, name: name, mem: mem, gtFile: gtFile, grants: newGrantTable(gt)}
+	d.foreign = &foreign{mem: mem.file, grants: d.grants}
 	d.store = h.store.connect(id)
 	d.granter = &granter{mem: mem, grants: d.grants}
 	d.mapper = &mapper{self: id, foreign: h.foreign}
@@ -159,7 +160,7 @@ func (h *Host) foreign(id xen.DomID) (*foreign, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", xen.ErrNoDomain, id)
 	}
-	return &foreign{mem: d.mem.file, grants: d.grants}, nil
+	return d.foreign, nil
 }
 
 // Destroy releases a domain as Xen does when it dies: its event channels
@@ -190,6 +191,7 @@ func (h *Host) Destroy(id xen.DomID) {
 	// table stays mapped here: late unmaps still clear their flags in it.
 	_ = d.mem.file.Close()
 	_ = d.gtFile.Close()
+	d.foreign.window.close()
 	if d.grants.sweep() {
 		go func() {
 			for d.grants.sweep() {
@@ -211,6 +213,8 @@ type Domain struct {
 	mem    *memory
 	gtFile *os.File
 	grants *grantTable
+	// foreign is what other domains' mappers use of this one.
+	foreign *foreign
 
 	store   *storeConn
 	mapper  *mapper

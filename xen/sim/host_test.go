@@ -9,7 +9,7 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-func newTestHost(t *testing.T) (*Host, *Domain, *Domain) {
+func newTestHost(t testing.TB) (*Host, *Domain, *Domain) {
 	t.Helper()
 	h, err := NewHost()
 	if err != nil {

@@ -253,6 +253,12 @@ func TestCrossProcessGrants(t *testing.T) {
 	if _, ok := h.Domain(c.hello.Dom); !ok || c.hello.Dom == 0 {
 		t.Fatalf("child got domain %d", c.hello.Dom)
 	}
+	// A grant copy reaches the child's page through this process's copy
+	// window onto the child's memory.
+	got := make([]byte, 20)
+	if err := d0.Mapper().Copy([]xen.GrantCopySegment{{Dom: c.hello.Dom, Ref: c.hello.Refs[0], Local: got}}); err != nil || string(got) != "hello from the child" {
+		t.Fatalf("grant copy from the child: %v %q", err, got)
+	}
 	m, err := d0.Mapper().Map(c.hello.Dom, c.hello.Refs, false)
 	if err != nil {
 		t.Fatal(err)
