@@ -1,7 +1,11 @@
 package storage_test
 
 import (
+	"errors"
+	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/xenblk/xenblk/internal/looptest"
 	"github.com/xenblk/xenblk/storage"
@@ -46,5 +50,34 @@ func TestOpenImageBlockDevice(t *testing.T) {
 			d2.Close()
 			t.Errorf("%+v accepted for a block device", o)
 		}
+	}
+}
+
+// TestBlockDevMapsAllData pins why a block device export reports every
+// byte as data: Linux refuses SEEK_DATA and SEEK_HOLE on a block device
+// (EINVAL: the block layer's lseek knows only SEEK_SET, SEEK_CUR and
+// SEEK_END), even on a loop device whose image is one hole. Should a
+// kernel answer them, this fails: BlockDev should then map its ranges as
+// File does.
+func TestBlockDevMapsAllData(t *testing.T) {
+	const size = 8 << 20
+	dev, _ := looptest.Attach(t, size)
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, whence := range []int{unix.SEEK_DATA, unix.SEEK_HOLE} {
+		if off, err := unix.Seek(int(f.Fd()), 4096, whence); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("lseek(%s, 4096, %d) over a sparse image: %d, %v; want EINVAL", dev, whence, off, err)
+		}
+	}
+	d, _, err := storage.OpenImage(dev, storage.ImageOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if es, err := storage.Map(d, 0, size); err != nil || len(es) != 1 || es[0] != (storage.Extent{Length: size}) {
+		t.Errorf("map of %s: %v, %v; want all data", dev, es, err)
 	}
 }
