@@ -92,6 +92,7 @@ type VBD struct {
 	dir      string // our backend directory
 	frontDir string
 	frontDom xen.DomID
+	nexus    scsi.Nexus // every queue's (vbd.Nexus)
 	store    storage.Device
 	readOnly bool
 	cdrom    bool
@@ -132,7 +133,11 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blkback: %s/frontend-id %q: %w", dir, fid, err)
 	}
-	d := &VBD{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), store: dev,
+	nexus, err := vbd.Nexus(st, dir, xen.DomID(fd))
+	if err != nil {
+		return nil, fmt.Errorf("blkback: %w", err)
+	}
+	d := &VBD{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), nexus: nexus, store: dev,
 		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
 	if mode, err := st.Read(dir + "/" + vbd.KeyMode); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
@@ -324,7 +329,7 @@ func (d *VBD) connect() error {
 		// flush): a frontend that saw the feature may send it.
 		q.pr = d.scsi
 		q.fence, _ = d.scsi.(scsi.Fencer)
-		q.nexus = scsi.Nexus{Dom: uint16(d.frontDom), Device: d.dir}
+		q.nexus = d.nexus
 		queues = append(queues, q)
 	}
 	d.resume = false

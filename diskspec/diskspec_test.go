@@ -183,3 +183,25 @@ func TestShared(t *testing.T) {
 		}
 	}
 }
+
+// initiator= names the guest for reservations on every host: it renders
+// and parses back; an empty, spaced or overlong name says what it wants.
+func TestInitiator(t *testing.T) {
+	spec, err := Parse("vdev=xvdb, shared=1, initiator=6f1c0a52-7d4e-4f0b-9a51-0c2b4d7e9f10, target=/dev/vg/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := spec.Options()
+	if err != nil || o.Initiator != "6f1c0a52-7d4e-4f0b-9a51-0c2b4d7e9f10" {
+		t.Fatalf("initiator: %+v, %v", o, err)
+	}
+	if again, err := Parse(spec.String()); err != nil || again.Extra[KeyInitiator] != o.Initiator {
+		t.Fatalf("%q parses back to %+v, %v", spec, again, err)
+	}
+	for _, v := range []string{"", "two words", strings.Repeat("x", MaxInitiator+1), "caf\u00e9"} {
+		_, err := ParseOptions(map[string]string{KeyInitiator: v})
+		if err == nil || !strings.Contains(err.Error(), "initiator=") || !strings.Contains(err.Error(), "want") {
+			t.Errorf("initiator=%q: %v", v, err)
+		}
+	}
+}

@@ -23,6 +23,7 @@ const (
 	KeyRotationRate       = "rotation-rate"        // SBC's medium rotation rate: 0 not reported, 1 non-rotating, else rpm
 	KeyDirect             = "direct"               // 1: the image is opened O_DIRECT
 	KeyShared             = "shared"               // 1: several vbds may open the disk together (also xl's access=w!)
+	KeyInitiator          = "initiator"            // the guest's name for reservations, the same on every host it runs on
 )
 
 // Values of the scsi and pr keys.
@@ -33,7 +34,7 @@ const (
 )
 
 // OwnKeys lists xenblk's own keys, in the order ParseOptions checks them.
-var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect, KeyShared}
+var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect, KeyShared, KeyInitiator}
 
 // Options are xenblk's own keys, checked.
 type Options struct {
@@ -50,6 +51,12 @@ type Options struct {
 	// a read-write vbd is the disk's only user, a read-only one shares it
 	// with readers only.
 	Shared bool
+	// Initiator names the guest as a reservation initiator instead of
+	// its domain id, which another host gives another guest and a
+	// migrated guest loses: a guest whose disks keep one initiator
+	// (say, its VM UUID) keeps its registrations on whatever host it
+	// runs ("" : the domain id and the vbd name it).
+	Initiator string
 }
 
 // PolicyFile returns the path of a scsi-policy=@/path file, if that is the
@@ -148,7 +155,31 @@ func ParseOptions(kv map[string]string) (Options, error) {
 	if err := flag(KeyShared, &o.Shared, "want 1 (several vbds may open the disk together) or 0"); err != nil {
 		return o, err
 	}
+	if v, ok := kv[KeyInitiator]; ok {
+		if err := checkInitiator(v); err != nil {
+			return o, bad(KeyInitiator, err.Error())
+		}
+		o.Initiator = v
+	}
 	return o, nil
+}
+
+// MaxInitiator bounds an initiator name so that a TransportID naming it
+// with any virtual device stays within SPC-4's 223-byte iSCSI name.
+const MaxInitiator = 160
+
+// checkInitiator: printable ASCII without spaces or commas (a disk spec
+// separates its items with them), at most MaxInitiator bytes.
+func checkInitiator(v string) error {
+	if v == "" || len(v) > MaxInitiator {
+		return fmt.Errorf("want a name of 1 to %d characters, the same on every host (the guest's VM UUID, say)", MaxInitiator)
+	}
+	for _, c := range []byte(v) {
+		if c <= ' ' || c > '~' || c == ',' {
+			return fmt.Errorf("want printable ASCII without spaces or commas")
+		}
+	}
+	return nil
 }
 
 func isTrue(v string) bool { return v == "1" || v == "true" }

@@ -36,6 +36,12 @@ func (d Direction) String() string {
 type Nexus struct {
 	Dom    uint16
 	Device string
+	// Initiator, when set, names the initiator instead of Dom: a name
+	// its toolstack gives the guest, the same on every host (diskspec's
+	// initiator key), so that a guest served by another host, or moved
+	// there, is the same nexus. Dom is then 0 and Device the virtual
+	// device number, which the guest keeps too.
+	Initiator string `json:",omitempty"`
 }
 
 // MaxCDB is the longest CDB the blkif SCSI extension carries.

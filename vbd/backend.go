@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"strings"
 
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/xen"
@@ -33,6 +35,26 @@ func ReadOptions(st xen.Store, dir string) (diskspec.Options, error) {
 		return o, fmt.Errorf("%s: %w", dir, err)
 	}
 	return o, nil
+}
+
+// Nexus is the I_T nexus a vbd's SCSI commands and block I/O run as:
+// named by its initiator node when the toolstack wrote one (the same
+// name and virtual device on every host, so that the guest's
+// registrations follow it from host to host), otherwise by its frontend
+// domain front and its backend directory, which are this host's.
+func Nexus(st xen.Store, dir string, front xen.DomID) (scsi.Nexus, error) {
+	v, err := st.Read(dir + "/" + diskspec.KeyInitiator)
+	switch {
+	case errors.Is(err, xen.ErrNotFound):
+		return scsi.Nexus{Dom: uint16(front), Device: dir}, nil
+	case err != nil:
+		return scsi.Nexus{}, fmt.Errorf("%s/%s: %w", dir, diskspec.KeyInitiator, err)
+	}
+	o, err := diskspec.ParseOptions(map[string]string{diskspec.KeyInitiator: v})
+	if err != nil {
+		return scsi.Nexus{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	return scsi.Nexus{Initiator: o.Initiator, Device: path.Base(dir)}, nil
 }
 
 // Disk is a backing disk as its toolstack configured it.

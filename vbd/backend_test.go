@@ -150,3 +150,27 @@ func createVBD(t *testing.T, st xen.Store, guest xen.DomID, spec string) string 
 	}
 	return v.BackendPath()
 }
+
+// A vbd's nexus: named by its initiator node when the toolstack wrote
+// one, so that two hosts (whose guests may have one domain id) and a
+// guest that moves agree on it; otherwise this host's domain and vbd.
+func TestNexusNamedByTheInitiator(t *testing.T) {
+	h, _ := sim.NewHost()
+	g, _ := h.NewDomain("guest")
+	st := h.Store()
+	named := createVBD(t, st, g.ID(), "vdev=xvdb, shared=1, initiator=vm-6f1c, target=/dev/null")
+	n, err := vbd.Nexus(st, named, g.ID())
+	if err != nil || n.Initiator != "vm-6f1c" || n.Device != "51728" || n.Dom != 0 {
+		t.Fatalf("named vbd: %+v, %v; want initiator vm-6f1c, device 51728, dom 0", n, err)
+	}
+	plain := createVBD(t, st, g.ID(), "vdev=xvdc, target=/dev/null")
+	if n, err := vbd.Nexus(st, plain, g.ID()); err != nil || n.Initiator != "" || n.Dom != uint16(g.ID()) || n.Device != plain {
+		t.Fatalf("plain vbd: %+v, %v", n, err)
+	}
+	if err := st.Write(named+"/initiator", "two words"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vbd.Nexus(st, named, g.ID()); err == nil || !strings.Contains(err.Error(), "initiator=two words: want printable ASCII") {
+		t.Fatalf("a bad initiator node: %v", err)
+	}
+}

@@ -69,7 +69,8 @@ positional or named; xenblk's own keys may be added (docs/PROTOCOL.md):
 sector-size=4096, physical-sector-size=4096, rotation-rate=1, direct=1,
 scsi=emulate|passthrough|off, pr=emulate|passthrough (with
 scsi=passthrough), scsi-policy=TEXT or scsi-policy=@/absolute/policy-file,
-shared=1.
+shared=1, initiator=NAME (the guest's name for persistent reservations,
+the same on every host it may run on: its VM UUID, say).
 
 The backend locks every disk it opens: a read-write vbd is the disk's only
 user, read-only vbds share it with other readers. A disk that several

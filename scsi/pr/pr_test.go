@@ -304,7 +304,8 @@ func FuzzExecute(f *testing.F) {
 }
 
 func TestTransportIDRoundTrip(t *testing.T) {
-	for _, n := range []scsi.Nexus{nexuses["A"], {Dom: 0, Device: "d"}, {Dom: 65535, Device: "/local/domain/0/backend/vbd/65535/268441856"}} {
+	for _, n := range []scsi.Nexus{nexuses["A"], {Dom: 0, Device: "d"}, {Dom: 65535, Device: "/local/domain/0/backend/vbd/65535/268441856"},
+		{Initiator: "6f1c0a52-7d4e-4f0b-9a51-0c2b4d7e9f10", Device: "51712"}, {Initiator: "iqn.2026-12.org.example:node-a", Device: "51728"}} {
 		tid := TransportID(n)
 		if len(tid) < 24 || len(tid)%4 != 0 {
 			t.Errorf("%v: TransportID of %d bytes", n, len(tid))
@@ -324,6 +325,8 @@ func TestTransportIDRoundTrip(t *testing.T) {
 	bad["dom overflow"] = append([]byte{5, 0, 0, 20}, "xen:dom70000:d\x00\x00\x00\x00\x00\x00"...)
 	bad["leading zero"] = append([]byte{5, 0, 0, 20}, "xen:dom01:d\x00\x00\x00\x00\x00\x00\x00\x00\x00"...)
 	bad["no device"] = append([]byte{5, 0, 0, 20}, "xen:dom1:\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"...)
+	bad["no initiator"] = append([]byte{5, 0, 0, 20}, "xen:vm::51712\x00\x00\x00\x00\x00\x00\x00"...)
+	bad["named, no device"] = append([]byte{5, 0, 0, 20}, "xen:vm:node-a:\x00\x00\x00\x00\x00\x00"...)
 	for name, b := range bad {
 		if n, ok := ParseTransportID(b); ok {
 			t.Errorf("%s: parsed as %v", name, n)

@@ -42,9 +42,16 @@ type State struct {
 
 func nexusKey(n scsi.Nexus) string { return string(appendNexusKey(nil, n)) }
 
-// appendNexusKey appends nexusKey(n) ("DOM/DEVICE") to b: a lookup with
-// it in a stack buffer allocates nothing (the per-command path).
+// appendNexusKey appends nexusKey(n) ("DOM/DEVICE", or "=INITIATOR/DEVICE"
+// for a named initiator) to b: a lookup with it in a stack buffer
+// allocates nothing (the per-command path).
 func appendNexusKey(b []byte, n scsi.Nexus) []byte {
+	if n.Initiator != "" {
+		b = append(b, '=')
+		b = append(b, n.Initiator...)
+		b = append(b, '/')
+		return append(b, n.Device...)
+	}
 	b = strconv.AppendUint(b, uint64(n.Dom), 10)
 	b = append(b, '/')
 	return append(b, n.Device...)
@@ -443,7 +450,8 @@ func (s *State) inData(d []byte) Outcome {
 
 // TransportID names a nexus in READ FULL STATUS and REGISTER AND MOVE: an
 // iSCSI-format TransportID (protocol identifier 5, format 0) whose name is
-// xen:dom<N>:<device>, NUL-terminated and padded with NULs to a multiple
+// xen:dom<N>:<device> (xen:vm:<initiator>:<device> for a named
+// initiator), NUL-terminated and padded with NULs to a multiple
 // of 4 and at least 20 bytes (SPC-4 7.6.4.6).
 func TransportID(n scsi.Nexus) []byte {
 	name := TransportName(n)
@@ -456,7 +464,12 @@ func TransportID(n scsi.Nexus) []byte {
 }
 
 // TransportName is the name a TransportID carries for n.
-func TransportName(n scsi.Nexus) string { return fmt.Sprintf("xen:dom%d:%s", n.Dom, n.Device) }
+func TransportName(n scsi.Nexus) string {
+	if n.Initiator != "" {
+		return "xen:vm:" + n.Initiator + ":" + n.Device
+	}
+	return fmt.Sprintf("xen:dom%d:%s", n.Dom, n.Device)
+}
 
 const (
 	tidProtocolISCSI = 0x05
@@ -483,8 +496,16 @@ func ParseTransportID(b []byte) (scsi.Nexus, bool) {
 	return ParseTransportName(string(body[:end]))
 }
 
-// ParseTransportName reads xen:dom<N>:<device>.
+// ParseTransportName reads xen:dom<N>:<device> or xen:vm:<initiator>:<device>
+// (the device, a virtual device number, has no colon; the initiator may).
 func ParseTransportName(name string) (scsi.Nexus, bool) {
+	if rest, ok := strings.CutPrefix(name, "xen:vm:"); ok {
+		i := strings.LastIndexByte(rest, ':')
+		if i <= 0 || i == len(rest)-1 || !printable(rest) {
+			return scsi.Nexus{}, false
+		}
+		return scsi.Nexus{Initiator: rest[:i], Device: rest[i+1:]}, true
+	}
 	rest, ok := strings.CutPrefix(name, "xen:dom")
 	if !ok {
 		return scsi.Nexus{}, false
@@ -497,12 +518,19 @@ func ParseTransportName(name string) (scsi.Nexus, bool) {
 	if err != nil {
 		return scsi.Nexus{}, false
 	}
-	for _, c := range []byte(dev) {
-		if c < 0x20 || c > 0x7e {
-			return scsi.Nexus{}, false
-		}
+	if !printable(dev) {
+		return scsi.Nexus{}, false
 	}
 	return scsi.Nexus{Dom: uint16(d), Device: dev}, true
+}
+
+func printable(s string) bool {
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Legacy applies RESERVE(6/10) and RELEASE(6/10) (SPC-2). With persistent
