@@ -28,13 +28,15 @@ var quiet = slog.New(slog.DiscardHandler)
 // rig is one simulated host with one guest and an engine registry whose
 // units share a reservation store.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
 	host  *sim.Host
 	guest *sim.Domain
 	reg   *scsiengine.Registry
+	// concurrency is the vhosts' Config.Concurrency.
+	concurrency int
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	h, err := sim.NewHost()
 	if err != nil {
@@ -70,7 +72,7 @@ func (r *rig) lun(a at, id string, dev storage.Device) vscsiback.LUN {
 // event channel, and data pages granted once (writable, and a few
 // read-only ones).
 type testFront struct {
-	t       *testing.T
+	t       testing.TB
 	dom     xen.Domain
 	abi     blkif.ABI
 	ring    *ring.Front
@@ -99,6 +101,7 @@ func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront 
 	f.v, err = vscsiback.Connect(vscsiback.Config{
 		Domain: r.host.Dom0(), Front: r.guest.ID(), Vhost: "backend/vscsi/" + name,
 		RingRef: f.ringRef, Port: f.ch.Port(), ABI: f.abi, SGGrant: sgGrant, Log: quiet,
+		Concurrency: r.concurrency,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +121,7 @@ func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront 
 // the ring granted to dom0 and initialised, an unbound channel, the data
 // and list pages; the test's cleanup revokes them (after the backend's,
 // registered later, has let go).
-func newGuestFront(t *testing.T, g xen.Domain) *testFront {
+func newGuestFront(t testing.TB, g xen.Domain) *testFront {
 	t.Helper()
 	f := &testFront{t: t, dom: g, abi: blkif.X86_64, done: make(chan error, 1), next: 1}
 	rg, err := g.Granter().Grant(0, 1, false)
@@ -154,7 +157,7 @@ func newGuestFront(t *testing.T, g xen.Domain) *testFront {
 
 // oneLUN is a rig with one vhost serving one LUN at 0:0:0 over a fresh
 // disk, whose nexus has had its power-on unit attention.
-func oneLUN(t *testing.T, sgGrant int) (*rig, *storage.Memory, *testFront) {
+func oneLUN(t testing.TB, sgGrant int) (*rig, *storage.Memory, *testFront) {
 	r := newRig(t)
 	dev := newDisk(t)
 	f := r.vhost("1/0", sgGrant, vscsiback.LUN{Engine: r.engine("disk", dev)})
@@ -279,7 +282,7 @@ func (f *testFront) setSegments(r *vscsiif.Request, segs []vscsiif.Segment) {
 
 // Checks of a response.
 
-func good(t *testing.T, rsp vscsiif.Response) {
+func good(t testing.TB, rsp vscsiif.Response) {
 	t.Helper()
 	if rsp.Rslt != 0 {
 		t.Fatalf("rqid %d: rslt %#x (host %d, status %#x), sense % x; want GOOD", rsp.RqID, rsp.Rslt,
@@ -287,7 +290,7 @@ func good(t *testing.T, rsp vscsiif.Response) {
 	}
 }
 
-func rslt(t *testing.T, rsp vscsiif.Response, want int32) {
+func rslt(t testing.TB, rsp vscsiif.Response, want int32) {
 	t.Helper()
 	if rsp.Rslt != want {
 		t.Fatalf("rqid %d: rslt %#x, want %#x", rsp.RqID, rsp.Rslt, want)
@@ -296,7 +299,7 @@ func rslt(t *testing.T, rsp vscsiif.Response, want int32) {
 
 // checkCondition fails unless rsp is host OK, CHECK CONDITION, with
 // sense code c in at most 96 bytes of fixed or descriptor sense.
-func checkCondition(t *testing.T, rsp vscsiif.Response, c scsi.Code) {
+func checkCondition(t testing.TB, rsp vscsiif.Response, c scsi.Code) {
 	t.Helper()
 	if rsp.Rslt != vscsiif.Result(vscsiif.HostOK, scsi.StatusCheckCondition) {
 		t.Fatalf("rqid %d: rslt %#x, want CHECK CONDITION", rsp.RqID, rsp.Rslt)

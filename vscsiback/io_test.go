@@ -21,7 +21,7 @@ func pattern(b []byte, seed byte) {
 }
 
 // newDisk is a 4 MiB memory disk holding a pattern.
-func newDisk(t *testing.T) *storage.Memory {
+func newDisk(t testing.TB) *storage.Memory {
 	dev := storage.NewMemory(4 << 20)
 	img := make([]byte, 4<<20)
 	pattern(img, 3)

@@ -46,6 +46,10 @@ type queue struct {
 	nexus  scsi.Nexus
 	log    *slog.Logger
 	poll   time.Duration
+	// helpers is the crew's size (crew.go): a pass runs at most
+	// helpers+1 commands at once; 0 runs every pass serially.
+	helpers int
+	crew    *crew
 
 	// table is the LUN table of the pass under way (plans index it).
 	// pass is held for the whole of a pass, so that SetLUNs can wait
@@ -89,7 +93,7 @@ type pending struct {
 
 func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
 	cfg := &v.cfg
-	return &queue{
+	q := &queue{
 		v: v, front: cfg.Front, abi: cfg.ABI, ring: r, ch: ch, mapper: cfg.Domain.Mapper(),
 		lim:   limits{sgGrant: cfg.SGGrant},
 		nexus: scsi.Nexus{Dom: uint16(cfg.Front), Device: cfg.Vhost},
@@ -97,6 +101,11 @@ func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
 		poll:  cfg.Poll,
 		pend:  make([]pending, r.Size()), // a pass consumes at most the ring's slots
 	}
+	q.helpers = len(q.pend) - 1
+	if cfg.Concurrency > 0 {
+		q.helpers = min(cfg.Concurrency, len(q.pend)) - 1
+	}
+	return q
 }
 
 func (q *queue) close() {
@@ -108,6 +117,8 @@ func (q *queue) close() {
 // run serves the ring until the channel closes, with the notification
 // scheme and adaptive poll of internal/backring.
 func (q *queue) run() error {
+	q.crew = startCrew(q, q.helpers)
+	defer q.crew.stop()
 	return backring.Serve(q.ring, q.ch, q.poll, nil, q.drain)
 }
 
@@ -130,11 +141,7 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 	}
 	q.prepare()
 	q.copyData(false)
-	for i := range q.pend[:q.npend] {
-		if p := &q.pend[i]; !p.answered && !p.failed {
-			q.execute(p)
-		}
-	}
+	q.executeAll()
 	q.copyData(true)
 	for i := range q.pend[:q.npend] {
 		if p := &q.pend[i]; !p.answered {

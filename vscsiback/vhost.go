@@ -39,7 +39,10 @@ type Config struct {
 	// Poll bounds the adaptive busy-poll of the ring after work, as
 	// blkback's Config.Poll: 0 the default window, negative never.
 	Poll time.Duration
-	Log  *slog.Logger
+	// Concurrency bounds the commands of one pass over the ring that run
+	// at once (crew.go): 0 the ring's size, 1 one at a time in ring order.
+	Concurrency int
+	Log         *slog.Logger
 }
 
 // LUN is one logical unit attached to a vhost: the guest's address of it

@@ -1,0 +1,114 @@
+package vscsiback_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xenblk/xenblk/scsi/scsitest"
+	"github.com/xenblk/xenblk/storage"
+	"github.com/xenblk/xenblk/vscsiback"
+	"github.com/xenblk/xenblk/vscsiif"
+)
+
+// meetingDisk is a disk whose reads wait, each, until want reads are in
+// progress at once: a device that only answers a queue as deep as want.
+// A backend that runs a pass's commands one after another never gets
+// there; each read then gives up after a bound and the test fails.
+type meetingDisk struct {
+	*storage.Memory
+	want    int32
+	reading atomic.Int32
+	once    sync.Once
+	met     chan struct{}
+	missed  atomic.Bool
+}
+
+func (d *meetingDisk) ReadAt(p []byte, off int64) (int, error) {
+	if d.reading.Add(1) >= d.want {
+		d.once.Do(func() { close(d.met) })
+	}
+	defer d.reading.Add(-1)
+	if !d.missed.Load() {
+		select {
+		case <-d.met:
+		case <-time.After(5 * time.Second):
+			d.missed.Store(true) // the later reads need not wait too
+		}
+	}
+	return d.Memory.ReadAt(p, off)
+}
+
+// TestPassRunsReadsAtOnce: the READs of one pass reach the LUN's device
+// side by side (crew.go), so a device with a queue gets the guest's
+// depth; each is answered with its data.
+func TestPassRunsReadsAtOnce(t *testing.T) {
+	r := newRig(t)
+	disk := &meetingDisk{Memory: newDisk(t), want: 4, met: make(chan struct{})}
+	f := r.vhost("1/0", 0, r.lun(at{}, "disk", disk))
+	f.spoken(at{})
+	reqs := make([]*vscsiif.Request, disk.want)
+	for i := range reqs {
+		reqs[i] = f.cdb(at{}, scsitest.Read10(uint32(8*i), 8), vscsiif.DirFromDevice, 4096)
+	}
+	f.push(reqs...)
+	for _, rsp := range f.collect(len(reqs)) {
+		good(t, rsp)
+	}
+	if disk.missed.Load() {
+		t.Fatalf("the %d READs of one pass never were at the device together: run one after another", disk.want)
+	}
+}
+
+// TestConcurrentOnlyForReadWrite: which commands may share a pass's
+// crew. Anything else makes the pass serial.
+func TestConcurrentOnlyForReadWrite(t *testing.T) {
+	for op, want := range map[byte]bool{
+		0x08: true, 0x28: true, 0xa8: true, 0x88: true, // READ(6/10/12/16)
+		0x0a: true, 0x2a: true, 0xaa: true, 0x8a: true, // WRITE(6/10/12/16)
+		0x00: false, // TEST UNIT READY
+		0x35: false, // SYNCHRONIZE CACHE(10)
+		0x5f: false, // PERSISTENT RESERVE OUT
+		0x5e: false, // PERSISTENT RESERVE IN
+		0xa0: false, // REPORT LUNS
+		0x15: false, // MODE SELECT(6)
+		0x2e: false, // WRITE AND VERIFY(10)
+		0x41: false, // WRITE SAME(10)
+	} {
+		if got := vscsiback.Concurrent(op); got != want {
+			t.Errorf("opcode %#02x: concurrent %v, want %v", op, got, want)
+		}
+	}
+}
+
+// BenchmarkPass16Reads is one pass of 16 4 KiB READs from memory, the
+// ring's depth: serially and on the crew, the crew's overhead where the
+// device has no latency to hide.
+func BenchmarkPass16Reads(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		concurrency int
+	}{{"serial", 1}, {"crew", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			r := newRig(b)
+			r.concurrency = c.concurrency
+			f := r.vhost("1/0", 0, r.lun(at{}, "disk", newDisk(b)))
+			f.spoken(at{})
+			reqs := make([]*vscsiif.Request, 16)
+			for i := range reqs {
+				reqs[i] = f.cdb(at{}, scsitest.Read10(uint32(8*i), 8), vscsiif.DirFromDevice, 4096)
+			}
+			var rsp vscsiif.Response
+			b.ReportAllocs()
+			for b.Loop() {
+				f.push(reqs...)
+				for range reqs {
+					if !f.await(&rsp) || rsp.Rslt != 0 {
+						b.Fatalf("READ: rslt %#x", rsp.Rslt)
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,4 @@
+package vscsiback
+
+// Concurrent is concurrent, for the external tests.
+var Concurrent = concurrent
