@@ -47,7 +47,7 @@ func (l *LUN) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf 
 		return scsi.Result{}, ErrGone
 	}
 	if len(cdb) == 0 || len(cdb) > vscsiif.MaxCommandSize {
-		return scsi.Result{}, fmt.Errorf("vscsifront: CDB of %d bytes (want 1..%d)", len(cdb), vscsiif.MaxCommandSize)
+		return scsi.Result{}, fmt.Errorf("%w: %d bytes", ErrCDBLength, len(cdb))
 	}
 	if int(dir) >= len(wireDir) {
 		return scsi.Result{}, fmt.Errorf("vscsifront: data direction %d", dir)

@@ -1,6 +1,8 @@
 package vscsifront_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/xenblk/xenblk/scsi"
@@ -9,37 +11,60 @@ import (
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/vscsifront"
+	"github.com/xenblk/xenblk/vscsiif"
 )
 
 // TestSCSIConformance runs the SCSI conformance suite through the
 // frontend: every command of every case is a LUN.ExecSCSI, on the ring
 // to vscsiback and the emulation behind it, status, sense, residual and
 // data back. Each nexus a case speaks as is a vhost of its own on one
-// simulated host, all LUNs on the one engine. The two cases vscsiback's
-// own suite excepts are excepted here too, for the same reason: the
-// backend refuses their commands (host ERROR) before any engine, and the
-// frontend gives that as a *HostError.
+// simulated host, all LUNs on the one engine. The commands the transport
+// refuses before any engine must be refused, each exactly so: an empty
+// CDB by the frontend (it never reaches the ring), a CDB under 6 bytes
+// and data against the CDB's direction by vscsiback, with host status
+// ERROR and nothing else in rslt (vscsiback/testdata/requests.txt pins
+// the backend's side).
 func TestSCSIConformance(t *testing.T) {
-	scsitest.RunExcept(t, func(t *testing.T, dev storage.Device) scsitest.Target {
+	scsitest.RunTransport(t, func(t *testing.T, dev storage.Device) scsitest.Target {
 		e := emulate.New(dev, emulate.Config{Identity: "suite", Log: quiet})
 		return &frontTarget{h: newSimHost(t), engine: e, luns: map[scsi.Nexus]*vscsifront.LUN{}}
-	}, map[string]string{
-		"SPC4_ShortCDBIsRefused": "a cmd_len under 6 is vscsiback's to refuse (host ERROR) before any engine: " +
-			"vscsiback/testdata/requests.txt, \"cmd_len 0 (no CDB) or under 6\"",
-		"SBC3_TransferLongerThanBufferIsRefused": "READ(10) with data-out contradicts the CDB's direction, which vscsiback refuses " +
-			"(host ERROR) before any engine: vscsiback/testdata/requests.txt, \"The direction against the segments and the CDB\"",
+	}, scsitest.Refusals{
+		scsitest.NoCDB:            isErr(vscsifront.ErrCDBLength),
+		scsitest.ShortCDB:         isHostError(vscsiif.HostError),
+		scsitest.AgainstDirection: isHostError(vscsiif.HostError),
 	})
 }
 
-// frontTarget is scsitest's Target through a vhost per nexus.
+// isErr accepts a refusal that is target.
+func isErr(target error) func(error) error {
+	return func(err error) error {
+		if !errors.Is(err, target) {
+			return fmt.Errorf("want %v", target)
+		}
+		return nil
+	}
+}
+
+// isHostError accepts a *vscsifront.HostError whose rslt is host status
+// h and nothing else (no SCSI status).
+func isHostError(h vscsiif.Host) func(error) error {
+	return func(err error) error {
+		var he *vscsifront.HostError
+		if !errors.As(err, &he) || he.Host != h || he.Rslt != vscsiif.Result(h, 0) {
+			return fmt.Errorf("want a host error with rslt %#x", vscsiif.Result(h, 0))
+		}
+		return nil
+	}
+}
+
+// frontTarget is scsitest's Transport through a vhost per nexus.
 type frontTarget struct {
 	h      *simHost
 	engine *emulate.Engine
 	luns   map[scsi.Nexus]*vscsifront.LUN
 }
 
-func (ft *frontTarget) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
-	t := ft.h.t
+func (ft *frontTarget) Deliver(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) error {
 	l, ok := ft.luns[n]
 	if !ok {
 		r := ft.h.vhost(uint32(len(ft.luns)), rigConfig{sgGrant: 1024, front: vscsifront.Config{MaxSegments: 1024},
@@ -48,9 +73,16 @@ func (ft *frontTarget) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result
 		l = r.lun(addr("0:0:0:0"))
 		ft.luns[n] = l
 	}
-	got, err := l.ExecSCSI(ctxFor(t), cmd.CDB, cmd.Dir, cmd.Data)
+	got, err := l.ExecSCSI(ctxFor(ft.h.t), cmd.CDB, cmd.Dir, cmd.Data)
 	if err != nil {
-		t.Fatalf("%s: %v", scsi.OpName(cmd.CDB[0]), err)
+		return err
 	}
 	*res = got
+	return nil
+}
+
+func (ft *frontTarget) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
+	if err := ft.Deliver(n, cmd, res); err != nil {
+		ft.h.t.Fatalf("% x: %v", cmd.CDB, err)
+	}
 }

@@ -32,6 +32,9 @@ var (
 	ErrClosed = errors.New("vscsifront: vhost removed")
 	// ErrGone: the LUN was removed from the vhost.
 	ErrGone = errors.New("vscsifront: LUN removed")
+	// ErrCDBLength: a CDB that is empty or longer than a request's
+	// cmnd; it is refused before it reaches the ring.
+	ErrCDBLength = errors.New("vscsifront: CDB length out of 1..16")
 	// ErrTooLarge: the data is more than one request carries.
 	ErrTooLarge = errors.New("vscsifront: data larger than one request carries")
 	// ErrResetLost: the connection went away before the reset was answered.

@@ -236,8 +236,9 @@ var Cases = []Case{
 	{Name: "SBC3_TransferLongerThanBufferIsRefused", Run: func(h *H) {
 		r, _ := h.In(Read10(0, 4), 2*h.BS)
 		h.Check(r, scsi.InvalidFieldInCDB)
-		r = h.Exec(Read10(0, 1), scsi.DirToDevice, make([]byte, h.BS))
-		h.Check(r, scsi.InvalidFieldInCDB)
+		if r = h.Refusable(AgainstDirection, Read10(0, 1), scsi.DirToDevice, make([]byte, h.BS)); r != nil {
+			h.Check(r, scsi.InvalidFieldInCDB)
+		}
 	}},
 	{Name: "SBC3_BufferLongerThanTransferHasResidual", Run: func(h *H) {
 		r, _ := h.In(Read10(0, 1), 3*h.BS)
@@ -491,10 +492,12 @@ var Cases = []Case{
 		h.Good(h.Exec([]byte{scsi.OpStartStopUnit, 0, 0, 0, 1, 0}, scsi.DirNone, nil))
 	}},
 	{Name: "SPC4_ShortCDBIsRefused", Run: func(h *H) {
-		r, _ := h.In([]byte{scsi.OpRead10, 0, 0, 0}, h.BS)
-		if r.Status != scsi.StatusCheckCondition {
+		if r := h.Refusable(ShortCDB, []byte{scsi.OpRead10, 0, 0, 0}, scsi.DirFromDevice, make([]byte, h.BS)); r != nil &&
+			r.Status != scsi.StatusCheckCondition {
 			h.T.Fatalf("a 4-byte READ(10) got %s", scsi.StatusName(r.Status))
 		}
-		h.Check(h.Exec(nil, scsi.DirNone, nil), scsi.InvalidOpcode)
+		if r := h.Refusable(NoCDB, nil, scsi.DirNone, nil); r != nil {
+			h.Check(r, scsi.InvalidOpcode)
+		}
 	}},
 }
