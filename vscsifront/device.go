@@ -161,7 +161,11 @@ func (d *device) Flush() error {
 	return d.run(context.Background(), cdb[:], scsi.DirNone, nil)
 }
 
-// Discard unmaps the whole blocks of [off, off+n); the partial ends are
+// Discard unmaps the whole blocks of [off, off+n). UNMAP names whole
+// blocks only, so the partial blocks at either end are zeroed by
+// writing when the device reads unmapped blocks as zeros (LBPRZ): the
+// whole range then reads as zeros, as storage.Info.DiscardZeroes
+// promises (the NBD export's WRITE_ZEROES relies on it); else they are
 // left alone. A secure discard is not a SCSI command.
 func (d *device) Discard(off, n int64, secure bool) error {
 	if err := storage.CheckRange(off, n, d.info.Size); err != nil {
@@ -172,6 +176,17 @@ func (d *device) Discard(off, n int64, secure bool) error {
 	}
 	lba := (off + d.bs - 1) / d.bs
 	end := (off + n) / d.bs
+	if d.info.DiscardZeroes {
+		if lba >= end { // within one block, or across one boundary
+			return d.WriteZeroes(off, n)
+		}
+		if err := d.WriteZeroes(off, lba*d.bs-off); err != nil {
+			return err
+		}
+		if err := d.WriteZeroes(end*d.bs, off+n-end*d.bs); err != nil {
+			return err
+		}
+	}
 	var param [24]byte
 	for lba < end {
 		k := min(end-lba, int64(d.maxUnmap))

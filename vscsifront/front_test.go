@@ -103,6 +103,47 @@ func TestReadWrite(t *testing.T) {
 	}
 }
 
+// TestDiscardReadsZerosOverTheWholeRange: on a device that reads unmapped
+// blocks as zeros, a discard of any range, block-aligned or not, reads
+// back as zeros over exactly that range (UNMAP takes the whole blocks,
+// writes the partial ends), and the bytes around it stay.
+func TestDiscardReadsZerosOverTheWholeRange(t *testing.T) {
+	r := newRig(t, rigConfig{disks: memDisks(1<<20, "/img/a")}, "/img/a, 0:0:0:0")
+	dev := r.device(r.lun(addr("0:0:0:0")))
+	if in := dev.Info(); !in.CanDiscard || !in.DiscardZeroes {
+		t.Fatalf("Info %+v: the memory disk's LUN should discard, reading zeros", in)
+	}
+	for _, c := range []struct{ off, n int64 }{
+		{4096, 8192},   // whole blocks
+		{1000, 30000},  // partial head and tail
+		{1000, 20},     // within one block
+		{1000, 100},    // across one block boundary, no whole block
+		{65536, 700},   // a whole block and a partial tail
+		{66000, 48},    // a partial head ending on a boundary
+		{131072, 1024}, // two whole blocks
+	} {
+		if _, err := dev.WriteAt(bytes.Repeat([]byte{0xee}, 256<<10), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Discard(c.off, c.n, false); err != nil {
+			t.Fatalf("Discard(%d, %d): %v", c.off, c.n, err)
+		}
+		got := make([]byte, 256<<10)
+		if _, err := dev.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range got {
+			want := byte(0xee)
+			if int64(i) >= c.off && int64(i) < c.off+c.n {
+				want = 0
+			}
+			if b != want {
+				t.Fatalf("Discard(%d, %d): byte %d = %#x, want %#x", c.off, c.n, i, b, want)
+			}
+		}
+	}
+}
+
 // TestStorageConformance runs the block-device conformance suite on a
 // LUN's storage.Device: every operation travels as SCSI commands on the
 // vscsiif ring to the backend's emulation over a memory disk.

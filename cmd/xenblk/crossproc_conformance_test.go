@@ -51,17 +51,7 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 				"format=raw, vdev=xvda, access="+access+", target="+img).CombinedOutput(); err != nil {
 				t.Fatalf("attach: %v %s", err, out)
 			}
-			url := strings.TrimPrefix(front.expect(t, "NBD "), "NBD ")
-			addr, export, ok := strings.Cut(strings.TrimPrefix(url, "nbd://"), "/")
-			if !ok {
-				t.Fatalf("NBD URL %q", url)
-			}
-			d, err := nbd.Dial(addr, export)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { d.Close() })
-			return d
+			return dialExport(t, strings.TrimPrefix(front.expect(t, "NBD "), "NBD "))
 		}
 	}
 	t.Run("ReadWrite", func(t *testing.T) { storagetest.Run(t, open("rw")) })
@@ -114,4 +104,20 @@ func TestConformanceAcrossProcesses(t *testing.T) {
 			t.Errorf("no TYPE line for the error counter:\n%s", body)
 		}
 	})
+}
+
+// dialExport is our NBD client on the export at url (nbd://HOST:PORT/NAME),
+// closed when the test ends.
+func dialExport(t *testing.T, url string) *nbd.Client {
+	t.Helper()
+	addr, export, ok := strings.Cut(strings.TrimPrefix(url, "nbd://"), "/")
+	if !ok {
+		t.Fatalf("NBD URL %q", url)
+	}
+	d, err := nbd.Dial(addr, export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
