@@ -1,10 +1,13 @@
 package nbd
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -104,5 +107,60 @@ func TestQemuImgOverTLS(t *testing.T) {
 	out := run(t, "qemu-img", "info", "--object", creds, "--image-opts", img)
 	if !strings.Contains(out, "4 MiB") {
 		t.Fatalf("qemu-img info over TLS:\n%s", out)
+	}
+}
+
+// qemu-img convert copies out of and into our TLS export with QEMU's
+// x509 credentials.
+func TestQemuImgConvertOverTLS(t *testing.T) {
+	p := testpki.New(t)
+	const size = 4 << 20
+	src, dst := newMemDev(size), newMemDev(size)
+	data := make([]byte, size)
+	randomFill(data, 11)
+	if _, err := src.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	l := tlsServer(t, p, true, Export{Name: "src", Device: src}, Export{Name: "dst", Device: dst})
+	port := l.Addr().(*net.TCPAddr).Port
+	creds := "tls-creds-x509,id=tls0,endpoint=client,dir=" + p.Dir
+	export := func(name string) string {
+		return fmt.Sprintf("driver=nbd,server.type=inet,server.host=localhost,server.port=%d,export=%s,tls-creds=tls0", port, name)
+	}
+	file := filepath.Join(t.TempDir(), "copy.raw")
+	run(t, "qemu-img", "convert", "--object", creds, "--image-opts", export("src"), "-O", "raw", file)
+	if fileSum(t, file) != sha256.Sum256(data) {
+		t.Fatal("qemu-img convert out of the TLS export differs")
+	}
+	run(t, "qemu-img", "convert", "-n", "--object", creds, "-f", "raw", file, "--target-image-opts", export("dst"))
+	if !bytes.Equal(devBytes(t, dst, 0, size), data) {
+		t.Fatal("qemu-img convert into the TLS export differs")
+	}
+}
+
+// Our client reads and writes nbdkit's export with --tls=require,
+// presenting the client certificate nbdkit verifies.
+func TestClientAgainstNbdkitTLS(t *testing.T) {
+	p := testpki.New(t)
+	sock := socketActivated(t, "nbdkit", "--tls=require", "--tls-certificates="+p.Dir, "--tls-verify-peer", "memory", "1M")
+	if _, err := Dial("unix:"+sock, ""); err == nil {
+		t.Fatal("nbdkit --tls=require let a plaintext client in")
+	}
+	cl, err := DialTLS("unix:"+sock, "", p.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.WriteAt([]byte("over tls"), 8192); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 8)
+	if _, err := cl.ReadAt(got, 8192); err != nil || string(got) != "over tls" {
+		t.Fatalf("read back %q, %v", got, err)
+	}
+	bad := p.ClientConfig()
+	bad.Certificates = nil
+	if _, err := DialTLS("unix:"+sock, "", bad); err == nil {
+		t.Fatal("nbdkit --tls-verify-peer let a client without a certificate in")
 	}
 }

@@ -272,6 +272,23 @@ func TestWriteRefusedButReadAllowed(t *testing.T) {
 	}
 }
 
+// TestWriterClearsAutoclear: bitmaps (autoclear bit 0) are not kept, so a
+// writer clears the autoclear bits, durably, before its first write, and
+// QEMU then knows the bitmaps are stale; a reader leaves them.
+func TestWriterClearsAutoclear(t *testing.T) {
+	for _, ro := range []bool{true, false} {
+		d, m, err := openMem(put64(tiny(t), offAutoclear, autoclearBitmaps), ro)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := binary.BigEndian.Uint64(m.b[offAutoclear:])
+		if want := map[bool]uint64{true: autoclearBitmaps, false: 0}[ro]; got != want || (!ro && m.syncs == 0) {
+			t.Errorf("read-only %v: autoclear %#x after open (%d syncs), want %#x", ro, got, m.syncs, want)
+		}
+		d.Close()
+	}
+}
+
 // TestHostileTablesFailReads: an L2 entry or a compressed cluster naming
 // something outside the file fails the read with ErrCorrupt, touching
 // nothing outside.
