@@ -37,14 +37,18 @@ var (
 	UnrecoveredReadError              = Code{KeyMediumError, 0x11, 0x00}
 	WriteError                        = Code{KeyMediumError, 0x0c, 0x00}
 	InternalTargetFailure             = Code{KeyHardwareError, 0x44, 0x00}
-	PowerOnReset                      = Code{KeyUnitAttention, 0x29, 0x00}
-	BusDeviceReset                    = Code{KeyUnitAttention, 0x29, 0x03} // BUS DEVICE RESET FUNCTION OCCURRED: a logical unit reset
-	ModeParametersChanged             = Code{KeyUnitAttention, 0x2a, 0x01}
-	ReservationsPreempted             = Code{KeyUnitAttention, 0x2a, 0x03}
-	ReservationsReleased              = Code{KeyUnitAttention, 0x2a, 0x04}
-	RegistrationsPreempted            = Code{KeyUnitAttention, 0x2a, 0x05}
-	CapacityDataChanged               = Code{KeyUnitAttention, 0x2a, 0x09}
-	MediumNotPresent                  = Code{KeyNotReady, 0x3a, 0x00}
+	// LogicalUnitCommunicationFailure: state the logical unit keeps
+	// elsewhere (a reservation store shared across hosts) did not answer
+	// in time; a change it asked for may still be stored.
+	LogicalUnitCommunicationFailure = Code{KeyHardwareError, 0x08, 0x00}
+	PowerOnReset                    = Code{KeyUnitAttention, 0x29, 0x00}
+	BusDeviceReset                  = Code{KeyUnitAttention, 0x29, 0x03} // BUS DEVICE RESET FUNCTION OCCURRED: a logical unit reset
+	ModeParametersChanged           = Code{KeyUnitAttention, 0x2a, 0x01}
+	ReservationsPreempted           = Code{KeyUnitAttention, 0x2a, 0x03}
+	ReservationsReleased            = Code{KeyUnitAttention, 0x2a, 0x04}
+	RegistrationsPreempted          = Code{KeyUnitAttention, 0x2a, 0x05}
+	CapacityDataChanged             = Code{KeyUnitAttention, 0x2a, 0x09}
+	MediumNotPresent                = Code{KeyNotReady, 0x3a, 0x00}
 )
 
 // FieldPointer is the sense-key specific field of an ILLEGAL REQUEST: which

@@ -16,9 +16,7 @@
 package emulate
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -51,10 +49,6 @@ type Config struct {
 
 // Vendor is the INQUIRY vendor identification.
 const Vendor = "XENBLK"
-
-// xenOUI is XenSource's IEEE company ID, the registered part of our NAA 6
-// designators.
-const xenOUI = 0x00163e
 
 // Limits reported in the block limits VPD page.
 const (
@@ -120,16 +114,7 @@ func New(dev storage.Device, cfg Config) *Engine {
 	if e.revision == "" {
 		e.revision = "0001"
 	}
-	sum := sha256.Sum256([]byte("xenblk-scsi-identity\x00" + cfg.Identity))
-	e.serial = hex.EncodeToString(sum[:10])
-	// NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI, then 100
-	// bits of vendor-specific identifier taken from the hash.
-	oui := uint32(xenOUI)
-	e.naa[0] = 0x60 | byte(oui>>20)&0x0f
-	e.naa[1] = byte(oui >> 12)
-	e.naa[2] = byte(oui >> 4)
-	e.naa[3] = byte(oui<<4) | sum[10]&0x0f
-	copy(e.naa[4:], sum[11:23])
+	e.serial, e.naa = scsi.Designators(cfg.Identity)
 	if e.maxXfer == 0 {
 		e.maxXfer = 8 << 20 / 512
 	}

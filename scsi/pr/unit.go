@@ -1,18 +1,25 @@
 package pr
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/xenblk/xenblk/scsi"
 )
 
 // ErrVersionConflict: the stored state changed since it was loaded.
 var ErrVersionConflict = errors.New("pr: stored state changed (version conflict)")
+
+// ErrUnavailable (wrapped): a shared store did not answer within its
+// deadline. A CompareAndSwap that fails so may still have stored its
+// data; the next CompareAndSwap from the old version then conflicts.
+var ErrUnavailable = errors.New("pr: reservation store unavailable")
 
 // Store keeps one logical unit's encoded state under a version. It is the
 // only persistence the engine sees, so a store shared between hosts (etcd)
@@ -24,6 +31,28 @@ type Store interface {
 	// CompareAndSwap stores data if the current version is old, durably
 	// before it returns, and returns the new version.
 	CompareAndSwap(lu string, old uint64, data []byte) (uint64, error)
+}
+
+// Change is a unit's state as some client of a shared store stored it.
+// A Version of 0 with a zero State: the unit's key was deleted.
+type Change struct {
+	LU      string
+	State   State
+	Version uint64
+}
+
+// SharedStore is a Store several hosts use at once (etcd). A unit opened
+// on it is not powered on (its state is live on the other hosts), and
+// PERSISTENT RESERVE IN reads the stored state, not this host's copy.
+type SharedStore interface {
+	Store
+	// Watch calls fn, from one goroutine and in version order, with
+	// every change to any unit made through any client of the store
+	// after version from (0: from now), until ctx ends; it returns
+	// ctx's error, or an error that says why it cannot watch at all.
+	// A unit's versions only grow; when the store has forgotten old
+	// changes (compaction) fn gets each unit's latest state instead.
+	Watch(ctx context.Context, from uint64, fn func(Change)) error
 }
 
 // stateVersion tags the encoding so a later layout can read old state.
@@ -62,10 +91,49 @@ type Unit struct {
 	mu      sync.Mutex
 	lu      string
 	store   Store
+	shared  bool // store is a SharedStore
 	state   State
 	version uint64
 	log     *slog.Logger
+	stats   unitStats
 }
+
+// unitStats are Stats' counters, atomics so that metrics read them
+// without the unit's lock.
+type unitStats struct {
+	in, out, conflicts, failures atomic.Uint64
+	failClosed                   atomic.Bool
+}
+
+// Stats are a unit's reservation counters, for metrics.
+type Stats struct {
+	// In and Out count PERSISTENT RESERVE IN and the commands that change
+	// state (PR OUT, RESERVE, RELEASE, logical unit resets), whatever
+	// their status.
+	In, Out uint64
+	// Conflicts counts compare-and-swaps that found the stored state
+	// changed by another client, each followed by a reload and a retry.
+	Conflicts uint64
+	// Failures counts commands refused because the store failed or did
+	// not answer in time.
+	Failures uint64
+	// FailClosed: admissions that depend on the reservation are being
+	// refused because this host's view of a shared store has expired
+	// (set by whoever enforces that, through SetFailClosed).
+	FailClosed bool
+}
+
+// Stats returns the unit's counters.
+func (u *Unit) Stats() Stats {
+	s := &u.stats
+	return Stats{In: s.in.Load(), Out: s.out.Load(), Conflicts: s.conflicts.Load(), Failures: s.failures.Load(), FailClosed: s.failClosed.Load()}
+}
+
+// SetFailClosed records whether the unit fails closed (Stats.FailClosed).
+func (u *Unit) SetFailClosed(on bool) { u.stats.failClosed.Store(on) }
+
+// LU is the unit's identity, its name in the store.
+func (u *Unit) LU() string { return u.lu }
 
 // Open loads a unit's state as a power on finds it (State.PowerOn): the
 // registrations and the reservation survive only if the last registration
@@ -77,7 +145,8 @@ func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	u := &Unit{lu: lu, store: store, log: log}
+	_, shared := store.(SharedStore)
+	u := &Unit{lu: lu, store: store, shared: shared, log: log}
 	b, v, err := store.Load(lu)
 	if err != nil {
 		return nil, err
@@ -88,7 +157,11 @@ func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 		if err != nil {
 			return nil, err
 		}
-		u.state = s.PowerOn()
+		if shared {
+			u.state = s
+		} else {
+			u.state = s.PowerOn()
+		}
 	}
 	return u, nil
 }
@@ -121,8 +194,13 @@ func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descri
 	cdb := cmd.CDB
 	switch {
 	case cdb[0] == scsi.OpPersistentReserveIn && len(cdb) >= 10:
+		u.stats.in.Add(1)
 		u.mu.Lock()
-		out = u.state.In(n, cdb)
+		if err := u.refresh(); err != nil {
+			out = u.storeFailed(err)
+		} else {
+			out = u.state.In(n, cdb)
+		}
 		u.mu.Unlock()
 		if out.Status == scsi.StatusGood {
 			alloc := int(binary.BigEndian.Uint16(cdb[7:9]))
@@ -131,6 +209,7 @@ func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descri
 			return
 		}
 	case cdb[0] == scsi.OpPersistentReserveOut && len(cdb) >= 10:
+		u.stats.out.Add(1)
 		plen := int(binary.BigEndian.Uint32(cdb[5:9]))
 		if plen > len(cmd.Data) {
 			out = check(scsi.ParamListLengthError)
@@ -141,8 +220,10 @@ func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descri
 		out = u.apply(func(s *State) Outcome { return s.Out(n, cdb, param) })
 		res.Resid = len(cmd.Data) - plen
 	case cdb[0] == scsi.OpReserve6 || cdb[0] == scsi.OpReserve10:
+		u.stats.out.Add(1)
 		out = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, true) })
 	case cdb[0] == scsi.OpRelease6 || cdb[0] == scsi.OpRelease10:
+		u.stats.out.Add(1)
 		out = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, false) })
 	default:
 		out = check(scsi.InvalidOpcode)
@@ -164,6 +245,7 @@ func (u *Unit) LogicalUnitReset(scsi.Nexus) {
 	held := u.state.Legacy != nil
 	u.mu.Unlock()
 	if held {
+		u.stats.out.Add(1)
 		u.apply(func(s *State) Outcome {
 			s.Legacy = nil
 			return good
@@ -171,10 +253,12 @@ func (u *Unit) LogicalUnitReset(scsi.Nexus) {
 	}
 }
 
-// apply runs fn on a copy of the state and, if it succeeded and changed
-// something, stores the copy before making it current: a command is
-// acknowledged only once its effect is durable. A version conflict (a
-// shared store updated elsewhere) reloads and retries.
+// apply runs fn on a copy of the state and, if it succeeded, stores the
+// copy before making it current: a command is acknowledged only once its
+// effect is durable. A version conflict (a shared store updated
+// elsewhere) reloads and retries, and so does a refusal decided on a copy
+// a shared store has moved past: every outcome is one of the stored
+// state, which makes PR commands linearizable across hosts.
 func (u *Unit) apply(fn func(*State) Outcome) Outcome {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -182,6 +266,15 @@ func (u *Unit) apply(fn func(*State) Outcome) Outcome {
 		next := u.state.Clone()
 		out := fn(&next)
 		if out.Status != scsi.StatusGood {
+			// Refused on this host's copy: with a shared store the copy
+			// may be stale, and a refusal must hold on the stored state.
+			v := u.version
+			if err := u.refresh(); err != nil {
+				return u.storeFailed(err)
+			}
+			if u.version != v {
+				continue
+			}
 			return out
 		}
 		b, err := Encode(next)
@@ -190,20 +283,57 @@ func (u *Unit) apply(fn func(*State) Outcome) Outcome {
 		}
 		v, err := u.store.CompareAndSwap(u.lu, u.version, b)
 		if errors.Is(err, ErrVersionConflict) {
-			if b, v, err := u.store.Load(u.lu); err == nil && b != nil {
-				if s, err := Decode(b); err == nil {
-					u.state, u.version = s, v
-					continue
-				}
+			u.stats.conflicts.Add(1)
+			if err := u.reload(); err != nil {
+				return u.storeFailed(err)
 			}
-			return check(scsi.InternalTargetFailure)
+			continue
 		}
 		if err != nil {
-			u.log.Error("cannot store reservation state; command refused", "lu", u.lu, "err", err)
-			return check(scsi.InternalTargetFailure)
+			return u.storeFailed(err)
 		}
 		u.state, u.version = next, v
 		return out
+	}
+	u.stats.failures.Add(1)
+	u.log.Error("reservation state kept changing under this command; command refused", "lu", u.lu)
+	return check(scsi.InternalTargetFailure)
+}
+
+// reload makes the stored state current (decoding it only when its
+// version moved). Called with u.mu held.
+func (u *Unit) reload() error {
+	b, v, err := u.store.Load(u.lu)
+	if err != nil || v == u.version {
+		return err
+	}
+	s := State{}
+	if b != nil {
+		if s, err = Decode(b); err != nil {
+			return err
+		}
+	}
+	u.state, u.version = s, v
+	return nil
+}
+
+// refresh reloads the state from a shared store, so that a PERSISTENT
+// RESERVE IN answers what every host sees. Called with u.mu held.
+func (u *Unit) refresh() error {
+	if !u.shared {
+		return nil
+	}
+	return u.reload()
+}
+
+// storeFailed is the status of a command the store could not serve: a
+// shared store out of reach is a communication failure the guest may
+// retry, anything else an internal failure.
+func (u *Unit) storeFailed(err error) Outcome {
+	u.stats.failures.Add(1)
+	u.log.Error("cannot load or store reservation state; command refused", "lu", u.lu, "err", err)
+	if errors.Is(err, ErrUnavailable) {
+		return check(scsi.LogicalUnitCommunicationFailure)
 	}
 	return check(scsi.InternalTargetFailure)
 }

@@ -1,0 +1,183 @@
+package etcdstore_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+
+	"github.com/xenblk/xenblk/internal/etcdtest"
+	"github.com/xenblk/xenblk/internal/testpki"
+	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
+	"github.com/xenblk/xenblk/scsi/pr/storetest"
+)
+
+// prefixes gives every store of a test a key prefix of its own, so that
+// one cluster serves every test.
+var prefixes atomic.Uint64
+
+func open(t *testing.T, c *etcdtest.Cluster, prefix string) *etcdstore.Store {
+	t.Helper()
+	s, err := etcdstore.Open(etcdstore.Config{Endpoints: c.Endpoints(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newPrefix() string { return fmt.Sprintf("/test/%d/", prefixes.Add(1)) }
+
+func TestConformance(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	t.Run("Store", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) pr.Store { return open(t, c, newPrefix()) })
+	})
+	t.Run("Shared", func(t *testing.T) {
+		storetest.RunShared(t, func(t *testing.T) (pr.SharedStore, pr.SharedStore) {
+			p := newPrefix()
+			return open(t, c, p), open(t, c, p)
+		})
+	})
+	t.Run("MemberKilled", func(t *testing.T) {
+		// One of three members gone: quorum holds, and every store
+		// operation still answers, through whichever member is left.
+		s := open(t, c, newPrefix())
+		v, err := s.CompareAndSwap("lu", 0, []byte(`{"V":1,"State":{}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Stop(0)
+		t.Cleanup(func() {
+			if err := c.Restart(0); err != nil {
+				t.Error(err)
+			}
+		})
+		for i := range 5 {
+			if v, err = s.CompareAndSwap("lu", v, []byte(`{"V":1,"State":{}}`)); err != nil {
+				t.Fatalf("swap %d with member 0 stopped: %v", i, err)
+			}
+		}
+		if _, got, err := s.Load("lu"); err != nil || got != v {
+			t.Fatalf("Load with member 0 stopped = %d, %v; want %d", got, err, v)
+		}
+	})
+}
+
+func TestKeyIsTheNAADesignator(t *testing.T) {
+	s := etcdstore.New(nil, etcdstore.Config{})
+	_, naa := scsi.Designators("/images/shared.img")
+	want := "/xenblk/pr/naa.6" + strings.TrimPrefix(hexOf(naa[:]), "6")
+	if got := s.Key("/images/shared.img"); got != want {
+		t.Fatalf("Key = %s; want %s", got, want)
+	}
+}
+
+func hexOf(b []byte) string {
+	const digits = "0123456789abcdef"
+	var sb strings.Builder
+	for _, x := range b {
+		sb.WriteByte(digits[x>>4])
+		sb.WriteByte(digits[x&15])
+	}
+	return sb.String()
+}
+
+// An endpoint nobody answers on: Open fails within its dial timeout,
+// saying which endpoints it tried.
+func TestOpenUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	start := time.Now()
+	_, err = etcdstore.Open(etcdstore.Config{Endpoints: []string{addr}, DialTimeout: 500 * time.Millisecond})
+	if err == nil {
+		t.Fatal("Open of a closed port succeeded")
+	}
+	if !strings.Contains(err.Error(), addr) {
+		t.Errorf("error %q does not name %s", err, addr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Open took %v with a 500ms dial timeout", d)
+	}
+}
+
+// A cluster that lost its quorum: every operation ends within the
+// store's timeout with pr.ErrUnavailable, and a unit on it answers PR
+// commands with LOGICAL UNIT COMMUNICATION FAILURE instead of hanging.
+func TestQuorumLostFailsWithinTimeout(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	s, err := etcdstore.Open(etcdstore.Config{Endpoints: c.Endpoints(), Prefix: newPrefix(), Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	u, err := pr.Open(s, "lu", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := scsi.Nexus{Dom: 1, Device: "xvda"}
+	if st := storetest.Register(u, a, 1); st != scsi.StatusGood {
+		t.Fatalf("REGISTER with quorum: status %#x", st)
+	}
+	c.Stop(1)
+	c.Stop(2)
+	if _, _, err := s.Load("lu"); !errors.Is(err, pr.ErrUnavailable) {
+		t.Fatalf("Load without quorum: %v; want ErrUnavailable", err)
+	}
+	if _, err := s.CompareAndSwap("lu", 0, []byte("{}")); !errors.Is(err, pr.ErrUnavailable) {
+		t.Fatalf("CompareAndSwap without quorum: %v; want ErrUnavailable", err)
+	}
+	var res scsi.Result
+	cdb := pr.InCommand{Action: pr.InReadKeys, AllocLen: 64}.CDB()
+	u.Execute(a, &scsi.Command{CDB: cdb[:], Dir: scsi.DirFromDevice, Data: make([]byte, 64)}, &res, false)
+	sense, _, _ := scsi.ParseSense(res.SenseBytes())
+	if res.Status != scsi.StatusCheckCondition || sense.Code != scsi.LogicalUnitCommunicationFailure {
+		t.Fatalf("READ KEYS without quorum: status %#x sense %+v; want LOGICAL UNIT COMMUNICATION FAILURE", res.Status, sense)
+	}
+	b := scsi.Nexus{Dom: 2, Device: "xvda"}
+	if st := storetest.Register(u, b, 2); st != scsi.StatusCheckCondition {
+		t.Fatalf("REGISTER without quorum: status %#x; want CHECK CONDITION", st)
+	}
+	if got := u.Stats().Failures; got != 2 {
+		t.Errorf("unit counted %d failures; want 2", got)
+	}
+	// Quorum back: the unit works again.
+	if err := c.Restart(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := storetest.Register(u, b, 2); st != scsi.StatusGood {
+		t.Fatalf("REGISTER after quorum returned: status %#x", st)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	pki := testpki.New(t)
+	c := etcdtest.StartTLS(t, 1, &transport.TLSInfo{
+		CertFile: pki.Path("server-cert.pem"), KeyFile: pki.Path("server-key.pem"),
+		TrustedCAFile: pki.Path("ca-cert.pem"), ClientCertAuth: true,
+	})
+	s, err := etcdstore.Open(etcdstore.Config{Endpoints: c.Endpoints(), TLS: pki.ClientConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CompareAndSwap("lu", 0, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Without a certificate the cluster refuses, and Open says so in time.
+	if s, err := etcdstore.Open(etcdstore.Config{Endpoints: c.Endpoints(), DialTimeout: time.Second}); err == nil {
+		s.Close()
+		t.Fatal("Open without TLS against a TLS cluster succeeded")
+	}
+}
