@@ -15,7 +15,6 @@ import (
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/vscsifront"
-	"github.com/xenblk/xenblk/vscsispec"
 )
 
 // Transports a comparison's side can use: blkif (blkfront to blkback) or
@@ -177,30 +176,14 @@ func openDual(ctx context.Context, backend string, o Options) (*dualStack, error
 		return nil, err
 	}
 	s := &dualStack{ss: ss}
-	const path = "/bench/disk"
 	reg := scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: o.Log})
-	ss.Serve(blkback.Config{Poll: o.Poll, Log: o.Log}, simstack.Serving(dev))
-	ss.ServeVscsi(&vscsiback.Server{Engines: reg, OpenDisk: simstack.ServingDisk(path, dev), Log: o.Log})
-	g, err := ss.AttachGuest(ctx, "bench", "vdev=xvda, access=rw, target="+path, blkfront.Config{Queues: 1, Log: o.Log})
+	d, err := ss.ServeDual(ctx, "bench", "/bench/disk", dev, blkback.Config{Poll: o.Poll, Log: o.Log},
+		&vscsiback.Server{Engines: reg, Log: o.Log}, blkfront.Config{Queues: 1, Log: o.Log}, vscsifront.Config{Log: o.Log})
 	if err != nil {
 		s.close()
-		return nil, fmt.Errorf("bench: blkif frontend: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	s.blk = g.Disk
-	spec, err := vscsispec.Parse(path + ", 0:0:0:0")
-	if err != nil {
-		s.close()
-		return nil, err
-	}
-	vg, err := ss.AttachVhost(ctx, g.Domain, vscsifront.Config{Log: o.Log}, spec)
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("bench: vscsi frontend: %w", err)
-	}
-	if s.lun.d, err = vg.LUNs[0].Device(ctx); err != nil {
-		s.close()
-		return nil, fmt.Errorf("bench: vscsi LUN: %w", err)
-	}
+	s.blk, s.lun.d = d.Guest.Disk, d.LUN
 	return s, nil
 }
 

@@ -24,6 +24,8 @@ type vhostDriver struct {
 	frontDir string
 	front    xen.DomID
 	log      *slog.Logger
+	// stats outlive connections, as the LUNs do.
+	stats counters
 
 	mu sync.Mutex
 	// v is the connection, nil while there is none; serving is nil
@@ -69,6 +71,7 @@ func (d *vhostDriver) Connect(ring vscsibus.Ring) (vscsibus.Ring, error) {
 		Domain: d.s.Domain, Front: d.front, Vhost: d.dir,
 		RingRef: ring.Ref, Port: ring.Port, ABI: ring.ABI,
 		SGGrant: d.s.sgGrant(), Poll: d.s.Poll, Log: d.s.Log,
+		stats: &d.stats,
 	})
 	if err != nil {
 		return ring, err

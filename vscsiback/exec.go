@@ -146,10 +146,12 @@ func (q *queue) execute(p *pending) {
 // and its residual; or a host error if its data could not be copied.
 func (q *queue) answer(p *pending) {
 	if p.failed {
+		q.stats.answered(p.plan.dir, 0, true)
 		q.respond(p.req.RqID, rsltError, 0, nil)
 		return
 	}
 	res := &p.res
+	q.stats.answered(p.plan.dir, len(p.data)-res.Resid, res.Status != scsi.StatusGood)
 	sense := res.SenseBytes()
 	if len(sense) > vscsiif.SenseBufferSize {
 		sense = sense[:vscsiif.SenseBufferSize]
@@ -191,6 +193,7 @@ func (q *queue) abort(pl *plan) {
 	for i := range q.pend[:q.npend] {
 		if t := &q.pend[i]; t.req.RqID == pl.ref && !t.answered {
 			t.answered = true
+			q.stats.ended()
 			q.respond(t.req.RqID, rsltAborted, uint32(t.plan.length), nil)
 			break
 		}
@@ -208,6 +211,7 @@ func (q *queue) reset(pl *plan) {
 	for i := range q.pend[:q.npend] {
 		if t := &q.pend[i]; t.plan.lun == pl.lun && !t.answered {
 			t.answered = true
+			q.stats.ended()
 			q.respond(t.req.RqID, rsltReset, uint32(t.plan.length), nil)
 		}
 	}

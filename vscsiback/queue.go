@@ -50,6 +50,9 @@ type queue struct {
 	// helpers+1 commands at once; 0 runs every pass serially.
 	helpers int
 	crew    *crew
+	// stats are the vhost's counters: its driver's, kept across
+	// connections, or the Vhost's own.
+	stats *counters
 
 	// table is the LUN table of the pass under way (plans index it).
 	// pass is held for the whole of a pass, so that SetLUNs can wait
@@ -100,6 +103,10 @@ func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
 		log:   cfg.Log.With("vhost", cfg.Vhost, "frontend", cfg.Front),
 		poll:  cfg.Poll,
 		pend:  make([]pending, r.Size()), // a pass consumes at most the ring's slots
+	}
+	q.stats = cfg.stats
+	if q.stats == nil {
+		q.stats = new(counters)
 	}
 	q.helpers = len(q.pend) - 1
 	if cfg.Concurrency > 0 {
@@ -171,6 +178,7 @@ func (q *queue) accept(p *pending) {
 		// either.
 		if listed, err = q.fetchLists(r, n, total); err != nil {
 			q.log.Warn("bad request", "rqid", r.RqID, "err", err)
+			q.stats.errs.Add(1)
 			q.respond(r.RqID, rsltError, 0, nil)
 			return
 		}
@@ -188,9 +196,11 @@ func (q *queue) accept(p *pending) {
 		} else {
 			q.log.Warn("bad request", "rqid", r.RqID, "act", r.Act, "err", err)
 		}
+		q.stats.errs.Add(1)
 		q.respond(r.RqID, rslt, 0, nil)
 		return
 	}
+	q.stats.accepted(&p.plan)
 	switch p.plan.kind {
 	case kindCDB:
 		p.answered = false

@@ -43,6 +43,10 @@ type Config struct {
 	// at once (crew.go): 0 the ring's size, 1 one at a time in ring order.
 	Concurrency int
 	Log         *slog.Logger
+
+	// stats, when set, are counters kept across the vhost's connections
+	// (its Server's); otherwise the Vhost counts on its own.
+	stats *counters
 }
 
 // LUN is one logical unit attached to a vhost: the guest's address of it

@@ -74,7 +74,7 @@ Stop with Ctrl-C (devices close cleanly).`,
 	f.StringVar(&o.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
 	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
-	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
+	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's and vhost's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
 	return cmd
 }
 
@@ -108,7 +108,7 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 			return fmt.Errorf("--metrics: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metricsHandler(srv))
+		mux.Handle("/metrics", metricsHandler(srv, vsrv))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(l)
 		defer hs.Close()

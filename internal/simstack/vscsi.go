@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/blkfront"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
 	"github.com/xenblk/xenblk/vbd"
@@ -132,3 +134,39 @@ func ServingDisk(path string, dev storage.Device) func(vbd.Disk) (storage.Device
 type keptOpen struct{ storage.Device }
 
 func (keptOpen) Close() error { return nil }
+
+// Dual is one disk served over both transports on one stack: a guest's
+// blkfront disk and a vhost of the same guest whose LUN 0:0:0:0 is the
+// disk, one logical unit.
+type Dual struct {
+	Guest   *Guest
+	Vhost   *VhostGuest
+	LUN     storage.Device // the vhost's LUN as a block device
+	Blkback *Backend
+	Vscsi   *vscsiback.Server
+}
+
+// ServeDual serves dev, known as path, with blkback (cfg) and with vsrv
+// (its OpenDisk set here to dev alone), and attaches a guest name to
+// both: xvda read-write over blkif (fcfg), and a vhost (vcfg) with the
+// LUN.
+func (s *Stack) ServeDual(ctx context.Context, name, path string, dev storage.Device, cfg blkback.Config, vsrv *vscsiback.Server, fcfg blkfront.Config, vcfg vscsifront.Config) (*Dual, error) {
+	d := &Dual{Blkback: s.Serve(cfg, Serving(dev)), Vscsi: vsrv}
+	vsrv.OpenDisk = ServingDisk(path, dev)
+	s.ServeVscsi(vsrv)
+	var err error
+	if d.Guest, err = s.AttachGuest(ctx, name, "vdev=xvda, access=rw, target="+path, fcfg); err != nil {
+		return nil, fmt.Errorf("simstack: blkif frontend: %w", err)
+	}
+	spec, err := vscsispec.Parse(path + ", 0:0:0:0")
+	if err != nil {
+		return nil, err
+	}
+	if d.Vhost, err = s.AttachVhost(ctx, d.Guest.Domain, vcfg, spec); err != nil {
+		return nil, fmt.Errorf("simstack: vscsi frontend: %w", err)
+	}
+	if d.LUN, err = d.Vhost.LUNs[0].Device(ctx); err != nil {
+		return nil, fmt.Errorf("simstack: vscsi LUN: %w", err)
+	}
+	return d, nil
+}
