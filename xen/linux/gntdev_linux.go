@@ -18,7 +18,19 @@ import (
 type Gntdev struct {
 	f  *os.File
 	fd int
+
+	// copyMu serialises Copy, which stages through stage: an anonymous
+	// mapping outside the Go heap, grown as a batch needs, kept up to
+	// keepStage bytes (so a steady stream of copies maps nothing) and
+	// unmapped at Close. valid is Copy's scratch.
+	copyMu sync.Mutex
+	stage  []byte
+	valid  []int
 }
+
+// keepStage bounds the staging area a Gntdev keeps between copies: a
+// pass of a ring's 4 KiB requests and more.
+const keepStage = 1 << 20
 
 // OpenGntdev opens /dev/xen/gntdev.
 func OpenGntdev() (*Gntdev, error) {
@@ -31,7 +43,15 @@ func OpenGntdev() (*Gntdev, error) {
 
 // Close closes the device. Mappings still alive stay valid until unmapped
 // (the kernel holds the file until the last mapping goes).
-func (g *Gntdev) Close() error { return g.f.Close() }
+func (g *Gntdev) Close() error {
+	g.copyMu.Lock()
+	if g.stage != nil {
+		_ = unix.Munmap(g.stage)
+		g.stage = nil
+	}
+	g.copyMu.Unlock()
+	return g.f.Close()
+}
 
 // mapping is one gntdev map: index is its offset in the device file.
 type mapping struct {
@@ -110,18 +130,22 @@ func (m *mapping) NotifyOnUnmap(port xen.Port) error {
 	return nil
 }
 
-// Copy implements xen.Mapper with IOCTL_GNTDEV_GRANT_COPY. The kernel
-// reads the segment array and the local buffers through pointers inside
-// the request, which the Go collector cannot see; so both live in one
-// anonymous mapping outside the Go heap, and local data is staged through
-// it.
+// Copy implements xen.Mapper with IOCTL_GNTDEV_GRANT_COPY: one ioctl for
+// the whole batch. The kernel reads the segment array and the local
+// buffers through pointers inside the request, which the Go collector
+// cannot see; so both live in the Gntdev's staging area outside the Go
+// heap, and local data is staged through it. Copies are serialised; a
+// batch that fits the kept staging area allocates nothing.
 func (g *Gntdev) Copy(segs []xen.GrantCopySegment) error {
 	if len(segs) == 0 {
 		return nil
 	}
+	g.copyMu.Lock()
+	defer g.copyMu.Unlock()
 	// Segments that are invalid locally never reach the kernel; valid
 	// holds the index in segs of each entry of the request array.
-	valid := make([]int, 0, len(segs))
+	valid := g.valid[:0]
+	defer func() { g.valid = valid[:0] }()
 	failed := 0
 	for i := range segs {
 		s := &segs[i]
@@ -149,14 +173,41 @@ func (g *Gntdev) Copy(segs []xen.GrantCopySegment) error {
 	return nil
 }
 
+// staging returns g's staging area of at least n bytes. Called with
+// copyMu held.
+func (g *Gntdev) staging(n int) ([]byte, error) {
+	if len(g.stage) >= n {
+		return g.stage[:n], nil
+	}
+	if g.stage != nil {
+		_ = unix.Munmap(g.stage)
+		g.stage = nil
+	}
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("xen: grant copy staging: %w", err)
+	}
+	g.stage = b
+	return b, nil
+}
+
+// copyValid stages and copies segs[valid]. Called with copyMu held.
 func (g *Gntdev) copyValid(segs []xen.GrantCopySegment, valid []int) error {
 	segBytes := len(valid) * SizeofGntdevGrantCopySeg
-	buf, err := unix.Mmap(-1, 0, segBytes+len(valid)*xen.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	// Pages start page-aligned after the array: each segment's local
+	// bytes lie in one page, as in the pages the caller gave.
+	pagesAt := (segBytes + xen.PageSize - 1) &^ (xen.PageSize - 1)
+	buf, err := g.staging(pagesAt + len(valid)*xen.PageSize)
 	if err != nil {
-		return fmt.Errorf("xen: grant copy staging: %w", err)
+		return err
 	}
-	defer unix.Munmap(buf)
-	stageOf := func(k int) []byte { return buf[segBytes+k*xen.PageSize : segBytes+(k+1)*xen.PageSize] }
+	defer func() {
+		if len(g.stage) > keepStage {
+			_ = unix.Munmap(g.stage)
+			g.stage = nil
+		}
+	}()
+	stageOf := func(k int) []byte { return buf[pagesAt+k*xen.PageSize : pagesAt+(k+1)*xen.PageSize] }
 	for k, i := range valid {
 		s := &segs[i]
 		stage := stageOf(k)
