@@ -35,7 +35,52 @@ func completionFixture(t *testing.T) (*File, *fileBatch, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	return f, b.(*fileBatch), img
+	fb := b.(*fileBatch)
+	// The ring's write completions are under test too, as block devices
+	// and O_DIRECT files see them.
+	fb.t.writeInline = false
+	return f, fb, img
+}
+
+// TestBufferedFileWritesInline: a batch on a file written through the
+// page cache writes with pwrite beside the ring, reads on it.
+func TestBufferedFileWritesInline(t *testing.T) {
+	f, err := OpenFile(filepath.Join(t.TempDir(), "inline.img"), FileOptions{Create: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := f.NewBatch(4, 4)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("SKIPPED: io_uring is not permitted here (%v)", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	fb := b.(*fileBatch)
+	w := bytes.Repeat([]byte{0xcd}, 4096)
+	r := make([]byte, 4096)
+	if err := b.Add(true, [][]byte{w}, 8192, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add(false, [][]byte{r}, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if len(fb.segs) != 1 || !fb.ops[0].sync || fb.ops[1].sync {
+		t.Fatalf("%d ring segments, inline %v %v; want the read alone on the ring", len(fb.segs), fb.ops[0].sync, fb.ops[1].sync)
+	}
+	if err := b.Submit(func(tag uint32, err error) {
+		if err != nil {
+			t.Errorf("op %d: %v", tag, err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if _, err := f.ReadAt(got, 8192); err != nil || !bytes.Equal(got, w) {
+		t.Fatalf("the inline write did not land: %v", err)
+	}
 }
 
 // TestCompletionsOutOfOrderAndShort posts completions in reverse order:

@@ -45,8 +45,11 @@ type fileSeg struct {
 }
 
 type fileOpState struct {
-	sync     bool // O_DIRECT with an unaligned buffer: the bounce path at Submit
-	segsLeft int  // segments not completed
+	// sync: carried out by dev at Submit, beside the ring: an O_DIRECT
+	// transfer with an unaligned buffer (it bounces), or a write that
+	// the target writes inline.
+	sync     bool
+	segsLeft int // segments not completed
 	err      error
 }
 
@@ -63,6 +66,12 @@ type ringTarget struct {
 	// aligned reports whether a buffer at an offset may go to fd as it
 	// is; nil: always (fd is not O_DIRECT).
 	aligned func(p []byte, off int64) bool
+	// writeInline: writes are carried out by dev, not the ring. For a
+	// file written through the page cache: a file system without async
+	// buffered writes (ext4) makes io_uring hand each such write to a
+	// worker thread, one at a time per file, which costs more than the
+	// copy into the page cache that pwrite does in place.
+	writeInline bool
 }
 
 // IOUringAvailable reports why this process cannot make an io_uring (an
@@ -85,6 +94,8 @@ func (d *File) NewBatch(ops, bufs int) (Batch, error) {
 	t := ringTarget{dev: d, fd: int(d.f.Fd()), path: d.path, size: d.size, readOnly: d.opt.ReadOnly}
 	if d.opt.Direct {
 		t.aligned = d.aligned
+	} else {
+		t.writeInline = true
 	}
 	return newRingBatch(t, ops, bufs)
 }
@@ -116,7 +127,7 @@ func (b *fileBatch) Add(write bool, bufs [][]byte, off int64, tag uint32) error 
 	if err := b.q.check(write, bufs, off, Info{Size: b.t.size, ReadOnly: b.t.readOnly}); err != nil {
 		return err
 	}
-	sync := !b.t.allAligned(bufs, off)
+	sync := write && b.t.writeInline || !b.t.allAligned(bufs, off)
 	nsegs := 0
 	if !sync {
 		nsegs = (len(bufs) + maxIovecs - 1) / maxIovecs
