@@ -76,6 +76,12 @@ type Comparison struct {
 	Ratio    float64 `json:"ratio"`
 	RatioMin float64 `json:"ratio_min"`
 	RatioMax float64 `json:"ratio_max"`
+	// CPURatio is the median of the pairs' B/A CPU time per request
+	// (Result.CPUPerOp; below 1: B does less work per request), with
+	// its spread: on a loaded machine the steadier measure of the two.
+	CPURatio    float64 `json:"cpu_ratio"`
+	CPURatioMin float64 `json:"cpu_ratio_min"`
+	CPURatioMax float64 `json:"cpu_ratio_max"`
 }
 
 // Compare runs w on p.A and p.B in pairs interleaved pairs (at least 1),
@@ -120,7 +126,7 @@ func Compare(ctx context.Context, o Options, p Pair, w Workload, pairs int) (Com
 		}
 		return r, nil
 	}
-	var as, bs, ratios []float64
+	var as, bs, ratios, cpus []float64
 	for i := 0; i < pairs; i++ {
 		if err := ctx.Err(); err != nil {
 			return c, err
@@ -137,13 +143,19 @@ func Compare(ctx context.Context, o Options, p Pair, w Workload, pairs int) (Com
 			return c, fmt.Errorf("bench: %s %s qd%d: no request completed", p.A, w.Name, w.QD)
 		}
 		as, bs, ratios = append(as, a.IOPS), append(bs, b.IOPS), append(ratios, b.IOPS/a.IOPS)
+		cpu := 0.0
+		if a.CPUPerOp > 0 {
+			cpu = float64(b.CPUPerOp) / float64(a.CPUPerOp)
+		}
+		cpus = append(cpus, cpu)
 		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "compare %s %s qd%d pair %d of %d: %.0f vs %.0f IOPS = %.2fx\n",
-				p.B, w.Name, w.QD, i+1, pairs, b.IOPS, a.IOPS, b.IOPS/a.IOPS)
+			fmt.Fprintf(o.Progress, "compare %s %s qd%d pair %d of %d: %.0f vs %.0f IOPS = %.2fx, CPU/request %v vs %v = %.2fx\n",
+				p.B, w.Name, w.QD, i+1, pairs, b.IOPS, a.IOPS, b.IOPS/a.IOPS, b.CPUPerOp, a.CPUPerOp, cpu)
 		}
 	}
 	c.AIOPS, c.BIOPS = mid(as), mid(bs)
 	c.Ratio, c.RatioMin, c.RatioMax = mid(ratios), slices.Min(ratios), slices.Max(ratios)
+	c.CPURatio, c.CPURatioMin, c.CPURatioMax = mid(cpus), slices.Min(cpus), slices.Max(cpus)
 	return c, nil
 }
 
@@ -205,7 +217,7 @@ func (l lunTarget) WriteAt(_ context.Context, p []byte, off int64) (int, error) 
 // IOPS and the median B/A ratio of the interleaved pairs, with its range.
 func WriteComparisons(w io.Writer, r *Report) {
 	for _, c := range r.Comparisons {
-		fmt.Fprintf(w, "compare %-12s qd%-3d %-18s %10.0f IOPS vs %-18s %10.0f IOPS: %.2fx (pairs %d, %.2f..%.2f)\n",
-			c.Workload, c.QD, c.B, c.BIOPS, c.A, c.AIOPS, c.Ratio, c.Pairs, c.RatioMin, c.RatioMax)
+		fmt.Fprintf(w, "compare %-12s qd%-3d %-18s %10.0f IOPS vs %-18s %10.0f IOPS: %.2fx (pairs %d, %.2f..%.2f); CPU/request %.2fx (%.2f..%.2f)\n",
+			c.Workload, c.QD, c.B, c.BIOPS, c.A, c.AIOPS, c.Ratio, c.Pairs, c.RatioMin, c.RatioMax, c.CPURatio, c.CPURatioMin, c.CPURatioMax)
 	}
 }

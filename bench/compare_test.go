@@ -45,7 +45,8 @@ func TestRunSuiteCompares(t *testing.T) {
 		if c.A != p.A || c.B != p.B || c.Workload != w.Name || c.QD != w.QD || c.Pairs != 2 {
 			t.Errorf("comparison %d: %+v, want %v %s qd%d in 2 pairs", i, c, p, w.Name, w.QD)
 		}
-		if c.AIOPS <= 0 || c.BIOPS <= 0 || c.RatioMin <= 0 || c.RatioMin > c.Ratio || c.Ratio > c.RatioMax {
+		if c.AIOPS <= 0 || c.BIOPS <= 0 || c.RatioMin <= 0 || c.RatioMin > c.Ratio || c.Ratio > c.RatioMax ||
+			c.CPURatioMin <= 0 || c.CPURatioMin > c.CPURatio || c.CPURatio > c.CPURatioMax {
 			t.Errorf("comparison %d: %+v: implausible figures", i, c)
 		}
 	}

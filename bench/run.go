@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xenblk/xenblk/storage"
@@ -157,6 +158,11 @@ type Result struct {
 	Runs    int     `json:"runs"`
 	IOPSMin float64 `json:"iops_min"`
 	IOPSMax float64 `json:"iops_max"`
+	// CPUPerOp is the process's CPU time (user and system, every thread:
+	// the frontend's, the backend's, io_uring's workers) per request of a
+	// goroutine case, warm-up included; 0 where not measured. Unlike
+	// IOPS it hardly moves with what else the machine runs.
+	CPUPerOp time.Duration `json:"cpu_per_op_ns,omitempty"`
 }
 
 // Report is a whole run.
@@ -400,6 +406,8 @@ func runGoroutineCase(ctx context.Context, t target, w Workload, o Options) (Res
 	span := o.FileSize / int64(w.BlockSize)
 	hists := make([]Histogram, w.QD)
 	ends := make([]time.Time, w.QD)
+	counts := make([]int64, w.QD) // every request, warm-up included
+	cpu0 := processCPU()
 	var wg sync.WaitGroup
 	errs := make(chan error, w.QD)
 	win := newWindow(o)
@@ -434,6 +442,7 @@ func runGoroutineCase(ctx context.Context, t target, w Workload, o Options) (Res
 					errs <- err
 					return
 				}
+				counts[i]++
 				// A request counts when it completes inside the window,
 				// which runs on to each worker's last completion.
 				if t1.After(measureFrom) {
@@ -452,7 +461,24 @@ func runGoroutineCase(ctx context.Context, t target, w Workload, o Options) (Res
 	if err := <-errs; err != nil {
 		return Result{}, err
 	}
-	return win.result(w, o, hists, ends), nil
+	r := win.result(w, o, hists, ends)
+	var all int64
+	for _, n := range counts {
+		all += n
+	}
+	if all > 0 {
+		r.CPUPerOp = (processCPU() - cpu0) / time.Duration(all)
+	}
+	return r, nil
+}
+
+// processCPU is the CPU time every thread of the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // median folds the runs of one case: IOPS, bandwidth and each latency
