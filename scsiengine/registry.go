@@ -9,17 +9,21 @@
 package scsiengine
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/xenblk/xenblk/diskspec"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/emulate"
 	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/pr/lease"
 	"github.com/xenblk/xenblk/scsi/sgio"
 	"github.com/xenblk/xenblk/storage"
 )
@@ -57,9 +61,14 @@ type Choice struct {
 // Config is what every unit of one Registry shares.
 type Config struct {
 	// Reservations keeps every unit's reservation state (APTPL,
-	// crash-safe): a *pr.FileStore, or a store shared across hosts.
+	// crash-safe): a *pr.FileStore, or a store shared across hosts (a
+	// pr.SharedStore), whose units the registry keeps following: their
+	// copies fed by the store's watch, their leases renewed.
 	Reservations pr.Store
-	Log          *slog.Logger
+	// Lease is a shared store's units' lease (docs/PROTOCOL.md,
+	// "Fencing across hosts"); the zero Config is lease.DefaultConfig.
+	Lease lease.Config
+	Log   *slog.Logger
 	// OpenSG opens a backing path for SG_IO, refusing anything but a
 	// whole SCSI disk with an error wrapping sgio.ErrNotWholeDisk
 	// (CVE-2011-4127); nil is sgio.Open.
@@ -75,6 +84,11 @@ type Registry struct {
 	resets map[string]*scsi.Resets // by Unit.ID
 	disks  map[string]sgio.Target  // open for SG_IO, by backing path
 	users  map[string]int          // pass-through engines per open disk
+	// follow ends the goroutines that keep a shared store's units
+	// current (the watch, one lease renewal per unit); Close closes it.
+	stop     chan struct{}
+	watching bool
+	wg       sync.WaitGroup
 }
 
 // New returns a Registry with no unit yet.
@@ -85,7 +99,91 @@ func New(cfg Config) *Registry {
 	if cfg.OpenSG == nil {
 		cfg.OpenSG = func(path string) (sgio.Target, error) { return sgio.Open(path) }
 	}
-	return &Registry{cfg: cfg, units: map[string]*pr.Unit{}, resets: map[string]*scsi.Resets{}, disks: map[string]sgio.Target{}, users: map[string]int{}}
+	if cfg.Lease == (lease.Config{}) {
+		cfg.Lease = lease.DefaultConfig
+	}
+	return &Registry{cfg: cfg, units: map[string]*pr.Unit{}, resets: map[string]*scsi.Resets{}, disks: map[string]sgio.Target{}, users: map[string]int{},
+		stop: make(chan struct{})}
+}
+
+// Close stops following a shared store's units (their copies then go
+// stale and fail closed); the engines made stay usable for PR commands.
+// Close is idempotent.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// openUnit opens the reservation unit id on the configured store; a
+// shared store's unit is followed until Close. Called with r.mu held.
+func (r *Registry) openUnit(id string) (*pr.Unit, error) {
+	shared, ok := r.cfg.Reservations.(pr.SharedStore)
+	if !ok {
+		return pr.Open(r.cfg.Reservations, id, r.cfg.Log)
+	}
+	unit, err := pr.OpenShared(shared, id, r.cfg.Log, r.cfg.Lease)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.stop:
+		return unit, nil // closed: nothing follows it
+	default:
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		unit.Follow(r.stop, r.cfg.Lease.Term)
+	}()
+	if !r.watching {
+		r.watching = true
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.watch(shared)
+		}()
+	}
+	return unit, nil
+}
+
+// watchRetry is how long the registry waits before watching again after
+// the store refused a watch outright (the leases' renewals keep the
+// copies correct meanwhile, only slower to hear of changes).
+const watchRetry = time.Second
+
+// watch feeds every change the shared store reports to the unit it
+// names, until Close.
+func (r *Registry) watch(store pr.SharedStore) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-r.stop
+		cancel()
+	}()
+	for {
+		err := store.Watch(ctx, 0, func(c pr.Change) {
+			r.mu.Lock()
+			unit := r.units[c.LU]
+			r.mu.Unlock()
+			if unit != nil {
+				unit.Observe(c)
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.cfg.Log.Warn("cannot watch the reservation store; retrying (leases are still renewed)", "err", err, "retry", watchRetry)
+		select {
+		case <-r.stop:
+			return
+		case <-time.After(watchRetry):
+		}
+	}
 }
 
 // Open returns u's engine over dev, or nil for a unit with scsi=off.
@@ -112,7 +210,7 @@ func (r *Registry) Open(u Unit, dev storage.Device) (Engine, Choice, error) {
 	unit, ok := r.units[u.ID]
 	if !ok {
 		var err error
-		if unit, err = pr.Open(r.cfg.Reservations, u.ID, r.cfg.Log); err != nil {
+		if unit, err = r.openUnit(u.ID); err != nil {
 			return nil, c, err
 		}
 		r.units[u.ID] = unit
@@ -157,6 +255,14 @@ func (r *Registry) Open(u Unit, dev storage.Device) (Engine, Choice, error) {
 		c.Engine = diskspec.SCSIEmulate
 	}
 	return emulate.New(dev, emulate.Config{Identity: u.ID, Reservations: unit, Resets: r.resets[u.ID], Policy: policy, Log: r.cfg.Log}), c, nil
+}
+
+// Units returns the reservation unit of every backing disk opened so
+// far, by Unit.ID (for metrics).
+func (r *Registry) Units() map[string]*pr.Unit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.units)
 }
 
 // release drops one engine's hold on the disk at path; the last one

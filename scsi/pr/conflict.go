@@ -61,3 +61,28 @@ func (s *State) Conflict(n scsi.Nexus, cdb []byte) bool {
 	}
 	return false
 }
+
+// Revokes reports whether the change from old to next may refuse some
+// nexus a command that old admitted: a reservation taken or changed, a
+// registrant of a held reservation removed, an SPC-2 reservation taken.
+// On a shared store such a change completes only after the lease's hold
+// (docs/PROTOCOL.md, "Fencing across hosts"); any other change only
+// widens what is admitted and completes at once. It may answer true for
+// a change that refuses no one; never false for one that does.
+func Revokes(old, next *State) bool {
+	if next.Legacy != nil && (old.Legacy == nil || *old.Legacy != *next.Legacy) {
+		return true
+	}
+	if !next.Reserved {
+		return false
+	}
+	if !old.Reserved || old.Type != next.Type || old.Holder != next.Holder {
+		return true
+	}
+	for _, r := range old.Registrations {
+		if next.find(r.Nexus) < 0 {
+			return true
+		}
+	}
+	return false
+}

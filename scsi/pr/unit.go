@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/xenblk/xenblk/scsi"
+	"github.com/xenblk/xenblk/scsi/pr/lease"
 )
 
 // ErrVersionConflict: the stored state changed since it was loaded.
@@ -91,11 +93,15 @@ type Unit struct {
 	mu      sync.Mutex
 	lu      string
 	store   Store
-	shared  bool // store is a SharedStore
+	shared  bool // other hosts change the stored state too (OpenShared)
 	state   State
 	version uint64
 	log     *slog.Logger
 	stats   unitStats
+	// lease judges the copy of a shared unit (nil otherwise); its
+	// instants count from epoch on the monotonic clock. Guarded by mu.
+	lease *lease.Lease
+	epoch time.Time
 }
 
 // unitStats are Stats' counters, atomics so that metrics read them
@@ -119,7 +125,7 @@ type Stats struct {
 	Failures uint64
 	// FailClosed: admissions that depend on the reservation are being
 	// refused because this host's view of a shared store has expired
-	// (set by whoever enforces that, through SetFailClosed).
+	// (Refresh sets it, as it logs the transitions).
 	FailClosed bool
 }
 
@@ -140,13 +146,16 @@ func (u *Unit) LU() string { return u.lu }
 // asked for APTPL (SPC-4 5.9.4), PRgeneration is zero, pending unit
 // attentions and SPC-2 reservations are gone. The stored state is not
 // rewritten; the next change stores the powered-on state under the
-// version loaded here.
+// version loaded here. A SharedStore's unit is opened with OpenShared
+// and lease.DefaultConfig.
 func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
+	if _, shared := store.(SharedStore); shared {
+		return OpenShared(store, lu, log, lease.DefaultConfig)
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	_, shared := store.(SharedStore)
-	u := &Unit{lu: lu, store: store, shared: shared, log: log}
+	u := &Unit{lu: lu, store: store, log: log}
 	b, v, err := store.Load(lu)
 	if err != nil {
 		return nil, err
@@ -157,11 +166,7 @@ func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 		if err != nil {
 			return nil, err
 		}
-		if shared {
-			u.state = s
-		} else {
-			u.state = s.PowerOn()
-		}
+		u.state = s.PowerOn()
 	}
 	return u, nil
 }
@@ -173,24 +178,41 @@ func (u *Unit) State() State {
 	return u.state.Clone()
 }
 
-// Conflict implements scsi.Reservations.
+// Conflict implements scsi.Reservations. On a shared store whose lease
+// ran out, every command the reservation could refuse is refused: the
+// copy can no longer say which nexus is fenced (fail closed).
 func (u *Unit) Conflict(n scsi.Nexus, cdb []byte) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.lease != nil && !u.lease.Fresh(u.now()) && len(cdb) > 0 && classify(cdb) != alwaysAllowed {
+		return true
+	}
 	return u.state.Conflict(n, cdb)
 }
 
-// UnitAttention implements scsi.Reservations.
+// UnitAttention implements scsi.Reservations. On a shared store the
+// attentions are part of the stored state (another host's PREEMPT queues
+// them for this host's nexus), so taking one is a change stored like any
+// other: it is then gone on every host, also for a guest that moves.
 func (u *Unit) UnitAttention(n scsi.Nexus) (scsi.Code, bool) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.state.takeAttention(n)
+	if !u.shared {
+		defer u.mu.Unlock()
+		return u.state.takeAttention(n)
+	}
+	pending := u.state.hasAttention(n)
+	u.mu.Unlock()
+	if !pending {
+		return scsi.Code{}, false
+	}
+	return u.takeSharedAttention(n)
 }
 
 // Execute implements scsi.Reservations.
 func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descriptor bool) {
 	res.Reset(len(cmd.Data))
 	var out Outcome
+	var hold time.Duration // a revoking change completes at this instant (shared store)
 	cdb := cmd.CDB
 	switch {
 	case cdb[0] == scsi.OpPersistentReserveIn && len(cdb) >= 10:
@@ -217,17 +239,18 @@ func (u *Unit) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, descri
 		}
 		param := make([]byte, plen) // copied once: the guest may rewrite its buffer
 		copy(param, cmd.Data)
-		out = u.apply(func(s *State) Outcome { return s.Out(n, cdb, param) })
+		out, hold = u.apply(func(s *State) Outcome { return s.Out(n, cdb, param) })
 		res.Resid = len(cmd.Data) - plen
 	case cdb[0] == scsi.OpReserve6 || cdb[0] == scsi.OpReserve10:
 		u.stats.out.Add(1)
-		out = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, true) })
+		out, hold = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, true) })
 	case cdb[0] == scsi.OpRelease6 || cdb[0] == scsi.OpRelease10:
 		u.stats.out.Add(1)
-		out = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, false) })
+		out, hold = u.apply(func(s *State) Outcome { return s.Legacy6or10(n, false) })
 	default:
 		out = check(scsi.InvalidOpcode)
 	}
+	u.holdUntil(hold)
 	switch out.Status {
 	case scsi.StatusGood:
 	case scsi.StatusCheckCondition:
@@ -246,10 +269,11 @@ func (u *Unit) LogicalUnitReset(scsi.Nexus) {
 	u.mu.Unlock()
 	if held {
 		u.stats.out.Add(1)
-		u.apply(func(s *State) Outcome {
+		_, hold := u.apply(func(s *State) Outcome {
 			s.Legacy = nil
 			return good
 		})
+		u.holdUntil(hold)
 	}
 }
 
@@ -258,8 +282,11 @@ func (u *Unit) LogicalUnitReset(scsi.Nexus) {
 // effect is durable. A version conflict (a shared store updated
 // elsewhere) reloads and retries, and so does a refusal decided on a copy
 // a shared store has moved past: every outcome is one of the stored
-// state, which makes PR commands linearizable across hosts.
-func (u *Unit) apply(fn func(*State) Outcome) Outcome {
+// state, which makes PR commands linearizable across hosts. On a shared
+// store, a stored change that revokes an admission (Revokes) returns the
+// instant before which the command may not complete
+// (lease.Lease.HoldUntil); 0 otherwise.
+func (u *Unit) apply(fn func(*State) Outcome) (Outcome, time.Duration) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for attempt := 0; attempt < 5; attempt++ {
@@ -270,42 +297,60 @@ func (u *Unit) apply(fn func(*State) Outcome) Outcome {
 			// may be stale, and a refusal must hold on the stored state.
 			v := u.version
 			if err := u.refresh(); err != nil {
-				return u.storeFailed(err)
+				return u.storeFailed(err), 0
 			}
 			if u.version != v {
 				continue
 			}
-			return out
+			return out, 0
 		}
 		b, err := Encode(next)
 		if err != nil {
-			return check(scsi.InternalTargetFailure)
+			return check(scsi.InternalTargetFailure), 0
 		}
+		sent := u.now()
 		v, err := u.store.CompareAndSwap(u.lu, u.version, b)
 		if errors.Is(err, ErrVersionConflict) {
 			u.stats.conflicts.Add(1)
 			if err := u.reload(); err != nil {
-				return u.storeFailed(err)
+				return u.storeFailed(err), 0
 			}
 			continue
 		}
 		if err != nil {
-			return u.storeFailed(err)
+			return u.storeFailed(err), 0
 		}
+		prev := u.state
 		u.state, u.version = next, v
-		return out
+		if u.lease == nil {
+			return out, 0
+		}
+		u.lease.Committed(sent, v)
+		if Revokes(&prev, &next) {
+			return out, u.lease.HoldUntil(u.now())
+		}
+		return out, 0
 	}
 	u.stats.failures.Add(1)
 	u.log.Error("reservation state kept changing under this command; command refused", "lu", u.lu)
-	return check(scsi.InternalTargetFailure)
+	return check(scsi.InternalTargetFailure), 0
 }
 
 // reload makes the stored state current (decoding it only when its
-// version moved). Called with u.mu held.
+// version moved). On a shared store the read renews the lease, and a
+// copy the watch has already moved past is kept. Called with u.mu held.
 func (u *Unit) reload() error {
+	sent := u.now()
 	b, v, err := u.store.Load(u.lu)
-	if err != nil || v == u.version {
+	if err != nil {
 		return err
+	}
+	if u.lease != nil {
+		if !u.lease.Confirmed(sent, v) {
+			return nil
+		}
+	} else if v == u.version {
+		return nil
 	}
 	s := State{}
 	if b != nil {
