@@ -40,7 +40,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	devs := &xenbus.Devices{
 		Store: st, Name: "blkback", Stop: crashed,
 		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Config.Domain.ID(), s.BackendType),
-		Failed: s.devices.Failed,
+		Failed: s.devices.Failed, Log: s.Config.Log,
 		Start: func(dir string) (func(), bool) {
 			d, stop := s.consider(st, dir, crashed)
 			if d == nil {

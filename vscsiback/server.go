@@ -91,7 +91,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	devs := &xenbus.Devices{
 		Store: st, Name: "vscsiback", Stop: crashed,
 		Root:   fmt.Sprintf("/local/domain/%d/backend/%s", s.Domain.ID(), BackendType),
-		Failed: s.vhosts.Failed,
+		Failed: s.vhosts.Failed, Log: s.Log,
 		Start: func(dir string) (func(), bool) {
 			d := s.consider(st, dir)
 			if d == nil {

@@ -2,8 +2,11 @@ package xenbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -25,6 +28,22 @@ import (
 //     remembers there (which may be gone);
 //   - a device whose run ended is looked at again: the events for it
 //     while it ran were its runner's, and it may have been created anew.
+//
+// A frontend domain that dies takes its devices with it. On each firing
+// of @releaseDomain (a domain died or shut down) after the one at
+// registration, the directory root/<id> of every frontend domain whose
+// /local/domain/<id> is gone is removed, as libxl removes the devices it
+// made when it destroys a domain: a vbd made by xenblk attach has no
+// daemon of libxl's to do it. A suspended domain (xl save) still has its
+// directory and keeps its devices. The firing at registration removes
+// nothing: what a domain that died before the server started left is the
+// toolstack's to remove (xenblk detach), and directories written by hand
+// for a domain that never existed are not a death. The removal is an ordinary
+// event for the devices' runners: each sees its directory go and ends
+// (its frontend's directory went first, with the domain's, so it has
+// already closed and let go of the guest's grants and channels). A
+// backend that cannot read /local/domain/<id> (a driver domain, to which
+// the guest's directory is not readable) removes nothing.
 type Devices struct {
 	Store xen.Store
 	Root  string
@@ -40,6 +59,8 @@ type Devices struct {
 	// Stop, when closed, makes Serve return as a crash does: at once,
 	// starting nothing more.
 	Stop <-chan struct{}
+	// Log hears the dead domains' removals (nil: slog.Default()).
+	Log *slog.Logger
 }
 
 // Serve runs until ctx is cancelled or Stop is closed, then waits for
@@ -50,6 +71,12 @@ func (d *Devices) Serve(ctx context.Context) error {
 		return fmt.Errorf("%s: watch %s: %w", d.Name, d.Root, err)
 	}
 	defer w.Close()
+	released, err := d.Store.Watch("@releaseDomain", d.Name+"-released")
+	if err != nil {
+		return fmt.Errorf("%s: watch @releaseDomain: %w", d.Name, err)
+	}
+	defer released.Close()
+	registered := false // the registration's firing has been seen
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// ended hears the directory of each device whose run returned, until
@@ -70,6 +97,14 @@ func (d *Devices) Serve(ctx context.Context) error {
 				return fmt.Errorf("%s: store connection closed", d.Name)
 			}
 			dirs = d.concerned(ev.Path)
+		case _, ok := <-released.Events():
+			if !ok {
+				return fmt.Errorf("%s: store connection closed", d.Name)
+			}
+			if registered {
+				d.removeDead()
+			}
+			registered = true
 		}
 		// select picks among ready cases at random: an event (another
 		// backend writing in the area) may win over the stop.
@@ -122,6 +157,35 @@ func (d *Devices) concerned(path string) []string {
 		}
 	}
 	return dirs
+}
+
+// removeDead removes root/<id> for every frontend domain id whose
+// /local/domain/<id> is gone. The removal's events reach the loop's
+// watch: the devices there are looked at, and their runners end.
+func (d *Devices) removeDead() {
+	doms, err := d.Store.Directory(d.Root)
+	if err != nil {
+		return
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	for _, dom := range doms {
+		id, err := strconv.ParseUint(dom, 10, 16)
+		if err != nil {
+			continue
+		}
+		if _, err := d.Store.Read(fmt.Sprintf("/local/domain/%d", id)); !errors.Is(err, xen.ErrNotFound) {
+			continue
+		}
+		dir := d.Root + "/" + dom
+		if err := d.Store.Remove(dir); err != nil && !errors.Is(err, xen.ErrNotFound) {
+			log.Warn("cannot remove a dead domain's devices", "dir", dir, "err", err)
+			continue
+		}
+		log.Info("domain gone: its devices removed", "domain", id, "dir", dir)
+	}
 }
 
 // scan lists the device directories root/<frontend-domid>/<devid>, of

@@ -360,6 +360,19 @@ func (s *eventSpace) portsOf(dom xen.DomID) []xen.Port {
 	return out
 }
 
+// channelsTo counts the live ports of dom whose remote is remote.
+func (s *eventSpace) channelsTo(dom, remote xen.DomID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, e := range s.ports {
+		if k.dom == dom && e.remote == remote {
+			n++
+		}
+	}
+	return n
+}
+
 // newChannel builds a domain's end from its info; status is that domain's
 // mapping of the host's status memory.
 func newChannel(in endInfo, status []byte, unbind func()) *channel {

@@ -154,6 +154,17 @@ func (t *grantTable) sweep() (left bool) {
 	return left
 }
 
+// mapped counts the entries some domain maps.
+func (t *grantTable) mapped() int {
+	n := 0
+	for off := reservedRefs * entrySize; off < len(t.mem); off += entrySize {
+		if t.word(off).Load()&(gtfReading|gtfWriting) != 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // acquire validates ref for mapper and marks it in use; it returns the frame.
 func (t *grantTable) acquire(mapper xen.DomID, ref xen.GrantRef, write bool) (uint32, error) {
 	if ref < reservedRefs || int(ref) >= t.entries {

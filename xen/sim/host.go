@@ -201,6 +201,10 @@ func (h *Host) Destroy(id xen.DomID) {
 	}
 }
 
+// Channels counts the live event-channel ports of dom whose other end is
+// remote's (bound, or offered to it).
+func (h *Host) Channels(dom, remote xen.DomID) int { return h.events.channelsTo(dom, remote) }
+
 // Store returns a privileged store connection (for the toolstack).
 func (h *Host) Store() xen.Store { return h.store.connect(0) }
 
@@ -228,6 +232,12 @@ func (d *Domain) Mapper() xen.Mapper   { return d.mapper }
 func (d *Domain) Events() xen.Events   { return d.evs }
 func (d *Domain) Store() xen.Store     { return d.store }
 func (d *Domain) Close() error         { d.host.Destroy(d.id); return nil }
+
+// MappedGrants counts the entries of d's grant table that another domain
+// maps (GTF_reading or GTF_writing set). On Xen a dead domain's memory
+// is freed only once this reaches zero; here too, its table is swept
+// until then.
+func (d *Domain) MappedGrants() int { return d.grants.mapped() }
 
 // events implements xen.Events for a domain in the host's process.
 type events struct{ d *Domain }
