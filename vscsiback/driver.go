@@ -206,7 +206,7 @@ func (d *vhostDriver) table() []LUN {
 	out := make([]LUN, 0, len(idx))
 	for _, n := range idx {
 		u := d.luns[n]
-		out = append(out, LUN{Channel: u.addr.Channel, Target: u.addr.Target, LUN: u.addr.LUN, Engine: u.engine})
+		out = append(out, LUN{Channel: u.addr.Channel, Target: u.addr.Target, LUN: u.addr.LUN, Engine: u.engine, Nexus: u.nexus})
 	}
 	return out
 }

@@ -122,6 +122,15 @@ func (q *queue) copyData(toGuest bool) {
 	}
 }
 
+// nexusOf is the nexus LUN i's commands run as: its named nexus, else
+// the vhost's.
+func (q *queue) nexusOf(i int) scsi.Nexus {
+	if n := q.table[i].Nexus; n.Initiator != "" {
+		return n
+	}
+	return q.nexus
+}
+
 // execute runs the pending command p on its LUN's engine over its
 // buffer, leaving the engine's result in p.res for answer.
 func (q *queue) execute(p *pending) {
@@ -129,7 +138,7 @@ func (q *queue) execute(p *pending) {
 	p.cmd = scsi.Command{CDB: pl.cdb[:pl.cdbLen], Dir: pl.dir, Data: p.data}
 	res := &p.res
 	res.Reset(len(p.data))
-	q.table[pl.lun].Engine.Execute(q.nexus, &p.cmd, res)
+	q.table[pl.lun].Engine.Execute(q.nexusOf(pl.lun), &p.cmd, res)
 	if pl.cdb[0] == scsi.OpReportLuns && res.Status == scsi.StatusGood && pl.dir == scsi.DirFromDevice {
 		q.reportLUNs(&p.req, p.cmd.CDB, p.data, res)
 	}
@@ -216,7 +225,7 @@ func (q *queue) reset(pl *plan) {
 		}
 	}
 	if r, ok := q.table[pl.lun].Engine.(scsi.LogicalUnitResetter); ok {
-		r.LogicalUnitReset(q.nexus)
+		r.LogicalUnitReset(q.nexusOf(pl.lun))
 	}
 	q.respond(pl.rqid, vscsiif.ResetSuccess, 0, nil)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/xenblk/xenblk/diskspec"
+	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/vbd"
@@ -24,6 +25,7 @@ type openLUN struct {
 	addr   vscsibus.VDev
 	engine scsiengine.Engine
 	dev    storage.Device
+	nexus  scsi.Nexus // named by the LUN's initiator key; zero otherwise
 }
 
 // close closes the engine (a pass-through's hold on its disk) and the
@@ -106,7 +108,14 @@ func (s *Server) openLUN(vhostDir string, l vscsibus.LUN) (*openLUN, error) {
 	if !passthrough {
 		vbd.ReportEngine(st, u, c, s.Log)
 	}
-	return &openLUN{addr: l.VDev, engine: e, dev: dev}, nil
+	ol := &openLUN{addr: l.VDev, engine: e, dev: dev}
+	if o.Initiator != "" {
+		// The virtual device without colons, which end the initiator
+		// in a TransportID (pr.ParseTransportName).
+		v := l.VDev
+		ol.nexus = scsi.Nexus{Initiator: o.Initiator, Device: fmt.Sprintf("lun-%d-%d-%d-%d", v.Host, v.Channel, v.Target, v.LUN)}
+	}
+	return ol, nil
 }
 
 func (s *Server) sysfs() string {

@@ -682,3 +682,31 @@ func TestServerServesAnNBDExport(t *testing.T) {
 		t.Fatal("the guest's write is not in the export")
 	}
 }
+
+// A LUN whose spec names an initiator runs as that named nexus, not as
+// (domain, vhost): READ FULL STATUS shows its registration under
+// xen:vm:<initiator>:lun-H-C-T-L, which the guest keeps on any host.
+func TestServerNamesALUNsNexusByItsInitiator(t *testing.T) {
+	s := simstack.ForTest(t, nil, simstack.Options{})
+	st := s.Host.Store()
+	reg := newRegistry(pr.NewMemoryStore())
+	g, err := s.Host.NewDomain("scsi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, s.Host, reg)
+	v := createVhost(t, s.Host, g, 0, srv.stop, imageFile(t, 9)+", 0:0:0:0, shared=1, initiator=vm-6f1c")
+	v.connected(t, st, 0)
+	lun := at{0, 0, 0}
+	v.spoken(lun)
+	good(t, v.prOut(lun, 0x06, 0, 0, 0xc1)) // REGISTER AND IGNORE EXISTING KEY
+	full := v.prIn(lun, 0x03)               // READ FULL STATUS
+	sd, _, ok := pr.ParseStatusDescriptor(full[8:])
+	if !ok {
+		t.Fatalf("READ FULL STATUS: % x", full)
+	}
+	n, ok := pr.ParseTransportID(sd.TransportID)
+	if !ok || pr.TransportName(n) != "xen:vm:vm-6f1c:lun-0-0-0-0" || sd.Key != 0xc1 {
+		t.Fatalf("the registration: key %#x, %q; want 0xc1 by xen:vm:vm-6f1c:lun-0-0-0-0", sd.Key, pr.TransportName(n))
+	}
+}

@@ -55,6 +55,10 @@ type Config struct {
 type LUN struct {
 	Channel, Target, LUN uint16
 	Engine               scsiengine.Engine
+	// Nexus, when its Initiator is set (the LUN's initiator key), is the
+	// nexus the LUN's commands run as instead of the vhost's: the same
+	// on every host the guest runs on.
+	Nexus scsi.Nexus
 }
 
 // ErrClosed is Run's answer once Close has been called.
