@@ -109,3 +109,23 @@ func BenchmarkGrantCopy4K(b *testing.B) {
 		}
 	}
 }
+
+// TestMapAllocations: mapping a page and unmapping it allocates the
+// mapping alone (a backend's per-request map, where it maps).
+func TestMapAllocations(t *testing.T) {
+	_, d0, g := newTestHost(t)
+	gr, err := g.Granter().Grant(0, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := d0.Mapper()
+	if n := testing.AllocsPerRun(100, func() {
+		m, err := mp.Map(g.ID(), gr.Refs, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = m.Unmap()
+	}); n > 1 {
+		t.Fatalf("Map+Unmap of one page: %v allocations, want 1 (the mapping)", n)
+	}
+}

@@ -98,9 +98,9 @@ func (w *copyWindow) extend(file *os.File, frame uint32) bool {
 		return true
 	}
 	var to uint32
-	err := withFDs([]*os.File{file}, func(fds []int) error {
+	err := withFD(file, func(fd int) error {
 		var st unix.Stat_t
-		if err := unix.Fstat(fds[0], &st); err != nil {
+		if err := unix.Fstat(fd, &st); err != nil {
 			return err
 		}
 		// The memfd never shrinks (newMemory seals it), so frames below
@@ -111,7 +111,7 @@ func (w *copyWindow) extend(file *os.File, frame uint32) bool {
 		}
 		addr := uintptr(unsafe.Pointer(&w.base[0])) + uintptr(from)*xen.PageSize
 		_, _, e := unix.Syscall6(unix.SYS_MMAP, addr, uintptr(to-from)*xen.PageSize,
-			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_FIXED, uintptr(fds[0]), uintptr(from)*xen.PageSize)
+			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_FIXED, uintptr(fd), uintptr(from)*xen.PageSize)
 		if e != 0 {
 			return e
 		}

@@ -75,7 +75,8 @@ type mapper struct {
 type mapping struct {
 	mem    []byte
 	grants *grantTable
-	refs   []xen.GrantRef
+	refs   []xen.GrantRef // in inline when they fit
+	inline [4]xen.GrantRef
 	write  bool
 	once   sync.Once
 }
@@ -103,7 +104,15 @@ func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Ma
 		return nil, err
 	}
 	write := !readOnly
-	frames := make([]uint32, len(refs))
+	// A mapping of a few pages (a ring, a request's segments) keeps its
+	// frames on the stack and its refs inside the mapping: Map then
+	// allocates the mapping alone.
+	var framesInline [16]uint32
+	frames := framesInline[:0]
+	if len(refs) > len(framesInline) {
+		frames = make([]uint32, 0, len(refs))
+	}
+	frames = frames[:len(refs)]
 	for i, r := range refs {
 		f, err := g.grants.acquire(mp.self, r, write)
 		if err != nil {
@@ -121,7 +130,9 @@ func (mp *mapper) Map(dom xen.DomID, refs []xen.GrantRef, readOnly bool) (xen.Ma
 		}
 		return nil, err
 	}
-	return &mapping{mem: mem, grants: g.grants, refs: append([]xen.GrantRef(nil), refs...), write: write}, nil
+	m := &mapping{mem: mem, grants: g.grants, write: write}
+	m.refs = append(m.inline[:0], refs...)
+	return m, nil
 }
 
 // Copy performs every segment as Xen's GNTTABOP_copy does: each one's

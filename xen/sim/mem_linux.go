@@ -105,8 +105,8 @@ func (m *memory) release(frames []uint32) {
 	defer m.mu.Unlock()
 	for _, f := range frames {
 		// Punching a hole frees the page and makes it read back as zeros.
-		_ = withFDs([]*os.File{m.file}, func(fds []int) error {
-			return unix.Fallocate(fds[0], unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
+		_ = withFD(m.file, func(fd int) error {
+			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(f)*xen.PageSize, xen.PageSize)
 		})
 		m.free = append(m.free, f)
 	}
@@ -119,14 +119,27 @@ func (m *memory) release(frames []uint32) {
 func mapFrames(f *os.File, frames []uint32, write bool) ([]byte, error) {
 	var mem []byte
 	var merr error
-	err := withFDs([]*os.File{f}, func(fds []int) error {
-		mem, merr = mapFrameRun(fds[0], frames, write)
+	err := withFD(f, func(fd int) error {
+		mem, merr = mapFrameRun(fd, frames, write)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: domain memory is gone: %v", xen.ErrBadGrant, err)
 	}
 	return mem, merr
+}
+
+// withFD is withFDs for one file, allocating nothing (a Map's path).
+func withFD(f *os.File, fn func(fd int) error) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // withFDs runs fn with the raw descriptors of files, each held open
