@@ -44,17 +44,22 @@ func (u *Unit) Observe(c Change) {
 	u.state, u.version = c.State.Clone(), c.Version
 }
 
-// Refresh reads the shared state linearizably, installs it if the cache
+// Refresh reads the shared state linearizably, installs it if the copy
 // was behind and renews the lease from the instant the read was sent. It
 // logs the lease running out (the unit then fails closed) and coming
-// back, once each.
+// back, once each. The read is made without the unit's lock: admissions
+// are not held up by a store that is slow to answer.
 func (u *Unit) Refresh() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.lease == nil {
+	if u.lease == nil { // set at open, never changed
 		return nil
 	}
-	err := u.reload()
+	sent := u.now()
+	b, v, err := u.store.Load(u.lu)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err == nil {
+		err = u.install(sent, b, v)
+	}
 	switch u.lease.Check(u.now()) {
 	case lease.FailClosed:
 		u.SetFailClosed(true)

@@ -277,3 +277,39 @@ func TestRevokes(t *testing.T) {
 		}
 	}
 }
+
+// stuckStore's Load waits until released: a store slow to answer.
+type stuckStore struct {
+	Store
+	entered, release chan struct{}
+}
+
+func (s stuckStore) Load(lu string) ([]byte, uint64, error) {
+	close(s.entered)
+	<-s.release
+	return s.Store.Load(lu)
+}
+
+// A lease renewal that waits on the store does not hold up admissions:
+// the read is made without the unit's lock.
+func TestRefreshDoesNotHoldUpAdmissions(t *testing.T) {
+	shared := NewMemoryStore()
+	a := newHost(t, shared)
+	a.mustOut("A", OutRegisterAndIgnore, 0, 0, 0xa)
+	stuck := stuckStore{Store: shared, entered: make(chan struct{}), release: make(chan struct{})}
+	a.u.store = stuck
+	refreshed := make(chan error)
+	go func() { refreshed <- a.u.Refresh() }()
+	<-stuck.entered
+	checked := make(chan bool)
+	go func() { checked <- a.u.Conflict(nexuses["B"], read10) }()
+	select {
+	case <-checked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an admission waited for the lease renewal's read")
+	}
+	close(stuck.release)
+	if err := <-refreshed; err != nil {
+		t.Fatal(err)
+	}
+}

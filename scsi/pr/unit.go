@@ -345,20 +345,32 @@ func (u *Unit) reload() error {
 	if err != nil {
 		return err
 	}
+	return u.install(sent, b, v)
+}
+
+// install takes what a read sent at instant sent found: the encoded
+// state b at version v. It becomes the copy if its version moved (on a
+// shared store: if it is newer than the copy, which the watch may have
+// moved past it), and on a shared store the read renews the lease. A
+// state that does not decode changes nothing. Called with u.mu held.
+func (u *Unit) install(sent time.Duration, b []byte, v uint64) error {
+	newer := v != u.version
 	if u.lease != nil {
-		if !u.lease.Confirmed(sent, v) {
-			return nil
-		}
-	} else if v == u.version {
-		return nil
+		newer = v > u.lease.Version()
 	}
 	s := State{}
-	if b != nil {
+	if newer && b != nil {
+		var err error
 		if s, err = Decode(b); err != nil {
 			return err
 		}
 	}
-	u.state, u.version = s, v
+	if u.lease != nil {
+		u.lease.Confirmed(sent, v)
+	}
+	if newer {
+		u.state, u.version = s, v
+	}
 	return nil
 }
 
