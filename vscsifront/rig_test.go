@@ -6,26 +6,24 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/xenblk/xenblk/internal/eventually"
+	"github.com/xenblk/xenblk/internal/vscsitest"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
-	"github.com/xenblk/xenblk/vscsiback"
 	"github.com/xenblk/xenblk/vscsibus"
 	"github.com/xenblk/xenblk/vscsifront"
 	"github.com/xenblk/xenblk/vscsispec"
-	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xen/sim"
 )
 
 // The tests run the frontend in a guest of a simulated host against
 // xenblk's own backend in dom0: a vscsibus.Runner with a small backend
-// driver around vscsiback.Vhost (backDriver), LUNs served by the engine
+// driver around vscsiback.Vhost (vscsitest.Backend), LUNs served by the engine
 // registry's emulation over memory disks, the vhost and its LUNs made
 // by the toolstack's own functions.
 
@@ -62,7 +60,7 @@ func newSimHost(t testing.TB) *simHost {
 type rig struct {
 	*simHost
 	tv    toolstack.Vhost
-	back  *backDriver
+	back  *vscsitest.Backend
 	front *vscsifront.Vhost
 }
 
@@ -96,8 +94,8 @@ func (h *simHost) vhost(devID uint32, cfg rigConfig, specs ...string) *rig {
 	if err := toolstack.CreateVhost(h.host.Store(), r.tv, sp...); err != nil {
 		t.Fatal(err)
 	}
-	r.back = &backDriver{dom: h.host.Dom0(), front: h.guest.ID(), dir: r.tv.BackendPath(), sgGrant: cfg.sgGrant, disks: cfg.disks,
-		reg: h.reg, engine: cfg.engine, luns: map[int]vscsiback.LUN{}}
+	r.back = &vscsitest.Backend{Domain: h.host.Dom0(), Front: h.guest.ID(), Dir: r.tv.BackendPath(), SGGrant: cfg.sgGrant,
+		Engine: engineFor(r.tv.BackendPath(), cfg.disks, h.reg, cfg.engine), Log: quiet}
 	fc := cfg.front
 	fc.Domain, fc.Backend = h.guest, 0
 	if fc.Log == nil {
@@ -175,98 +173,21 @@ func addr(s string) vscsibus.VDev {
 	return a
 }
 
-// backDriver is the backend's vscsibus.Driver: a vscsiback.Vhost on the
-// ring the frontend published, its LUN table kept as the Runner says.
-type backDriver struct {
-	dom     xen.Domain
-	front   xen.DomID
-	dir     string
-	sgGrant int
-	disks   map[string]storage.Device
-	reg     *scsiengine.Registry
-	engine  func(pdev string, dev storage.Device) scsiengine.Engine
-
-	mu   sync.Mutex
-	v    *vscsiback.Vhost
-	done chan error
-	luns map[int]vscsiback.LUN
-}
-
-func (b *backDriver) table() []vscsiback.LUN {
-	var out []vscsiback.LUN
-	for _, l := range b.luns {
-		out = append(out, l)
-	}
-	return out
-}
-
-func (b *backDriver) Connect(r vscsibus.Ring) (vscsibus.Ring, error) {
-	v, err := vscsiback.Connect(vscsiback.Config{Domain: b.dom, Front: b.front, Vhost: b.dir,
-		RingRef: r.Ref, Port: r.Port, ABI: r.ABI, SGGrant: b.sgGrant, Log: quiet})
-	if err != nil {
-		return r, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.v, b.done = v, make(chan error, 1)
-	v.SetLUNs(b.table())
-	go func(done chan error) { done <- v.Run() }(b.done)
-	return r, nil
-}
-
-func (b *backDriver) Attach(int) error  { return nil }
-func (b *backDriver) Refresh(int) error { return nil }
-
-func (b *backDriver) Disconnect() {
-	b.mu.Lock()
-	v, done := b.v, b.done
-	b.v = nil
-	b.mu.Unlock()
-	if v != nil {
-		_ = v.Close()
-		<-done
-	}
-}
-
-func (b *backDriver) AttachLUN(l vscsibus.LUN, done func(error)) {
-	dev, ok := b.disks[l.PDev]
-	if !ok {
-		done(fmt.Errorf("no disk %q", l.PDev))
-		return
-	}
-	var e scsiengine.Engine
-	if b.engine != nil {
-		e = b.engine(l.PDev, dev)
-	} else {
-		var err error
-		if e, _, err = b.reg.Open(scsiengine.Unit{Name: b.dir, ID: l.PDev}, dev); err != nil {
-			done(err)
-			return
+// engineFor is what serves a p-dev of disks: engine's, or else the
+// registry's engine over the disk.
+func engineFor(dir string, disks map[string]storage.Device, reg *scsiengine.Registry,
+	engine func(pdev string, dev storage.Device) scsiengine.Engine) func(string) (scsiengine.Engine, error) {
+	return func(pdev string) (scsiengine.Engine, error) {
+		dev, ok := disks[pdev]
+		if !ok {
+			return nil, fmt.Errorf("no disk %q", pdev)
 		}
+		if engine != nil {
+			return engine(pdev, dev), nil
+		}
+		e, _, err := reg.Open(scsiengine.Unit{Name: dir, ID: pdev}, dev)
+		return e, err
 	}
-	b.mu.Lock()
-	b.luns[l.Index] = vscsiback.LUN{Channel: l.VDev.Channel, Target: l.VDev.Target, LUN: l.VDev.LUN, Engine: e}
-	if b.v != nil {
-		b.v.SetLUNs(b.table())
-	}
-	b.mu.Unlock()
-	done(nil)
-}
-
-func (b *backDriver) DetachLUN(n int) {
-	b.mu.Lock()
-	delete(b.luns, n)
-	if b.v != nil {
-		b.v.SetLUNs(b.table())
-	}
-	b.mu.Unlock()
-}
-
-func (b *backDriver) Remove() {
-	b.Disconnect()
-	b.mu.Lock()
-	clear(b.luns)
-	b.mu.Unlock()
 }
 
 // memDisks is one zeroed memory disk of size bytes per p-dev name.
