@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -258,6 +259,11 @@ func closeAndCheck(t *testing.T, d *Image, img, raw string, model []byte) {
 		t.Fatalf("qemu-img check:\n%s", out)
 	}
 	run(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", img, raw)
+	// qemu-io opens it too (the bytes are compare's to check).
+	out = run(t, "qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read 0 %d", len(model)), img)
+	if strings.Contains(out, "failed") || strings.Contains(out, "error") {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
 }
 
 // TestSteadyStateAllocatesNothing: reads of any kind of cluster but a
