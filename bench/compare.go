@@ -175,12 +175,19 @@ type dualStack struct {
 }
 
 // openDual opens a fresh device of backend and serves it over both
-// transports; the stack's Close closes the device (blkback's), the LUN
+// transports (an image file recached, so that both sides of a comparison
+// start with their files in the page cache alike); the stack's Close closes the device (blkback's), the LUN
 // leaving it open.
 func openDual(ctx context.Context, backend string, o Options) (*dualStack, error) {
 	dev, err := openBackend(backend, o)
 	if err != nil {
 		return nil, err
+	}
+	if path := imagePath(backend, o); path != "" {
+		if err := recache(dev, path); err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("bench: %s: %w", backend, err)
+		}
 	}
 	ss, err := simstack.NewHost(simstack.Options{})
 	if err != nil {

@@ -294,7 +294,7 @@ var Backends = []string{"null", "memory", "file", "qcow2", "qcow2-fresh"}
 // so the workloads measure the mapped path; otherwise every first write
 // to a cluster allocates it.
 func openQcow2(dir string, size int64, allocated bool) (storage.Device, error) {
-	path := filepath.Join(dir, "xenblk-bench.qcow2")
+	path := filepath.Join(dir, benchQcow2)
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -314,12 +314,10 @@ func openQcow2(dir string, size int64, allocated bool) (storage.Device, error) {
 	return img, nil
 }
 
-// fill writes non-zero data everywhere so reads copy real pages.
+// fill writes non-zero data everywhere so reads copy real pages: 1 MiB
+// of fillPattern, again and again.
 func fill(w io.WriterAt, size int64) error {
-	buf := make([]byte, 1<<20)
-	for i := range buf {
-		buf[i] = byte(i*7 + 1)
-	}
+	buf := fillPattern()
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		if _, err := w.WriteAt(buf[:min(int64(len(buf)), size-off)], off); err != nil {
 			return err
@@ -328,10 +326,26 @@ func fill(w io.WriterAt, size int64) error {
 	return nil
 }
 
+// fillPattern is the 1 MiB fill repeats.
+func fillPattern() []byte {
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i*7 + 1)
+	}
+	return buf
+}
+
+// The images' names in Options.Dir: the file backend's (fio's too), and
+// the qcow2 backends'.
+const (
+	benchImage = "xenblk-bench.img"
+	benchQcow2 = "xenblk-bench.qcow2"
+)
+
 // BenchFile returns the path of a fully written image of size bytes in
 // dir (xenblk-bench.img), creating it if needed; fio uses the same file.
 func BenchFile(dir string, size int64) (string, error) {
-	path := filepath.Join(dir, "xenblk-bench.img")
+	path := filepath.Join(dir, benchImage)
 	if st, err := os.Stat(path); err == nil && st.Size() == size {
 		return path, nil
 	}
