@@ -26,7 +26,7 @@ trap 'rm -rf "$share"' EXIT
 CGO_ENABLED=0 go build -o "$share/xenblk" ./cmd/xenblk || exit 1
 CGO_ENABLED=0 go test -c -o "$share/linux.test" ./xen/linux || exit 1
 CGO_ENABLED=0 go test -c -o "$share/xentest.test" ./internal/xentest || exit 1
-cp xenlab/lib.sh "$share/"
+cp xenlab/lib.sh xenlab/guest*.sh xenlab/guest-init "$share/"
 
 rc=0
 run() { # NAME SCRIPT [DOM0_EXTRA]
