@@ -98,7 +98,11 @@ type VBD struct {
 	cdrom    bool
 	// resume: the vbd was Connected when we found it (a predecessor
 	// died serving it); only the first connection may resume its rings.
-	resume   bool
+	resume bool
+	// hotplug: the toolstack runs a hotplug script for this vbd (libxl
+	// wrote a script node); no frontend is connected before the script
+	// reports (xenbus.NewHotplugBackend).
+	hotplug  bool
 	log      *slog.Logger
 	lost     chan struct{}
 	abandon  chan struct{}
@@ -147,6 +151,9 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	if state, err := st.Read(dir + "/state"); err == nil && strings.TrimSpace(state) == "4" {
 		d.resume = true
 	}
+	if _, err := st.Read(dir + "/" + vbd.KeyScript); err == nil {
+		d.hotplug = true
+	}
 	if dt, err := st.Read(dir + "/" + vbd.KeyDeviceType); err == nil && dt == "cdrom" {
 		d.cdrom, d.readOnly = true, true
 	}
@@ -167,11 +174,16 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 // ctx is cancelled.
 func (d *VBD) Run(ctx context.Context) error {
 	defer close(d.removed)
+	m := xenbus.NewBackend()
+	if d.hotplug {
+		m = xenbus.NewHotplugBackend()
+	}
 	r := &xenbus.Runner{
 		Store:   d.cfg.Domain.Store(),
 		Self:    d.dir,
 		Peer:    d.frontDir,
-		Machine: xenbus.NewBackend(),
+		Machine: m,
+		Hotplug: d.hotplug,
 		Driver:  driver{d},
 		Lost:    d.lost,
 		Abandon: d.abandon,

@@ -40,6 +40,10 @@ const (
 	KeySpec          = "spec" // the disk spec, rendered (diskspec.Spec.String)
 	KeyDiscardEnable = "discard-enable"
 	KeyState         = blkif.KeyState
+	// KeyScript is the hotplug script libxl runs for the vbd once its
+	// backend is in InitWait (/etc/xen/scripts/block for xl's
+	// format=raw disks); the script reports in hotplug-status.
+	KeyScript = "script"
 
 	// The frontend directory, written by the toolstack.
 	KeyBackend       = "backend"

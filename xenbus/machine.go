@@ -22,6 +22,11 @@ const (
 	// channel closed, its domain released) even if its state node still
 	// claims otherwise.
 	EvPeerLost
+	// EvHotplugDone: backend only — the toolstack's hotplug script
+	// reported the device ready (libxl's block script wrote
+	// hotplug-status=connected). Only a machine made by
+	// NewHotplugBackend waits for it.
+	EvHotplugDone
 )
 
 // Event is one input to a machine.
@@ -117,10 +122,24 @@ type Machine struct {
 	// means its nodes were removed (the guest is gone); before it, only
 	// that it has not written yet.
 	peerSeen bool
+	// awaitHotplug: a backend whose toolstack runs a hotplug script
+	// after seeing InitWait stays in InitWait until EvHotplugDone. libxl
+	// waits for exactly InitWait before it runs the script, and its
+	// block script refuses a device whose state is no longer InitWait,
+	// so connecting first would fail the attach (Linux's blkback holds
+	// the same way, until the script's physical-device appears).
+	awaitHotplug bool
 }
 
 // NewBackend returns the machine of a backend device that is online.
 func NewBackend() *Machine { return &Machine{backend: true, online: true} }
+
+// NewHotplugBackend returns the machine of a backend device that is
+// online and whose toolstack runs a hotplug script: it connects no
+// frontend before EvHotplugDone.
+func NewHotplugBackend() *Machine {
+	return &Machine{backend: true, online: true, awaitHotplug: true}
+}
 
 // NewFrontend returns the machine of a frontend device.
 func NewFrontend() *Machine { return &Machine{online: true} }
@@ -224,6 +243,11 @@ func (m *Machine) stepBackend(ev Event, emit func(...Action)) {
 		if !m.online {
 			m.remove(emit)
 		}
+	case EvHotplugDone:
+		if m.awaitHotplug {
+			m.awaitHotplug = false
+			m.backendPeerChanged(emit)
+		}
 	}
 }
 
@@ -243,7 +267,7 @@ func (m *Machine) backendPeerChanged(emit func(...Action)) {
 			emit(Action{Kind: ActPublish}, setState(InitWait))
 		}
 	case Initialised, Connected:
-		if m.self == InitWait && !m.connecting && !m.connected && m.online {
+		if m.self == InitWait && !m.connecting && !m.connected && m.online && !m.awaitHotplug {
 			m.connecting = true
 			// A frontend already Connected, or already Initialised
 			// when we started, got there with an earlier backend: its

@@ -13,9 +13,10 @@ import (
 // event, the actions it returns and the resulting states. Commands:
 //
 //	backend | frontend        start a fresh machine of that role
+//	hotplug-backend           a backend that waits for its hotplug script
 //	step                      one event per line:
 //	                            start | peer <State> | connect-done [fail]
-//	                            offline | lost
+//	                            offline | lost | hotplug-done
 func TestMachineTranscripts(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		var m *Machine
@@ -26,6 +27,9 @@ func TestMachineTranscripts(t *testing.T) {
 				return "ok"
 			case "frontend":
 				m = NewFrontend()
+				return "ok"
+			case "hotplug-backend":
+				m = NewHotplugBackend()
 				return "ok"
 			case "step":
 				var b strings.Builder
@@ -68,6 +72,8 @@ func parseEvent(line string) (Event, error) {
 		return Event{Kind: EvOffline}, nil
 	case "lost":
 		return Event{Kind: EvPeerLost}, nil
+	case "hotplug-done":
+		return Event{Kind: EvHotplugDone}, nil
 	case "connect-done":
 		ev := Event{Kind: EvConnectDone}
 		if len(f) > 1 && f[1] == "fail" {

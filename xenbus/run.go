@@ -38,6 +38,13 @@ type Runner struct {
 	Peer    string // the other end's directory
 	Machine *Machine
 	Driver  Driver
+	// Hotplug says the toolstack runs a hotplug script for this backend
+	// device, which reports in Self's hotplug-status node (libxl's
+	// scripts): HotplugConnected there feeds EvHotplugDone, for a
+	// machine made by NewHotplugBackend. A failure (another value, the
+	// reason in hotplug-error) is logged: the toolstack removes a device
+	// whose script failed.
+	Hotplug bool
 	// Lost, if not nil, signals that the transport saw the other end
 	// vanish (its event channel closed); each receive feeds EvPeerLost.
 	Lost <-chan struct{}
@@ -83,12 +90,28 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer w.Close()
 	online = w.Events()
+	var hotplug <-chan xen.WatchEvent
+	if r.Hotplug {
+		hw, err := r.Store.Watch(r.Self+"/"+KeyHotplugStatus, "hotplug")
+		if err != nil {
+			return fmt.Errorf("xenbus: watch %s/%s: %w", r.Self, KeyHotplugStatus, err)
+		}
+		defer hw.Close()
+		hotplug = hw.Events()
+	}
 
 	// The other end's state as it is now, before we start: whether it
 	// was ever seen decides what its vanishing means, and the watch's
 	// first event may come only after the nodes are gone.
 	if err := r.feed(Event{Kind: EvPeerState, State: r.readState(r.Peer)}, log); err != nil {
 		return err
+	}
+	// A script that reported before we started (a restarted backend)
+	// sends no further event.
+	if done, _ := r.hotplugStatus(); done {
+		if err := r.feed(Event{Kind: EvHotplugDone}, log); err != nil {
+			return err
+		}
 	}
 	if err := r.feed(Event{Kind: EvStart}, log); err != nil {
 		return err
@@ -123,6 +146,19 @@ func (r *Runner) Run(ctx context.Context) error {
 				continue // our directory is there (or not written yet)
 			}
 			ev = Event{Kind: EvOffline}
+		case _, ok := <-hotplug:
+			if !ok {
+				return errors.New("xenbus: store connection closed")
+			}
+			done, failed := r.hotplugStatus()
+			if failed != "" {
+				reason, _ := r.Store.Read(r.Self + "/" + KeyHotplugError)
+				log.Warn("the hotplug script failed; the toolstack will remove the device", "status", failed, "error", reason)
+			}
+			if !done {
+				continue
+			}
+			ev = Event{Kind: EvHotplugDone}
 		case <-r.Lost:
 			ev = Event{Kind: EvPeerLost}
 		case <-r.Abandon:
@@ -195,6 +231,32 @@ func (r *Runner) step(ev Event, log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// The nodes of a backend device where the toolstack's hotplug script
+// reports (xen-hotplug-common.sh's success, block-common.sh's ebusy).
+const (
+	KeyHotplugStatus = "hotplug-status"
+	KeyHotplugError  = "hotplug-error"
+	// HotplugConnected is the status of a script that succeeded.
+	HotplugConnected = "connected"
+)
+
+// hotplugStatus reads the hotplug-status node: done when it says
+// HotplugConnected; failed is any other value it holds.
+func (r *Runner) hotplugStatus() (done bool, failed string) {
+	if !r.Hotplug {
+		return false, ""
+	}
+	v, err := r.Store.Read(r.Self + "/" + KeyHotplugStatus)
+	if err != nil {
+		return false, ""
+	}
+	v = strings.TrimSpace(v)
+	if v == HotplugConnected {
+		return true, ""
+	}
+	return false, v
 }
 
 func (r *Runner) readState(dir string) State {

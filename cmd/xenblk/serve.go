@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,8 +58,17 @@ disk served over both shares one SCSI identity and one set of
 reservations; a LUN that cannot be opened is refused alone.
 
 Create vbds with "xenblk attach", vhosts with "xenblk attach --vscsi".
-Stop with Ctrl-C (devices close cleanly).`,
-		Example: `  xenblk host --socket /tmp/x/host.sock &
+Stop with Ctrl-C (devices close cleanly).
+
+With --backend-type vbd, serve is the backend of the disks xl and libxl
+make from an unmodified domU configuration (disk = ['format=raw,
+vdev=xvda, access=rw, target=/srv/d.img']) in place of Linux's
+xen-blkback, which must be kept out of dom0 (module_blacklist=xen_blkback
+on its kernel command line): it serves the image params names, and holds
+a vbd with a hotplug script in InitWait until the script reports in
+hotplug-status, as libxl expects.`,
+		Example: `  xenblk serve --backend-type vbd &   # in dom0; then: xl create guest.cfg
+  xenblk host --socket /tmp/x/host.sock &
   xenblk serve --host /tmp/x/host.sock &
   xenblk front --host /tmp/x/host.sock --name guest1 --nbd 127.0.0.1:10810 &
   xenblk attach --xenstore /tmp/x/xenstored --domain 1 'vdev=xvda, target=/tmp/x/disk.img'
@@ -84,6 +95,11 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 		return err
 	}
 	defer dom.Close()
+	if o.host == "" {
+		if err := kernelClaims(sysModuleDir, o.backendType); err != nil {
+			return err
+		}
+	}
 	log := newLogger(o.verbose)
 	if err := storage.IOUringAvailable(); err != nil {
 		log.Warn("io_uring is not available: image files and block devices are served one system call per request", "err", err)
@@ -130,6 +146,28 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	err = srv.Serve(ctx)
 	cancel()
 	return errors.Join(err, <-vscsiDone)
+}
+
+// sysModuleDir is where Linux lists its loaded (and built-in) modules.
+const sysModuleDir = "/sys/module"
+
+// kernelBackends are the kernel drivers that claim every device under a
+// backend type directory of the domain they run in.
+var kernelBackends = map[string]string{"vbd": "xen_blkback"}
+
+// kernelClaims refuses to serve a backend type that a loaded kernel
+// driver claims too (modules lists them): two backends answering one
+// frontend would each map its rings and serve it.
+func kernelClaims(modules, backendType string) error {
+	mod, ok := kernelBackends[backendType]
+	if !ok {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(modules, mod)); err != nil {
+		return nil
+	}
+	return fmt.Errorf("backend/%[2]s is claimed by Linux's %[1]s, which is loaded: keep it out of this domain (module_blacklist=%[3]s on the kernel command line, or blacklist %[3]s in /etc/modprobe.d before it loads), or give another --backend-type",
+		strings.ReplaceAll(mod, "_", "-"), backendType, mod)
 }
 
 // nbdOpenTimeout bounds the connect and handshake of a LUN's NBD
