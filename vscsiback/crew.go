@@ -2,6 +2,7 @@ package vscsiback
 
 import (
 	"sync"
+	"time"
 
 	"github.com/xenblk/xenblk/scsi"
 )
@@ -67,25 +68,61 @@ func concurrent(op byte) bool {
 	return false
 }
 
+// defaultCrewAfter is Config.CrewAfter's default: commands quicker than
+// this (reads from the page cache or from memory) gain less from
+// overlapping than waking the helpers, often on the other CPU, costs.
+const defaultCrewAfter = 25 * time.Microsecond
+
+// probeEvery: while a vhost's passes run on the crew, one in probeEvery
+// runs serially to measure its pace afresh.
+const probeEvery = 64
+
 // executeAll runs every command of the pass that is to run: on the crew
-// when there is one, more than one command and all of them concurrent;
-// otherwise one after another in ring order.
+// when there is one, more than one command, all of them concurrent and
+// crewTurn says so; otherwise one after another in ring order, timing
+// them for the vhost's pace.
 func (q *queue) executeAll() {
-	n, serial := 0, q.crew == nil
+	n, all := 0, true
 	for i := range q.pend[:q.npend] {
 		if p := &q.pend[i]; !p.answered && !p.failed {
 			n++
-			serial = serial || !concurrent(p.plan.cdb[0])
+			all = all && concurrent(p.plan.cdb[0])
 		}
 	}
-	if n < 2 || serial {
-		for i := range q.pend[:q.npend] {
-			if p := &q.pend[i]; !p.answered && !p.failed {
-				q.execute(p)
-			}
-		}
+	if q.crew != nil && n >= 2 && all && q.crewTurn() {
+		q.runCrew(n)
 		return
 	}
+	start := time.Now()
+	for i := range q.pend[:q.npend] {
+		if p := &q.pend[i]; !p.answered && !p.failed {
+			q.execute(p)
+		}
+	}
+	if n > 0 {
+		q.pace += (time.Since(start)/time.Duration(n) - q.pace) / 4
+	}
+}
+
+// crewTurn reports whether a pass that may use the crew does: always
+// when CrewAfter is negative; otherwise while the vhost's pace (the time
+// a command took, averaged over recent serial passes) is at least
+// CrewAfter, except one pass in probeEvery, which runs serially to
+// measure it again. Passes on the crew do not measure it: there a
+// command's time includes waiting for the others' CPU.
+func (q *queue) crewTurn() bool {
+	if q.crewAfter < 0 {
+		return true
+	}
+	if q.pace < q.crewAfter {
+		return false
+	}
+	q.probe++
+	return q.probe%probeEvery != 0
+}
+
+// runCrew runs the pass's n commands on the crew and waits for them.
+func (q *queue) runCrew(n int) {
 	c := q.crew
 	c.wg.Add(n)
 	for i := range q.pend[:q.npend] {

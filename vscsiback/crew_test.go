@@ -45,6 +45,7 @@ func (d *meetingDisk) ReadAt(p []byte, off int64) (int, error) {
 // depth; each is answered with its data.
 func TestPassRunsReadsAtOnce(t *testing.T) {
 	r := newRig(t)
+	r.crewAfter = -1 // the device's first reads are what the test sees
 	disk := &meetingDisk{Memory: newDisk(t), want: 4, met: make(chan struct{})}
 	f := r.vhost("1/0", 0, r.lun(at{}, "disk", disk))
 	f.spoken(at{})
@@ -58,6 +59,26 @@ func TestPassRunsReadsAtOnce(t *testing.T) {
 	}
 	if disk.missed.Load() {
 		t.Fatalf("the %d READs of one pass never were at the device together: run one after another", disk.want)
+	}
+}
+
+// TestCrewTurn: a vhost whose commands are quick runs its passes
+// serially; one whose commands are slow runs them on the crew, but for
+// one pass in 64 that measures their time again; a negative CrewAfter
+// always uses the crew.
+func TestCrewTurn(t *testing.T) {
+	for _, c := range []struct {
+		after, pace time.Duration
+		want        int // of 128 passes
+	}{
+		{25 * time.Microsecond, 2 * time.Microsecond, 0},
+		{25 * time.Microsecond, 25 * time.Microsecond, 126},
+		{25 * time.Microsecond, time.Millisecond, 126},
+		{-1, 0, 128},
+	} {
+		if got := vscsiback.CrewTurns(c.after, c.pace, 128); got != c.want {
+			t.Errorf("CrewAfter %v, pace %v: %d of 128 passes on the crew, want %d", c.after, c.pace, got, c.want)
+		}
 	}
 }
 
@@ -92,7 +113,7 @@ func BenchmarkPass16Reads(b *testing.B) {
 	}{{"serial", 1}, {"crew", 0}} {
 		b.Run(c.name, func(b *testing.B) {
 			r := newRig(b)
-			r.concurrency = c.concurrency
+			r.concurrency, r.crewAfter = c.concurrency, -1
 			f := r.vhost("1/0", 0, r.lun(at{}, "disk", newDisk(b)))
 			f.spoken(at{})
 			reqs := make([]*vscsiif.Request, 16)

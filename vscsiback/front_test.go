@@ -32,8 +32,9 @@ type rig struct {
 	host  *sim.Host
 	guest *sim.Domain
 	reg   *scsiengine.Registry
-	// concurrency is the vhosts' Config.Concurrency.
+	// concurrency and crewAfter are the vhosts' Config's.
 	concurrency int
+	crewAfter   time.Duration
 }
 
 func newRig(t testing.TB) *rig {
@@ -101,7 +102,7 @@ func (r *rig) vhost(name string, sgGrant int, luns ...vscsiback.LUN) *testFront 
 	f.v, err = vscsiback.Connect(vscsiback.Config{
 		Domain: r.host.Dom0(), Front: r.guest.ID(), Vhost: "backend/vscsi/" + name,
 		RingRef: f.ringRef, Port: f.ch.Port(), ABI: f.abi, SGGrant: sgGrant, Log: quiet,
-		Concurrency: r.concurrency,
+		Concurrency: r.concurrency, CrewAfter: r.crewAfter,
 	})
 	if err != nil {
 		t.Fatal(err)

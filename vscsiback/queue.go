@@ -50,6 +50,11 @@ type queue struct {
 	// helpers+1 commands at once; 0 runs every pass serially.
 	helpers int
 	crew    *crew
+	// crewAfter is Config.CrewAfter; pace and probe are crewTurn's
+	// (crew.go), owned by the queue's goroutine.
+	crewAfter time.Duration
+	pace      time.Duration
+	probe     uint32
 	// stats are the vhost's counters: its driver's, kept across
 	// connections, or the Vhost's own.
 	stats *counters
@@ -107,6 +112,10 @@ func newQueue(v *Vhost, r *ring.Back, ch xen.Channel) *queue {
 	q.stats = cfg.stats
 	if q.stats == nil {
 		q.stats = new(counters)
+	}
+	q.crewAfter = cfg.CrewAfter
+	if q.crewAfter == 0 {
+		q.crewAfter = defaultCrewAfter
 	}
 	q.helpers = len(q.pend) - 1
 	if cfg.Concurrency > 0 {

@@ -22,8 +22,8 @@ func TestStatsCountWhatTheVhostServed(t *testing.T) {
 	good(t, f.do(f.cdb(lun, scsitest.Read10(0, 8), vscsiif.DirFromDevice, 8192))) // 4096 moved
 	good(t, f.do(f.cdb(lun, scsitest.Write10(0, 16), vscsiif.DirToDevice, 8192)))
 	good(t, f.do(f.cdb(lun, tur, vscsiif.DirNone, 0)))
-	f.do(f.cdb(at{0, 5, 0}, tur, vscsiif.DirNone, 0))                // not attached: refused
-	f.do(f.taskManagement(vscsiif.ActSCSIAbort, lun, 999))           // unknown task: refused
+	f.do(f.cdb(at{0, 5, 0}, tur, vscsiif.DirNone, 0))                  // not attached: refused
+	f.do(f.taskManagement(vscsiif.ActSCSIAbort, lun, 999))             // unknown task: refused
 	w := f.cdb(lun, scsitest.Write10(0, 8), vscsiif.DirToDevice, 4096) // aborted in its pass
 	f.push(w, f.taskManagement(vscsiif.ActSCSIAbort, lun, w.RqID))
 	f.collect(2)

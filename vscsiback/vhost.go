@@ -42,7 +42,11 @@ type Config struct {
 	// Concurrency bounds the commands of one pass over the ring that run
 	// at once (crew.go): 0 the ring's size, 1 one at a time in ring order.
 	Concurrency int
-	Log         *slog.Logger
+	// CrewAfter is how long the vhost's commands must take, on average,
+	// for its passes to run them at once (crew.go): 0 the default,
+	// negative always.
+	CrewAfter time.Duration
+	Log       *slog.Logger
 
 	// stats, when set, are counters kept across the vhost's connections
 	// (its Server's); otherwise the Vhost counts on its own.
