@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,10 @@ type frontOptions struct {
 	force    bool
 	reattach bool
 	verbose  bool
+	// tls: the NBD exports' TLS flags; tlsConfig what they make, set
+	// once the flags are checked.
+	tls       nbdTLSOptions
+	tlsConfig *tls.Config
 }
 
 func newFrontCmd() *cobra.Command {
@@ -80,10 +85,15 @@ prints a line for each); when the vhost is detached front exits 0.`,
 	f.BoolVar(&o.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
 	f.BoolVar(&o.reattach, "reattach", false, "when the vbd is detached, wait for the next one instead of exiting")
 	f.BoolVar(&o.verbose, "verbose", false, "log handshake steps")
+	o.tls.addFlags(f)
 	return cmd
 }
 
 func runFront(cmd *cobra.Command, o *frontOptions) error {
+	var err error
+	if o.tlsConfig, err = o.tls.config("front"); err != nil {
+		return err
+	}
 	vhost := cmd.Flags().Changed("vhost")
 	var devid uint32
 	if vhost {
@@ -91,7 +101,6 @@ func runFront(cmd *cobra.Command, o *frontOptions) error {
 			return err
 		}
 	} else {
-		var err error
 		if devid, err = diskspec.VirtualDevice(o.vdev); err != nil {
 			return usagef("%v", err)
 		}
@@ -161,11 +170,11 @@ func frontServe(ctx context.Context, o *frontOptions, signals stopSignals, dom x
 	if err != nil {
 		return false, fmt.Errorf("NBD export on %s: %w", o.nbd, err)
 	}
-	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Device: disk.Device()}}}
+	srv := &nbd.Server{Exports: []nbd.Export{{Name: o.vdev, Device: disk.Device()}}, TLSConfig: o.tlsConfig, TLSRequired: o.tls.required}
 	go srv.Serve(l)
 	in := disk.Info()
 	fmt.Fprintf(out, "connected %s: %d bytes, %d queue(s), indirect %d, persistent %v, scsi %v\nNBD %s\n",
-		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, nbd.ListenerURL(l, o.vdev))
+		dir, in.Size(), in.Queues, in.IndirectSegments, in.Persistent, in.ExtraRequest, o.tls.url(nbd.ListenerURL(l, o.vdev)))
 	var stops []stopper
 	var holds []holdable
 	stop := func() { stopExports(stops, l, srv) }

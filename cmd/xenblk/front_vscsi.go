@@ -95,7 +95,7 @@ func frontServeVhost(ctx context.Context, o *frontOptions, signals stopSignals, 
 	if err != nil {
 		return fmt.Errorf("NBD export on %s: %w", o.nbd, err)
 	}
-	srv := &nbd.Server{}
+	srv := &nbd.Server{TLSConfig: o.tlsConfig, TLSRequired: o.tls.required}
 	go srv.Serve(l)
 	devices := control.NewDevices(nil)
 	var stops []stopper
@@ -153,7 +153,7 @@ func frontServeVhost(ctx context.Context, o *frontOptions, signals stopSignals, 
 			e := lunExport{lun: lun, name: name}
 			srv.AddExport(nbd.Export{Name: name, Device: dev})
 			devices.Add(name, control.SCSIPR(lun))
-			fmt.Fprintf(out, "LUN %s: %d bytes, NBD %s\n", name, dev.Info().Size, nbd.ListenerURL(l, name))
+			fmt.Fprintf(out, "LUN %s: %d bytes, NBD %s\n", name, dev.Info().Size, o.tls.url(nbd.ListenerURL(l, name)))
 			if o.fuse != "" {
 				if e.fuse, err = mountFuse(filepath.Join(o.fuse, name), lunFuseFile, dev, out); err != nil {
 					fmt.Fprintf(out, "LUN %s: no FUSE file: %v\n", name, err)

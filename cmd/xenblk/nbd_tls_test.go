@@ -67,6 +67,37 @@ func checkTLSOnly(t *testing.T, line string, p *testpki.PKI, size int64) {
 	}
 }
 
+// TestFrontTLS: xenblk front's export of the guest's disk takes the same
+// --tls-* flags.
+func TestFrontTLS(t *testing.T) {
+	bin := buildXenblk(t)
+	p := testpki.New(t)
+	dir := t.TempDir()
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	startProc(t, bin, "serve", "--host", sock, "--pr-dir", filepath.Join(dir, "pr"), "--journal-dir", filepath.Join(dir, "journal")).
+		expect(t, "xenblk serve:")
+	front := startProc(t, bin, "front", "--host", sock, "--name", "guest1", "--nbd", freePort(t),
+		"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("server-key.pem"),
+		"--tls-ca", p.Path("ca-cert.pem"), "--tls-required")
+	var domid int
+	fmt.Sscanf(front.expect(t, "domain "), "domain %d", &domid)
+	if out, err := exec.Command(bin, "attach", "--xenstore", xs, "--domain", fmt.Sprint(domid),
+		"format=raw, vdev=xvda, access=rw, target="+img).CombinedOutput(); err != nil {
+		t.Fatalf("attach: %v %s", err, out)
+	}
+	checkTLSOnly(t, front.expect(t, "NBD "), p, 16<<20)
+	stopProc(t, front)
+}
+
 func TestNBDServeTLSFlags(t *testing.T) {
 	bin := buildXenblk(t)
 	p := testpki.New(t)
@@ -80,9 +111,10 @@ func TestNBDServeTLSFlags(t *testing.T) {
 		{[]string{"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("client-key.pem")}, "--tls-cert"},
 		{[]string{"--tls-cert", p.Path("server-cert.pem"), "--tls-key", p.Path("server-key.pem"), "--tls-ca", p.Path("server-key.pem")}, "no PEM certificate"},
 	} {
-		// Both commands that serve NBD check their flags alike, before
-		// anything is opened or created.
-		for _, cmd := range [][]string{{"nbd", "serve", "--listen", "127.0.0.1:0"}, {"sim", "--disk", img, "--nbd", "127.0.0.1:0"}} {
+		// The commands that serve NBD check their flags alike, before
+		// anything is opened or created (or a host dialled).
+		for _, cmd := range [][]string{{"nbd", "serve", "--listen", "127.0.0.1:0"}, {"sim", "--disk", img, "--nbd", "127.0.0.1:0"},
+			{"front", "--host", filepath.Join(t.TempDir(), "none.sock"), "--nbd", "127.0.0.1:0"}} {
 			args := append(cmd, c.args...)
 			if cmd[0] == "nbd" {
 				args = append(args, img)
