@@ -8,6 +8,12 @@
 # sequence as fence_scsi issues it between the two nexuses, and LUNs
 # hot-added and hot-removed while another does I/O.
 #
+# Then our Go frontend (xenblk front --vhost) on Linux's xen-scsiback
+# over a LIO fileio backstore configured through configfs, xen-scsifront
+# kept out: two vhosts (two I_T nexuses) on one backstore, the LUNs'
+# identity and data through xenblk scsi and the NBD export, and a
+# reservation fencing one vhost's writes, through xenblk pr.
+#
 # Then the reference: Linux's own pair (xen-scsiback over a LIO fileio
 # backstore configured through configfs) through the same checks. What
 # LIO answers is logged (ref-*.txt), and only that it answers is checked:
@@ -19,7 +25,7 @@ C=/sys/kernel/config/target
 DOM=/local/domain/0
 
 # make_vhost DEVID PDEV VDEV: a vhost with one LUN for a frontend in dom0,
-# by hand, for the reference (xenblk attach --vscsi refuses LIO's WWN
+# by hand, for xen-scsiback (xenblk attach --vscsi refuses LIO's WWN
 # p-devs): vscsiif.h's nodes, all in one xenstore-write, which is one
 # transaction, so the drivers' watches see the whole device at once (udev
 # loads xen-scsifront as soon as device/vscsi appears; nodes written one
@@ -31,6 +37,34 @@ make_vhost() {
     $be/feature-host 0 $be/vscsi-devs/dev-0/p-dev "$pdev" \
     $be/vscsi-devs/dev-0/v-dev "$vdev" $be/vscsi-devs/dev-0/state 1 \
     $fe/backend $be $fe/backend-id 0 $be/state 1 $fe/state 1
+}
+
+# lio_disk BACKSTORE IMAGE BYTES SERIAL [WWN NEXUS]...: LIO's modules and
+# xen-scsiback loaded, a fileio backstore core/BACKSTORE over IMAGE, and
+# on it a xen-pvscsi target port WWN (p-dev "WWN:0") per pair, each with
+# its own initiator (nexus) name: an I_T nexus each, as guests would
+# have. LIO keeps its PR metadata under db_root (default /etc/target;
+# without it every PR OUT that changes state answers NOT READY, LOGICAL
+# UNIT COMMUNICATION FAILURE after doing its work), and lists its VPD
+# pages only once the backstore has a unit serial: both as targetcli
+# sets them.
+lio_disk() {
+  local b=$C/core/$1 img=$2 bytes=$3 serial=$4
+  shift 4
+  mkdir -p /etc/target/pr
+  check modprobe target_core_mod
+  check modprobe target_core_file
+  check modprobe xen-scsiback
+  mkdir -p $b
+  echo "fd_dev_name=$img,fd_dev_size=$bytes" > $b/control
+  check sh -c "echo 1 > $b/enable"
+  check sh -c "echo $serial > $b/wwn/vpd_unit_serial"
+  while [ $# -ge 2 ]; do
+    mkdir -p $C/xen-pvscsi/$1/tpgt_1/lun/lun_0
+    echo $2 > $C/xen-pvscsi/$1/tpgt_1/nexus
+    ln -s $b $C/xen-pvscsi/$1/tpgt_1/lun/lun_0/port0
+    shift 2
+  done
 }
 
 # lun_node VHOST LUN CLASS: the block (CLASS=block) or SCSI generic
@@ -234,15 +268,18 @@ if [ -n "$SGA" ] && [ -n "$SGB" ]; then
   fence_checks our "$SGA" "$SGB" "$SDB"
 
   step "ours: a LUN hot-added and another hot-removed while a third does I/O"
+  # attach and detach wait for the vhost's reconfiguration, which ends
+  # when scsifront has probed the LUN: well over 10 s (their default
+  # --timeout) under I/O in the emulated lab.
   truncate -s 64M /root/h1.img /root/h2.img
-  check $X attach --xen=linux --domain 0 --vscsi '/root/h1.img, 0:0:0:1'
+  check $X attach --xen=linux --domain 0 --timeout 120s --vscsi '/root/h1.img, 0:0:0:1'
   if wait_lun 0 1; then ok "LUN 1 hot-added"; else bad "LUN 1 never appeared"; fi
   rm -f /tmp/io-stop
   io_rounds "$SDA" /tmp/io-stop > our-io-rounds.txt 2>&1 &
   IO=$!
-  check $X attach --xen=linux --domain 0 --vscsi '/root/h2.img, 0:0:0:2'
+  check $X attach --xen=linux --domain 0 --timeout 120s --vscsi '/root/h2.img, 0:0:0:2'
   if wait_lun 0 2; then ok "LUN 2 hot-added under I/O"; else bad "LUN 2 never appeared"; fi
-  check $X detach --xen=linux --domain 0 --vscsi 0:0:0:1
+  check $X detach --xen=linux --domain 0 --timeout 120s --vscsi 0:0:0:1
   if wait_for 60 sh -c "! ls /sys/bus/xen/devices/vscsi-0/host*/target*/*:*:*:1 >/dev/null 2>&1"; then
     ok "LUN 1 hot-removed under I/O"
   else
@@ -289,28 +326,116 @@ if wait_for 60 sh -c "! ls -d /sys/bus/xen/devices/vscsi-* >/dev/null 2>&1"; the
 stop $SERVE "our backend"
 cp serve.log our-serve.log 2>/dev/null; cp serve2.log our-serve2.log 2>/dev/null
 
+step "our frontend on Linux's xen-scsiback (LIO fileio), two vhosts on one backstore"
+GIMG=/root/golio.img; CTL5=/tmp/gofront5.sock; CTL6=/tmp/gofront6.sock; NBD=/dev/nbd2
+# xen-scsifront must not take these vhosts: our backend's part left it
+# loaded, and udev would load it as soon as a device/vscsi node appears
+# (unloaded and blacklisted, it was loaded again here all the same).
+# With the xen bus's drivers_autoprobe off no driver binds a new device,
+# loaded or not; it is turned on again for the reference.
+check sh -c "echo 0 > /sys/bus/xen/drivers_autoprobe"
+# The image carries a known pattern at 1 MiB before LIO opens it: read
+# through our frontend, it must come back.
+truncate -s 64M $GIMG
+head -c 1M /dev/urandom > /root/golio-pattern.bin
+dd if=/root/golio-pattern.bin of=$GIMG bs=1M seek=1 conv=notrunc status=none
+lio_disk fileio_1/g0 $GIMG $((64 << 20)) 5001405a-0000-4000-8000-00000000c0c0 \
+  naa.5001405000000011 naa.50014050000000b1 naa.5001405000000012 naa.50014050000000b2
+make_vhost 5 naa.5001405000000011:0 0:0:0:0
+make_vhost 6 naa.5001405000000012:0 0:0:0:0
+$X front --xen=linux --vhost 5 --nbd 127.0.0.1:10811 --control $CTL5 --verbose > gofront5.log 2>&1 &
+GF5=$!
+$X front --xen=linux --vhost 6 --nbd 127.0.0.1:10812 --control $CTL6 --verbose > gofront6.log 2>&1 &
+GF6=$!
+if wait_for 90 grep -q "^LUN 0:0:0:0: " gofront5.log && wait_for 90 grep -q "^LUN 0:0:0:0: " gofront6.log; then
+  ok "our frontend attached both vhosts' LUNs on xen-scsiback"
+else
+  bad "our frontend did not attach both LUNs on xen-scsiback"
+fi
+cat gofront5.log gofront6.log
+xenstore-ls -f $DOM/backend/vscsi/0/5 > gofront-backend-nodes.txt 2>&1
+xenstore-ls -f $DOM/device/vscsi/5 > gofront-frontend-nodes.txt 2>&1
+cat gofront-backend-nodes.txt gofront-frontend-nodes.txt
+check test ! -e /sys/bus/xen/devices/vscsi-5/driver
+check test ! -e /sys/bus/xen/devices/vscsi-6/driver
+check test "$(xenstore-read $DOM/backend/vscsi/0/5/state)" = 4
+check test "$(xenstore-read $DOM/backend/vscsi/0/5/vscsi-devs/dev-0/state)" = 4
+check test "$(xenstore-read $DOM/device/vscsi/5/state)" = 4
+check test "$(xenstore-read $DOM/backend/vscsi/0/6/state)" = 4
+check grep -q "0:0:0:0: 67108864 bytes" gofront5.log
+
+step "our frontend on xen-scsiback: identity through xenblk scsi"
+S5="--control $CTL5 --device 0:0:0:0"; S6="--control $CTL6 --device 0:0:0:0"
+# A new nexus's first command may report a unit attention; TUR takes it.
+$X scsi tur $S5 >/dev/null 2>&1; $X scsi tur $S6 >/dev/null 2>&1
+check sh -c "$X scsi tur $S5 > gofront-tur.txt 2>&1"
+check sh -c "$X scsi inquiry $S5 > gofront-inq.txt 2>&1"
+check grep -q "LIO-ORG" gofront-inq.txt
+check sh -c "$X scsi inquiry --vpd 0x80 $S5 > gofront-inq-0x80.txt 2>&1"
+check grep -q "5001405a-0000-4000-8000-00000000c0c0" gofront-inq-0x80.txt
+check sh -c "$X scsi inquiry --vpd 0x83 $S5 > gofront-inq-0x83.txt 2>&1"
+check sh -c "$X scsi readcap --16 $S5 > gofront-readcap.txt 2>&1"
+check grep -q "Number of logical blocks=131072" gofront-readcap.txt
+check sh -c "$X scsi luns $S5 > gofront-luns.txt 2>&1"
+cat gofront-inq.txt gofront-inq-0x80.txt gofront-inq-0x83.txt gofront-readcap.txt gofront-luns.txt
+
+step "our frontend on xen-scsiback: data through the NBD export"
+modprobe nbd nbds_max=4 2>/dev/null
+if nbd-client 127.0.0.1 10811 $NBD -N 0:0:0:0 -b 512 >/dev/null 2>&1; then
+  ok "nbd-client attached $NBD to the LUN's export"
+  check cmp /root/golio-pattern.bin <(dd if=$NBD bs=1M skip=1 count=1 iflag=direct status=none)
+  head -c 8M /dev/urandom > /root/golio-w.bin
+  check dd if=/root/golio-w.bin of=$NBD bs=1M seek=16 oflag=direct status=none
+  check cmp /root/golio-w.bin <(dd if=$NBD bs=1M skip=16 count=8 iflag=direct status=none)
+  check cmp /root/golio-w.bin <(dd if=$GIMG bs=1M skip=16 count=8 status=none)
+  check fio --name=verify --filename=$NBD --direct=1 --ioengine=libaio --iodepth=32 \
+    --rw=randwrite --bsrange=4k-256k --size=16M --offset=32M --verify=crc32c --do_verify=1 \
+    --verify_fatal=1 --randrepeat=0 --output=gofront-fio.txt
+  tail -12 gofront-fio.txt
+  nbd-client -d $NBD >/dev/null 2>&1
+else
+  bad "nbd-client could not attach $NBD"
+fi
+
+step "our frontend on xen-scsiback: a reservation between the two vhosts through xenblk pr"
+check $X pr register --key 0x50001 $S5
+check $X pr reserve --key 0x50001 --type we-ro $S5
+check sh -c "$X pr read-keys $S6 > gofront-pr-keys.txt 2>&1"
+check grep -q "0x50001" gofront-pr-keys.txt
+check sh -c "$X pr read-reservation $S6 > gofront-pr-reservation.txt 2>&1"
+check grep -q "key=0x50001 type=we-ro" gofront-pr-reservation.txt
+cat gofront-pr-keys.txt gofront-pr-reservation.txt
+head -c 512 /dev/zero > /root/zero.blk
+# vhost 6 is not registered: its write conflicts, its read works.
+$X scsi raw 2a 00 00 00 00 00 00 00 01 00 --infile /root/zero.blk $S6 > gofront-write-unregistered.txt 2>&1
+check test $? = 3
+check grep -q "RESERVATION CONFLICT" gofront-write-unregistered.txt
+check sh -c "$X scsi raw 28 00 00 00 00 00 00 00 01 00 --request 512 $S6 > /dev/null"
+check $X pr register --key 0x60001 $S6
+check sh -c "$X scsi raw 2a 00 00 00 00 00 00 00 01 00 --infile /root/zero.blk $S6 > /dev/null"
+check $X pr preempt-abort --key 0x50001 --old-key 0x60001 --type we-ro $S5
+check sh -c "$X pr read-keys $S5 > gofront-pr-keys-after.txt 2>&1"
+check sh -c "! grep -q 0x60001 gofront-pr-keys-after.txt"
+$X scsi tur $S6 >/dev/null 2>&1
+$X scsi raw 2a 00 00 00 00 00 00 00 01 00 --infile /root/zero.blk $S6 > gofront-write-fenced.txt 2>&1
+check test $? = 3
+check $X pr release --key 0x50001 --type we-ro $S5
+check $X pr clear --key 0x50001 $S5
+check sh -c "$X pr read-keys $S5 > gofront-pr-keys-cleared.txt 2>&1"
+check grep -q "keys=0" gofront-pr-keys-cleared.txt
+
+step "our frontend on xen-scsiback: stopped, and the vhosts taken down"
+stop $GF5 "our frontend (vhost 5)"
+stop $GF6 "our frontend (vhost 6)"
+check test "$(xenstore-read $DOM/device/vscsi/5/state)" = 6
+xenstore-rm $DOM/backend/vscsi/0/5 $DOM/backend/vscsi/0/6 $DOM/device/vscsi/5 $DOM/device/vscsi/6
+check sh -c "echo 1 > /sys/bus/xen/drivers_autoprobe"
+dmesg | grep -iE "xen-pvscsi|scsiback|vscsi" | tail -40 | tee gofront-dmesg.txt
+
 step "reference: Linux's xen-scsiback (LIO fileio) under xen-scsifront, two vhosts on one disk"
-# LIO keeps its PR metadata under db_root (default /etc/target; without it
-# every PR OUT that changes state answers NOT READY, LOGICAL UNIT
-# COMMUNICATION FAILURE after doing its work), and lists its VPD pages
-# only once the backstore has a unit serial: both as targetcli sets them.
-mkdir -p /etc/target/pr
-check modprobe target_core_mod
-check modprobe target_core_file
-check modprobe xen-scsiback
 truncate -s 256M /root/lio.img
-mkdir -p $C/core/fileio_0/d0
-echo "fd_dev_name=/root/lio.img,fd_dev_size=$((256 << 20))" > $C/core/fileio_0/d0/control
-check sh -c "echo 1 > $C/core/fileio_0/d0/enable"
-check sh -c "echo 5001405a-0000-4000-8000-00000000d0d0 > $C/core/fileio_0/d0/wwn/vpd_unit_serial"
-# Two target ports on the one backstore, each with its own initiator
-# (nexus) name: two I_T nexuses, as two guests would have.
-for i in 1 2; do
-  W=naa.500140500000000$i
-  mkdir -p $C/xen-pvscsi/$W/tpgt_1/lun/lun_0
-  echo naa.50014050000000a$i > $C/xen-pvscsi/$W/tpgt_1/nexus
-  ln -s $C/core/fileio_0/d0 $C/xen-pvscsi/$W/tpgt_1/lun/lun_0/port0
-done
+lio_disk fileio_0/d0 /root/lio.img $((256 << 20)) 5001405a-0000-4000-8000-00000000d0d0 \
+  naa.5001405000000001 naa.50014050000000a1 naa.5001405000000002 naa.50014050000000a2
 make_vhost 8 naa.5001405000000001:0 0:0:0:0
 make_vhost 9 naa.5001405000000002:0 0:0:0:0
 check modprobe xen-scsifront
