@@ -4,11 +4,16 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"sort"
 
 	"github.com/xenblk/xenblk/blkback"
+	"github.com/xenblk/xenblk/scsi/pr"
+	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
+	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/vscsiback"
 )
 
@@ -67,9 +72,11 @@ func writeMetrics[S any](w io.Writer, label string, ms []metric[S], devs []devic
 	}
 }
 
-// metricsHandler serves the counters of every vbd srv serves and of every
-// vhost vsrv serves (no vhost family when vsrv is nil).
-func metricsHandler(srv *blkback.Server, vsrv *vscsiback.Server) http.Handler {
+// metricsHandler serves the counters of every vbd srv serves, of every
+// vhost vsrv serves (no vhost family when vsrv is nil), of every
+// reservation unit engines opened, and of the shared reservation store
+// (etcd nil: the file store, which has none).
+func metricsHandler(srv *blkback.Server, vsrv *vscsiback.Server, engines *scsiengine.Registry, etcd *etcdstore.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		var vbds []device[blkback.Stats]
 		for _, dir := range srv.VBDs() {
@@ -89,6 +96,59 @@ func metricsHandler(srv *blkback.Server, vsrv *vscsiback.Server) http.Handler {
 			}
 			writeMetrics(bw, "vhost", vhostMetrics, vhosts)
 		}
+		writePRMetrics(bw, engines, etcd)
 		bw.Flush()
 	})
+}
+
+// prUnitMetrics are the per-unit reservation counters (pr.Unit.Stats).
+var prUnitMetrics = []metric[pr.Stats]{
+	{"xenblk_pr_in_commands_total", "PERSISTENT RESERVE IN commands.", "counter", func(s pr.Stats) uint64 { return s.In }},
+	{"xenblk_pr_out_commands_total", "Commands that change reservation state (PR OUT, RESERVE, RELEASE, logical unit resets).", "counter", func(s pr.Stats) uint64 { return s.Out }},
+	{"xenblk_pr_cas_conflicts_total", "Compare-and-swaps that found the state changed by another host, each followed by a reload and a retry.", "counter", func(s pr.Stats) uint64 { return s.Conflicts }},
+	{"xenblk_pr_store_failures_total", "Commands refused because the reservation store failed or did not answer in time.", "counter", func(s pr.Stats) uint64 { return s.Failures }},
+	{"xenblk_pr_fail_closed", "1 while admissions that depend on the reservation are refused because this host's view of the shared store expired.", "gauge", func(s pr.Stats) uint64 {
+		if s.FailClosed {
+			return 1
+		}
+		return 0
+	}},
+}
+
+// writePRMetrics writes the reservation units' and the etcd store's
+// metrics.
+func writePRMetrics(bw *bufio.Writer, engines *scsiengine.Registry, etcd *etcdstore.Store) {
+	units := engines.Units()
+	ids := slices.Sorted(maps.Keys(units))
+	for _, m := range prUnitMetrics {
+		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
+		for _, id := range ids {
+			fmt.Fprintf(bw, "%s{lu=%q} %d\n", m.name, id, m.value(units[id].Stats()))
+		}
+	}
+	if etcd == nil {
+		return
+	}
+	st := etcd.Stats()
+	metric := func(name, typ, help string, samples ...string) {
+		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for _, s := range samples {
+			fmt.Fprintf(bw, "%s%s\n", name, s)
+		}
+	}
+	metric("xenblk_pr_etcd_loads_total", "counter", "Linearizable reads of a unit's state from etcd.",
+		fmt.Sprintf(" %d", st.Loads))
+	metric("xenblk_pr_etcd_load_errors_total", "counter", "Reads from etcd that failed or ran out of time.",
+		fmt.Sprintf(" %d", st.LoadErrors))
+	metric("xenblk_pr_etcd_cas_total", "counter", "Compare-and-swaps sent to etcd, by result.",
+		fmt.Sprintf(`{result="stored"} %d`, st.CASStored), fmt.Sprintf(`{result="conflict"} %d`, st.CASConflicts),
+		fmt.Sprintf(`{result="error"} %d`, st.CASErrors))
+	metric("xenblk_pr_etcd_watch_events_total", "counter", "Changes the watch delivered (any host's).",
+		fmt.Sprintf(" %d", st.WatchEvents))
+	metric("xenblk_pr_etcd_watch_resyncs_total", "counter", "Watch streams broken or compacted and resumed.",
+		fmt.Sprintf(" %d", st.WatchResyncs))
+	metric("xenblk_pr_etcd_watch_lag_seconds_sum", "counter", "Sum over delivered changes of delivery time minus the writer's clock at the write.",
+		fmt.Sprintf(" %g", st.WatchLagSum.Seconds()))
+	metric("xenblk_pr_etcd_watch_lag_seconds", "gauge", "The latest delivered change's lag (delivery time minus the writer's clock).",
+		fmt.Sprintf(" %g", st.WatchLagLast.Seconds()))
 }

@@ -44,7 +44,7 @@ func TestMetricsShowVhosts(t *testing.T) {
 	}
 
 	rec := httptest.NewRecorder()
-	metricsHandler(d.Blkback.Server, d.Vscsi).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metricsHandler(d.Blkback.Server, d.Vscsi, reg, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	values := map[string]string{} // metric name → the value of its one device
 	for _, line := range strings.Split(string(body), "\n") {

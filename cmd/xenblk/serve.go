@@ -18,7 +18,6 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/nbd"
-	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -34,7 +33,7 @@ type serveOptions struct {
 	backendType string
 	noSCSI      bool
 	noVscsi     bool
-	prDir       string
+	prStore     prStoreOptions
 	journalDir  string
 	verbose     bool
 	metrics     string
@@ -72,7 +71,8 @@ hotplug-status, as libxl expects.`,
   xenblk serve --host /tmp/x/host.sock &
   xenblk front --host /tmp/x/host.sock --name guest1 --nbd 127.0.0.1:10810 &
   xenblk attach --xenstore /tmp/x/xenstored --domain 1 'vdev=xvda, target=/tmp/x/disk.img'
-  xenblk serve --metrics 127.0.0.1:9469 &   # then: curl http://127.0.0.1:9469/metrics`,
+  xenblk serve --metrics 127.0.0.1:9469 &   # then: curl http://127.0.0.1:9469/metrics
+  xenblk serve --pr-store etcd://h1:2379,h2:2379,h3:2379 &   # reservations shared by every host`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, o) },
 	}
@@ -82,7 +82,7 @@ hotplug-status, as libxl expects.`,
 	f.StringVar(&o.backendType, "backend-type", toolstack.DefaultBackendType, "backend type directory to serve")
 	f.BoolVar(&o.noSCSI, "no-scsi", false, "do not offer the SCSI extension over blkif (vhosts are SCSI all the same)")
 	f.BoolVar(&o.noVscsi, "no-vscsi", false, "do not serve PVSCSI vhosts (backend/vscsi)")
-	f.StringVar(&o.prDir, "pr-dir", "/var/lib/xenblk/pr", "where persistent-reservation state is kept")
+	o.prStore.addFlags(f)
 	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
 	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's and vhost's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
@@ -90,6 +90,15 @@ hotplug-status, as libxl expects.`,
 }
 
 func runServe(cmd *cobra.Command, o *serveOptions) error {
+	log := newLogger(o.verbose)
+	prStore, etcd, err := o.prStore.open(log)
+	if err != nil {
+		return err
+	}
+	if etcd != nil {
+		defer etcd.Close()
+		fmt.Fprintf(cmd.OutOrStdout(), "xenblk serve: reservations shared in %s\n", o.prStore.store)
+	}
 	dom, err := openDomain(o.xen, o.host, "--host", sim.AsDom0())
 	if err != nil {
 		return err
@@ -100,7 +109,6 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 			return err
 		}
 	}
-	log := newLogger(o.verbose)
 	if err := storage.IOUringAvailable(); err != nil {
 		log.Warn("io_uring is not available: image files and block devices are served one system call per request", "err", err)
 	}
@@ -108,7 +116,7 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	defer stop()
 	// One registry for vbds and LUNs: a disk served over both is one
 	// logical unit, with one set of reservations.
-	engines := scsiengine.New(scsiengine.Config{Reservations: &pr.FileStore{Dir: o.prDir}, Log: log})
+	engines := scsiengine.New(scsiengine.Config{Reservations: prStore, Log: log})
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: o.journalDir}
 	if !o.noSCSI {
 		cfg.SCSI = blkback.VBDEngines(dom.Store(), engines, log)
@@ -124,7 +132,7 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 			return fmt.Errorf("--metrics: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metricsHandler(srv, vsrv))
+		mux.Handle("/metrics", metricsHandler(srv, vsrv, engines, etcd))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(l)
 		defer hs.Close()

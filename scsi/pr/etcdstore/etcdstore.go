@@ -38,7 +38,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,4 +404,33 @@ func (s *Store) resync(ctx context.Context, fn func(pr.Change)) (int64, error) {
 	}
 	s.synced(resp.Header.Revision)
 	return resp.Header.Revision, nil
+}
+
+// URLScheme starts a cluster's URL (ParseURL).
+const URLScheme = "etcd://"
+
+// ParseURL reads a cluster's URL, etcd://HOST:PORT[,HOST:PORT...][/PREFIX]:
+// the members to dial and the key prefix ("" when the URL has none, which
+// Config reads as DefaultPrefix). A prefix ends in "/" so that one
+// prefix is never the start of another's keys.
+func ParseURL(s string) (endpoints []string, prefix string, err error) {
+	rest, ok := strings.CutPrefix(s, URLScheme)
+	if !ok {
+		return nil, "", fmt.Errorf("%q is not an etcd URL (etcd://HOST:PORT[,HOST:PORT...][/PREFIX])", s)
+	}
+	hosts, path, hasPath := strings.Cut(rest, "/")
+	for h := range strings.SplitSeq(hosts, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" || port == "" {
+			return nil, "", fmt.Errorf("%q: member %q is not HOST:PORT", s, h)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, "", fmt.Errorf("%q: member %q: port %q is not a number below 65536", s, h, port)
+		}
+		endpoints = append(endpoints, h)
+	}
+	if hasPath && path != "" {
+		prefix = "/" + strings.TrimSuffix(path, "/") + "/"
+	}
+	return endpoints, prefix, nil
 }

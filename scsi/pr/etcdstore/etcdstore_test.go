@@ -181,3 +181,36 @@ func TestTLS(t *testing.T) {
 		t.Fatal("Open without TLS against a TLS cluster succeeded")
 	}
 }
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		url       string
+		endpoints []string
+		prefix    string
+		err       bool
+	}{
+		{url: "etcd://h1:2379", endpoints: []string{"h1:2379"}},
+		{url: "etcd://h1:2379,h2:2379,10.0.0.3:2379", endpoints: []string{"h1:2379", "h2:2379", "10.0.0.3:2379"}},
+		{url: "etcd://[::1]:2379/", endpoints: []string{"[::1]:2379"}},
+		{url: "etcd://h1:2379,h2:2379/cluster-a", endpoints: []string{"h1:2379", "h2:2379"}, prefix: "/cluster-a/"},
+		{url: "etcd://h1:2379/a/b/", endpoints: []string{"h1:2379"}, prefix: "/a/b/"},
+		{url: "http://h1:2379", err: true},
+		{url: "etcd://", err: true},
+		{url: "etcd://h1", err: true},
+		{url: "etcd://h1:2379,", err: true},
+		{url: "etcd://:2379", err: true},
+		{url: "etcd://h1:99999", err: true},
+		{url: "etcd://h1:port", err: true},
+	} {
+		eps, prefix, err := etcdstore.ParseURL(tc.url)
+		if tc.err {
+			if err == nil {
+				t.Errorf("ParseURL(%q) = %q, %q; want an error", tc.url, eps, prefix)
+			}
+			continue
+		}
+		if err != nil || strings.Join(eps, " ") != strings.Join(tc.endpoints, " ") || prefix != tc.prefix {
+			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q, %q", tc.url, eps, prefix, err, tc.endpoints, tc.prefix)
+		}
+	}
+}
