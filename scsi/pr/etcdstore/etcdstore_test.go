@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -212,5 +213,81 @@ func TestParseURL(t *testing.T) {
 		if err != nil || strings.Join(eps, " ") != strings.Join(tc.endpoints, " ") || prefix != tc.prefix {
 			t.Errorf("ParseURL(%q) = %q, %q, %v; want %q, %q", tc.url, eps, prefix, err, tc.endpoints, tc.prefix)
 		}
+	}
+}
+
+// A watch from a revision etcd has compacted away delivers each unit's
+// latest state, then every change after it.
+func TestWatchAfterCompaction(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := open(t, c, newPrefix())
+	state := func(gen uint32) []byte {
+		b, err := pr.Encode(pr.State{Generation: gen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	v1, err := s.CompareAndSwap("a", 0, state(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	va, err := s.CompareAndSwap("a", v1, state(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb, err := s.CompareAndSwap("b", 0, state(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Client().Compact(ctx, int64(vb)); err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan pr.Change, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Watch(ctx, v1-1, func(c pr.Change) {
+			select {
+			case changes <- c:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	want := []struct {
+		lu  string
+		v   uint64
+		gen uint32
+	}{{"a", va, 2}, {"b", vb, 3}}
+	for _, w := range want {
+		select {
+		case got := <-changes:
+			if got.LU != w.lu || got.Version != w.v || got.State.Generation != w.gen {
+				t.Fatalf("after compaction: %s at %d (generation %d); want %s at %d (generation %d)",
+					got.LU, got.Version, got.State.Generation, w.lu, w.v, w.gen)
+			}
+		case <-ctx.Done():
+			t.Fatal("no change delivered after the compaction")
+		}
+	}
+	vb2, err := s.CompareAndSwap("b", vb, state(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-changes:
+		if got.LU != "b" || got.Version != vb2 {
+			t.Fatalf("after the resync: %s at %d; want b at %d", got.LU, got.Version, vb2)
+		}
+	case <-ctx.Done():
+		t.Fatal("no change delivered after the resync")
+	}
+	if st := s.Stats(); st.WatchResyncs != 1 {
+		t.Errorf("%d resyncs; want 1", st.WatchResyncs)
 	}
 }
