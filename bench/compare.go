@@ -169,9 +169,10 @@ func mid(v []float64) float64 {
 // host: blkback to a guest's blkfront, and vscsiback to a vhost of the
 // same guest, whose one LUN is the device.
 type dualStack struct {
-	ss  *simstack.Stack
-	blk *blkfront.Disk
-	lun lunTarget
+	ss      *simstack.Stack
+	blk     *blkfront.Disk
+	lun     lunTarget
+	scsiLUN *vscsifront.LUN // the LUN lun is the device of, for SCSI commands
 }
 
 // openDual opens a fresh device of backend and serves it over both
@@ -179,6 +180,11 @@ type dualStack struct {
 // start with their files in the page cache alike); the stack's Close closes the device (blkback's), the LUN
 // leaving it open.
 func openDual(ctx context.Context, backend string, o Options) (*dualStack, error) {
+	return openDualStore(ctx, backend, o, pr.NewMemoryStore())
+}
+
+// openDualStore is openDual with the LUN's reservations kept in store.
+func openDualStore(ctx context.Context, backend string, o Options, store pr.Store) (*dualStack, error) {
 	dev, err := openBackend(backend, o)
 	if err != nil {
 		return nil, err
@@ -195,14 +201,14 @@ func openDual(ctx context.Context, backend string, o Options) (*dualStack, error
 		return nil, err
 	}
 	s := &dualStack{ss: ss}
-	reg := scsiengine.New(scsiengine.Config{Reservations: pr.NewMemoryStore(), Log: o.Log})
+	reg := scsiengine.New(scsiengine.Config{Reservations: store, Log: o.Log})
 	d, err := ss.ServeDual(ctx, "bench", "/bench/disk", dev, blkback.Config{Poll: o.Poll, Log: o.Log},
 		&vscsiback.Server{Engines: reg, Log: o.Log}, blkfront.Config{Queues: 1, Log: o.Log}, vscsifront.Config{Log: o.Log})
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	s.blk, s.lun.d = d.Guest.Disk, d.LUN
+	s.blk, s.lun.d, s.scsiLUN = d.Guest.Disk, d.LUN, d.Vhost.LUNs[0]
 	return s, nil
 }
 

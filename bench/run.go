@@ -177,6 +177,8 @@ type Report struct {
 	Devices *DeviceMemory `json:"devices,omitempty"`
 	// Comparisons are Suite.Compare's, each workload on both sides.
 	Comparisons []Comparison `json:"comparisons,omitempty"`
+	// PRStores is Suite.PRStores' comparison of the reservation stores.
+	PRStores *PRStoreComparison `json:"pr_stores,omitempty"`
 }
 
 // Run measures every backend x queues x workload case in this process.

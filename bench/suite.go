@@ -40,6 +40,9 @@ type Suite struct {
 	// in Pairs interleaved pairs of runs (Compare), in this process.
 	Compare []Pair
 	Pairs   int
+	// PRStores compares the reservation stores (ComparePRStores) in
+	// Pairs interleaved pairs, on the goroutine-mode workloads of Options.
+	PRStores bool
 }
 
 // backendCommand is s.BackendCommand bound to a poll window and profile,
@@ -115,6 +118,13 @@ func RunSuite(ctx context.Context, s Suite) (*Report, error) {
 			}
 			rep.Comparisons = append(rep.Comparisons, c)
 		}
+	}
+	if s.PRStores {
+		c, err := ComparePRStores(ctx, s.Options, s.Pairs)
+		if err != nil {
+			return nil, err
+		}
+		rep.PRStores = &c
 	}
 	if s.Baselines {
 		rep.Baselines = runBaselines(ctx, o, progress)

@@ -42,6 +42,7 @@ func newBenchCmd() *cobra.Command {
 		submit    []string
 		compare   comparePairs
 		pairs     int
+		prStores  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -71,13 +72,21 @@ interleaved pairs of runs (A B A B ...), QD goroutines with one request
 each, and prints the median of the pairs' B/A IOPS ratios with their
 range. Both transports of one backend serve one device on one stack;
 qcow2 is an image whose clusters are all written before the runs,
-qcow2-fresh a new empty image for every run (its writes allocate).`,
+qcow2-fresh a new empty image for every run (its writes allocate).
+
+--pr-stores compares where reservation state is kept: the file store
+and a three-member etcd cluster started in this process (data under
+--dir, its log synced as in production). It measures a PR command that
+changes the state (REGISTER AND IGNORE EXISTING KEY) and one that reads
+it (READ KEYS) through a vscsi LUN, then every selected workload on a
+null LUN the guest has reserved, in --pairs interleaved pairs.`,
 		Example: `  xenblk bench --duration 2s --svg lat.svg
   xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s --baselines=false
   xenblk bench --json > result.json
   xenblk bench --backend null --queues 1 --workload randread --submit batch,goroutines --baselines=false
   xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3
-  xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5`,
+  xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5
+  xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores --pairs 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
@@ -137,7 +146,7 @@ qcow2-fresh a new empty image for every run (its writes allocate).`,
 				Options: bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
 					Submit: modes, Runs: runs, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))},
 				Cases: cases, CrossProcess: cross, BackendCPUProfile: backProf, Devices: devices, Baselines: baselines,
-				Compare: compare, Pairs: pairs,
+				Compare: compare, Pairs: pairs, PRStores: prStores,
 			}
 			if cross || devices > 0 {
 				self, err := os.Executable()
@@ -190,6 +199,9 @@ qcow2-fresh a new empty image for every run (its writes allocate).`,
 			}
 			bench.WriteTargets(out, rep)
 			bench.WriteComparisons(out, rep)
+			if rep.PRStores != nil {
+				bench.WritePRStoreComparison(out, rep.PRStores)
+			}
 			return nil
 		},
 	}
@@ -215,7 +227,8 @@ qcow2-fresh a new empty image for every run (its writes allocate).`,
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
 	f.Var(&compare, "compare", "also compare two sides, TRANSPORT/BACKEND:TRANSPORT/BACKEND (e.g. blkif/null:vscsi/null), on every selected workload; repeatable")
-	f.IntVar(&pairs, "pairs", 5, "with --compare: interleaved pairs of runs per workload; the ratio is their median")
+	f.IntVar(&pairs, "pairs", 5, "with --compare or --pr-stores: interleaved pairs of runs per workload; the ratio is their median")
+	f.BoolVar(&prStores, "pr-stores", false, "also compare the reservation stores, file and a three-member etcd in this process: PR command latency, and IOPS on a reserved vscsi LUN")
 	return cmd
 }
 
