@@ -298,6 +298,9 @@ func (s *Store) Watch(ctx context.Context, from uint64, fn func(pr.Change)) erro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if s.cli.Ctx().Err() != nil {
+			return errors.New("etcd: the store was closed under its watch")
+		}
 		s.stats.watchResyncs.Add(1)
 		if errors.Is(err, errCompacted) {
 			rev, err := s.resync(ctx, fn)

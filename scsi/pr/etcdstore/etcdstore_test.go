@@ -291,3 +291,27 @@ func TestWatchAfterCompaction(t *testing.T) {
 		t.Errorf("%d resyncs; want 1", st.WatchResyncs)
 	}
 }
+
+// Closing the store ends its watch with an error, not a retry loop.
+func TestWatchEndsWhenTheStoreCloses(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s, err := etcdstore.Open(etcdstore.Config{Endpoints: c.Endpoints(), Prefix: newPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(ctx, 0, func(pr.Change) {}) }()
+	// Closing before the watch has started is the same case: the watch
+	// must end either way.
+	s.Close()
+	select {
+	case err := <-done:
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("Watch returned %v (context %v); want an error of its own", err, ctx.Err())
+		}
+	case <-ctx.Done():
+		t.Fatal("Watch did not end within 30s of Close")
+	}
+}
