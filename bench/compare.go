@@ -173,6 +173,7 @@ type dualStack struct {
 	blk     *blkfront.Disk
 	lun     lunTarget
 	scsiLUN *vscsifront.LUN // the LUN lun is the device of, for SCSI commands
+	reg     *scsiengine.Registry
 }
 
 // openDual opens a fresh device of backend and serves it over both
@@ -202,6 +203,7 @@ func openDualStore(ctx context.Context, backend string, o Options, store pr.Stor
 	}
 	s := &dualStack{ss: ss}
 	reg := scsiengine.New(scsiengine.Config{Reservations: store, Log: o.Log})
+	s.reg = reg
 	d, err := ss.ServeDual(ctx, "bench", "/bench/disk", dev, blkback.Config{Poll: o.Poll, Log: o.Log},
 		&vscsiback.Server{Engines: reg, Log: o.Log}, blkfront.Config{Queues: 1, Log: o.Log}, vscsifront.Config{Log: o.Log})
 	if err != nil {
@@ -212,7 +214,10 @@ func openDualStore(ctx context.Context, backend string, o Options, store pr.Stor
 	return s, nil
 }
 
-func (s *dualStack) close() { s.ss.Close() }
+func (s *dualStack) close() {
+	s.ss.Close()
+	s.reg.Close() // a shared store's units stop being followed
+}
 
 // lunTarget is a LUN's storage.Device as a target; its requests carry no
 // context of their own.

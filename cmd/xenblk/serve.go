@@ -117,6 +117,7 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	// One registry for vbds and LUNs: a disk served over both is one
 	// logical unit, with one set of reservations.
 	engines := scsiengine.New(scsiengine.Config{Reservations: prStore, Log: log})
+	defer engines.Close() // before the etcd store closes: its units stop being followed
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: o.journalDir}
 	if !o.noSCSI {
 		cfg.SCSI = blkback.VBDEngines(dom.Store(), engines, log)
