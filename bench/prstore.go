@@ -135,27 +135,33 @@ func ComparePRStores(ctx context.Context, o Options, pairs int) (PRStoreComparis
 		}
 		c := Comparison{A: Side{Transport: "vscsi", Backend: "null+" + PRStoreFile}, B: Side{Transport: "vscsi", Backend: "null+" + PRStoreEtcd},
 			Workload: w.Name, BlockSize: w.BlockSize, QD: w.QD, Pairs: pairs}
-		var as, bs, ratios []float64
+		var as, bs, ratios, cpus []float64
 		for pair := 0; pair < pairs; pair++ {
-			var iops [2]float64
+			var runs [2]Result
 			for i := range stores {
 				r, err := runGoroutineCase(ctx, stacks[i].lun, w, o)
 				if err != nil {
 					return res, fmt.Errorf("bench: %s qd%d on a reserved LUN (%s store): %w", w.Name, w.QD, stores[i].name, err)
 				}
-				iops[i] = r.IOPS
+				runs[i] = r
 			}
-			if iops[0] <= 0 {
+			a, b := runs[0], runs[1]
+			if a.IOPS <= 0 {
 				return res, fmt.Errorf("bench: %s qd%d on a reserved LUN: no request completed", w.Name, w.QD)
 			}
-			as, bs, ratios = append(as, iops[0]), append(bs, iops[1]), append(ratios, iops[1]/iops[0])
+			cpu := 0.0
+			if a.CPUPerOp > 0 {
+				cpu = float64(b.CPUPerOp) / float64(a.CPUPerOp)
+			}
+			as, bs, ratios, cpus = append(as, a.IOPS), append(bs, b.IOPS), append(ratios, b.IOPS/a.IOPS), append(cpus, cpu)
 			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "pr-stores %s qd%d reserved pair %d of %d: etcd %.0f vs file %.0f IOPS = %.2fx\n",
-					w.Name, w.QD, pair+1, pairs, iops[1], iops[0], iops[1]/iops[0])
+				fmt.Fprintf(o.Progress, "pr-stores %s qd%d reserved pair %d of %d: etcd %.0f vs file %.0f IOPS = %.2fx, CPU/request %v vs %v = %.2fx\n",
+					w.Name, w.QD, pair+1, pairs, b.IOPS, a.IOPS, b.IOPS/a.IOPS, b.CPUPerOp, a.CPUPerOp, cpu)
 			}
 		}
 		c.AIOPS, c.BIOPS = mid(as), mid(bs)
 		c.Ratio, c.RatioMin, c.RatioMax = mid(ratios), slices.Min(ratios), slices.Max(ratios)
+		c.CPURatio, c.CPURatioMin, c.CPURatioMax = mid(cpus), slices.Min(cpus), slices.Max(cpus)
 		res.IOPS = append(res.IOPS, c)
 	}
 	return res, nil
@@ -222,7 +228,7 @@ func WritePRStoreComparison(w io.Writer, c *PRStoreComparison) {
 			l.Command, l.Store, l.P50, l.P99, l.Ops, c.Pairs)
 	}
 	for _, r := range c.IOPS {
-		fmt.Fprintf(w, "pr-stores reserved %-10s qd%-3d etcd %10.0f IOPS vs file %10.0f IOPS: %.2fx (pairs %d, %.2f..%.2f)\n",
-			r.Workload, r.QD, r.BIOPS, r.AIOPS, r.Ratio, r.Pairs, r.RatioMin, r.RatioMax)
+		fmt.Fprintf(w, "pr-stores reserved %-10s qd%-3d etcd %10.0f IOPS vs file %10.0f IOPS: %.2fx (pairs %d, %.2f..%.2f), CPU/request %.2fx (%.2f..%.2f)\n",
+			r.Workload, r.QD, r.BIOPS, r.AIOPS, r.Ratio, r.Pairs, r.RatioMin, r.RatioMax, r.CPURatio, r.CPURatioMin, r.CPURatioMax)
 	}
 }
