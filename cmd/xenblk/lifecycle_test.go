@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore"
 )
 
@@ -136,10 +137,12 @@ func newImage(t *testing.T, path string, size int64) {
 	}
 }
 
-// TestDetachOfAKilledGuestsVBD: the guest was killed and its backend went
-// Closed; detach (without --force) succeeds at once instead of waiting
-// 10 s for a second Closed and failing.
-func TestDetachOfAKilledGuestsVBD(t *testing.T) {
+// TestAKilledGuestsVBDGoesWithIt: a guest killed mid-life takes its vbd
+// with it, as libxl removes a destroyed domain's devices: serve sees the
+// domain gone and removes the backend and frontend directories (nothing
+// waits for a detach that may never come), and a detach afterwards says
+// there is no such device at once instead of waiting for a Closed.
+func TestAKilledGuestsVBDGoesWithIt(t *testing.T) {
 	bin := buildXenblk(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
@@ -154,12 +157,37 @@ func TestDetachOfAKilledGuestsVBD(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	waitNode(t, st, fmt.Sprintf("/local/domain/0/backend/xenblk/%d/51712/state", domid), "6")
+	waitGone(t, st, fmt.Sprintf("/local/domain/0/backend/xenblk/%d/51712", domid))
 
 	start := time.Now()
-	detachVBD(t, bin, xs, domid)
+	out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", fmt.Sprint(domid), "xvda", "--timeout", "30s").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "no device") {
+		t.Fatalf("detach of a vbd already gone: %v %s; want exit 1 saying there is no device", err, out)
+	}
 	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("detach of a killed guest's vbd took %v; the backend was already Closed", took)
+		t.Fatalf("detach of a vbd already gone took %v", took)
+	}
+}
+
+// waitGone waits (10 s at most) for path to be removed from the store.
+func waitGone(t *testing.T, st *xenstore.Client, path string) {
+	t.Helper()
+	w, err := st.Watch(path, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	deadline := time.After(10 * time.Second)
+	for {
+		if _, err := st.Read(path); errors.Is(err, xen.ErrNotFound) {
+			return
+		}
+		select {
+		case <-w.Events():
+		case <-deadline:
+			t.Fatalf("%s still there 10s after its domain died", path)
+		}
 	}
 }
 
