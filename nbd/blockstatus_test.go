@@ -431,27 +431,68 @@ func TestClientMapsNbdkit(t *testing.T) {
 	}
 }
 
-// The client assembles a read from hole and data chunks, takes an error
-// chunk as the call's error, and drops a server whose chunk strays
-// outside its request.
+// The client assembles a read from hole and data chunks (in order or
+// not), takes an error chunk as the call's error, and drops a server
+// whose chunk strays outside its request or covers bytes another chunk
+// delivered (counted twice, it would leave stale bytes in a read that
+// reports success).
 func TestClientReadsChunks(t *testing.T) {
+	dataChunk := func(handle uint64, flags uint16, at byte, data string) []byte {
+		var h [chunkHeaderSize]byte
+		encodeChunkHeader(&h, chunkHeader{flags: flags, typ: chunkOffsetData, handle: handle, length: 8 + uint32(len(data))})
+		return append(append(h[:], 0, 0, 0, 0, 0, 0, 0, at), data...)
+	}
+	outOfOrder := func(handle uint64) []byte { // "abcdefgh" at 8, then a hole at 0
+		var h [chunkHeaderSize]byte
+		encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkOffsetHole, handle: handle, length: 12})
+		return append(dataChunk(handle, 0, 8, "abcdefgh"), append(h[:], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8)...)
+	}
+	errorChunk := func(handle uint64) []byte {
+		var h [chunkHeaderSize]byte
+		encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkErrorOffset, handle: handle, length: 6 + 3 + 8})
+		return append(h[:], 0, 0, 0, ENOSPC, 0, 3, 'b', 'a', 'd', 0, 0, 0, 0, 0, 0, 0, 0)
+	}
+	stray := func(handle uint64) []byte { // bytes 8..24 of a 16-byte read
+		return dataChunk(handle, chunkFlagDone, 8, "0123456789abcdef")
+	}
+	overlapping := func(handle uint64) []byte { // 0..8 twice: 16 bytes "delivered"
+		return append(dataChunk(handle, 0, 0, "abcdefgh"), dataChunk(handle, chunkFlagDone, 0, "abcdefgh")...)
+	}
+
+	cl := scriptedServer(t, readChunks, errorChunk, outOfOrder, stray)
+	if !cl.hasAllocation || cl.allocation != 7 {
+		t.Fatalf("base:allocation %v id %d", cl.hasAllocation, cl.allocation)
+	}
+	b := []byte("xxxxxxxxxxxxxxxx")
+	if _, err := cl.ReadAt(b, 0); err != nil || string(b) != "\x00\x00\x00\x00\x00\x00\x00\x00abcdefgh" {
+		t.Fatalf("read %q %v", b, err)
+	}
+	var ne *Error
+	if _, err := cl.ReadAt(b, 0); !errors.As(err, &ne) || ne.Errno != ENOSPC {
+		t.Fatalf("error chunk gave %v", err)
+	}
+	b = []byte("xxxxxxxxxxxxxxxx")
+	if _, err := cl.ReadAt(b, 0); err != nil || string(b) != "\x00\x00\x00\x00\x00\x00\x00\x00abcdefgh" {
+		t.Fatalf("read of chunks out of order: %q %v", b, err)
+	}
+	if _, err := cl.ReadAt(b, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a chunk outside the request gave %v", err)
+	}
+
+	cl = scriptedServer(t, overlapping)
+	if _, err := cl.ReadAt(make([]byte, 16), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("overlapping chunks gave %v, want the connection dropped", err)
+	}
+}
+
+// scriptedServer is our client on a server that completes clientSeed's
+// handshake and answers the client's requests, in order, with replies.
+func scriptedServer(t *testing.T, replies ...func(handle uint64) []byte) *Client {
+	t.Helper()
 	seed := clientSeed()
 	handshake := seed[:len(seed)-len(readChunks(0))]
-	replies := []func(handle uint64) []byte{
-		readChunks,
-		func(handle uint64) []byte {
-			var h [chunkHeaderSize]byte
-			encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkErrorOffset, handle: handle, length: 6 + 3 + 8})
-			return append(h[:], 0, 0, 0, ENOSPC, 0, 3, 'b', 'a', 'd', 0, 0, 0, 0, 0, 0, 0, 0)
-		},
-		func(handle uint64) []byte { // bytes 8..24 of a 16-byte read
-			var h [chunkHeaderSize]byte
-			encodeChunkHeader(&h, chunkHeader{flags: chunkFlagDone, typ: chunkOffsetData, handle: handle, length: 24})
-			return append(append(h[:], 0, 0, 0, 0, 0, 0, 0, 8), make([]byte, 16)...)
-		},
-	}
 	client, server := net.Pipe()
-	defer server.Close()
+	t.Cleanup(func() { server.Close() })
 	go func() {
 		server.Write(handshake)
 		br := bufio.NewReader(server)
@@ -475,19 +516,6 @@ func TestClientReadsChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	if !cl.hasAllocation || cl.allocation != 7 {
-		t.Fatalf("base:allocation %v id %d", cl.hasAllocation, cl.allocation)
-	}
-	b := []byte("xxxxxxxxxxxxxxxx")
-	if _, err := cl.ReadAt(b, 0); err != nil || string(b) != "\x00\x00\x00\x00\x00\x00\x00\x00abcdefgh" {
-		t.Fatalf("read %q %v", b, err)
-	}
-	var ne *Error
-	if _, err := cl.ReadAt(b, 0); !errors.As(err, &ne) || ne.Errno != ENOSPC {
-		t.Fatalf("error chunk gave %v", err)
-	}
-	if _, err := cl.ReadAt(b, 0); !errors.Is(err, ErrClosed) {
-		t.Fatalf("a chunk outside the request gave %v", err)
-	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
 }

@@ -50,9 +50,14 @@ type call struct {
 	off  uint64 // the request's range, which chunks must lie in
 	n    uint32
 	buf  []byte // READ destination
-	// got counts the READ bytes chunks delivered; errno is the first
-	// error a chunk reported; extents are BLOCK_STATUS's descriptors.
+	// got counts the READ bytes chunks delivered, which never overlap
+	// (cover refuses a chunk over bytes already delivered), so got == n
+	// means every byte of buf was written; spans are those bytes' ranges.
+	// errno is the first error a chunk reported; extents are
+	// BLOCK_STATUS's descriptors.
 	got     uint32
+	spans   []span
+	spanBuf [4]span // spans' first home: in-order chunks need one
 	errno   uint32
 	extents []storage.Extent
 	err     error
@@ -481,6 +486,43 @@ func (cl *Client) complete(c *call, errno uint32) {
 	c.done <- struct{}{}
 }
 
+// span is a range [from, to) of a READ's bytes, relative to its offset.
+type span struct{ from, to uint32 }
+
+// cover records that a chunk delivers the n bytes at at (relative to the
+// request's offset), or reports false if any of them were delivered
+// before: the protocol forbids overlapping chunks, and counting one
+// twice would let a server leave a hole of stale bytes in a read that
+// reports success. Adjacent spans merge, so chunks in order keep one
+// span and the list grows (and allocates) only for a server that sends
+// them out of order.
+func (c *call) cover(at, n uint32) bool {
+	end := at + n
+	i := 0
+	for i < len(c.spans) && c.spans[i].to <= at {
+		i++
+	}
+	if i < len(c.spans) && c.spans[i].from < end {
+		return false
+	}
+	joinsPrev := i > 0 && c.spans[i-1].to == at
+	joinsNext := i < len(c.spans) && c.spans[i].from == end
+	switch {
+	case joinsPrev && joinsNext:
+		c.spans[i-1].to = c.spans[i].to
+		c.spans = append(c.spans[:i], c.spans[i+1:]...)
+	case joinsPrev:
+		c.spans[i-1].to = end
+	case joinsNext:
+		c.spans[i].from = at
+	default:
+		c.spans = append(c.spans, span{})
+		copy(c.spans[i+1:], c.spans[i:])
+		c.spans[i] = span{at, end}
+	}
+	return true
+}
+
 // maxChunkMeta bounds a chunk that is not READ data (errors, block
 // status); a longer one ends the connection before it is allocated.
 const maxChunkMeta = 1 << 20
@@ -516,6 +558,9 @@ func (cl *Client) readChunk(br *bufio.Reader, h *[chunkHeaderSize]byte) error {
 		if at < c.off || at-c.off > uint64(c.n) || uint64(n) > uint64(c.n)-(at-c.off) {
 			return errBadChunk
 		}
+		if !c.cover(uint32(at-c.off), n) {
+			return errBadChunk
+		}
 		if _, err := io.ReadFull(br, c.buf[at-c.off:][:n]); err != nil {
 			return err
 		}
@@ -529,6 +574,9 @@ func (cl *Client) readChunk(br *bufio.Reader, h *[chunkHeaderSize]byte) error {
 		}
 		at, n := binary.BigEndian.Uint64(be[:]), binary.BigEndian.Uint32(be[8:])
 		if n == 0 || at < c.off || at-c.off > uint64(c.n) || uint64(n) > uint64(c.n)-(at-c.off) {
+			return errBadChunk
+		}
+		if !c.cover(uint32(at-c.off), n) {
 			return errBadChunk
 		}
 		clear(c.buf[at-c.off:][:n])
@@ -642,6 +690,7 @@ func (cl *Client) send(cmd, flags uint16, off uint64, length uint32, buf []byte)
 	c := &cl.calls[slot]
 	c.busy, c.cmd, c.err = true, cmd, nil
 	c.off, c.n, c.got, c.errno, c.extents = off, length, 0, 0, nil
+	c.spans = c.spanBuf[:0]
 	c.gen++
 	c.buf = nil
 	if cmd == cmdRead {
