@@ -3,6 +3,7 @@ package soak
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xenblk/xenblk/xen"
 	"github.com/xenblk/xenblk/xenstore"
 )
 
@@ -215,12 +217,12 @@ func (m *machine) startGuest(ctx context.Context) error {
 	return err
 }
 
-// cleanUpDeadGuest does what a toolstack does for the vbd of a domain
-// that died: wait until the backend has let go of it (state Closed, 6:
-// its rings unmapped, its requests finished), then remove the backend
-// directory, which makes serve close the disk. (Not `xenblk detach`: it
-// rewrites the state to Closing and waits for a Closed that a backend
-// already Closed never writes again, so it takes its whole --timeout.)
+// cleanUpDeadGuest waits until the vbd of a domain that died is let go
+// of. Serve removes a dead domain's devices itself, as libxl does when it
+// destroys a domain, so the backend directory usually just goes; a
+// backend that only reached Closed (6: its rings unmapped, its requests
+// finished) has its directory removed here, as a toolstack would, which
+// makes serve close the disk.
 func (m *machine) cleanUpDeadGuest(dom int) error {
 	st, err := xenstore.Dial(m.xenstored)
 	if err != nil {
@@ -236,6 +238,10 @@ func (m *machine) cleanUpDeadGuest(dom int) error {
 	deadline := time.After(m.readinessTimeout)
 	for {
 		v, err := st.Read(be + "/state")
+		if errors.Is(err, xen.ErrNotFound) {
+			m.note("serve removed the dead guest's vbd %s", be)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("the dead guest's vbd %s: %w", be, err)
 		}
@@ -252,7 +258,10 @@ func (m *machine) cleanUpDeadGuest(dom int) error {
 		}
 	}
 	m.note("backend closed %s; removing it", be)
-	return st.Remove(be)
+	if err := st.Remove(be); err != nil && !errors.Is(err, xen.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // note appends a timestamped line to logs/soak.log.
