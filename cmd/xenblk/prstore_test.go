@@ -2,7 +2,11 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +59,58 @@ func TestPRStoreEtcdTLSAndMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(sb.String(), want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, sb.String())
+		}
+	}
+}
+
+// TestServeRefusesAnUnreachableEtcd: serve with an etcd nobody answers
+// for fails at once (exit 1, within its timeout), saying which members it
+// tried and naming the TLS flags, before it looks for a host.
+func TestServeRefusesAnUnreachableEtcd(t *testing.T) {
+	h := newCLIHarness(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	start := time.Now()
+	r := h.run("serve", "--pr-store", "etcd://"+addr, "--pr-store-timeout", "500ms")
+	if r.code != exitFailure {
+		t.Fatalf("exit %d, stderr %q; want %d", r.code, r.stderr, exitFailure)
+	}
+	for _, want := range []string{addr, "--pr-store-ca", "did not answer"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q does not say %q", r.stderr, want)
+		}
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("serve took %v to give up with a 500ms timeout", d)
+	}
+}
+
+// TestServeWithEtcdStore: serve started on an etcd cluster says where its
+// reservations are shared and exports the etcd store's metrics.
+func TestServeWithEtcdStore(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "host.sock")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", filepath.Join(dir, "xenstored"))
+	waitFile(t, sock)
+	serve := startProc(t, bin, "serve", "--host", sock, "--pr-store", c.URL()+"/serve-test", "--journal-dir", filepath.Join(dir, "journal"),
+		"--metrics", "127.0.0.1:0")
+	serve.expect(t, "xenblk serve: reservations shared in "+c.URL()+"/serve-test")
+	metricsURL := strings.TrimPrefix(serve.expect(t, "xenblk serve: metrics at "), "xenblk serve: metrics at ")
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"# TYPE xenblk_pr_etcd_cas_total counter", `xenblk_pr_etcd_cas_total{result="conflict"} 0`, "xenblk_pr_etcd_watch_lag_seconds "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
 	}
 }
