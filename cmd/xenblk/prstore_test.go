@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -68,12 +67,7 @@ func TestPRStoreEtcdTLSAndMetrics(t *testing.T) {
 // tried and naming the TLS flags, before it looks for a host.
 func TestServeRefusesAnUnreachableEtcd(t *testing.T) {
 	h := newCLIHarness(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := etcdtest.UnusedAddr(t)
 	start := time.Now()
 	r := h.run("serve", "--pr-store", "etcd://"+addr, "--pr-store-timeout", "500ms")
 	if r.code != exitFailure {

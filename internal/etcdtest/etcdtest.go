@@ -246,3 +246,14 @@ func (c *Cluster) RemoveData() error {
 	}
 	return errors.Join(errs...)
 }
+
+// UnusedAddr is an address of 127.0.0.1 that nothing listened on a moment
+// ago: an etcd member that does not answer.
+func UnusedAddr(t testing.TB) string {
+	t.Helper()
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+}

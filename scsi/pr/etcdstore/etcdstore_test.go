@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,14 +93,9 @@ func hexOf(b []byte) string {
 // An endpoint nobody answers on: Open fails within its dial timeout,
 // saying which endpoints it tried.
 func TestOpenUnreachable(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := etcdtest.UnusedAddr(t)
 	start := time.Now()
-	_, err = etcdstore.Open(etcdstore.Config{Endpoints: []string{addr}, DialTimeout: 500 * time.Millisecond})
+	_, err := etcdstore.Open(etcdstore.Config{Endpoints: []string{addr}, DialTimeout: 500 * time.Millisecond})
 	if err == nil {
 		t.Fatal("Open of a closed port succeeded")
 	}
