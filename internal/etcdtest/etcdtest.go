@@ -194,16 +194,28 @@ func (c *Cluster) Endpoints() []string {
 // URL is the cluster as xenblk serve --pr-store takes it.
 func (c *Cluster) URL() string { return "etcd://" + strings.Join(c.Endpoints(), ",") }
 
-// Stop stops member i (as a kill would: its data stays for Restart).
-func (c *Cluster) Stop(i int) {
+// Stop stops member i as an operator would: a leader hands leadership
+// over first. Its data stays for Restart.
+func (c *Cluster) Stop(i int) { c.stop(i, false) }
+
+// Kill stops member i as a kill would: raft stops at once, a leader
+// hands nothing over, and the others elect a new one after their
+// election timeout. Its data stays for Restart.
+func (c *Cluster) Kill(i int) { c.stop(i, true) }
+
+func (c *Cluster) stop(i int, hard bool) {
 	c.mu.Lock()
 	m := c.members[i]
 	e := m.e
 	m.e = nil
 	c.mu.Unlock()
-	if e != nil {
-		e.Close()
+	if e == nil {
+		return
 	}
+	if hard {
+		e.Server.HardStop()
+	}
+	e.Close()
 }
 
 // Restart starts the stopped members is again, together, on their data
@@ -256,4 +268,23 @@ func UnusedAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+}
+
+// Leader is the index of the member that leads, as the running members
+// see it; -1 while none does.
+func (c *Cluster) Leader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.members {
+		if m.e == nil {
+			continue
+		}
+		lead := m.e.Server.Leader()
+		for i, o := range c.members {
+			if o.e != nil && o.e.Server.MemberID() == lead {
+				return i
+			}
+		}
+	}
+	return -1
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,17 +28,23 @@ type prInput struct {
 }
 
 // prOutput is what the unit answered: status, sense, PR IN's data.
+// unknown: the store did not answer in time (LOGICAL UNIT
+// COMMUNICATION FAILURE), so a change may or may not have been stored.
 type prOutput struct {
-	status byte
-	sense  scsi.Code
-	data   []byte
+	status  byte
+	sense   scsi.Code
+	data    []byte
+	unknown bool
 }
 
 // prModel is pr.State as porcupine's sequential model: a PR OUT is
 // State.Out on a copy, kept only when GOOD (as pr.Unit keeps it); a PR IN
 // is State.In, which changes nothing. A command the unit refused with
 // INTERNAL TARGET FAILURE (its retries ran out against other hosts'
-// changes, every swap refused) had no effect and matches any state.
+// changes, every swap refused) had no effect and matches any state. A
+// command whose outcome is unknown never returns (its Return is the end
+// of time): it takes effect wherever porcupine places it, and placed
+// last it is as if it never happened.
 var prModel = porcupine.Model{
 	Init: func() any { return pr.State{} },
 	Step: func(state, input, output any) (bool, any) {
@@ -51,6 +59,12 @@ var prModel = porcupine.Model{
 			o = next.In(in.nexus, in.cdb[:])
 		} else {
 			o = next.Out(in.nexus, in.cdb[:], in.param)
+		}
+		if out.unknown {
+			if in.param != nil && o.Status == scsi.StatusGood {
+				return true, next
+			}
+			return true, s
 		}
 		if o.Status != out.status || (o.Status == scsi.StatusCheckCondition && o.Sense != out.sense) {
 			return false, s
@@ -116,10 +130,14 @@ func randomCommand(r *rand.Rand, me scsi.Nexus, i, nexuses int) prInput {
 
 // runHistory sends ops random PR commands from each of nexuses nexuses
 // at once, nexus i through units[i%len(units)], and returns the history.
-func runHistory(t *testing.T, seed uint64, units []*pr.Unit, nexuses, ops int) []porcupine.Operation {
+// midway, when set, runs once when half the commands have been sent
+// (a fault), and then commands may fail with an unknown outcome;
+// without it every command must get an answer.
+func runHistory(t *testing.T, seed uint64, units []*pr.Unit, nexuses, ops int, midway func()) []porcupine.Operation {
 	var mu sync.Mutex
 	var history []porcupine.Operation
 	var wg sync.WaitGroup
+	var sent atomic.Int64
 	epoch := time.Now()
 	for i := range nexuses {
 		wg.Go(func() {
@@ -127,6 +145,9 @@ func runHistory(t *testing.T, seed uint64, units []*pr.Unit, nexuses, ops int) [
 			u := units[i%len(units)]
 			me := scsi.Nexus{Dom: uint16(i + 1), Device: fmt.Sprintf("host%d/xvda", i%len(units))}
 			for range ops {
+				if sent.Add(1) == int64(nexuses*ops/2) && midway != nil {
+					midway()
+				}
 				in := randomCommand(r, me, i, nexuses)
 				cmd := &scsi.Command{CDB: in.cdb[:], Dir: scsi.DirToDevice, Data: in.param}
 				if in.param == nil {
@@ -145,7 +166,11 @@ func runHistory(t *testing.T, seed uint64, units []*pr.Unit, nexuses, ops int) [
 					out.data = append([]byte(nil), cmd.Data[:len(cmd.Data)-res.Resid]...)
 				}
 				if out.sense == scsi.LogicalUnitCommunicationFailure {
-					t.Errorf("%s: the store did not answer in time (no fault was injected)", in.what)
+					if midway == nil {
+						t.Errorf("%s: the store did not answer in time (no fault was injected)", in.what)
+					}
+					out = prOutput{unknown: true}
+					ret = math.MaxInt64
 				}
 				mu.Lock()
 				history = append(history, porcupine.Operation{ClientId: i, Input: in, Call: call, Output: out, Return: ret})
@@ -168,24 +193,9 @@ func TestLinearizable(t *testing.T) {
 	const nexuses, ops = 6, 25
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-			prefix := newPrefix()
-			var units []*pr.Unit
-			for range 2 {
-				u, err := pr.Open(open(t, c, prefix), "/images/cluster.img", quiet)
-				if err != nil {
-					t.Fatal(err)
-				}
-				units = append(units, u)
-			}
-			history := runHistory(t, seed, units, nexuses, ops)
-			res, info := porcupine.CheckOperationsVerbose(prModel, history, time.Minute)
-			switch res {
-			case porcupine.Ok:
-			case porcupine.Unknown:
-				t.Fatalf("porcupine gave up within its minute on %d operations", len(history))
-			default:
-				t.Fatalf("history of %d operations is not linearizable:\n%s", len(history), describe(info))
-			}
+			units := twoHosts(t, c)
+			history := runHistory(t, seed, units, nexuses, ops, nil)
+			checkLinearizable(t, history)
 			var conflicts uint64
 			for _, u := range units {
 				conflicts += u.Stats().Conflicts
@@ -202,11 +212,68 @@ func TestLinearizable(t *testing.T) {
 			}
 			units = append(units, u)
 		}
-		history := runHistory(t, 99, units, nexuses, ops)
+		history := runHistory(t, 99, units, nexuses, ops, nil)
 		if res := porcupine.CheckOperationsTimeout(prModel, history, time.Minute); res != porcupine.Illegal {
 			t.Fatalf("two hosts with stores of their own: porcupine says %v; want Illegal", res)
 		}
 	})
+}
+
+// TestLinearizableWithLeaderKilled: the same random history, the etcd
+// leader stopped halfway (a new one is elected; the clients move to the
+// members left). Commands in flight then may fail with an unknown
+// outcome; the history stays linearizable.
+func TestLinearizableWithLeaderKilled(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	units := twoHosts(t, c)
+	killed := -1
+	history := runHistory(t, 7, units, 6, 25, func() {
+		if killed = c.Leader(); killed < 0 {
+			killed = 0
+		}
+		c.Kill(killed)
+	})
+	if killed < 0 {
+		t.Fatal("the fault never ran")
+	}
+	if err := c.Restart(killed); err != nil {
+		t.Fatal(err)
+	}
+	unknown := 0
+	for _, op := range history {
+		if op.Output.(prOutput).unknown {
+			unknown++
+		}
+	}
+	checkLinearizable(t, history)
+	t.Logf("%d operations, member %d (the leader) stopped halfway, %d outcomes unknown", len(history), killed, unknown)
+}
+
+// twoHosts opens one logical unit twice, each on an etcd client of its
+// own (two hosts), under a prefix of the test's.
+func twoHosts(t *testing.T, c *etcdtest.Cluster) []*pr.Unit {
+	prefix := newPrefix()
+	var units []*pr.Unit
+	for range 2 {
+		u, err := pr.Open(open(t, c, prefix), "/images/cluster.img", slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		units = append(units, u)
+	}
+	return units
+}
+
+func checkLinearizable(t *testing.T, history []porcupine.Operation) {
+	t.Helper()
+	res, info := porcupine.CheckOperationsVerbose(prModel, history, time.Minute)
+	switch res {
+	case porcupine.Ok:
+	case porcupine.Unknown:
+		t.Fatalf("porcupine gave up within its minute on %d operations", len(history))
+	default:
+		t.Fatalf("history of %d operations is not linearizable:\n%s", len(history), describe(info))
+	}
 }
 
 // describe lists the longest linearizable prefix porcupine found, for a
