@@ -23,10 +23,13 @@
 // etcd (an event or a progress notification), for whoever bounds how
 // stale the cache may be.
 //
-// Every call to etcd has a deadline (Config.Timeout); one that passes is
+// Every request to etcd (Load, CompareAndSwap, a watch's
+// resynchronisation) has a deadline (Config.Timeout); one that passes is
 // an error wrapping pr.ErrUnavailable, which pr.Unit reports to the guest
-// as LOGICAL UNIT COMMUNICATION FAILURE. Open checks that the cluster
-// answers (a linearizable read, so a quorum) within Config.DialTimeout.
+// as LOGICAL UNIT COMMUNICATION FAILURE. A watch stream lives until its
+// context ends, but not on a member cut off from its leader (it is ended
+// and resumed through another). Open checks that the cluster answers (a
+// linearizable read, so a quorum) within Config.DialTimeout.
 package etcdstore
 
 import (
