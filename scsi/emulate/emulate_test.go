@@ -240,7 +240,11 @@ func TestCompareAndWriteIsAtomic(t *testing.T) {
 }
 
 func TestReadWriteAllocateNothing(t *testing.T) {
-	e := emulate.New(memDev(512, 1024), emulate.Config{Log: quiet()})
+	unit, err := pr.Open(pr.NewMemoryStore(), "lu", quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := emulate.New(memDev(512, 1024), emulate.Config{Reservations: unit, Log: quiet()})
 	n := scsi.Nexus{Dom: 1, Device: "xvda"}
 	buf := make([]byte, 4096)
 	rd := &scsi.Command{CDB: scsitest.Read10(8, 8), Dir: scsi.DirFromDevice, Data: buf}

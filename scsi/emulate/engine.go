@@ -11,6 +11,10 @@
 //     it is DirToDevice.
 //   - READ and WRITE in steady state allocate nothing: sense goes into the
 //     caller's Result, data straight between the device and Command.Data.
+//     Nor do they lock anything but the write lock's shared side while no
+//     unit attention is pending and no reservation is held.
+//   - A unit attention established before a command of its nexus began
+//     is reported to that command or to one that ran alongside it, once.
 //   - COMPARE AND WRITE is atomic against every other write through this
 //     Engine (writes share a read lock, COMPARE AND WRITE takes it alone).
 package emulate
@@ -82,8 +86,18 @@ type Engine struct {
 	// (MODE PARAMETERS CHANGED) once per change made by another nexus.
 	modeGen atomic.Uint64
 
-	mu      sync.Mutex
-	nexuses map[scsi.Nexus]*nexusState
+	// mu serialises what changes a nexus's record: telling it an
+	// attention, adding it to known.
+	mu sync.Mutex
+	// known maps every nexus that has spoken to what it has been told.
+	// It is replaced, never changed, under mu (a nexus is added once), so
+	// a command reads it without mu: one whose nexus has been told
+	// everything takes no lock (unitAttention).
+	known atomic.Pointer[map[scsi.Nexus]*nexusState]
+	// last is the record of the nexus that last found its own through
+	// known: an engine mostly serves one nexus, whose commands then skip
+	// hashing it.
+	last atomic.Pointer[nexusState]
 }
 
 // New returns an engine for dev.
@@ -96,9 +110,9 @@ func New(dev storage.Device, cfg Config) *Engine {
 		product:  cfg.Product,
 		revision: cfg.Revision,
 		maxXfer:  cfg.MaxTransferBlocks,
-		nexuses:  make(map[scsi.Nexus]*nexusState),
 		resets:   cfg.Resets,
 	}
+	e.known.Store(&map[scsi.Nexus]*nexusState{})
 	if e.resets == nil {
 		e.resets = new(scsi.Resets)
 	}
@@ -176,8 +190,9 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 		e.fail(res, scsi.InvalidOpcode)
 		return
 	}
+	g := e.geometry()
 	if !scsi.UnitAttentionExempt(op) {
-		if c, ok := e.unitAttention(n); ok {
+		if c, ok := e.unitAttention(n, g.info.Size); ok {
 			e.fail(res, c)
 			return
 		}
@@ -186,48 +201,92 @@ func (e *Engine) Execute(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 		res.SetStatus(scsi.StatusReservationConflict)
 		return
 	}
-	e.dispatch(n, cmd, res)
+	e.dispatch(n, cmd, res, &g)
 }
 
-// nexusState is what one nexus has been told.
+// nexusState is what one nexus has been told: the counts and the
+// capacity it last heard of. Written under Engine.mu only; read without
+// it.
 type nexusState struct {
-	modeGen uint64 // mode page generation last reported
-	resets  uint64 // logical unit resets reported
-	size    int64  // capacity last reported
+	nexus   scsi.Nexus    // whose record; never changes
+	modeGen atomic.Uint64 // mode page generation last reported
+	resets  atomic.Uint64 // logical unit resets reported
+	size    atomic.Int64  // capacity last reported
+}
+
+// current reports whether the nexus has been told of everything up to
+// these counts and this capacity.
+func (st *nexusState) current(gen, resets uint64, size int64) bool {
+	return st.resets.Load() == resets && st.size.Load() == size && st.modeGen.Load() == gen
 }
 
 // unitAttention pops the unit attention pending for n, in order: POWER ON
 // RESET at the nexus's first command, BUS DEVICE RESET FUNCTION OCCURRED
 // after another nexus's logical unit reset, CAPACITY DATA HAS CHANGED after a
-// resize, MODE PARAMETERS CHANGED after another nexus's MODE SELECT, then
-// whatever the reservation engine queued.
-func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
-	size := e.dev.Info().Size
+// resize (size is the capacity this command runs with), MODE PARAMETERS
+// CHANGED after another nexus's MODE SELECT, then whatever the reservation
+// engine queued.
+//
+// The counts are read before the nexus's record, and a record moves only
+// under mu to counts read before it was taken: an attention whose count
+// moved before a command began is reported to that command or to one
+// that ran alongside it, never lost. A nexus told of everything (the
+// steady state) is seen so without mu.
+func (e *Engine) unitAttention(n scsi.Nexus, size int64) (scsi.Code, bool) {
 	gen := e.modeGen.Load()
 	resets := e.resets.Count()
-	e.mu.Lock()
-	st := e.nexuses[n]
-	switch {
-	case st == nil:
-		e.nexuses[n] = &nexusState{modeGen: gen, size: size, resets: resets}
-		e.mu.Unlock()
-		return scsi.PowerOnReset, true
-	case st.resets != resets:
-		st.resets = resets
-		e.mu.Unlock()
-		return scsi.BusDeviceReset, true
-	case st.size != size:
-		st.size = size
-		e.mu.Unlock()
-		return scsi.CapacityDataChanged, true
-	case st.modeGen != gen:
-		st.modeGen = gen
-		e.mu.Unlock()
-		return scsi.ModeParametersChanged, true
+	if st := e.record(n); st == nil || !st.current(gen, resets, size) {
+		if c, ok := e.tell(n, gen, resets, size); ok {
+			return c, true
+		}
 	}
-	e.mu.Unlock()
 	if e.res != nil {
 		return e.res.UnitAttention(n)
+	}
+	return scsi.Code{}, false
+}
+
+// record is n's record, nil before its first command.
+func (e *Engine) record(n scsi.Nexus) *nexusState {
+	if st := e.last.Load(); st != nil && st.nexus == n {
+		return st
+	}
+	st := (*e.known.Load())[n]
+	if st != nil {
+		e.last.Store(st)
+	}
+	return st
+}
+
+// tell is unitAttention's look under mu: the first attention n has not
+// been told of, its record moved past it.
+func (e *Engine) tell(n scsi.Nexus, gen, resets uint64, size int64) (scsi.Code, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	known := *e.known.Load()
+	st := known[n]
+	switch {
+	case st == nil:
+		st = &nexusState{nexus: n}
+		st.modeGen.Store(gen)
+		st.resets.Store(resets)
+		st.size.Store(size)
+		next := make(map[scsi.Nexus]*nexusState, len(known)+1)
+		for k, v := range known {
+			next[k] = v
+		}
+		next[n] = st
+		e.known.Store(&next)
+		return scsi.PowerOnReset, true
+	case st.resets.Load() != resets:
+		st.resets.Store(resets)
+		return scsi.BusDeviceReset, true
+	case st.size.Load() != size:
+		st.size.Store(size)
+		return scsi.CapacityDataChanged, true
+	case st.modeGen.Load() != gen:
+		st.modeGen.Store(gen)
+		return scsi.ModeParametersChanged, true
 	}
 	return scsi.Code{}, false
 }
@@ -242,8 +301,8 @@ func (e *Engine) unitAttention(n scsi.Nexus) (scsi.Code, bool) {
 func (e *Engine) LogicalUnitReset(n scsi.Nexus) {
 	count := e.resets.Add()
 	e.mu.Lock()
-	if st := e.nexuses[n]; st != nil {
-		st.resets = count
+	if st := (*e.known.Load())[n]; st != nil && st.resets.Load() < count {
+		st.resets.Store(count)
 	}
 	e.mu.Unlock()
 	if r, ok := e.res.(scsi.LogicalUnitResetter); ok {
@@ -256,19 +315,21 @@ func (e *Engine) LogicalUnitReset(n scsi.Nexus) {
 func (e *Engine) modeChanged(n scsi.Nexus) {
 	gen := e.modeGen.Add(1)
 	e.mu.Lock()
-	if st := e.nexuses[n]; st != nil {
-		st.modeGen = gen
+	if st := (*e.known.Load())[n]; st != nil && st.modeGen.Load() < gen {
+		st.modeGen.Store(gen)
 	}
 	e.mu.Unlock()
 }
 
-func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
+// dispatch runs cmd; g is the device's shape the command was admitted
+// with (READ and WRITE use it; the rest read their own).
+func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, g *geometry) {
 	cdb := cmd.CDB
 	switch cdb[0] {
 	case scsi.OpTestUnitReady, scsi.OpStartStopUnit:
 		// Always ready; there is no medium to spin or eject.
 	case scsi.OpRequestSense:
-		e.requestSense(n, cmd, res)
+		e.requestSense(n, cmd, res, g)
 	case scsi.OpInquiry:
 		e.inquiry(cmd, res)
 	case scsi.OpReportLuns:
@@ -295,9 +356,9 @@ func (e *Engine) dispatch(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
 	case scsi.OpModeSelect6, scsi.OpModeSelect10:
 		e.modeSelect(n, cmd, res)
 	case scsi.OpRead6, scsi.OpRead10, scsi.OpRead12, scsi.OpRead16:
-		e.read(cmd, res)
+		e.read(cmd, res, g)
 	case scsi.OpWrite6, scsi.OpWrite10, scsi.OpWrite12, scsi.OpWrite16:
-		e.write(cmd, res)
+		e.write(cmd, res, g)
 	case scsi.OpVerify10, scsi.OpVerify12, scsi.OpVerify16:
 		e.verify(cmd, res)
 	case scsi.OpSynchronizeCache10, scsi.OpSynchronizeCache16:

@@ -219,11 +219,11 @@ func (e *Engine) getLBAStatus(cmd *scsi.Command, res *scsi.Result) {
 	reply(cmd, res, alloc, buf[:])
 }
 
-func (e *Engine) requestSense(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result) {
+func (e *Engine) requestSense(n scsi.Nexus, cmd *scsi.Command, res *scsi.Result, g *geometry) {
 	cdb := cmd.CDB
 	desc := cdb[1]&0x01 != 0
 	alloc := int(cdb[4])
-	c, ok := e.unitAttention(n)
+	c, ok := e.unitAttention(n, g.info.Size)
 	if !ok {
 		c = scsi.NoSense
 	}

@@ -74,13 +74,12 @@ func (e *Engine) checkTransfer(cmd *scsi.Command, res *scsi.Result, g *geometry,
 	return int64(r.lba) * g.bs, n, true
 }
 
-func (e *Engine) read(cmd *scsi.Command, res *scsi.Result) {
+func (e *Engine) read(cmd *scsi.Command, res *scsi.Result, g *geometry) {
 	r, ok := e.decodeRW(cmd.CDB, res)
 	if !ok {
 		return
 	}
-	g := e.geometry()
-	off, n, ok := e.checkTransfer(cmd, res, &g, r, scsi.DirFromDevice)
+	off, n, ok := e.checkTransfer(cmd, res, g, r, scsi.DirFromDevice)
 	if !ok || n == 0 {
 		return
 	}
@@ -91,13 +90,12 @@ func (e *Engine) read(cmd *scsi.Command, res *scsi.Result) {
 	res.Resid = len(cmd.Data) - int(n)
 }
 
-func (e *Engine) write(cmd *scsi.Command, res *scsi.Result) {
+func (e *Engine) write(cmd *scsi.Command, res *scsi.Result, g *geometry) {
 	r, ok := e.decodeRW(cmd.CDB, res)
 	if !ok {
 		return
 	}
-	g := e.geometry()
-	off, n, ok := e.checkTransfer(cmd, res, &g, r, scsi.DirToDevice)
+	off, n, ok := e.checkTransfer(cmd, res, g, r, scsi.DirToDevice)
 	if !ok {
 		return
 	}
@@ -115,7 +113,7 @@ func (e *Engine) write(cmd *scsi.Command, res *scsi.Result) {
 		e.ioError(res, err, scsi.WriteError, r.lba)
 		return
 	}
-	if !e.durable(res, &g, r.fua) {
+	if !e.durable(res, g, r.fua) {
 		return
 	}
 	res.Resid = len(cmd.Data) - int(n)

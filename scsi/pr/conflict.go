@@ -29,6 +29,12 @@ func classify(cdb []byte) access {
 	return writeAccess
 }
 
+// idle reports whether s refuses no command and has no unit attention
+// pending: Conflict is then false for every nexus and command.
+func (s *State) idle() bool {
+	return !s.Reserved && s.Legacy == nil && len(s.Attentions) == 0
+}
+
 // Conflict reports whether n must get RESERVATION CONFLICT for cdb.
 func (s *State) Conflict(n scsi.Nexus, cdb []byte) bool {
 	if len(cdb) == 0 {

@@ -14,8 +14,9 @@ import (
 // nexuses and checks, after every command: at most one reservation and its
 // holder is a registrant (for *AR, some registrant exists); no nexus is
 // registered twice and no key is zero; the generation never decreases and
-// changes only on a GOOD command; the state round-trips through the store
-// encoding.
+// changes only on a GOOD command; a state that claims to be idle (the
+// engine's lock-free admission) refuses no nexus any command; the state
+// round-trips through the store encoding.
 func TestInvariants(t *testing.T) {
 	names := []string{"A", "B", "C"}
 	types := []Type{1, 3, 5, 6, 7, 8}
@@ -96,6 +97,11 @@ func TestInvariants(t *testing.T) {
 					rt.Fatalf("holder %+v is not a registrant", s.Holder)
 				}
 			}
+			if s.idle() {
+				if n, op, ok := refusedWhileIdle(&s); ok {
+					rt.Fatalf("idle state refuses %+v opcode %#02x: %+v", n, op, s)
+				}
+			}
 			b, err := Encode(s)
 			if err != nil {
 				rt.Fatal(err)
@@ -120,4 +126,46 @@ func normalize(s State) State {
 		s.Attentions = nil
 	}
 	return s
+}
+
+// refusedWhileIdle looks for a nexus and an opcode s refuses.
+func refusedWhileIdle(s *State) (scsi.Nexus, byte, bool) {
+	var cdb [16]byte
+	for _, n := range nexuses {
+		for op := range 256 {
+			cdb[0] = byte(op)
+			if s.Conflict(n, cdb[:]) {
+				return n, byte(op), true
+			}
+		}
+	}
+	return scsi.Nexus{}, 0, false
+}
+
+// TestIdleIsNothingHeldNothingPending: a state is idle exactly when no
+// reservation (persistent or SPC-2) is held and no unit attention is
+// pending; registrations alone leave it idle, and an idle state refuses
+// nothing.
+func TestIdleIsNothingHeldNothingPending(t *testing.T) {
+	a, b := nexuses["A"], nexuses["B"]
+	regs := []Registration{{Nexus: a, Key: 1}, {Nexus: b, Key: 2}}
+	for _, c := range []struct {
+		name string
+		s    State
+		idle bool
+	}{
+		{"empty", State{}, true},
+		{"registrations only", State{Registrations: regs}, true},
+		{"an attention consumed", State{Attentions: map[string][]scsi.Code{}}, true},
+		{"persistent reservation", State{Registrations: regs, Reserved: true, Type: TypeWriteExclusive, Holder: a}, false},
+		{"SPC-2 reservation", State{Legacy: &a}, false},
+		{"attention pending", State{Attentions: map[string][]scsi.Code{nexusKey(b): {scsi.RegistrationsPreempted}}}, false},
+	} {
+		if got := c.s.idle(); got != c.idle {
+			t.Errorf("%s: idle %v, want %v", c.name, got, c.idle)
+		}
+		if n, op, ok := refusedWhileIdle(&c.s); c.idle && ok {
+			t.Errorf("%s: idle, yet refuses %+v opcode %#02x", c.name, n, op)
+		}
+	}
 }

@@ -102,6 +102,16 @@ type Unit struct {
 	// instants count from epoch on the monotonic clock. Guarded by mu.
 	lease *lease.Lease
 	epoch time.Time
+	// idle: the unit is local (not shared), nothing is reserved
+	// (persistently or SPC-2) and no unit attention is pending, so every
+	// command is admitted and none has an attention to report: Conflict
+	// and UnitAttention answer from it without the lock. It is stored
+	// under mu after every change of state (settle), before the command
+	// that made the change completes, so a command that starts after a
+	// reservation or an attention was established sees it false and
+	// takes the lock. A shared unit is never idle: its state also
+	// changes under it from other hosts, and its lease must be judged.
+	idle atomic.Bool
 }
 
 // unitStats are Stats' counters, atomics so that metrics read them
@@ -168,8 +178,13 @@ func Open(store Store, lu string, log *slog.Logger) (*Unit, error) {
 		}
 		u.state = s.PowerOn()
 	}
+	u.settle()
 	return u, nil
 }
+
+// settle records whether the unit is idle after a change of its state;
+// u.mu held.
+func (u *Unit) settle() { u.idle.Store(!u.shared && u.lease == nil && u.state.idle()) }
 
 // State returns a copy of the current state (for tools and tests).
 func (u *Unit) State() State {
@@ -182,6 +197,9 @@ func (u *Unit) State() State {
 // ran out, every command the reservation could refuse is refused: the
 // copy can no longer say which nexus is fenced (fail closed).
 func (u *Unit) Conflict(n scsi.Nexus, cdb []byte) bool {
+	if u.idle.Load() {
+		return false
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.lease != nil && !u.lease.Fresh(u.now()) && len(cdb) > 0 && classify(cdb) != alwaysAllowed {
@@ -195,10 +213,17 @@ func (u *Unit) Conflict(n scsi.Nexus, cdb []byte) bool {
 // them for this host's nexus), so taking one is a change stored like any
 // other: it is then gone on every host, also for a guest that moves.
 func (u *Unit) UnitAttention(n scsi.Nexus) (scsi.Code, bool) {
+	if u.idle.Load() {
+		return scsi.Code{}, false
+	}
 	u.mu.Lock()
 	if !u.shared {
 		defer u.mu.Unlock()
-		return u.state.takeAttention(n)
+		c, ok := u.state.takeAttention(n)
+		if ok {
+			u.settle()
+		}
+		return c, ok
 	}
 	pending := u.state.hasAttention(n)
 	u.mu.Unlock()
@@ -322,6 +347,7 @@ func (u *Unit) apply(fn func(*State) Outcome) (Outcome, time.Duration) {
 		}
 		prev := u.state
 		u.state, u.version = next, v
+		u.settle()
 		if u.lease == nil {
 			return out, 0
 		}
@@ -370,6 +396,7 @@ func (u *Unit) install(sent time.Duration, b []byte, v uint64) error {
 	}
 	if newer {
 		u.state, u.version = s, v
+		u.settle()
 	}
 	return nil
 }
