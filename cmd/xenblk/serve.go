@@ -18,6 +18,7 @@ import (
 
 	"github.com/xenblk/xenblk/blkback"
 	"github.com/xenblk/xenblk/nbd"
+	"github.com/xenblk/xenblk/scsi/pr/lease"
 	"github.com/xenblk/xenblk/scsiengine"
 	"github.com/xenblk/xenblk/storage"
 	"github.com/xenblk/xenblk/toolstack"
@@ -34,6 +35,7 @@ type serveOptions struct {
 	noSCSI      bool
 	noVscsi     bool
 	prStore     prStoreOptions
+	prLease     time.Duration
 	journalDir  string
 	verbose     bool
 	metrics     string
@@ -83,6 +85,7 @@ hotplug-status, as libxl expects.`,
 	f.BoolVar(&o.noSCSI, "no-scsi", false, "do not offer the SCSI extension over blkif (vhosts are SCSI all the same)")
 	f.BoolVar(&o.noVscsi, "no-vscsi", false, "do not serve PVSCSI vhosts (backend/vscsi)")
 	o.prStore.addFlags(f)
+	f.DurationVar(&o.prLease, "pr-lease", lease.DefaultConfig.Term, "with --pr-store etcd://...: how long this host trusts its copy of a disk's reservations without hearing from etcd; past it, guests' reads and writes of the disk are refused, and a PREEMPT completes this much (and an eighth) after etcd took it")
 	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
 	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's and vhost's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
@@ -90,6 +93,9 @@ hotplug-status, as libxl expects.`,
 }
 
 func runServe(cmd *cobra.Command, o *serveOptions) error {
+	if o.prLease <= 0 {
+		return usagef("--pr-lease %v: give a positive duration, e.g. %v", o.prLease, lease.DefaultConfig.Term)
+	}
 	log := newLogger(o.verbose)
 	prStore, etcd, err := o.prStore.open(log)
 	if err != nil {
@@ -116,7 +122,9 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	defer stop()
 	// One registry for vbds and LUNs: a disk served over both is one
 	// logical unit, with one set of reservations.
-	engines := scsiengine.New(scsiengine.Config{Reservations: prStore, Log: log})
+	// The margin covers clock-rate differences and the admission-to-
+	// submission gap (docs/PROTOCOL.md, "Fencing across hosts").
+	engines := scsiengine.New(scsiengine.Config{Reservations: prStore, Lease: lease.Config{Term: o.prLease, Margin: o.prLease / 8}, Log: log})
 	defer engines.Close() // before the etcd store closes: its units stop being followed
 	cfg := blkback.Config{Domain: dom, Log: log, JournalDir: o.journalDir}
 	if !o.noSCSI {

@@ -185,6 +185,7 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"front", "--nbd", "127.0.0.1:-1"}, {"serve", "--metrics", "9469"},
 		{"serve", "--pr-store", "bogus"}, {"serve", "--pr-store", "etcd://h1"}, {"serve", "--pr-store-ca", "/x.pem"},
 		{"serve", "--pr-store", "etcd://h1:2379", "--pr-store-cert", "/x.pem"}, {"serve", "--pr-store-timeout", "0s"},
+		{"serve", "--pr-lease", "0s"},
 		{"sim", "--vscsi", "--read-only"}, {"front", "--vhost", "-5"}, {"front", "--vhost", "0", "--vdev", "xvdb"}, {"front", "--vhost", "0", "--reattach"},
 		{"nbd", "serve", "--listen", "bogus", "disk.img"}, {"nbd", "serve", "--listen", "unix:", "disk.img"},
 		{"sim", "--control", "/" + strings.Repeat("d", maxSocketPath)},
