@@ -114,7 +114,7 @@ func newPersistCmd(t *scsiTarget) *cobra.Command {
 	f.StringVarP(&pf.sark, "param-sark", "S", "", "service action reservation key (hex)")
 	f.IntVarP(&pf.prType, "prout-type", "T", 0, "reservation type (1 WE, 3 EA, 5 WE-RO, 6 EA-RO, 7 WE-AR, 8 EA-AR)")
 	f.BoolVarP(&pf.aptpl, "param-aptpl", "Z", false, "activate persist through power loss")
-	f.StringVarP(&pf.transportID, "transport-id", "X", "", "--register-move destination: xen:dom<N>:<device> or TransportID hex")
+	f.StringVarP(&pf.transportID, "transport-id", "X", "", "--register-move destination: xen:dom<N>:<device>, xen:vm:<initiator>:<vdev> or TransportID hex")
 	f.IntVarP(&pf.rtpi, "relative-target-port", "Q", pr.RelativeTargetPort, "--register-move: relative target port identifier (a vbd has one: 1)")
 	f.BoolVarP(&pf.unreg, "unreg", "U", false, "--register-move: unregister the source nexus afterwards")
 	return cmd
@@ -199,20 +199,20 @@ func buildPROut(pf *persistOptions) (cdb [10]byte, param []byte, err error) {
 }
 
 // parseTransportID reads --transport-id: a xenblk nexus name
-// (xen:dom<N>:<device>, as READ FULL STATUS shows it) or the TransportID's
+// (xen:dom<N>:<device> or xen:vm:<initiator>:<vdev>, as READ FULL STATUS shows it) or the TransportID's
 // bytes in hex (spaces, commas and colons between bytes allowed).
 func parseTransportID(v string) ([]byte, error) {
 	if strings.HasPrefix(v, "xen:") {
 		n, ok := pr.ParseTransportName(v)
 		if !ok {
-			return nil, usagef("--transport-id %q: want xen:dom<N>:<device>", v)
+			return nil, usagef("--transport-id %q: want xen:dom<N>:<device> or xen:vm:<initiator>:<vdev>", v)
 		}
 		return pr.TransportID(n), nil
 	}
 	h := strings.NewReplacer(" ", "", ",", "", ":", "", "\t", "").Replace(strings.TrimPrefix(strings.ToLower(v), "0x"))
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) == 0 {
-		return nil, usagef("--transport-id %q: want xen:dom<N>:<device> or hex bytes", v)
+		return nil, usagef("--transport-id %q: want xen:dom<N>:<device>, xen:vm:<initiator>:<vdev> or hex bytes", v)
 	}
 	return b, nil
 }
