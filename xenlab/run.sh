@@ -8,7 +8,12 @@
 #   scsi.sh      PVSCSI under Linux's xen-scsifront: our serve (two vhosts
 #                on one disk, fencing, hot-plug), then Linux's xen-scsiback
 #                over LIO fileio as the reference
-# XENLAB_SCENARIOS picks some (default: "backend frontend scsi").
+#   xl.sh        our backend as xl's own (serve --backend-type vbd, dom0
+#                without xen-blkback): a domU from an unmodified config,
+#                block-attach/detach, destroy; then two domUs sharing a
+#                disk through PVSCSI, one fencing the other across a
+#                restart of our serve
+# XENLAB_SCENARIOS picks some (default: "backend frontend scsi xl").
 # Logs land in xenlab/out/<scenario>/. Exit status: 0 only if every scenario
 # passed.
 set -uo pipefail
@@ -40,11 +45,12 @@ run() { # NAME SCRIPT [DOM0_EXTRA]
   [ $r = 0 ] || rc=1
 }
 mkdir -p xenlab/out
-for s in ${XENLAB_SCENARIOS:-backend frontend scsi}; do
+for s in ${XENLAB_SCENARIOS:-backend frontend scsi xl}; do
   case $s in
     backend) run backend backend.sh ;;
     frontend) run frontend frontend.sh module_blacklist=xen_blkfront ;;
     scsi) run scsi scsi.sh ;;
+    xl) run xl xl.sh module_blacklist=xen_blkback ;;
     *) echo "xenlab: no scenario $s"; rc=1 ;;
   esac
 done
