@@ -313,3 +313,32 @@ func TestRefreshDoesNotHoldUpAdmissions(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The admission check on a reserved unit: local (file or memory store)
+// and shared (a lease judged per check; the unit opened on the state a
+// local unit reserved, so that no hold is waited for).
+func BenchmarkConflict(b *testing.B) {
+	store := NewMemoryStore()
+	local, _ := Open(store, "lu", nil)
+	for _, step := range []struct {
+		sa       OutAction
+		typ      Type
+		key, sak uint64
+	}{{OutRegisterAndIgnore, 0, 0, 0xa}, {OutReserve, TypeWriteExclusiveRegOnly, 0xa, 0}} {
+		cdb, param := prOut(step.sa, step.typ, step.key, step.sak, false)
+		var res scsi.Result
+		local.Execute(nexuses["A"], &scsi.Command{CDB: cdb, Dir: scsi.DirToDevice, Data: param}, &res, false)
+	}
+	shared, err := OpenShared(store, "lu", nil, lease.Config{Term: time.Hour})
+	if err != nil || !shared.State().Reserved {
+		b.Fatalf("shared unit: %v, %+v", err, shared.State())
+	}
+	for name, u := range map[string]*Unit{"local": local, "shared": shared} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				u.Conflict(nexuses["B"], write10)
+			}
+		})
+	}
+}
