@@ -674,6 +674,12 @@ func (v *Vhost) submit(id int) {
 // slot is given up (freed, or orphaned with an abort queued).
 func (v *Vhost) wait(ctx context.Context, id int) bool {
 	s := &v.slots[id]
+	if ctx.Done() == nil {
+		// Nothing to give up on: the one way out is the outcome (an
+		// answer, or the vhost's removal), as below.
+		<-s.done
+		return true
+	}
 	select {
 	case <-s.done:
 		return true
