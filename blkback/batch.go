@@ -21,8 +21,13 @@ import (
 
 // inflight is what answering a batched request needs.
 type inflight struct {
-	id uint64
-	op uint8 // the operation its response carries
+	id     uint64
+	op     uint8 // the operation its response carries
+	status int16 // its answer, once the batch has completed
+	// In grant-copy mode: a read's segment entries, copied out to the
+	// guest before it is answered (copyReadsOut).
+	read         bool
+	first, nsegs int32
 }
 
 // openBatch makes the queue's batch: as many operations as the ring has
@@ -46,7 +51,8 @@ func (q *queue) closeBatch() {
 // failed here and status is its answer.
 func (q *queue) enqueue() (status int16, queued bool) {
 	p := &q.plan
-	if q.nbuf+p.nsegs > len(q.bufs) || len(q.inflight) == cap(q.inflight) {
+	if q.nbuf+p.nsegs > len(q.bufs) || len(q.inflight) == cap(q.inflight) ||
+		q.cp != nil && !q.cp.fits(q.nbuf+p.nsegs) {
 		q.submitBatch()
 	}
 	if err := q.mapSegments(); err != nil {
@@ -68,17 +74,25 @@ func (q *queue) enqueue() (status int16, queued bool) {
 		// Its mappings (q.maps) are released with the batch's.
 		return q.failed(err), false
 	}
-	q.inflight = append(q.inflight, inflight{id: q.req.ID, op: responseOperation(&q.req)})
+	q.inflight = append(q.inflight, inflight{id: q.req.ID, op: responseOperation(&q.req), status: blkif.RspError,
+		read: p.kind == opRead, first: int32(q.nbuf), nsegs: int32(p.nsegs)})
 	q.nbuf += p.nsegs
 	return 0, true
 }
 
-// submitBatch carries out the batch, answering each request as it
-// completes, and releases the batch's mappings. A no-op when empty.
+// submitBatch carries out the batch, answers each of its requests, and
+// releases the batch's mappings. A no-op when empty.
 func (q *queue) submitBatch() {
 	if len(q.inflight) > 0 {
 		if err := q.batch.Submit(q.doneFn); err != nil {
 			q.log.Warn("batch submission failed", "requests", len(q.inflight), "err", err)
+		}
+		if q.cp != nil {
+			q.copyReadsOut()
+		}
+		for k := range q.inflight {
+			f := &q.inflight[k]
+			q.respond(f.id, f.op, f.status)
 		}
 		q.inflight = q.inflight[:0]
 	}
@@ -87,7 +101,8 @@ func (q *queue) submitBatch() {
 	}
 }
 
-// complete answers the batched request tag (the batch's done callback).
+// complete records the outcome of the batched request tag (the batch's
+// done callback); submitBatch answers it.
 func (q *queue) complete(tag uint32, err error) {
 	if int(tag) >= len(q.inflight) {
 		q.log.Error("batch completed an unknown request", "tag", tag)
@@ -102,5 +117,5 @@ func (q *queue) complete(tag uint32, err error) {
 			status = blkif.RspEOPNOTSUPP
 		}
 	}
-	q.respond(f.id, f.op, status)
+	f.status = status
 }

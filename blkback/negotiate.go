@@ -29,7 +29,7 @@ func (d *VBD) offer() offer {
 	return offer{
 		maxQueues:        d.cfg.MaxQueues,
 		maxRingPageOrder: max(d.cfg.MaxRingPageOrder, 0),
-		persistent:       d.cfg.PersistentGrants > 0,
+		persistent:       d.cfg.PersistentGrants > 0 && !d.grantCopy, // nothing is kept mapped
 		extraRequest:     d.scsi != nil,
 	}
 }

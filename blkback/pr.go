@@ -51,7 +51,12 @@ func (q *queue) handlePR() int16 {
 		q.log.Info("reservation command failed", "action", r.Action, "status", scsi.StatusName(q.scsiRes.Status), "sense", q.scsiRes.SenseBytes())
 		return blkif.RspError
 	}
-	if dir == scsi.DirFromDevice {
+	if dir == scsi.DirFromDevice && q.cp != nil {
+		if err := q.copyPage(xen.GrantRef(r.Gref), 0, data[:len(data)-q.scsiRes.Resid], true); err != nil {
+			q.log.Warn("reservation data page", "id", r.ID, "err", err)
+			return blkif.RspError
+		}
+	} else if dir == scsi.DirFromDevice {
 		m, err := q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{xen.GrantRef(r.Gref)}, false)
 		if err != nil {
 			q.log.Warn("reservation data page", "id", r.ID, "err", err)

@@ -33,6 +33,9 @@ type queue struct {
 	log     *slog.Logger
 
 	persistent *persistentGrants // nil unless feature-persistent was negotiated
+	// cp: the vbd is in grant-copy mode (grantcopy.go): nothing of the
+	// guest's is mapped but the ring. nil in map mode.
+	cp *copyArea
 	// indirectPages keeps the frontend's indirect pages mapped read-only
 	// across requests (a frontend that negotiated feature-persistent reuses
 	// them as it reuses data pages; Linux's blkback does the same). Apart
@@ -301,6 +304,13 @@ func (q *queue) fetchIndirect(r *blkif.Request) ([]blkif.Segment, error) {
 	for i := 0; i < npages; i++ {
 		q.irefs[i] = xen.GrantRef(r.IndirectGrefs[i])
 	}
+	if q.cp != nil {
+		if err := q.copyIndirectIn(npages); err != nil {
+			return nil, err
+		}
+		blkif.DecodeIndirectSegments(q.ipages[:npages], n, q.indirect[:n])
+		return q.indirect[:n], nil
+	}
 	if q.persistent != nil {
 		err := q.mapIndirectPersistent(npages)
 		if err == nil {
@@ -362,7 +372,8 @@ func (q *queue) dropIndirectPages() {
 // mapSegments maps the plan's segments into the entries from q.nbuf on:
 // pages[q.nbuf+i] is segment i's page and bufs[q.nbuf+i] its bytes, from
 // the persistent set or from one mapping of all the request's grants
-// (recorded in q.maps, unmapped when the batch completes).
+// (recorded in q.maps, unmapped when the batch completes). In grant-copy
+// mode the pages are staging pages instead (stageSegments).
 func (q *queue) mapSegments() (err error) {
 	p := &q.plan
 	base := q.nbuf
@@ -383,6 +394,9 @@ func (q *queue) mapSegments() (err error) {
 			q.bufs[base+i] = q.pages[base+i][s.start:s.end]
 		}
 	}()
+	if q.cp != nil {
+		return q.stageSegments()
+	}
 	mapper := q.dev.cfg.Domain.Mapper()
 	if q.persistent != nil {
 		for i := 0; i < p.nsegs; i++ {

@@ -58,15 +58,24 @@ func (q *queue) runSCSI() int16 {
 		return blkif.RspError
 	}
 	// The command page: CDB at 0, sense written back at SenseOffset.
-	cmdMap, err := q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{xen.GrantRef(ex.CmdGref)}, false)
-	if err != nil {
-		q.log.Warn("SCSI command page", "id", r.ID, "err", err)
-		return blkif.RspError
-	}
-	defer cmdMap.Unmap()
-	page := cmdMap.Bytes()
+	cmdRef := xen.GrantRef(ex.CmdGref)
 	cdb := q.cdb[:ex.CmdLen]
-	copy(cdb, page[:ex.CmdLen]) // copied once; the guest may change the page
+	var page []byte // mapped; nil in grant-copy mode
+	if q.cp != nil {
+		if err := q.copyPage(cmdRef, 0, cdb, false); err != nil {
+			q.log.Warn("SCSI command page", "id", r.ID, "err", err)
+			return blkif.RspError
+		}
+	} else {
+		cmdMap, err := q.dev.cfg.Domain.Mapper().Map(q.front, []xen.GrantRef{cmdRef}, false)
+		if err != nil {
+			q.log.Warn("SCSI command page", "id", r.ID, "err", err)
+			return blkif.RspError
+		}
+		defer cmdMap.Unmap()
+		page = cmdMap.Bytes()
+		copy(cdb, page[:ex.CmdLen]) // copied once; the guest may change the page
+	}
 	dir := scsi.DirNone
 	if q.plan.nsegs > 0 {
 		if q.plan.kind == opRead {
@@ -94,13 +103,29 @@ func (q *queue) runSCSI() int16 {
 		res.Resid = len(data)
 	}
 	if dir == scsi.DirFromDevice {
-		q.scatter(data[:len(data)-res.Resid])
+		moved := data[:len(data)-res.Resid]
+		q.scatter(moved)
+		if q.cp != nil {
+			if err := q.copyDataIn(len(moved)); err != nil {
+				q.log.Warn("SCSI data segments", "id", r.ID, "err", err)
+				return blkif.RspError
+			}
+		}
 	}
 	sense := res.SenseBytes()
 	if len(sense) > blkif.MaxSenseLength {
 		sense = sense[:blkif.MaxSenseLength]
 	}
-	copy(page[blkif.SenseOffset:], sense)
+	if q.cp != nil {
+		if len(sense) > 0 {
+			if err := q.copyPage(cmdRef, blkif.SenseOffset, sense, true); err != nil {
+				q.log.Warn("SCSI sense", "id", r.ID, "err", err)
+				return blkif.RspError
+			}
+		}
+	} else {
+		copy(page[blkif.SenseOffset:], sense)
+	}
 	q.extraRsp.ResidLen = uint32(res.Resid)
 	q.extraRsp.SenseLen = uint8(len(sense))
 	q.extraRsp.SCSIStatus = res.Status

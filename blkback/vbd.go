@@ -43,6 +43,11 @@ type Config struct {
 	// PersistentGrants per queue (default 1056, Linux's figure; negative
 	// disables feature-persistent).
 	PersistentGrants int
+	// GrantCopy serves every vbd in grant-copy mode (grantcopy.go), as a
+	// vbd's own grant-copy=1 node does for that vbd: the guest's data
+	// pages are copied, never mapped, and feature-persistent is not
+	// offered.
+	GrantCopy bool
 	// Poll bounds the adaptive busy-poll of the ring after work, before
 	// sleeping on the event channel: 0 means the default window (20 us),
 	// negative never polls.
@@ -109,6 +114,9 @@ type VBD struct {
 	removed  chan struct{}
 	onRemove func()
 	scsi     SCSIExecutor
+	// grantCopy: the vbd's queues copy the guest's pages instead of
+	// mapping them (Config.GrantCopy, or the vbd's grant-copy node).
+	grantCopy bool
 
 	mu     sync.Mutex
 	queues []*queue
@@ -141,8 +149,13 @@ func NewVBD(cfg Config, dir string, dev storage.Device) (*VBD, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blkback: %w", err)
 	}
+	grantCopy, err := vbd.GrantCopy(st, dir)
+	if err != nil {
+		return nil, fmt.Errorf("blkback: %w", err)
+	}
 	d := &VBD{cfg: cfg, dir: dir, frontDir: frontDir, frontDom: xen.DomID(fd), nexus: nexus, store: dev,
-		log: cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
+		grantCopy: grantCopy || cfg.GrantCopy,
+		log:       cfg.Log.With("vbd", dir), lost: make(chan struct{}, 1), abandon: make(chan struct{}), removed: make(chan struct{})}
 	if mode, err := st.Read(dir + "/" + vbd.KeyMode); err == nil && strings.HasPrefix(mode, "r") {
 		d.readOnly = true
 	}
@@ -240,7 +253,7 @@ func (d *VBD) publish() error {
 	if d.cfg.MaxIndirectSegments > 0 {
 		kv = append(kv, [2]string{blkif.KeyMaxIndirectSegs, strconv.Itoa(d.cfg.MaxIndirectSegments)})
 	}
-	if d.cfg.PersistentGrants > 0 {
+	if d.offer().persistent {
 		kv = append(kv, [2]string{blkif.KeyFeaturePersistent, "1"})
 	}
 	if d.scsi != nil {
@@ -346,7 +359,7 @@ func (d *VBD) connect() error {
 	}
 	d.resume = false
 	d.start(queues)
-	d.log.Info("connected", "queues", len(queues), "abi", c.abi, "ring-page-order", c.order, "persistent", c.persistent,
+	d.log.Info("connected", "queues", len(queues), "abi", c.abi, "ring-page-order", c.order, "persistent", c.persistent, "grant-copy", d.grantCopy,
 		"indirect", lim.indirectSegments, "sectors", lim.sectors.Load(), "scsi", extras != nil)
 	return nil
 }
@@ -412,6 +425,9 @@ func (d *VBD) connectQueue(i int, spec ringSpec, c connection, lim *limits) (*qu
 	}
 	if c.persistent {
 		q.persistent = newPersistentGrants(d.cfg.PersistentGrants)
+	}
+	if d.grantCopy {
+		q.cp = newCopyArea(d.frontDom, d.cfg.Domain.Mapper())
 	}
 	return q, nil
 }

@@ -24,6 +24,7 @@ const (
 	KeyDirect             = "direct"               // 1: the image is opened O_DIRECT
 	KeyShared             = "shared"               // 1: several vbds may open the disk together (also xl's access=w!)
 	KeyInitiator          = "initiator"            // the guest's name for reservations, the same on every host it runs on
+	KeyGrantCopy          = "grant-copy"           // 1: the backend copies the guest's pages with grant copy, never maps them
 )
 
 // Values of the scsi and pr keys.
@@ -34,7 +35,7 @@ const (
 )
 
 // OwnKeys lists xenblk's own keys, in the order ParseOptions checks them.
-var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect, KeyShared, KeyInitiator}
+var OwnKeys = []string{KeySCSI, KeySCSIPolicy, KeyPR, KeySectorSize, KeyPhysicalSectorSize, KeyRotationRate, KeyDirect, KeyShared, KeyInitiator, KeyGrantCopy}
 
 // Options are xenblk's own keys, checked.
 type Options struct {
@@ -57,6 +58,11 @@ type Options struct {
 	// (say, its VM UUID) keeps its registrations on whatever host it
 	// runs ("" : the domain id and the vbd name it).
 	Initiator string
+	// GrantCopy: the backend moves data with grant copy (GNTTABOP_copy)
+	// instead of mapping the guest's pages, as QEMU's qdisk does. It then
+	// offers no feature-persistent: it keeps no guest page mapped, so the
+	// bugs of mapping guest memory (XSA-229's class) cannot reach it.
+	GrantCopy bool
 }
 
 // PolicyFile returns the path of a scsi-policy=@/path file, if that is the
@@ -153,6 +159,9 @@ func ParseOptions(kv map[string]string) (Options, error) {
 		return o, err
 	}
 	if err := flag(KeyShared, &o.Shared, "want 1 (several vbds may open the disk together) or 0"); err != nil {
+		return o, err
+	}
+	if err := flag(KeyGrantCopy, &o.GrantCopy, "want 1 (copy the guest's pages, never map them) or 0"); err != nil {
 		return o, err
 	}
 	if v, ok := kv[KeyInitiator]; ok {

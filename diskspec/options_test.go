@@ -39,6 +39,8 @@ func TestParseOptionsGoodValues(t *testing.T) {
 		{map[string]string{"direct": "true"}, with(func(o *Options) { o.Direct = true })},
 		{map[string]string{"direct": "0"}, unset},
 		{map[string]string{"direct": "false"}, unset},
+		{map[string]string{"grant-copy": "1"}, with(func(o *Options) { o.GrantCopy = true })},
+		{map[string]string{"grant-copy": "0"}, unset},
 	} {
 		got, err := ParseOptions(c.kv)
 		if err != nil {
@@ -60,6 +62,7 @@ func TestParseOptionsBadValues(t *testing.T) {
 		want     string
 	}{
 		{map[string]string{"scsi": "maybe"}, "scsi", "maybe", "want emulate, passthrough or off"},
+		{map[string]string{"grant-copy": "yes"}, "grant-copy", "yes", "want 1 (copy the guest's pages, never map them) or 0"},
 		{map[string]string{"scsi": ""}, "scsi", "", "want emulate, passthrough or off"},
 		{map[string]string{"scsi": "Emulate"}, "scsi", "Emulate", "want emulate, passthrough or off"},
 		{map[string]string{"pr": "yes"}, "pr", "yes", "want emulate or passthrough"},

@@ -57,6 +57,24 @@ func Nexus(st xen.Store, dir string, front xen.DomID) (scsi.Nexus, error) {
 	return scsi.Nexus{Initiator: o.Initiator, Device: path.Base(dir)}, nil
 }
 
+// GrantCopy reports whether a vbd's backend is to copy the guest's pages
+// with grant copy instead of mapping them (its grant-copy node; absent:
+// map).
+func GrantCopy(st xen.Store, dir string) (bool, error) {
+	v, err := st.Read(dir + "/" + diskspec.KeyGrantCopy)
+	switch {
+	case errors.Is(err, xen.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("%s/%s: %w", dir, diskspec.KeyGrantCopy, err)
+	}
+	o, err := diskspec.ParseOptions(map[string]string{diskspec.KeyGrantCopy: v})
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", dir, err)
+	}
+	return o.GrantCopy, nil
+}
+
 // Disk is a backing disk as its toolstack configured it.
 type Disk struct {
 	// Name is where it is configured (a vbd's backend directory): logs

@@ -117,6 +117,7 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 		{"vdev=xvda, scsi=maybe, target=" + raw, nil, 2, "scsi=maybe: want emulate, passthrough or off"},
 		{"vdev=xvda, pr=yes, target=" + raw, nil, 2, "pr=yes: want emulate or passthrough"},
 		{"vdev=xvda, direct=2, target=" + raw, nil, 2, "direct=2: want 1 or 0"},
+		{"vdev=xvda, grant-copy=yes, target=" + raw, nil, 2, "grant-copy=yes: want 1 (copy the guest's pages, never map them) or 0"},
 		{"vdev=xvda, rotation-rate=-7, target=" + raw, nil, 2, "rotation-rate=-7: want a number from 0 to 65534"},
 		{"vdev=xvda, scsi-policy=+0xZZ, target=" + raw, nil, 2, `scsi-policy=+0xZZ: scsi policy: bad opcode in "+0xZZ"`},
 		{"vdev=xvda, scsi-policy=@relative.txt, target=" + raw, nil, 2, `scsi-policy=@relative.txt: policy file "relative.txt": want an absolute path`},
@@ -151,7 +152,7 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 	// Serve, reading the same keys from nodes written by hand, says the
 	// same words: one check (diskspec.ParseOptions) behind both.
 	vbdDir := "/local/domain/0/backend/xenblk/" + domain + "/999"
-	for _, kv := range []string{"sector-size=1000", "scsi=maybe", "direct=2", "rotation-rate=-7", "scsi-policy=+0xZZ", "scsi-policy=@relative.txt"} {
+	for _, kv := range []string{"sector-size=1000", "scsi=maybe", "direct=2", "grant-copy=yes", "rotation-rate=-7", "scsi-policy=+0xZZ", "scsi-policy=@relative.txt"} {
 		key, val, _ := strings.Cut(kv, "=")
 		st.Write(vbdDir+"/"+key, val)
 		_, errs, _ := attach("vdev=xvda, " + kv + ", target=" + raw)
@@ -169,7 +170,7 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 	st.Remove("/local/domain/0/backend")
 
 	for _, spec := range []string{
-		"format=raw, vdev=xvda, access=rw, sector-size=4096, direct=1, rotation-rate=1, target=" + raw,
+		"format=raw, vdev=xvda, access=rw, sector-size=4096, direct=1, rotation-rate=1, grant-copy=1, target=" + raw,
 		"vdev=xvdb, scsi-policy=@" + goodPolicy + ", target=" + raw,
 	} {
 		out, errs, code := attach(spec)
@@ -179,5 +180,8 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 	}
 	if v, err := st.Read("/local/domain/0/backend/xenblk/" + domain + "/51712/sector-size"); err != nil || v != "4096" {
 		t.Errorf("sector-size node %q, %v", v, err)
+	}
+	if v, err := st.Read("/local/domain/0/backend/xenblk/" + domain + "/51712/grant-copy"); err != nil || v != "1" {
+		t.Errorf("grant-copy node %q, %v", v, err)
 	}
 }

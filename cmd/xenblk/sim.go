@@ -35,6 +35,7 @@ type simOptions struct {
 	nbd         string
 	vdev        string
 	readOnly    bool
+	grantCopy   bool        // the vbd's grant-copy=1: the backend copies the guest's pages
 	format      imageFormat // --format: the image's, or what a new one is made as
 	queues      int
 	grantFrames int
@@ -113,6 +114,7 @@ identity and one set of reservations.`,
 	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
 	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&o.readOnly, "read-only", false, "attach the disk read-only")
+	f.BoolVar(&o.grantCopy, "grant-copy", false, "attach the disk with grant-copy=1: the backend copies the guest's pages instead of mapping them")
 	imageFormatVar(f, &o.format, "the image's format: raw, qcow2, or auto (an existing file's first bytes say; a new image is raw)")
 	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkback.DefaultMaxQueues, "what the backend offers",
 		fmt.Sprintf("frontend queues, 1 to %d (what the backend offers)", blkback.DefaultMaxQueues))
@@ -205,7 +207,11 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	if o.readOnly {
 		access = "ro"
 	}
-	spec, err := diskspec.Parse(fmt.Sprintf("format=%s, vdev=%s, access=%s, target=%s", format, o.vdev, access, path))
+	copyMode := ""
+	if o.grantCopy {
+		copyMode = diskspec.KeyGrantCopy + "=1, "
+	}
+	spec, err := diskspec.Parse(fmt.Sprintf("format=%s, vdev=%s, access=%s, %starget=%s", format, o.vdev, access, copyMode, path))
 	if err != nil {
 		return usagef("%v", err)
 	}

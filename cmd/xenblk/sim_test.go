@@ -35,8 +35,19 @@ func freePort(t *testing.T) string {
 }
 
 // TestSimCommandServesNBD runs the README's main job as a user would: the
-// built binary, a fresh image, real NBD clients, Ctrl-C.
+// built binary, a fresh image, real NBD clients, Ctrl-C; and again with
+// the disk attached in grant-copy mode.
 func TestSimCommandServesNBD(t *testing.T) {
+	t.Run("map", func(t *testing.T) { testSimCommandServesNBD(t) })
+	t.Run("grant-copy", func(t *testing.T) {
+		stderr := testSimCommandServesNBD(t, "--grant-copy", "--verbose")
+		if !strings.Contains(stderr, "grant-copy=true") {
+			t.Errorf("the backend did not serve in grant-copy mode:\n%s", stderr)
+		}
+	})
+}
+
+func testSimCommandServesNBD(t *testing.T, flags ...string) (stderrText string) {
 	needTool(t, "nbdinfo")
 	needTool(t, "qemu-img")
 	dir := t.TempDir()
@@ -46,7 +57,7 @@ func TestSimCommandServesNBD(t *testing.T) {
 	}
 	img := filepath.Join(dir, "disk.img")
 	addr := freePort(t)
-	cmd := exec.Command(bin, "sim", "--disk", img, "--size", "64M", "--nbd", addr)
+	cmd := exec.Command(bin, append([]string{"sim", "--disk", img, "--size", "64M", "--nbd", addr}, flags...)...)
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -119,4 +130,5 @@ func TestSimCommandServesNBD(t *testing.T) {
 	if sha256.Sum256(onDisk[:8<<20]) != sha256.Sum256(data) {
 		t.Fatal("the image does not hold what was written")
 	}
+	return stderr.String()
 }

@@ -22,6 +22,9 @@ func TestDataPathAllocations(t *testing.T) {
 			testDataPathAllocations(t, newStackWith(t, 8<<20, blkfront.Config{}, blkback.Config{Poll: poll}))
 		})
 	}
+	t.Run("grant-copy", func(t *testing.T) {
+		testDataPathAllocations(t, newStackWith(t, 8<<20, blkfront.Config{}, blkback.Config{GrantCopy: true}))
+	})
 }
 
 func testDataPathAllocations(t *testing.T, s *stack) {

@@ -16,12 +16,18 @@ import (
 // with one reservation unit for the disk.
 func twoNodes(t *testing.T) (a, b *blkfront.Disk) {
 	t.Helper()
+	return twoNodesWith(t, "vdev=xvdb, target=shared")
+}
+
+// twoNodesWith is twoNodes with both disks attached by spec.
+func twoNodesWith(t *testing.T, spec string) (a, b *blkfront.Disk) {
+	t.Helper()
 	shared, err := simstack.SharedSCSI("shared-disk")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := simstack.ForTest(t, newMemDisk(4<<20), simstack.Options{Backend: shared})
-	disks, err := s.AttachGuests(context.Background(), "vdev=xvdb, target=shared", blkfront.Config{}, "node-a", "node-b")
+	disks, err := s.AttachGuests(context.Background(), spec, blkfront.Config{}, "node-a", "node-b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,9 +109,16 @@ func TestClusterOverSCSI(t *testing.T) {
 }
 
 // The reviewer's alternative: the dedicated reservation operation, served
-// by the same engine, so it sees what the SCSI path did and vice versa.
+// by the same engine, so it sees what the SCSI path did and vice versa;
+// with the disks attached in grant-copy mode too (the keys and the
+// reservation are copied into the guest's data page).
 func TestClusterOverReservationOp(t *testing.T) {
-	a, b := twoNodes(t)
+	t.Run("map", func(t *testing.T) { testClusterOverReservationOp(t, "vdev=xvdb, target=shared") })
+	t.Run("grant-copy", func(t *testing.T) { testClusterOverReservationOp(t, "vdev=xvdb, grant-copy=1, target=shared") })
+}
+
+func testClusterOverReservationOp(t *testing.T, spec string) {
+	a, b := twoNodesWith(t, spec)
 	ctx := context.Background()
 	if !a.Info().Reservations {
 		t.Fatal("feature-persistent-reservations not offered")

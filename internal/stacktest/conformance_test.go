@@ -46,4 +46,14 @@ func TestConformanceThroughTheStack(t *testing.T) {
 		storagetest.Run(t, openThroughStack(func(n int64) storage.Device { return storage.NewMemory(n) },
 			blkfront.Config{NoPoll: true}))
 	})
+	// Grant-copy mode: the backend copies the guest's pages instead of
+	// mapping them, with indirect requests and without.
+	t.Run("MemoryGrantCopy", func(t *testing.T) {
+		storagetest.Run(t, openThroughStackWith(func(n int64) storage.Device { return storage.NewMemory(n) },
+			blkfront.Config{}, blkback.Config{GrantCopy: true}))
+	})
+	t.Run("MemoryGrantCopyOneQueueNoIndirect", func(t *testing.T) {
+		storagetest.Run(t, openThroughStackWith(func(n int64) storage.Device { return storage.NewMemory(n) },
+			blkfront.Config{Queues: 1, MaxIndirectSegments: -1, RingPageOrder: 0}, blkback.Config{GrantCopy: true}))
+	})
 }

@@ -105,14 +105,23 @@ func (r *rawFront) do(req blkif.Request) int16 {
 	return rsp.Status
 }
 
+// The hostile guest against a backend that maps its pages and against
+// one that copies them (grant-copy mode): the same requests fail alone.
 func TestHostileFrontend(t *testing.T) {
+	t.Run("map", func(t *testing.T) { testHostileFrontend(t, blkback.Config{MaxIndirectSegments: 1024}) })
+	t.Run("grant-copy", func(t *testing.T) {
+		testHostileFrontend(t, blkback.Config{MaxIndirectSegments: 1024, GrantCopy: true})
+	})
+}
+
+func testHostileFrontend(t *testing.T, bcfg blkback.Config) {
 	s := simstack.ForTest(t, nil, simstack.Options{})
 	h := s.Host
 	bad, _ := h.NewDomain("hostile")
 	good, _ := h.NewDomain("good")
 	const size = 1 << 20
 	disks := map[xen.DomID]*storage.Memory{bad.ID(): newMemDisk(size), good.ID(): newMemDisk(size)}
-	s.Serve(blkback.Config{MaxIndirectSegments: 1024}, func(st xen.Store, dir string) (storage.Device, error) {
+	s.Serve(bcfg, func(st xen.Store, dir string) (storage.Device, error) {
 		id, _ := st.Read(dir + "/frontend-id")
 		n, _ := strconv.Atoi(id)
 		return disks[xen.DomID(n)], nil

@@ -20,8 +20,16 @@ func emulated(dir string, dev storage.Device) (blkback.SCSIExecutor, error) {
 	return emulate.New(dev, emulate.Config{Identity: dir}), nil
 }
 
+// The extension through a backend that maps the guest's pages and
+// through one that copies them (the command page, the data and the
+// sense).
 func TestSCSIThroughBlkif(t *testing.T) {
-	s := newStackWith(t, 8<<20, blkfront.Config{}, blkback.Config{SCSI: emulated})
+	t.Run("map", func(t *testing.T) { testSCSIThroughBlkif(t, blkback.Config{SCSI: emulated}) })
+	t.Run("grant-copy", func(t *testing.T) { testSCSIThroughBlkif(t, blkback.Config{SCSI: emulated, GrantCopy: true}) })
+}
+
+func testSCSIThroughBlkif(t *testing.T, bcfg blkback.Config) {
+	s := newStackWith(t, 8<<20, blkfront.Config{}, bcfg)
 	if !s.front.Info().ExtraRequest {
 		t.Fatal("feature-extra-request not negotiated")
 	}
