@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -17,9 +19,11 @@ import (
 	"github.com/xenblk/xenblk/vscsifront"
 )
 
-// Transports a comparison's side can use: blkif (blkfront to blkback) or
+// Transports a comparison's side can use: blkif (blkfront to blkback),
+// blkif-copy (the same, the vbd in grant-copy mode: blkback copies the
+// guest's pages instead of mapping them, with no persistent grants), or
 // vscsi (a vscsifront LUN's storage.Device to vscsiback).
-var Transports = []string{"blkif", "vscsi"}
+var Transports = []string{"blkif", "blkif-copy", "vscsi"}
 
 // Side is one arm of a comparison: a backend reached over a transport.
 type Side struct {
@@ -103,18 +107,25 @@ func Compare(ctx context.Context, o Options, p Pair, w Workload, pairs int) (Com
 		}
 	}()
 	run := func(sd Side) (Result, error) {
-		s := stacks[sd.Backend]
+		// A grant-copy side has a stack of its own (its vbd differs), on
+		// a device of the same backend (an image of its own, alike).
+		grantCopy := sd.Transport == "blkif-copy"
+		key := sd.Backend
+		if grantCopy {
+			key += "/grant-copy"
+		}
+		s := stacks[key]
 		if s != nil && sd.Backend == "qcow2-fresh" {
 			s.close()
 			s = nil
 		}
 		if s == nil {
 			var err error
-			if s, err = openDual(ctx, sd.Backend, o); err != nil {
-				delete(stacks, sd.Backend)
+			if s, err = openDualMode(ctx, sd.Backend, o, pr.NewMemoryStore(), grantCopy); err != nil {
+				delete(stacks, key)
 				return Result{}, err
 			}
-			stacks[sd.Backend] = s
+			stacks[key] = s
 		}
 		var t target = s.blk
 		if sd.Transport == "vscsi" {
@@ -176,16 +187,25 @@ type dualStack struct {
 	reg     *scsiengine.Registry
 }
 
-// openDual opens a fresh device of backend and serves it over both
+// openDualStore opens a fresh device of backend and serves it over both
 // transports (an image file recached, so that both sides of a comparison
-// start with their files in the page cache alike); the stack's Close closes the device (blkback's), the LUN
+// start with their files in the page cache alike), the LUN's reservations
+// kept in store; the stack's Close closes the device (blkback's), the LUN
 // leaving it open.
-func openDual(ctx context.Context, backend string, o Options) (*dualStack, error) {
-	return openDualStore(ctx, backend, o, pr.NewMemoryStore())
+func openDualStore(ctx context.Context, backend string, o Options, store pr.Store) (*dualStack, error) {
+	return openDualMode(ctx, backend, o, store, false)
 }
 
-// openDualStore is openDual with the LUN's reservations kept in store.
-func openDualStore(ctx context.Context, backend string, o Options, store pr.Store) (*dualStack, error) {
+// openDualMode is openDualStore with blkback in grant-copy mode or not.
+func openDualMode(ctx context.Context, backend string, o Options, store pr.Store, grantCopy bool) (*dualStack, error) {
+	if grantCopy {
+		// Its own image, made and cached as the other side's: an image
+		// is opened by one user at a time.
+		o.Dir = filepath.Join(o.Dir, "grant-copy")
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	}
 	dev, err := openBackend(backend, o)
 	if err != nil {
 		return nil, err
@@ -204,7 +224,7 @@ func openDualStore(ctx context.Context, backend string, o Options, store pr.Stor
 	s := &dualStack{ss: ss}
 	reg := scsiengine.New(scsiengine.Config{Reservations: store, Log: o.Log})
 	s.reg = reg
-	d, err := ss.ServeDual(ctx, "bench", "/bench/disk", dev, blkback.Config{Poll: o.Poll, Log: o.Log},
+	d, err := ss.ServeDual(ctx, "bench", "/bench/disk", dev, blkback.Config{Poll: o.Poll, Log: o.Log, GrantCopy: grantCopy},
 		&vscsiback.Server{Engines: reg, Log: o.Log}, blkfront.Config{Queues: 1, Log: o.Log}, vscsifront.Config{Log: o.Log})
 	if err != nil {
 		s.close()

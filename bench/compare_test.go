@@ -21,14 +21,15 @@ func TestParsePair(t *testing.T) {
 
 // A suite with comparisons runs each workload on both sides of each pair,
 // interleaved, and reports a ratio from every pair: vscsi beside blkif on
-// one stack, an allocated qcow2 beside the raw file, and a fresh qcow2's
-// allocating writes.
+// one stack, an allocated qcow2 beside the raw file, a fresh qcow2's
+// allocating writes, and blkif in grant-copy mode beside blkif mapping.
 func TestRunSuiteCompares(t *testing.T) {
 	var progress strings.Builder
 	pairs := []Pair{
 		{Side{"blkif", "null"}, Side{"vscsi", "null"}},
 		{Side{"blkif", "file"}, Side{"blkif", "qcow2"}},
 		{Side{"blkif", "file"}, Side{"blkif", "qcow2-fresh"}},
+		{Side{"blkif", "file"}, Side{"blkif-copy", "file"}},
 	}
 	wl := []Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}, {Name: "randwrite", Write: true, Random: true, BlockSize: 4096, QD: 4}}
 	s := Suite{Options: Options{Duration: 50 * time.Millisecond, FileSize: 4 << 20, Dir: t.TempDir(), Workloads: wl, Progress: &progress},

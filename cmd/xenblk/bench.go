@@ -66,11 +66,13 @@ could be delivered, the goal's yardstick) two baselines walk a region of
 a N MiB region" and "read 1 MiB in place from a N MiB region" (the same
 sum, no copy).
 
---compare A:B (repeatable; each side TRANSPORT/BACKEND, transport blkif
-or vscsi) runs every selected workload on both sides in --pairs
+--compare A:B (repeatable; each side TRANSPORT/BACKEND, transport blkif,
+blkif-copy or vscsi) runs every selected workload on both sides in --pairs
 interleaved pairs of runs (A B A B ...), QD goroutines with one request
 each, and prints the median of the pairs' B/A IOPS ratios with their
 range. Both transports of one backend serve one device on one stack;
+blkif-copy is blkif with the vbd in grant-copy mode (blkback copies the
+guest's pages, no persistent grants), on a stack and image of its own;
 qcow2 is an image whose clusters are all written before the runs,
 qcow2-fresh a new empty image for every run (its writes allocate).
 
@@ -86,6 +88,7 @@ null LUN the guest has reserved, in --pairs interleaved pairs.`,
   xenblk bench --backend null --queues 1 --workload randread --submit batch,goroutines --baselines=false
   xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5
+  xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/file:blkif-copy/file --pairs 10
   xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores --pairs 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
