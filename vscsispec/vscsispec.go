@@ -180,6 +180,10 @@ func Parse(s string) (Spec, error) {
 	return spec, nil
 }
 
+// lunKeys are xenblk's keys a LUN takes: all of diskspec.OwnKeys but
+// grant-copy (vscsiback maps no data page whatever the spec says).
+var lunKeys = slices.DeleteFunc(slices.Clone(diskspec.OwnKeys), func(k string) bool { return k == diskspec.KeyGrantCopy })
+
 // option takes one OPTION field.
 func (spec *Spec) option(opt string) error {
 	if opt == OptFeatureHost {
@@ -190,8 +194,11 @@ func (spec *Spec) option(opt string) error {
 		return nil
 	}
 	key, val, ok := strings.Cut(opt, "=")
-	if !ok || !slices.Contains(diskspec.OwnKeys, key) {
-		return fmt.Errorf("option %q: want %s or one of xenblk's keys %s=VALUE", clip(opt), OptFeatureHost, strings.Join(diskspec.OwnKeys, "|"))
+	if ok && key == diskspec.KeyGrantCopy {
+		return fmt.Errorf("option %s: a vscsi LUN's data always moves by grant copy; the key is for vbds", clip(opt))
+	}
+	if !ok || !slices.Contains(lunKeys, key) {
+		return fmt.Errorf("option %q: want %s or one of xenblk's keys %s=VALUE", clip(opt), OptFeatureHost, strings.Join(lunKeys, "|"))
 	}
 	if _, dup := spec.Extra[key]; dup {
 		return fmt.Errorf("option %s given twice", key)

@@ -51,6 +51,7 @@ func TestParse(t *testing.T) {
 		{in: "/img, 0:0:0:65536", want: `v-dev "0:0:0:65536": lun 65536 is over 16 bits`},
 		{in: "/img, xvda", want: `v-dev "xvda": want host:channel:target:lun, four numbers`},
 		{in: "/img, 0:0:0:0, ro", want: `option "ro": want feature-host or one of xenblk's keys scsi|scsi-policy|pr|sector-size|physical-sector-size|rotation-rate|direct|shared|initiator=VALUE`},
+		{in: "/img, 0:0:0:0, grant-copy=1", want: `option grant-copy=1: a vscsi LUN's data always moves by grant copy; the key is for vbds`},
 		{in: "/img, 0:0:0:0, access=rw", want: `option "access=rw": want feature-host or one of xenblk's keys scsi|scsi-policy|pr|sector-size|physical-sector-size|rotation-rate|direct|shared|initiator=VALUE`},
 		{in: "/img, 0:0:0:0, feature-host, feature-host", want: `option feature-host given twice`},
 		{in: "/img, 0:0:0:0, shared=1, shared=1", want: `option shared given twice`},
