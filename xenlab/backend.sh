@@ -113,6 +113,27 @@ check cmp <(dd if=/root/disk4k.img bs=1M skip=8 count=16 status=none) /root/f.bi
 check cmp <(dd if=/dev/xvdf bs=1M skip=8 count=16 iflag=direct status=none) /root/f.bin
 check $X detach --xen=linux --domain 0 xvdf
 
+step "grant copy from the disk spec: Linux's blkfront on a vbd that maps no page of its"
+truncate -s 128M /root/diskgc.img
+check $X attach --xen=linux --domain 0 "format=raw, vdev=xvdg, access=rw, grant-copy=1, target=/root/diskgc.img"
+if wait_for 60 test -b /dev/xvdg; then ok "/dev/xvdg appeared"; else bad "/dev/xvdg never appeared"; fi
+GC=/local/domain/0/backend/xenblk/0/51808 # xvdg: 202<<8 | 6<<4
+check test "$(xenstore-read $GC/grant-copy)" = 1
+check test -z "$(xenstore-read $GC/feature-persistent 2>/dev/null)"
+dmesg | grep "xvdg:" | tee blkfront-xvdg-dmesg.txt
+check grep -q "persistent grants: disabled" blkfront-xvdg-dmesg.txt
+check grep -q "indirect descriptors: enabled" blkfront-xvdg-dmesg.txt
+head -c 32M /dev/urandom > /root/g.bin
+check dd if=/root/g.bin of=/dev/xvdg bs=1M oflag=direct status=none
+check cmp -n $((32 << 20)) /root/g.bin /root/diskgc.img
+check cmp <(dd if=/dev/xvdg bs=1M count=32 iflag=direct status=none) /root/g.bin
+check fio --name=verify-gc --filename=/dev/xvdg --direct=1 --ioengine=libaio --iodepth=32 \
+  --rw=randwrite --bsrange=4k-1M --size=64M --offset=64M --verify=crc32c --do_verify=1 \
+  --verify_fatal=1 --randrepeat=0 --output=fio-gc.txt
+tail -5 fio-gc.txt
+check grep -q "grant-copy=true" serve2.log
+check $X detach --xen=linux --domain 0 xvdg
+
 step "removal leaves nothing behind"
 check $X detach --xen=linux --domain 0 xvdd
 if wait_for 30 sh -c '! test -b /dev/xvdd'; then ok "/dev/xvdd is gone"; else bad "/dev/xvdd is still there"; fi
