@@ -85,13 +85,16 @@ type Vhost struct {
 	tmfID   int // the slot (rqid) of task management functions
 	listPer int // SG_GRANT list pages per command slot
 
-	mu       sync.Mutex
-	cond     *sync.Cond // a slot or pool pages came free, or the vhost died
-	slots    []slot
-	free     []int
-	pool     *xen.Granted
-	freePage []int
-	lists    *xen.Granted
+	mu   sync.Mutex
+	cond *sync.Cond // a slot or pool pages came free, or the vhost died
+	// waiting counts the callers waiting in acquire; wantMax is the most
+	// pages any of them asked for since none was waiting.
+	waiting, wantMax int
+	slots            []slot
+	free             []int
+	pool             *xen.Granted
+	freePage         []int
+	lists            *xen.Granted
 	// segments is the negotiated most data segments of a command.
 	segments  int
 	ringMem   *xen.Granted
@@ -456,7 +459,7 @@ func (v *Vhost) to(id int, ev slotlife.Event) {
 		s.pages = s.pages[:0]
 		s.answered, s.abortOut = false, false
 		v.free = append(v.free, id)
-		v.cond.Broadcast()
+		v.wake()
 	case (next == slotlife.Answered || next == slotlife.Aborted) && from != next:
 		select {
 		case s.done <- struct{}{}:
@@ -612,6 +615,13 @@ func (v *Vhost) acquire(ctx context.Context, npages int) (int, error) {
 			stop()
 		}
 	}()
+	woken := false
+	defer func() {
+		if woken {
+			// Whatever woke this caller and it did not take is another's.
+			v.wake()
+		}
+	}()
 	for {
 		if v.dead {
 			return 0, ErrClosed
@@ -633,6 +643,7 @@ func (v *Vhost) acquire(ctx context.Context, npages int) (int, error) {
 				s.pages = append(s.pages, v.freePage[len(v.freePage)-1])
 				v.freePage = v.freePage[:len(v.freePage)-1]
 			}
+			woken = false
 			return id, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -647,7 +658,28 @@ func (v *Vhost) acquire(ctx context.Context, npages int) (int, error) {
 				v.mu.Unlock()
 			})
 		}
+		v.waiting++
+		v.wantMax = max(v.wantMax, npages)
 		v.cond.Wait()
+		if v.waiting--; v.waiting == 0 {
+			v.wantMax = 0
+		}
+		woken = true
+	}
+}
+
+// wake tells the callers waiting in acquire that a slot came free, with
+// its pages: one of them when whichever it is can take it (none asked
+// for more pages than are free), else all, each to look. Every caller
+// woken that does not take a slot wakes again as it leaves, so a free
+// slot is never left with callers asleep. mu held.
+func (v *Vhost) wake() {
+	switch {
+	case v.waiting == 0:
+	case len(v.freePage) >= v.wantMax:
+		v.cond.Signal()
+	default:
+		v.cond.Broadcast()
 	}
 }
 
