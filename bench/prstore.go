@@ -8,15 +8,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/xenblk/xenblk/internal/etcdtest"
 	"github.com/xenblk/xenblk/scsi"
 	"github.com/xenblk/xenblk/scsi/pr"
 	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
 	"github.com/xenblk/xenblk/vscsifront"
 )
-
-// PRStoreMembers is the size of the etcd cluster ComparePRStores starts.
-const PRStoreMembers = 3
 
 // The two reservation stores ComparePRStores sets side by side.
 const (
@@ -35,11 +31,10 @@ type PRLatency struct {
 }
 
 // PRStoreComparison is ComparePRStores' result: PR command latency and
-// the IOPS of a reserved LUN, with the file store (A) and with a
-// PRStoreMembers-member etcd cluster in this process, syncing its log to
-// Options.Dir's file system as a production member does (B).
+// the IOPS of a reserved LUN, with the file store under Options.Dir (A)
+// and with an etcd cluster the caller names (B).
 type PRStoreComparison struct {
-	Members int         `json:"members"`
+	Members int         `json:"members"` // the etcd cluster's endpoints
 	Pairs   int         `json:"pairs"`
 	Latency []PRLatency `json:"latency"`
 	// IOPS compares each workload on a vscsi LUN of the null backend that
@@ -55,26 +50,17 @@ var prCommands = []string{"register", "read keys"}
 // ComparePRStores measures, in pairs interleaved pairs of runs (file then
 // etcd), PR command latency (each run o.Duration long, the commands in
 // turn from one initiator) and then every goroutine-mode workload of o
-// on a reserved LUN.
-func ComparePRStores(ctx context.Context, o Options, pairs int) (PRStoreComparison, error) {
+// on a reserved LUN. The etcd side's one unit lives in es (whose prefix
+// the caller chooses); es stays open.
+func ComparePRStores(ctx context.Context, o Options, es *etcdstore.Store, pairs int) (PRStoreComparison, error) {
 	o.defaults()
 	pairs = max(pairs, 1)
-	res := PRStoreComparison{Members: PRStoreMembers, Pairs: pairs}
+	res := PRStoreComparison{Members: len(es.Client().Endpoints()), Pairs: pairs}
 	dir, err := os.MkdirTemp(o.Dir, "xenblk-bench-pr-")
 	if err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	cluster, err := etcdtest.New(PRStoreMembers, etcdtest.Options{Dir: dir, Fsync: true})
-	if err != nil {
-		return res, fmt.Errorf("bench: etcd: %w", err)
-	}
-	defer cluster.Close()
-	es, err := etcdstore.Open(etcdstore.Config{Endpoints: cluster.Endpoints(), Log: o.Log})
-	if err != nil {
-		return res, err
-	}
-	defer es.Close()
 	stores := []struct {
 		name  string
 		store pr.Store

@@ -5,21 +5,32 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xenblk/xenblk/internal/etcdtest"
+	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
 )
 
 // A suite with PRStores measures both stores' PR command latency and
 // each workload on a reserved LUN with both stores, every pair reporting.
+// The cluster runs in the test's process: the bench only dials it.
 func TestRunSuiteComparesPRStores(t *testing.T) {
+	const members = 3
+	cluster := etcdtest.Start(t, members)
+	es, err := etcdstore.Open(etcdstore.Config{Endpoints: cluster.Endpoints(), Prefix: "/bench-test/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
 	var progress strings.Builder
 	wl := []Workload{{Name: "randread", Random: true, BlockSize: 4096, QD: 1}, {Name: "randwrite", Write: true, Random: true, BlockSize: 4096, QD: 4}}
 	s := Suite{Options: Options{Duration: 100 * time.Millisecond, FileSize: 4 << 20, Dir: t.TempDir(), Workloads: wl, Progress: &progress},
-		PRStores: true, Pairs: 2}
+		PRStores: es, Pairs: 2}
 	rep, err := RunSuite(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := rep.PRStores
-	if c == nil || c.Members != PRStoreMembers || c.Pairs != 2 || len(c.Latency) != 2*len(prCommands) || len(c.IOPS) != len(wl) {
+	if c == nil || c.Members != members || c.Pairs != 2 || len(c.Latency) != 2*len(prCommands) || len(c.IOPS) != len(wl) {
 		t.Fatalf("PRStores = %+v; want latency of %d commands in 2 stores and %d workloads", c, len(prCommands), len(wl))
 	}
 	for _, l := range c.Latency {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
 )
 
 // Suite is one whole `xenblk bench` run: the workload cases, the memory
@@ -40,9 +42,10 @@ type Suite struct {
 	// in Pairs interleaved pairs of runs (Compare), in this process.
 	Compare []Pair
 	Pairs   int
-	// PRStores compares the reservation stores (ComparePRStores) in
-	// Pairs interleaved pairs, on the goroutine-mode workloads of Options.
-	PRStores bool
+	// PRStores, when set, compares the file store with this etcd store
+	// (ComparePRStores) in Pairs interleaved pairs, on the goroutine-mode
+	// workloads of Options.
+	PRStores *etcdstore.Store
 }
 
 // backendCommand is s.BackendCommand bound to a poll window and profile,
@@ -119,8 +122,8 @@ func RunSuite(ctx context.Context, s Suite) (*Report, error) {
 			rep.Comparisons = append(rep.Comparisons, c)
 		}
 	}
-	if s.PRStores {
-		c, err := ComparePRStores(ctx, s.Options, s.Pairs)
+	if s.PRStores != nil {
+		c, err := ComparePRStores(ctx, s.Options, s.PRStores, s.Pairs)
 		if err != nil {
 			return nil, err
 		}

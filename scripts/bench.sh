@@ -5,12 +5,18 @@
 # BENCH_RUNS (default 5) the runs per case: every figure is the median of
 # the runs, taken in turn with the other cases of the same stack so that a
 # burst of load on this shared machine hits one run of several cases, not
-# every run of one. About 12 minutes with the defaults.
+# every run of one. BENCH_PR_PAIRS (default 15; 0 skips it) is the pairs
+# of 1 s runs of the reservation-store comparison, against a throwaway
+# three-member etcd (cmd/xenblk-etcd) whose data, like the file store's,
+# is under BENCH_DIR (default $TMPDIR or /tmp). About 15 minutes with the
+# defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 DUR=${BENCH_DURATION:-600ms}
 RUNS=${BENCH_RUNS:-5}
+PR_PAIRS=${BENCH_PR_PAIRS:-15}
+DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
 mkdir -p bench/results
 $GO build -o bin/xenblk ./cmd/xenblk
 bin/xenblk bench --duration "$DUR" --runs "$RUNS" --markdown BENCHMARKS.md --svg bench/results/latency.svg --json > bench/results/latest.json
@@ -30,4 +36,17 @@ $GO tool pprof -top -nodecount=40 bin/xenblk bench/results/read-4k-qd32.pprof > 
 bin/xenblk bench --cross-process --backend file --queues 1 --workload randread --qd 128 --duration 5s \
 	--baselines=false --backend-cpuprofile bench/results/file-read-4k-qd128-backend.pprof > /dev/null
 $GO tool pprof -top -nodecount=40 bin/xenblk bench/results/file-read-4k-qd128-backend.pprof > bench/results/file-read-4k-qd128-backend.top.txt 2>/dev/null
+# Issue 15's comparison of the reservation stores. xenblk-etcd prints the
+# cluster's URL, then runs until its stdin (this script's pipe) closes:
+# here, or when this script exits, however it exits.
+if [ "$PR_PAIRS" != 0 ]; then
+	$GO build -o bin/xenblk-etcd ./cmd/xenblk-etcd
+	coproc ETCD { exec bin/xenblk-etcd --members 3 --dir "$DIR"; }
+	etcd_pid=$ETCD_PID etcd_out=${ETCD[0]} etcd_in=${ETCD[1]}
+	read -r etcd_url <&"$etcd_out"
+	bin/xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 \
+		--pr-stores "$etcd_url" --pairs "$PR_PAIRS" --duration 1s --dir "$DIR" --json > bench/results/latest-pr-stores.json
+	exec {etcd_in}>&-
+	wait "$etcd_pid"
+fi
 echo "bench: BENCHMARKS.md, bench/results/ updated"

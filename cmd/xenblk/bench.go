@@ -14,7 +14,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/xenblk/xenblk/bench"
+	"github.com/xenblk/xenblk/scsi/pr/etcdstore"
 )
+
+// benchPRPrefix is where bench --pr-stores keeps its unit's state in etcd
+// when the URL names no prefix: away from serve's keys.
+const benchPRPrefix = "/xenblk-bench/pr/"
 
 // newBenchCmd builds xenblk bench: its flags are checked into a
 // bench.Suite, whose Report it prints.
@@ -42,7 +47,8 @@ func newBenchCmd() *cobra.Command {
 		submit    []string
 		compare   comparePairs
 		pairs     int
-		prStores  bool
+		prStores  string
+		prClient  prStoreOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -76,12 +82,17 @@ guest's pages, no persistent grants), on a stack and image of its own;
 qcow2 is an image whose clusters are all written before the runs,
 qcow2-fresh a new empty image for every run (its writes allocate).
 
---pr-stores compares where reservation state is kept: the file store
-and a three-member etcd cluster started in this process (data under
---dir, its log synced as in production). It measures a PR command that
-changes the state (REGISTER AND IGNORE EXISTING KEY) and one that reads
-it (READ KEYS) through a vscsi LUN, then every selected workload on a
-null LUN the guest has reserved, in --pairs interleaved pairs.`,
+--pr-stores etcd://HOST:PORT[,HOST:PORT...][/PREFIX] compares where
+reservation state is kept: the file store (under --dir) and the etcd
+cluster the URL names, in the syntax serve takes for its store (TLS
+through --pr-store-ca, --pr-store-cert and --pr-store-key; every call
+bounded by --pr-store-timeout).
+The bench keeps one unit's state under PREFIX (default /xenblk-bench/pr/).
+It measures a PR command that changes the state (REGISTER AND IGNORE
+EXISTING KEY) and one that reads it (READ KEYS) through a vscsi LUN,
+then every selected workload on a null LUN the guest has reserved, in
+--pairs interleaved pairs. xenblk runs no etcd member itself: for a
+throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
 		Example: `  xenblk bench --duration 2s --svg lat.svg
   xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s --baselines=false
   xenblk bench --json > result.json
@@ -89,7 +100,7 @@ null LUN the guest has reserved, in --pairs interleaved pairs.`,
   xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/file:blkif-copy/file --pairs 10
-  xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores --pairs 5`,
+  xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores etcd://127.0.0.1:2379 --pairs 5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
@@ -145,11 +156,22 @@ null LUN the guest has reserved, in --pairs interleaved pairs.`,
 			if runs < 1 || runs > 99 {
 				return usagef("--runs %d: want 1 to 99", runs)
 			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			var etcd *etcdstore.Store
+			if prStores != "" {
+				var err error
+				if etcd, err = prClient.openEtcd("--pr-stores", prStores, benchPRPrefix, log); err != nil {
+					return err
+				}
+				defer etcd.Close()
+			} else if prClient.cert != "" || prClient.key != "" || prClient.ca != "" {
+				return usagef("--pr-store-cert, --pr-store-key and --pr-store-ca are for --pr-stores etcd://...")
+			}
 			suite := bench.Suite{
 				Options: bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
-					Submit: modes, Runs: runs, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))},
+					Submit: modes, Runs: runs, Log: log},
 				Cases: cases, CrossProcess: cross, BackendCPUProfile: backProf, Devices: devices, Baselines: baselines,
-				Compare: compare, Pairs: pairs, PRStores: prStores,
+				Compare: compare, Pairs: pairs, PRStores: etcd,
 			}
 			if cross || devices > 0 {
 				self, err := os.Executable()
@@ -231,7 +253,8 @@ null LUN the guest has reserved, in --pairs interleaved pairs.`,
 	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
 	f.Var(&compare, "compare", "also compare two sides, TRANSPORT/BACKEND:TRANSPORT/BACKEND (e.g. blkif/null:vscsi/null), on every selected workload; repeatable")
 	f.IntVar(&pairs, "pairs", 5, "with --compare or --pr-stores: interleaved pairs of runs per workload; the ratio is their median")
-	f.BoolVar(&prStores, "pr-stores", false, "also compare the reservation stores, file and a three-member etcd in this process: PR command latency, and IOPS on a reserved vscsi LUN")
+	f.StringVar(&prStores, "pr-stores", "", "also compare the reservation stores, file and the etcd cluster at this etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: PR command latency, and IOPS on a reserved vscsi LUN")
+	prClient.addEtcdFlags(f)
 	return cmd
 }
 

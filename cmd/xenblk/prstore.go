@@ -30,6 +30,12 @@ type prStoreOptions struct {
 func (o *prStoreOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.store, "pr-store", prStoreFile, "where persistent-reservation state is kept: \"file\" (under --pr-dir, this host only) or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (shared by every host serving the disk)")
 	f.StringVar(&o.dir, "pr-dir", "/var/lib/xenblk/pr", "where --pr-store file keeps persistent-reservation state")
+	o.addEtcdFlags(f)
+}
+
+// addEtcdFlags adds the flags of a client of an etcd cluster: TLS and the
+// bound on every call.
+func (o *prStoreOptions) addEtcdFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.cert, "pr-store-cert", "", "PEM `FILE` with the client certificate to present to etcd (needs --pr-store-key)")
 	f.StringVar(&o.key, "pr-store-key", "", "PEM `FILE` with the private key of --pr-store-cert")
 	f.StringVar(&o.ca, "pr-store-ca", "", "PEM `FILE` of CA certificates that signed etcd's; speaks TLS to etcd")
@@ -83,13 +89,32 @@ func (o *prStoreOptions) open(log *slog.Logger) (store pr.Store, etcd *etcdstore
 	if !strings.HasPrefix(o.store, etcdstore.URLScheme) {
 		return nil, nil, usagef("--pr-store %q: give %q or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]", o.store, prStoreFile)
 	}
-	endpoints, prefix, err := etcdstore.ParseURL(o.store)
+	s, err := o.openEtcd("--pr-store", o.store, "", log)
 	if err != nil {
-		return nil, nil, usagef("--pr-store: %v", err)
+		return nil, nil, err
+	}
+	return s, s, nil
+}
+
+// openEtcd opens the etcd store of url, the value of flag, with keys under
+// defaultPrefix when url names none ("": etcdstore's). It checks the
+// cluster now: a quorum read within --pr-store-timeout. A malformed url
+// is a usage error; a cluster that does not answer, a failure whose hint
+// names the flags.
+func (o *prStoreOptions) openEtcd(flag, url, defaultPrefix string, log *slog.Logger) (*etcdstore.Store, error) {
+	if o.timeout <= 0 {
+		return nil, usagef("--pr-store-timeout %v: give a positive duration, e.g. 5s", o.timeout)
+	}
+	endpoints, prefix, err := etcdstore.ParseURL(url)
+	if err != nil {
+		return nil, usagef("%s: %v", flag, err)
+	}
+	if prefix == "" {
+		prefix = defaultPrefix
 	}
 	tlsCfg, err := o.tlsConfig()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s, err := etcdstore.Open(etcdstore.Config{Endpoints: endpoints, Prefix: prefix, TLS: tlsCfg,
 		DialTimeout: o.timeout, Timeout: o.timeout, Log: log})
@@ -100,7 +125,7 @@ func (o *prStoreOptions) open(log *slog.Logger) (store pr.Store, etcd *etcdstore
 		} else {
 			hint += ", and that --pr-store-ca signed their certificates"
 		}
-		return nil, nil, fmt.Errorf("--pr-store %s: %w (%s)", o.store, err, hint)
+		return nil, fmt.Errorf("%s %s: %w (%s)", flag, url, err, hint)
 	}
-	return s, s, nil
+	return s, nil
 }

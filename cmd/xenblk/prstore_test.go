@@ -83,6 +83,27 @@ func TestServeRefusesAnUnreachableEtcd(t *testing.T) {
 	}
 }
 
+// TestBenchRefusesAnUnreachableEtcd: bench --pr-stores with an etcd
+// nobody answers for fails before it measures anything (exit 1), saying
+// which members it tried and naming its flag and the TLS flags.
+func TestBenchRefusesAnUnreachableEtcd(t *testing.T) {
+	h := newCLIHarness(t)
+	addr := etcdtest.UnusedAddr(t)
+	r := h.run("bench", "--pr-stores", "etcd://"+addr, "--pr-store-timeout", "500ms", "--baselines=false", "--duration", "100ms",
+		"--backend", "null", "--queues", "1", "--workload", "randread", "--qd", "1")
+	if r.code != exitFailure {
+		t.Fatalf("exit %d, stderr %q; want %d", r.code, r.stderr, exitFailure)
+	}
+	for _, want := range []string{"--pr-stores etcd://" + addr, "--pr-store-ca", "did not answer"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q does not say %q", r.stderr, want)
+		}
+	}
+	if strings.Contains(r.stderr, "IOPS") || r.stdout != "" {
+		t.Errorf("bench measured before it checked the cluster: stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+}
+
 // TestServeWithEtcdStore: serve started on an etcd cluster says where its
 // reservations are shared and exports the etcd store's metrics.
 func TestServeWithEtcdStore(t *testing.T) {

@@ -186,6 +186,8 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"serve", "--pr-store", "bogus"}, {"serve", "--pr-store", "etcd://h1"}, {"serve", "--pr-store-ca", "/x.pem"},
 		{"serve", "--pr-store", "etcd://h1:2379", "--pr-store-cert", "/x.pem"}, {"serve", "--pr-store-timeout", "0s"},
 		{"serve", "--pr-lease", "0s"},
+		{"bench", "--pr-stores", "bogus"}, {"bench", "--pr-stores", "etcd://h1"}, {"bench", "--pr-store-ca", "/x.pem"},
+		{"bench", "--pr-stores", "etcd://h1:2379", "--pr-store-timeout", "0s"},
 		{"sim", "--vscsi", "--read-only"}, {"front", "--vhost", "-5"}, {"front", "--vhost", "0", "--vdev", "xvdb"}, {"front", "--vhost", "0", "--reattach"},
 		{"nbd", "serve", "--listen", "bogus", "disk.img"}, {"nbd", "serve", "--listen", "unix:", "disk.img"},
 		{"sim", "--control", "/" + strings.Repeat("d", maxSocketPath)},
@@ -336,7 +338,8 @@ func hintScenarios(t *testing.T) map[string][][]string {
 		"xenblk host": {{"--socket", missing}},
 		"xenblk sim": {{"--disk", filepath.Join(dir, "d.img"), "--size", "16M", "--nbd", taken.Addr().String(), "--control", filepath.Join(dir, "c.sock")},
 			{"--disk", empty, "--control", filepath.Join(dir, "c2.sock")}, {"--size", "-5G"}},
-		"xenblk bench":     {{"--backend", "bogus"}, {"--queues", "9"}, {"--workload", "bogus"}, {"--duration", "1ms"}},
+		"xenblk bench": {{"--backend", "bogus"}, {"--queues", "9"}, {"--workload", "bogus"}, {"--duration", "1ms"},
+			{"--pr-stores", "etcd://" + taken.Addr().String(), "--pr-store-timeout", "300ms"}},
 		"xenblk nbd serve": {{"/nonexistent.img"}, {empty}},
 	}
 }
