@@ -1,12 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,14 +26,27 @@ const twoHostLease = 1 * time.Second
 
 // cutProxy forwards TCP connections to target until it is cut: then it
 // closes every connection and refuses new ones, as a network partition
-// between one host and the etcd cluster would, until it is mended.
+// between one host and the etcd cluster would, until it is mended. It can
+// also hold one direction: the bytes keep arriving and are swallowed, never
+// delivered, as on a link that dies with a request or its answer on it.
 type cutProxy struct {
 	l      net.Listener
 	target string
 	mu     sync.Mutex
-	cut    bool
+	mode   proxyMode
 	conns  map[net.Conn]bool
+	held   bytes.Buffer // requests swallowed while holdingRequests
 }
+
+// proxyMode is what a cutProxy does with connections and their bytes.
+type proxyMode int
+
+const (
+	forwarding      proxyMode = iota
+	cutOff                    // no connection, none accepted
+	holdingRequests           // the client's bytes never reach etcd
+	holdingAnswers            // etcd's bytes never reach the client
+)
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
 	t.Helper()
@@ -66,7 +80,7 @@ func (p *cutProxy) forward(c net.Conn) {
 		return
 	}
 	p.mu.Lock()
-	if p.cut {
+	if p.mode == cutOff {
 		p.mu.Unlock()
 		c.Close()
 		up.Close()
@@ -74,22 +88,66 @@ func (p *cutProxy) forward(c net.Conn) {
 	}
 	p.conns[c], p.conns[up] = true, true
 	p.mu.Unlock()
-	go func() { io.Copy(up, c); up.Close(); c.Close() }()
-	io.Copy(c, up)
+	go func() { p.pump(up, c, holdingRequests); up.Close(); c.Close() }()
+	p.pump(c, up, holdingAnswers)
 	c.Close()
 	up.Close()
 }
 
+// pump copies src to dst until either fails, swallowing what arrives
+// while the proxy is in mode hold (kept, for requests).
+func (p *cutProxy) pump(dst, src net.Conn, hold proxyMode) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			held := p.mode == hold
+			if held && hold == holdingRequests {
+				p.held.Write(buf[:n])
+			}
+			p.mu.Unlock()
+			if !held {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (p *cutProxy) setCut(cut bool) {
+	if cut {
+		p.setMode(cutOff)
+	} else {
+		p.setMode(forwarding)
+	}
+}
+
+// setMode changes what the proxy does from now on. Cutting, or leaving a
+// hold, closes every connection: a stream that lost bytes must not go on.
+func (p *cutProxy) setMode(m proxyMode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
+	if m == cutOff || p.mode == holdingRequests || p.mode == holdingAnswers {
 		for c := range p.conns {
 			c.Close()
 		}
 		clear(p.conns)
 	}
+	p.mode = m
+	p.held.Reset()
+}
+
+// heldContains reports whether the requests swallowed since the hold
+// began contain s.
+func (p *cutProxy) heldContains(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Contains(p.held.Bytes(), []byte(s))
 }
 
 func (p *cutProxy) addr() string { return p.l.Addr().String() }
@@ -359,48 +417,123 @@ func TestHostCutOffFromEtcdFailsClosed(t *testing.T) {
 	eventually.True(t, 60*time.Second, "host 1 admits A's writes again once it reaches etcd", func() bool { return a.write() == nil })
 }
 
-// serve SIGKILLed in the middle of a PREEMPT AND ABORT (after its
-// compare-and-swap, during the hold): the preempt happened everywhere,
-// on the other host and on the restarted serve alike.
+// serve SIGKILLed in the middle of a PREEMPT AND ABORT: node-a, on host
+// 1, preempts node-b, the holder, on host 2, and host 1's serve is killed
+// at one point of the operation. At every point the operation happened
+// either everywhere or nowhere: while host 1 is down, host 2 shows the
+// state from before the command if its compare-and-swap never reached
+// etcd, the state after it if it did; once host 1's serve is back, the
+// two hosts agree on one state, before or after, and the guest's status
+// does not contradict it (GOOD only with the state after).
 func TestServeKilledDuringPreemptAndAbort(t *testing.T) {
-	// A long lease: the kill lands well within the PREEMPT's hold.
-	bin, _, _, _, h2, a, b := twoHosts(t, 8*time.Second)
-	a.mustPersist(t, bin, "-o", "-I", "-S", "0xa1")
-	b.mustPersist(t, bin, "-o", "-I", "-S", "0xb1")
-	a.mustPersist(t, bin, "-o", "-R", "-K", "0xa1", "-T", "5")
-	preempt := exec.Command(bin, "scsi", "--control", b.ctl, "--device", "xvda", "persist", "-o", "-A", "-K", "0xb1", "-S", "0xa1", "-T", "5")
-	if err := preempt.Start(); err != nil {
-		t.Fatal(err)
+	const (
+		before = "0xa1 0xb1*" // node-b holds, both registered
+		after  = "0xa1*"      // node-a holds, node-b's key gone
+	)
+	fenced := func(_ *cutProxy, b *guest) bool { return b.write() != nil }
+	for _, kill := range []struct {
+		name string
+		link proxyMode // host 1's link to etcd while the command runs
+		// reached reports the command has come to the kill point.
+		reached func(cut *cutProxy, b *guest) bool
+		stored  bool // whether etcd holds the preempt at the kill
+	}{
+		// The compare-and-swap is on its way: its put (the record, whose
+		// JSON names Written) left serve and waits in the proxy.
+		{"before the CAS reached etcd", holdingRequests, func(cut *cutProxy, _ *guest) bool { return cut.heldContains(`"Written":`) }, false},
+		// etcd stored it (host 2 fenced node-b through its watch) and
+		// its answer never reached host 1.
+		{"after etcd stored the CAS, its answer lost", holdingAnswers, fenced, true},
+		// Answered, and host 1 holds the command's completion until
+		// every host has seen the change.
+		{"during the hold", forwarding, fenced, true},
+	} {
+		t.Run(kill.name, func(t *testing.T) {
+			// A long lease: the kill lands well within the PREEMPT's hold
+			// and before host 1's lease runs out while its link is held.
+			bin, _, cut, h1, _, a, b := twoHosts(t, 8*time.Second)
+			b.mustPersist(t, bin, "-o", "-I", "-S", "0xb1")
+			a.mustPersist(t, bin, "-o", "-I", "-S", "0xa1")
+			b.mustPersist(t, bin, "-o", "-R", "-K", "0xb1", "-T", "5")
+			if got := reservationState(t, bin, a); got != before {
+				t.Fatalf("state before the command: %s, want %s", got, before)
+			}
+			cut.setMode(kill.link)
+			var out bytes.Buffer
+			preempt := exec.Command(bin, "scsi", "--control", a.ctl, "--device", "xvda", "persist", "-o", "-A", "-K", "0xa1", "-S", "0xb1", "-T", "5")
+			preempt.Stdout, preempt.Stderr = &out, &out
+			if err := preempt.Start(); err != nil {
+				t.Fatal(err)
+			}
+			preempted := make(chan struct{})
+			go func() {
+				preempt.Wait()
+				close(preempted)
+			}()
+			t.Cleanup(func() {
+				preempt.Process.Kill()
+				<-preempted
+			})
+			eventually.True(t, 30*time.Second, "the PREEMPT AND ABORT comes "+kill.name, func() bool { return kill.reached(cut, b) })
+			select {
+			case <-preempted:
+				t.Fatalf("the PREEMPT AND ABORT completed before serve could be killed %s:\n%s", kill.name, out.String())
+			default:
+			}
+			h1.serve.cmd.Process.Signal(syscall.SIGKILL)
+			h1.serve.cmd.Wait()
+			cut.setMode(forwarding)
+
+			want, bWrites := before, true
+			if kill.stored {
+				want, bWrites = after, false
+			}
+			if got := reservationState(t, bin, b); got != want {
+				t.Fatalf("host 2 with host 1's serve killed %s: state %s, want %s", kill.name, got, want)
+			}
+			if err := b.write(); (err == nil) != bWrites {
+				t.Fatalf("node-b's write on host 2 with the state %s: %v", want, err)
+			}
+
+			h1.startServe(t)
+			select {
+			case <-preempted:
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("the guest's PREEMPT AND ABORT had no status 2 minutes after serve came back")
+			}
+			fromA, fromB := reservationState(t, bin, a), reservationState(t, bin, b)
+			if fromA != fromB || (fromA != before && fromA != after) {
+				t.Fatalf("after the restart host 1 shows %s, host 2 %s; want both %s or both %s", fromA, fromB, before, after)
+			}
+			if preempt.ProcessState.ExitCode() == 0 && fromA != after {
+				t.Fatalf("the guest's PREEMPT AND ABORT was GOOD, and the state is %s:\n%s", fromA, out.String())
+			}
+			t.Logf("killed %s: the state settled %s; the guest's command: exit %d %s", kill.name, fromA, preempt.ProcessState.ExitCode(), strings.TrimSpace(out.String()))
+			if err := b.write(); (err == nil) != (fromA == before) {
+				t.Fatalf("node-b's write with the state %s: %v", fromA, err)
+			}
+			if err := a.write(); err != nil {
+				t.Fatalf("node-a's write, registered in either state: %v", err)
+			}
+		})
 	}
-	preempted := make(chan struct{})
-	go func() {
-		preempt.Wait()
-		close(preempted)
-	}()
-	t.Cleanup(func() {
-		preempt.Process.Kill()
-		<-preempted
-	})
-	// Host 1 hears of the change through the watch while host 2 still
-	// holds the command's completion.
-	eventually.True(t, 30*time.Second, "host 1 fences A", func() bool { return a.write() != nil })
-	select {
-	case <-preempted:
-		t.Fatal("the PREEMPT AND ABORT completed before serve could be killed during its hold")
-	default:
-	}
-	h2.serve.cmd.Process.Signal(syscall.SIGKILL)
-	h2.serve.cmd.Wait()
-	h2.startServe(t)
-	for _, g := range []*guest{a, b} {
-		out := g.mustPersist(t, bin, "-i", "-k")
-		if strings.Contains(out, "0xa1") || !strings.Contains(out, "0xb1") {
-			t.Fatalf("keys read by %s after serve on host 2 was killed:\n%s", g.name, out)
+}
+
+// reservationState is READ FULL STATUS as g sees it, summed up: the
+// registered keys in order, the holder's starred.
+func reservationState(t *testing.T, bin string, g *guest) string {
+	t.Helper()
+	full := g.mustPersist(t, bin, "-i", "-s")
+	var keys []string
+	for _, d := range strings.Split(full, "Key=")[1:] {
+		key, _, _ := strings.Cut(d, "\n")
+		if strings.Contains(d, "<< Reservation holder >>") {
+			key += "*"
 		}
+		keys = append(keys, key)
 	}
-	if err := a.write(); err == nil {
-		t.Fatal("A's write admitted after the preempt")
-	}
+	slices.Sort(keys)
+	return strings.Join(keys, " ")
 }
 
 // fenceAcross runs fence_scsi's sequence: b, on one host, fences a, on
