@@ -49,7 +49,7 @@ var ascNames = map[[2]byte]string{
 // ASC/ASCQ; senseFamilyMeanings covers every ASCQ of an ASC.
 var senseMeanings = map[[2]byte]string{
 	{0x04, 0x00}: "The unit is not ready yet; retry in a moment.",
-	{0x08, 0x00}: "The backend could not reach its shared reservation store (etcd) in time; its log says why. Retry once the store is back, then read the reservation (PR IN) to see whether the command took effect.",
+	{0x08, 0x00}: "The device server lost contact with something it depends on. From xenblk, it is the shared reservation store (etcd, --pr-store): the backend's log says why; retry once the store is back, then read the reservation (PR IN) to see whether the command took effect. From another target (e.g. LIO answering a transfer shorter than a block), see that target's log.",
 	{0x0c, 0x00}: "The backend could not write the image; its log says why.",
 	{0x11, 0x00}: "The backend could not read the image; its log says why.",
 	{0x1a, 0x00}: "The command's parameter list length does not fit what the command carries.",
