@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,19 +22,38 @@ import (
 type proc struct {
 	cmd   *exec.Cmd
 	lines chan string
-	errb  *bytes.Buffer
+	errb  *lockedBuffer
+}
+
+// lockedBuffer is a process's stderr, which a test may read while the
+// process still writes it (os/exec copies into it from its own goroutine).
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	out, _ := cmd.StdoutPipe()
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	errb := &lockedBuffer{}
+	cmd.Stderr = errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, lines: make(chan string, 100), errb: &errb}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), errb: errb}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
