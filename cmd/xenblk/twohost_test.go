@@ -227,6 +227,15 @@ func (g *guest) write() error {
 	return err
 }
 
+// writeAdmitted waits (10 s at most) for g's write to be admitted.
+func (g *guest) writeAdmitted(t *testing.T, what string) {
+	t.Helper()
+	var err error
+	if !eventually.Within(10*time.Second, func() bool { err = g.write(); return err == nil }) {
+		t.Fatalf("%s: still refused after 10s: %v", what, err)
+	}
+}
+
 func (g *guest) read() error {
 	_, err := g.disk.ReadAt(make([]byte, 4096), 8192)
 	return err
@@ -356,9 +365,10 @@ func TestWindowsClusterValidationAcrossHosts(t *testing.T) {
 		t.Fatalf("READ FULL STATUS on host 1:\n%s", full)
 	}
 	b.mustPersist(t, bin, "-o", "-L", "-K", "0xb2", "-T", "5")
-	if err := a.write(); err != nil {
-		t.Fatalf("A's write after B's RELEASE: %v", err)
-	}
+	// A change that admits (a RELEASE, a CLEAR) reaches the other host
+	// through its watch: until then that host refuses on its older copy,
+	// which is never unsafe; the bound is the watch's lag.
+	a.writeAdmitted(t, "A's write after B's RELEASE on the other host")
 	b.mustPersist(t, bin, "-o", "-C", "-K", "0xb2")
 	if out := a.mustPersist(t, bin, "-i", "-k"); !strings.Contains(out, "NO registered reservation keys") {
 		t.Fatalf("keys on host 1 after B's CLEAR:\n%s", out)
