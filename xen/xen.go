@@ -100,7 +100,8 @@ type Mapper interface {
 	// asks for a read-only mapping (required for read-only grants).
 	Map(dom DomID, refs []GrantRef, readOnly bool) (Mapping, error)
 	// Copy performs each segment, recording per-segment errors; it returns
-	// a non-nil error if any segment failed.
+	// a non-nil error if any segment failed, and then every segment not
+	// known to be performed carries an Err.
 	Copy(segs []GrantCopySegment) error
 }
 

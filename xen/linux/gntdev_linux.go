@@ -159,6 +159,14 @@ func (g *Gntdev) Copy(segs []xen.GrantCopySegment) error {
 	}
 	if len(valid) > 0 {
 		if err := g.copyValid(segs, valid); err != nil {
+			// Nothing says which segments the kernel performed: every
+			// one counts as failed, so a caller that reads the
+			// per-segment errors never answers an uncopied one as done.
+			for _, i := range valid {
+				if segs[i].Err == nil {
+					segs[i].Err = err
+				}
+			}
 			return err
 		}
 	}
