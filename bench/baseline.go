@@ -155,44 +155,67 @@ func CRingPair(ctx context.Context, d time.Duration) (Baseline, error) {
 	return Baseline{Name: "ring-only pair, C ring.h", Value: v, Unit: "round trips/s"}, nil
 }
 
-// CNullPairName names CNullPair's baseline at queue depth qd.
-func CNullPairName(qd int) string { return fmt.Sprintf("C null path 4K randread qd%d", qd) }
+// cProgram is a C baseline built once with gcc, run many times.
+type cProgram struct{ dir, bin, name string }
 
-// CNullPair builds internal/cbaseline/nullpair.c and runs it for d at
-// queue depth qd: the null backend's and the frontend's per-request work
-// in C on the same design, in two processes. Returns requests/s.
-func CNullPair(ctx context.Context, d time.Duration, qd int) (Baseline, error) {
-	v, err := runC(ctx, "nullpair", cbaseline.NullPair, strconv.FormatFloat(d.Seconds(), 'f', 3, 64), strconv.Itoa(qd))
-	if err != nil {
-		return Baseline{}, err
-	}
-	return Baseline{Name: CNullPairName(qd), Value: v, Unit: "IOPS"}, nil
-}
-
-// runC builds src with gcc into a temporary directory, runs it with args
-// and parses the one number it prints.
-func runC(ctx context.Context, name string, src []byte, args ...string) (float64, error) {
+// buildC builds src with gcc (-O2, as CI's cgo builds) into a temporary
+// directory; Close removes it.
+func buildC(ctx context.Context, name string, src []byte) (*cProgram, error) {
 	tmp, err := os.MkdirTemp("", "xenblk-cbaseline")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer os.RemoveAll(tmp)
 	bin, file := filepath.Join(tmp, name), filepath.Join(tmp, name+".c")
 	if err := os.WriteFile(file, src, 0o644); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-Wall", "-pthread", "-o", bin, file).CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("bench: gcc %s.c: %v: %s", name, err, out)
+	}
+	return &cProgram{dir: tmp, bin: bin, name: name}, nil
+}
+
+func (p *cProgram) Close() { os.RemoveAll(p.dir) }
+
+// run runs the program with args and parses the numbers it prints on
+// one line; what it says on stderr is in the error when it fails.
+func (p *cProgram) run(ctx context.Context, args ...string) ([]float64, error) {
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, p.bin, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s %s: %v: %s", p.name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	var vs []float64
+	for _, f := range strings.Fields(string(out)) {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s printed %q", p.name, out)
+		}
+		vs = append(vs, v)
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("bench: %s printed nothing", p.name)
+	}
+	return vs, nil
+}
+
+// runC builds src, runs it with args and returns the first number it
+// prints.
+func runC(ctx context.Context, name string, src []byte, args ...string) (float64, error) {
+	p, err := buildC(ctx, name, src)
+	if err != nil {
 		return 0, err
 	}
-	if out, err := exec.CommandContext(ctx, "gcc", "-O2", "-pthread", "-o", bin, file).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("bench: gcc %s.c: %v: %s", name, err, out)
-	}
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	defer p.Close()
+	vs, err := p.run(ctx, args...)
 	if err != nil {
-		return 0, fmt.Errorf("bench: %s: %v", name, err)
+		return 0, err
 	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
-	if err != nil {
-		return 0, fmt.Errorf("bench: %s printed %q", name, out)
-	}
-	return v, nil
+	return vs[0], nil
 }
 
 // ErrNoFio means fio is not installed (Debian package fio).

@@ -2,9 +2,16 @@ package bench
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/xenblk/xenblk/internal/cbaseline"
 )
 
 func TestGoRingPairMovesRequests(t *testing.T) {
@@ -20,9 +27,7 @@ func TestGoRingPairMovesRequests(t *testing.T) {
 }
 
 func TestCRingPairBuildsAndRuns(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("LOUD SKIP: gcc is not installed (scripts/deps.txt installs it)")
-	}
+	requireGCC(t)
 	// Long enough that a machine busy with other tests still schedules
 	// both threads (at 100 ms a loaded 2-vCPU box once gave 0).
 	b, err := CRingPair(context.Background(), 500*time.Millisecond)
@@ -34,20 +39,68 @@ func TestCRingPairBuildsAndRuns(t *testing.T) {
 	}
 }
 
-// The C null path aborts on any response that is not OKAY for a request
-// in flight, so a run that prints a rate validated every request.
-func TestCNullPairBuildsAndRuns(t *testing.T) {
+// requireGCC fails where CI builds with cgo (CGO_ENABLED=1 needs a C
+// compiler), and skips loudly only on a machine without one.
+func requireGCC(t *testing.T) {
+	t.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("LOUD SKIP: gcc is not installed (scripts/deps.txt installs it)")
 	}
-	for _, qd := range []int{1, 32, 128} {
-		b, err := CNullPair(context.Background(), 100*time.Millisecond, qd)
-		if err != nil {
-			t.Fatal(err)
+}
+
+// buildBlkPair builds blkpair.c for one test.
+func buildBlkPair(t *testing.T) *cProgram {
+	t.Helper()
+	requireGCC(t)
+	p, err := buildC(context.Background(), "blkpair", cbaseline.BlkPair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// blkpair.c reads what each backend holds: its frontend checks a word of
+// every page it copies against the image's pattern (zeros for null), for
+// 4 KiB random reads at QD1 and 32 and 1 MiB indirect reads, each end
+// pinned or not.
+func TestCBlkPairReadsTheData(t *testing.T) {
+	ctx := context.Background()
+	p := buildBlkPair(t)
+	const size = 8 << 20
+	image, err := BenchFile(t.TempDir(), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, backend := range []string{"null", "memory", "file"} {
+		for _, c := range []struct{ qd, bs, front, back int }{{1, 4096, -1, -1}, {32, 4096, 0, 0}, {2, 1 << 20, 0, 1}} {
+			if c.back >= runtime.NumCPU() {
+				c.back = 0
+			}
+			args := []string{"0.2", strconv.Itoa(c.qd), backend, strconv.Itoa(c.bs), strconv.Itoa(size), strconv.Itoa(c.front), strconv.Itoa(c.back), image}
+			v, err := p.run(ctx, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(v) != 2 || v[0] <= 0 || v[1] <= 0 {
+				t.Errorf("blkpair %v printed %v: want IOPS and CPU per request", args, v)
+			}
 		}
-		if b.Value <= 0 || b.Name != CNullPairName(qd) {
-			t.Fatalf("C null pair at QD%d: %+v", qd, b)
-		}
+	}
+}
+
+// An image that does not hold the pattern fails the frontend's check:
+// the check can fail, so a run that prints a rate read the right bytes.
+func TestCBlkPairCatchesWrongData(t *testing.T) {
+	ctx := context.Background()
+	p := buildBlkPair(t)
+	zeros := filepath.Join(t.TempDir(), "zeros.img")
+	if err := os.WriteFile(zeros, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.run(ctx, "0.2", "4", "file", "4096", strconv.Itoa(1<<20), "-1", "-1", zeros)
+	if err == nil || !strings.Contains(err.Error(), "read as 0") {
+		t.Fatalf("blkpair on an image of zeros: %v, want the frontend's check to fail", err)
 	}
 }
 

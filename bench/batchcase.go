@@ -19,6 +19,7 @@ func runBatchCase(ctx context.Context, s *stack, w Workload, o Options) (Result,
 	span := o.FileSize / int64(w.BlockSize)
 	hists := make([]Histogram, workers)
 	ends := make([]time.Time, workers)
+	completed := make([]uint64, workers)
 	errs := make(chan error, workers)
 	win := newWindow(o)
 	var wg sync.WaitGroup
@@ -31,7 +32,7 @@ func runBatchCase(ctx context.Context, s *stack, w Workload, o Options) (Result,
 		go func(i, depth int) {
 			defer wg.Done()
 			bw := &batchWorker{w: w, span: span, next: int64(i) * span / int64(workers), win: win, h: &hists[i],
-				rng: rand.New(rand.NewPCG(uint64(i), 42))}
+				rng: rand.New(rand.NewPCG(uint64(i), 42)), completed: &completed[i]}
 			end, err := bw.run(ctx, s.front, depth)
 			if err != nil {
 				errs <- err
@@ -45,7 +46,11 @@ func runBatchCase(ctx context.Context, s *stack, w Workload, o Options) (Result,
 	if err := <-errs; err != nil {
 		return Result{}, err
 	}
-	return win.result(w, o, hists, ends), nil
+	r := win.result(w, o, hists, ends)
+	for _, n := range completed {
+		r.Completed += n
+	}
+	return r, nil
 }
 
 // viewSums keeps the view consumers' sums reachable, so the compiler
@@ -61,6 +66,8 @@ type batchWorker struct {
 	win  window
 	h    *Histogram
 	sum  uint64 // of the views' words (View workloads)
+	// completed counts every reaped request, warm-up included.
+	completed *uint64
 }
 
 // run keeps depth requests in flight until the deadline, then drains
@@ -115,6 +122,7 @@ func (bw *batchWorker) run(ctx context.Context, d *blkfront.Disk, depth int) (ti
 		}
 		now = time.Now()
 		counted := now.After(bw.win.measureFrom)
+		*bw.completed += uint64(len(done))
 		for _, t := range done {
 			if counted {
 				bw.h.Record(now.Sub(starts[t]))

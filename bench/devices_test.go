@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,12 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv("XENBLK_BENCH_BACKEND"); sock != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 		defer stop()
-		if err := ServeBackend(ctx, sock, "null", Options{FileSize: 16 << 20}); err != nil {
+		backend, dir, size := "null", "", int64(16<<20)
+		if k := os.Getenv("XENBLK_BENCH_BACKEND_KIND"); k != "" { // testBackendCommandFor's
+			backend, dir = k, os.Getenv("XENBLK_BENCH_BACKEND_DIR")
+			size, _ = strconv.ParseInt(os.Getenv("XENBLK_BENCH_BACKEND_SIZE"), 10, 64)
+		}
+		if err := ServeBackend(ctx, sock, backend, Options{Dir: dir, FileSize: size}); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -29,6 +35,17 @@ func testBackendCommand(sock, _ string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "XENBLK_BENCH_BACKEND="+sock)
 	return cmd
+}
+
+// testBackendCommandFor is testBackendCommand serving the backend it is
+// asked for, from dir, size bytes.
+func testBackendCommandFor(dir string, size int64) func(sock, backend string) *exec.Cmd {
+	return func(sock, backend string) *exec.Cmd {
+		cmd := testBackendCommand(sock, backend)
+		cmd.Env = append(cmd.Env, "XENBLK_BENCH_BACKEND_KIND="+backend, "XENBLK_BENCH_BACKEND_DIR="+dir,
+			"XENBLK_BENCH_BACKEND_SIZE="+strconv.FormatInt(size, 10))
+		return cmd
+	}
 }
 
 func TestMeasureDevicesGrowsWithDevices(t *testing.T) {

@@ -163,6 +163,9 @@ type Result struct {
 	// goroutine case, warm-up included; 0 where not measured. Unlike
 	// IOPS it hardly moves with what else the machine runs.
 	CPUPerOp time.Duration `json:"cpu_per_op_ns,omitempty"`
+	// Completed counts every request of a batch case, warm-up included
+	// (the count CPU time over the whole case divides by).
+	Completed uint64 `json:"-"`
 }
 
 // Report is a whole run.
@@ -177,6 +180,8 @@ type Report struct {
 	Devices *DeviceMemory `json:"devices,omitempty"`
 	// Comparisons are Suite.Compare's, each workload on both sides.
 	Comparisons []Comparison `json:"comparisons,omitempty"`
+	// AgainstC are Suite.AgainstC's comparisons with blkpair.c.
+	AgainstC []CComparison `json:"against_c,omitempty"`
 	// PRStores is Suite.PRStores' comparison of the reservation stores.
 	PRStores *PRStoreComparison `json:"pr_stores,omitempty"`
 }

@@ -28,8 +28,8 @@ type Suite struct {
 	// Devices, when > 0, also measures one backend process (always a
 	// process of its own) serving this many idle null vbds.
 	Devices int
-	// Baselines measures fio, memcpy, the ring-only pairs and the C null
-	// path; with Cases, a null backend and the default poll window it
+	// Baselines measures the physical floors, fio and memcpy (the same
+	// work in C is AgainstC's); with Cases, a null backend and the default poll window it
 	// also runs randread QD1 against null with the backend polling 50 us
 	// ("null+poll") and never polling ("null+events").
 	Baselines bool
@@ -46,6 +46,10 @@ type Suite struct {
 	// (ComparePRStores) in Pairs interleaved pairs, on the goroutine-mode
 	// workloads of Options.
 	PRStores *etcdstore.Store
+	// AgainstC compares the Go stack, blkback in a process of its own,
+	// with the same work in C (RunAgainstC) in Pairs interleaved pairs
+	// per target and placement. Needs BackendCommand.
+	AgainstC bool
 }
 
 // backendCommand is s.BackendCommand bound to a poll window and profile,
@@ -62,7 +66,7 @@ func RunSuite(ctx context.Context, s Suite) (*Report, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	if (s.CrossProcess || s.Devices > 0) && s.BackendCommand == nil {
+	if (s.CrossProcess || s.Devices > 0 || s.AgainstC) && s.BackendCommand == nil {
 		return nil, errors.New("bench: a backend process was asked for without a command to start it")
 	}
 	if s.CrossProcess {
@@ -120,6 +124,15 @@ func RunSuite(ctx context.Context, s Suite) (*Report, error) {
 				return nil, err
 			}
 			rep.Comparisons = append(rep.Comparisons, c)
+		}
+	}
+	if s.AgainstC {
+		co := s.Options
+		co.BackendCommand = s.backendCommand(o.Poll, "")
+		c, err := RunAgainstC(ctx, co, s.Pairs)
+		rep.AgainstC = c
+		if err != nil {
+			return nil, err
 		}
 	}
 	if s.PRStores != nil {
@@ -184,14 +197,6 @@ func runBaselines(ctx context.Context, o Options, progress io.Writer) []Baseline
 	region := NewRegion(o.FileSize)
 	add(medianOf(runs, func() (Baseline, error) { return region.Memcpy(d), nil }))
 	add(medianOf(runs, func() (Baseline, error) { return region.ReadInPlace(d), nil }))
-	// The ring pairs need both threads on CPU at once, which a noisy
-	// machine grants in bursts: take the median of interleaved runs.
-	pairs := max(runs, 5)
-	add(medianOf(pairs, func() (Baseline, error) { return GoRingPair(d / 5) }))
-	add(medianOf(pairs, func() (Baseline, error) { return CRingPair(ctx, d/5) }))
-	for _, qd := range []int{32, 128} {
-		add(medianOf(pairs, func() (Baseline, error) { return CNullPair(ctx, d/5, qd) }))
-	}
 	path, err := BenchFile(o.Dir, o.FileSize)
 	if err != nil {
 		add(Baseline{}, err)

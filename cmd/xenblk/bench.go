@@ -49,6 +49,7 @@ func newBenchCmd() *cobra.Command {
 		pairs     int
 		prStores  string
 		prClient  prStoreOptions
+		againstC  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -82,6 +83,15 @@ guest's pages, no persistent grants), on a stack and image of its own;
 qcow2 is an image whose clusters are all written before the runs,
 qcow2-fresh a new empty image for every run (its writes allocate).
 
+--against-c compares the Go stack with the same work in C
+(internal/cbaseline/c/blkpair.c, built with gcc): 4 KiB random reads at
+QD1, 32 and 128 on null and file, and 1 MiB reads from memory, blkback in
+its own process and blkfront's Batch on one queue, each target in --pairs
+interleaved pairs of runs (Go, C, Go, C ...) with both ends on one CPU
+and then on two (sched_setaffinity), and the ring-only ping-pongs. It
+prints the median of the pairs' Go/C ratios with their range and middle
+half, and says when that spread is too wide to conclude.
+
 --pr-stores etcd://HOST:PORT[,HOST:PORT...][/PREFIX] compares where
 reservation state is kept: the file store (under --dir) and the etcd
 cluster the URL names, in the syntax serve takes for its store (TLS
@@ -100,7 +110,8 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
   xenblk bench --backend memory --queues 1 --workload seqread,seqread-view --duration 1s --runs 3
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/file:blkif-copy/file --pairs 10
-  xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores etcd://127.0.0.1:2379 --pairs 5`,
+  xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores etcd://127.0.0.1:2379 --pairs 5
+  xenblk bench --cases=false --baselines=false --against-c --pairs 10 --duration 300ms`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
@@ -171,9 +182,9 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
 				Options: bench.Options{Duration: dur, Backends: backends, Queues: queues, Workloads: wl, Poll: poll, Dir: dir, FileSize: int64(size), Progress: progress,
 					Submit: modes, Runs: runs, Log: log},
 				Cases: cases, CrossProcess: cross, BackendCPUProfile: backProf, Devices: devices, Baselines: baselines,
-				Compare: compare, Pairs: pairs, PRStores: etcd,
+				Compare: compare, Pairs: pairs, PRStores: etcd, AgainstC: againstC,
 			}
-			if cross || devices > 0 {
+			if cross || devices > 0 || againstC {
 				self, err := os.Executable()
 				if err != nil {
 					return err
@@ -224,6 +235,7 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
 			}
 			bench.WriteTargets(out, rep)
 			bench.WriteComparisons(out, rep)
+			bench.WriteAgainstC(out, rep)
 			if rep.PRStores != nil {
 				bench.WritePRStoreComparison(out, rep.PRStores)
 			}
@@ -252,7 +264,8 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
 	f.IntVar(&runs, "runs", 1, "runs per case, interleaved; each figure is the median")
 	f.StringSliceVar(&submit, "submit", []string{"batch"}, "how requests are put in flight, each case run in each listed: batch (one goroutine per queue, a blkfront.Batch), goroutines (QD goroutines, one request each)")
 	f.Var(&compare, "compare", "also compare two sides, TRANSPORT/BACKEND:TRANSPORT/BACKEND (e.g. blkif/null:vscsi/null), on every selected workload; repeatable")
-	f.IntVar(&pairs, "pairs", 5, "with --compare or --pr-stores: interleaved pairs of runs per workload; the ratio is their median")
+	f.IntVar(&pairs, "pairs", 5, "with --compare, --pr-stores or --against-c: interleaved pairs of runs per workload; the ratio is their median")
+	f.BoolVar(&againstC, "against-c", false, "also compare the Go stack across processes with the same work in C (gcc), interleaved, both ends on one CPU and on two")
 	f.StringVar(&prStores, "pr-stores", "", "also compare the reservation stores, file and the etcd cluster at this etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: PR command latency, and IOPS on a reserved vscsi LUN")
 	prClient.addEtcdFlags(f)
 	return cmd

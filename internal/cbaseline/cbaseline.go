@@ -1,8 +1,9 @@
 // Package cbaseline carries the C baseline programs, built with gcc at
 // bench time: c/ringpair.c, the ring-only ping-pong with Xen's ring.h, and
-// c/nullpair.c, the null backend's and the frontend's per-request work on
-// the same design (ring, grant table, pre-granted pool, eventfds) in two
-// processes.
+// c/blkpair.c, the data path of the null, memory and file backends and
+// of the frontend on the same design (ring, grant table, pre-granted
+// pool, indirect requests, eventfds, one io_uring batch per ring pass) in
+// two processes.
 package cbaseline
 
 import _ "embed"
@@ -12,7 +13,7 @@ import _ "embed"
 //go:embed c/ringpair.c
 var RingPair []byte
 
-// NullPair is the source of nullpair.c.
+// BlkPair is the source of blkpair.c.
 //
-//go:embed c/nullpair.c
-var NullPair []byte
+//go:embed c/blkpair.c
+var BlkPair []byte
