@@ -300,26 +300,14 @@ const reapPollWindow = 20 * time.Microsecond
 // passes or stop closes; it reports whether a response is there. It takes
 // mu only when free: a busy mu is a submitter, which will look itself.
 func (q *queue) pollRing(stop chan struct{}, deadline time.Time) bool {
-	for i := 1; ; i++ {
-		runtime.Gosched()
-		if q.mu.TryLock() {
-			found := q.front != nil && q.front.Unconsumed() > 0
-			q.mu.Unlock()
-			if found {
-				return true
-			}
+	return reaper.Poll(stop, deadline, func() bool {
+		if !q.mu.TryLock() {
+			return false
 		}
-		if i%8 == 0 {
-			select {
-			case <-stop:
-				return false
-			default:
-			}
-			if !time.Now().Before(deadline) {
-				return false
-			}
-		}
-	}
+		found := q.front != nil && q.front.Unconsumed() > 0
+		q.mu.Unlock()
+		return found
+	})
 }
 
 // inFlight reports whether requests are published and unanswered; mu held.

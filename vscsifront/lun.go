@@ -39,9 +39,12 @@ var wireDir = [...]uint8{scsi.DirNone: vscsiif.DirNone, scsi.DirToDevice: vscsii
 // scsi.DirToDevice; any length up to the vhost's MaxTransfer; of a
 // data-in buffer, only the bytes the device transferred are written). A status
 // from the device, CHECK CONDITION included, is a Result; a command the
-// transport did not deliver is a *HostError. When ctx ends while the
-// command is on the ring, the backend is asked to abort it (TASK_ABORT)
-// and its pages stay granted until it answers; ExecSCSI returns at once.
+// transport did not deliver is a *HostError (host RESET for one a LUN
+// RESET cleared, on the ring or still pending here). When ctx ends while
+// the command is on the ring, the backend is asked to abort it
+// (TASK_ABORT) and its pages stay granted until it answers; while it is
+// pending here, it ends without reaching the ring. Either way ExecSCSI
+// returns at once.
 func (l *LUN) ExecSCSI(ctx context.Context, cdb []byte, dir scsi.Direction, buf []byte) (scsi.Result, error) {
 	if l.gone.Load() {
 		return scsi.Result{}, ErrGone

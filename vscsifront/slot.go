@@ -7,9 +7,11 @@ import (
 )
 
 // slot is one command's place in the vhost: its index is the rqid of its
-// requests on the ring, and one ring slot is its own, so that the ring
-// can never overflow. Everything it needs is allocated when the vhost
-// is built.
+// request on the ring. There are more slots than the ring has room for
+// (Config.QueueDepth): a submitted slot waits in the vhost's pending
+// queue until the ring has room, and the ring never overflows because
+// only issuePending writes commands on it, within ringRoom. Everything a
+// slot needs is allocated when the vhost is built.
 type slot struct {
 	state slotlife.State
 	done  chan struct{} // buffered(1): the outcome is there for the owner
@@ -38,6 +40,10 @@ var slotTable = func() slotlife.Table {
 	t[slotlife.Orphaned][slotlife.Answer] = slotlife.Orphaned // recorded in answered; freed by release
 	t[slotlife.Orphaned][slotlife.Abort] = slotlife.Orphaned
 	t[slotlife.Orphaned][slotlife.Release] = slotlife.Free
+	// A command pending for room on the ring may be answered without
+	// reaching it: too large for the backend's new limit, or cleared by
+	// a reset of its LUN (Vhost.answerLocally).
+	t[slotlife.Submitted][slotlife.Answer] = slotlife.Answered
 	// An answered slot keeps its outcome through a removal (Answered
 	// takes no abort): its owner may be reading it without the lock.
 	return t

@@ -119,7 +119,7 @@ func TestSlotTable(t *testing.T) {
 	if err := slotTable.Check(); err != nil {
 		t.Error(err)
 	}
-	if n := slotTable.Moves(); n != 18 {
-		t.Errorf("%d legal moves, want 18", n)
+	if n := slotTable.Moves(); n != 19 {
+		t.Errorf("%d legal moves, want 19", n)
 	}
 }

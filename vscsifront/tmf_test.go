@@ -36,6 +36,27 @@ func newStuckDisk(size int64) *stuckDisk {
 	return d
 }
 
+// hold sends a READ of the stuck block on l and returns once it holds
+// the backend in the disk; the READ's end (an error for a status other
+// than GOOD) comes on the channel returned.
+func (d *stuckDisk) hold(t *testing.T, l *vscsifront.LUN) <-chan error {
+	t.Helper()
+	end := make(chan error, 1)
+	go func() {
+		res, err := l.ExecSCSI(context.Background(), scsitest.Read16(stuckAt/512, 8), scsi.DirFromDevice, make([]byte, 4096))
+		if err == nil && res.Status != scsi.StatusGood {
+			err = errors.New(scsi.StatusName(res.Status))
+		}
+		end <- err
+	}()
+	select {
+	case <-d.entered:
+	case <-time.After(waitFor):
+		t.Fatal("the READ did not reach the disk")
+	}
+	return end
+}
+
 // TestAbortOnCancel: a command whose context ends while it is on the
 // ring returns at once with the context's error; the frontend sends a
 // TASK_ABORT for it, which the backend honours (the WRITE never reaches
@@ -47,20 +68,7 @@ func TestAbortOnCancel(t *testing.T) {
 	l := r.lun(addr("0:0:0:0"))
 	exec(t, l, tur, scsi.DirNone, nil) // the power-on unit attention
 
-	stuck := make(chan error, 1)
-	go func() {
-		rd := scsitest.Read16(stuckAt/512, 8)
-		res, err := l.ExecSCSI(context.Background(), rd, scsi.DirFromDevice, make([]byte, 4096))
-		if err == nil && res.Status != scsi.StatusGood {
-			err = errors.New(scsi.StatusName(res.Status))
-		}
-		stuck <- err
-	}()
-	select {
-	case <-disk.entered:
-	case <-time.After(waitFor):
-		t.Fatal("the READ did not reach the disk")
-	}
+	stuck := disk.hold(t, l)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	written := make(chan error, 1)
@@ -130,16 +138,7 @@ func TestRemoveEndsCommands(t *testing.T) {
 	r := newRig(t, rigConfig{disks: map[string]storage.Device{"/img/a": disk}}, "/img/a, 0:0:0:0")
 	l := r.lun(addr("0:0:0:0"))
 	exec(t, l, tur, scsi.DirNone, nil)
-	stuck := make(chan error, 1)
-	go func() {
-		_, err := l.ExecSCSI(context.Background(), scsitest.Read16(stuckAt/512, 8), scsi.DirFromDevice, make([]byte, 4096))
-		stuck <- err
-	}()
-	select {
-	case <-disk.entered:
-	case <-time.After(waitFor):
-		t.Fatal("the READ did not reach the disk")
-	}
+	stuck := disk.hold(t, l)
 	removed := make(chan struct{})
 	go func() { r.front.Remove(); close(removed) }()
 	select {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xenblk/xenblk/blkif"
+	"github.com/xenblk/xenblk/internal/adaptpoll"
 	"github.com/xenblk/xenblk/internal/reaper"
 	"github.com/xenblk/xenblk/internal/slotlife"
 	"github.com/xenblk/xenblk/ring"
@@ -66,6 +67,11 @@ type Config struct {
 	// PoolPages is the number of data pages granted to the backend once,
 	// shared by the commands in flight; 0 means 4 × MaxSegments.
 	PoolPages int
+	// QueueDepth is the most commands the vhost holds at once: on the
+	// ring, and queued for it while the ring is full (each command's
+	// slot, whose index is its rqid); 0 means DefaultQueueDepth. A
+	// caller beyond it waits for a slot.
+	QueueDepth int
 	// OnLUNs, if not nil, is called after a LUN was added or removed,
 	// from the Runner's goroutine; it must not block.
 	OnLUNs func()
@@ -75,6 +81,17 @@ type Config struct {
 // DefaultMaxSegments is 1 MiB of data a command, as control.MaxData.
 const DefaultMaxSegments = 256
 
+// DefaultQueueDepth is four rings of commands: vscsiif's one-page ring
+// holds 15 (16 slots, one kept for task management), and a caller that
+// finds the ring full then waits once, for its answer, behind the
+// commands queued before it, not first for a slot and then for the
+// answer. maxQueueDepth keeps every rqid, the task management one above
+// the commands', in vscsiif's 16 bits with room to spare.
+const (
+	DefaultQueueDepth = 64
+	maxQueueDepth     = 4096
+)
+
 // Vhost is the frontend of one vhost: its ring, its granted pages, the
 // commands in flight, and its LUNs. Its Driver methods are the Runner's
 // to call; ExecSCSI and the devices may be used from any goroutine.
@@ -82,7 +99,7 @@ type Vhost struct {
 	cfg     Config
 	log     *slog.Logger
 	abi     blkif.ABI
-	tmfID   int // the slot (rqid) of task management functions
+	tmfID   int // the rqid of task management functions, past every slot's
 	listPer int // SG_GRANT list pages per command slot
 
 	mu   sync.Mutex
@@ -92,9 +109,13 @@ type Vhost struct {
 	waiting, wantMax int
 	slots            []slot
 	free             []int
-	pool             *xen.Granted
-	freePage         []int
-	lists            *xen.Granted
+	// pending holds the submitted slots, oldest first: the commands
+	// waiting for room on the ring, or for a ring at all while
+	// disconnected. A slot is in it exactly while it is submitted.
+	pending  idQueue
+	pool     *xen.Granted
+	freePage []int
+	lists    *xen.Granted
 	// segments is the negotiated most data segments of a command.
 	segments  int
 	ringMem   *xen.Granted
@@ -106,8 +127,10 @@ type Vhost struct {
 	released bool // the pools are revoked (or being)
 	stop     chan struct{}
 	reaped   chan struct{}
-	closed   chan struct{} // closed by Remove
-	lost     chan struct{} // the event channel failed under the reaper
+	// pollWindow is how long the reaper polls for answers (reaper).
+	pollWindow adaptpoll.Window
+	closed     chan struct{} // closed by Remove
+	lost       chan struct{} // the event channel failed under the reaper
 
 	// Task management: one at a time on slot tmfID, the rest queued.
 	tmfQ    []tmf
@@ -147,6 +170,10 @@ func New(cfg Config) (*Vhost, error) {
 	if cfg.PoolPages <= 0 {
 		cfg.PoolPages = 4 * cfg.MaxSegments
 	}
+	if cfg.QueueDepth <= 0 {
+		cfg.QueueDepth = DefaultQueueDepth
+	}
+	cfg.QueueDepth = min(cfg.QueueDepth, maxQueueDepth)
 	cfg.PoolPages = max(cfg.PoolPages, cfg.MaxSegments)
 	v := &Vhost{cfg: cfg, log: cfg.Log, abi: blkif.Native, segments: vscsiif.SGTableSize,
 		closed: make(chan struct{}), lost: make(chan struct{}, 1), resetDone: make(chan resetOutcome, 1),
@@ -155,10 +182,13 @@ func New(cfg Config) (*Vhost, error) {
 		v.log = slog.Default()
 	}
 	v.cond = sync.NewCond(&v.mu)
-	nslots := int(ring.SlotCount(xen.PageSize, vscsiif.SlotSize(v.abi)))
-	v.tmfID = nslots - 1
-	v.slots = make([]slot, v.tmfID)
-	v.tmfQ = make([]tmf, 0, nslots)
+	v.pollWindow.Init(reapPollWindow)
+	v.tmfID = cfg.QueueDepth
+	v.slots = make([]slot, cfg.QueueDepth)
+	v.pending = newIDQueue(cfg.QueueDepth)
+	// At most one abort per orphan (a slot is not reused while its
+	// abort is queued) and one reset.
+	v.tmfQ = make([]tmf, 0, cfg.QueueDepth+1)
 	v.listPer = 0
 	if cfg.MaxSegments > vscsiif.SGTableSize {
 		v.listPer = (cfg.MaxSegments + vscsiif.SGPerPage - 1) / vscsiif.SGPerPage
@@ -265,18 +295,21 @@ func (v *Vhost) Attach(segments int) error {
 	if v.connected {
 		return nil
 	}
-	v.connected = true
 	v.stop, v.reaped = make(chan struct{}), make(chan struct{})
-	for id := range v.slots {
-		if v.slots[id].state == slotlife.Submitted {
-			v.push(id)
-		}
-	}
-	v.kickTMF()
-	v.flush()
-	v.cond.Broadcast()
+	v.issueOnAttach()
 	go v.reaper(v.stop, v.reaped, v.ch)
 	return nil
+}
+
+// issueOnAttach makes the ring just connected live: the task management
+// queued goes first, then the pending commands, oldest first, as far as
+// the ring has room; mu held, the ring set.
+func (v *Vhost) issueOnAttach() {
+	v.connected = true
+	v.kickTMF()
+	v.issuePending()
+	v.flush()
+	v.cond.Broadcast()
 }
 
 // Refresh takes the backend's new segment limit (vscsibus.Driver). A
@@ -289,7 +322,8 @@ func (v *Vhost) Refresh(segments int) error {
 }
 
 // Disconnect stops the reaper and drops the ring (vscsibus.Driver).
-// Issued commands go back to submitted, for the next Attach; task
+// Issued commands go back to submitted, ahead of those that were waiting
+// for room, for the next Attach; task
 // management on the ring is dropped (a waiting reset fails with
 // ErrResetLost). Orphans are freed once the ring's grant could be
 // revoked: the backend then has let go of the vhost, so nothing writes
@@ -300,13 +334,16 @@ func (v *Vhost) Disconnect() {
 	stop, reaped, ch, rm := v.stop, v.reaped, v.ch, v.ringMem
 	v.connected = false
 	v.stop, v.reaped, v.ch, v.ringMem, v.front = nil, nil, nil, nil, nil
-	for id := range v.slots {
+	for id := len(v.slots) - 1; id >= 0; id-- {
 		s := &v.slots[id]
 		if s.abortOut { // its abort goes with the ring
 			s.abortOut = false
 		}
 		if _, ok := slotTable.On(s.state, slotlife.Disconnect); ok {
 			v.to(id, slotlife.Disconnect)
+			if s.state == slotlife.Submitted {
+				v.pending.pushFront(id)
+			}
 		}
 	}
 	if v.tmfBusy && v.tmfCur.act == vscsiif.ActSCSIReset {
@@ -403,6 +440,7 @@ func (v *Vhost) Remove() {
 			v.to(id, slotlife.Abort)
 		}
 	}
+	v.pending.reset()
 	for n, l := range v.luns {
 		l.gone.Store(true)
 		delete(v.luns, n)
@@ -469,8 +507,15 @@ func (v *Vhost) to(id int, ev slotlife.Event) {
 }
 
 // reaper takes responses off the ring until stopped: the one goroutine
-// that sleeps on the event channel. A channel that fails under it means
-// the backend went away: the Runner hears it on Lost.
+// that collects them, and sleeps on the event channel. A channel that
+// fails under it means the backend went away: the Runner hears it on
+// Lost.
+//
+// After a look that found answers and left commands on the ring (the
+// pending ones it issued, or others), it polls the ring for their
+// answers, within an adaptive window, before arming rsp_event: the
+// backend answering meanwhile sees a stale event index and sends no
+// notification, and neither end pays the event channel's wake-up.
 func (v *Vhost) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 	defer close(reaped)
 	for {
@@ -479,7 +524,21 @@ func (v *Vhost) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 			v.mu.Unlock()
 			return
 		}
-		v.collect()
+		if v.collect() > 0 && v.front.ReqProdPvt() != v.front.RspCons() {
+			if w := v.pollWindow.Next(); w > 0 {
+				v.mu.Unlock()
+				if v.pollRing(stop, w) {
+					v.pollWindow.Hit()
+					continue
+				}
+				v.pollWindow.Miss()
+				v.mu.Lock()
+				if v.front == nil {
+					v.mu.Unlock()
+					return
+				}
+			}
+		}
 		more := v.front.FinalCheck()
 		v.mu.Unlock()
 		if more {
@@ -497,18 +556,44 @@ func (v *Vhost) reaper(stop, reaped chan struct{}, ch xen.Channel) {
 	}
 }
 
-// collect takes every response published off the ring; mu held, front
-// set. A response for no request in flight is logged and dropped.
-func (v *Vhost) collect() {
+// pollRing looks at the ring, yielding the processor between looks,
+// until a response is there, window passes or stop closes; it reports
+// whether a response is there. It looks only when mu is free: a busy mu
+// is a submitter, and the look after it sees what came meanwhile.
+func (v *Vhost) pollRing(stop chan struct{}, window time.Duration) bool {
+	return reaper.Poll(stop, time.Now().Add(window), func() bool {
+		if !v.mu.TryLock() {
+			return false
+		}
+		found := v.front != nil && v.front.Unconsumed() > 0
+		v.mu.Unlock()
+		return found
+	})
+}
+
+// reapPollWindow is the most the reaper polls for answers before it
+// sleeps on the event channel.
+const reapPollWindow = 20 * time.Microsecond
+
+// collect takes every response published off the ring and returns how
+// many; mu held, front set. A response for no request in flight is
+// logged and dropped.
+func (v *Vhost) collect() int {
 	var rsp vscsiif.Response
 	if v.front.Overrun() {
 		v.log.Warn("backend published more responses than requests")
 	}
+	n := 0
 	for v.front.Unconsumed() > 0 {
 		vscsiif.DecodeResponse(v.abi, v.front.Response(), &rsp)
 		v.front.Consume(1)
 		v.complete(&rsp)
+		n++
 	}
+	if n > 0 && v.connected && v.issuePending() {
+		v.flush()
+	}
+	return n
 }
 
 func (v *Vhost) complete(rsp *vscsiif.Response) {
@@ -548,26 +633,67 @@ func (v *Vhost) flush() {
 	}
 }
 
-// push writes slot id's request on the ring; mu held, connected. A
-// command over the segments the backend takes now (it changed them
-// since) is answered at once, as ErrTooLarge, instead.
-func (v *Vhost) push(id int) {
+// ringRoom is how many more commands the ring takes now: its free
+// slots, less the one kept for task management while none is on the
+// ring, so that an abort or a reset never waits behind commands; mu
+// held, connected.
+func (v *Vhost) ringRoom() int {
+	room := int(v.front.Free())
+	if !v.tmfBusy {
+		room--
+	}
+	return room
+}
+
+// issuePending pushes the oldest pending commands while the ring has
+// room for them, and reports whether it wrote any (the caller flushes);
+// mu held, connected.
+func (v *Vhost) issuePending() (pushed bool) {
+	for v.pending.len() > 0 && v.ringRoom() > 0 {
+		if v.push(v.pending.popFront()) {
+			pushed = true
+		}
+	}
+	return pushed
+}
+
+// push writes slot id's request on the ring and reports whether it did;
+// mu held, connected, the ring has room. A command over the segments the
+// backend takes now (it changed them since) is answered at once, as
+// ErrTooLarge, instead.
+func (v *Vhost) push(id int) bool {
 	s := &v.slots[id]
 	if len(s.pages) > v.segments {
-		s.rsp = vscsiif.Response{RqID: uint16(id), Rslt: tooLarge}
-		v.to(id, slotlife.Push)
-		v.to(id, slotlife.Answer)
-		return
+		v.answerLocally(id, tooLarge)
+		return false
 	}
 	v.fillSegments(id)
 	vscsiif.EncodeRequest(v.abi, v.front.NextRequest(), &s.req)
 	v.front.Produce(1)
 	v.to(id, slotlife.Push)
+	return true
+}
+
+// answerLocally answers slot id, submitted and no longer pending, with a
+// response made up here; mu held.
+func (v *Vhost) answerLocally(id int, rslt int32) {
+	s := &v.slots[id]
+	s.rsp = vscsiif.Response{RqID: uint16(id), Rslt: rslt}
+	if rslt == rsltReset {
+		// As the backend answers a command its reset cleared: nothing
+		// transferred.
+		s.rsp.ResidualLen = uint32(s.dataLen)
+	}
+	v.to(id, slotlife.Answer)
 }
 
 // tooLarge marks a response made up by push: no backend sends a host
 // status this high.
 const tooLarge = int32(0xff) << 16
+
+// rsltReset is the answer of a command a LUN RESET cleared: host RESET,
+// as vscsiback answers those on the ring (Linux's midlayer retries them).
+var rsltReset = vscsiif.Result(vscsiif.HostReset, 0)
 
 // fillSegments sets slot id's segments from its pages: in seg[] when
 // they fit, else as SG_GRANT lists in the slot's list pages.
@@ -683,8 +809,10 @@ func (v *Vhost) wake() {
 	}
 }
 
-// submit hands slot id's complete request to the ring, or keeps it for
-// the next Attach.
+// submit hands slot id's complete request to the ring behind the
+// commands pending before it: on the ring at once if it has room, else
+// pending until answers free some (collect issues it) or, disconnected,
+// until the next Attach.
 func (v *Vhost) submit(id int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -696,8 +824,8 @@ func (v *Vhost) submit(id int) {
 		v.to(id, slotlife.Abort)
 		return
 	}
-	if v.connected {
-		v.push(id)
+	v.pending.pushBack(id)
+	if v.connected && v.issuePending() {
 		v.flush()
 	}
 }
@@ -726,6 +854,11 @@ func (v *Vhost) wait(ctx context.Context, id int) bool {
 	case slotlife.Issued:
 		v.to(id, slotlife.GiveUp)
 		v.queueTMF(tmf{act: vscsiif.ActSCSIAbort, addr: s.addr, ref: id, gen: s.gen})
+	case slotlife.Submitted:
+		// Pending: the backend never saw it, so it ends here, and its
+		// slot is free at once.
+		v.pending.removeIf(func(p int) bool { return p == id })
+		v.to(id, slotlife.GiveUp)
 	default:
 		v.to(id, slotlife.GiveUp)
 	}
@@ -805,6 +938,30 @@ func (v *Vhost) tmfAnswered(rslt int32) {
 	}
 }
 
+// queueReset queues a LUN RESET for addr and returns its seq, after
+// clearing the commands for addr still pending; mu held.
+func (v *Vhost) queueReset(addr vscsibus.VDev) uint64 {
+	v.resetSeq++
+	v.clearPending(addr)
+	v.queueTMF(tmf{act: vscsiif.ActSCSIReset, addr: addr, seq: v.resetSeq})
+	return v.resetSeq
+}
+
+// clearPending answers the pending commands for addr as its reset
+// clears them (rsltReset), as the backend would have had they found room
+// on the ring before the reset: a reset ends every command sent to the
+// LUN before it (SAM's task set), and one held here must not reach the
+// LUN after the reset, which its sender was told cleared it. mu held.
+func (v *Vhost) clearPending(addr vscsibus.VDev) {
+	v.pending.removeIf(func(id int) bool {
+		if v.slots[id].addr != addr {
+			return false
+		}
+		v.answerLocally(id, rsltReset)
+		return true
+	})
+}
+
 // resetAnswered hands a reset's outcome to its caller, replacing one
 // nobody took (a caller that gave up); mu held.
 func (v *Vhost) resetAnswered(o resetOutcome) {
@@ -824,9 +981,7 @@ func (v *Vhost) reset(ctx context.Context, addr vscsibus.VDev) error {
 		v.mu.Unlock()
 		return ErrClosed
 	}
-	v.resetSeq++
-	seq := v.resetSeq
-	v.queueTMF(tmf{act: vscsiif.ActSCSIReset, addr: addr, seq: seq})
+	seq := v.queueReset(addr)
 	v.mu.Unlock()
 	for {
 		select {

@@ -7,7 +7,8 @@
 // idle one, or a machine too loaded for polling to pay, sleeps.
 //
 // blkback polls for requests after a pass that found work, blkfront for
-// responses (a lone request's and a Batch's). The poll loops themselves
+// responses (a lone request's and a Batch's), vscsifront's reaper for the
+// answers of the commands on its ring. The poll loops themselves
 // stay with their rings; this package holds only the window.
 package adaptpoll
 

@@ -1,11 +1,13 @@
 // Package reaper is what a frontend's reaper (the one goroutine per
 // connection that sleeps on the event channel, so that a response nobody
-// polls for still reaches its owner) does at its two edges: sleep until
-// the backend's next notification, and be stopped. blkfront's queues and
-// vscsifront's vhosts both run one.
+// polls for still reaches its owner) does at its edges: poll the ring a
+// while for responses before it sleeps, sleep until the backend's next
+// notification, and be stopped. blkfront's queues and vscsifront's vhosts
+// both run one.
 package reaper
 
 import (
+	"runtime"
 	"time"
 
 	"github.com/xenblk/xenblk/xen"
@@ -49,3 +51,29 @@ func Stop(stop, reaped chan struct{}, ch xen.Channel) {
 		<-reaped
 	}
 }
+
+// Poll calls look, yielding the processor before each call, until it
+// reports true (Poll then does too), deadline passes or stop closes. The
+// clock and stop are read once in pollEvery looks: a look is a load of
+// the ring's index, far cheaper than either.
+func Poll(stop <-chan struct{}, deadline time.Time, look func() bool) bool {
+	for i := 1; ; i++ {
+		runtime.Gosched()
+		if look() {
+			return true
+		}
+		if i%pollEvery == 0 {
+			select {
+			case <-stop:
+				return false
+			default:
+			}
+			if !time.Now().Before(deadline) {
+				return false
+			}
+		}
+	}
+}
+
+// pollEvery: Poll reads the clock and stop once in this many looks.
+const pollEvery = 8

@@ -86,3 +86,38 @@ func TestStopEndsASleepingReaper(t *testing.T) {
 	}
 	Stop(nil, nil, nil)
 }
+
+// TestPoll: Poll ends at the look that finds work, and otherwise at the
+// first reading of a closed stop or a passed deadline, which it makes
+// once in pollEvery looks.
+func TestPoll(t *testing.T) {
+	closed := make(chan struct{})
+	close(closed)
+	future := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name     string
+		stop     chan struct{}
+		deadline time.Time
+		findAt   int // the look that finds work; 0: none does
+		want     bool
+		looks    int
+	}{
+		{"found at once", nil, future, 1, true, 1},
+		{"found later", nil, future, 20, true, 20},
+		{"found before the stop is read", closed, future, 3, true, 3},
+		{"stop read at the eighth look", closed, future, 0, false, pollEvery},
+		{"deadline read at the eighth look", nil, time.Now(), 0, false, pollEvery},
+		{"found at the look that would read the deadline", nil, time.Now(), pollEvery, true, pollEvery},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			looks := 0
+			got := Poll(tc.stop, tc.deadline, func() bool {
+				looks++
+				return looks == tc.findAt
+			})
+			if got != tc.want || looks != tc.looks {
+				t.Fatalf("Poll: %v after %d looks, want %v after %d", got, looks, tc.want, tc.looks)
+			}
+		})
+	}
+}
