@@ -137,7 +137,11 @@ func (q *queue) execute(p *pending) {
 	pl := &p.plan
 	p.cmd = scsi.Command{CDB: pl.cdb[:pl.cdbLen], Dir: pl.dir, Data: p.data}
 	res := &p.res
-	res.Reset(len(p.data))
+	// GOOD, no sense, nothing moved, for an engine that sets nothing.
+	// The sense bytes are not cleared here: every engine clears them as
+	// it starts (scsi.Result.Reset), and only SenseLen bytes of them
+	// travel, into a response cleared whole (respond).
+	res.Status, res.SenseLen, res.Resid = scsi.StatusGood, 0, len(p.data)
 	q.table[pl.lun].Engine.Execute(q.nexusOf(pl.lun), &p.cmd, res)
 	if pl.cdb[0] == scsi.OpReportLuns && res.Status == scsi.StatusGood && pl.dir == scsi.DirFromDevice {
 		q.reportLUNs(&p.req, p.cmd.CDB, p.data, res)

@@ -200,6 +200,17 @@ func (f *testFront) push(reqs ...*vscsiif.Request) {
 // none came within 10s (or the channel failed). It allocates nothing,
 // for the allocation tests.
 func (f *testFront) await(rsp *vscsiif.Response) bool {
+	if !f.ready() {
+		return false
+	}
+	vscsiif.DecodeResponse(f.abi, f.ring.Response(), rsp)
+	f.ring.Consume(1)
+	return true
+}
+
+// ready waits until a response is published, unconsumed, at
+// f.ring.Response(); false when none came within 10s.
+func (f *testFront) ready() bool {
 	deadline := time.Now().Add(10 * time.Second)
 	for f.ring.Unconsumed() == 0 {
 		if f.ring.FinalCheck() {
@@ -212,8 +223,6 @@ func (f *testFront) await(rsp *vscsiif.Response) bool {
 			return false
 		}
 	}
-	vscsiif.DecodeResponse(f.abi, f.ring.Response(), rsp)
-	f.ring.Consume(1)
 	return true
 }
 

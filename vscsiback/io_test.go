@@ -135,3 +135,54 @@ func TestReportLUNs(t *testing.T) {
 		t.Fatalf("REPORT LUNS at 0:1:0: % x", got)
 	}
 }
+
+// carelessEngine answers every command CHECK CONDITION with the sense
+// bytes of sense (SenseLen set, the buffer's other bytes left as they
+// were), or, with none, sets nothing at all: an engine that does not
+// start from scsi.Result.Reset.
+type carelessEngine struct{ sense [][]byte }
+
+func (e *carelessEngine) Execute(_ scsi.Nexus, _ *scsi.Command, res *scsi.Result) {
+	if len(e.sense) == 0 {
+		return
+	}
+	res.Status = scsi.StatusCheckCondition
+	res.SenseLen = copy(res.Sense[:], e.sense[0])
+	e.sense = e.sense[1:]
+}
+
+// TestNoStaleSense: a response carries its own command's sense bytes
+// and zeros past them, whatever an earlier command's result left in the
+// buffer the backend reuses; and a command its engine sets nothing for
+// is GOOD, with no sense (the backend starts each result from GOOD and
+// an empty sense, and clears the response before encoding it).
+func TestNoStaleSense(t *testing.T) {
+	long := bytes.Repeat([]byte{0xab}, scsi.MaxSense)
+	long[0] = 0x70
+	short := []byte{0x70, 0, scsi.KeyNotReady, 0, 0, 0, 0, 0}
+	r := newRig(t)
+	f := r.vhost("1/0", 0, vscsiback.LUN{Engine: &carelessEngine{sense: [][]byte{long, short}}})
+	raw := func() []byte {
+		t.Helper()
+		if !f.ready() {
+			t.Fatal("no response")
+		}
+		l := vscsiif.LayoutOf(f.abi)
+		sense := bytes.Clone(f.ring.Response()[l.RspSense : l.RspSense+vscsiif.SenseBufferSize])
+		f.ring.Consume(1)
+		return sense
+	}
+	f.push(f.cdb(at{}, tur, vscsiif.DirNone, 0))
+	if got := raw(); !bytes.Equal(got, long[:vscsiif.SenseBufferSize]) {
+		t.Fatalf("first response's sense: % x", got)
+	}
+	f.push(f.cdb(at{}, tur, vscsiif.DirNone, 0))
+	if got := raw(); !bytes.Equal(got, append(bytes.Clone(short), make([]byte, vscsiif.SenseBufferSize-len(short))...)) {
+		t.Fatalf("second response's sense carries stale bytes: % x", got)
+	}
+	rsp := f.do(f.cdb(at{}, tur, vscsiif.DirNone, 0))
+	good(t, rsp)
+	if rsp.SenseLen != 0 {
+		t.Fatalf("a command its engine set nothing for: sense_len %d", rsp.SenseLen)
+	}
+}
