@@ -38,8 +38,9 @@ const (
 )
 
 // ErrProdOverflow: the other end's producer index claims more requests than
-// the ring can hold (RING_REQUEST_PROD_OVERFLOW). The ring is unusable.
-var ErrProdOverflow = errors.New("ring: producer index runs more than a ring ahead")
+// the ring can hold (RING_REQUEST_PROD_OVERFLOW), or went back behind what
+// was consumed. The ring is unusable.
+var ErrProdOverflow = errors.New("ring: producer index outside the ring")
 
 // SlotCount returns the number of slots ring.h's __RING_SIZE gives a ring
 // of ringBytes bytes with slots of slotSize bytes: the largest power of two
@@ -259,14 +260,17 @@ func AttachBack(mem []byte, slotSize int) (*Back, error) {
 // (RING_REQUEST_PROD_OVERFLOW) or moved back behind req_cons.
 func (b *Back) Unconsumed() (uint32, error) {
 	prod := b.reqProd.Load()
+	// A req_prod behind req_cons was moved backwards by the front (a
+	// legitimate one is never behind, nor 2^31 ahead). ring.h would count
+	// the stale slots up to the ring's end as requests (only
+	// RING_REQUEST_CONS_OVERFLOW stops it); we refuse the ring instead.
+	// Checked first so that the reason names it even on an idle ring,
+	// where it is also more than a ring ahead of rsp_prod_pvt.
+	if int32(prod-b.reqCons) < 0 {
+		return 0, fmt.Errorf("%w: req_prod %d went back behind req_cons %d", ErrProdOverflow, prod, b.reqCons)
+	}
 	if prod-b.rspProdPvt > b.size {
 		return 0, fmt.Errorf("%w: req_prod %d, rsp_prod_pvt %d, %d slots", ErrProdOverflow, prod, b.rspProdPvt, b.size)
-	}
-	// A req_prod behind req_cons was moved backwards by the front. ring.h
-	// would count the stale slots up to the ring's end as requests (only
-	// RING_REQUEST_CONS_OVERFLOW stops it); we refuse the ring instead.
-	if prod-b.rspProdPvt < b.reqCons-b.rspProdPvt {
-		return 0, fmt.Errorf("%w: req_prod %d went back behind req_cons %d", ErrProdOverflow, prod, b.reqCons)
 	}
 	reqs := prod - b.reqCons
 	rsps := b.size - (b.reqCons - b.rspProdPvt)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -132,6 +133,23 @@ func TestProdMovedBackBehindConsDetected(t *testing.T) {
 	}
 	if _, err := b.FinalCheck(); !errors.Is(err, ErrProdOverflow) {
 		t.Fatalf("FinalCheck: %v", err)
+	}
+}
+
+// On an idle ring (every request answered) a req_prod moved back is also
+// more than a ring ahead of the responses, modulo 2^32; the reason names
+// what the front did.
+func TestProdMovedBackOnAnIdleRingSaysSo(t *testing.T) {
+	f, b, mem := newPair(t, 1)
+	f.Produce(10)
+	f.Push()
+	b.Consume(10)
+	b.Produce(10)
+	b.Push()
+	binary.LittleEndian.PutUint32(mem[offReqProd:], 8)
+	_, err := b.Unconsumed()
+	if !errors.Is(err, ErrProdOverflow) || !strings.Contains(err.Error(), "went back") {
+		t.Fatalf("req_prod 8 after 10 answered: %v; want ErrProdOverflow saying it went back", err)
 	}
 }
 

@@ -16,7 +16,8 @@
 #   stop_guest NAME             xl destroy
 #
 # PARTs: fio (fio and its libraries, about 80 MB: give --mem 512), xenblk
-# (the static xenblk of the share, and nbd-client). The base has busybox,
+# (the static xenblk of the share, and nbd-client), xentest (the share's
+# static xentest.test, whose XENTEST_ROLE runs a guest's program). The base has busybox,
 # the Xen frontends and the kernel modules they need (blkfront,
 # scsifront, sd, sg, ext4, nbd, gntalloc, gntdev, evtchn, xenfs),
 # e2fsprogs, sg3_utils, lsscsi and the xenstore tools.
@@ -104,6 +105,13 @@ guest_part() {
         (cd "$root" && find . | cpio -o -H newc --quiet) || return 1
         guest_files /usr/sbin/nbd-client | guest_cpio || return 1
       } > "$out"
+      rm -rf "$root"
+      ;;
+    xentest)
+      root=$GUEST_DIR/xentest.root
+      rm -rf "$root"; mkdir -p "$root/usr/local/bin"
+      cp ./xentest.test "$root/usr/local/bin/" || return 1
+      (cd "$root" && find . | cpio -o -H newc --quiet) > "$out" || return 1
       rm -rf "$root"
       ;;
     *) echo "guest: no image part $1"; return 1 ;;

@@ -17,6 +17,9 @@
 #   domu.sh      guests in their own domains (PV domUs that guest.sh
 #                builds) on our backend in dom0; not in the default list
 #                yet (xenlab/README.md says why)
+#   hostile.sh   a hostile domU (our Go frontend breaking the protocol
+#                from inside the guest) against serve in dom0 while a
+#                good domU does verified I/O; not in the default list yet
 # XENLAB_SCENARIOS picks some (default: "backend frontend scsi").
 # Logs land in xenlab/out/<scenario>/. Exit status: 0 only if every scenario
 # passed.
@@ -56,6 +59,7 @@ for s in ${XENLAB_SCENARIOS:-backend frontend scsi}; do
     scsi) run scsi scsi.sh ;;
     xl) run xl xl.sh module_blacklist=xen_blkback ;;
     domu) run domu domu.sh ;;
+    hostile) run hostile hostile.sh ;;
     *) echo "xenlab: no scenario $s"; rc=1 ;;
   esac
 done
