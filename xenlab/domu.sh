@@ -17,7 +17,7 @@ set -u
 . ./lib.sh
 . ./guest.sh
 X=./xenblk
-step "hypervisor $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor), kernel $(uname -r)"
+step "hypervisor $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor), kernel $(uname -r), AVX: $(grep -ow "avx2\?" /proc/cpuinfo | sort -u | tr "\n" " ")"
 
 step "the guests' images"
 if guest_setup; then ok "guest base image built"; else bad "guest base image"; exit 1; fi

@@ -12,11 +12,16 @@ check() {
   declare -F "$1" >/dev/null && run+=(bash -c '"$@"' _)
   if "${run[@]}" "$@"; then ok "$*"; else bad "$* (status $?)"; fi
 }
-# wait_for SECONDS COMMAND...: until the command succeeds.
+# wait_for SECONDS COMMAND...: until the command succeeds, for SECONDS of
+# the clock (not a count of tries: on a loaded host each try can take
+# seconds, and a count would stretch the wait many times over).
 wait_for() {
-  local t=$1; shift
-  for _ in $(seq 1 $((t * 5))); do "$@" 2>/dev/null && return 0; sleep 0.2; done
-  return 1
+  local end=$((SECONDS + $1)); shift
+  while :; do
+    "$@" 2>/dev/null && return 0
+    [ "$SECONDS" -ge "$end" ] && return 1
+    sleep 0.2
+  done
 }
 # allocated_kib FILE: the space a sparse file really uses.
 allocated_kib() { du -k "$1" | cut -f1; }

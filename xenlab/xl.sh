@@ -48,7 +48,7 @@ xl_do() {
 # try COMMAND...: check, in this shell (for guest.sh's functions).
 try() { if "$@"; then ok "$*"; else bad "$* (status $?)"; fi; }
 
-step "hypervisor $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor), kernel $(uname -r)"
+step "hypervisor $(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor), kernel $(uname -r), AVX: $(grep -ow "avx2\?" /proc/cpuinfo | sort -u | tr "\n" " ")"
 mkdir -p /srv
 truncate -s 256M /srv/d.img
 truncate -s 64M /srv/e.img
