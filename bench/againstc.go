@@ -179,17 +179,23 @@ func RunAgainstC(ctx context.Context, o Options, pairs int) ([]CComparison, erro
 // againstCOneStack runs the cases of backend b in placement pl on one Go
 // stack (its backend process pinned for its life), each interleaved with
 // blkpair.c's runs.
+//
+// Each Go process runs as it would started on its one CPU, as each C end
+// is one thread: GOMAXPROCS 1. The bench process is pinned (and sized)
+// before it starts the backend process, which inherits the pinning and
+// so sizes its own runtime to one CPU, and is then moved to its CPU.
 func againstCOneStack(ctx context.Context, o Options, prog *cProgram, image, b string, pl Placement, cases []CCase, pairs int, progress io.Writer) ([]CComparison, error) {
-	s, err := openStack(b, 1, o)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
 	unpinSelf, err := pinProcess(0, pl.Front)
 	if err != nil {
 		return nil, err
 	}
 	defer unpinSelf()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	s, err := openStack(b, 1, o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
 	if _, err := pinProcess(s.BackendPID, pl.Back); err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ const (
 	baselineNone      = "none: an absolute goal"
 	baselineSameWork  = "same work in C"
 	baselineFioFloor  = "physical floor: fio, no hop"
-	baselineCopyFloor = "physical floor: one memcpy"
+	baselineCopyFloor = "physical floor: memory (one memcpy or one read)"
 )
 
 // Targets evaluates issue 6's targets that this run measured.

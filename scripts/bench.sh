@@ -30,8 +30,9 @@ bin/xenblk bench --cross-process --submit batch,goroutines --duration "$DUR" --r
 # Every Go/C comparison: the Go stack across processes against the same
 # work in C (internal/cbaseline/c/blkpair.c, and the ring-only pairs), in
 # BENCH_C_PAIRS (default 10) interleaved pairs of BENCH_C_DURATION
-# (default 300ms) runs per target, both ends on one CPU and on two.
-bin/xenblk bench --cases=false --baselines=false --against-c --pairs "${BENCH_C_PAIRS:-10}" --duration "${BENCH_C_DURATION:-300ms}" \
+# (default 200ms) runs per target, both ends on one CPU and on two:
+# about two minutes.
+bin/xenblk bench --cases=false --baselines=false --against-c --pairs "${BENCH_C_PAIRS:-10}" --duration "${BENCH_C_DURATION:-200ms}" \
 	--markdown BENCHMARKS.md --markdown-section against-c --json > bench/results/latest-against-c.json
 # The profile: one case, the null backend so the storage adds nothing.
 bin/xenblk bench --backend null --queues 1 --workload randread --qd 32 --duration 5s \
