@@ -29,12 +29,16 @@ type Placement struct {
 // Placements are the two modes of a hand-off between the ends: on one
 // CPU every hand-off is a context switch there (while one end polls, the
 // other waits for the CPU); on two, every hand-off crosses vCPUs (the
-// wake-up whose cost made unpinned runs bimodal). A machine with one CPU
-// has only the first.
+// wake-up whose cost made unpinned runs bimodal). The CPUs are the first
+// two this process may run on; with one, there is only the first mode.
 func Placements() []Placement {
-	p := []Placement{{Name: "one CPU", Front: 0, Back: 0}}
-	if runtime.NumCPU() > 1 {
-		p = append(p, Placement{Name: "two CPUs", Front: 0, Back: 1})
+	cpus := allowedCPUs(2)
+	if len(cpus) == 0 {
+		cpus = []int{0}
+	}
+	p := []Placement{{Name: "one CPU", Front: cpus[0], Back: cpus[0]}}
+	if len(cpus) > 1 {
+		p = append(p, Placement{Name: "two CPUs", Front: cpus[0], Back: cpus[1]})
 	}
 	return p
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,23 @@ func TestRunAgainstC(t *testing.T) {
 	}
 	if rows := strings.Count(md.String(), "| same work in C |"); rows != want || strings.Contains(md.String(), "Every case") {
 		t.Errorf("markdown has %d rows against C, want %d, and no empty sections:\n%s", rows, want, md.String())
+	}
+}
+
+// The placements use CPUs this process may run on: pinning to one it
+// may not would fail (a container's cpuset need not hold CPU 0).
+func TestPlacementsUseAllowedCPUs(t *testing.T) {
+	allowed := allowedCPUs(1 << 10)
+	p := Placements()
+	if len(p) == 0 || len(p) > 2 || len(p) == 2 && len(allowed) < 2 {
+		t.Fatalf("placements %+v with CPUs %v", p, allowed)
+	}
+	for _, pl := range p {
+		if !slices.Contains(allowed, pl.Front) || !slices.Contains(allowed, pl.Back) {
+			t.Errorf("%+v: a CPU outside %v", pl, allowed)
+		}
+	}
+	if p[0].Front != p[0].Back || len(p) == 2 && p[1].Front == p[1].Back {
+		t.Errorf("placements %+v: want one CPU, then two", p)
 	}
 }

@@ -43,6 +43,22 @@ func pinProcess(pid, cpu int) (restore func(), err error) {
 	return nil, fmt.Errorf("bench: pin process %d to CPU %d: it keeps starting threads", pid, cpu)
 }
 
+// allowedCPUs lists up to n of the CPUs this process may run on, lowest
+// first (none if the kernel will not say).
+func allowedCPUs(n int) []int {
+	var set unix.CPUSet
+	if unix.SchedGetaffinity(0, &set) != nil {
+		return nil
+	}
+	var cpus []int
+	for c := 0; c < len(set)*64 && len(cpus) < n; c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
+
 // setAffinity sets set on every thread listed in dir not in done (all,
 // done nil), adding them to done; it returns how many it set. A thread
 // that ended meanwhile is no error.
