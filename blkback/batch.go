@@ -9,15 +9,25 @@ import (
 
 // A queue carries out the plain reads and writes of one pass over its ring
 // as one storage.Batch: each is checked and its grants mapped as it is
-// consumed, added to the batch, and answered when the batch completes,
-// which the pass waits for before it publishes its responses. On a file
-// the batch is one io_uring submission, so a pass of 128 reads is one
-// system call and the reads overlap in the kernel instead of queueing
-// behind one goroutine's preads. Requests in a batch may complete in any
-// order, as requests in flight on any disk may; a flush, a barrier, a
-// discard, a SCSI or reservation request is carried out only after the
-// batch before it has completed (submitBatch), so the ordering blkif
-// promises for those holds.
+// consumed, added to the batch, and submitted when the pass has consumed
+// what the ring holds. On a file the batch is one io_uring submission, so
+// a pass of 128 reads is one system call and the reads overlap in the
+// kernel instead of queueing behind one goroutine's preads. Requests in a
+// batch may complete in any order, as requests in flight on any disk may;
+// a flush, a barrier, a discard, a SCSI or reservation request is carried
+// out only after the batch before it has completed (submitBatch), so the
+// ordering blkif promises for those holds.
+//
+// When a batched request is answered depends on the mode:
+//   - map mode without a journal: as it completes (answerNow), its own
+//     mappings ended first (a frontend may end its grants' access as soon
+//     as it sees the answer) and the answer published at once, so a fast
+//     request does not wait for a slow one that shares its batch;
+//   - grant-copy mode: after the whole batch, in batch order, each read
+//     after the one grant copy that carries the batch's reads out;
+//   - with a journal: after the whole batch, in batch order: a restart
+//     replays the requests consumed after the last published answer, so
+//     the answered ones must be a prefix of the consumed ones.
 
 // inflight is what answering a batched request needs.
 type inflight struct {
@@ -28,6 +38,10 @@ type inflight struct {
 	// guest before it is answered (copyReadsOut).
 	read         bool
 	first, nsegs int32
+	// maps0, maps1: the entries of q.maps this request made (map mode),
+	// ended before it is answered at completion.
+	maps0, maps1 int32
+	answered     bool
 }
 
 // openBatch makes the queue's batch: as many operations as the ring has
@@ -55,6 +69,7 @@ func (q *queue) enqueue() (status int16, queued bool) {
 		q.cp != nil && !q.cp.fits(q.nbuf+p.nsegs) {
 		q.submitBatch()
 	}
+	maps0 := q.nmaps
 	if err := q.mapSegments(); err != nil {
 		q.log.Warn("request failed", "op", q.req.Operation, "id", q.req.ID, "err", err)
 		return blkif.RspError, false
@@ -66,6 +81,7 @@ func (q *queue) enqueue() (status int16, queued bool) {
 		// pages are mapped already, so they go with the batch's.
 		q.nbuf += p.nsegs
 		q.submitBatch()
+		maps0 = q.nmaps // 0: the batch's mappings ended with it
 		if err = q.mapSegments(); err == nil {
 			err = q.batch.Add(p.kind == opWrite, q.bufs[:p.nsegs], p.offset, 0)
 		}
@@ -75,13 +91,14 @@ func (q *queue) enqueue() (status int16, queued bool) {
 		return q.failed(err), false
 	}
 	q.inflight = append(q.inflight, inflight{id: q.req.ID, op: responseOperation(&q.req), status: blkif.RspError,
-		read: p.kind == opRead, first: int32(q.nbuf), nsegs: int32(p.nsegs)})
+		read: p.kind == opRead, first: int32(q.nbuf), nsegs: int32(p.nsegs), maps0: int32(maps0), maps1: int32(q.nmaps)})
 	q.nbuf += p.nsegs
 	return 0, true
 }
 
-// submitBatch carries out the batch, answers each of its requests, and
-// releases the batch's mappings. A no-op when empty.
+// submitBatch carries out the batch, answers each of its requests not
+// answered as it completed, and releases the batch's mappings. A no-op
+// when empty.
 func (q *queue) submitBatch() {
 	if len(q.inflight) > 0 {
 		if err := q.batch.Submit(q.doneFn); err != nil {
@@ -91,8 +108,9 @@ func (q *queue) submitBatch() {
 			q.copyReadsOut()
 		}
 		for k := range q.inflight {
-			f := &q.inflight[k]
-			q.respond(f.id, f.op, f.status)
+			if f := &q.inflight[k]; !f.answered {
+				q.respond(f.id, f.op, f.status)
+			}
 		}
 		q.inflight = q.inflight[:0]
 	}
@@ -101,8 +119,14 @@ func (q *queue) submitBatch() {
 	}
 }
 
+// answerNow reports whether a batched request is answered as it
+// completes (map mode without a journal; see above).
+func (q *queue) answerNow() bool { return q.cp == nil && q.journal == nil }
+
 // complete records the outcome of the batched request tag (the batch's
-// done callback); submitBatch answers it.
+// done callback, called as each request completes). When answerNow, it
+// ends the request's own mappings, answers it and publishes the answer;
+// otherwise submitBatch answers it.
 func (q *queue) complete(tag uint32, err error) {
 	if int(tag) >= len(q.inflight) {
 		q.log.Error("batch completed an unknown request", "tag", tag)
@@ -118,4 +142,27 @@ func (q *queue) complete(tag uint32, err error) {
 		}
 	}
 	f.status = status
+	if !q.answerNow() || f.answered {
+		return
+	}
+	for i := f.maps0; i < f.maps1; i++ {
+		if m := q.maps[i]; m != nil {
+			_ = m.Unmap()
+			q.maps[i] = nil
+		}
+	}
+	f.answered = true
+	q.respond(f.id, f.op, f.status)
+	q.publish()
+}
+
+// publish pushes the responses produced so far and notifies the frontend
+// if it asked. A failed notification is kept for drain to return: the
+// channel is gone, and the ring with it.
+func (q *queue) publish() {
+	if q.ring.Push() {
+		if err := q.ch.Notify(); err != nil && q.notifyErr == nil {
+			q.notifyErr = err
+		}
+	}
 }

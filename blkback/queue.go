@@ -67,6 +67,9 @@ type queue struct {
 	batch    storage.Batch
 	inflight []inflight
 	doneFn   func(tag uint32, err error) // q.complete, bound once
+	// notifyErr: a notification made while answering at completion
+	// failed (publish); drain returns it.
+	notifyErr error
 
 	// scsi executes the extension's commands; nil unless negotiated.
 	scsi     SCSIExecutor
@@ -163,6 +166,10 @@ func (q *queue) drain() (handled int, waitPair bool, err error) {
 	notify := q.ring.Push()
 	if q.journal != nil {
 		q.journal.setRspPublished(q.ring.ReqCons() - q.ring.Pending())
+	}
+	if err := q.notifyErr; err != nil {
+		q.notifyErr = nil
+		return handled, waitPair, err
 	}
 	if notify {
 		if err := q.ch.Notify(); err != nil {
@@ -445,8 +452,10 @@ func (q *queue) unmapSegments() {
 		q.persistent.unpinAll()
 	}
 	for i := 0; i < q.nmaps; i++ {
-		_ = q.maps[i].Unmap()
-		q.maps[i] = nil
+		if m := q.maps[i]; m != nil { // nil: ended as its request completed
+			_ = m.Unmap()
+			q.maps[i] = nil
+		}
 	}
 	q.nmaps = 0
 	n := max(q.nbuf, q.plan.nsegs)

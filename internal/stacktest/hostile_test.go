@@ -89,16 +89,7 @@ func (r *rawFront) do(req blkif.Request) int16 {
 	if r.front.Push() {
 		r.ch.Notify()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for r.front.Unconsumed() == 0 {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no response to %+v", req)
-		}
-		r.ch.Wait(50 * time.Millisecond)
-	}
-	var rsp blkif.Response
-	blkif.X86_64.DecodeResponse(r.front.Response(), &rsp)
-	r.front.Consume(1)
+	rsp := r.awaitResponse(5 * time.Second)
 	if rsp.ID != req.ID {
 		r.t.Fatalf("response id %d for request %d", rsp.ID, req.ID)
 	}
