@@ -28,15 +28,16 @@ type Batch interface {
 	// refused with another error (no Submit can make room for it).
 	// The batch copies bufs' headers, so the caller may reuse the slice of
 	// slices at once; the memory the buffers point to must stay valid
-	// until Submit returns. tag comes back at completion.
+	// until done has reported the operation. tag comes back at completion.
 	Add(write bool, bufs [][]byte, off int64, tag uint32) error
 	// Len is the number of operations queued and not yet submitted.
 	Len() int
 	// Submit carries out every queued operation, waits for all of them,
-	// and calls done once per operation with its tag and its outcome: nil
-	// only when every byte moved (a short transfer is finished or
-	// reported as an error, never passed on as success). The batch is
-	// empty afterwards. Submit's own error means the batch mechanism
+	// and calls done once per operation, as soon as that one has
+	// completed (a fast operation is not held by a slow one), with its
+	// tag and its outcome: nil only when every byte moved (a short
+	// transfer is finished or reported as an error, never passed on as
+	// success). The batch is empty afterwards. Submit's own error means the batch mechanism
 	// failed; done has still been called for every operation. done must
 	// not call the batch's methods.
 	Submit(done func(tag uint32, err error)) error

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,8 @@ func completionFixture(t *testing.T) (*File, *fileBatch, []byte) {
 	// The ring's write completions are under test too, as block devices
 	// and O_DIRECT files see them.
 	fb.t.writeInline = false
+	// As Submit would have set it: the tests drive the steps themselves.
+	fb.done = func(uint32, error) {}
 	return f, fb, img
 }
 
@@ -86,6 +89,8 @@ func TestBufferedFileWritesInline(t *testing.T) {
 // TestCompletionsOutOfOrderAndShort posts completions in reverse order:
 // a full one, a short read and a short write (finished synchronously), an
 // EAGAIN (redone synchronously) and an EIO (reported with its errno).
+// Each operation is reported as its completion is reaped, in the
+// kernel's order: the first one posted is not held by the others.
 func TestCompletionsOutOfOrderAndShort(t *testing.T) {
 	f, b, img := completionFixture(t)
 	full := [][]byte{make([]byte, 4096)}
@@ -110,6 +115,8 @@ func TestCompletionsOutOfOrderAndShort(t *testing.T) {
 	copy(short[0][:1000], img[8192:])
 	f.WriteAt(written[0][:100], 1<<19)
 	b.waiting = len(b.segs)
+	var reported []uint32
+	b.done = func(tag uint32, err error) { reported = append(reported, tag) }
 	for _, c := range []uring.CQE{
 		{UserData: 4, Res: 4096},
 		{UserData: 3, Res: 1000},
@@ -121,6 +128,9 @@ func TestCompletionsOutOfOrderAndShort(t *testing.T) {
 	}
 	if b.waiting != 0 {
 		t.Fatalf("%d segments still waited for", b.waiting)
+	}
+	if want := []uint32{4, 3, 2, 1, 0}; !slices.Equal(reported, want) {
+		t.Errorf("reported %v as the completions were reaped, want %v", reported, want)
 	}
 	for i, st := range b.ops {
 		if st.segsLeft != 0 {

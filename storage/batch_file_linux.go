@@ -33,6 +33,9 @@ type fileBatch struct {
 	// waiting counts segments whose completion has not been reaped
 	// (queued, in flight, or posted).
 	waiting int
+	// done is Submit's callback while Submit runs: an operation is
+	// reported as soon as its last segment is reaped (finish).
+	done func(tag uint32, err error)
 }
 
 // fileSeg is the part of an operation one SQE moves: q.bufs[first:first+n]
@@ -51,6 +54,7 @@ type fileOpState struct {
 	sync     bool
 	segsLeft int // segments not completed
 	err      error
+	reported bool // done has been called for it
 }
 
 // ringTarget is what a ring batch needs of the device it serves.
@@ -172,6 +176,7 @@ func (b *fileBatch) Submit(done func(tag uint32, err error)) error {
 		return errBatchClosed
 	}
 	defer b.reset()
+	b.done = done
 	var err error
 	if b.ring == nil {
 		b.runAllSync()
@@ -179,9 +184,17 @@ func (b *fileBatch) Submit(done func(tag uint32, err error)) error {
 		err = b.runRing()
 	}
 	for i := range b.q.ops {
-		done(b.q.ops[i].tag, b.ops[i].err)
+		b.finish(i) // those a broken ring left unfinished
 	}
 	return err
+}
+
+// finish reports operation i to Submit's callback, once.
+func (b *fileBatch) finish(i int) {
+	if st := &b.ops[i]; !st.reported {
+		st.reported = true
+		b.done(b.q.ops[i].tag, st.err)
+	}
 }
 
 // runRing queues every segment on the ring, carries out the operations
@@ -208,6 +221,7 @@ func (b *fileBatch) runRing() error {
 			}
 			op := &b.q.ops[i]
 			b.ops[i].err = moveAll(b.t.dev, op.write, b.q.buffers(op), op.off)
+			b.finish(i)
 		}
 	}
 	return b.await()
@@ -235,14 +249,18 @@ func (b *fileBatch) prep(sqe *uring.SQE, seg int) {
 }
 
 // await submits what the kernel has not taken and waits until every
-// segment has completed, normally in one io_uring_enter.
+// segment has completed, reporting each operation as its last segment
+// is reaped: it waits for one completion at a time, so that an operation
+// that completes early is not held until the slowest one has. Reads the
+// page cache holds complete as they are submitted, so a batch of them
+// is still one io_uring_enter.
 func (b *fileBatch) await() error {
 	for {
 		b.ring.Reap(b.onCQE)
 		if b.waiting == 0 {
 			return nil
 		}
-		_, err := b.ring.SubmitAndWait(uint32(b.waiting))
+		_, err := b.ring.SubmitAndWait(1)
 		switch {
 		case err == nil:
 		case err == unix.EAGAIN || err == unix.EBUSY:
@@ -284,14 +302,19 @@ func (b *fileBatch) finishDropped(userData uint64) {
 	b.segDone(seg, b.finishSync(seg, 0))
 }
 
-// segDone counts a segment complete, keeping its operation's first error.
+// segDone counts a segment complete, keeping its operation's first
+// error, and reports the operation when it was its last.
 func (b *fileBatch) segDone(seg int, err error) {
-	st := &b.ops[b.segs[seg].op]
+	op := b.segs[seg].op
+	st := &b.ops[op]
 	if st.err == nil {
 		st.err = err
 	}
 	st.segsLeft--
 	b.waiting--
+	if st.segsLeft == 0 {
+		b.finish(op)
+	}
 }
 
 // finishSync moves what is left of a segment after its first moved bytes,
@@ -323,6 +346,7 @@ func (b *fileBatch) runAllSync() {
 	for i := range b.q.ops {
 		op := &b.q.ops[i]
 		b.ops[i].err = moveAll(b.t.dev, op.write, b.q.buffers(op), op.off)
+		b.finish(i)
 	}
 }
 
@@ -332,6 +356,7 @@ func (b *fileBatch) reset() {
 	clear(b.ops)
 	b.q.reset()
 	b.segs, b.ops, b.waiting = b.segs[:0], b.ops[:0], 0
+	b.done = nil
 }
 
 func (b *fileBatch) Close() error {
