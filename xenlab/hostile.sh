@@ -48,8 +48,15 @@ check $X attach --xen=linux --domain "$GH" 'format=raw, vdev=xvde, access=rw, ta
 # chunks GUEST: how many "d: chunk" lines its console has (one per 4
 # chunks written and read back).
 chunks() { guest_log "$1" | grep -c '^d: chunk '; }
+# A guest whose kernel panicked (its init killed: under a loaded host's
+# emulation even busybox has died at boot) ends the scenario at once.
+GUEST_DEAD='Kernel panic'
 start_guest gg
-wait_guest gg 900 '^d: chunk 8$'
+wait_guest gg 900 "^d: chunk 8\$|$GUEST_DEAD"
+if guest_log gg | grep -q "$GUEST_DEAD"; then
+  bad "gg died before its I/O started; its console:"; guest_log gg | head -20
+  stop_guest gg; stop_guest gh; stop $SERVE "our backend"; exit 1
+fi
 start_guest gh
 n0=$(chunks gg)
 
@@ -59,7 +66,7 @@ step "h: the hostile guest's cases, gg's I/O running"
 for _ in $(seq 1 360); do
   guest_report gh
   crashed && break
-  guest_log gh | grep -q '^guest: done rc=' && break
+  guest_log gh | grep -qE "^guest: done rc=|$GUEST_DEAD" && break
   sleep 5
 done
 wait_guest gh 60
