@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -550,16 +551,30 @@ type job struct {
 	buf *[]byte // pooled payload buffer for READ and WRITE
 }
 
-// conn is the transmission phase of one connection.
+// conn is the transmission phase of one connection. Its workers take
+// turns reading (leader/follower): the one holding rmu reads the next
+// request, hands the turn on and serves what it read itself, so a request
+// goes from the socket to the device without a hand-off between
+// goroutines. Replies are written under wmu; a reply leaves the buffer
+// for the socket when no other reply is waiting to be written (writers),
+// so replies that finish together share one write.
 type conn struct {
 	exp      Export
 	readOnly bool
 	neg      negotiated
-	wmu      sync.Mutex // serialises replies; guards bw, hdr, chunk, werr
-	bw       *bufio.Writer
-	hdr      [replySize]byte
-	chunk    [chunkHeaderSize + 12]byte // a chunk header and its fixed fields
-	werr     error                      // first reply write failure, under wmu
+
+	rmu   sync.Mutex // the reading turn; guards br, rhdr, rdone, rerr
+	br    *bufio.Reader
+	rhdr  [requestSize]byte
+	rdone bool  // DISC, end of stream or a protocol error: nobody reads on
+	rerr  error // why reading ended (nil: a clean disconnect)
+
+	writers atomic.Int32 // replies waiting for wmu or writing under it
+	wmu     sync.Mutex   // serialises replies; guards bw, hdr, chunk, werr
+	bw      *bufio.Writer
+	hdr     [replySize]byte
+	chunk   [chunkHeaderSize + 12]byte // a chunk header and its fixed fields
+	werr    error                      // first reply write failure, under wmu
 }
 
 func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export, neg negotiated) error {
@@ -567,63 +582,97 @@ func (s *Server) transmit(br *bufio.Reader, bw *bufio.Writer, exp Export, neg ne
 	if workers <= 0 {
 		workers = 16
 	}
-	cn := &conn{exp: exp, bw: bw, neg: neg, readOnly: transmissionFlags(exp)&FlagReadOnly != 0}
-	jobs := make(chan job, workers)
+	cn := &conn{exp: exp, br: br, bw: bw, neg: neg, readOnly: transmissionFlags(exp)&FlagReadOnly != 0}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
+			for {
+				j, ok := cn.next()
+				if !ok {
+					return
+				}
 				cn.serve(j)
 			}
 		}()
 	}
-	err := cn.readLoop(br, jobs)
-	close(jobs)
 	wg.Wait()
-	return err
+	return cn.rerr
 }
 
-// readLoop decodes requests until DISC or a protocol error. Payload lengths
-// are checked before anything is allocated.
-func (cn *conn) readLoop(br *bufio.Reader, jobs chan<- job) error {
-	var hb [requestSize]byte
-	for {
-		if _, err := io.ReadFull(br, hb[:]); err != nil {
-			if err == io.EOF {
-				return nil
-			}
-			return err
+// next takes the reading turn and reads the next request to serve. false:
+// reading has ended (DISC, end of stream, a protocol error, Shutdown's
+// deadline), for this worker and every other. Payload lengths are checked
+// before anything is allocated.
+func (cn *conn) next() (job, bool) {
+	cn.rmu.Lock()
+	defer cn.rmu.Unlock()
+	for !cn.rdone {
+		j, ok, err := cn.read()
+		if err != nil || (!ok && j.req.cmd == cmdDisc) {
+			cn.rdone, cn.rerr = true, err
+			break
 		}
-		req, err := decodeRequest(&hb)
-		if err != nil {
-			return err
-		}
-		switch req.cmd {
-		case cmdDisc:
-			return nil
-		case cmdWrite:
-			if req.length > MaxPayload {
-				// The payload cannot be skipped safely; drop the client.
-				return fmt.Errorf("nbd: write of %d bytes exceeds %d", req.length, MaxPayload)
-			}
-			buf := getBuf(int(req.length))
-			if _, err := io.ReadFull(br, *buf); err != nil {
-				putBuf(buf)
-				return err
-			}
-			jobs <- job{req: req, buf: buf}
-		case cmdRead:
-			if req.length > MaxPayload {
-				cn.reply(req.handle, EOVERFLOW, nil)
-				continue
-			}
-			jobs <- job{req: req, buf: getBuf(int(req.length))}
-		default:
-			jobs <- job{req: req}
+		if ok {
+			return j, true
 		}
 	}
+	return job{}, false
+}
+
+// read decodes one request, under rmu. ok false with a nil error: DISC
+// (j.req.cmd), or a request answered here (a READ too large to serve).
+func (cn *conn) read() (j job, ok bool, err error) {
+	br := cn.br
+	if _, err := io.ReadFull(br, cn.rhdr[:]); err != nil {
+		if err == io.EOF {
+			return job{req: request{cmd: cmdDisc}}, false, nil
+		}
+		return job{}, false, err
+	}
+	req, err := decodeRequest(&cn.rhdr)
+	if err != nil {
+		return job{}, false, err
+	}
+	switch req.cmd {
+	case cmdDisc:
+		return job{req: req}, false, nil
+	case cmdWrite:
+		if req.length > MaxPayload {
+			// The payload cannot be skipped safely; drop the client.
+			return job{}, false, fmt.Errorf("nbd: write of %d bytes exceeds %d", req.length, MaxPayload)
+		}
+		buf := getBuf(int(req.length))
+		if _, err := io.ReadFull(br, *buf); err != nil {
+			putBuf(buf)
+			return job{}, false, err
+		}
+		return job{req: req, buf: buf}, true, nil
+	case cmdRead:
+		if req.length > MaxPayload {
+			cn.reply(req.handle, EOVERFLOW, nil)
+			return job{req: req}, false, nil
+		}
+		return job{req: req, buf: getBuf(int(req.length))}, true, nil
+	}
+	return job{req: req}, true, nil
+}
+
+// lockReply takes wmu to write a reply, counted among the writers.
+func (cn *conn) lockReply() {
+	cn.writers.Add(1)
+	cn.wmu.Lock()
+}
+
+// unlockReply sends what the buffer holds unless another reply is
+// waiting to be written (it sends this one with its own), and releases
+// wmu.
+func (cn *conn) unlockReply() {
+	if cn.writers.Add(-1) == 0 && cn.werr == nil {
+		cn.werr = cn.bw.Flush()
+	}
+	cn.wmu.Unlock()
 }
 
 // reply answers a request. With structured replies, an error becomes an
@@ -635,8 +684,8 @@ func (cn *conn) reply(handle uint64, errno uint32, data []byte) {
 }
 
 func (cn *conn) replyAt(handle, offset uint64, isRead bool, errno uint32, data []byte) {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
+	cn.lockReply()
+	defer cn.unlockReply()
 	if cn.werr != nil {
 		return
 	}
@@ -660,16 +709,14 @@ func (cn *conn) replyAt(handle, offset uint64, isRead bool, errno uint32, data [
 		encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), h)
 		cn.bw.Write(cn.chunk[:chunkHeaderSize])
 		cn.bw.Write(first)
-		cn.bw.Write(data)
-		cn.werr = cn.bw.Flush()
+		_, cn.werr = cn.bw.Write(data)
 		return
 	}
 	encodeReply(&cn.hdr, errno, handle)
-	cn.bw.Write(cn.hdr[:])
-	if errno == 0 {
-		cn.bw.Write(data)
+	_, cn.werr = cn.bw.Write(cn.hdr[:])
+	if errno == 0 && cn.werr == nil {
+		_, cn.werr = cn.bw.Write(data)
 	}
-	cn.werr = cn.bw.Flush()
 }
 
 // zeroes is written for WRITE_ZEROES with NO_HOLE; never modified.
@@ -677,16 +724,15 @@ var zeroes = make([]byte, 1<<20)
 
 // replyStatus answers BLOCK_STATUS with one chunk of descriptors.
 func (cn *conn) replyStatus(handle uint64, payload []byte) {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
+	cn.lockReply()
+	defer cn.unlockReply()
 	if cn.werr != nil {
 		return
 	}
 	encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), chunkHeader{
 		flags: chunkFlagDone, typ: chunkBlockStatus, handle: handle, length: uint32(len(payload))})
 	cn.bw.Write(cn.chunk[:chunkHeaderSize])
-	cn.bw.Write(payload)
-	cn.werr = cn.bw.Flush()
+	_, cn.werr = cn.bw.Write(payload)
 }
 
 // blockStatus describes [off, off+n) in base:allocation's terms: one Map
@@ -876,8 +922,8 @@ func sparsePieces(es []storage.Extent, n int64) []readPiece {
 // replyPieces answers a READ at offset with one chunk per piece of buf:
 // OFFSET_HOLE for zeros, OFFSET_DATA for data; the last carries DONE.
 func (cn *conn) replyPieces(handle, offset uint64, buf []byte, pieces []readPiece) {
-	cn.wmu.Lock()
-	defer cn.wmu.Unlock()
+	cn.lockReply()
+	defer cn.unlockReply()
 	if cn.werr != nil {
 		return
 	}
@@ -900,9 +946,10 @@ func (cn *conn) replyPieces(handle, offset uint64, buf []byte, pieces []readPiec
 		encodeChunkHeader((*[chunkHeaderSize]byte)(cn.chunk[:chunkHeaderSize]), h)
 		cn.bw.Write(cn.chunk[:chunkHeaderSize])
 		cn.bw.Write(fields)
-		cn.bw.Write(data)
+		if _, cn.werr = cn.bw.Write(data); cn.werr != nil {
+			return
+		}
 	}
-	cn.werr = cn.bw.Flush()
 }
 
 // errSlowZero refuses a FAST_ZERO request that only a slow zeroing could

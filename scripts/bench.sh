@@ -8,7 +8,8 @@
 # every run of one. BENCH_PR_PAIRS (default 15; 0 skips it) is the pairs
 # of 1 s runs of the reservation-store comparison, against a throwaway
 # three-member etcd (cmd/xenblk-etcd) whose data, like the file store's,
-# is under BENCH_DIR (default $TMPDIR or /tmp). About 15 minutes with the
+# is under BENCH_DIR (default $TMPDIR or /tmp). BENCH_NBD_PAIRS and
+# BENCH_NBD_RUNTIME: scripts/bench-nbd.sh. About 15 minutes with the
 # defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +57,7 @@ if [ "$PR_PAIRS" != 0 ]; then
 	exec {etcd_in}>&-
 	wait "$etcd_pid"
 fi
+# Issue 16's item 5: the NBD export beside nbdkit (BENCH_NBD_PAIRS=0
+# skips it; about 90 s).
+GO=$GO ./scripts/bench-nbd.sh
 echo "bench: BENCHMARKS.md, bench/results/ updated"

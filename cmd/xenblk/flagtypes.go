@@ -95,6 +95,15 @@ func (v listenAddrValue) Set(s string) error {
 	return nil
 }
 
+// listenNetwork splits a listenAddrVar value into net.Listen's
+// arguments: unix:PATH is a unix socket, anything else TCP.
+func listenNetwork(addr string) (network, address string) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", addr
+}
+
 // socketPathValue is the path of a unix socket; empty means the command's
 // default.
 type socketPathValue struct{ p *string }

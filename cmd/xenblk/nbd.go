@@ -134,11 +134,7 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 		exports = append(exports, nbd.Export{Name: img.name, Description: img.path, Device: dev, ReadOnly: o.readOnly})
 		formats = append(formats, format)
 	}
-	network, addr := "tcp", o.listen
-	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-		network, addr = "unix", p
-	}
-	l, err := net.Listen(network, addr)
+	l, err := net.Listen(listenNetwork(o.listen))
 	if err != nil {
 		return fmt.Errorf("nbd serve: %w", err)
 	}

@@ -90,6 +90,7 @@ that name (xenblk scsi --device ` + simLUN + `). Both paths share one SCSI
 identity and one set of reservations.`,
 		Example: `  xenblk sim                                  # ./xenblk-disk.img, 1 GiB, nbd://127.0.0.1:10809
   xenblk sim --disk /var/tmp/d.img --size 4G --nbd 127.0.0.1:10900
+  xenblk sim --nbd unix:/tmp/xvda.sock         # nbd+unix:///xvda?socket=/tmp/xvda.sock
   nbdinfo nbd://127.0.0.1:10809               # from another terminal
   xenblk sim --vscsi                          # and nbd://127.0.0.1:10809/` + simLUN + ` over PVSCSI
   xenblk sim --tls-cert server-cert.pem --tls-key server-key.pem --tls-required  # nbds://127.0.0.1:10809
@@ -111,7 +112,7 @@ identity and one set of reservations.`,
 	f := cmd.Flags()
 	f.StringVar(&o.disk, "disk", "xenblk-disk.img", "disk image to serve (created sparse if absent)")
 	f.Var(&o.size, "size", "size of the image when it is created (K, M, G, T suffixes); an existing image keeps its own")
-	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk")
+	listenAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "address of the NBD export of the guest's disk: host:port, or unix:PATH for a unix socket")
 	f.StringVar(&o.vdev, "vdev", "xvda", "virtual device name the guest sees")
 	f.BoolVar(&o.readOnly, "read-only", false, "attach the disk read-only")
 	f.BoolVar(&o.grantCopy, "grant-copy", false, "attach the disk with grant-copy=1: the backend copies the guest's pages instead of mapping them")
@@ -144,7 +145,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 		return err
 	}
 	// Listen first: a port that is taken must not leave a new image behind.
-	l, err := net.Listen("tcp", o.nbd)
+	l, err := net.Listen(listenNetwork(o.nbd))
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("NBD export on %s: %w (another xenblk sim running? pick another with --nbd)", o.nbd, err)
