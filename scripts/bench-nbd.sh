@@ -9,7 +9,8 @@
 # it), each BENCH_NBD_RUNTIME long (default 500ms); a case's figure is the
 # median of its pairs' xenblk/nbdkit ratios, with their min..max. CPU per
 # request is the server process's user+system time over the run divided
-# by the requests fio completed (clock ticks: 10 ms steps). About 90 s.
+# by the requests fio completed (clock ticks: 10 ms steps). About 2
+# minutes on a quiet machine.
 # Rewrites BENCHMARKS.md's nbd section and bench/results/nbd.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -58,6 +58,6 @@ if [ "$PR_PAIRS" != 0 ]; then
 	wait "$etcd_pid"
 fi
 # Issue 16's item 5: the NBD export beside nbdkit (BENCH_NBD_PAIRS=0
-# skips it; about 90 s).
+# skips it; about 2 minutes).
 GO=$GO ./scripts/bench-nbd.sh
 echo "bench: BENCHMARKS.md, bench/results/ updated"
