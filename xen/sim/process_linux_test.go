@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -398,5 +399,45 @@ func TestReadOnlyMappingFaults(t *testing.T) {
 	ws := ee.Sys().(syscall.WaitStatus)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGSEGV {
 		t.Fatalf("child ended with %v, want death by SIGSEGV\n%s", ws, out)
+	}
+}
+
+// TestListenLeavesALiveHostAlone: a second host given a live host's
+// socket is refused, and the live host still takes domains; a stale
+// socket file is replaced; a path that is not a socket is refused.
+func TestListenLeavesALiveHostAlone(t *testing.T) {
+	_, socket := startHost(t)
+	if l, err := Listen(socket); !errors.Is(err, ErrInUse) {
+		if l != nil {
+			l.Close()
+		}
+		t.Fatalf("Listen on a live host's socket: %v, want ErrInUse", err)
+	}
+	d, err := Connect(socket, AsDom0())
+	if err != nil {
+		t.Fatalf("the live host after a refused Listen: %v", err)
+	}
+	d.Close()
+
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	sl, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: stale, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.SetUnlinkOnClose(false)
+	sl.Close()
+	l, err := Listen(stale)
+	if err != nil {
+		t.Fatalf("Listen on a stale socket: %v", err)
+	}
+	l.Close()
+
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Listen(file); err == nil {
+		l.Close()
+		t.Fatal("Listen on a regular file succeeded")
 	}
 }

@@ -11,9 +11,22 @@ import (
 	"github.com/xenblk/xenblk/xen"
 )
 
-// Listen opens the host's socket at path (a stale socket file is replaced).
+// ErrInUse means a live host already answers on the socket path.
+var ErrInUse = errors.New("socket in use by a running host")
+
+// Listen opens the host's socket at path. A stale socket file (nobody
+// answers on it) is replaced; a socket a live process answers on is left
+// alone (ErrInUse), since replacing it would cut that host off from every
+// domain that attaches later; a path that is not a socket is refused.
 func Listen(path string) (*net.UnixListener, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"}); err == nil {
+			c.Close() // a host ends a connection that never says hello
+			return nil, fmt.Errorf("%s: %w", path, ErrInUse)
+		}
 		_ = os.Remove(path)
 	}
 	return net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
