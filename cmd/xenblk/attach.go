@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"strings"
 	"syscall"
 	"time"
@@ -142,10 +143,18 @@ the guest's vhost N (device id) with all its LUNs, as a vbd goes.`,
 	return cmd
 }
 
-// store checks --domain and opens the xenstore o names.
+// maxDomID is the last id a domain can have (DOMID_FIRST_RESERVED - 1).
+const maxDomID = 0x7fef
+
+// store checks --domain and --backend-domain and opens the xenstore o names.
 func (o *vbdOptions) store() (xen.Store, error) {
-	if o.domain < 0 || o.domain > 0x7fef {
+	switch {
+	case o.domain == -1:
 		return nil, usagef("--domain is required (the guest's domain id)")
+	case o.domain < 0 || o.domain > maxDomID:
+		return nil, usagef("--domain %d: a domain id is from 0 to %d", o.domain, maxDomID)
+	case o.backend < 0 || o.backend > maxDomID:
+		return nil, usagef("--backend-domain %d: a domain id is from 0 to %d", o.backend, maxDomID)
 	}
 	socket := o.xenstore
 	if socket == "" {
@@ -245,6 +254,11 @@ func runDetach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 		if errors.Is(err, toolstack.ErrNotClosed) {
 			return fmt.Errorf("%w (give --force to remove it anyway, or a longer --timeout)", err)
 		}
+		if errors.Is(err, xen.ErrNotFound) {
+			root := path.Dir(path.Dir(v.BackendPath()))
+			return fmt.Errorf("domain %d has no vbd %s: there is no %s (xenblk xenstore ls %s lists the vbds there are)",
+				o.domain, args[0], v.BackendPath(), root)
+		}
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "detached %s from domain %d\n", args[0], o.domain)
@@ -256,14 +270,19 @@ func runDetach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 func dialStore(path string) (xen.Store, error) {
 	c, err := xenstore.Dial(path)
 	if errors.Is(err, syscall.EPROTOTYPE) {
-		// A stream connect to a SOCK_SEQPACKET socket: the simulated
-		// host's own socket, given where its xenstored socket belongs.
-		return nil, fmt.Errorf("connect to xenstore at %s: it is not a xenstored socket (the one of xenblk host --socket? give the socket xenblk host prints as \"xenstored:\")", path)
+		return nil, notXenstored(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to xenstore at %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// notXenstored is what a stream connect to a path refused with EPROTOTYPE
+// means: a SOCK_SEQPACKET socket there, the simulated host's own socket
+// given where its xenstored socket belongs.
+func notXenstored(path string) error {
+	return fmt.Errorf("connect to xenstore at %s: it is not a xenstored socket (the one of xenblk host --socket? give the socket xenblk host prints as \"xenstored:\")", path)
 }
 
 // newVBD names the vbd spec describes for the guest and backend the flags

@@ -20,9 +20,10 @@ import (
 
 // proc is a running xenblk subcommand with its output lines on a channel.
 type proc struct {
-	cmd   *exec.Cmd
-	lines chan string
-	errb  *lockedBuffer
+	cmd    *exec.Cmd
+	lines  chan string
+	errb   *lockedBuffer
+	stdout io.Closer // the read end of the process's stdout
 }
 
 // lockedBuffer is a process's stderr, which a test may read while the
@@ -53,7 +54,7 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, lines: make(chan string, 100), errb: errb}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), errb: errb, stdout: out}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -64,6 +65,10 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	return p
 }
+
+// closeStdout stops reading the process's stdout: its later writes there
+// fail (EPIPE), as when the reader of a pipeline has gone.
+func (p *proc) closeStdout() { p.stdout.Close() }
 
 // expect waits for a line with the prefix and returns it.
 func (p *proc) expect(t *testing.T, prefix string) string {

@@ -79,7 +79,7 @@ prints a line for each); when the vhost is detached front exits 0.`,
 	tcpAddrVar(f, &o.nbd, "nbd", "127.0.0.1:10809", "NBD export address")
 	f.StringVar(&o.fuse, "fuse", "", "also export the disk as the file `DIR`/VDEV through FUSE (with --vhost: DIR/H:C:T:L/disk per LUN)")
 	socketPathVar(f, &o.control, "control", "", "also serve the disk to xenblk scsi and xenblk pr on this control socket")
-	f.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for the vbd to be attached")
+	f.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for the vbd (or vhost) to be attached, and then as long for a vbd's backend to connect")
 	intRangeVar(f, &o.queues, "queues", blkfront.DefaultQueues, 1, blkfront.MaxQueues, "",
 		fmt.Sprintf("queues to ask for, 1 to %d (a backend offering fewer gets what it offers)", blkfront.MaxQueues))
 	f.BoolVar(&o.force, "force", false, "on Ctrl-C, stop even while the --fuse file is in use (whatever holds it gets I/O errors; exit 1)")
@@ -90,6 +90,10 @@ prints a line for each); when the vhost is detached front exits 0.`,
 }
 
 func runFront(cmd *cobra.Command, o *frontOptions) error {
+	keepServingWithoutStdout()
+	if o.wait <= 0 {
+		return usagef("--wait %v: want a time to wait, such as 30s or 5m", o.wait)
+	}
 	var err error
 	if o.tlsConfig, err = o.tls.config("front"); err != nil {
 		return err
@@ -154,10 +158,16 @@ func waitForDevice(ctx context.Context, dom xen.Domain, dir string, wait time.Du
 // frontServe connects to the vbd at dir and exports it until Ctrl-C or
 // until the vbd is detached (detached true).
 func frontServe(ctx context.Context, o *frontOptions, signals stopSignals, dom xen.Domain, dir string, out, errOut io.Writer) (detached bool, err error) {
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	octx, cancel := context.WithTimeout(ctx, o.wait)
 	disk, err := blkfront.Open(octx, blkfront.Config{Domain: dom, Dir: dir, Queues: o.queues, Log: newLogger(o.verbose)})
 	cancel()
-	if err != nil {
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return false, nil // Ctrl-C before the backend connected
+	case octx.Err() != nil:
+		return false, fmt.Errorf("%w: no backend connected within --wait %v (is xenblk serve running? give a slow backend longer with --wait)", err, o.wait)
+	default:
 		return false, err
 	}
 	forced := false

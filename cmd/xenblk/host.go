@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,6 +47,7 @@ Xen's C xenstore tools reach the store through --xenstored.`,
 }
 
 func runHost(cmd *cobra.Command, o *hostOptions) error {
+	keepServingWithoutStdout()
 	if o.socket == "" {
 		return usagef("--socket is required")
 	}
@@ -58,12 +60,16 @@ func runHost(cmd *cobra.Command, o *hostOptions) error {
 		return err
 	}
 	l, err := sim.Listen(o.socket)
+	if errors.Is(err, sim.ErrInUse) {
+		return fmt.Errorf("--socket %w (another xenblk host runs there: stop it, or pick another --socket)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.socket, err)
 	}
 	defer os.Remove(o.socket)
-	if fi, err := os.Lstat(xsPath); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		_ = os.Remove(xsPath)
+	if err := freeXenstoredPath(xsPath); err != nil {
+		l.Close()
+		return err
 	}
 	xl, err := net.Listen("unix", xsPath)
 	if err != nil {
@@ -88,5 +94,24 @@ func runHost(cmd *cobra.Command, o *hostOptions) error {
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
+	return nil
+}
+
+// freeXenstoredPath makes path free for the host's xenstored socket: a
+// stale socket is removed; a live one (another host's store) and a file
+// that is not a socket are left alone and refused.
+func freeXenstoredPath(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("--xenstored %s exists and is not a socket (pick another --xenstored)", path)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("--xenstored %s: a running xenstore answers there (another xenblk host? stop it, or pick another --xenstored)", path)
+	}
+	_ = os.Remove(path)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/xenblk/xenblk/internal/eventually"
 	"github.com/xenblk/xenblk/xen/sim"
+	"github.com/xenblk/xenblk/xenstore"
 )
 
 // TestHostCommand runs `xenblk host`, attaches a guest process-style
@@ -64,4 +66,65 @@ func TestHostCommand(t *testing.T) {
 	}
 	g.Close()
 	eventually.True(t, 10*time.Second, "the detached guest gone from the store", func() bool { return !strings.Contains(ls(), "attached") })
+}
+
+// TestSecondHostLeavesTheFirstAlone: a host given a running host's
+// socket, or a socket beside it (so the same default --xenstored), is
+// refused with a failure naming the flag to change, before it touches
+// either socket: the running host still takes domains and still answers
+// on its store.
+func TestSecondHostLeavesTheFirstAlone(t *testing.T) {
+	dir := t.TempDir()
+	socket, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	first := newCLI()
+	first.SetArgs([]string{"host", "--socket", socket})
+	first.SetOut(&strings.Builder{})
+	go func() { done <- first.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the first xenblk host: %v", err)
+		}
+	}()
+	eventually.True(t, 10*time.Second, "the first host answering", func() bool {
+		d, err := sim.Connect(socket, sim.AsDom0())
+		if err == nil {
+			d.Close()
+		}
+		return err == nil
+	})
+
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"host", "--socket", socket, "--xenstored", filepath.Join(dir, "other-xenstored")}, "--socket"},
+		{[]string{"host", "--socket", filepath.Join(dir, "other.sock")}, "--xenstored"},
+		{[]string{"host", "--socket", socket}, "--socket"},
+	} {
+		// A host that starts runs until its context ends: the bound
+		// makes one that was not refused a failure, not a hang.
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		second := newCLI()
+		second.SetArgs(c.args)
+		second.SetOut(&strings.Builder{})
+		err := second.ExecuteContext(sctx)
+		scancel()
+		var ue usageError
+		if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "another xenblk host") || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("xenblk %s: %v; want a failure (exit 1) saying another host runs there, naming %s", strings.Join(c.args, " "), err, c.flag)
+		}
+	}
+	d, err := sim.Connect(socket, sim.AsDom0())
+	if err != nil {
+		t.Fatalf("the first host after the refused ones: %v", err)
+	}
+	d.Close()
+	st, err := xenstore.Dial(xs)
+	if err != nil {
+		t.Fatalf("the first host's store after the refused ones: %v", err)
+	}
+	st.Close()
 }

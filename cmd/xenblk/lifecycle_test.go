@@ -162,8 +162,8 @@ func TestAKilledGuestsVBDGoesWithIt(t *testing.T) {
 	start := time.Now()
 	out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", fmt.Sprint(domid), "xvda", "--timeout", "30s").CombinedOutput()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "no device") {
-		t.Fatalf("detach of a vbd already gone: %v %s; want exit 1 saying there is no device", err, out)
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "has no vbd xvda") {
+		t.Fatalf("detach of a vbd already gone: %v %s; want exit 1 saying there is no such vbd", err, out)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("detach of a vbd already gone took %v", took)
@@ -333,6 +333,14 @@ func TestDetachWithNoBackendServing(t *testing.T) {
 	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
+	// A vbd never attached is named as such, with where to look.
+	out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", "0", "xvdb").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure || !strings.Contains(string(out), "domain 0 has no vbd xvdb") ||
+		!strings.Contains(string(out), "xenblk xenstore ls /local/domain/0/backend/xenblk") {
+		t.Errorf("detach of a vbd never attached: %v %s; want exit 1 saying there is no such vbd and where to look", err, out)
+	}
+
 	attachImage(t, bin, xs, 0, img)
 	start := time.Now()
 	detachVBD(t, bin, xs, 0)
@@ -350,8 +358,7 @@ func TestDetachWithNoBackendServing(t *testing.T) {
 	if err := st.Write(state, "4"); err != nil { // taken up, then hung
 		t.Fatal(err)
 	}
-	out, err := exec.Command(bin, "detach", "--xenstore", xs, "--domain", "0", "xvda", "--timeout", "300ms").CombinedOutput()
-	var ee *exec.ExitError
+	out, err = exec.Command(bin, "detach", "--xenstore", xs, "--domain", "0", "xvda", "--timeout", "300ms").CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
 		t.Fatalf("detach of a hung backend: %v %s; want exit 1", err, out)
 	}
@@ -372,12 +379,69 @@ func TestHostSocketGivenAsXenstore(t *testing.T) {
 	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
 	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
 	waitFile(t, sock)
-	out, err := exec.Command(bin, "detach", "--xenstore", sock, "--domain", "0", "xvda").CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
-		t.Fatalf("detach --xenstore HOSTSOCKET: %v %s; want exit 1", err, out)
+	for _, args := range [][]string{
+		{"detach", "--xenstore", sock, "--domain", "0", "xvda"},
+		{"xenstore", "--socket", sock, "ls", "/"},
+	} {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitFailure {
+			t.Fatalf("%s: %v %s; want exit 1", args, err, out)
+		}
+		if !strings.Contains(string(out), "not a xenstored socket") || strings.Contains(string(out), "wrong type") {
+			t.Errorf("%s says: %s", args, out)
+		}
 	}
-	if !strings.Contains(string(out), "not a xenstored socket") || strings.Contains(string(out), "wrong type") {
-		t.Errorf("detach --xenstore HOSTSOCKET says: %s", out)
+}
+
+// TestSimCleansUpWhenNobodyReadsItsOutput: the reader of sim's output
+// may be gone by the time sim says it is shutting down (`xenblk sim |
+// tee log`: Ctrl-C stops tee too). sim must still stop cleanly: exit 0,
+// its control socket removed, not killed by SIGPIPE halfway through.
+func TestSimCleansUpWhenNobodyReadsItsOutput(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	control := filepath.Join(dir, "control.sock")
+	sim := startProc(t, bin, "sim", "--disk", filepath.Join(dir, "disk.img"), "--size", "16M",
+		"--nbd", freePort(t), "--control", control)
+	sim.expect(t, "Ctrl-C to stop.")
+	sim.closeStdout()
+	start := time.Now()
+	sim.cmd.Process.Signal(syscall.SIGINT)
+	code, _ := waitExit(t, sim, start, 30*time.Second)
+	if code != 0 {
+		t.Fatalf("sim exited %d after Ctrl-C with nobody reading its output (%v): %s", code, sim.cmd.ProcessState, sim.errb.String())
+	}
+	if _, err := os.Lstat(control); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("control socket %s left behind: %v", control, err)
+	}
+}
+
+// TestFrontHandshakeFollowsWait: a vbd attached with no backend serving
+// it is given up after front's --wait (it was a fixed 30 s, so a slow
+// backend could not be waited for longer), with a message naming --wait;
+// Ctrl-C while front waits for the backend is a stop the user asked for
+// (exit 0).
+func TestFrontHandshakeFollowsWait(t *testing.T) {
+	bin := buildXenblk(t)
+	dir := t.TempDir()
+	sock, xs := filepath.Join(dir, "host.sock"), filepath.Join(dir, "xenstored")
+	startProc(t, bin, "host", "--socket", sock, "--xenstored", xs)
+	waitFile(t, sock)
+	img := filepath.Join(dir, "disk.img")
+	newImage(t, img, 1<<20)
+
+	front, _ := startFront(t, bin, sock, xs, img, "slow", "--wait", "2s")
+	start := time.Now()
+	code, took := waitExit(t, front, start, 20*time.Second)
+	if code != exitFailure || !strings.Contains(front.errb.String(), "--wait 2s") {
+		t.Fatalf("front with no backend: exit %d after %v: %s; want %d naming --wait 2s", code, took, front.errb.String(), exitFailure)
+	}
+
+	front, _ = startFront(t, bin, sock, xs, img, "stopped", "--wait", "1m")
+	start = time.Now()
+	front.cmd.Process.Signal(syscall.SIGINT)
+	if code, _ := waitExit(t, front, start, 20*time.Second); code != exitOK {
+		t.Fatalf("front stopped while waiting for its backend: exit %d: %s", code, front.errb.String())
 	}
 }

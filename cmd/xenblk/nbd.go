@@ -105,6 +105,7 @@ func newNBDServeCmd() *cobra.Command {
 }
 
 func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
+	keepServingWithoutStdout()
 	tlsConfig, err := o.tls.config("nbd serve")
 	if err != nil {
 		return err

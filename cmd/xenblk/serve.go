@@ -93,6 +93,7 @@ hotplug-status, as libxl expects.`,
 }
 
 func runServe(cmd *cobra.Command, o *serveOptions) error {
+	keepServingWithoutStdout()
 	if o.prLease <= 0 {
 		return usagef("--pr-lease %v: give a positive duration, e.g. %v", o.prLease, lease.DefaultConfig.Term)
 	}

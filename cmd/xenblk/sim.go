@@ -129,6 +129,7 @@ identity and one set of reservations.`,
 }
 
 func runSim(cmd *cobra.Command, o *simOptions) error {
+	keepServingWithoutStdout()
 	level := slog.LevelWarn
 	if o.verbose {
 		level = slog.LevelDebug

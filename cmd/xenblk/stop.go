@@ -32,6 +32,14 @@ type stopSignals struct {
 	Release   func()
 }
 
+// keepServingWithoutStdout is for the commands that serve until they are
+// stopped: a write to a stdout nobody reads any more (the reader of
+// `xenblk sim | tee log` goes at the same Ctrl-C) fails and is ignored,
+// as every line they print is for information, instead of killing the
+// process (Go's default for SIGPIPE on stdout) halfway through its
+// cleanup.
+func keepServingWithoutStdout() { signal.Ignore(syscall.SIGPIPE) }
+
 func notifyStop() stopSignals {
 	c := make(chan os.Signal, 4)
 	signal.Notify(c, os.Interrupt, syscall.SIGTERM)

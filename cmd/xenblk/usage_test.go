@@ -195,8 +195,25 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"sim", "--rotation-rate", "65536"}, {"sim", "--rotation-rate", "-2"},
 		{"help", "pr", "reserv"},
 		{"scsi", "inquiry", "--vpd", "0x1ff"}, {"scsi", "raw", "12", "zz"}, {"pr", "register", "--key", "zz"},
+		{"front", "--wait", "0s"}, {"front", "--wait", "-1m"},
+		{"attach", "--domain", "-5", "vdev=xvda, target=/x.img"}, {"detach", "--domain", "99999", "xvda"},
+		{"attach", "--domain", "1", "--backend-domain", "-2", "vdev=xvda, target=/x.img"},
+		{"detach", "--domain", "-5", "--vscsi", "0:0:0:0"},
 	} {
 		h.wantUsage(args...)
+	}
+
+	// A value given but out of range is named, not called missing.
+	for _, c := range []struct{ args []string }{
+		{[]string{"attach", "--domain", "-5", "vdev=xvda, target=/x.img"}},
+		{[]string{"detach", "--domain", "99999", "xvda"}},
+		{[]string{"attach", "--domain", "1", "--backend-domain", "-2", "vdev=xvda, target=/x.img"}},
+	} {
+		r := h.run(c.args...)
+		flag, value := c.args[len(c.args)-3], c.args[len(c.args)-2]
+		if !strings.Contains(r.stderr, flag+" "+value) || strings.Contains(r.stderr, "required") {
+			t.Errorf("xenblk %q: %q; want the message to name %s %s", c.args, r.stderr, flag, value)
+		}
 	}
 
 	if left, _ := os.ReadDir(h.cwd); len(left) > 0 {

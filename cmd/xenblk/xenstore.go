@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -123,6 +126,9 @@ func (o *xenstoreOptions) dial() (*xenstore.Client, error) {
 		return linux.DialStore() // xenstored's socket, else /dev/xen/xenbus
 	}
 	c, err := xenstore.Dial(o.socket)
+	if errors.Is(err, syscall.EPROTOTYPE) {
+		return nil, notXenstored(cmp.Or(o.socket, xenstore.SocketPath()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (set --socket or XENSTORED_PATH)", err)
 	}
