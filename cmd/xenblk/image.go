@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -37,10 +39,23 @@ func openImage(path string, format imageFormat, size int64, readOnly bool, rotat
 	if errors.Is(err, vbd.ErrNotQcow2) {
 		err = fmt.Errorf("%w, but --format qcow2 was given; leave --format out to serve it as it is", err)
 	}
+	err = openImageHint(err, readOnly)
 	if f, ok := d.(*storage.File); ok && rotationRate >= 0 {
 		f.SetRotationRate(uint16(rotationRate))
 	}
 	return d, f, created, err
+}
+
+// openImageHint adds to an image's open error what to do about it, where
+// a flag or another path is the answer.
+func openImageHint(err error, readOnly bool) error {
+	switch {
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("%w (give the path of an image file or a block device)", err)
+	case errors.Is(err, fs.ErrPermission) && !readOnly:
+		return fmt.Errorf("%w (to serve an image this user may only read, give --read-only)", err)
+	}
+	return err
 }
 
 // ownRotationRate is openImage's rotationRate for "the image's own".

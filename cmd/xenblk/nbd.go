@@ -124,9 +124,12 @@ func runNBDServe(cmd *cobra.Command, o *nbdServeOptions, args []string) error {
 	for _, img := range imgs {
 		if _, err := os.Stat(img.path); err != nil {
 			if lerr := storage.DanglingLink(img.path); lerr != nil {
-				err = lerr
+				return lerr
 			}
-			return usagef("nbd serve: %v", err)
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("disk image %s does not exist: nbd serve exports an image that is there (make one with truncate -s 1G %s, or qemu-img create)", img.path, img.path)
+			}
+			return fmt.Errorf("nbd serve: %w", err)
 		}
 		dev, format, _, err := openImage(img.path, o.format, 0, o.readOnly, ownRotationRate)
 		if err != nil {

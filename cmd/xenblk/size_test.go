@@ -101,11 +101,14 @@ func TestSimAndNBDServeInputHandling(t *testing.T) {
 		{[]string{"bench", "--size=-5G"}, 2, []string{`"-5G"`}, ""},
 		{[]string{"sim", "--disk", fresh, "--size", "64M", "--nbd", taken.Addr().String()}, 1, []string{"NBD export on " + taken.Addr().String()}, ""},
 		{[]string{"sim", "--disk", dangling, "--nbd", "127.0.0.1:0"}, 1, []string{"is a symbolic link to " + filepath.Join(dir, "gone.img") + ", which does not exist"}, "file exists"},
-		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", dangling}, 2, []string{"is a symbolic link to"}, ""},
+		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", dangling}, 1, []string{"is a symbolic link to"}, ""},
+		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", filepath.Join(dir, "gone.img")}, 1, []string{"gone.img does not exist", "truncate -s"}, "stat"},
 		{[]string{"sim", "--disk", empty, "--nbd", "127.0.0.1:0"}, 1, []string{"is 0 bytes; give it a size with truncate -s SIZE " + empty, "or remove it and xenblk sim creates it with --size"}, ""},
 		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", empty}, 1, []string{"is 0 bytes; give it a size with truncate -s SIZE " + empty}, "remove it"},
 		{[]string{"sim", "--disk", odd, "--nbd", "127.0.0.1:0"}, 1, []string{"is 1048676 bytes, not a whole number of 512-byte sectors: its last 100 bytes", "truncate -s 1049088 " + odd}, ""},
 		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", odd}, 1, []string{"its last 100 bytes"}, ""},
+		{[]string{"sim", "--disk", dir, "--nbd", "127.0.0.1:0"}, 1, []string{"is a directory", "give the path of an image file"}, ""},
+		{[]string{"nbd", "serve", "--listen", "127.0.0.1:0", dir}, 1, []string{"is a directory", "give the path of an image file"}, ""},
 	} {
 		before := dirListing(t, dir)
 		_, errs, code := runXenblkCode(t, bin, c.args...)
