@@ -197,7 +197,7 @@ func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 	}
 	if o.backend == 0 {
 		if err := checkLocalDisk(spec); err != nil {
-			return err
+			return targetLastHint(spec.Target, err)
 		}
 	}
 	if err := toolstack.Create(st, v); err != nil {
@@ -205,6 +205,16 @@ func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, o.domain, v.BackendPath())
 	return nil
+}
+
+// targetLastHint adds, to the error of a target that does not exist but
+// reads like keys ("/x.img, foo=bar"), that target= takes the rest of the
+// spec (xl's rule, so that a path may hold commas).
+func targetLastHint(target string, err error) error {
+	if _, serr := os.Stat(target); !errors.Is(serr, os.ErrNotExist) || !strings.Contains(target, "=") {
+		return err
+	}
+	return fmt.Errorf("%w (target= takes the rest of the spec, as in xl: give the other keys before it)", err)
 }
 
 // domainExists says whether a domain is running: every domain has its

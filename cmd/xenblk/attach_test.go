@@ -122,6 +122,7 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 		{"vdev=xvda, scsi-policy=+0xZZ, target=" + raw, nil, 2, `scsi-policy=+0xZZ: scsi policy: bad opcode in "+0xZZ"`},
 		{"vdev=xvda, scsi-policy=@relative.txt, target=" + raw, nil, 2, `scsi-policy=@relative.txt: policy file "relative.txt": want an absolute path`},
 		{"vdev=xvda, target=/nonexistent", nil, 1, "target /nonexistent does not exist"},
+		{"vdev=xvda, target=" + raw + ", access=ro", nil, 1, "target= takes the rest of the spec"},
 		{"vdev=xvda, target=" + raw, []string{"--domain", "99"}, 1, "--domain 99: no such domain: xenstore has no /local/domain/99"},
 		{"vdev=xvda, target=" + raw, []string{"--backend-domain", "42"}, 1, "--backend-domain 42: no such domain"},
 		{"vdev=xvda, target=" + dangling, nil, 1, "is a symbolic link to " + filepath.Join(dir, "gone.img") + ", which does not exist"},
