@@ -63,6 +63,24 @@ func CCases() []CCase {
 	return append(c, CCase{"memory", Workload{Name: "seqread", BlockSize: 1 << 20, QD: 1}})
 }
 
+// selectCCases is CCases narrowed to o's backends and workloads (all of
+// them by default): a change to one path can be measured on it alone.
+func selectCCases(o Options) []CCase {
+	var out []CCase
+	for _, c := range CCases() {
+		if !slices.Contains(o.Backends, c.Backend) {
+			continue
+		}
+		for _, w := range o.Workloads {
+			if w.Name == c.Workload.Name && w.QD == c.Workload.QD && w.BlockSize == c.Workload.BlockSize {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // The ring-only ping-pong's row among the comparisons against C.
 const (
 	ringOnlyBackend   = "ring only"
@@ -131,12 +149,12 @@ func Judge(r Spread, goal float64) string {
 	return VerdictUnclear
 }
 
-// RunAgainstC measures every CCase against blkpair.c in each placement,
-// pairs interleaved pairs of o.Duration runs, blkback in a process of its
-// own (o.BackendCommand, needed), then the ring-only pairs (Go's and
-// ring.h's, each a pair of threads in one process, not pinned). o.Dir
-// and o.FileSize are both sides': the file backend's image, the region
-// addressed.
+// RunAgainstC measures every CCase of o's backends and workloads against
+// blkpair.c in each placement, pairs interleaved pairs of o.Duration
+// runs, blkback in a process of its own (o.BackendCommand, needed), then
+// the ring-only pairs (Go's and ring.h's, each a pair of threads in one
+// process, not pinned). o.Dir and o.FileSize are both sides': the file
+// backend's image, the region addressed.
 func RunAgainstC(ctx context.Context, o Options, pairs int) ([]CComparison, error) {
 	o.defaults()
 	if o.BackendCommand == nil {
@@ -157,7 +175,7 @@ func RunAgainstC(ctx context.Context, o Options, pairs int) ([]CComparison, erro
 		return nil, err
 	}
 	var out []CComparison
-	cases := CCases()
+	cases := selectCCases(o)
 	var backends []string
 	for _, c := range cases {
 		if !slices.Contains(backends, c.Backend) {

@@ -98,3 +98,18 @@ func TestPlacementsUseAllowedCPUs(t *testing.T) {
 		t.Errorf("placements %+v: want one CPU, then two", p)
 	}
 }
+
+// --backend, --workload and --qd narrow the targets against C; by
+// default every one runs.
+func TestSelectCCases(t *testing.T) {
+	all := Options{}
+	all.defaults()
+	if got := selectCCases(all); len(got) != len(CCases()) {
+		t.Errorf("defaults select %d targets, want %d", len(got), len(CCases()))
+	}
+	o := Options{Backends: []string{"null", "memory"}, Workloads: SelectWorkloads([]string{"randread"}, []int{32})}
+	got := selectCCases(o)
+	if len(got) != 1 || got[0].Backend != "null" || got[0].Workload.QD != 32 {
+		t.Errorf("null and memory, randread QD32: %+v", got)
+	}
+}

@@ -90,7 +90,8 @@ its own process and blkfront's Batch on one queue, each target in --pairs
 interleaved pairs of runs (Go, C, Go, C ...) with both ends on one CPU
 and then on two (sched_setaffinity), and the ring-only ping-pongs. It
 prints the median of the pairs' Go/C ratios with their range and middle
-half, and says when that spread is too wide to conclude.
+half, and says when that spread is too wide to conclude. --backend,
+--workload and --qd narrow its targets (to measure a change to one path).
 
 --pr-stores etcd://HOST:PORT[,HOST:PORT...][/PREFIX] compares where
 reservation state is kept: the file store (under --dir) and the etcd
@@ -111,7 +112,8 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/null:vscsi/null --pairs 5
   xenblk bench --cases=false --baselines=false --workload randread --qd 1,32 --compare blkif/file:blkif-copy/file --pairs 10
   xenblk bench --cases=false --baselines=false --workload randread,randwrite --qd 1,32 --pr-stores etcd://127.0.0.1:2379 --pairs 5
-  xenblk bench --cases=false --baselines=false --against-c --pairs 10 --duration 300ms`,
+  xenblk bench --cases=false --baselines=false --against-c --pairs 10 --duration 300ms
+  xenblk bench --cases=false --baselines=false --against-c --backend null --workload randread --qd 32 --pairs 10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, b := range backends {
