@@ -54,6 +54,8 @@ func openImageHint(err error, readOnly bool) error {
 		return fmt.Errorf("%w (give the path of an image file or a block device)", err)
 	case errors.Is(err, fs.ErrPermission) && !readOnly:
 		return fmt.Errorf("%w (to serve an image this user may only read, give --read-only)", err)
+	case errors.Is(err, syscall.EFBIG):
+		return fmt.Errorf("%w (its file system holds no file that large: give a smaller --size)", err)
 	}
 	return err
 }

@@ -23,6 +23,7 @@ func TestOpenImageHint(t *testing.T) {
 		{denied, true, ""},
 		{dir, false, "give the path of an image file or a block device"},
 		{dir, true, "give the path of an image file or a block device"},
+		{&fs.PathError{Op: "truncate", Path: "/x.img", Err: syscall.EFBIG}, false, "give a smaller --size"},
 		{errors.New("other"), false, ""},
 		{nil, false, ""},
 	} {
