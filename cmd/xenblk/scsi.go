@@ -271,6 +271,9 @@ func newSenseCmd(t *scsiTarget) *cobra.Command {
 	}
 }
 
+// minCDB is the shortest CDB SCSI has (group 0's six bytes).
+const minCDB = 6
+
 func newRawCmd(t *scsiTarget) *cobra.Command {
 	var o struct {
 		request int
@@ -289,11 +292,11 @@ func newRawCmd(t *scsiTarget) *cobra.Command {
 			if err != nil {
 				return usagef("CDB %q: want hex bytes, e.g. 12 00 00 00 24 00", strings.Join(args, " "))
 			}
-			if len(cdb) == 0 || len(cdb) > scsi.MaxCDB {
-				return usagef("CDB of %d bytes (1..%d)", len(cdb), scsi.MaxCDB)
+			if len(cdb) < minCDB || len(cdb) > scsi.MaxCDB {
+				return usagef("CDB of %d bytes: a CDB is %d to %d bytes", len(cdb), minCDB, scsi.MaxCDB)
 			}
 			if o.request < 0 || o.request > control.MaxData {
-				return usagef("--request %d (0..%d)", o.request, control.MaxData)
+				return usagef("--request %d: want a byte count from 0 to %d", o.request, control.MaxData)
 			}
 			var dataOut []byte
 			if o.infile != "" || o.send > 0 {

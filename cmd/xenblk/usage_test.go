@@ -195,7 +195,7 @@ func TestUsageMistakesExitTwo(t *testing.T) {
 		{"sim", "--rotation-rate", "65536"}, {"sim", "--rotation-rate", "-2"},
 		{"help", "pr", "reserv"},
 		{"scsi", "inquiry", "--vpd", "0x1ff"}, {"scsi", "raw", "12", "zz"}, {"pr", "register", "--key", "zz"},
-		{"front", "--wait", "0s"}, {"front", "--wait", "-1m"},
+		{"front", "--wait", "0s"}, {"front", "--wait", "-1m"}, {"scsi", "raw", "00"}, {"scsi", "raw", "12", "00", "00", "00", "24"},
 		{"attach", "--domain", "-5", "vdev=xvda, target=/x.img"}, {"detach", "--domain", "99999", "xvda"},
 		{"attach", "--domain", "1", "--backend-domain", "-2", "vdev=xvda, target=/x.img"},
 		{"detach", "--domain", "-5", "--vscsi", "0:0:0:0"},
