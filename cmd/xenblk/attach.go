@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -85,7 +86,9 @@ or a format other than raw, exits 2; a guest or backend domain that does
 not exist exits 1. With the backend in domain 0 (this host), the target
 must exist and be a block device or a raw image (a whole number of
 sectors, not a qcow2 file), and a policy file must read as serve will
-read it (exit 1 otherwise).
+read it (exit 1 otherwise). A target another vbd of the backend has
+already is refused (exit 1) unless serve can open the two together: both
+read-only, or both shared=1.
 
 With --vscsi instead of a DISKSPEC, attach gives the guest a PVSCSI LUN
 (vscsiif), in the syntax of xl's proposed vscsi-attach: 'PDEV, VDEV[,
@@ -200,11 +203,65 @@ func runAttach(cmd *cobra.Command, o *vbdOptions, args []string) error {
 			return targetLastHint(spec.Target, err)
 		}
 	}
+	if err := sharingConflict(st, v); err != nil {
+		return err
+	}
 	if err := toolstack.Create(st, v); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "attached %s to domain %d: %s\n", spec.Vdev, o.domain, v.BackendPath())
 	return nil
+}
+
+// sharingConflict refuses v when another vbd of its backend and type has
+// its target already and serve could not open the two together: its image lock lets read-only vbds share a disk, and
+// vbds that both say shared=1 (or access=w!); a read-write vbd is alone.
+// The vbd would otherwise be written, then refused by serve with an
+// error node while its guest waits.
+func sharingConflict(st xen.Store, v toolstack.VBD) error {
+	spec, root := v.Spec, path.Dir(path.Dir(v.BackendPath()))
+	if spec.Target == "" {
+		return nil
+	}
+	o, err := spec.Options()
+	if err != nil {
+		return usagef("%v", err)
+	}
+	doms, _ := st.Directory(root)
+	for _, dom := range doms {
+		devs, _ := st.Directory(root + "/" + dom)
+		for _, dev := range devs {
+			dir := root + "/" + dom + "/" + dev
+			if dir == v.BackendPath() {
+				continue // toolstack.Create says it exists
+			}
+			d, err := vbd.ReadDisk(st, dir)
+			if err != nil || !sameFile(d.Path, spec.Target) {
+				continue
+			}
+			if (o.Shared && d.Options.Shared) || (spec.ReadOnly && d.ReadOnly) {
+				continue
+			}
+			vdev, _ := st.Read(dir + "/" + vbd.KeyDev)
+			return fmt.Errorf("target %s is domain %s's vbd %s already (%s), and serve opens a disk beside another vbd only when both are read-only or both say shared=1 (a cluster disk shared on purpose); detach that one first (xenblk detach --domain %s %s), or use another image",
+				spec.Target, dom, vdev, dir, dom, vdev)
+		}
+	}
+	return nil
+}
+
+// sameFile says whether two paths name one file: the same path, or, where
+// both exist on this host, one inode.
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // targetLastHint adds, to the error of a target that does not exist but

@@ -170,13 +170,42 @@ func TestAttachChecksBeforeWriting(t *testing.T) {
 	}
 	st.Remove("/local/domain/0/backend")
 
+	raw2, cluster := filepath.Join(dir, "disk2.img"), filepath.Join(dir, "cluster.img")
+	os.WriteFile(raw2, make([]byte, 1<<20), 0o644)
+	os.WriteFile(cluster, make([]byte, 1<<20), 0o644)
+	link := filepath.Join(dir, "link.img")
+	os.Symlink(raw2, link)
 	for _, spec := range []string{
 		"format=raw, vdev=xvda, access=rw, sector-size=4096, direct=1, rotation-rate=1, grant-copy=1, target=" + raw,
-		"vdev=xvdb, scsi-policy=@" + goodPolicy + ", target=" + raw,
+		"vdev=xvdb, scsi-policy=@" + goodPolicy + ", target=" + raw2,
+		"vdev=xvdc, access=ro, target=" + link, // raw2 by another name: refused beside xvdb
+		"vdev=xvdd, shared=1, target=" + cluster,
+		"vdev=xvde, access=w!, target=" + cluster,
 	} {
 		out, errs, code := attach(spec)
-		if code != 0 || !strings.Contains(out, "attached") {
+		wantOK := !strings.HasPrefix(spec, "vdev=xvdc")
+		if wantOK && (code != 0 || !strings.Contains(out, "attached")) {
 			t.Errorf("attach %q: exit %d, %q %q", spec, code, out, errs)
+		}
+		if !wantOK && (code != 1 || !strings.Contains(errs, "vbd xvdb already")) {
+			t.Errorf("attach %q beside a read-write vbd of its disk: exit %d, %q; want exit 1 naming that vbd", spec, code, errs)
+		}
+	}
+	// A disk is refused before anything is written when serve could not
+	// open it beside the vbds that have it already.
+	for _, c := range []struct{ spec, holder string }{
+		{"vdev=xvdf, target=" + raw, "xvda"},
+		{"vdev=xvdf, access=ro, target=" + raw, "xvda"},
+		{"vdev=xvdf, target=" + cluster, "xvdd"},
+		{"vdev=xvdf, access=ro, target=" + cluster, "xvdd"},
+	} {
+		before := storeDump(t, st, "/")
+		_, errs, code := attach(c.spec)
+		if code != 1 || !strings.Contains(errs, "vbd "+c.holder+" already") || !strings.Contains(errs, "xenblk detach --domain "+domain+" "+c.holder) {
+			t.Errorf("attach %q: exit %d, %q; want exit 1 naming %s and how to detach it", c.spec, code, errs, c.holder)
+		}
+		if after := storeDump(t, st, "/"); after != before {
+			t.Errorf("attach %q changed xenstore", c.spec)
 		}
 	}
 	if v, err := st.Read("/local/domain/0/backend/xenblk/" + domain + "/51712/sector-size"); err != nil || v != "4096" {

@@ -438,7 +438,11 @@ func TestFrontHandshakeFollowsWait(t *testing.T) {
 		t.Fatalf("front with no backend: exit %d after %v: %s; want %d naming --wait 2s", code, took, front.errb.String(), exitFailure)
 	}
 
-	front, _ = startFront(t, bin, sock, xs, img, "stopped", "--wait", "1m")
+	// The first guest's vbd stays (no serve removes a dead domain's
+	// devices): another image, which attach does not refuse beside it.
+	img2 := filepath.Join(dir, "disk2.img")
+	newImage(t, img2, 1<<20)
+	front, _ = startFront(t, bin, sock, xs, img2, "stopped", "--wait", "1m")
 	start = time.Now()
 	front.cmd.Process.Signal(syscall.SIGINT)
 	if code, _ := waitExit(t, front, start, 20*time.Second); code != exitOK {
