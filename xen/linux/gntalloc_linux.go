@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xenblk/xenblk/internal/mapguard"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -115,7 +116,9 @@ func (a *Gntalloc) Revoke(g *xen.Granted) error {
 	}
 	var err error
 	if g.Mem != nil {
-		err = unix.Munmap(g.Mem)
+		// Retired, not unmapped: a slice of the pages kept past Revoke
+		// faults (internal/mapguard).
+		err = mapguard.Retire(g.Mem)
 		g.Mem = nil
 	}
 	if e := a.dealloc(h.index, h.count); e != nil && err == nil {

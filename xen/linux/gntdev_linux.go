@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xenblk/xenblk/internal/mapguard"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -102,12 +103,15 @@ func (g *Gntdev) unmapIndex(index uint64, count int) error {
 
 func (m *mapping) Bytes() []byte { return m.mem }
 
-// Unmap removes the mapping (munmap unmaps the grants) and releases the
-// reservation of file offsets. Idempotent.
+// Unmap removes the mapping (replacing the range unmaps the grants) and
+// releases the reservation of file offsets. The range is retired
+// (internal/mapguard): a slice of the mapping used after Unmap, or an
+// operation the kernel still carries out on it, faults instead of
+// reaching what mmap would put there next. Idempotent.
 func (m *mapping) Unmap() error {
 	var err error
 	m.once.Do(func() {
-		err = unix.Munmap(m.mem)
+		err = mapguard.Retire(m.mem)
 		if e := m.g.unmapIndex(m.index, m.count); err == nil && e != nil {
 			err = fmt.Errorf("xen: gntdev unmap: %w", e)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xenblk/xenblk/internal/mapguard"
 	"github.com/xenblk/xenblk/xen"
 )
 
@@ -202,7 +203,11 @@ func mapFrameRun(fd int, frames []uint32, write bool) ([]byte, error) {
 	return reserve, nil
 }
 
-func unmapFrames(b []byte) error { return unix.Munmap(b) }
+// unmapFrames ends a mapping made by mapFrames. The range is retired
+// (internal/mapguard), not handed back: a use of the slice after Unmap or
+// Revoke faults in tests, instead of reaching whatever mmap would put at
+// the address next, as it would on real Xen.
+func unmapFrames(b []byte) error { return mapguard.Retire(b) }
 
 // newMemfd makes a memfd of size bytes, sealed at that size: the other
 // processes that map it take its size as given (a grant table's entries),
