@@ -96,8 +96,13 @@ func (c *channel) isClosed() bool {
 }
 
 // collect reads the ports the kernel has queued (never blocking) and
-// records them. Called with use held shared.
+// records them. Called with use held shared; once Close has begun it
+// touches nothing: the descriptor is about to close, or has closed and
+// its number may name another file by now.
 func (c *channel) collect() {
+	if c.isClosed() {
+		return
+	}
 	var buf [4 * 8]byte
 	for {
 		n, err := unix.Read(c.fd, buf[:])
