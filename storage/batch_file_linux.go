@@ -327,7 +327,8 @@ func (b *fileBatch) finishSync(seg int, moved int64) error {
 
 // fail gives up on the ring after an io_uring_enter error that waiting
 // cannot cure: what the kernel never took is done synchronously, what it
-// took is reported failed (closing the ring cancels it), and the batch
+// took is reported failed (closing the ring waits for it to end, so no
+// buffer of the batch is written after Submit returns), and the batch
 // runs synchronously from now on.
 func (b *fileBatch) fail(err error) error {
 	b.ring.DropUnsubmitted(b.finishDropped)

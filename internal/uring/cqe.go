@@ -13,6 +13,7 @@ func (r *Ring) Reap(fn func(*CQE)) int {
 		fn(&r.cqes[h&r.cqMask])
 	}
 	r.cqHead.Store(tail) // read; the kernel may reuse them
+	r.inFlight -= tail - head
 	return int(tail - head)
 }
 

@@ -30,6 +30,7 @@ func (r *Ring) SubmitAndWait(minComplete uint32) (int, error) {
 			return submitted, nil
 		}
 		n, err := r.enter(pending, minComplete, flags)
+		r.inFlight += uint32(n)
 		if err == unix.EINTR {
 			continue
 		}

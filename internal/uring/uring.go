@@ -44,6 +44,10 @@ type Ring struct {
 	sqArray        []uint32 // slot i names SQE i, set once (identity)
 	sqes           []SQE
 	sqeTail        uint32 // SQEs handed out by NextSQE; published at enter
+	// inFlight counts the SQEs the kernel has consumed whose completions
+	// have not been reaped: the operations that may still read or write
+	// the memory their SQEs name.
+	inFlight uint32
 
 	cqHead, cqTail *atomic.Uint32 // we consume at head; the kernel posts at tail
 	cqMask         uint32
@@ -95,11 +99,26 @@ func (r *Ring) CQEntries() int { return len(r.cqes) }
 // Features are the kernel's FeatXxx bits for this ring.
 func (r *Ring) Features() uint32 { return r.features }
 
-// Close unmaps the rings and closes the fd; the kernel cancels what is
-// still in flight. Closing twice is harmless.
+// Close waits for the operations in flight, then unmaps the rings and
+// closes the fd. Closing twice is harmless.
+//
+// The wait is what makes Close safe for the memory those operations
+// name: closing the fd does not stop them. The kernel cancels them in
+// its own time, and one already running (in an io-wq worker) still
+// copies into the buffer it was given, after Close would otherwise have
+// returned and the caller given the buffer back (to Go's heap, or to the
+// address space as an unmapped grant page that another mapping then
+// takes). A Ring carries file and block-device I/O, which completes; the
+// wait ends early only if io_uring_enter itself fails.
 func (r *Ring) Close() error {
 	if r.closed {
 		return nil
+	}
+	for r.inFlight > 0 {
+		if err := r.Wait(r.inFlight); err != nil {
+			break
+		}
+		r.Reap(func(*CQE) {})
 	}
 	r.closed = true
 	r.sqHead, r.sqTail, r.cqHead, r.cqTail = nil, nil, nil, nil
