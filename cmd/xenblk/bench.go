@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -136,15 +135,11 @@ throwaway local cluster, go run ./cmd/xenblk-etcd prints its URL.`,
 			defer stop()
 			progress := os.Stderr
 			if profPath != "" {
-				f, err := os.Create(profPath)
+				stopProfile, err := startCPUProfile(profPath)
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+				defer stopProfile()
 			}
 			for _, w := range only {
 				if w != "randread" && w != "randwrite" && w != "seqread" && w != "seqread-view" {
@@ -294,15 +289,11 @@ func newBenchBackendCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 			defer stop()
 			if p := bb.profile; p != "" {
-				f, err := os.Create(p)
+				stopProfile, err := startCPUProfile(p)
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+				defer stopProfile()
 			}
 			return bench.ServeBackend(ctx, bb.host, bb.backend, bench.Options{Dir: bb.dir, FileSize: int64(bb.size), Poll: bb.poll,
 				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})

@@ -39,6 +39,7 @@ type serveOptions struct {
 	journalDir  string
 	verbose     bool
 	metrics     string
+	cpuProfile  string
 }
 
 func newServeCmd() *cobra.Command {
@@ -89,6 +90,7 @@ hotplug-status, as libxl expects.`,
 	f.StringVar(&o.journalDir, "journal-dir", "/run/xenblk/journal", "where each ring's consumed requests are kept, so that a restarted backend resumes them safely (\"\": none)")
 	f.BoolVar(&o.verbose, "verbose", false, "log every request error and handshake step")
 	tcpAddrVar(f, &o.metrics, "metrics", "", "serve every vbd's and vhost's request counters (Prometheus text format) at http://ADDR/metrics, e.g. 127.0.0.1:9469")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file, complete when serve stops (go tool pprof reads it)")
 	return cmd
 }
 
@@ -118,6 +120,13 @@ func runServe(cmd *cobra.Command, o *serveOptions) error {
 	}
 	if err := storage.IOUringAvailable(); err != nil {
 		log.Warn("io_uring is not available: image files and block devices are served one system call per request", "err", err)
+	}
+	if o.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer stopProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
