@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # not in a git worktree).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
-.PHONY: run check deps vet test interop fuzz bench build xenlab soak
+.PHONY: run check deps vet test interop fuzz bench build xenlab xenlab-bench soak
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/xenblk ./cmd/xenblk
@@ -57,6 +57,12 @@ soak: build
 # (booted under QEMU; the image is built once and cached in /var/tmp/xenlab).
 xenlab:
 	./xenlab/run.sh
+
+# fio through Linux's xen-blkfront in one lab boot, on one image served by
+# xen-blkback, QEMU's qdisk and xenblk serve in turn (xenlab/README.md,
+# BENCHMARKS.md "Real Xen, side by side"); about 20 minutes.
+xenlab-bench:
+	XENLAB_SCENARIOS=bench ./xenlab/run.sh
 
 # The whole comparison (xenblk bench beside fio, memcpy and the C ring.h
 # pair); rewrites BENCHMARKS.md's measured section and bench/results/.

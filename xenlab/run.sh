@@ -20,6 +20,10 @@
 #   hostile.sh   a hostile domU (our Go frontend breaking the protocol
 #                from inside the guest) against serve in dom0 while a
 #                good domU does verified I/O; not in the default list yet
+#   bench.sh     fio through Linux's xen-blkfront on one image served by
+#                xen-blkback, QEMU's qdisk and xenblk serve, side by side
+#                (make xenlab-bench; never in the default list; BENCH_*
+#                variables reach it in bench.env)
 # XENLAB_SCENARIOS picks some (default: "backend frontend scsi").
 # XENLAB_RACE=1 builds the xenblk that runs in dom0 (and in guests) with
 # the race detector: the code only real Xen exercises (xen/linux, the
@@ -69,6 +73,8 @@ for s in ${XENLAB_SCENARIOS:-backend frontend scsi}; do
     xl) run xl xl.sh module_blacklist=xen_blkback ;;
     domu) run domu domu.sh ;;
     hostile) run hostile hostile.sh ;;
+    bench) for v in ${!BENCH_@}; do printf '%s=%q\n' "$v" "${!v}"; done > "$share/bench.env"
+      XENLAB_TIMEOUT=${XENLAB_TIMEOUT:-1800} run bench bench.sh; cat xenlab/out/bench/summary.txt 2>/dev/null ;;
     *) echo "xenlab: no scenario $s"; rc=1 ;;
   esac
 done
