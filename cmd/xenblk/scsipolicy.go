@@ -48,6 +48,9 @@ passthrough (the conservative set for whole SCSI disks).`,
 					return ferr
 				}
 				defer f.Close()
+				if fi, err := f.Stat(); err == nil && fi.IsDir() {
+					return fmt.Errorf("--file %s is a directory; give a policy file", file)
+				}
 				if p, err = scsi.ReadPolicyFile(f, def); err != nil {
 					return usagef("%s: %v", file, err)
 				}

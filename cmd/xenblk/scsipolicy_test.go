@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 
@@ -23,5 +24,22 @@ func TestPrintPolicyListsAllowedCommands(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "WRITE") {
 		t.Fatalf("lists a command the policy denies")
+	}
+}
+
+// TestPolicyFileThatCannotBeRead: a file that is not there, or a
+// directory, is a failure (exit 1) like any image that cannot be opened;
+// only what a policy file says can be a usage mistake.
+func TestPolicyFileThatCannotBeRead(t *testing.T) {
+	dir := t.TempDir()
+	for _, file := range []string{dir + "/missing.policy", dir} {
+		root := newCLI()
+		root.SetArgs([]string{"scsi-policy", "--file", file})
+		root.SetOut(&bytes.Buffer{})
+		err := root.Execute()
+		var ue usageError
+		if err == nil || errors.As(err, &ue) {
+			t.Errorf("scsi-policy --file %s: %v; want a failure that is not a usage mistake", file, err)
+		}
 	}
 }
