@@ -2,7 +2,7 @@
 # xenblk serve in dom0. Environment (create_guest): OTHER_BE and OTHER_FE,
 # the backend and frontend directories of another domain's vbd.
 step "blkfront found the disk xenblk serves"
-if wait_for 60 test -b /dev/xvdb; then ok "/dev/xvdb appeared"; else bad "/dev/xvdb never appeared"; ls /sys/bus/xen/devices; exit 1; fi
+if wait_for 300 test -b /dev/xvdb; then ok "/dev/xvdb appeared"; else bad "/dev/xvdb never appeared"; ls /sys/bus/xen/devices; exit 1; fi
 dmesg | grep -iE "blkfront|xvdb"
 check test "$(cat /sys/block/xvdb/size)" = $((512 << 11))
 echo "write cache: $(cat /sys/block/xvdb/queue/write_cache)"

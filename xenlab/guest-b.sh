@@ -3,7 +3,7 @@
 # Linux blkfront on our serve --backend-type vbd in dom0. Sourced by
 # guest-init; marker lines ("guest: ...") tell dom0 where it is.
 step "guest: xvda, from xl's own disk line"
-if wait_for 120 test -b /dev/xvda; then ok "/dev/xvda is there"; else bad "no /dev/xvda"; return; fi
+if wait_for 300 test -b /dev/xvda; then ok "/dev/xvda is there"; else bad "no /dev/xvda"; return; fi
 check test "$(cat /sys/block/xvda/size)" = $((256 << 11))
 # A pattern dom0 can make too: it finds it in the image.
 yes xlguest | head -c 4194304 > /tmp/p.bin

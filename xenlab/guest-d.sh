@@ -5,7 +5,7 @@
 # "d: chunk K" every 4 chunks, and stops when dom0 writes data/stop in
 # the domain's own directory; then every chunk is read again.
 step "blkfront found the disk"
-if wait_for 60 test -b /dev/xvdb; then ok "/dev/xvdb appeared"; else bad "/dev/xvdb never appeared"; exit 1; fi
+if wait_for 300 test -b /dev/xvdb; then ok "/dev/xvdb appeared"; else bad "/dev/xvdb never appeared"; exit 1; fi
 dd if=/dev/urandom of=/tmp/seed bs=1M count=1 2>/dev/null
 chunk() { printf 'chunk-%09d\n' "$1"; head -c $((1048576 - 16)) /tmp/seed; }
 chunks=$(( $(cat /sys/block/xvdb/size) / 2048 ))

@@ -8,7 +8,8 @@ check test -c /dev/xen/evtchn
 check test -c /dev/xen/xenbus
 xenblk front --xen=linux --vdev xvdb --nbd 127.0.0.1:10809 --control /tmp/f.sock --verbose > /tmp/front.log 2>&1 &
 FRONT=$!
-if wait_for 120 test -S /tmp/f.sock; then ok "our frontend connected"; else bad "our frontend did not connect"; cat /tmp/front.log; exit 1; fi
+# front waits up to its --wait (5 min) for the backend; this waits longer.
+if wait_for 360 test -S /tmp/f.sock; then ok "our frontend connected"; else bad "our frontend did not connect"; cat /tmp/front.log; exit 1; fi
 cat /tmp/front.log
 check grep -q "scsi true" /tmp/front.log
 if nbd-client 127.0.0.1 10809 /dev/nbd0 -N xvdb -b 512 >/dev/null 2>&1 || nbd-client -N xvdb 127.0.0.1 10809 /dev/nbd0 >/dev/null 2>&1; then
